@@ -1,0 +1,2 @@
+//! netd: Docker's single-host network model, with NAT and filtering in eBPF.
+pub mod ebpf;
