@@ -1,4 +1,397 @@
-//! The embedded eBPF object built by `build.rs`.
+//! The embedded eBPF object (built by `build.rs`) and the code that loads, attaches, reads and
+//! describes it.
+//!
+//! Attachment happens by interface name, which the kernel resolves in the *calling thread's*
+//! network namespace: call the attach functions from the daemon's namespace (the daemon runs in
+//! it) or from a thread that has `setns`'d into it.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode},
+};
+use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names};
 
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("parsing the eBPF object: {0}")]
+    Parse(String),
+    #[error("BPF_PROG_TEST_RUN: {0}")]
+    TestRun(std::io::Error),
+}
+
+/// Where each entry point is attached, for `cargo xtask build-ebpf` and `netd info`.
+pub fn attach_point(name: &str) -> &'static str {
+    match name {
+        prog_names::XDP_UPLINK => "XDP on each uplink (native, generic fallback)",
+        prog_names::FROM_NETDEV => "tcx ingress on each uplink",
+        prog_names::TO_NETDEV => "tcx egress on each uplink",
+        prog_names::FROM_CONTAINER => "tcx ingress on each host-side sandbox veth",
+        prog_names::SOCK_CONNECT4 => "cgroup v2 connect4 (daemon netns only, by cookie)",
+        prog_names::SOCK_SENDMSG4 => "cgroup v2 sendmsg4 (daemon netns only, by cookie)",
+        prog_names::SOCK_RECVMSG4 => "cgroup v2 recvmsg4 (daemon netns only, by cookie)",
+        _ => "unknown",
+    }
+}
+
+/// A program of the object as the ELF describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramDesc {
+    pub name: String,
+    pub kind: String,
+    pub attach_point: &'static str,
+}
+
+/// A map of the object as the ELF describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDesc {
+    pub name: String,
+    pub map_type: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// Programs and maps of an object, read from the ELF alone (no kernel needed).
+pub fn describe(object: &[u8]) -> Result<(Vec<ProgramDesc>, Vec<MapDesc>), EbpfError> {
+    use aya_obj::ProgramSection as S;
+    let obj = aya_obj::Object::parse(object).map_err(|e| EbpfError::Parse(e.to_string()))?;
+    let mut progs: Vec<ProgramDesc> = obj
+        .programs
+        .iter()
+        .map(|(name, p)| {
+            let kind = match &p.section {
+                S::Xdp { frags, .. } => format!("xdp{}", if *frags { " (frags)" } else { "" }),
+                S::SchedClassifier => "sched_cls (tc)".to_string(),
+                S::CgroupSockAddr { attach_type } => {
+                    format!("cgroup/sock_addr {attach_type:?}").to_lowercase()
+                }
+                other => format!("{other:?}"),
+            };
+            ProgramDesc { name: name.clone(), kind, attach_point: attach_point(name) }
+        })
+        .collect();
+    progs.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut maps: Vec<MapDesc> = obj
+        .maps
+        .iter()
+        .filter(|(name, _)| !name.starts_with('.'))
+        .map(|(name, m)| MapDesc {
+            name: name.clone(),
+            map_type: map_type_name(m.map_type()).to_string(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+        })
+        .collect();
+    maps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((progs, maps))
+}
+
+fn map_type_name(t: u32) -> &'static str {
+    match t {
+        1 => "hash",
+        2 => "array",
+        5 => "percpu_hash",
+        6 => "percpu_array",
+        9 => "lru_hash",
+        10 => "lru_percpu_hash",
+        11 => "lpm_trie",
+        27 => "ringbuf",
+        _ => "other",
+    }
+}
+
+/// The loaded object: every program loaded into the kernel (not yet attached).
+pub struct Loaded {
+    ebpf: Ebpf,
+}
+
+impl Loaded {
+    /// Load the embedded object and every program in it.
+    pub fn load() -> Result<Self, EbpfError> {
+        Self::load_from(OBJECT)
+    }
+
+    pub fn load_from(object: &[u8]) -> Result<Self, EbpfError> {
+        raise_memlock();
+        let mut ebpf = Ebpf::load(object)?;
+        for name in prog_names::ALL {
+            let prog = ebpf.program_mut(name).ok_or(EbpfError::MissingProgram(name))?;
+            let r = match prog {
+                aya::programs::Program::Xdp(p) => p.load(),
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                _ => Ok(()),
+            };
+            r.map_err(|source| EbpfError::Program { name, source })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Per program: the instruction count the verifier processed (`verified_insns`, 5.16+),
+    /// and the translated size in bytes.
+    pub fn verifier_stats(&self) -> Vec<(&'static str, Option<u32>, Option<u32>)> {
+        prog_names::ALL
+            .iter()
+            .map(|name| {
+                let info = self.ebpf.program(name).and_then(|p| p.info().ok());
+                (
+                    *name,
+                    info.as_ref().and_then(|i| i.verified_instruction_count()),
+                    info.as_ref().and_then(|i| i.size_translated()),
+                )
+            })
+            .collect()
+    }
+
+    /// Write the global configuration (netns cookie for the cgroup hooks, flags).
+    pub fn set_config(&mut self, cfg: Config) -> Result<(), EbpfError> {
+        let map = self.ebpf.map_mut(map_names::CONFIG).ok_or(EbpfError::MissingMap("CONFIG"))?;
+        let mut arr: Array<&mut MapData, Config> =
+            Array::try_from(map).map_err(|source| EbpfError::Map { name: "CONFIG", source })?;
+        arr.set(0, cfg, 0).map_err(|source| EbpfError::Map { name: "CONFIG", source })
+    }
+
+    /// XDP (native, falling back to generic) and both TC directions on an uplink.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
+        let mode = self.attach_xdp(ifname)?;
+        self.attach_tc(prog_names::FROM_NETDEV, ifname, TcAttachType::Ingress)?;
+        self.attach_tc(prog_names::TO_NETDEV, ifname, TcAttachType::Egress)?;
+        Ok(mode)
+    }
+
+    /// TC ingress on a host-side sandbox veth.
+    pub fn attach_container(&mut self, ifname: &str) -> Result<(), EbpfError> {
+        self.attach_tc(prog_names::FROM_CONTAINER, ifname, TcAttachType::Ingress)
+    }
+
+    fn attach_xdp(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
+        let name = prog_names::XDP_UPLINK;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| EbpfError::Program { name, source })?;
+        match prog.attach(ifname, XdpMode::Driver) {
+            Ok(_) => Ok(XdpMode::Driver),
+            Err(native) => {
+                tracing::warn!(%ifname, error = %native, "native XDP refused, using generic XDP");
+                prog.attach(ifname, XdpMode::Skb)
+                    .map(|_| XdpMode::Skb)
+                    .map_err(|source| EbpfError::Program { name, source })
+            }
+        }
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        ifname: &str,
+        dir: TcAttachType,
+    ) -> Result<(), EbpfError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| EbpfError::Program { name, source })?;
+        prog.attach(ifname, dir).map(|_| ()).map_err(|source| EbpfError::Program { name, source })
+    }
+
+    /// The three sock_addr hooks on a cgroup v2 directory.
+    pub fn attach_cgroup<F: AsFd>(&mut self, cgroup: F) -> Result<(), EbpfError> {
+        for name in [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+        ] {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| EbpfError::Program { name, source })?;
+            prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(|source| EbpfError::Program { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// File descriptor of a loaded program (for `BPF_PROG_TEST_RUN`).
+    pub fn prog_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, EbpfError> {
+        let prog = self.ebpf.program(name).ok_or(EbpfError::MissingProgram(name))?;
+        prog.fd().map(|fd| fd.as_fd()).map_err(|source| EbpfError::Program { name, source })
+    }
+
+    fn sum_counts(&self, map: &'static str, n: u32) -> Result<Vec<PacketCount>, EbpfError> {
+        let m = self.ebpf.map(map).ok_or(EbpfError::MissingMap(map))?;
+        let arr: PerCpuArray<&MapData, PacketCount> =
+            PerCpuArray::try_from(m).map_err(|source| EbpfError::Map { name: map, source })?;
+        (0..n)
+            .map(|i| {
+                let per_cpu =
+                    arr.get(&i, 0).map_err(|source| EbpfError::Map { name: map, source })?;
+                Ok(per_cpu.iter().fold(PacketCount::default(), |acc, c| PacketCount {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+
+    /// Packets and bytes seen by each entry point, summed over CPUs.
+    pub fn prog_stats(&self) -> Result<BTreeMap<&'static str, PacketCount>, EbpfError> {
+        let counts = self.sum_counts(map_names::PROG_STATS, ProgId::COUNT)?;
+        Ok(ProgId::ALL.iter().map(|p| (p.prog_name(), counts[*p as usize])).collect())
+    }
+
+    /// Packets per drop reason, summed over CPUs.
+    pub fn drop_stats(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError> {
+        let counts = self.sum_counts(map_names::DROP_STATS, DropReason::COUNT)?;
+        Ok(DropReason::ALL.iter().map(|r| (r.label(), counts[*r as usize].packets)).collect())
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless on newer ones).
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    /// The program's return value (XDP action, TC verdict, ...).
+    pub retval: u32,
+    /// The packet as the program left it.
+    pub data_out: Vec<u8>,
+    pub duration_ns: u32,
+}
+
+/// Run a loaded program once on `data_in` with `BPF_PROG_TEST_RUN` (no attachment needed).
+pub fn test_run(prog: BorrowedFd<'_>, data_in: &[u8]) -> Result<TestRun, EbpfError> {
+    // `union bpf_attr`'s `test` member (include/uapi/linux/bpf.h), zero-padded.
+    #[repr(C, align(8))]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: [u32; 5],
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut out = vec![0u8; data_in.len() + 256];
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data_in.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: data_in.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: attr points at a correctly laid out, fully initialised bpf_attr prefix; the kernel
+    // reads data_in and writes at most data_size_out bytes to data_out.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(EbpfError::TestRun(std::io::Error::last_os_error()));
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok(TestRun { retval: attr.retval, data_out: out, duration_ns: attr.duration })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_has_every_entry_point_and_map() {
+        let (progs, maps) = describe(OBJECT).expect("parse embedded object");
+        let names: Vec<&str> = progs.iter().map(|p| p.name.as_str()).collect();
+        for want in prog_names::ALL {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let xdp = progs.iter().find(|p| p.name == prog_names::XDP_UPLINK).unwrap();
+        assert_eq!(xdp.kind, "xdp (frags)");
+        let stats = maps.iter().find(|m| m.name == map_names::PROG_STATS).unwrap();
+        assert_eq!(stats.map_type, "percpu_array");
+        assert_eq!(stats.key_size, 4);
+        assert_eq!(stats.value_size, std::mem::size_of::<PacketCount>() as u32);
+        assert_eq!(stats.max_entries, ProgId::COUNT);
+        let cfg = maps.iter().find(|m| m.name == map_names::CONFIG).unwrap();
+        assert_eq!(cfg.value_size, std::mem::size_of::<Config>() as u32);
+    }
+}
+
+/// `SO_NETNS_COOKIE` of the calling thread's network namespace (the value
+/// `bpf_get_netns_cookie` returns for sockets of that namespace).
+pub fn current_netns_cookie() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket/getsockopt/close with valid arguments and an 8-byte out buffer.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 { Err(err) } else { Ok(cookie) }
+    }
+}

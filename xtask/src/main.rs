@@ -1,1 +1,131 @@
-fn main() {}
+//! `cargo xtask <task>`: everything a fresh machine needs, in one place.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker, bpffs) and
+    /// check the kernel. Idempotent; fast when already done.
+    Setup,
+    /// Build the eBPF object (the same build as netd/build.rs) and list its programs and maps
+    BuildEbpf {
+        /// Load every program in a throwaway network namespace and print the verifier's counts
+        #[arg(long)]
+        verifier_log: bool,
+    },
+    /// Set up, then run unit, BPF_PROG_TEST_RUN packet and root integration tests
+    Test {
+        /// Extra arguments passed to the test binaries (e.g. a test name filter)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the demo inside namespaces it creates and removes
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf { verifier_log } => build_ebpf(verifier_log),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Run a command, echoing it, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", show(cmd));
+    let st = cmd.status().with_context(|| format!("spawning {}", show(cmd)))?;
+    if !st.success() {
+        bail!("{} failed: {st}", show(cmd));
+    }
+    Ok(())
+}
+
+pub fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build_ebpf(verifier_log: bool) -> Result<()> {
+    // Building netd runs netd/build.rs, which builds netd-ebpf with aya-build and embeds the
+    // object; the binary then describes the very object it embeds.
+    let t = Instant::now();
+    run(cargo().args(["build", "--package", "netd"]))?;
+    eprintln!("built in {:.1}s", t.elapsed().as_secs_f64());
+    let out_dir = netd_out_dir()?;
+    eprintln!("object: {}", out_dir.join("netd-ebpf").display());
+    let mut c = Command::new("target/debug/netd");
+    c.args(["debug", "ebpf-object"]);
+    if verifier_log {
+        c.arg("--verifier-log");
+    }
+    run(&mut c)
+}
+
+/// OUT_DIR of netd's build script, from cargo's JSON messages.
+fn netd_out_dir() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["build", "--package", "netd", "--message-format=json"])
+        .stderr(Stdio::null())
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["reason"] == "build-script-executed"
+            && let Some(d) = v["out_dir"].as_str()
+            && Path::new(d).join("netd-ebpf").exists()
+        {
+            return Ok(PathBuf::from(d));
+        }
+    }
+    bail!("could not find netd's build-script OUT_DIR in cargo's output")
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let t = Instant::now();
+    setup::run()?;
+    let mut c = cargo();
+    // Every crate but netd-ebpf (a bpf-target object, built by netd/build.rs): netd-common,
+    // netd and xtask unit tests, then tests/ (BPF_PROG_TEST_RUN and root integration tests).
+    c.args(["test", "--workspace", "--exclude", "netd-ebpf", "--no-fail-fast"]);
+    if !args.is_empty() {
+        c.arg("--").args(args);
+    }
+    run(&mut c)?;
+    eprintln!("xtask test: done in {:.0}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    run(cargo().args(["build", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
+    run(&mut Command::new("target/debug/netd-demo"))
+}

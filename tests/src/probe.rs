@@ -1,0 +1,161 @@
+//! TCP/UDP echo probes. Servers run on their own thread inside a namespace and stop when their
+//! guard drops; clients return what came back, within a timeout.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::in_netns;
+
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An echo server running in a namespace; prefixes each reply with `tag:` so a test can tell
+/// which server answered, and reports the peer address it saw (`tag:PEER:payload`).
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl EchoServer {
+    /// TCP and UDP echo on `addr` inside the namespace at `netns_path`.
+    pub fn start(netns_path: &str, addr: SocketAddr, tag: &str) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tcp, udp) = in_netns(netns_path, move || -> Result<(TcpListener, UdpSocket)> {
+            let t = TcpListener::bind(addr).with_context(|| format!("bind tcp {addr}"))?;
+            let u = UdpSocket::bind(addr).with_context(|| format!("bind udp {addr}"))?;
+            Ok((t, u))
+        })??;
+        tcp.set_nonblocking(true)?;
+        udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut threads = Vec::new();
+        {
+            let stop = stop.clone();
+            let tag = tag.to_string();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp.accept() {
+                        Ok((mut s, peer)) => {
+                            let tag = tag.clone();
+                            std::thread::spawn(move || {
+                                let _ = s.set_nonblocking(false);
+                                let _ = s.set_read_timeout(Some(TIMEOUT));
+                                let mut buf = [0u8; 65536];
+                                while let Ok(n) = s.read(&mut buf) {
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    let mut reply = format!("{tag}:{}:", peer.ip()).into_bytes();
+                                    reply.extend_from_slice(&buf[..n]);
+                                    if s.write_all(&reply).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            }));
+        }
+        {
+            let stop = stop.clone();
+            let tag = tag.to_string();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, peer)) = udp.recv_from(&mut buf) {
+                        let mut reply = format!("{tag}:{}:", peer.ip()).into_bytes();
+                        reply.extend_from_slice(&buf[..n]);
+                        let _ = udp.send_to(&reply, peer);
+                    }
+                }
+            }));
+        }
+        Ok(Self { stop, threads, addr })
+    }
+}
+
+/// What an echo server answered: which server (`tag`) and the client address it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo {
+    pub tag: String,
+    pub peer: String,
+    pub payload: Vec<u8>,
+}
+
+fn parse_echo(reply: &[u8]) -> Result<Echo> {
+    let s = reply;
+    let first = s.iter().position(|b| *b == b':').context("no tag in reply")?;
+    let rest = &s[first + 1..];
+    let second = rest.iter().position(|b| *b == b':').context("no peer in reply")?;
+    Ok(Echo {
+        tag: String::from_utf8_lossy(&s[..first]).into_owned(),
+        peer: String::from_utf8_lossy(&rest[..second]).into_owned(),
+        payload: rest[second + 1..].to_vec(),
+    })
+}
+
+/// Connect from inside `netns_path` to `dst`, send `payload`, read the echo.
+pub fn tcp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
+    let payload = payload.to_vec();
+    in_netns(netns_path, move || -> Result<Echo> {
+        let mut s = TcpStream::connect_timeout(&dst, TIMEOUT)
+            .with_context(|| format!("tcp connect {dst}"))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.write_all(&payload)?;
+        let deadline = Instant::now() + TIMEOUT;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Ok(e) = parse_echo(&got)
+                && e.payload.len() >= payload.len()
+            {
+                return Ok(e);
+            }
+            if Instant::now() > deadline {
+                bail!("tcp {dst}: incomplete echo after {TIMEOUT:?}: {} bytes", got.len());
+            }
+            let n = s.read(&mut buf).with_context(|| format!("tcp read {dst}"))?;
+            if n == 0 {
+                bail!("tcp {dst}: closed after {} bytes", got.len());
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })?
+}
+
+/// Send one UDP datagram from inside `netns_path` to `dst` and wait for the echo.
+pub fn udp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
+    let payload = payload.to_vec();
+    in_netns(netns_path, move || -> Result<Echo> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = [0u8; 65536];
+        // A few tries: the first datagram may race ARP resolution.
+        for _ in 0..6 {
+            s.send_to(&payload, dst).with_context(|| format!("udp send {dst}"))?;
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return parse_echo(&buf[..n]);
+            }
+        }
+        bail!("udp {dst}: no echo within 3s")
+    })?
+}

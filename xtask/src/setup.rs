@@ -1,0 +1,183 @@
+//! `cargo xtask setup`: make a fresh machine of this kind able to build, test, demo and bench
+//! netd. Every step checks first and acts only when something is missing.
+use std::{fs, path::Path, process::Command, time::Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::run as sh;
+
+/// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and bench use.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "iptables",
+    "nftables",
+    "iperf3",
+    "conntrack",
+    "bpftool",
+    "tcpdump",
+    "iputils-ping",
+    "util-linux",
+    "procps",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    let t = Instant::now();
+    eprintln!("xtask setup: checking this machine");
+    apt()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    kernel_checks()?;
+    eprintln!("xtask setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn ok(what: &str) {
+    eprintln!("  ok    {what}");
+}
+
+fn is_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        ok("Debian packages");
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("missing Debian packages {missing:?}; run `cargo xtask setup` as root to install them");
+    }
+    eprintln!("  setup installing Debian packages: {}", missing.join(" "));
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("  setup installing the nightly toolchain (eBPF builds need -Z build-std)");
+        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .unwrap_or_default();
+    if comps.lines().any(|l| l.starts_with("rust-src")) {
+        ok("nightly toolchain with rust-src");
+    } else {
+        eprintln!("  setup adding rust-src to nightly");
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if have.contains(BPF_LINKER_VERSION) {
+        ok(&format!("bpf-linker {BPF_LINKER_VERSION}"));
+        return Ok(());
+    }
+    eprintln!("  setup building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
+    sh(Command::new("cargo")
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]))?;
+    Ok(())
+}
+
+fn mounted(path: &str, fstype: &str) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 2 && f[1] == path && f[2] == fstype
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn bpffs() -> Result<()> {
+    if mounted("/sys/fs/bpf", "bpf") {
+        ok("bpffs mounted at /sys/fs/bpf");
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` as root");
+    }
+    fs::create_dir_all("/sys/fs/bpf").ok();
+    sh(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("mounting bpffs at /sys/fs/bpf")?;
+    ok("bpffs mounted at /sys/fs/bpf (just now)");
+    Ok(())
+}
+
+fn kernel_checks() -> Result<()> {
+    let mut missing = Vec::new();
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        ok("kernel BTF (/sys/kernel/btf/vmlinux)");
+    } else {
+        missing.push("kernel BTF: /sys/kernel/btf/vmlinux is absent (CONFIG_DEBUG_INFO_BTF=y needed)");
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (6, 6) {
+        ok(&format!("kernel {} has TCX links (>= 6.6)", release.trim()));
+    } else {
+        missing.push("TCX: kernel older than 6.6 (netd attaches TC programs with tcx links)");
+    }
+    let fss = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if fss.lines().any(|l| l.trim_end().ends_with("cgroup2")) {
+        ok("cgroup v2 available (netd mounts it where needed)");
+    } else {
+        missing.push("cgroup v2: not in /proc/filesystems (the sock_addr hooks need it)");
+    }
+    if fss.lines().any(|l| l.trim_end().ends_with("\tbpf")) {
+        ok("bpf filesystem available");
+    } else {
+        missing.push("bpffs: not in /proc/filesystems");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for m in &missing {
+        eprintln!("  MISSING {m}");
+    }
+    bail!("this kernel lacks {} feature(s) netd needs (see above)", missing.len())
+}
