@@ -1,0 +1,214 @@
+//! The dataplane: everything that moves or filters packets for netd's model, behind one trait
+//! with three backends — `ebpf` (TC/XDP/cgroup programs and BPF maps, the default), `iptables`
+//! (Docker 29's rule layout, for equivalence tests and benchmarks) and `none` (topology only).
+//!
+//! The daemon calls the trait for every network, endpoint, port mapping and link change, in this
+//! order: `init` once; `network_added` before any endpoint on it; `endpoint_added` before its
+//! ports and links; removals in the reverse order; `shutdown` last. Every call is idempotent:
+//! repeating an add is a no-op, removing what is absent is Ok (so reconcile after a crash can
+//! simply replay the desired state).
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+pub mod noop;
+
+/// Which backend `netd up --dataplane` selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Ebpf,
+    Iptables,
+    None,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Ebpf => "ebpf",
+            Backend::Iptables => "iptables",
+            Backend::None => "none",
+        })
+    }
+}
+
+/// Docker's `com.docker.network.bridge.gateway_mode_ipv4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    #[default]
+    Nat,
+    NatUnprotected,
+    Routed,
+}
+
+impl std::str::FromStr for GatewayMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nat" => Ok(Self::Nat),
+            "nat-unprotected" => Ok(Self::NatUnprotected),
+            "routed" => Ok(Self::Routed),
+            other => Err(format!(
+                "unknown gateway mode {other:?}, expected one of nat, nat-unprotected, routed"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// What the daemon knows about its host when it starts the dataplane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Interfaces that lead out of the host (`--uplink`, default: those with a default route).
+    pub uplinks: Vec<Uplink>,
+    /// `--userland-proxy` (iptables backend only; eBPF needs no proxy).
+    pub userland_proxy: bool,
+    /// Pin directory for maps and links (`--bpffs`).
+    pub bpffs: std::path::PathBuf,
+    /// cgroup v2 directory where the sock_addr programs attach (`--cgroup`).
+    pub cgroup: Option<std::path::PathBuf>,
+    /// `SO_NETNS_COOKIE` of the daemon's network namespace.
+    pub netns_cookie: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uplink {
+    pub name: String,
+    pub ifindex: u32,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+/// A bridge network as the dataplane sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Small dense number used in map values (the default bridge is 1).
+    pub index: u32,
+    pub id: String,
+    pub name: String,
+    pub bridge: String,
+    pub bridge_ifindex: u32,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub internal: bool,
+    pub gateway_mode: GatewayMode,
+    /// Default host address for `-p` on this network (`--ip`, `host_binding_ipv4`).
+    pub host_binding_ipv4: Ipv4Addr,
+    pub mtu: u32,
+}
+
+impl NetworkSpec {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len) };
+        u32::from(ip) & mask == u32::from(self.subnet) & mask
+    }
+}
+
+/// A sandbox's interface on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub container_id: String,
+    pub network_index: u32,
+    /// Host-side veth (`veth<7 hex>`) and its ifindex in the daemon's namespace.
+    pub host_veth: String,
+    pub host_ifindex: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// One published port, after allocation: host (ip, port) to sandbox (ip, port).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub proto: Proto,
+    /// `0.0.0.0` for every host address.
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+    pub network_index: u32,
+}
+
+/// An icc=false exception opened by `--link`: `src` may reach `dst:port/proto` (and its replies).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LinkRule {
+    pub network_index: u32,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: Proto,
+    pub port: u16,
+}
+
+/// Counters a dataplane reports for `netd stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    pub drops: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortStats {
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub type DpResult<T> = Result<T, DataplaneError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{backend}: {context}: {message}")]
+    Failed { backend: &'static str, context: String, message: String },
+}
+
+impl DataplaneError {
+    pub fn new(backend: &'static str, context: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        Self::Failed { backend, context: context.into(), message: e.to_string() }
+    }
+}
+
+/// The contract every backend implements. Calls come from the daemon with its state lock held,
+/// one at a time; they may block briefly (map updates, one `iptables-restore`).
+pub trait Dataplane: Send {
+    fn backend(&self) -> Backend;
+    /// Attach programs / install base rules. `live` = state adopted from a previous daemon
+    /// (pinned maps, existing rules) that must be kept, not rebuilt.
+    fn init(&mut self, host: &HostInfo) -> DpResult<()>;
+    fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()>;
+    fn network_removed(&mut self, net: &NetworkSpec) -> DpResult<()>;
+    fn endpoint_added(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()>;
+    fn endpoint_removed(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()>;
+    fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()>;
+    fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()>;
+    fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
+    fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
+    fn stats(&self) -> DpResult<Stats>;
+    /// Remove everything this backend installed (`keep` = leave the datapath running for
+    /// `--live-restore`, only drop the daemon's handles).
+    fn shutdown(&mut self, keep: bool) -> DpResult<()>;
+}
