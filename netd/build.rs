@@ -13,11 +13,7 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={}", ebpf_dir.display());
     let ebpf_dir = ebpf_dir.to_str().expect("utf-8 path").to_owned();
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "netd-ebpf",
-            root_dir: &ebpf_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "netd-ebpf", root_dir: &ebpf_dir, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
 }

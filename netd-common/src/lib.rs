@@ -23,15 +23,8 @@ pub mod prog_names {
     pub const SOCK_SENDMSG4: &str = "netd_sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
 
-    pub const ALL: [&str; 7] = [
-        XDP_UPLINK,
-        FROM_NETDEV,
-        TO_NETDEV,
-        FROM_CONTAINER,
-        SOCK_CONNECT4,
-        SOCK_SENDMSG4,
-        SOCK_RECVMSG4,
-    ];
+    pub const ALL: [&str; 7] =
+        [XDP_UPLINK, FROM_NETDEV, TO_NETDEV, FROM_CONTAINER, SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
 }
 
 /// Index of each entry point in [`map_names::PROG_STATS`] (a per-CPU array of [`PacketCount`]).

@@ -13,8 +13,7 @@ pub static PROG_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(
 
 /// Packets per drop reason (index: [`DropReason`]).
 #[map(name = "DROP_STATS")]
-pub static DROP_STATS: PerCpuArray<PacketCount> =
-    PerCpuArray::with_max_entries(DropReason::COUNT, 0);
+pub static DROP_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
 
 /// One entry: global configuration written by userspace.
 #[map(name = "CONFIG")]

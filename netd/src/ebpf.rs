@@ -89,9 +89,7 @@ pub fn describe(object: &[u8]) -> Result<(Vec<ProgramDesc>, Vec<MapDesc>), EbpfE
             let kind = match &p.section {
                 S::Xdp { frags, .. } => format!("xdp{}", if *frags { " (frags)" } else { "" }),
                 S::SchedClassifier => "sched_cls (tc)".to_string(),
-                S::CgroupSockAddr { attach_type } => {
-                    format!("cgroup/sock_addr {attach_type:?}").to_lowercase()
-                }
+                S::CgroupSockAddr { attach_type } => format!("cgroup/sock_addr {attach_type:?}").to_lowercase(),
                 other => format!("{other:?}"),
             };
             ProgramDesc { name: name.clone(), kind, attach_point: attach_point(name) }
@@ -211,12 +209,7 @@ impl Loaded {
         }
     }
 
-    fn attach_tc(
-        &mut self,
-        name: &'static str,
-        ifname: &str,
-        dir: TcAttachType,
-    ) -> Result<(), EbpfError> {
+    fn attach_tc(&mut self, name: &'static str, ifname: &str, dir: TcAttachType) -> Result<(), EbpfError> {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
@@ -228,11 +221,7 @@ impl Loaded {
 
     /// The three sock_addr hooks on a cgroup v2 directory.
     pub fn attach_cgroup<F: AsFd>(&mut self, cgroup: F) -> Result<(), EbpfError> {
-        for name in [
-            prog_names::SOCK_CONNECT4,
-            prog_names::SOCK_SENDMSG4,
-            prog_names::SOCK_RECVMSG4,
-        ] {
+        for name in [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4] {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)
@@ -257,8 +246,7 @@ impl Loaded {
             PerCpuArray::try_from(m).map_err(|source| EbpfError::Map { name: map, source })?;
         (0..n)
             .map(|i| {
-                let per_cpu =
-                    arr.get(&i, 0).map_err(|source| EbpfError::Map { name: map, source })?;
+                let per_cpu = arr.get(&i, 0).map_err(|source| EbpfError::Map { name: map, source })?;
                 Ok(per_cpu.iter().fold(PacketCount::default(), |acc, c| PacketCount {
                     packets: acc.packets + c.packets,
                     bytes: acc.bytes + c.bytes,
@@ -334,18 +322,32 @@ pub fn test_run(prog: BorrowedFd<'_>, data_in: &[u8]) -> Result<TestRun, EbpfErr
     // SAFETY: attr points at a correctly laid out, fully initialised bpf_attr prefix; the kernel
     // reads data_in and writes at most data_size_out bytes to data_out.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestAttr,
-            std::mem::size_of::<TestAttr>(),
-        )
+        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestAttr, std::mem::size_of::<TestAttr>())
     };
     if rc < 0 {
         return Err(EbpfError::TestRun(std::io::Error::last_os_error()));
     }
     out.truncate(attr.data_size_out as usize);
     Ok(TestRun { retval: attr.retval, data_out: out, duration_ns: attr.duration })
+}
+
+/// `SO_NETNS_COOKIE` of the calling thread's network namespace (the value
+/// `bpf_get_netns_cookie` returns for sockets of that namespace).
+pub fn current_netns_cookie() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket/getsockopt/close with valid arguments and an 8-byte out buffer.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, (&mut cookie as *mut u64).cast(), &mut len);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 { Err(err) } else { Ok(cookie) }
+    }
 }
 
 #[cfg(test)]
@@ -368,30 +370,5 @@ mod tests {
         assert_eq!(stats.max_entries, ProgId::COUNT);
         let cfg = maps.iter().find(|m| m.name == map_names::CONFIG).unwrap();
         assert_eq!(cfg.value_size, std::mem::size_of::<Config>() as u32);
-    }
-}
-
-/// `SO_NETNS_COOKIE` of the calling thread's network namespace (the value
-/// `bpf_get_netns_cookie` returns for sockets of that namespace).
-pub fn current_netns_cookie() -> std::io::Result<u64> {
-    const SO_NETNS_COOKIE: libc::c_int = 71;
-    // SAFETY: socket/getsockopt/close with valid arguments and an 8-byte out buffer.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut cookie: u64 = 0;
-        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 { Err(err) } else { Ok(cookie) }
     }
 }

@@ -1,44 +1,53 @@
-//! `netd`: the daemon and its CLI.
+//! `netd`: the daemon (`netd up`) and its CLI. This file only parses and dispatches.
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "netd", version, about = "Docker's single-host network model with an eBPF datapath")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Show the netd version information
-    Version,
-    /// Developer tools
-    #[command(hide = true, subcommand)]
-    Debug(DebugCmd),
-}
-
-#[derive(Subcommand)]
-enum DebugCmd {
-    /// Print every program and map of the embedded eBPF object
-    EbpfObject {
-        /// Also load each program into the kernel (inside a throwaway network namespace) and
-        /// print the verifier's processed instruction count
-        #[arg(long)]
-        verifier_log: bool,
-    },
-}
+use clap::Parser;
+use netd::cli::{
+    self,
+    args::{Cli, Cmd, DebugCmd},
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Version => {
-            println!("netd version {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+    match cli.cmd {
+        // The supervisor must stay single-threaded until it forks: no runtime.
+        Cmd::Shim { config } => netd::shim::main(&config),
+        Cmd::Debug(DebugCmd::EbpfObject { verifier_log }) => report(netd::debug::ebpf_object(verifier_log)),
+        Cmd::Up(up) => {
+            netd::logging::init(&up.log_level);
+            let socket = match cli::args::socket_path(cli.host.as_deref(), &up.exec_root) {
+                Ok(s) => s,
+                Err(e) => return report(Err(anyhow::anyhow!(e))),
+            };
+            let cfg = match netd::daemon::config_from_args(*up, socket) {
+                Ok(c) => c,
+                Err(e) => return report(Err(anyhow::anyhow!(e))),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            report(rt.block_on(netd::daemon::reconcile::up(cfg)).map_err(anyhow::Error::from))
         }
-        Cmd::Debug(DebugCmd::EbpfObject { verifier_log }) => ebpf_object(verifier_log),
-    };
+        cmd => {
+            let socket = match cli::client_socket(cli.host.as_deref()) {
+                Ok(s) => s,
+                Err(f) => return fail(f),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match rt.block_on(cli::run_client(socket, cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(f) => fail(f),
+            }
+        }
+    }
+}
+
+fn fail(f: cli::Failure) -> ExitCode {
+    if !f.message.is_empty() {
+        eprintln!("{}", f.message);
+    }
+    ExitCode::from(f.code)
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -46,41 +55,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn ebpf_object(verifier_log: bool) -> anyhow::Result<()> {
-    let (progs, maps) = netd::ebpf::describe(netd::ebpf::OBJECT)?;
-    println!("eBPF object: {} bytes, {} programs, {} maps", netd::ebpf::OBJECT.len(), progs.len(), maps.len());
-    println!();
-    println!("{:<22} {:<32} ATTACH POINT", "PROGRAM", "TYPE");
-    for p in &progs {
-        println!("{:<22} {:<32} {}", p.name, p.kind, p.attach_point);
-    }
-    println!();
-    println!("{:<14} {:<14} {:>8} {:>10} {:>12}", "MAP", "TYPE", "KEY", "VALUE", "MAX_ENTRIES");
-    for m in &maps {
-        println!(
-            "{:<14} {:<14} {:>8} {:>10} {:>12}",
-            m.name, m.map_type, m.key_size, m.value_size, m.max_entries
-        );
-    }
-    if verifier_log {
-        // Load in a throwaway network namespace on a dedicated thread: nothing is attached, and
-        // nothing of the caller's namespace is touched.
-        let stats = std::thread::spawn(|| -> anyhow::Result<_> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let l = netd::ebpf::Loaded::load()?;
-            Ok(l.verifier_stats())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("loader thread panicked"))??;
-        println!();
-        println!("{:<22} {:>20} {:>16}", "PROGRAM", "VERIFIED INSNS", "XLATED BYTES");
-        for (name, insns, size) in stats {
-            let f = |v: Option<u32>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
-            println!("{:<22} {:>20} {:>16}", name, f(insns), f(size));
-        }
-        println!("\nall {} programs loaded and verified", progs.len());
-    }
-    Ok(())
 }

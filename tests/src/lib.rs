@@ -5,10 +5,12 @@
 //! the test's namespaces (`ip -n NS link add ... peer ... netns OTHER`), and every guard removes
 //! what it created on drop, also when the test panics.
 pub mod cgroup;
+pub mod daemon;
 pub mod netns;
 pub mod probe;
 
 pub use cgroup::TestCgroup;
+pub use daemon::TestDaemon;
 pub use netns::{Netns, TestHost, in_netns, ip};
 
 /// Skip (return early from) a test that needs root, saying why.

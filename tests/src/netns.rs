@@ -72,10 +72,7 @@ impl Drop for Netns {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
             }
         }
@@ -121,8 +118,18 @@ impl TestHost {
             outside_ip: Ipv4Addr::new(198, 51, 100, 2),
         };
         ip(&[
-            "-n", &th.host.name, "link", "add", "up0", "type", "veth", "peer", "name", "out0",
-            "netns", &th.outside.name,
+            "-n",
+            &th.host.name,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "out0",
+            "netns",
+            &th.outside.name,
         ])?;
         ip(&["-n", &th.host.name, "addr", "add", "198.51.100.1/24", "dev", "up0"])?;
         ip(&["-n", &th.host.name, "link", "set", "up0", "up"])?;

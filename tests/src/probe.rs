@@ -117,8 +117,7 @@ fn parse_echo(reply: &[u8]) -> Result<Echo> {
 pub fn tcp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
     let payload = payload.to_vec();
     in_netns(netns_path, move || -> Result<Echo> {
-        let mut s = TcpStream::connect_timeout(&dst, TIMEOUT)
-            .with_context(|| format!("tcp connect {dst}"))?;
+        let mut s = TcpStream::connect_timeout(&dst, TIMEOUT).with_context(|| format!("tcp connect {dst}"))?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.write_all(&payload)?;
         let deadline = Instant::now() + TIMEOUT;

@@ -11,9 +11,7 @@ use netd_tests::{TestCgroup, TestHost, probe, require_root, unique};
 fn programs_count_real_packets_on_veth_and_cgroup() {
     require_root!();
     let th = TestHost::new("ctr").expect("test host");
-    let sb = th
-        .add_peer("s", "vsb0", "10.99.0.1/24", "10.99.0.2/24", "10.99.0.1")
-        .expect("sandbox peer");
+    let sb = th.add_peer("s", "vsb0", "10.99.0.1/24", "10.99.0.2/24", "10.99.0.1").expect("sandbox peer");
     let cg = TestCgroup::new(&unique("netd-ctr")).expect("cgroup");
 
     // Load and attach inside the host namespace (attach resolves interface names there).
@@ -81,7 +79,8 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
     assert!(after[p::FROM_CONTAINER].packets >= 3, "sandbox veth: {:?}", after[p::FROM_CONTAINER]);
     assert_eq!(mid[p::SOCK_CONNECT4].packets, 3, "connect4 counts the 3 connects in the daemon netns");
     assert_eq!(
-        after[p::SOCK_CONNECT4].packets, 3,
+        after[p::SOCK_CONNECT4].packets,
+        3,
         "connects from another netns in the same cgroup must be ignored (netns cookie check)"
     );
     drop(loaded); // detach before the cgroup goes

@@ -93,10 +93,7 @@ fn build_ebpf(verifier_log: bool) -> Result<()> {
 
 /// OUT_DIR of netd's build script, from cargo's JSON messages.
 fn netd_out_dir() -> Result<PathBuf> {
-    let out = cargo()
-        .args(["build", "--package", "netd", "--message-format=json"])
-        .stderr(Stdio::null())
-        .output()?;
+    let out = cargo().args(["build", "--package", "netd", "--message-format=json"]).stderr(Stdio::null()).output()?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if v["reason"] == "build-script-executed"

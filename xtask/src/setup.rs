@@ -106,18 +106,16 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("  setup building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
-    sh(Command::new("cargo")
-        .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-        .args([
-            "install",
-            "--locked",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ]))?;
+    sh(Command::new("cargo").env("LLVM_PREFIX", "/usr/lib/llvm-22").args([
+        "install",
+        "--locked",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))?;
     Ok(())
 }
 
@@ -141,8 +139,7 @@ fn bpffs() -> Result<()> {
         bail!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` as root");
     }
     fs::create_dir_all("/sys/fs/bpf").ok();
-    sh(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
-        .context("mounting bpffs at /sys/fs/bpf")?;
+    sh(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs at /sys/fs/bpf")?;
     ok("bpffs mounted at /sys/fs/bpf (just now)");
     Ok(())
 }

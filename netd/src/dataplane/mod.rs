@@ -49,9 +49,7 @@ impl std::str::FromStr for GatewayMode {
             "nat" => Ok(Self::Nat),
             "nat-unprotected" => Ok(Self::NatUnprotected),
             "routed" => Ok(Self::Routed),
-            other => Err(format!(
-                "unknown gateway mode {other:?}, expected one of nat, nat-unprotected, routed"
-            )),
+            other => Err(format!("unknown gateway mode {other:?}, expected one of nat, nat-unprotected, routed")),
         }
     }
 }

@@ -1,0 +1,412 @@
+//! HTTP routing and Docker-shaped JSON (inspect, list).
+use std::{collections::BTreeMap, io::SeekFrom, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+    net::UnixStream,
+};
+
+use super::{ApiError, ApiResult, Shared};
+use crate::{
+    api::{self, CreateRequest, ErrorResponse, NetworkConnectRequest, NetworkCreateRequest, WaitResponse},
+    model::{Container, NetworkMode, Status},
+};
+
+pub async fn serve_conn(d: Shared, mut s: UnixStream) {
+    let req = match api::read_request(&mut s).await {
+        Ok(r) => r,
+        Err(api::HttpError::TooLarge) => {
+            let _ = respond_err(
+                &mut s,
+                &ApiError { status: 413, message: format!("request body too large (limit {} bytes)", api::MAX_BODY) },
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            let _ = respond_err(&mut s, &ApiError::bad(e.to_string())).await;
+            return;
+        }
+    };
+    // Streaming endpoint.
+    if req.method == "GET"
+        && let Some(r) = req.path.strip_prefix("/containers/").and_then(|p| p.strip_suffix("/logs"))
+    {
+        let follow = req.flag("follow");
+        if let Err(e) = stream_logs(&d, &mut s, r, follow).await {
+            let _ = respond_err(&mut s, &e).await;
+        }
+        return;
+    }
+    match route(&d, &req).await {
+        Ok((status, v)) => {
+            let body =
+                if v.is_null() && status == 204 { Vec::new() } else { serde_json::to_vec(&v).unwrap_or_default() };
+            let _ = api::write_response(&mut s, status, &body).await;
+        }
+        Err(e) => {
+            let _ = respond_err(&mut s, &e).await;
+        }
+    }
+}
+
+async fn respond_err(s: &mut UnixStream, e: &ApiError) -> std::io::Result<()> {
+    let body = serde_json::to_vec(&ErrorResponse { message: e.message.clone() }).unwrap_or_default();
+    api::write_response(s, e.status, &body).await
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))
+}
+
+async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["_ping"]) => Ok((200, json!("OK"))),
+        ("GET", ["version"]) => Ok((200, version())),
+        ("GET", ["info"]) => Ok((200, d.info().await)),
+        ("POST", ["shutdown"]) => {
+            d.shutdown.notify_one();
+            Ok((204, Value::Null))
+        }
+        ("POST", ["containers", "create"]) => {
+            let r: CreateRequest = parse(&req.body)?;
+            let out = d.create(r).await?;
+            Ok((201, serde_json::to_value(out).unwrap_or_default()))
+        }
+        ("GET", ["containers", "json"]) => Ok((200, d.list(req.flag("all")).await)),
+        ("GET", ["containers", id, "json"]) => Ok((200, d.inspect(id).await?)),
+        ("POST", ["containers", id, "start"]) => d.start(id).await.map(|_| (204, Value::Null)),
+        ("POST", ["containers", id, "stop"]) => {
+            let t = req
+                .query
+                .get("t")
+                .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad(format!("invalid value for t: {t}"))))
+                .transpose()?;
+            d.stop(id, t).await.map(|_| (204, Value::Null))
+        }
+        ("POST", ["containers", id, "restart"]) => {
+            let t = req
+                .query
+                .get("t")
+                .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad(format!("invalid value for t: {t}"))))
+                .transpose()?;
+            d.stop(id, t).await?;
+            d.start(id).await?;
+            let mut st = d.state.lock().await;
+            if let Ok(cid) = d.resolve_container(&st, id)
+                && let Some(c) = st.containers.get_mut(&cid)
+            {
+                c.restart_count += 1;
+                let _ = d.store.save_container(c);
+            }
+            Ok((204, Value::Null))
+        }
+        ("POST", ["containers", id, "kill"]) => {
+            let sig = req.query.get("signal").cloned().unwrap_or_else(|| "KILL".into());
+            d.kill(id, &sig).await.map(|_| (204, Value::Null))
+        }
+        ("POST", ["containers", id, "wait"]) => {
+            let code = d.wait(id).await?;
+            Ok((200, serde_json::to_value(WaitResponse { status_code: code }).unwrap_or_default()))
+        }
+        ("DELETE", ["containers", id]) => d.remove(id, req.flag("force")).await.map(|_| (204, Value::Null)),
+        ("GET", ["networks"]) => Ok((200, d.network_list().await)),
+        ("GET", ["networks", id]) => Ok((200, d.network_inspect(id).await?)),
+        ("POST", ["networks", "create"]) => {
+            let r: NetworkCreateRequest = parse(&req.body)?;
+            let id = d.network_create(r).await?;
+            Ok((201, json!({"Id": id, "Warning": ""})))
+        }
+        ("POST", ["networks", "prune"]) => Ok((200, d.network_prune().await?)),
+        ("DELETE", ["networks", id]) => d.network_remove(id).await.map(|_| (204, Value::Null)),
+        ("POST", ["networks", id, "connect"]) => {
+            let r: NetworkConnectRequest = parse(&req.body)?;
+            d.network_connect(id, r).await.map(|_| (200, Value::Null))
+        }
+        ("POST", ["networks", id, "disconnect"]) => {
+            let r: NetworkConnectRequest = parse(&req.body)?;
+            d.network_disconnect(id, &r.container).await.map(|_| (200, Value::Null))
+        }
+        ("GET", ["stats"]) => {
+            let st = d.state.lock().await;
+            let s = st.dp.stats().map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok((200, serde_json::to_value(s).unwrap_or_default()))
+        }
+        _ => Err(ApiError::not_found(format!("page not found: {} {}", req.method, req.path))),
+    }
+}
+
+fn version() -> Value {
+    json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": "1.0",
+        "Os": "linux",
+        "Arch": std::env::consts::ARCH,
+        "KernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+/// Stream the sandbox's log; with `follow`, until it stops running.
+async fn stream_logs(d: &Shared, s: &mut UnixStream, r: &str, follow: bool) -> ApiResult<()> {
+    let id = {
+        let st = d.state.lock().await;
+        d.resolve_container(&st, r)?
+    };
+    let path = d.store.log_file(&id);
+    api::write_stream_head(s).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut f = tokio::fs::File::open(&path).await.ok();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut pos = 0u64;
+    loop {
+        // Check liveness before reading, so the last bytes written before exit are read.
+        let running = {
+            let st = d.state.lock().await;
+            st.containers.get(&id).is_some_and(|c| c.state.status == Status::Running)
+        };
+        if f.is_none() {
+            f = tokio::fs::File::open(&path).await.ok();
+        }
+        if let Some(file) = f.as_mut() {
+            let _ = file.seek(SeekFrom::Start(pos)).await;
+            loop {
+                let n = file.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                pos += n as u64;
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return Ok(()); // client went away
+                }
+            }
+        }
+        if !follow || !running {
+            return Ok(());
+        }
+        let notified = d.changed.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+}
+
+impl super::Daemon {
+    pub async fn info(&self) -> Value {
+        let st = self.state.lock().await;
+        let running = st.containers.values().filter(|c| c.state.status == Status::Running).count();
+        let stopped = st.containers.len() - running;
+        json!({
+            "Containers": st.containers.len(),
+            "ContainersRunning": running,
+            "ContainersStopped": stopped,
+            "Networks": st.networks.len(),
+            "Dataplane": st.dp.backend().to_string(),
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "DataRoot": self.cfg.up.data_root,
+            "ExecRoot": self.cfg.up.exec_root,
+            "Socket": self.cfg.socket,
+            "Uplinks": st.host_info.uplinks.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            "UptimeSeconds": self.started.elapsed().as_secs(),
+            "KernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        })
+    }
+
+    /// `GET /containers/json`: Docker's list shape (the fields `ps` needs).
+    pub async fn list(&self, all: bool) -> Value {
+        let st = self.state.lock().await;
+        let mut v: Vec<&Container> =
+            st.containers.values().filter(|c| all || c.state.status == Status::Running).collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        Value::Array(
+            v.into_iter()
+                .map(|c| {
+                    json!({
+                        "Id": c.id,
+                        "Names": [format!("/{}", c.name)],
+                        "Command": c.config.cmd.join(" "),
+                        "Created": c.created_unix,
+                        "State": c.state.status.as_str(),
+                        "Status": status_text(c),
+                        "Ports": ports_list(c),
+                        "Exposed": c.exposed,
+                        "StartedAt": c.state.started_at,
+                        "FinishedAt": c.state.finished_at,
+                        "ExitCode": c.state.exit_code,
+                        "NetworkMode": c.mode.docker_name(&st.networks),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// `GET /containers/{id}/json`: Docker's inspect shape.
+    pub async fn inspect(&self, r: &str) -> ApiResult<Value> {
+        let st = self.state.lock().await;
+        let id = self.resolve_container(&st, r)?;
+        let c = &st.containers[&id];
+        let rt = self.cfg.runtime_dir(&id);
+        let mut port_bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for b in &c.requested {
+            port_bindings
+                .entry(format!("{}/{}", b.container_port, b.proto))
+                .or_default()
+                .push(json!({"HostIp": b.host_ip, "HostPort": b.host_port}));
+        }
+        let mut ports: BTreeMap<String, Value> = BTreeMap::new();
+        if c.state.status == Status::Running && matches!(c.mode, NetworkMode::Bridge(_)) {
+            for k in &c.exposed {
+                ports.insert(k.clone(), Value::Null);
+            }
+            for m in &c.ports {
+                let key = format!("{}/{}", m.container_port, m.proto.as_str());
+                let e = ports.entry(key).or_insert(Value::Null);
+                if e.is_null() {
+                    *e = Value::Array(Vec::new());
+                }
+                if let Value::Array(a) = e {
+                    a.push(json!({"HostIp": m.host_ip.to_string(), "HostPort": m.host_port.to_string()}));
+                }
+            }
+        }
+        let mut networks = serde_json::Map::new();
+        for ep in &c.endpoints {
+            let Some(n) = st.networks.get(&ep.network_id) else { continue };
+            let name = if n.default_bridge { "bridge".to_string() } else { n.name.clone() };
+            networks.insert(
+                name,
+                json!({
+                    "IPAMConfig": ep.static_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                    "Links": if n.default_bridge && !c.config.links.is_empty() { json!(c.config.links) } else { Value::Null },
+                    "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
+                    "MacAddress": fmt_mac(ep.mac),
+                    "NetworkID": n.id,
+                    "EndpointID": ep.endpoint_id,
+                    "Gateway": ep.gateway.to_string(),
+                    "IPAddress": ep.ip.to_string(),
+                    "IPPrefixLen": ep.prefix_len,
+                    "IPv6Gateway": "",
+                    "GlobalIPv6Address": "",
+                    "GlobalIPv6PrefixLen": 0,
+                    "DNSNames": if n.default_bridge { Value::Null } else { json!(dns_names(c, &ep.aliases)) },
+                }),
+            );
+        }
+        // Stopped sandboxes still list their networks (without addresses), as Docker does.
+        if c.endpoints.is_empty()
+            && let NetworkMode::Bridge(nid) = &c.mode
+        {
+            for nid in std::iter::once(nid).chain(c.extra_networks.iter()) {
+                if let Some(n) = st.networks.get(nid) {
+                    let name = if n.default_bridge { "bridge".to_string() } else { n.name.clone() };
+                    networks.insert(name, json!({"NetworkID": n.id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}));
+                }
+            }
+        }
+        let primary = c.endpoints.first();
+        let default_ep = c.endpoints.iter().find(|e| st.networks.get(&e.network_id).is_some_and(|n| n.default_bridge));
+        let mut exposed = serde_json::Map::new();
+        for k in &c.exposed {
+            exposed.insert(k.clone(), json!({}));
+        }
+        let status = c.state.status;
+        Ok(json!([{
+            "Id": c.id,
+            "Created": c.created,
+            "Path": c.config.cmd.first(),
+            "Args": c.config.cmd.iter().skip(1).collect::<Vec<_>>(),
+            "State": {
+                "Status": status.as_str(),
+                "Running": status == Status::Running,
+                "Paused": false,
+                "Restarting": false,
+                "OOMKilled": false,
+                "Dead": false,
+                "Pid": c.state.pid,
+                "ExitCode": c.state.exit_code,
+                "Error": c.state.error,
+                "StartedAt": c.state.started_at,
+                "FinishedAt": c.state.finished_at,
+            },
+            "ResolvConfPath": rt.join("resolv.conf"),
+            "HostnamePath": rt.join("hostname"),
+            "HostsPath": rt.join("hosts"),
+            "LogPath": self.store.log_file(&c.id),
+            "Name": format!("/{}", c.name),
+            "RestartCount": c.restart_count,
+            "HostConfig": {
+                "NetworkMode": c.mode.docker_name(&st.networks),
+                "PortBindings": port_bindings,
+                "PublishAllPorts": c.config.publish_all,
+                "AutoRemove": c.config.auto_remove,
+                "Dns": c.config.dns,
+                "DnsOptions": c.config.dns_options,
+                "DnsSearch": c.config.dns_search,
+                "ExtraHosts": if c.config.extra_hosts.is_empty() { Value::Null } else { json!(c.config.extra_hosts) },
+                "Links": if c.config.links.is_empty() { Value::Null } else { json!(c.config.links) },
+            },
+            "Config": {
+                "Hostname": c.hostname,
+                "Domainname": c.domainname,
+                "ExposedPorts": if exposed.is_empty() { Value::Null } else { Value::Object(exposed) },
+                "Env": c.config.env,
+                "Cmd": c.config.cmd,
+                "WorkingDir": c.config.workdir.clone().unwrap_or_default(),
+            },
+            "NetworkSettings": {
+                "SandboxID": c.netns.as_ref().map(|_| c.id.clone()).unwrap_or_default(),
+                "SandboxKey": c.netns.clone().map(|p| p.display().to_string()).unwrap_or_default(),
+                "Ports": ports,
+                "Gateway": default_ep.map(|e| e.gateway.to_string()).unwrap_or_default(),
+                "IPAddress": default_ep.map(|e| e.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": default_ep.map(|e| e.prefix_len).unwrap_or(0),
+                "MacAddress": default_ep.map(|e| fmt_mac(e.mac)).unwrap_or_default(),
+                "EndpointID": default_ep.map(|e| e.endpoint_id.clone()).unwrap_or_default(),
+                "Networks": networks,
+            },
+            "Primary": primary.map(|e| e.ip.to_string()),
+        }]))
+    }
+}
+
+fn dns_names(c: &Container, aliases: &[String]) -> Vec<String> {
+    let mut v = vec![c.name.clone()];
+    v.extend(aliases.iter().cloned());
+    v.push(c.id[..12].to_string());
+    v.dedup();
+    v
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Docker's `Status` text of a list entry.
+fn status_text(c: &Container) -> Value {
+    json!({
+        "State": c.state.status.as_str(),
+        "StartedAt": c.state.started_at,
+        "FinishedAt": c.state.finished_at,
+        "ExitCode": c.state.exit_code,
+    })
+}
+
+/// `Ports` of a list entry: every published binding, plus exposed-only ports.
+fn ports_list(c: &Container) -> Value {
+    let mut out = Vec::new();
+    let running = c.state.status == Status::Running;
+    for k in &c.exposed {
+        let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+        let p: u16 = p.parse().unwrap_or(0);
+        let bound: Vec<_> = if running {
+            c.ports.iter().filter(|m| m.container_port == p && m.proto.as_str() == proto).collect()
+        } else {
+            Vec::new()
+        };
+        if bound.is_empty() {
+            out.push(json!({"PrivatePort": p, "Type": proto}));
+        }
+        for m in bound {
+            out.push(json!({"IP": m.host_ip.to_string(), "PrivatePort": p, "PublicPort": m.host_port, "Type": proto}));
+        }
+    }
+    Value::Array(out)
+}

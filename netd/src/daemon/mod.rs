@@ -1,0 +1,147 @@
+//! The daemon: owns the model, the kernel objects (bridges, veths, namespaces) and the
+//! dataplane, and serves the API.
+//!
+//! Concurrency: one async mutex around [`State`]; every API operation takes it for its whole
+//! change, so operations are serialised and each leaves the model, the kernel and the dataplane
+//! consistent (a failed step rolls back what the operation did). Waiting (stop timeouts, logs
+//! follow, wait) happens outside the lock.
+pub mod containers;
+pub mod handlers;
+pub mod netcrud;
+pub mod networks;
+pub mod reconcile;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::sync::{Mutex, Notify};
+
+use crate::{
+    cli::args::UpArgs,
+    dataplane::{Backend, Dataplane, HostInfo},
+    ipam,
+    model::{Container, Network, Store},
+    netlink::Netlink,
+    ports::PortAllocator,
+};
+
+/// Daemon-wide settings resolved from `netd up` flags (and `--config-file`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub up: UpArgs,
+    pub socket: PathBuf,
+    /// The `netd` executable (to start shims).
+    pub exe: PathBuf,
+}
+
+impl Config {
+    pub fn netns_dir(&self) -> PathBuf {
+        self.up.exec_root.join("netns")
+    }
+    pub fn runtime_dir(&self, id: &str) -> PathBuf {
+        self.up.exec_root.join("containers").join(id)
+    }
+}
+
+/// An error for the API: an HTTP status and Docker's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        Self { status: 400, message: msg.into() }
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self { status: 404, message: msg.into() }
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self { status: 409, message: msg.into() }
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self { status: 500, message: msg.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A held host-port reservation: a bound socket, as Docker holds one per binding (TCP bound but
+/// not listening), so no other program can take the port while the binding exists.
+pub enum HeldSocket {
+    Udp(std::net::UdpSocket),
+    TcpRaw(std::os::fd::OwnedFd),
+}
+
+pub struct State {
+    pub containers: BTreeMap<String, Container>,
+    pub networks: BTreeMap<String, Network>,
+    pub dp: Box<dyn Dataplane>,
+    pub allocator: PortAllocator,
+    /// Address pools per bridge network id.
+    pub pools: HashMap<String, ipam::Pool>,
+    /// Held sockets per published binding: (proto, host ip, host port).
+    pub held: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), HeldSocket>,
+    pub host_info: HostInfo,
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub store: Store,
+    pub nl: Netlink,
+    pub state: Mutex<State>,
+    /// Wakes every waiter when any sandbox changes state (wait, stop, logs --follow).
+    pub changed: Notify,
+    /// Set when shutdown was requested (`netd down`, SIGTERM).
+    pub shutdown: Notify,
+    pub started: std::time::Instant,
+    /// ip_forward before we changed it (restored on teardown).
+    pub saved_ip_forward: Option<String>,
+}
+
+pub type Shared = Arc<Daemon>;
+
+/// Default sysctl path helper: sysctls are per network namespace, and the daemon's whole
+/// process lives in its own, so plain file writes act on that namespace only.
+pub fn sysctl_read(key: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc/sys").join(key.replace('.', "/"))).ok().map(|s| s.trim().to_string())
+}
+
+pub fn sysctl_write(key: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(Path::new("/proc/sys").join(key.replace('.', "/")), value)
+}
+
+pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String> {
+    let _ = up;
+    match b {
+        Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
+        Backend::Ebpf | Backend::Iptables => {
+            Err(format!("the {b} dataplane is not built into this netd yet; use --dataplane none"))
+        }
+    }
+}
+
+/// Resolve `netd up` flags into the daemon's configuration.
+pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the netd executable: {e}"))?;
+    if let Some(m) = up.mtu
+        && !(68..=65535).contains(&m)
+    {
+        return Err(format!("invalid MTU {m}: must be between 68 and 65535"));
+    }
+    if !matches!(up.iptables_backend.as_str(), "nft" | "legacy") {
+        return Err(format!("invalid --iptables-backend {:?}: use nft or legacy", up.iptables_backend));
+    }
+    Ok(Config { up, socket, exe })
+}

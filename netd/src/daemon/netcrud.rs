@@ -1,0 +1,460 @@
+//! `netd network ...`: create, list, inspect, remove, prune, connect, disconnect (Docker's
+//! shapes and messages).
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Daemon, Shared};
+use crate::{
+    api::{NetworkConnectRequest, NetworkCreateRequest},
+    dataplane::GatewayMode,
+    ipam::{self, Ipv4Net},
+    model::{BridgeNet, Network, NetworkMode, Status},
+};
+
+const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
+
+fn opt_bool(opts: &BTreeMap<String, String>, key: &str, default: bool) -> ApiResult<bool> {
+    match opts.get(key).map(String::as_str) {
+        None => Ok(default),
+        Some("true" | "1" | "True" | "TRUE" | "t" | "T") => Ok(true),
+        Some("false" | "0" | "False" | "FALSE" | "f" | "F") => Ok(false),
+        Some(v) => Err(ApiError::bad(format!(
+            "failed to parse {key} value: strconv.ParseBool: parsing \"{v}\": invalid syntax"
+        ))),
+    }
+}
+
+impl Daemon {
+    pub async fn network_create(self: &Shared, r: NetworkCreateRequest) -> ApiResult<String> {
+        let mut st = self.state.lock().await;
+        if r.name.is_empty() {
+            return Err(ApiError::bad("network name cannot be empty"));
+        }
+        crate::names::validate_name(&r.name).map_err(|_| {
+            ApiError::bad(format!("invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", r.name))
+        })?;
+        if PREDEFINED.contains(&r.name.as_str()) {
+            return Err(ApiError {
+                status: 403,
+                message: format!("operation is not permitted on predefined {} network ", r.name),
+            });
+        }
+        if st.networks.values().any(|n| n.name == r.name) {
+            return Err(ApiError::conflict(format!("network with name {} already exists", r.name)));
+        }
+        let driver = if r.driver.is_empty() { "bridge" } else { r.driver.as_str() };
+        if driver != "bridge" {
+            return Err(ApiError::not_found(format!("plugin \"{driver}\" not found")));
+        }
+        let known = [
+            "com.docker.network.bridge.name",
+            "com.docker.network.bridge.enable_icc",
+            "com.docker.network.bridge.enable_ip_masquerade",
+            "com.docker.network.bridge.host_binding_ipv4",
+            "com.docker.network.driver.mtu",
+            "com.docker.network.bridge.gateway_mode_ipv4",
+        ];
+        for k in r.options.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::bad(format!(
+                    "unsupported bridge option {k:?} (netd supports: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let icc = opt_bool(&r.options, "com.docker.network.bridge.enable_icc", true)?;
+        let masquerade = opt_bool(&r.options, "com.docker.network.bridge.enable_ip_masquerade", true)?;
+        let host_ip: Ipv4Addr = match r.options.get("com.docker.network.bridge.host_binding_ipv4") {
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad(format!("failed to parse host_binding_ipv4 value: invalid IP address {v:?}"))
+            })?,
+            None => self.default_host_ip(&st),
+        };
+        let mtu: u32 = match r.options.get("com.docker.network.driver.mtu") {
+            Some(v) => v.parse().map_err(|_| ApiError::bad(format!("invalid MTU value {v:?}")))?,
+            None => self.cfg.up.mtu.unwrap_or(super::networks::DEFAULT_MTU),
+        };
+        if !(68..=65535).contains(&mtu) {
+            return Err(ApiError::bad(format!("invalid MTU value {mtu}: must be between 68 and 65535")));
+        }
+        let gateway_mode: GatewayMode = match r.options.get("com.docker.network.bridge.gateway_mode_ipv4") {
+            Some(v) => v.parse().map_err(ApiError::bad)?,
+            None => GatewayMode::Nat,
+        };
+        let index = st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.index)).max().unwrap_or(1) + 1;
+        let id = crate::names::new_id();
+        let bridge = match r.options.get("com.docker.network.bridge.name") {
+            Some(b) => {
+                if b.is_empty() || b.len() > 15 || b.contains('/') || b.contains(char::is_whitespace) {
+                    return Err(ApiError::bad(format!("invalid bridge name {b:?}")));
+                }
+                if st.networks.values().any(|n| n.bridge.as_ref().is_some_and(|x| &x.bridge == b)) {
+                    return Err(ApiError::conflict(format!("bridge name {b} is already in use by another network")));
+                }
+                b.clone()
+            }
+            None => format!("br-{}", &id[..12]),
+        };
+        // Subnet: given (checked for overlap), or the first free default pool.
+        let in_use: Vec<Ipv4Net> = st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref().and_then(|b| Ipv4Net::new(b.subnet, b.prefix_len).ok()))
+            .collect();
+        let (subnet, user_subnet) = match &r.subnet {
+            Some(s) => {
+                let net: Ipv4Net = s.parse().map_err(|e: ipam::IpamError| ApiError::bad(e.to_string()))?;
+                if in_use.iter().any(|u| u.overlaps(&net)) {
+                    return Err(ApiError::bad(
+                        "invalid pool request: Pool overlaps with other one on this address space".to_string(),
+                    ));
+                }
+                (net, true)
+            }
+            None => {
+                if r.gateway.is_some() || r.ip_range.is_some() {
+                    return Err(ApiError::bad(
+                        "invalid pool request: gateway and ip-range require a subnet (--subnet)",
+                    ));
+                }
+                let mut taken = in_use.clone();
+                taken.extend(self.nl.ipv4_routes().await.unwrap_or_default());
+                let pools = ipam::default_pools();
+                let net = ipam::pick_free_subnet(&pools, &taken)
+                    .ok_or_else(|| ApiError::bad("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"))?;
+                (net, false)
+            }
+        };
+        let gateway = match &r.gateway {
+            Some(g) => {
+                let gw: Ipv4Addr = g.parse().map_err(|_| ApiError::bad(format!("invalid gateway address {g:?}")))?;
+                if !subnet.contains(gw) {
+                    return Err(ApiError::bad(format!("no matching subnet for gateway {gw}")));
+                }
+                gw
+            }
+            None => subnet.first_host(),
+        };
+        let ip_range = match &r.ip_range {
+            Some(ir) => {
+                let rn: Ipv4Net = ir.parse().map_err(|e: ipam::IpamError| ApiError::bad(e.to_string()))?;
+                if !subnet.contains_net(&rn) {
+                    return Err(ApiError::bad(format!("no matching subnet for range {ir}")));
+                }
+                Some((rn.addr(), rn.prefix_len()))
+            }
+            None => None,
+        };
+        let b = BridgeNet {
+            index,
+            bridge,
+            owned: true,
+            subnet: subnet.network(),
+            prefix_len: subnet.prefix_len(),
+            gateway,
+            ip_range,
+            user_subnet,
+            icc,
+            masquerade,
+            gateway_mode,
+            host_binding_ipv4: host_ip,
+            mtu,
+        };
+        let n = Network {
+            id: id.clone(),
+            name: r.name.clone(),
+            driver: "bridge".into(),
+            created: crate::model::rfc3339_now().0,
+            default_bridge: false,
+            bridge: Some(b.clone()),
+            internal: r.internal,
+            options: r.options.clone(),
+        };
+        let ifindex = self.ensure_bridge(&b).await.map_err(ApiError::internal)?;
+        if let Err(e) = st.dp.network_added(&n.spec(ifindex).expect("bridge")) {
+            let _ = self.nl.delete_link(&b.bridge).await;
+            return Err(ApiError::internal(format!("dataplane: {e}")));
+        }
+        if let Err(e) = self.store.save_network(&n) {
+            let _ = st.dp.network_removed(&n.spec(ifindex).expect("bridge"));
+            let _ = self.nl.delete_link(&b.bridge).await;
+            return Err(ApiError::internal(format!("saving state: {e}")));
+        }
+        st.pools.insert(id.clone(), Self::pool_for(&b));
+        st.networks.insert(id.clone(), n);
+        Ok(id)
+    }
+
+    fn default_host_ip(&self, st: &super::State) -> Ipv4Addr {
+        st.networks
+            .values()
+            .find(|n| n.default_bridge)
+            .and_then(|n| n.bridge.as_ref())
+            .map_or(Ipv4Addr::UNSPECIFIED, |b| b.host_binding_ipv4)
+    }
+
+    fn network_in_use(st: &super::State, id: &str) -> bool {
+        st.containers.values().any(|c| {
+            c.endpoints.iter().any(|e| e.network_id == id)
+                || matches!(&c.mode, NetworkMode::Bridge(n) if n == id) && c.state.status == Status::Running
+        })
+    }
+
+    pub async fn network_remove(self: &Shared, r: &str) -> ApiResult<()> {
+        let mut st = self.state.lock().await;
+        let id = self.resolve_network(&st, r)?;
+        let n = st.networks[&id].clone();
+        if n.default_bridge || PREDEFINED.contains(&n.name.as_str()) {
+            return Err(ApiError {
+                status: 403,
+                message: format!("{} is a pre-defined network and cannot be removed", n.name),
+            });
+        }
+        if Self::network_in_use(&st, &id) {
+            return Err(ApiError::conflict(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                n.name, n.id
+            )));
+        }
+        self.remove_network_locked(&mut st, &n).await;
+        Ok(())
+    }
+
+    async fn remove_network_locked(&self, st: &mut super::State, n: &Network) {
+        if let Some(spec) = n.spec(0)
+            && let Err(e) = st.dp.network_removed(&spec)
+        {
+            tracing::warn!(network = %n.name, error = %e, "dataplane: removing network");
+        }
+        if let Some(b) = &n.bridge
+            && b.owned
+            && let Err(e) = self.nl.delete_link(&b.bridge).await
+        {
+            tracing::warn!(bridge = %b.bridge, error = %e, "deleting bridge");
+        }
+        st.pools.remove(&n.id);
+        st.networks.remove(&n.id);
+        let _ = self.store.remove_network(&n.id);
+    }
+
+    pub async fn network_prune(self: &Shared) -> ApiResult<Value> {
+        let mut st = self.state.lock().await;
+        let candidates: Vec<Network> = st
+            .networks
+            .values()
+            .filter(|n| !n.default_bridge && !PREDEFINED.contains(&n.name.as_str()))
+            .filter(|n| {
+                !st.containers.values().any(|c| {
+                    matches!(&c.mode, NetworkMode::Bridge(x) if *x == n.id) || c.extra_networks.contains(&n.id)
+                })
+            })
+            .cloned()
+            .collect();
+        let mut deleted = Vec::new();
+        for n in candidates {
+            self.remove_network_locked(&mut st, &n).await;
+            deleted.push(n.name);
+        }
+        deleted.sort();
+        Ok(json!({"NetworksDeleted": deleted}))
+    }
+
+    pub async fn network_list(&self) -> Value {
+        let st = self.state.lock().await;
+        let mut v: Vec<Value> = st.networks.values().map(|n| self.network_json(&st, n, false)).collect();
+        v.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+        Value::Array(v)
+    }
+
+    pub async fn network_inspect(&self, r: &str) -> ApiResult<Value> {
+        let st = self.state.lock().await;
+        let id = self.resolve_network(&st, r)?;
+        Ok(self.network_json(&st, &st.networks[&id], true))
+    }
+
+    fn network_json(&self, st: &super::State, n: &Network, detail: bool) -> Value {
+        let mut ipam_cfg = Vec::new();
+        if let Some(b) = &n.bridge {
+            let mut c = serde_json::Map::new();
+            c.insert("Subnet".into(), json!(format!("{}/{}", b.subnet, b.prefix_len)));
+            if let Some((a, p)) = b.ip_range {
+                c.insert("IPRange".into(), json!(format!("{a}/{p}")));
+            }
+            c.insert("Gateway".into(), json!(b.gateway.to_string()));
+            ipam_cfg.push(Value::Object(c));
+        }
+        let mut containers = serde_json::Map::new();
+        if detail {
+            for c in st.containers.values() {
+                for ep in c.endpoints.iter().filter(|e| e.network_id == n.id) {
+                    containers.insert(
+                        c.id.clone(),
+                        json!({
+                            "Name": c.name,
+                            "EndpointID": ep.endpoint_id,
+                            "MacAddress": super::handlers::fmt_mac(ep.mac),
+                            "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len),
+                            "IPv6Address": "",
+                        }),
+                    );
+                }
+                if n.driver == "host" && matches!(c.mode, NetworkMode::Host) && c.state.status == Status::Running {
+                    containers.insert(c.id.clone(), json!({"Name": c.name, "EndpointID": "", "MacAddress": "", "IPv4Address": "", "IPv6Address": ""}));
+                }
+            }
+        }
+        let mut options = n.options.clone();
+        if let Some(b) = &n.bridge
+            && !n.default_bridge
+        {
+            options.entry("com.docker.network.bridge.name".into()).or_insert_with(|| b.bridge.clone());
+        }
+        json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": n.driver,
+            "EnableIPv4": n.bridge.is_some(),
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Options": null, "Config": ipam_cfg},
+            "Internal": n.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": options,
+            "Labels": {},
+        })
+    }
+
+    /// `network connect NET CTR`: a running sandbox gets `ethN` on NET at once; a stopped one
+    /// gets it at its next start.
+    pub async fn network_connect(self: &Shared, net: &str, r: NetworkConnectRequest) -> ApiResult<()> {
+        let mut st = self.state.lock().await;
+        let nid = self.resolve_network(&st, net)?;
+        let cid = self.resolve_container(&st, &r.container)?;
+        let n = st.networks[&nid].clone();
+        let c = st.containers[&cid].clone();
+        if n.bridge.is_none() {
+            return Err(ApiError::bad(
+                "container cannot be disconnected from host network or connected to host network".to_string(),
+            ));
+        }
+        match &c.mode {
+            NetworkMode::Bridge(_) => {}
+            NetworkMode::Host => {
+                return Err(ApiError::bad(
+                    "container cannot be disconnected from host network or connected to host network",
+                ));
+            }
+            NetworkMode::None => {
+                return Err(ApiError::bad(
+                    "container cannot be connected to multiple networks with one of the networks in private (none) mode",
+                ));
+            }
+            NetworkMode::Container(_) => {
+                return Err(ApiError::bad(
+                    "conflicting options: container type network can't be used with links. This would result in undefined behavior",
+                ));
+            }
+        }
+        let already = matches!(&c.mode, NetworkMode::Bridge(x) if *x == nid) || c.extra_networks.contains(&nid);
+        if already {
+            return Err(ApiError {
+                status: 403,
+                message: format!("endpoint with name {} already exists in network {}", c.name, n.name),
+            });
+        }
+        let static_ip: Option<Ipv4Addr> = match &r.ip {
+            Some(s) => Some(s.parse().map_err(|_| ApiError::bad(format!("invalid IPv4 address: {s}")))?),
+            None => None,
+        };
+        if static_ip.is_some() && (n.default_bridge || !n.bridge.as_ref().is_some_and(|b| b.user_subnet)) {
+            return Err(ApiError::bad(if n.default_bridge {
+                "invalid endpoint settings:\nuser-specified IP address is supported on user-defined networks only"
+            } else {
+                "user specified IP address is supported only when connecting to networks with user configured subnets"
+            }));
+        }
+        if c.state.status == Status::Running {
+            let netns = c.netns.clone().ok_or_else(|| ApiError::internal("sandbox has no network namespace"))?;
+            let idx = c.endpoints.len();
+            let ep = self.attach_endpoint(&mut st, &cid, &nid, &netns, idx, static_ip, None, r.aliases.clone()).await?;
+            let cc = st.containers.get_mut(&cid).expect("container");
+            cc.endpoints.push(ep);
+        }
+        let cc = st.containers.get_mut(&cid).expect("container");
+        cc.extra_networks.push(nid);
+        let _ = self.store.save_container(cc);
+        drop(st);
+        self.refresh_hosts(&cid).await;
+        Ok(())
+    }
+
+    pub async fn network_disconnect(self: &Shared, net: &str, ctr: &str) -> ApiResult<()> {
+        let mut st = self.state.lock().await;
+        let nid = self.resolve_network(&st, net)?;
+        let cid = self.resolve_container(&st, ctr)?;
+        let c = st.containers[&cid].clone();
+        let n = st.networks[&nid].clone();
+        let primary = matches!(&c.mode, NetworkMode::Bridge(x) if *x == nid);
+        if !primary && !c.extra_networks.contains(&nid) {
+            return Err(ApiError {
+                status: 403,
+                message: format!("container {} is not connected to network {}", c.id, n.name),
+            });
+        }
+        if let Some(ep) = c.endpoints.iter().find(|e| e.network_id == nid).cloned() {
+            if primary && !c.ports.is_empty() {
+                let ports = c.ports.clone();
+                if let Some(spec) = n.spec(0) {
+                    let _ = st.dp.ports_removed(&spec, &ports);
+                }
+                super::networks::release_ports(&mut st, &ports);
+                st.containers.get_mut(&cid).expect("c").ports.clear();
+            }
+            self.detach_endpoint(&mut st, &cid, &ep).await;
+            st.containers.get_mut(&cid).expect("c").endpoints.retain(|e| e.network_id != nid);
+        }
+        let cc = st.containers.get_mut(&cid).expect("container");
+        if primary {
+            // Docker leaves the sandbox with no network; netd moves its mode to `none`.
+            cc.mode = match cc.extra_networks.first().cloned() {
+                Some(next) => {
+                    cc.extra_networks.remove(0);
+                    NetworkMode::Bridge(next)
+                }
+                None => NetworkMode::None,
+            };
+        } else {
+            cc.extra_networks.retain(|x| *x != nid);
+        }
+        let _ = self.store.save_container(cc);
+        drop(st);
+        self.refresh_hosts(&cid).await;
+        Ok(())
+    }
+
+    /// Rewrite a running sandbox's /etc/hosts after its addresses changed (the bind mount
+    /// follows the file's inode, so write in place).
+    pub async fn refresh_hosts(&self, cid: &str) {
+        let st = self.state.lock().await;
+        let Some(c) = st.containers.get(cid) else { return };
+        if c.state.status != Status::Running {
+            return;
+        }
+        let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
+        let mut extra = Vec::new();
+        for h in &c.config.extra_hosts {
+            if let Ok((host, crate::etcfiles::HostIp::Ip(ip))) = crate::etcfiles::parse_add_host(h) {
+                extra.push((host, ip));
+            }
+        }
+        let content = crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, true);
+        let path = self.cfg.runtime_dir(cid).join("hosts");
+        let _ = std::fs::write(path, content);
+    }
+}

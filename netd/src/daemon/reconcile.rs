@@ -1,0 +1,431 @@
+//! Daemon start-up (adopting what a previous daemon left), serving, and teardown.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+    os::unix::fs::PermissionsExt,
+    sync::Arc,
+};
+
+use tokio::{net::UnixListener, sync::Mutex};
+
+use super::{Config, Daemon, Shared, State, networks};
+use crate::{
+    dataplane::{HostInfo, Uplink},
+    ipam::Ipv4Net,
+    model::{BridgeNet, Network, NetworkMode, Status, Store},
+    netlink::Netlink,
+    ports::PortAllocator,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{0}")]
+    Msg(String),
+}
+
+fn err(m: impl Into<String>) -> UpError {
+    UpError::Msg(m.into())
+}
+
+/// `netd up`: build everything, serve until asked to stop, tear down.
+pub async fn up(cfg: Config) -> Result<(), UpError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(err("netd up must run as root"));
+    }
+    for d in [&cfg.up.exec_root, &cfg.up.data_root, &cfg.netns_dir()] {
+        std::fs::create_dir_all(d).map_err(|e| err(format!("creating {}: {e}", d.display())))?;
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+    }
+    // One daemon per socket.
+    if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {
+        return Err(err(format!("a netd daemon is already serving {}", cfg.socket.display())));
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    // Orphaned shims (after a daemon restart) are re-parented to us, so we can reap them.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let nl = Netlink::open().map_err(|e| err(format!("netlink: {e}")))?;
+    let store = Store::new(&cfg.up.data_root);
+    let saved_ip_forward = super::sysctl_read("net.ipv4.ip_forward");
+    if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
+        super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
+    }
+
+    // Networks: load, then make sure the predefined ones exist.
+    let (nets, errs) = store.load_networks();
+    for e in errs {
+        tracing::warn!("ignoring unreadable network state: {e}");
+    }
+    let mut networks: BTreeMap<String, Network> = nets.into_iter().map(|n| (n.id.clone(), n)).collect();
+    for n in networks::predefined(&mut networks) {
+        store.save_network(&n).map_err(|e| err(format!("saving state: {e}")))?;
+    }
+    let routes = nl.ipv4_routes().await.map_err(|e| err(format!("listing routes: {e}")))?;
+    // `-b BRIDGE`: an existing bridge whose own address becomes the default bridge's gateway.
+    let adopted = match cfg.up.bridge.as_deref() {
+        None | Some("none") => None,
+        Some(b) => {
+            if nl.link_index(b).await.map_err(|e| err(e.to_string()))?.is_none() {
+                return Err(err(format!("bridge {b} not found: create it first, or omit -b to let netd create netd0")));
+            }
+            let addrs = nl.ipv4_addrs_cidr(b).await.map_err(|e| err(e.to_string()))?;
+            match (addrs.first(), &cfg.up.bip) {
+                (Some(a), _) => Some(*a),
+                (None, Some(_)) => None,
+                (None, None) => return Err(err(format!("bridge {b} has no IPv4 address: give it one, or pass --bip"))),
+            }
+        }
+    };
+    let default_bridge = configure_default_bridge(&cfg, &mut networks, &routes, adopted)?;
+    if let Some(n) = &default_bridge {
+        store.save_network(n).map_err(|e| err(format!("saving state: {e}")))?;
+    }
+
+    // Uplinks: given, or the interfaces holding a default route.
+    let uplinks = resolve_uplinks(&nl, &cfg.up.uplink).await?;
+    let host_info = HostInfo {
+        uplinks,
+        userland_proxy: cfg.up.userland_proxy,
+        bpffs: cfg.up.bpffs.clone(),
+        cgroup: cfg.up.cgroup.clone(),
+        netns_cookie: crate::ebpf::current_netns_cookie().unwrap_or(0),
+    };
+    let mut dp = super::new_backend(cfg.up.dataplane, &cfg.up).map_err(err)?;
+    dp.init(&host_info).map_err(|e| err(format!("dataplane: {e}")))?;
+
+    let daemon = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        store,
+        nl,
+        state: Mutex::new(State {
+            containers: BTreeMap::new(),
+            networks,
+            dp,
+            allocator: PortAllocator::default(),
+            pools: HashMap::new(),
+            held: HashMap::new(),
+            host_info,
+        }),
+        changed: tokio::sync::Notify::new(),
+        shutdown: tokio::sync::Notify::new(),
+        started: std::time::Instant::now(),
+        saved_ip_forward,
+    });
+
+    // Bridges and dataplane networks.
+    {
+        let mut st = daemon.state.lock().await;
+        let nets: Vec<Network> = st.networks.values().cloned().collect();
+        for n in nets {
+            let Some(b) = &n.bridge else { continue };
+            let idx = daemon.ensure_bridge(b).await.map_err(err)?;
+            st.pools.insert(n.id.clone(), Daemon::pool_for(b));
+            st.dp.network_added(&n.spec(idx).expect("bridge")).map_err(|e| err(format!("dataplane: {e}")))?;
+        }
+    }
+    reconcile_containers(&daemon).await;
+
+    let listener =
+        UnixListener::bind(&cfg.socket).map_err(|e| err(format!("listening on {}: {e}", cfg.socket.display())))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(format!("chmod {}: {e}", cfg.socket.display())))?;
+    tracing::info!(socket = %cfg.socket.display(), dataplane = %cfg.up.dataplane, "netd is up");
+    println!("netd is up: unix://{} (dataplane {})", cfg.socket.display(), cfg.up.dataplane);
+
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| err(e.to_string()))?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| err(e.to_string()))?;
+    let stop = daemon.shutdown.notified();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                if let Ok((stream, _)) = r {
+                    let d = daemon.clone();
+                    tokio::spawn(async move { super::handlers::serve_conn(d, stream).await });
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&cfg.socket);
+    teardown(&daemon).await;
+    Ok(())
+}
+
+/// The default bridge: Docker's docker0 model (`-b`, `--bip`, `--fixed-cidr`, `--mtu`, `--icc`,
+/// `--ip`), or none with `-b none`.
+fn configure_default_bridge(
+    cfg: &Config,
+    networks: &mut BTreeMap<String, Network>,
+    routes: &[Ipv4Net],
+    adopted: Option<(Ipv4Addr, u8)>,
+) -> Result<Option<Network>, UpError> {
+    let existing = networks.values().find(|n| n.default_bridge).map(|n| n.id.clone());
+    if cfg.up.bridge.as_deref() == Some("none") {
+        if let Some(id) = existing {
+            networks.remove(&id);
+        }
+        return Ok(None);
+    }
+    let (bridge, owned) = match cfg.up.bridge.as_deref() {
+        Some(b) => (b.to_string(), false),
+        None => (networks::DEFAULT_BRIDGE.to_string(), true),
+    };
+    // Our own earlier bridge's route must not push us off our own subnet.
+    let prev = existing.as_ref().and_then(|id| networks[id].bridge.clone());
+    let routes: Vec<Ipv4Net> = routes
+        .iter()
+        .filter(|r| {
+            prev.as_ref().is_none_or(|p| {
+                !(r.addr() == Ipv4Net::new(p.subnet, p.prefix_len).map(|n| n.addr()).unwrap_or(r.addr())
+                    && r.prefix_len() == p.prefix_len)
+            })
+        })
+        .copied()
+        .collect();
+    let (subnet, gateway) = match (&cfg.up.bip, &prev, adopted) {
+        (None, _, Some((a, p))) => (Ipv4Net::new(a, p).map_err(|e| err(e.to_string()))?, a),
+        (None, Some(p), None) if p.bridge == bridge => {
+            (Ipv4Net::new(p.subnet, p.prefix_len).map_err(|e| err(e.to_string()))?, p.gateway)
+        }
+        _ => networks::default_bridge_subnet(cfg.up.bip.as_deref(), &routes).map_err(err)?,
+    };
+    let ip_range = match &cfg.up.fixed_cidr {
+        Some(fc) => {
+            let r = crate::ipam::parse_fixed_cidr(fc, &subnet).map_err(|e| err(e.to_string()))?;
+            Some((r.addr(), r.prefix_len()))
+        }
+        None => None,
+    };
+    let host_ip: Ipv4Addr = match &cfg.up.ip {
+        Some(s) => s.parse().map_err(|_| err(format!("invalid --ip {s:?}: not an IPv4 address")))?,
+        None => Ipv4Addr::UNSPECIFIED,
+    };
+    let b = BridgeNet {
+        index: 1,
+        bridge,
+        owned,
+        subnet: subnet.network(),
+        prefix_len: subnet.prefix_len(),
+        gateway,
+        ip_range,
+        user_subnet: cfg.up.bip.is_some(),
+        icc: cfg.up.icc,
+        masquerade: true,
+        gateway_mode: Default::default(),
+        host_binding_ipv4: host_ip,
+        mtu: cfg.up.mtu.unwrap_or(networks::DEFAULT_MTU),
+    };
+    let mut options = BTreeMap::new();
+    options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+    options.insert("com.docker.network.bridge.enable_icc".into(), b.icc.to_string());
+    options.insert("com.docker.network.bridge.enable_ip_masquerade".into(), "true".into());
+    options.insert("com.docker.network.bridge.host_binding_ipv4".into(), host_ip.to_string());
+    options.insert("com.docker.network.bridge.name".into(), b.bridge.clone());
+    options.insert("com.docker.network.driver.mtu".into(), b.mtu.to_string());
+    let n = Network {
+        id: existing.clone().unwrap_or_else(crate::names::new_id),
+        name: "bridge".into(),
+        driver: "bridge".into(),
+        created: existing
+            .as_ref()
+            .map(|id| networks[id].created.clone())
+            .unwrap_or_else(|| crate::model::rfc3339_now().0),
+        default_bridge: true,
+        bridge: Some(b),
+        internal: false,
+        options,
+    };
+    networks.insert(n.id.clone(), n.clone());
+    Ok(Some(n))
+}
+
+async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<Vec<Uplink>, UpError> {
+    let names: Vec<String> = if given.is_empty() {
+        nl.default_route_links().await.map_err(|e| err(format!("listing default routes: {e}")))?
+    } else {
+        given.to_vec()
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let ifindex = nl
+            .link_index(&n)
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("uplink {n} not found")))?;
+        let addrs = nl.ipv4_addrs(&n).await.map_err(|e| err(e.to_string()))?;
+        out.push(Uplink { name: n, ifindex, addrs });
+    }
+    Ok(out)
+}
+
+/// Adopt sandboxes whose supervisor still runs; clean up the rest; remove orphans (veths on
+/// our bridges and namespace mounts that no sandbox owns).
+async fn reconcile_containers(d: &Shared) {
+    let (containers, errs) = d.store.load_containers();
+    for e in errs {
+        tracing::warn!("ignoring unreadable container state: {e}");
+    }
+    let mut st = d.state.lock().await;
+    let mut to_clean = Vec::new();
+    for mut c in containers {
+        let cfg_path = d.cfg.runtime_dir(&c.id).join("shim.json");
+        if c.state.status == Status::Running {
+            if crate::shim::is_alive(c.state.shim_pid, &cfg_path) {
+                // Re-register its addresses, ports and endpoints (all idempotent).
+                for ep in &c.endpoints {
+                    if let Some(p) = st.pools.get_mut(&ep.network_id) {
+                        let _ = p.restore(ep.ip);
+                    }
+                }
+                for m in &c.ports {
+                    st.allocator.mark(m.proto, m.host_ip, m.host_port);
+                    if let Ok(s) = networks::bind_host_port(m.proto, m.host_ip, m.host_port) {
+                        st.held.insert((m.proto, m.host_ip, m.host_port), s);
+                    }
+                }
+                let shim_pid = c.state.shim_pid;
+                let id = c.id.clone();
+                st.containers.insert(c.id.clone(), c);
+                d.watch_exit(id, shim_pid, cfg_path);
+                continue;
+            }
+            to_clean.push(c.id.clone());
+        }
+        if c.state.status == Status::Running {
+            let rec = crate::shim::read_exit(&d.cfg.runtime_dir(&c.id).join("exit.json"));
+            c.state.exit_code = rec.as_ref().map_or(255, |r| r.exit_code);
+            c.state.finished_at = rec.map_or_else(|| crate::model::rfc3339_now().0, |r| r.finished_at);
+        }
+        st.containers.insert(c.id.clone(), c);
+    }
+    // Re-add endpoints and ports of adopted sandboxes to the dataplane.
+    let running: Vec<_> = st.containers.values().filter(|c| c.state.status == Status::Running).cloned().collect();
+    for c in &running {
+        for ep in &c.endpoints {
+            if let Some(net) = st.networks.get(&ep.network_id).cloned() {
+                let idx = d.nl.link_index(&ep.host_veth).await.ok().flatten().unwrap_or(0);
+                let bidx =
+                    d.nl.link_index(&net.bridge.as_ref().map(|b| b.bridge.clone()).unwrap_or_default())
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
+                let spec = net.spec(bidx).expect("bridge");
+                let e = crate::dataplane::EndpointSpec {
+                    container_id: c.id.clone(),
+                    network_index: spec.index,
+                    host_veth: ep.host_veth.clone(),
+                    host_ifindex: idx,
+                    ip: ep.ip,
+                    mac: ep.mac,
+                };
+                let _ = st.dp.endpoint_added(&spec, &e);
+                if let NetworkMode::Bridge(nid) = &c.mode
+                    && *nid == ep.network_id
+                {
+                    let _ = st.dp.ports_added(&spec, &c.ports);
+                }
+            }
+        }
+    }
+    for id in to_clean {
+        d.teardown_networking(&mut st, &id).await;
+        if let Some(c) = st.containers.get_mut(&id) {
+            c.state.status = Status::Exited;
+            c.state.pid = 0;
+            c.state.shim_pid = 0;
+            let _ = d.store.save_container(c);
+        }
+    }
+    // Orphans: namespace mounts and veths on our bridges that nobody owns.
+    let owned_ns: HashSet<_> = st.containers.values().filter_map(|c| c.netns.clone()).collect();
+    if let Ok(rd) = std::fs::read_dir(d.cfg.netns_dir()) {
+        for e in rd.flatten() {
+            if !owned_ns.contains(&e.path()) {
+                tracing::info!(path = %e.path().display(), "removing orphan network namespace");
+                let _ = crate::netns::delete(&e.path());
+            }
+        }
+    }
+    let owned_veths: HashSet<String> =
+        st.containers.values().flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.clone())).collect();
+    let bridges: Vec<String> =
+        st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.bridge.clone())).collect();
+    for br in bridges {
+        if let Ok(ports) = d.nl.bridge_ports(&br).await {
+            for p in ports {
+                if p.starts_with("veth") && !owned_veths.contains(&p) {
+                    tracing::info!(veth = %p, bridge = %br, "removing orphan veth");
+                    let _ = d.nl.delete_link(&p).await;
+                }
+            }
+        }
+    }
+}
+
+/// Stop everything and remove what netd created (unless `--live-restore`).
+pub async fn teardown(d: &Shared) {
+    if d.cfg.up.live_restore {
+        let mut st = d.state.lock().await;
+        if let Err(e) = st.dp.shutdown(true) {
+            tracing::warn!(error = %e, "dataplane shutdown");
+        }
+        tracing::info!("live-restore: sandboxes and dataplane left running");
+        return;
+    }
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        st.containers.values().filter(|c| c.state.status == Status::Running).map(|c| c.id.clone()).collect()
+    };
+    // Stop in parallel: joiners (container:NAME) first would be nicer, but every stop is safe.
+    let mut tasks = Vec::new();
+    for id in ids {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = d.stop(&id, None).await {
+                tracing::warn!(container = %id, error = %e, "stopping on shutdown");
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut st = d.state.lock().await;
+    let running: Vec<String> =
+        st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect();
+    for id in running {
+        d.teardown_networking(&mut st, &id).await;
+    }
+    let nets: Vec<Network> = st.networks.values().cloned().collect();
+    for n in &nets {
+        if let Some(spec) = n.spec(0) {
+            let _ = st.dp.network_removed(&spec);
+        }
+    }
+    if let Err(e) = st.dp.shutdown(false) {
+        tracing::warn!(error = %e, "dataplane shutdown");
+    }
+    for n in &nets {
+        if let Some(b) = &n.bridge
+            && b.owned
+            && let Err(e) = d.nl.delete_link(&b.bridge).await
+        {
+            tracing::warn!(bridge = %b.bridge, error = %e, "deleting bridge");
+        }
+    }
+    if let Some(v) = &d.saved_ip_forward
+        && v != "1"
+    {
+        let _ = super::sysctl_write("net.ipv4.ip_forward", v);
+    }
+    let _ = std::fs::remove_dir(d.cfg.netns_dir());
+    let _ = std::fs::remove_dir_all(d.cfg.up.exec_root.join("containers"));
+    tracing::info!("netd is down");
+}

@@ -1,0 +1,397 @@
+//! IPv4 address management like Docker's default IPAM: subnets, the default address pools,
+//! per-network pools that hand out the lowest free address (never the network address, the
+//! broadcast address or the gateway), static addresses, and MAC addresses derived from IPs.
+use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    #[error("invalid CIDR address: {0}")]
+    InvalidCidr(String),
+    /// Docker: `ipamapi.ErrIPAlreadyAllocated`.
+    #[error("Address already in use")]
+    AlreadyAllocated,
+    /// Docker: `ipamapi.ErrNoAvailableIPs`.
+    #[error("no available addresses on this pool")]
+    NoAvailable,
+    /// Docker: `ipamapi.ErrIPOutOfRange`.
+    #[error("requested address is out of range")]
+    OutOfRange,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An IPv4 prefix: an address (kept as given, e.g. a gateway) and a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Net {
+    addr: Ipv4Addr,
+    len: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, IpamError> {
+        if len > 32 {
+            return Err(IpamError::InvalidCidr(format!("{addr}/{len}")));
+        }
+        Ok(Self { addr, len })
+    }
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+    pub fn mask(&self) -> u32 {
+        if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) }
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | !self.mask())
+    }
+    /// The prefix with host bits cleared.
+    pub fn trunc(&self) -> Self {
+        Self { addr: self.network(), len: self.len }
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+    pub fn contains_net(&self, other: &Ipv4Net) -> bool {
+        other.len >= self.len && self.contains(other.network())
+    }
+    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+    /// First usable host address (the network address + 1; the address itself for /31, /32).
+    pub fn first_host(&self) -> Ipv4Addr {
+        if self.len >= 31 { self.network() } else { Ipv4Addr::from(u32::from(self.network()) + 1) }
+    }
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - self.len)
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = IpamError;
+    fn from_str(s: &str) -> Result<Self, IpamError> {
+        let bad = || IpamError::InvalidCidr(s.to_string());
+        let (a, l) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        if l.is_empty() || l.len() > 2 || !l.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let len: u8 = l.parse().map_err(|_| bad())?;
+        Self::new(addr, len).map_err(|_| bad())
+    }
+}
+
+impl Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A base network split into subnets of one size (`--default-address-pool base=,size=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub base: Ipv4Net,
+    pub size: u8,
+}
+
+/// Docker's local default pools: 172.17–172.31 as /16s, then 192.168.0.0/16 as /20s.
+pub fn default_pool_specs() -> Vec<PoolSpec> {
+    [
+        ("172.17.0.0/16", 16),
+        ("172.18.0.0/16", 16),
+        ("172.19.0.0/16", 16),
+        ("172.20.0.0/14", 16),
+        ("172.24.0.0/14", 16),
+        ("172.28.0.0/14", 16),
+        ("192.168.0.0/16", 20),
+    ]
+    .into_iter()
+    .map(|(b, s)| PoolSpec { base: b.parse().expect("valid"), size: s })
+    .collect()
+}
+
+/// Every candidate subnet of the pools, in order.
+pub fn expand(specs: &[PoolSpec]) -> Vec<Ipv4Net> {
+    let mut out = Vec::new();
+    for s in specs {
+        let step = 1u64 << (32 - s.size);
+        let start = u64::from(u32::from(s.base.network()));
+        let end = start + s.base.size();
+        let mut a = start;
+        while a < end {
+            out.push(Ipv4Net { addr: Ipv4Addr::from(a as u32), len: s.size });
+            a += step;
+        }
+    }
+    out
+}
+
+pub fn default_pools() -> Vec<Ipv4Net> {
+    expand(&default_pool_specs())
+}
+
+/// Parse `--default-address-pool base=CIDR,size=N`.
+pub fn parse_address_pool(s: &str) -> Result<PoolSpec, IpamError> {
+    let mut base = None;
+    let mut size = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("base", v)) => base = Some(v.parse::<Ipv4Net>()?),
+            Some(("size", v)) => {
+                size = Some(v.parse::<u8>().map_err(|_| IpamError::Invalid(format!("invalid size: {v}")))?)
+            }
+            _ => return Err(IpamError::Invalid(format!("unexpected key in address pool: {kv}"))),
+        }
+    }
+    let base = base.ok_or_else(|| IpamError::Invalid("address pool requires base".into()))?;
+    let size = size.ok_or_else(|| IpamError::Invalid("address pool requires size".into()))?;
+    if size < base.prefix_len() || size > 32 {
+        return Err(IpamError::Invalid(format!("invalid pool size {size} for base {base}")));
+    }
+    Ok(PoolSpec { base: base.trunc(), size })
+}
+
+/// The first pool subnet overlapping nothing in use (routes, other networks).
+pub fn pick_free_subnet(pools: &[Ipv4Net], in_use: &[Ipv4Net]) -> Option<Ipv4Net> {
+    pools.iter().find(|p| !in_use.iter().any(|u| u.overlaps(p))).copied()
+}
+
+/// `--bip 10.20.0.1/16`: the bridge address and its subnet (Docker's rules: a host address).
+pub fn parse_bip(s: &str) -> Result<(Ipv4Net, Ipv4Addr), IpamError> {
+    let n: Ipv4Net = s.parse()?;
+    if n.len < 31 && (n.addr == n.network() || n.addr == n.broadcast()) {
+        return Err(IpamError::Invalid(format!(
+            "--bip {s}: the bridge address must be a host address of the subnet, e.g. {}/{}",
+            n.first_host(),
+            n.len
+        )));
+    }
+    Ok((n.trunc(), n.addr))
+}
+
+/// `--fixed-cidr`: must lie inside the bridge subnet.
+pub fn parse_fixed_cidr(s: &str, subnet: &Ipv4Net) -> Result<Ipv4Net, IpamError> {
+    let r: Ipv4Net = s.parse()?;
+    let r = r.trunc();
+    if !subnet.contains_net(&r) {
+        return Err(IpamError::Invalid(format!("--fixed-cidr {s} is not inside the bridge subnet {}", subnet.trunc())));
+    }
+    Ok(r)
+}
+
+/// Docker's bridge driver MAC: `02:42:` followed by the IPv4 address bytes.
+pub fn mac_from_ip(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// Parse `--mac-address` (Docker: `invalid MAC address`).
+pub fn parse_mac(s: &str) -> Result<[u8; 6], IpamError> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || IpamError::Invalid(format!("{s} is not a valid mac address"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if m[0] & 1 == 1 {
+        return Err(IpamError::Invalid(format!("{s} is a multicast address, not valid for an interface")));
+    }
+    Ok(m)
+}
+
+/// The addresses of one network.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    range: Ipv4Net,
+    used: BTreeSet<u32>,
+}
+
+impl Pool {
+    pub fn new(subnet: Ipv4Net, gateway: Ipv4Addr, range: Option<Ipv4Net>) -> Self {
+        let subnet = subnet.trunc();
+        let mut used = BTreeSet::new();
+        if subnet.len < 31 {
+            used.insert(u32::from(subnet.network()));
+            used.insert(u32::from(subnet.broadcast()));
+        }
+        used.insert(u32::from(gateway));
+        Self { subnet, gateway, range: range.map(|r| r.trunc()).unwrap_or(subnet), used }
+    }
+
+    pub fn subnet(&self) -> Ipv4Net {
+        self.subnet
+    }
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The lowest free address of the range.
+    pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
+        let start = u32::from(self.range.network());
+        let end = u32::from(self.range.broadcast());
+        let mut a = start;
+        loop {
+            if !self.used.contains(&a) {
+                self.used.insert(a);
+                return Ok(Ipv4Addr::from(a));
+            }
+            if a == end {
+                return Err(IpamError::NoAvailable);
+            }
+            a += 1;
+        }
+    }
+
+    /// A specific address (`--ip`): inside the subnet and free.
+    pub fn allocate_static(&mut self, ip: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
+        if !self.subnet.contains(ip) {
+            return Err(IpamError::OutOfRange);
+        }
+        if !self.used.insert(u32::from(ip)) {
+            return Err(IpamError::AlreadyAllocated);
+        }
+        Ok(ip)
+    }
+
+    /// Re-mark an address found in use after a restart (Ok if already marked).
+    pub fn restore(&mut self, ip: Ipv4Addr) -> Result<(), IpamError> {
+        if !self.subnet.contains(ip) {
+            return Err(IpamError::OutOfRange);
+        }
+        self.used.insert(u32::from(ip));
+        Ok(())
+    }
+
+    pub fn release(&mut self, ip: Ipv4Addr) {
+        let v = u32::from(ip);
+        let reserved = v == u32::from(self.gateway)
+            || (self.subnet.len < 31
+                && (v == u32::from(self.subnet.network()) || v == u32::from(self.subnet.broadcast())));
+        if !reserved {
+            self.used.remove(&v);
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_parsing_and_math() {
+        let x = n("172.17.5.9/16");
+        assert_eq!(x.network(), Ipv4Addr::new(172, 17, 0, 0));
+        assert_eq!(x.broadcast(), Ipv4Addr::new(172, 17, 255, 255));
+        assert_eq!(x.first_host(), Ipv4Addr::new(172, 17, 0, 1));
+        assert!(x.contains(Ipv4Addr::new(172, 17, 200, 1)));
+        assert!(!x.contains(Ipv4Addr::new(172, 18, 0, 1)));
+        assert!(n("10.0.0.0/8").overlaps(&n("10.1.0.0/16")));
+        assert!(!n("10.0.0.0/16").overlaps(&n("10.1.0.0/16")));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0/8", "x/8", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8/8"] {
+            assert_eq!(bad.parse::<Ipv4Net>(), Err(IpamError::InvalidCidr(bad.into())), "{bad}");
+        }
+        assert_eq!(IpamError::InvalidCidr("a".into()).to_string(), "invalid CIDR address: a");
+    }
+
+    #[test]
+    fn default_pools_are_dockers() {
+        let p = default_pools();
+        assert_eq!(p[0], n("172.17.0.0/16"));
+        assert_eq!(p[14], n("172.31.0.0/16"));
+        assert_eq!(p[15], n("192.168.0.0/20"));
+        assert_eq!(p[16], n("192.168.16.0/20"));
+        assert_eq!(p.len(), 15 + 16);
+        // 172.17 routed on the host: the next one.
+        assert_eq!(pick_free_subnet(&p, &[n("172.17.5.0/24")]), Some(n("172.18.0.0/16")));
+        // Everything in 172.16/12 taken: 192.168.0.0/20.
+        assert_eq!(pick_free_subnet(&p, &[n("172.16.0.0/12")]), Some(n("192.168.0.0/20")));
+        // A default route (0/0) is not a subnet in use: the caller filters /0 routes.
+        let spec = parse_address_pool("base=10.10.0.0/16,size=24").unwrap();
+        assert_eq!(expand(&[spec])[1], n("10.10.1.0/24"));
+        assert!(parse_address_pool("base=10.10.0.0/16,size=8").is_err());
+    }
+
+    #[test]
+    fn bip_and_fixed_cidr() {
+        assert_eq!(parse_bip("10.20.0.1/16").unwrap(), (n("10.20.0.0/16"), Ipv4Addr::new(10, 20, 0, 1)));
+        assert!(parse_bip("10.20.0.0/16").is_err());
+        assert!(parse_bip("10.20.255.255/16").is_err());
+        let sub = n("10.55.0.0/24");
+        assert_eq!(parse_fixed_cidr("10.55.0.128/25", &sub).unwrap(), n("10.55.0.128/25"));
+        assert!(parse_fixed_cidr("10.56.0.0/25", &sub).is_err());
+    }
+
+    #[test]
+    fn lowest_free_allocation_never_hands_out_reserved() {
+        let mut p = Pool::new(n("172.17.0.0/16"), Ipv4Addr::new(172, 17, 0, 1), None);
+        assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(172, 17, 0, 3));
+        p.release(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(172, 17, 0, 2), "lowest free, as Docker's default IPAM");
+        // Releasing the gateway is refused.
+        p.release(Ipv4Addr::new(172, 17, 0, 1));
+        assert_ne!(p.allocate().unwrap(), Ipv4Addr::new(172, 17, 0, 1));
+        // A /30 has two hosts: gateway + one.
+        let mut small = Pool::new(n("10.0.0.0/30"), Ipv4Addr::new(10, 0, 0, 1), None);
+        assert_eq!(small.allocate().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(small.allocate(), Err(IpamError::NoAvailable));
+        assert_eq!(IpamError::NoAvailable.to_string(), "no available addresses on this pool");
+    }
+
+    #[test]
+    fn range_and_static() {
+        let mut p = Pool::new(n("10.55.0.0/24"), Ipv4Addr::new(10, 55, 0, 1), Some(n("10.55.0.128/25")));
+        assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(10, 55, 0, 128));
+        assert_eq!(p.allocate_static(Ipv4Addr::new(10, 55, 0, 7)).unwrap(), Ipv4Addr::new(10, 55, 0, 7));
+        assert_eq!(p.allocate_static(Ipv4Addr::new(10, 55, 0, 7)), Err(IpamError::AlreadyAllocated));
+        assert_eq!(p.allocate_static(Ipv4Addr::new(10, 55, 0, 1)), Err(IpamError::AlreadyAllocated));
+        assert_eq!(p.allocate_static(Ipv4Addr::new(10, 56, 0, 1)), Err(IpamError::OutOfRange));
+        assert_eq!(IpamError::AlreadyAllocated.to_string(), "Address already in use");
+        p.restore(Ipv4Addr::new(10, 55, 0, 129)).unwrap();
+        assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(10, 55, 0, 130));
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(mac_from_ip(Ipv4Addr::new(172, 17, 0, 2)), [0x02, 0x42, 172, 17, 0, 2]);
+        assert_eq!(parse_mac("02:42:ac:11:00:02").unwrap(), [0x02, 0x42, 0xac, 0x11, 0, 2]);
+        assert!(parse_mac("02:42:ac:11:00").is_err());
+        assert!(parse_mac("zz:42:ac:11:00:02").is_err());
+        assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast");
+    }
+}

@@ -1,0 +1,340 @@
+//! The daemon's persistent model: networks and sandboxes (backend-neutral), stored as one JSON
+//! file per object under `--data-root`, each written atomically (temp file, fsync, rename).
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::CreateRequest,
+    dataplane::{GatewayMode, NetworkSpec, PortMapping},
+};
+
+/// How a sandbox is networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Mode", content = "Target")]
+pub enum NetworkMode {
+    /// A bridge network (the default bridge or a user network), by network id.
+    Bridge(String),
+    Host,
+    None,
+    /// `container:ID`: share that sandbox's network namespace.
+    Container(String),
+}
+
+impl NetworkMode {
+    pub fn docker_name(&self, nets: &BTreeMap<String, Network>) -> String {
+        match self {
+            NetworkMode::Bridge(id) => nets
+                .get(id)
+                .map_or_else(|| id.clone(), |n| if n.default_bridge { "bridge".into() } else { n.name.clone() }),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::None => "none".into(),
+            NetworkMode::Container(id) => format!("container:{id}"),
+        }
+    }
+}
+
+/// A network (`bridge`, `host`, `none` are predefined; user networks are bridges too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: String,
+    pub created: String,
+    /// The default bridge (`bridge`, on `netd0` or `-b`).
+    pub default_bridge: bool,
+    /// Bridge networks only.
+    pub bridge: Option<BridgeNet>,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeNet {
+    /// Dense index used by the dataplane (1 = default bridge).
+    pub index: u32,
+    pub bridge: String,
+    /// Created by netd (removed on teardown) rather than adopted with `-b`.
+    pub owned: bool,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// `--fixed-cidr` / `--ip-range`: where sandbox addresses come from.
+    pub ip_range: Option<(Ipv4Addr, u8)>,
+    /// Whether the subnet was given by the user (shown in IPAM.Config).
+    pub user_subnet: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub gateway_mode: GatewayMode,
+    pub host_binding_ipv4: Ipv4Addr,
+    pub mtu: u32,
+}
+
+impl Network {
+    pub fn spec(&self, bridge_ifindex: u32) -> Option<NetworkSpec> {
+        let b = self.bridge.as_ref()?;
+        Some(NetworkSpec {
+            index: b.index,
+            id: self.id.clone(),
+            name: self.name.clone(),
+            bridge: b.bridge.clone(),
+            bridge_ifindex,
+            subnet: b.subnet,
+            prefix_len: b.prefix_len,
+            gateway: b.gateway,
+            icc: b.icc,
+            masquerade: b.masquerade,
+            internal: self.internal,
+            gateway_mode: b.gateway_mode,
+            host_binding_ipv4: b.host_binding_ipv4,
+            mtu: b.mtu,
+        })
+    }
+}
+
+/// A sandbox's attachment to a bridge network (exists while it runs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub endpoint_id: String,
+    pub host_veth: String,
+    /// `eth0`, `eth1`, ... inside the sandbox.
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub aliases: Vec<String>,
+    /// Requested with `--ip` / `network connect --ip` (kept across restarts).
+    pub static_ip: Option<Ipv4Addr>,
+}
+
+/// What was asked for with `-p`, per container port (Docker's `HostConfig.PortBindings`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestedBinding {
+    pub proto: String,
+    pub container_port: u16,
+    pub host_ip: String,
+    /// `""` (ephemeral), `"8080"` or `"8000-8010"`.
+    pub host_port: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub status: Status,
+    /// The sandbox's main process.
+    pub pid: i32,
+    /// Its supervisor (outlives the daemon).
+    pub shim_pid: i32,
+    pub exit_code: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub error: String,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        Self {
+            status: Status::Created,
+            pid: 0,
+            shim_pid: 0,
+            exit_code: 0,
+            started_at: ZERO_TIME.into(),
+            finished_at: ZERO_TIME.into(),
+            error: String::new(),
+        }
+    }
+}
+
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub created_unix: i64,
+    pub config: CreateRequest,
+    pub mode: NetworkMode,
+    /// Extra user networks joined with `network connect` (ids) beyond the one in `mode`.
+    pub extra_networks: Vec<String>,
+    pub hostname: String,
+    pub domainname: String,
+    pub requested: Vec<RequestedBinding>,
+    /// `80/tcp` keys of every exposed port (`--expose` and `-p` container ports).
+    pub exposed: Vec<String>,
+    pub state: RunState,
+    /// Live while running.
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<PortMapping>,
+    pub restart_count: u32,
+    /// The network namespace bind mount while running (bridge and none modes).
+    pub netns: Option<PathBuf>,
+}
+
+/// Atomic JSON write: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The on-disk layout under `--data-root`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Self {
+        Self { root: root.to_path_buf() }
+    }
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+    pub fn container_file(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("container.json")
+    }
+    pub fn log_file(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("container.log")
+    }
+    pub fn network_file(&self, id: &str) -> PathBuf {
+        self.root.join("networks").join(format!("{id}.json"))
+    }
+
+    pub fn save_container(&self, c: &Container) -> std::io::Result<()> {
+        write_json_atomic(&self.container_file(&c.id), c)
+    }
+    pub fn save_network(&self, n: &Network) -> std::io::Result<()> {
+        write_json_atomic(&self.network_file(&n.id), n)
+    }
+    pub fn remove_container(&self, id: &str) -> std::io::Result<()> {
+        match fs::remove_dir_all(self.container_dir(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+    pub fn remove_network(&self, id: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.network_file(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every parsable object of a kind; unreadable files are reported, not fatal.
+    fn load_all<T: serde::de::DeserializeOwned>(files: Vec<PathBuf>) -> (Vec<T>, Vec<String>) {
+        let mut ok = Vec::new();
+        let mut errs = Vec::new();
+        for f in files {
+            match fs::read(&f)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(v) => ok.push(v),
+                Err(e) => errs.push(format!("{}: {e}", f.display())),
+            }
+        }
+        (ok, errs)
+    }
+
+    pub fn load_containers(&self) -> (Vec<Container>, Vec<String>) {
+        let files = fs::read_dir(self.root.join("containers"))
+            .map(|rd| rd.flatten().map(|e| e.path().join("container.json")).filter(|p| p.exists()).collect())
+            .unwrap_or_default();
+        Self::load_all(files)
+    }
+
+    pub fn load_networks(&self) -> (Vec<Network>, Vec<String>) {
+        let files = fs::read_dir(self.root.join("networks"))
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+            .unwrap_or_default();
+        Self::load_all(files)
+    }
+}
+
+/// RFC 3339 UTC timestamp with nanoseconds, as Docker prints `Created`.
+pub fn rfc3339_now() -> (String, i64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (rfc3339(now.as_secs() as i64, now.subsec_nanos()), now.as_secs() as i64)
+}
+
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_795_000_000, 5), "2026-11-18T11:06:40.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = std::env::temp_dir().join(format!("netd-model-{}", std::process::id()));
+        let p = dir.join("x.json");
+        write_json_atomic(&p, &vec![1, 2, 3]).unwrap();
+        write_json_atomic(&p, &vec![4]).unwrap();
+        let v: Vec<i32> = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v, [4]);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

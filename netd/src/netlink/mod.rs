@@ -1,0 +1,348 @@
+//! rtnetlink: netd's only way of changing links, addresses and routes (no shelling out to `ip`).
+//!
+//! [`Netlink`] talks to the namespace the daemon runs in. Configuration inside a sandbox's
+//! namespace goes through [`configure_sandbox`], which opens a connection from a thread inside
+//! that namespace. Every operation is idempotent: creating what exists is a no-op, deleting what
+//! is absent is Ok.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsRawFd, BorrowedFd},
+    path::Path,
+};
+
+use futures::TryStreamExt;
+use rtnetlink::{
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        address::AddressAttribute,
+        link::{LinkAttribute, LinkInfo, LinkMessage},
+        route::{RouteAddress, RouteAttribute},
+    },
+};
+
+use crate::ipam::Ipv4Net;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("{0}")]
+    Netlink(String),
+    #[error("link {0} not found")]
+    NoSuchLink(String),
+    #[error("{0}")]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+fn nl(e: rtnetlink::Error) -> NetlinkError {
+    NetlinkError::Netlink(e.to_string())
+}
+
+/// errno of a netlink error, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const ENOENT: i32 = 2;
+const EADDRNOTAVAIL: i32 = 99;
+
+/// A netlink connection to the namespace it was opened in.
+#[derive(Clone)]
+pub struct Netlink {
+    h: Handle,
+}
+
+impl Netlink {
+    /// Open a connection in the calling thread's namespace; must be called inside a tokio
+    /// runtime (the connection task is spawned on it).
+    pub fn open() -> Result<Self> {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { h })
+    }
+
+    async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
+        let mut s = self.h.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m),
+            Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+            Err(e) => Err(nl(e)),
+        }
+    }
+
+    /// Interface index by name (`None` when absent).
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link_by_name(name).await?.map(|m| m.header.index))
+    }
+
+    async fn index(&self, name: &str) -> Result<u32> {
+        self.link_index(name).await?.ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+    }
+
+    /// Create a bridge (no-op when it exists) with this MTU; returns its index.
+    pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
+        if let Some(i) = self.link_index(name).await? {
+            self.set_mtu(i, mtu).await?;
+            return Ok(i);
+        }
+        match self.h.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(nl(e)),
+        }
+        self.index(name).await
+    }
+
+    async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.h.link().set(LinkUnspec::new_with_index(index).mtu(mtu).build()).execute().await.map_err(nl)
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<()> {
+        let i = self.index(name).await?;
+        self.h.link().set(LinkUnspec::new_with_index(i).up().build()).execute().await.map_err(nl)
+    }
+
+    /// Add `addr/prefix` to a link unless it is already there.
+    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let i = self.index(name).await?;
+        if self.ipv4_addrs_cidr(name).await?.contains(&(addr, prefix)) {
+            return Ok(());
+        }
+        match self.h.address().add(i, IpAddr::V4(addr), prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            Err(e) => Err(nl(e)),
+        }
+    }
+
+    /// IPv4 addresses of a link with their prefix lengths.
+    pub async fn ipv4_addrs_cidr(&self, name: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let i = self.index(name).await?;
+        let mut s = self.h.address().get().set_link_index_filter(i).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.index != i {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4)) = a {
+                    out.push((*v4, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn ipv4_addrs(&self, name: &str) -> Result<Vec<Ipv4Addr>> {
+        Ok(self.ipv4_addrs_cidr(name).await?.into_iter().map(|(a, _)| a).collect())
+    }
+
+    /// Create a veth pair `host` <-> `peer` with this MTU (no-op when `host` exists).
+    pub async fn create_veth(&self, host: &str, peer: &str, mtu: u32) -> Result<()> {
+        if self.link_index(host).await?.is_some() {
+            return Ok(());
+        }
+        match self.h.link().add(LinkVeth::new(host, peer).mtu(mtu).build()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(nl(e)),
+        }
+        // The peer gets the MTU too (the kernel copies it only on some versions).
+        if let Some(p) = self.link_index(peer).await? {
+            self.set_mtu(p, mtu).await?;
+        }
+        Ok(())
+    }
+
+    /// Attach `name` to bridge `bridge`.
+    pub async fn set_master(&self, name: &str, bridge: &str) -> Result<()> {
+        let i = self.index(name).await?;
+        let b = self.index(bridge).await?;
+        self.h.link().set(LinkUnspec::new_with_index(i).controller(b).build()).execute().await.map_err(nl)
+    }
+
+    /// Move a link into the namespace referred to by `ns`.
+    pub async fn move_to_netns(&self, name: &str, ns: BorrowedFd<'_>) -> Result<()> {
+        let i = self.index(name).await?;
+        self.h.link().set(LinkUnspec::new_with_index(i).setns_by_fd(ns.as_raw_fd()).build()).execute().await.map_err(nl)
+    }
+
+    /// Delete a link (Ok when absent). Deleting one end of a veth removes both.
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let Some(i) = self.link_index(name).await? else { return Ok(()) };
+        match self.h.link().del(i).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ENOENT)) => Ok(()),
+            Err(e) => Err(nl(e)),
+        }
+    }
+
+    /// Names of the links enslaved to `bridge`.
+    pub async fn bridge_ports(&self, bridge: &str) -> Result<Vec<String>> {
+        let Some(b) = self.link_index(bridge).await? else { return Ok(Vec::new()) };
+        let mut s = self.h.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            let master =
+                m.attributes.iter().find_map(|a| if let LinkAttribute::Controller(c) = a { Some(*c) } else { None });
+            if master == Some(b)
+                && let Some(n) = link_name(&m)
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every link's name and kind (`bridge`, `veth`, ... or "" for physical ones).
+    pub async fn links(&self) -> Result<Vec<(String, String)>> {
+        let mut s = self.h.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            let kind = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                        LinkInfo::Kind(k) => Some(k.to_string()),
+                        _ => None,
+                    }),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if let Some(n) = link_name(&m) {
+                out.push((n, kind));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Destinations of the IPv4 routes of the main table (to avoid overlapping subnets).
+    pub async fn ipv4_routes(&self) -> Result<Vec<Ipv4Net>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut s = self.h.route().get(msg).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            let plen = m.header.destination_prefix_length;
+            if plen == 0 {
+                continue;
+            }
+            for a in &m.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet(d)) = a
+                    && let Ok(n) = Ipv4Net::new(*d, plen)
+                {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Interfaces that hold an IPv4 default route (netd's default uplinks).
+    pub async fn default_route_links(&self) -> Result<Vec<String>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut s = self.h.route().get(msg).execute();
+        let mut idx = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+                continue;
+            }
+            for a in &m.attributes {
+                if let RouteAttribute::Oif(i) = a
+                    && !idx.contains(i)
+                {
+                    idx.push(*i);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for i in idx {
+            let mut s = self.h.link().get().match_index(i).execute();
+            if let Some(m) = s.try_next().await.map_err(nl)?
+                && let Some(n) = link_name(&m)
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn link_name(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
+}
+
+/// The sandbox side of an endpoint: rename the moved veth peer, set MAC/MTU/address, bring it
+/// up, and add the default route.
+#[derive(Debug, Clone)]
+pub struct SandboxIface {
+    pub tmp_name: String,
+    pub name: String,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: u32,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Inside the namespace at `netns`: bring `lo` up and configure `iface` (if any). Blocking
+/// (runs on its own thread with its own netlink socket); call from `spawn_blocking`.
+pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()> {
+    crate::netns::block_on_in(netns, move || async move {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let n = Netlink { h };
+        let lo = n.index("lo").await?;
+        n.h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl)?;
+        let Some(i) = iface else { return Ok(()) };
+        let idx = match n.link_index(&i.tmp_name).await? {
+            Some(x) => x,
+            None => n.index(&i.name).await?, // already renamed (retry)
+        };
+        n.h.link()
+            .set(LinkUnspec::new_with_index(idx).down().name(i.name.clone()).address(i.mac.to_vec()).mtu(i.mtu).build())
+            .execute()
+            .await
+            .map_err(nl)?;
+        match n.h.address().add(idx, IpAddr::V4(i.addr), i.prefix_len).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(nl(e)),
+        }
+        n.h.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await.map_err(nl)?;
+        if let Some(gw) = i.gateway {
+            let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
+            match n.h.route().add(r).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(e)),
+            }
+        }
+        Ok(())
+    })?
+}
+
+/// Remove an IPv4 address (Ok when absent).
+pub async fn del_address(n: &Netlink, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+    let Some(i) = n.link_index(name).await? else { return Ok(()) };
+    let mut s = n.h.address().get().set_link_index_filter(i).execute();
+    while let Some(m) = s.try_next().await.map_err(nl)? {
+        let hit = m.header.prefix_len == prefix
+            && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v)) if *v == addr));
+        if hit {
+            match n.h.address().del(m).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => {}
+                Err(e) => return Err(nl(e)),
+            }
+        }
+    }
+    Ok(())
+}

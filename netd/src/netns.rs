@@ -1,0 +1,116 @@
+//! Network namespaces bind-mounted at arbitrary paths (like `ip netns add`, but under netd's
+//! exec-root), and running code inside one on a dedicated OS thread.
+//!
+//! `setns` changes the calling *thread*; doing it on a tokio worker would move that worker, so
+//! every namespace switch here happens on a fresh thread that ends with the closure.
+use std::{
+    fs::File,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("namespace thread panicked")]
+    Panicked,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NetnsError + 'a {
+    move |source| NetnsError::Io { op, path: path.to_path_buf(), source }
+}
+
+fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> NetnsError + 'a {
+    move |source| NetnsError::Sys { op, path: path.to_path_buf(), source }
+}
+
+/// Create a new network namespace and bind-mount it at `path` (idempotent: an existing
+/// namespace mount at `path` is kept).
+pub fn create(path: &Path) -> Result<(), NetnsError> {
+    if is_netns_mount(path) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("mkdir", dir))?;
+    }
+    File::create(path).map_err(io("create", path))?;
+    let target = path.to_path_buf();
+    let r = std::thread::spawn(move || -> Result<(), NetnsError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", &target))?;
+        let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        mount(Some(me.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(sys("bind-mount", &target))
+    })
+    .join()
+    .map_err(|_| NetnsError::Panicked)?;
+    if r.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    r
+}
+
+/// Unmount and remove a namespace created by [`create`] (Ok when absent).
+pub fn delete(path: &Path) -> Result<(), NetnsError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(e) => return Err(NetnsError::Sys { op: "umount", path: path.to_path_buf(), source: e }),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(NetnsError::Io { op: "remove", path: path.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` currently has a namespace mounted on it.
+pub fn is_netns_mount(path: &Path) -> bool {
+    let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let p = path.to_string_lossy();
+    m.lines().any(|l| l.split_whitespace().nth(4) == Some(p.as_ref()))
+}
+
+/// Run `f` on a fresh OS thread that has joined the network namespace at `path`.
+pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
+    let target = path.to_path_buf();
+    std::thread::spawn(move || -> Result<T, NetnsError> {
+        let fd = File::open(&target).map_err(io("open", &target))?;
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(sys("setns", &target))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| NetnsError::Panicked)?
+}
+
+/// Run a future on a single-threaded runtime on a thread inside the namespace at `path`
+/// (sockets it opens, e.g. netlink, belong to that namespace).
+pub fn block_on_in<T: Send + 'static, F>(path: &Path, f: impl FnOnce() -> F + Send + 'static) -> Result<T, NetnsError>
+where
+    F: std::future::Future<Output = T>,
+{
+    run_in(path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(f())
+    })
+}

@@ -1,0 +1,245 @@
+//! The per-sandbox supervisor (`netd shim CONFIG`), so sandboxes outlive the daemon.
+//!
+//! The daemon spawns `netd shim`, which (still single-threaded) joins the sandbox's network
+//! namespace, creates its own mount (and UTS) namespace, makes `/` a recursive slave so nothing
+//! leaks back to the host, bind-mounts the sandbox's `/etc/hosts`, `/etc/resolv.conf` and
+//! `/etc/hostname`, sets the hostname, and forks. The child becomes a session leader, starts the
+//! command with its output going to the log file, reports `ok SHIM_PID PID` (or the exec error)
+//! through a pipe, waits for the command and writes its exit status atomically to the exit file.
+//! The first process relays that one line to the daemon and exits, so the supervisor is nobody's
+//! child but init's (or a subreaper's) and survives `kill -9` of the daemon.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Write},
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        unix::process::{CommandExt, ExitStatusExt},
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use nix::{
+    mount::{MsFlags, mount},
+    sched::{CloneFlags, setns, unshare},
+    unistd::{ForkResult, fork, setsid},
+};
+use serde::{Deserialize, Serialize};
+
+/// Docker's default PATH for containers.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    /// Network namespace to join (`None`: stay in the daemon's, i.e. host mode).
+    pub netns: Option<PathBuf>,
+    /// A new UTS namespace with this hostname/domainname (`None`: share the host's).
+    pub uts: Option<(String, String)>,
+    /// (source file, target path) bind mounts inside the new mount namespace.
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+}
+
+/// What the shim records when the command ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i64,
+    pub finished_at: String,
+}
+
+/// Where the exit record lives for a shim config (read by the daemon).
+pub fn read_exit(path: &Path) -> Option<ExitRecord> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// Entry point of `netd shim CONFIG`; never returns.
+pub fn main(config: &Path) -> ! {
+    match run(config) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            println!("err 125 {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(config: &Path) -> Result<(), String> {
+    let cfg: ShimConfig =
+        serde_json::from_slice(&fs::read(config).map_err(|e| format!("reading {}: {e}", config.display()))?)
+            .map_err(|e| format!("parsing {}: {e}", config.display()))?;
+    if cfg.cmd.is_empty() {
+        return Err("no command specified".into());
+    }
+
+    if let Some(ns) = &cfg.netns {
+        let f = File::open(ns).map_err(|e| format!("opening netns {}: {e}", ns.display()))?;
+        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining netns: {e}"))?;
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if cfg.uts.is_some() {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| format!("making / rslave: {e}"))?;
+    for (src, dst) in &cfg.binds {
+        if !dst.exists() {
+            continue; // e.g. no /etc/hostname on this host: nothing to cover
+        }
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("bind-mounting {} on {}: {e}", src.display(), dst.display()))?;
+    }
+    if let Some((host, domain)) = &cfg.uts {
+        nix::unistd::sethostname(host).map_err(|e| format!("sethostname: {e}"))?;
+        if !domain.is_empty() {
+            // SAFETY: valid pointer/length pair.
+            let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+            if rc != 0 {
+                return Err(format!("setdomainname: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the shim is single-threaded here (no runtime was started), so fork is sound.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = File::from(rd).read_to_string(&mut msg);
+            let line = msg.lines().next().unwrap_or("err 125 supervisor died before starting the command");
+            println!("{line}");
+            Ok(())
+        }
+        ForkResult::Child => {
+            drop(rd);
+            supervise(&cfg, wr)
+        }
+    }
+}
+
+fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
+    let _ = setsid();
+    // Detach from the daemon's pipes, or the daemon would wait for our EOF forever.
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    let mut report = File::from(report);
+    let log = match OpenOptions::new().create(true).append(true).open(&cfg.log) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(report, "err 125 opening log {}: {e}", cfg.log.display());
+            std::process::exit(1);
+        }
+    };
+    let mut cmd = Command::new(&cfg.cmd[0]);
+    cmd.args(&cfg.cmd[1..]).env_clear();
+    let mut has_path = false;
+    for kv in &cfg.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        has_path |= k == "PATH";
+        cmd.env(k, v);
+    }
+    if !has_path {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    cmd.current_dir(cfg.workdir.as_deref().unwrap_or("/"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+        .stderr(Stdio::from(log));
+    // SAFETY: only async-signal-safe calls between fork and exec: restore default signal
+    // dispositions the supervisor may have changed.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let (code, what) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
+                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+                _ => (126, "exec failed"),
+            };
+            let _ =
+                writeln!(report, "err {code} failed to create task for container: exec: \"{}\": {what}", cfg.cmd[0]);
+            let _ = crate::model::write_json_atomic(
+                &cfg.exit_file,
+                &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
+            );
+            std::process::exit(1);
+        }
+    };
+    let _ = writeln!(report, "ok {} {}", std::process::id(), child.id());
+    drop(report);
+    let code = match child.wait() {
+        Ok(st) => st.code().map(i64::from).unwrap_or_else(|| 128 + i64::from(st.signal().unwrap_or(0))),
+        Err(_) => 255,
+    };
+    let _ = crate::model::write_json_atomic(
+        &cfg.exit_file,
+        &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
+    );
+    std::process::exit(0);
+}
+
+/// Spawn a shim for `config` and wait for its one-line report: `(shim_pid, pid)` or the error
+/// (with Docker's exit code: 125 daemon-side, 126 not executable, 127 not found).
+pub fn spawn(netd_exe: &Path, config: &Path) -> Result<(i32, i32), (i64, String)> {
+    let out = Command::new(netd_exe)
+        .arg("shim")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| (125, format!("starting the supervisor: {e}")))?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let line = line.lines().next().unwrap_or("").trim();
+    let mut parts = line.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("ok"), Some(shim), Some(pid)) => match (shim.parse(), pid.parse()) {
+            (Ok(s), Ok(p)) => Ok((s, p)),
+            _ => Err((125, format!("bad supervisor report {line:?}"))),
+        },
+        (Some("err"), Some(code), Some(msg)) => Err((code.parse().unwrap_or(125), msg.to_string())),
+        _ => Err((125, format!("supervisor failed: {line:?}"))),
+    }
+}
+
+/// Whether `pid` is still a live `netd shim` for `config` (guards against pid reuse).
+pub fn is_alive(pid: i32, config: &Path) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) has finished.
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap_or('?'));
+    if state == Some('Z') {
+        return false;
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.len() >= 3 && args[1] == b"shim" && args[2] == config.as_os_str().as_encoded_bytes()
+}
+
+/// A pidfd for `pid` (readable when it exits), usable for processes that are not our children.
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is owned by us.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: a fresh fd from the kernel.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}

@@ -1,0 +1,141 @@
+//! `netd-probe`: the test and demo workload.
+//!
+//! `netd-probe serve [--tag T] PORT...`   TCP and UDP echo on 0.0.0.0:PORT, replies `T:PEER:payload`
+//! `netd-probe tcp ADDR:PORT [PAYLOAD]`    connect, send, print the echo (3 s timeout)
+//! `netd-probe udp ADDR:PORT [PAYLOAD]`    one datagram, print the echo (3 s, retried)
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("tcp") => client_tcp(&args[1..]),
+        Some("udp") => client_udp(&args[1..]),
+        _ => {
+            eprintln!("usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp ADDR:PORT [PAYLOAD]");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve(args: &[String]) -> i32 {
+    let mut tag = std::env::var("HOSTNAME").unwrap_or_else(|_| "probe".into());
+    let mut ports = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--tag" {
+            tag = it.next().cloned().unwrap_or_default();
+        } else if let Ok(p) = a.parse::<u16>() {
+            ports.push(p);
+        }
+    }
+    let mut threads = Vec::new();
+    for p in ports {
+        let t = TcpListener::bind(("0.0.0.0", p)).unwrap_or_else(|e| panic!("bind tcp {p}: {e}"));
+        let u = UdpSocket::bind(("0.0.0.0", p)).unwrap_or_else(|e| panic!("bind udp {p}: {e}"));
+        println!("listening on {p}/tcp and {p}/udp");
+        let tag1 = tag.clone();
+        threads.push(std::thread::spawn(move || {
+            for s in t.incoming().flatten() {
+                let tag = tag1.clone();
+                std::thread::spawn(move || echo_tcp(s, &tag));
+            }
+        }));
+        let tag2 = tag.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, peer)) = u.recv_from(&mut buf) {
+                let mut reply = format!("{tag2}:{}:", peer.ip()).into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = u.send_to(&reply, peer);
+            }
+        }));
+    }
+    let _ = std::io::stdout().flush();
+    for t in threads {
+        let _ = t.join();
+    }
+    0
+}
+
+fn echo_tcp(mut s: TcpStream, tag: &str) {
+    let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut reply = format!("{tag}:{peer}:").into_bytes();
+        reply.extend_from_slice(&buf[..n]);
+        if s.write_all(&reply).is_err() {
+            break;
+        }
+    }
+}
+
+fn target(args: &[String]) -> Option<(SocketAddr, Vec<u8>)> {
+    let addr: SocketAddr = args.first()?.parse().ok()?;
+    let payload = args.get(1).cloned().unwrap_or_else(|| "ping".into()).into_bytes();
+    Some((addr, payload))
+}
+
+fn client_tcp(args: &[String]) -> i32 {
+    let Some((addr, payload)) = target(args) else { return 2 };
+    let r = (|| -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.write_all(&payload)?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !got.ends_with(&payload) {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok(got)
+    })();
+    match r {
+        Ok(b) => {
+            println!("{}", String::from_utf8_lossy(&b));
+            0
+        }
+        Err(e) => {
+            eprintln!("tcp {addr}: {e}");
+            1
+        }
+    }
+}
+
+fn client_udp(args: &[String]) -> i32 {
+    let Some((addr, payload)) = target(args) else { return 2 };
+    let s = match UdpSocket::bind("0.0.0.0:0") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("udp bind: {e}");
+            return 1;
+        }
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 65536];
+    for _ in 0..6 {
+        if s.send_to(&payload, addr).is_err() {
+            continue;
+        }
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            println!("{}", String::from_utf8_lossy(&buf[..n]));
+            return 0;
+        }
+    }
+    eprintln!("udp {addr}: no answer within 3s");
+    1
+}

@@ -1,0 +1,234 @@
+//! `TestDaemon`: `netd up` running inside a `TestHost`'s host namespace with its own exec-root,
+//! data-root, bpffs directory and socket; stopped (and everything removed) on drop.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::TestHost;
+
+/// The workspace's target directory holding `netd` and `netd-probe` (next to the test binary).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("deps dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+}
+
+pub fn netd_bin() -> PathBuf {
+    bin_dir().join("netd")
+}
+
+pub fn probe_bin() -> PathBuf {
+    bin_dir().join("netd-probe")
+}
+
+/// Result of one CLI call.
+#[derive(Debug)]
+pub struct Cli {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    pub fn ok(self) -> Result<String> {
+        if self.code != 0 {
+            bail!("exit {}: {}{}", self.code, self.stdout, self.stderr);
+        }
+        Ok(self.stdout)
+    }
+}
+
+pub struct TestDaemon {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub bpffs: PathBuf,
+    pub netns_path: String,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// Start `netd up ARGS` in the host namespace of `th` and wait (bounded) until it serves.
+    pub fn start(th: &TestHost, extra: &[&str]) -> Result<Self> {
+        let tag = crate::unique("nd");
+        let root = PathBuf::from(format!("/run/netd-test/{tag}"));
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/netd-test-{tag}"));
+        std::fs::create_dir_all(&root)?;
+        let mut d = Self {
+            socket: root.join("netd.sock"),
+            root,
+            bpffs,
+            netns_path: th.host.path(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join("daemon.log"))?;
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns_path))
+            .arg("--")
+            .arg(netd_bin())
+            .arg("up")
+            .arg("--exec-root")
+            .arg(self.root.join("run"))
+            .arg("--data-root")
+            .arg(self.root.join("lib"))
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = c.spawn().context("spawning netd up")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(ch) = self.child.as_mut()
+                && let Ok(Some(st)) = ch.try_wait()
+            {
+                bail!("netd up exited with {st}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("netd up did not serve within 20s: {}", self.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Run `netd ARGS` against this daemon (from the host namespace, like a user on the host).
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.netns_path))
+            .arg("--")
+            .arg(netd_bin())
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running netd");
+        Cli::from(out)
+    }
+
+    /// `netd ARGS`, failing the test with the output when it exits non-zero.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.cli(args);
+        if r.code != 0 {
+            panic!(
+                "netd {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+                r.code,
+                r.stdout,
+                r.stderr,
+                tail(&self.log(), 40)
+            );
+        }
+        r.stdout
+    }
+
+    /// Kill the daemon with SIGKILL (sandboxes survive) and start it again.
+    pub fn kill9_and_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()
+    }
+
+    /// `netd down` and wait for the process to exit.
+    pub fn down(&mut self) -> Result<()> {
+        let r = self.cli(&["down"]);
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    bail!("netd did not exit after down: {}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if r.code != 0 {
+            bail!("netd down: {}{}", r.stdout, r.stderr);
+        }
+        Ok(())
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+    pub fn exec_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Err(e) = self.down()
+        {
+            eprintln!("warning: netd down: {e:#}");
+        }
+        // Whatever a crashed daemon left: sandbox processes, namespace mounts, pins.
+        kill_shims(&self.root);
+        umount_below(&self.root);
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Kill `netd shim` processes (and their children) whose config lives under `root`.
+pub fn kill_shims(root: &Path) {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return };
+    let needle = root.as_os_str().as_encoded_bytes().to_vec();
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if cmd.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Unmount every mount point below `root` (deepest first).
+pub fn umount_below(root: &Path) {
+    let Ok(m) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let mut points: Vec<&str> =
+        m.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|p| Path::new(p).starts_with(root)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
