@@ -150,10 +150,26 @@ impl TestDaemon {
 
     /// Kill the daemon with SIGKILL (sandboxes survive) and start it again.
     pub fn kill9_and_restart(&mut self) -> Result<()> {
+        self.kill9_and_restart_after(Duration::ZERO)
+    }
+
+    /// SIGKILL the daemon, wait `gap` with no daemon running, start it again.
+    pub fn kill9_and_restart_after(&mut self, gap: Duration) -> Result<()> {
+        self.kill9_only();
+        std::thread::sleep(gap);
+        self.restart()
+    }
+
+    /// SIGKILL the daemon and leave it down.
+    pub fn kill9_only(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Start the daemon again with the same arguments and directories.
+    pub fn restart(&mut self) -> Result<()> {
         self.spawn()
     }
 

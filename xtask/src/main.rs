@@ -109,6 +109,8 @@ fn netd_out_dir() -> Result<PathBuf> {
 fn test(args: &[String]) -> Result<()> {
     let t = Instant::now();
     setup::run()?;
+    // The integration tests drive the real binaries (netd, netd-probe): build them first.
+    run(cargo().args(["build", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
     let mut c = cargo();
     // Every crate but netd-ebpf (a bpf-target object, built by netd/build.rs): netd-common,
     // netd and xtask unit tests, then tests/ (BPF_PROG_TEST_RUN and root integration tests).

@@ -346,7 +346,8 @@ async fn port_cmd(c: &Client, name: &str, filter: Option<&str>) -> R {
             let k = key.to_string();
             let matched: Vec<_> = bindings.iter().filter(|b| b.0 == k).collect();
             if matched.is_empty() {
-                return Err(Failure::new(1, format!("Error: No public port '{k}' published for {name}")));
+                // docker/cli: the port as the user typed it.
+                return Err(Failure::new(1, format!("no public port '{f}' published for {name}")));
             }
             for b in matched {
                 println!("{}", crate::ports::format_host_addr(&b.1, &b.2));
