@@ -11,7 +11,187 @@ pub mod map_names {
     pub const PROG_STATS: &str = "PROG_STATS";
     pub const DROP_STATS: &str = "DROP_STATS";
     pub const CONFIG: &str = "CONFIG";
+    pub const PUBLISHED_V4: &str = "PUBLISHED_V4";
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const NETWORKS: &str = "NETWORKS";
+    pub const UPLINKS: &str = "UPLINKS";
+    pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    pub const LINKS: &str = "LINKS";
+    pub const CT_V4: &str = "CT_V4";
+    pub const PORT_STATS: &str = "PORT_STATS";
+
+    /// Every map, in pin order.
+    pub const ALL: [&str; 11] = [
+        PROG_STATS,
+        DROP_STATS,
+        CONFIG,
+        PUBLISHED_V4,
+        ENDPOINTS,
+        NETWORKS,
+        UPLINKS,
+        HOST_ADDRS,
+        LINKS,
+        CT_V4,
+        PORT_STATS,
+    ];
 }
+
+/// Map capacities (entries).
+pub mod capacity {
+    pub const PUBLISHED_V4: u32 = 65_536;
+    pub const ENDPOINTS: u32 = 16_384;
+    pub const NETWORKS: u32 = 1_024;
+    pub const UPLINKS: u32 = 64;
+    pub const HOST_ADDRS: u32 = 1_024;
+    pub const LINKS: u32 = 16_384;
+    /// Two entries per translated flow (both directions).
+    pub const CT_V4: u32 = 262_144;
+    /// One slot per published port.
+    pub const PORT_STATS: u32 = 65_536;
+}
+
+/// Key of `PUBLISHED_V4`: a host (address, port) for a protocol. `addr` 0 is the wildcard
+/// (`0.0.0.0`); the programs look up the exact address first. Network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PublishedKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `PUBLISHED_V4`: where the port leads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishedValue {
+    /// Sandbox address and port (network byte order).
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+    /// Network index of the sandbox's endpoint.
+    pub net: u32,
+    /// Slot in `PORT_STATS`.
+    pub stats_slot: u32,
+}
+
+/// Value of `ENDPOINTS` (key: sandbox IPv4 address, network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Host-side veth (target of `bpf_redirect_peer`).
+    pub ifindex: u32,
+    pub net: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of `NETWORKS` (key: network index).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub subnet: u32,
+    pub mask: u32,
+    pub gateway: u32,
+    pub bridge_ifindex: u32,
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// `NET_F_*`.
+    pub flags: u32,
+}
+
+pub const NET_F_ICC: u32 = 1 << 0;
+pub const NET_F_MASQUERADE: u32 = 1 << 1;
+pub const NET_F_INTERNAL: u32 = 1 << 2;
+/// nat mode: packets from outside to sandbox addresses are dropped (Docker's raw rule).
+pub const NET_F_PROTECT: u32 = 1 << 3;
+
+/// Value of `UPLINKS` (key: ifindex): the address used for masquerade.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkInfo {
+    pub addr: u32,
+    pub _pad: u32,
+}
+
+/// Key of `LINKS`: under icc=false, `src` may open `dst:port/proto` (`--link`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LinkKey {
+    pub src: u32,
+    pub dst: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A flow as seen on the wire in one direction (network byte order). For ICMP echo the id is
+/// the source "port" of requests and the destination "port" of replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl CtKey {
+    /// The tuple of the other direction.
+    pub const fn reversed(&self) -> Self {
+        Self {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// What to do with a packet of a tracked flow: rewrite to this tuple, then deliver.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// `CT_ACT_*`.
+    pub action: u8,
+    /// `CT_F_*`.
+    pub flags: u8,
+    pub _pad: u16,
+    /// Host-side veth for `CT_ACT_PEER`.
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// `PORT_STATS` slot + 1 (0: not a published-port flow).
+    pub stats_slot: u32,
+    pub _pad2: u32,
+    pub last_seen_ns: u64,
+}
+
+/// Deliver into a sandbox with `bpf_redirect_peer(ifindex)`.
+pub const CT_ACT_PEER: u8 = 1;
+/// Route with `bpf_fib_lookup` and redirect toward the egress device.
+pub const CT_ACT_FIB: u8 = 2;
+/// Let the stack have it (rewritten if needed).
+pub const CT_ACT_PASS: u8 = 3;
+/// A marker for a host-originated flow (reserves its tuple against SNAT reuse).
+pub const CT_ACT_HOSTFLOW: u8 = 4;
+
+/// The flow saw a FIN or RST.
+pub const CT_F_CLOSING: u8 = 1 << 0;
+
+/// Source ports masquerade picks when the sandbox's own port is taken: above Linux's default
+/// ephemeral range (32768-60999), so the host's own connections do not pick them.
+pub const SNAT_PORT_MIN: u16 = 61_000;
+pub const SNAT_PORT_MAX: u16 = 65_535;
+pub const SNAT_TRIES: u32 = 16;
 
 /// Entry points of the object, as named in the ELF (and in `bpftool prog show`).
 pub mod prog_names {
@@ -134,6 +314,14 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 const _: () = assert!(core::mem::size_of::<PacketCount>() == 16);
+const _: () = assert!(core::mem::size_of::<PublishedKey>() == 8);
+const _: () = assert!(core::mem::size_of::<PublishedValue>() == 16);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 28);
+const _: () = assert!(core::mem::size_of::<UplinkInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<LinkKey>() == 12);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<ProgId>() == 4);
 const _: () = assert!(core::mem::size_of::<DropReason>() == 4);
@@ -145,6 +333,14 @@ mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (checked by the size asserts).
     unsafe impl aya::Pod for super::PacketCount {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::PublishedKey {}
+    unsafe impl aya::Pod for super::PublishedValue {}
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::NetworkInfo {}
+    unsafe impl aya::Pod for super::UplinkInfo {}
+    unsafe impl aya::Pod for super::LinkKey {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtValue {}
 }
 
 #[cfg(test)]

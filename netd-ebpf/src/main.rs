@@ -10,12 +10,20 @@
 //! | `netd_sock_sendmsg4`  | cgroup sock_addr sendmsg4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_recvmsg4`  | cgroup sock_addr recvmsg4    | cgroup v2 (netns-cookie filtered)   |
 //!
-//! At this stage the programs parse headers, count packets per entry point and pass.
+//! Published ports: DNAT on the uplink's ingress, delivered with `bpf_redirect_peer` straight
+//! into the sandbox; replies are translated back on the sandbox veth's ingress and routed to the
+//! uplink with `bpf_fib_lookup` + `bpf_redirect`. Masquerade: on the sandbox veth's ingress when
+//! the FIB says the packet leaves by an uplink. Hairpin, ICC and isolation also on the sandbox
+//! veth; Docker's raw-table protections in XDP. Nothing here needs netfilter.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
@@ -24,75 +32,423 @@ mod stats;
 #[cfg(target_arch = "bpf")]
 mod progs {
     use aya_ebpf::{
-        bindings::{TC_ACT_OK, xdp_action},
-        macros::{cgroup_sock_addr, classifier, xdp},
+        bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+        helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie},
+        macros::{cgroup_sock_addr, classifier, map, xdp},
+        maps::LruHashMap,
         programs::{SockAddrContext, TcContext, XdpContext},
     };
-    use netd_common::{DropReason, ProgId};
+    use netd_common::{
+        CT_ACT_FIB, CT_ACT_PASS, CT_ACT_PEER, CtKey, CtValue, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN,
+        SNAT_TRIES,
+    };
 
-    use crate::{parse, stats};
+    use crate::{
+        conntrack::{self, apply, exists, insert_pair, key_of},
+        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published},
+        parse::{self, ParseError, Pkt},
+        stats,
+    };
+
+    const OK: i32 = TC_ACT_OK as i32;
+    const SHOT: i32 = TC_ACT_SHOT as i32;
+
+    #[inline(always)]
+    fn is_loopback(addr: u32) -> bool {
+        // Network byte order: the first octet is the lowest byte.
+        addr & 0xff == 127
+    }
 
     #[xdp(frags)]
     pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
         let len = (ctx.data_end() - ctx.data()) as u64;
         stats::count_prog(ProgId::XdpUplink, len);
         match parse::l3_xdp(&ctx) {
-            Ok(_) => xdp_action::XDP_PASS,
-            Err(parse::ParseError::Malformed) => {
-                // A truncated IPv4 header is not ours to judge yet: count it, let the stack drop it.
+            Ok(l3) => {
+                if is_loopback(l3.daddr) {
+                    stats::count_drop(DropReason::LoopbackNotLo);
+                    return xdp_action::XDP_DROP;
+                }
+                if let Some(ep) = endpoint(l3.daddr)
+                    && let Some(net) = network(ep.net)
+                    && net.flags & NET_F_PROTECT != 0
+                {
+                    stats::count_drop(DropReason::DirectToSandbox);
+                    return xdp_action::XDP_DROP;
+                }
+                xdp_action::XDP_PASS
+            }
+            Err(ParseError::Malformed) => {
+                // Not ours to judge: count it, let the stack drop it.
                 stats::count_drop(DropReason::Malformed);
                 xdp_action::XDP_PASS
             }
-            Err(parse::ParseError::NotIpv4) => xdp_action::XDP_PASS,
+            Err(ParseError::NotIpv4) => xdp_action::XDP_PASS,
         }
-    }
-
-    #[classifier]
-    pub fn netd_from_netdev(ctx: TcContext) -> i32 {
-        tc_count(&ctx, ProgId::FromNetdev)
-    }
-
-    #[classifier]
-    pub fn netd_to_netdev(ctx: TcContext) -> i32 {
-        tc_count(&ctx, ProgId::ToNetdev)
-    }
-
-    #[classifier]
-    pub fn netd_from_container(ctx: TcContext) -> i32 {
-        tc_count(&ctx, ProgId::FromContainer)
     }
 
     #[inline(always)]
-    fn tc_count(ctx: &TcContext, prog: ProgId) -> i32 {
-        stats::count_prog(prog, ctx.len() as u64);
-        if let Err(parse::ParseError::Malformed) = parse::l3_tc(ctx) {
-            stats::count_drop(DropReason::Malformed);
+    fn parse_tc(ctx: &TcContext) -> Option<Pkt> {
+        match parse::tc(ctx) {
+            Ok(p) => Some(p),
+            Err(ParseError::Malformed) => {
+                stats::count_drop(DropReason::Malformed);
+                None
+            }
+            Err(ParseError::NotIpv4) => None,
         }
-        TC_ACT_OK
+    }
+
+    /// Uplink ingress: replies of masqueraded flows, and new connections to published ports.
+    #[classifier]
+    pub fn netd_from_netdev(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
+        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        if !p.has_ports {
+            return OK;
+        }
+        let k = key_of(&p);
+        if let Some(v) = conntrack::lookup(&k) {
+            return apply(&ctx, &mut p, &k, &v);
+        }
+        if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
+            return OK;
+        }
+        let Some(pb) = published(p.proto, p.daddr, p.dport) else { return OK };
+        let Some(ep) = endpoint(pb.addr) else { return OK };
+        let Some(net) = network(ep.net) else { return OK };
+        let fwd = CtValue {
+            saddr: p.saddr,
+            daddr: pb.addr,
+            sport: p.sport,
+            dport: pb.port,
+            action: CT_ACT_PEER,
+            ifindex: ep.ifindex,
+            dmac: ep.mac,
+            smac: net.gateway_mac,
+            stats_slot: pb.stats_slot + 1,
+            ..Default::default()
+        };
+        let rk = CtKey { saddr: pb.addr, daddr: p.saddr, sport: pb.port, dport: p.sport, proto: p.proto, _pad: [0; 3] };
+        let rev = CtValue {
+            saddr: p.daddr,
+            daddr: p.saddr,
+            sport: p.dport,
+            dport: p.sport,
+            action: CT_ACT_FIB,
+            ..Default::default()
+        };
+        if !insert_pair(&k, &fwd, &rk, &rev) {
+            return SHOT;
+        }
+        apply(&ctx, &mut p, &k, &fwd)
+    }
+
+    /// Uplink egress: remember host-originated flows so masquerade never reuses their tuple.
+    #[classifier]
+    pub fn netd_to_netdev(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
+        let Some(p) = parse_tc(&ctx) else { return OK };
+        if !p.has_ports || p.proto == IPPROTO_ICMP {
+            return OK;
+        }
+        // TCP: on the SYN only; UDP: every datagram (lookup first, insert when new).
+        let syn_only = p.tcp_flags & 0x12 == 0x02;
+        if p.proto == IPPROTO_TCP && !syn_only {
+            return OK;
+        }
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        // SAFETY: read-only lookup.
+        let up = unsafe { UPLINKS.get(&ifindex).copied() };
+        if up.is_some_and(|u| u.addr == p.saddr) {
+            conntrack::note_host_flow(&p);
+        }
+        OK
+    }
+
+    /// Host-side sandbox veth ingress: translated flows, hairpin, isolation, ICC, masquerade.
+    #[classifier]
+    pub fn netd_from_container(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
+        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        let k = key_of(&p);
+        if p.has_ports
+            && let Some(v) = conntrack::lookup(&k)
+        {
+            return apply(&ctx, &mut p, &k, &v);
+        }
+        let Some(src) = endpoint(p.saddr) else { return OK };
+        let Some(net) = network(src.net) else { return OK };
+        let here = unsafe { (*ctx.skb.skb).ifindex };
+
+        // To one of the host's addresses: a published port (hairpin) or the host itself.
+        if is_host_addr(p.daddr) || is_loopback(p.daddr) {
+            if p.has_ports
+                && p.proto != IPPROTO_ICMP
+                && let Some(pb) = published(p.proto, p.daddr, p.dport)
+                && let Some(dst) = endpoint(pb.addr)
+                && let Some(dnet) = network(dst.net)
+            {
+                // DNAT to the target and SNAT to the target network's gateway, so replies come
+                // back through here whether the target is this sandbox, a neighbour or another
+                // network's sandbox.
+                let Some(port) = pick_port(p.proto, pb.addr, dnet.gateway, pb.port, p.sport) else {
+                    stats::count_drop(DropReason::SnatExhausted);
+                    return SHOT;
+                };
+                let fwd = CtValue {
+                    saddr: dnet.gateway,
+                    daddr: pb.addr,
+                    sport: port,
+                    dport: pb.port,
+                    action: CT_ACT_PEER,
+                    ifindex: dst.ifindex,
+                    dmac: dst.mac,
+                    smac: dnet.gateway_mac,
+                    stats_slot: pb.stats_slot + 1,
+                    ..Default::default()
+                };
+                let rk = CtKey {
+                    saddr: pb.addr,
+                    daddr: dnet.gateway,
+                    sport: pb.port,
+                    dport: port,
+                    proto: p.proto,
+                    _pad: [0; 3],
+                };
+                let rev = CtValue {
+                    saddr: p.daddr,
+                    daddr: p.saddr,
+                    sport: p.dport,
+                    dport: p.sport,
+                    action: CT_ACT_PEER,
+                    ifindex: here,
+                    dmac: src.mac,
+                    smac: net.gateway_mac,
+                    ..Default::default()
+                };
+                if !insert_pair(&k, &fwd, &rk, &rev) {
+                    return SHOT;
+                }
+                return apply(&ctx, &mut p, &k, &fwd);
+            }
+            return OK;
+        }
+
+        // To another sandbox.
+        if let Some(dst) = endpoint(p.daddr) {
+            if dst.net != src.net {
+                stats::count_drop(DropReason::Isolation);
+                return SHOT;
+            }
+            if net.flags & NET_F_ICC != 0 {
+                return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
+            }
+            // icc=false: only the exact ports opened by --link (and their replies, via CT).
+            let lk = LinkKey { src: p.saddr, dst: p.daddr, port: p.dport, proto: p.proto, _pad: 0 };
+            // SAFETY: read-only lookup.
+            if p.has_ports && unsafe { LINKS.get(&lk).is_some() } {
+                let same = CtValue {
+                    saddr: p.saddr,
+                    daddr: p.daddr,
+                    sport: p.sport,
+                    dport: p.dport,
+                    action: CT_ACT_PASS,
+                    ..Default::default()
+                };
+                let rk = k.reversed();
+                let rev = CtValue {
+                    saddr: p.daddr,
+                    daddr: p.saddr,
+                    sport: p.dport,
+                    dport: p.sport,
+                    action: CT_ACT_PASS,
+                    ..Default::default()
+                };
+                insert_pair(&k, &same, &rk, &rev);
+                return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
+            }
+            stats::count_drop(DropReason::Icc);
+            return SHOT;
+        }
+
+        // Leaving the host.
+        if net.flags & NET_F_INTERNAL != 0 {
+            stats::count_drop(DropReason::Isolation);
+            return SHOT;
+        }
+        if net.flags & NET_F_MASQUERADE == 0 || !p.has_ports || p.later_fragment {
+            return OK;
+        }
+        masquerade(&ctx, &mut p, &k, here, &src.mac, &net.gateway_mac)
+    }
+
+    /// Hand a packet straight to a sandbox on the same bridge (no bridge, no netfilter: a
+    /// FORWARD policy of DROP with bridge-nf-call-iptables cannot touch it).
+    #[inline(always)]
+    fn to_peer(ctx: &TcContext, dmac: &[u8; 6], smac: &[u8; 6], ifindex: u32) -> i32 {
+        let _ = smac;
+        // Keep the sender's source MAC: the receiver learns the real neighbour.
+        if ctx.store(0, dmac, 0).is_err() {
+            return SHOT;
+        }
+        // SAFETY: plain helper call.
+        unsafe { aya_ebpf::helpers::generated::bpf_redirect_peer(ifindex, 0) as i32 }
+    }
+
+    /// Source NAT to the uplink's address for a new flow leaving by an uplink.
+    #[inline(always)]
+    fn masquerade(ctx: &TcContext, p: &mut Pkt, k: &CtKey, here: u32, src_mac: &[u8; 6], gw_mac: &[u8; 6]) -> i32 {
+        let Some(egress) = fib_egress(ctx, p) else { return OK };
+        // SAFETY: read-only lookup.
+        let Some(up) = (unsafe { UPLINKS.get(&egress).copied() }) else { return OK };
+        let Some(port) = pick_port(p.proto, p.daddr, up.addr, p.dport, p.sport) else {
+            stats::count_drop(DropReason::SnatExhausted);
+            return SHOT;
+        };
+        let fwd = CtValue {
+            saddr: up.addr,
+            daddr: p.daddr,
+            sport: port,
+            dport: p.dport,
+            action: CT_ACT_FIB,
+            ..Default::default()
+        };
+        let rk = CtKey { saddr: p.daddr, daddr: up.addr, sport: p.dport, dport: port, proto: p.proto, _pad: [0; 3] };
+        let rev = CtValue {
+            saddr: p.daddr,
+            daddr: p.saddr,
+            sport: p.dport,
+            dport: p.sport,
+            action: CT_ACT_PEER,
+            ifindex: here,
+            dmac: *src_mac,
+            smac: *gw_mac,
+            ..Default::default()
+        };
+        if !insert_pair(k, &fwd, &rk, &rev) {
+            return SHOT;
+        }
+        apply(ctx, p, k, &fwd)
+    }
+
+    /// The egress ifindex the FIB picks for this packet (before translation).
+    #[inline(always)]
+    fn fib_egress(ctx: &TcContext, p: &Pkt) -> Option<u32> {
+        use aya_ebpf::{bindings::bpf_fib_lookup, helpers::generated::bpf_fib_lookup as fib_lookup};
+        // SAFETY: zeroed plain-old-data struct.
+        let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+        fib.family = 2;
+        fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+        fib.__bindgen_anon_3.ipv4_src = p.saddr;
+        fib.__bindgen_anon_4.ipv4_dst = p.daddr;
+        // BPF_FIB_LOOKUP_SKIP_NEIGH (1 << 3): only the route matters here.
+        let rc =
+            unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
+        if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }
+    }
+
+    /// A source port for `new_saddr -> daddr:dport` whose reply tuple is free: the original
+    /// port when possible, else random ports above the host's ephemeral range.
+    #[inline(always)]
+    fn pick_port(proto: u8, daddr: u32, new_saddr: u32, dport: u16, orig: u16) -> Option<u16> {
+        let mut rk = CtKey { saddr: daddr, daddr: new_saddr, sport: dport, dport: orig, proto, _pad: [0; 3] };
+        if !exists(&rk) {
+            return Some(orig);
+        }
+        let span = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
+        for _ in 0..SNAT_TRIES {
+            // SAFETY: plain helper call.
+            let r = unsafe { bpf_get_prandom_u32() } % span;
+            let port = ((SNAT_PORT_MIN as u32 + r) as u16).to_be();
+            rk.dport = port;
+            if !exists(&rk) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Per socket: the address a UDP client sent to before translation (for recvmsg4).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SockRevKey {
+        pub cookie: u64,
+        pub addr: u32,
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SockRevValue {
+        pub addr: u32,
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    #[map(name = "SOCK_REV_V4")]
+    static SOCK_REV_V4: LruHashMap<SockRevKey, SockRevValue> = LruHashMap::with_max_entries(65_536, 0);
+
+    /// Translate a socket's destination when it targets a published port on a host address.
+    #[inline(always)]
+    fn sock_translate(ctx: &SockAddrContext, prog: ProgId, remember: bool) -> i32 {
+        if !in_daemon_netns(ctx) {
+            return 1;
+        }
+        stats::count_prog(prog, 0);
+        // SAFETY: the context pointer is valid for the program's run.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        let proto = sa.protocol as u8;
+        if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+            return 1;
+        }
+        let ip = sa.user_ip4;
+        let port = sa.user_port as u16;
+        if !is_loopback(ip) && !is_host_addr(ip) {
+            return 1;
+        }
+        let Some(pb) = published(proto, ip, port) else { return 1 };
+        sa.user_ip4 = pb.addr;
+        sa.user_port = pb.port as u32;
+        if remember {
+            // SAFETY: plain helper call on the valid context.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+            let k = SockRevKey { cookie, addr: pb.addr, port: pb.port, _pad: 0 };
+            let _ = SOCK_REV_V4.insert(&k, &SockRevValue { addr: ip, port, _pad: 0 }, 0);
+        }
+        1
     }
 
     #[cgroup_sock_addr(connect4)]
     pub fn netd_sock_connect4(ctx: SockAddrContext) -> i32 {
-        sock_count(&ctx, ProgId::SockConnect4)
+        // UDP sockets may connect() and then recv: remember for them too.
+        sock_translate(&ctx, ProgId::SockConnect4, true)
     }
 
     #[cgroup_sock_addr(sendmsg4)]
     pub fn netd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-        sock_count(&ctx, ProgId::SockSendmsg4)
+        sock_translate(&ctx, ProgId::SockSendmsg4, true)
     }
 
+    /// UDP replies: show the client the address it sent to, not the sandbox's.
     #[cgroup_sock_addr(recvmsg4)]
     pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-        sock_count(&ctx, ProgId::SockRecvmsg4)
-    }
-
-    /// cgroup hooks see every network namespace of the machine: act only on the daemon's own.
-    #[inline(always)]
-    fn sock_count(ctx: &SockAddrContext, prog: ProgId) -> i32 {
-        if crate::maps::in_daemon_netns(ctx) {
-            stats::count_prog(prog, 0);
+        if !in_daemon_netns(&ctx) {
+            return 1;
         }
-        1 // allow
+        stats::count_prog(ProgId::SockRecvmsg4, 0);
+        // SAFETY: as above.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        let k = SockRevKey { cookie, addr: sa.user_ip4, port: sa.user_port as u16, _pad: 0 };
+        // SAFETY: read-only lookup.
+        if let Some(v) = unsafe { SOCK_REV_V4.get(&k) } {
+            sa.user_ip4 = v.addr;
+            sa.user_port = v.port as u32;
+        }
+        1
     }
 }
 

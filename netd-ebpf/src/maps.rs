@@ -2,10 +2,13 @@
 use aya_ebpf::{
     helpers::generated::bpf_get_netns_cookie,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::SockAddrContext,
 };
-use netd_common::{Config, DropReason, PacketCount, ProgId};
+use netd_common::{
+    Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NetworkInfo, PacketCount, ProgId, PublishedKey,
+    PublishedValue, UplinkInfo, capacity,
+};
 
 /// Packets/bytes per entry point (index: [`ProgId`]).
 #[map(name = "PROG_STATS")]
@@ -18,6 +21,39 @@ pub static DROP_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(
 /// One entry: global configuration written by userspace.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// {host addr, port, proto} -> sandbox {addr, port}.
+#[map(name = "PUBLISHED_V4")]
+pub static PUBLISHED_V4: HashMap<PublishedKey, PublishedValue> = HashMap::with_max_entries(capacity::PUBLISHED_V4, 0);
+
+/// Sandbox address -> host-side veth, network, MAC.
+#[map(name = "ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS, 0);
+
+/// Network index -> subnet, gateway, flags.
+#[map(name = "NETWORKS")]
+pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::with_max_entries(capacity::NETWORKS, 0);
+
+/// Uplink ifindex -> masquerade address.
+#[map(name = "UPLINKS")]
+pub static UPLINKS: HashMap<u32, UplinkInfo> = HashMap::with_max_entries(capacity::UPLINKS, 0);
+
+/// The host's own addresses (uplinks, bridge gateways): targets of hairpin and local access.
+#[map(name = "HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::HOST_ADDRS, 0);
+
+/// icc=false exceptions opened by `--link`.
+#[map(name = "LINKS")]
+pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(capacity::LINKS, 0);
+
+/// Connection tracking and NAT, both directions of each flow (LRU: a full table evicts the
+/// oldest flows, it never refuses new ones).
+#[map(name = "CT_V4")]
+pub static CT_V4: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT_V4, 0);
+
+/// Packets/bytes per published port (slot from `PublishedValue::stats_slot`).
+#[map(name = "PORT_STATS")]
+pub static PORT_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(capacity::PORT_STATS, 0);
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
@@ -35,4 +71,35 @@ pub fn in_daemon_netns(ctx: &SockAddrContext) -> bool {
     // SAFETY: the helper reads the context's socket; the context pointer comes from the kernel.
     let cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     cookie == cfg.netns_cookie
+}
+
+#[inline(always)]
+pub fn is_host_addr(addr: u32) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { HOST_ADDRS.get(&addr).is_some() }
+}
+
+/// The published port for (proto, host addr, port): the exact address first, then 0.0.0.0.
+#[inline(always)]
+pub fn published(proto: u8, addr: u32, port: u16) -> Option<PublishedValue> {
+    let k = PublishedKey { addr, port, proto, _pad: 0 };
+    // SAFETY: read-only lookups; values are copied out.
+    unsafe {
+        if let Some(v) = PUBLISHED_V4.get(&k) {
+            return Some(*v);
+        }
+        PUBLISHED_V4.get(&PublishedKey { addr: 0, ..k }).copied()
+    }
+}
+
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
+    // SAFETY: read-only lookup, copied out.
+    unsafe { ENDPOINTS.get(&addr).copied() }
+}
+
+#[inline(always)]
+pub fn network(idx: u32) -> Option<NetworkInfo> {
+    // SAFETY: read-only lookup, copied out.
+    unsafe { NETWORKS.get(&idx).copied() }
 }

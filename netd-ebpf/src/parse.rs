@@ -1,11 +1,11 @@
-//! Bounds-checked header parsing for XDP and TC contexts.
-//!
-//! Offsets are re-derived from `data`/`data_end` on every access so the verifier can prove each
-//! read; IPv4 options are honoured through the IHL field.
+//! Header parsing. XDP reads the packet directly (bounds-checked against `data_end`); TC uses
+//! `bpf_skb_load_bytes`, which also works when headers are not in the linear area.
 use aya_ebpf::programs::{TcContext, XdpContext};
+use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const IP_OFF: usize = ETH_HLEN;
 
 #[derive(Clone, Copy)]
 pub enum ParseError {
@@ -18,12 +18,7 @@ pub enum ParseError {
 /// The fields of an IPv4 packet that the programs decide on (network byte order kept as read).
 #[derive(Clone, Copy)]
 pub struct L3 {
-    pub proto: u8,
-    pub ihl_bytes: usize,
-    pub saddr: u32,
     pub daddr: u32,
-    /// Fragment offset in 8-byte units and the MF flag.
-    pub frag_off: u16,
 }
 
 #[inline(always)]
@@ -50,15 +45,7 @@ fn parse(data: usize, data_end: usize) -> Result<L3, ParseError> {
         return Err(ParseError::Malformed);
     }
     // SAFETY: as above.
-    unsafe {
-        Ok(L3 {
-            proto: *((ip + 9) as *const u8),
-            ihl_bytes,
-            saddr: *((ip + 12) as *const u32),
-            daddr: *((ip + 16) as *const u32),
-            frag_off: u16::from_be(*((ip + 6) as *const u16)),
-        })
-    }
+    Ok(L3 { daddr: unsafe { *((ip + 16) as *const u32) } })
 }
 
 #[inline(always)]
@@ -66,7 +53,95 @@ pub fn l3_xdp(ctx: &XdpContext) -> Result<L3, ParseError> {
     parse(ctx.data(), ctx.data_end())
 }
 
+/// A parsed IPv4 packet in a TC context, with the L4 "ports" netd translates (for ICMP echo:
+/// the id as source port of requests and destination port of replies).
+#[derive(Clone, Copy)]
+pub struct Pkt {
+    pub proto: u8,
+    pub l4: usize,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// The packet has L4 ports netd can translate (TCP, UDP, ICMP echo; not a later fragment).
+    pub has_ports: bool,
+    /// A non-first fragment (no L4 header).
+    pub later_fragment: bool,
+    /// TCP flags byte, 0 for others.
+    pub tcp_flags: u8,
+    /// ICMP: 8 = echo request, 0 = echo reply.
+    pub icmp_type: u8,
+    /// UDP checksum is 0 (not computed): must stay 0.
+    pub udp_csum_zero: bool,
+}
+
 #[inline(always)]
-pub fn l3_tc(ctx: &TcContext) -> Result<L3, ParseError> {
-    parse(ctx.data(), ctx.data_end())
+pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
+    let eth_type: u16 = ctx.load(12).map_err(|_| ParseError::NotIpv4)?;
+    if u16::from_be(eth_type) != ETH_P_IP {
+        return Err(ParseError::NotIpv4);
+    }
+    let vihl: u8 = ctx.load(IP_OFF).map_err(|_| ParseError::Malformed)?;
+    if vihl >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(ParseError::Malformed);
+    }
+    let frag: u16 = ctx.load(IP_OFF + 6).map_err(|_| ParseError::Malformed)?;
+    let frag = u16::from_be(frag);
+    let proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ParseError::Malformed)?;
+    let saddr: u32 = ctx.load(IP_OFF + 12).map_err(|_| ParseError::Malformed)?;
+    let daddr: u32 = ctx.load(IP_OFF + 16).map_err(|_| ParseError::Malformed)?;
+    let l4 = IP_OFF + ihl;
+    let mut p = Pkt {
+        proto,
+        l4,
+        saddr,
+        daddr,
+        sport: 0,
+        dport: 0,
+        has_ports: false,
+        later_fragment: frag & 0x1fff != 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        udp_csum_zero: false,
+    };
+    if p.later_fragment {
+        return Ok(p);
+    }
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let sport: u16 = ctx.load(l4).map_err(|_| ParseError::Malformed)?;
+            let dport: u16 = ctx.load(l4 + 2).map_err(|_| ParseError::Malformed)?;
+            p.sport = sport;
+            p.dport = dport;
+            p.has_ports = true;
+            if proto == IPPROTO_TCP {
+                p.tcp_flags = ctx.load(l4 + 13).map_err(|_| ParseError::Malformed)?;
+            } else {
+                let c: u16 = ctx.load(l4 + 6).map_err(|_| ParseError::Malformed)?;
+                p.udp_csum_zero = c == 0;
+            }
+        }
+        IPPROTO_ICMP => {
+            let ty: u8 = ctx.load(l4).map_err(|_| ParseError::Malformed)?;
+            let id: u16 = ctx.load(l4 + 4).map_err(|_| ParseError::Malformed)?;
+            p.icmp_type = ty;
+            match ty {
+                8 => {
+                    p.sport = id;
+                    p.has_ports = true;
+                }
+                0 => {
+                    p.dport = id;
+                    p.has_ports = true;
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
 }

@@ -1,11 +1,12 @@
 //! Per-CPU counters (no atomics needed: each CPU owns its slot).
-use netd_common::{DropReason, ProgId};
+use aya_ebpf::maps::PerCpuArray;
+use netd_common::{DropReason, PacketCount, ProgId};
 
-use crate::maps::{DROP_STATS, PROG_STATS};
+use crate::maps::{DROP_STATS, PORT_STATS, PROG_STATS};
 
 #[inline(always)]
-pub fn count_prog(prog: ProgId, bytes: u64) {
-    if let Some(c) = PROG_STATS.get_ptr_mut(prog as u32) {
+fn add(map: &PerCpuArray<PacketCount>, idx: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(idx) {
         // SAFETY: per-CPU slot, valid for the duration of the program.
         unsafe {
             (*c).packets += 1;
@@ -15,11 +16,19 @@ pub fn count_prog(prog: ProgId, bytes: u64) {
 }
 
 #[inline(always)]
+pub fn count_prog(prog: ProgId, bytes: u64) {
+    add(&PROG_STATS, prog as u32, bytes);
+}
+
+#[inline(always)]
 pub fn count_drop(reason: DropReason) {
-    if let Some(c) = DROP_STATS.get_ptr_mut(reason as u32) {
-        // SAFETY: as above.
-        unsafe {
-            (*c).packets += 1;
-        }
+    add(&DROP_STATS, reason as u32, 0);
+}
+
+/// `slot_plus_one` as stored in `CtValue::stats_slot` (0: not a published-port flow).
+#[inline(always)]
+pub fn count_port(slot_plus_one: u32, bytes: u64) {
+    if slot_plus_one != 0 {
+        add(&PORT_STATS, slot_plus_one - 1, bytes);
     }
 }

@@ -13,7 +13,9 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+    },
 };
 use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names};
 
@@ -128,7 +130,7 @@ fn map_type_name(t: u32) -> &'static str {
 
 /// The loaded object: every program loaded into the kernel (not yet attached).
 pub struct Loaded {
-    ebpf: Ebpf,
+    pub ebpf: Ebpf,
 }
 
 impl Loaded {
@@ -185,9 +187,21 @@ impl Loaded {
         Ok(mode)
     }
 
-    /// TC ingress on a host-side sandbox veth.
-    pub fn attach_container(&mut self, ifname: &str) -> Result<(), EbpfError> {
+    /// TC ingress on a host-side sandbox veth; the link id detaches it.
+    pub fn attach_container(&mut self, ifname: &str) -> Result<SchedClassifierLinkId, EbpfError> {
         self.attach_tc(prog_names::FROM_CONTAINER, ifname, TcAttachType::Ingress)
+    }
+
+    /// Detach the program from a sandbox veth (Ok when the veth is already gone).
+    pub fn detach_container(&mut self, id: SchedClassifierLinkId) -> Result<(), EbpfError> {
+        let name = prog_names::FROM_CONTAINER;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| EbpfError::Program { name, source })?;
+        prog.detach(id).map_err(|source| EbpfError::Program { name, source })
     }
 
     fn attach_xdp(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
@@ -209,14 +223,19 @@ impl Loaded {
         }
     }
 
-    fn attach_tc(&mut self, name: &'static str, ifname: &str, dir: TcAttachType) -> Result<(), EbpfError> {
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        ifname: &str,
+        dir: TcAttachType,
+    ) -> Result<SchedClassifierLinkId, EbpfError> {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
             .ok_or(EbpfError::MissingProgram(name))?
             .try_into()
             .map_err(|source| EbpfError::Program { name, source })?;
-        prog.attach(ifname, dir).map(|_| ()).map_err(|source| EbpfError::Program { name, source })
+        prog.attach(ifname, dir).map_err(|source| EbpfError::Program { name, source })
     }
 
     /// The three sock_addr hooks on a cgroup v2 directory.
@@ -228,6 +247,10 @@ impl Loaded {
                 .ok_or(EbpfError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
+            // With bpf_link (kernel >= 5.7, what aya uses here) the kernel attaches in multi
+            // mode itself and the attach flags must be 0 ("Single"); several daemons (one per
+            // network namespace) can share a cgroup, each program acting only on its own
+            // namespace (cookie check).
             prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Program { name, source })?;
         }

@@ -22,7 +22,7 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
             let mut l = Loaded::load()?;
             l.set_config(Config { netns_cookie: current_netns_cookie()?, flags: CONFIG_F_ENABLED, _pad: 0 })?;
             let mode = l.attach_uplink("up0")?;
-            l.attach_container("vsb0")?;
+            let _ = l.attach_container("vsb0")?;
             l.attach_cgroup(std::fs::File::open(&cg_dir)?)?;
             Ok((l, mode))
         })
@@ -30,8 +30,10 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
         .expect("load and attach");
     let (loaded, mode) = loaded;
     assert!(matches!(mode, aya::programs::XdpMode::Driver), "XDP must run in native mode on veth, got {mode:?}");
+    // Counters start at zero, but the kernel's own IPv6 neighbour discovery may already have
+    // crossed the link: assert on deltas.
     let before = loaded.prog_stats().unwrap();
-    assert!(before.values().all(|c| c.packets == 0), "fresh counters: {before:?}");
+    assert!(before.values().all(|c| c.packets < 5), "fresh counters: {before:?}");
 
     // Outside -> host: TCP and UDP echo through the uplink (XDP + tc ingress, tc egress replies).
     let _srv = probe::EchoServer::start(&th.host.path(), "198.51.100.1:7000".parse().unwrap(), "host").unwrap();
@@ -69,8 +71,12 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
         connect(&th.outside.path(), "198.51.100.1:7000".parse().unwrap());
     }
 
-    let after = loaded.prog_stats().unwrap();
+    let mut after = loaded.prog_stats().unwrap();
     eprintln!("counters: {after:#?}");
+    for (name, c) in after.iter_mut() {
+        c.packets -= before[name].packets;
+        c.bytes -= before[name].bytes;
+    }
     // 5 TCP exchanges (>= 4 packets each) + 5 UDP + the cgroup test's connects.
     assert!(after[p::XDP_UPLINK].packets >= 25, "xdp: {:?}", after[p::XDP_UPLINK]);
     assert!(after[p::FROM_NETDEV].packets >= 25, "tc ingress: {:?}", after[p::FROM_NETDEV]);

@@ -126,8 +126,9 @@ pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String
     let _ = up;
     match b {
         Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
-        Backend::Ebpf | Backend::Iptables => {
-            Err(format!("the {b} dataplane is not built into this netd yet; use --dataplane none"))
+        Backend::Ebpf => Ok(Box::new(crate::dataplane::ebpf::Ebpf::default())),
+        Backend::Iptables => {
+            Err(format!("the {b} dataplane is not built into this netd yet; use --dataplane ebpf or none"))
         }
     }
 }

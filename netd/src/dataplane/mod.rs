@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod ebpf;
 pub mod noop;
 
 /// Which backend `netd up --dataplane` selected.

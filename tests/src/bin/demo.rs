@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         let mut l = Loaded::load()?;
         l.set_config(Config { netns_cookie: current_netns_cookie()?, flags: CONFIG_F_ENABLED, _pad: 0 })?;
         let mode = l.attach_uplink("up0")?;
-        l.attach_container("vsb0")?;
+        let _ = l.attach_container("vsb0")?;
         Ok((l, mode))
     })??;
     println!("  attached: XDP ({mode:?} mode) + tcx ingress/egress on up0, tcx ingress on vsb0\n");

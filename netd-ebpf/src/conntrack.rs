@@ -1,0 +1,160 @@
+//! Connection tracking and the translations it carries: each translated flow is two `CT_V4`
+//! entries, one per direction, inserted as a pair (the first is removed again when the second
+//! cannot be inserted). A packet whose tuple has an entry is rewritten to the entry's tuple and
+//! delivered the way the entry says.
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
+    },
+    programs::TcContext,
+};
+use netd_common::{
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CtKey, CtValue, DropReason, IPPROTO_TCP,
+};
+
+use crate::{
+    maps::CT_V4,
+    nat,
+    parse::{IP_OFF, Pkt},
+    stats,
+};
+
+const AF_INET: u8 = 2;
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+pub fn key_of(p: &Pkt) -> CtKey {
+    CtKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto, _pad: [0; 3] }
+}
+
+#[inline(always)]
+pub fn lookup(k: &CtKey) -> Option<CtValue> {
+    // SAFETY: read-only lookup, copied out.
+    unsafe { CT_V4.get(k).copied() }
+}
+
+#[inline(always)]
+pub fn exists(k: &CtKey) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { CT_V4.get(k).is_some() }
+}
+
+/// Insert both directions of a flow, or neither.
+#[inline(always)]
+pub fn insert_pair(k1: &CtKey, v1: &CtValue, k2: &CtKey, v2: &CtValue) -> bool {
+    if CT_V4.insert(k1, v1, 0).is_err() {
+        stats::count_drop(DropReason::CtInsert);
+        return false;
+    }
+    if CT_V4.insert(k2, v2, 0).is_err() {
+        let _ = CT_V4.remove(k1);
+        stats::count_drop(DropReason::CtInsert);
+        return false;
+    }
+    true
+}
+
+/// Record a host-originated flow's reply tuple so masquerade never reuses it (only when no
+/// entry exists: a translated flow's own entry wins).
+#[inline(always)]
+pub fn note_host_flow(p: &Pkt) {
+    let rk = key_of(p).reversed();
+    if exists(&rk) {
+        return;
+    }
+    let v = CtValue { action: CT_ACT_HOSTFLOW, ..Default::default() };
+    let _ = CT_V4.insert(&rk, &v, BPF_NOEXIST);
+}
+
+/// Rewrite the packet to the entry's tuple and deliver it. Returns the TC verdict.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
+    if v.action == CT_ACT_HOSTFLOW {
+        return TC_ACT_OK as i32;
+    }
+    if rewrite(ctx, p, v).is_err() {
+        stats::count_drop(DropReason::Malformed);
+        return TC_ACT_SHOT as i32;
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    touch(ctx, p, k);
+    deliver(ctx, v)
+}
+
+#[inline(always)]
+fn rewrite(ctx: &TcContext, p: &mut Pkt, v: &CtValue) -> Result<(), i64> {
+    nat::set_addr(ctx, p, true, v.saddr)?;
+    nat::set_addr(ctx, p, false, v.daddr)?;
+    nat::set_port(ctx, p, true, v.sport)?;
+    nat::set_port(ctx, p, false, v.dport)?;
+    Ok(())
+}
+
+/// Refresh the entry's timestamp; remember a TCP close so userspace can expire it early.
+#[inline(always)]
+fn touch(_ctx: &TcContext, p: &Pkt, k: &CtKey) {
+    if let Some(e) = CT_V4.get_ptr_mut(k) {
+        // SAFETY: map value pointer valid for this program run; racy updates of a timestamp
+        // and a flag bit are harmless.
+        unsafe {
+            (*e).last_seen_ns = bpf_ktime_get_ns();
+            if p.proto == IPPROTO_TCP && p.tcp_flags & 0x05 != 0 {
+                (*e).flags |= CT_F_CLOSING;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, v: &CtValue) -> i32 {
+    match v.action {
+        CT_ACT_PEER => {
+            if nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
+                return TC_ACT_SHOT as i32;
+            }
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 }
+        }
+        CT_ACT_FIB => redirect_fib(ctx),
+        CT_ACT_PASS => TC_ACT_OK as i32,
+        _ => TC_ACT_OK as i32,
+    }
+}
+
+/// Route the (rewritten) packet with the kernel's FIB and redirect it to the egress device,
+/// bypassing netfilter's FORWARD chain. Anything the FIB cannot resolve goes up the stack.
+#[inline(always)]
+pub fn redirect_fib(ctx: &TcContext) -> i32 {
+    let Ok(saddr) = ctx.load::<u32>(IP_OFF + 12) else { return TC_ACT_OK as i32 };
+    let Ok(daddr) = ctx.load::<u32>(IP_OFF + 16) else { return TC_ACT_OK as i32 };
+    // SAFETY: zeroed plain-old-data struct.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // tot_len 0: the kernel checks the MTU against the skb itself, which understands GSO
+    // packets (a 64 KB TSO segment is fine; an explicit length would get FRAG_NEEDED).
+    fib.__bindgen_anon_3.ipv4_src = saddr;
+    fib.__bindgen_anon_4.ipv4_dst = daddr;
+    // SAFETY: valid ctx and params pointers.
+    let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        if nat::set_macs(ctx, &fib.dmac, &fib.smac).is_err() {
+            return TC_ACT_SHOT as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(fib.ifindex, 0) as i32 };
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET as u32;
+        nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+        // SAFETY: valid params pointer.
+        return unsafe {
+            bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32
+        };
+    }
+    TC_ACT_OK as i32
+}

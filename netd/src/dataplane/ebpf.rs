@@ -1,0 +1,375 @@
+//! `--dataplane ebpf`: the model written into BPF maps, programs attached to the uplinks, the
+//! sandbox veths and a cgroup v2 directory. No iptables or nftables rule is installed.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    programs::tc::SchedClassifierLinkId,
+};
+use netd_common::{
+    CONFIG_F_ENABLED, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC, NET_F_INTERNAL,
+    NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PacketCount, PublishedKey, PublishedValue, UplinkInfo, capacity,
+    map_names,
+};
+
+use super::*;
+use crate::ebpf::Loaded;
+
+const B: &str = "ebpf";
+
+fn err(ctx: impl Into<String>, e: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::new(B, ctx, e)
+}
+
+/// Network byte order u32 of an address, as the programs read it from packets.
+pub fn be_addr(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+pub fn be_port(p: u16) -> u16 {
+    p.to_be()
+}
+
+#[derive(Default)]
+pub struct Ebpf {
+    loaded: Option<Loaded>,
+    /// Host-side veth -> its tcx link.
+    veth_links: HashMap<String, SchedClassifierLinkId>,
+    /// Published port -> stats slot.
+    slots: HashMap<(Proto, Ipv4Addr, u16), u32>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    /// cgroup2 mount we made ourselves (unmounted on shutdown).
+    cgroup_mount: Option<PathBuf>,
+}
+
+/// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
+pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
+    // SAFETY: a zeroed ifreq with a NUL-terminated name; ioctl on a fresh socket.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in name.bytes().take(15).enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr);
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(e);
+        }
+        let sa = ifr.ifr_ifru.ifru_hwaddr.sa_data;
+        Ok([sa[0] as u8, sa[1] as u8, sa[2] as u8, sa[3] as u8, sa[4] as u8, sa[5] as u8])
+    }
+}
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let m = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    m.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    })
+}
+
+impl Ebpf {
+    fn l(&mut self) -> DpResult<&mut Loaded> {
+        self.loaded.as_mut().ok_or_else(|| err("state", "not initialised"))
+    }
+
+    fn map<K: aya::Pod, V: aya::Pod>(&mut self, name: &'static str) -> DpResult<BpfHashMap<&mut MapData, K, V>> {
+        let l = self.l()?;
+        let m = l.ebpf.map_mut(name).ok_or_else(|| err(name, "missing map"))?;
+        BpfHashMap::try_from(m).map_err(|e| err(name, e))
+    }
+
+    /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
+    /// the caller's predicate looks at both the key and the translation).
+    fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
+        let doomed: Vec<CtKey> = ct.iter().filter_map(Result::ok).filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
+        for k in &doomed {
+            let _ = ct.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
+    fn host_addr(&mut self, ip: Ipv4Addr, add: bool) -> DpResult<()> {
+        let mut m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::HOST_ADDRS)?;
+        if add { m.insert(be_addr(ip), 1, 0) } else { m.remove(&be_addr(ip)).or(Ok(())) }
+            .map_err(|e| err("HOST_ADDRS", e))
+    }
+
+    fn published_key(p: &PortMapping) -> PublishedKey {
+        PublishedKey { addr: be_addr(p.host_ip), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
+    }
+}
+
+impl Dataplane for Ebpf {
+    fn backend(&self) -> Backend {
+        Backend::Ebpf
+    }
+
+    fn init(&mut self, host: &HostInfo) -> DpResult<()> {
+        let mut l = Loaded::load().map_err(|e| err("loading programs", e))?;
+        l.set_config(Config { netns_cookie: host.netns_cookie, flags: CONFIG_F_ENABLED, _pad: 0 })
+            .map_err(|e| err("CONFIG", e))?;
+        self.loaded = Some(l);
+        for up in &host.uplinks {
+            let addr = up.addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            {
+                let mut m: BpfHashMap<&mut MapData, u32, UplinkInfo> = self.map(map_names::UPLINKS)?;
+                m.insert(up.ifindex, UplinkInfo { addr: be_addr(addr), _pad: 0 }, 0).map_err(|e| err("UPLINKS", e))?;
+            }
+            for a in &up.addrs {
+                self.host_addr(*a, true)?;
+            }
+            let mode = self.l()?.attach_uplink(&up.name).map_err(|e| err(format!("attaching to {}", up.name), e))?;
+            tracing::info!(uplink = %up.name, xdp_mode = ?mode, "eBPF programs attached");
+        }
+        // The sock_addr hooks: the given cgroup, else the cgroup2 root (mounted if needed).
+        let cg = match &host.cgroup {
+            Some(p) => p.clone(),
+            None => match cgroup2_mount() {
+                Some(p) => p,
+                None => {
+                    let p = host.bpffs.with_extension("cgroup2");
+                    std::fs::create_dir_all(&p).map_err(|e| err("cgroup2 mount point", e))?;
+                    nix::mount::mount(Some("cgroup2"), &p, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
+                        .map_err(|e| err("mounting cgroup2", e))?;
+                    self.cgroup_mount = Some(p.clone());
+                    p
+                }
+            },
+        };
+        let f = std::fs::File::open(&cg).map_err(|e| err(format!("opening cgroup {}", cg.display()), e))?;
+        self.l()?.attach_cgroup(f).map_err(|e| err("attaching sock_addr hooks", e))?;
+        Ok(())
+    }
+
+    fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()> {
+        let mask = if net.prefix_len == 0 { 0 } else { u32::MAX << (32 - net.prefix_len) };
+        let mut flags = 0;
+        if net.icc {
+            flags |= NET_F_ICC;
+        }
+        if net.masquerade {
+            flags |= NET_F_MASQUERADE;
+        }
+        if net.internal {
+            flags |= NET_F_INTERNAL;
+        }
+        if net.gateway_mode == GatewayMode::Nat {
+            flags |= NET_F_PROTECT;
+        }
+        let info = NetworkInfo {
+            subnet: be_addr(net.subnet),
+            mask: be_addr(Ipv4Addr::from(mask)),
+            gateway: be_addr(net.gateway),
+            bridge_ifindex: net.bridge_ifindex,
+            gateway_mac: if_hwaddr(&net.bridge).map_err(|e| err(format!("MAC of {}", net.bridge), e))?,
+            _pad: [0; 2],
+            flags,
+        };
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
+            m.insert(net.index, info, 0).map_err(|e| err("NETWORKS", e))?;
+        }
+        self.host_addr(net.gateway, true)
+    }
+
+    fn network_removed(&mut self, net: &NetworkSpec) -> DpResult<()> {
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
+            let _ = m.remove(&net.index);
+        }
+        self.host_addr(net.gateway, false)
+    }
+
+    fn endpoint_added(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
+            let info = EndpointInfo { ifindex: ep.host_ifindex, net: net.index, mac: ep.mac, _pad: [0; 2] };
+            m.insert(be_addr(ep.ip), info, 0).map_err(|e| err("ENDPOINTS", e))?;
+        }
+        if !self.veth_links.contains_key(&ep.host_veth) {
+            let id = self
+                .l()?
+                .attach_container(&ep.host_veth)
+                .map_err(|e| err(format!("attaching to {}", ep.host_veth), e))?;
+            self.veth_links.insert(ep.host_veth.clone(), id);
+        }
+        Ok(())
+    }
+
+    fn endpoint_removed(&mut self, _net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
+        if let Some(id) = self.veth_links.remove(&ep.host_veth) {
+            let _ = self.l()?.detach_container(id);
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
+            let _ = m.remove(&be_addr(ep.ip));
+        }
+        // No translation may outlive the endpoint (a restarted sandbox gets a clean slate).
+        let a = be_addr(ep.ip);
+        self.purge_ct(|k, v| k.saddr == a || k.daddr == a || v.saddr == a || v.daddr == a)?;
+        Ok(())
+    }
+
+    fn ports_added(&mut self, _net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        for p in ports {
+            let key = (p.proto, p.host_ip, p.host_port);
+            let slot = match self.slots.get(&key) {
+                Some(s) => *s,
+                None => {
+                    let s = self.free_slots.pop().unwrap_or_else(|| {
+                        self.next_slot += 1;
+                        self.next_slot - 1
+                    });
+                    if s >= capacity::PORT_STATS {
+                        return Err(err("PORT_STATS", "too many published ports"));
+                    }
+                    self.slots.insert(key, s);
+                    s
+                }
+            };
+            // A fresh slot starts at zero.
+            {
+                let l = self.l()?;
+                let m = l.ebpf.map_mut(map_names::PORT_STATS).ok_or_else(|| err("PORT_STATS", "missing"))?;
+                let mut arr: PerCpuArray<&mut MapData, PacketCount> =
+                    PerCpuArray::try_from(m).map_err(|e| err("PORT_STATS", e))?;
+                let n = aya::util::nr_cpus().map_err(|(_, e)| err("nr_cpus", e))?;
+                let _ = arr.set(
+                    slot,
+                    aya::maps::PerCpuValues::try_from(vec![PacketCount::default(); n])
+                        .map_err(|e| err("PORT_STATS", e))?,
+                    0,
+                );
+            }
+            let v = PublishedValue {
+                addr: be_addr(p.container_ip),
+                port: be_port(p.container_port),
+                _pad: 0,
+                net: p.network_index,
+                stats_slot: slot,
+            };
+            {
+                let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+                    self.map(map_names::PUBLISHED_V4)?;
+                m.insert(Self::published_key(p), v, 0).map_err(|e| err("PUBLISHED_V4", e))?;
+            }
+            // Never a stale translation for a (re)published port (moby#53384's class of bug).
+            let hp = be_port(p.host_port);
+            let proto = p.proto.number();
+            self.purge_ct(|k, v| k.proto == proto && (k.dport == hp || v.sport == hp) && v.stats_slot != slot + 1)?;
+        }
+        Ok(())
+    }
+
+    fn ports_removed(&mut self, _net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        for p in ports {
+            {
+                let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+                    self.map(map_names::PUBLISHED_V4)?;
+                let _ = m.remove(&Self::published_key(p));
+            }
+            if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
+                self.free_slots.push(s);
+                self.purge_ct(|_, v| v.stats_slot == s + 1)?;
+                let hp = be_port(p.host_port);
+                let proto = p.proto.number();
+                self.purge_ct(|k, v| {
+                    k.proto == proto
+                        && (k.dport == hp || v.sport == hp)
+                        && v.stats_slot == 0
+                        && v.action == netd_common::CT_ACT_FIB
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn links_added(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
+        for l in links {
+            let k = LinkKey {
+                src: be_addr(l.src),
+                dst: be_addr(l.dst),
+                port: be_port(l.port),
+                proto: l.proto.number(),
+                _pad: 0,
+            };
+            m.insert(k, 1, 0).map_err(|e| err("LINKS", e))?;
+        }
+        Ok(())
+    }
+
+    fn links_removed(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        {
+            let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
+            for l in links {
+                let k = LinkKey {
+                    src: be_addr(l.src),
+                    dst: be_addr(l.dst),
+                    port: be_port(l.port),
+                    proto: l.proto.number(),
+                    _pad: 0,
+                };
+                let _ = m.remove(&k);
+            }
+        }
+        for l in links {
+            let (s, d) = (be_addr(l.src), be_addr(l.dst));
+            self.purge_ct(|k, _| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> DpResult<Stats> {
+        let Some(l) = &self.loaded else { return Ok(Stats::default()) };
+        let m = l.ebpf.map(map_names::PORT_STATS).ok_or_else(|| err("PORT_STATS", "missing"))?;
+        let arr: PerCpuArray<&MapData, PacketCount> = PerCpuArray::try_from(m).map_err(|e| err("PORT_STATS", e))?;
+        let mut ports: Vec<PortStats> = Vec::new();
+        let sorted: BTreeMap<_, _> = self.slots.iter().map(|(k, v)| (*k, *v)).collect();
+        for ((proto, ip, port), slot) in sorted {
+            let v = arr.get(&slot, 0).map_err(|e| err("PORT_STATS", e))?;
+            let (packets, bytes) = v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+            ports.push(PortStats { proto, host_ip: ip, host_port: port, packets, bytes });
+        }
+        let drops = l.drop_stats().map_err(|e| err("DROP_STATS", e))?;
+        let drops = DropReason::ALL.iter().map(|r| (r.label().to_string(), drops[r.label()])).collect();
+        Ok(Stats { ports, drops })
+    }
+
+    fn shutdown(&mut self, keep: bool) -> DpResult<()> {
+        // Dropping the object closes every program, map and link fd: the kernel detaches the
+        // TCX/XDP/cgroup links with them.
+        self.veth_links.clear();
+        self.loaded = None;
+        let _ = keep;
+        if let Some(p) = self.cgroup_mount.take() {
+            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&p);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_order_matches_the_wire() {
+        // 172.17.0.2 on the wire is ac 11 00 02; the programs read it as a native u32.
+        assert_eq!(be_addr(Ipv4Addr::new(172, 17, 0, 2)).to_ne_bytes(), [172, 17, 0, 2]);
+        assert_eq!(be_port(8080).to_ne_bytes(), 8080u16.to_be_bytes());
+    }
+}
