@@ -1,52 +1,110 @@
-//! `cargo xtask demo`: builds a small world of network namespaces, runs netd's eBPF programs
-//! in it, pushes real traffic through, prints what the programs counted, and removes it all.
-use std::net::SocketAddr;
+//! `cargo xtask demo`: Docker's network model on a host of its own, with the eBPF dataplane.
+//!
+//! Builds a "host" network namespace (where `netd up` runs) joined to an "outside" one (a LAN
+//! client), starts a real web server in a sandbox with `-p 8080:80`, fetches the page from
+//! outside, from the host's loopback and from another sandbox through the host address
+//! (hairpin), shows masquerade to an outside server, prints `ps`/`port`/`inspect`/`stats`, and
+//! removes everything. Nothing touches the machine's root network namespace.
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context, Result};
-use netd::ebpf::{Loaded, current_netns_cookie};
-use netd_common::{CONFIG_F_ENABLED, Config};
-use netd_tests::{TestHost, probe};
+use anyhow::{Context, Result, bail};
+use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, probe};
+
+fn step(s: &str) {
+    println!("\n== {s}");
+}
+
+fn show(d: &TestDaemon, args: &[&str]) -> Result<String> {
+    println!("$ netd {}", args.join(" "));
+    let r = d.cli(args);
+    print!("{}", r.stdout);
+    if !r.stderr.is_empty() {
+        eprint!("{}", r.stderr);
+    }
+    if r.code != 0 {
+        bail!("netd {} exited {}", args.join(" "), r.code);
+    }
+    Ok(r.stdout)
+}
+
+/// curl from inside a namespace, retried briefly while the server starts.
+fn curl(ns: &str, url: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("nsenter")
+            .args([&format!("--net={ns}"), "--", "curl", "-s", "-m", "3", url])
+            .output()
+            .context("running curl")?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() > deadline {
+            bail!("curl {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn main() -> Result<()> {
     if !netd_tests::is_root() {
-        anyhow::bail!("the demo creates network namespaces: run it as root");
+        bail!("the demo creates network namespaces: run it as root (cargo xtask demo does)");
     }
-    println!("netd demo: a host namespace with an uplink to an outside namespace, and a sandbox");
+    step("a host of our own: namespaces 'host' (runs netd) and 'outside' (a LAN client)");
     let th = TestHost::new("demo").context("creating namespaces")?;
-    let sb = th.add_peer("s", "vsb0", "10.99.0.1/24", "10.99.0.2/24", "10.99.0.1")?;
-    println!("  host    {}  up0 {}/24", th.host.name, th.host_ip);
-    println!("  outside {}  out0 {}/24", th.outside.name, th.outside_ip);
-    println!("  sandbox {}  eth0 10.99.0.2/24 (host side vsb0)", sb.name);
+    println!("host    {}: up0 {}/24, default route via the outside", th.host.name, th.host_ip);
+    println!("outside {}: out0 {}/24", th.outside.name, th.outside_ip);
 
-    let (loaded, mode) = th.host.run(|| -> Result<_> {
-        let mut l = Loaded::load()?;
-        l.set_config(Config { netns_cookie: current_netns_cookie()?, flags: CONFIG_F_ENABLED, _pad: 0 })?;
-        let mode = l.attach_uplink("up0")?;
-        let _ = l.attach_container("vsb0")?;
-        Ok((l, mode))
-    })??;
-    println!("  attached: XDP ({mode:?} mode) + tcx ingress/egress on up0, tcx ingress on vsb0\n");
+    step("netd up (eBPF dataplane; iptables FORWARD policy DROP to show it is not needed)");
+    th.host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]).ok();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"])?;
+    show(&d, &["info"])?;
 
-    let addr: SocketAddr = "198.51.100.1:7000".parse()?;
-    let _srv = probe::EchoServer::start(&th.host.path(), addr, "host")?;
-    let _gw = probe::EchoServer::start(&th.host.path(), "10.99.0.1:7000".parse()?, "gw")?;
-    for i in 0..10 {
-        let e = probe::tcp_echo(&th.outside.path(), addr, format!("hello {i}").as_bytes())?;
-        if i == 0 {
-            println!("  outside -> host tcp: server '{}' saw client {}", e.tag, e.peer);
-        }
-        probe::udp_echo(&th.outside.path(), addr, b"udp")?;
+    step("a web server in a sandbox, published on 8080");
+    let www = d.root.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello from a netd sandbox\n")?;
+    let www_s = www.display().to_string();
+    show(&d, &["run", "-d", "--name", "web", "-p", "8080:80", "-w", &www_s, "--", "python3", "-m", "http.server", "80"])?;
+    let probe = probe_bin().display().to_string();
+    show(&d, &["run", "-d", "--name", "client", "--", "sleep", "600"])?;
+    show(&d, &["ps"])?;
+    show(&d, &["port", "web"])?;
+
+    step("the page from outside (DNAT in tc ingress, bpf_redirect_peer into the sandbox)");
+    let page = curl(&th.outside.path(), "http://198.51.100.1:8080/")?;
+    print!("outside$ curl http://198.51.100.1:8080/\n{page}");
+    step("from the host's loopback (cgroup connect4 hook, no proxy process)");
+    let page = curl(&th.host.path(), "http://127.0.0.1:8080/")?;
+    print!("host$ curl http://127.0.0.1:8080/\n{page}");
+    step("from another sandbox through the host address (hairpin)");
+    let out = show(&d, &["exec", "client", "--", "curl", "-s", "-m", "3", "http://198.51.100.1:8080/"])?;
+    if !out.contains("hello from a netd sandbox") {
+        bail!("hairpin fetch returned {out:?}");
     }
-    let e = probe::tcp_echo(&sb.path(), "10.99.0.1:7000".parse()?, b"hi")?;
-    println!("  sandbox -> host tcp: server '{}' saw client {}\n", e.tag, e.peer);
 
-    println!("{:<22} {:>10} {:>12}", "PROGRAM", "PACKETS", "BYTES");
-    for (name, c) in loaded.prog_stats()? {
-        println!("{:<22} {:>10} {:>12}", name, c.packets, c.bytes);
-    }
-    drop(loaded);
-    drop(sb);
+    step("masquerade: a sandbox talks to an outside server, which sees the host's address");
+    let _srv = probe::EchoServer::start(&th.outside.path(), "198.51.100.2:6000".parse()?, "outside-server")?;
+    show(&d, &["exec", "client", "--", &probe, "tcp", "198.51.100.2:6000", "hi"])?;
+    show(&d, &["exec", "client", "--", "ping", "-c", "1", "-W", "2", "198.51.100.2"])?;
+
+    step("Docker's protection: the outside cannot reach the sandbox address directly");
+    netd_tests::ip(&["-n", &th.outside.name, "route", "add", "172.17.0.0/16", "via", "198.51.100.1"])?;
+    let direct = Command::new("nsenter")
+        .args([&format!("--net={}", th.outside.path()), "--", "curl", "-s", "-m", "2", "http://172.17.0.2:80/"])
+        .status()?;
+    println!("outside$ curl http://172.17.0.2:80/  -> {}", if direct.success() { "answered (!)" } else { "dropped" });
+
+    step("counters");
+    show(&d, &["stats"])?;
+    let rules = th.host.exec_ok(&["iptables-save"]).unwrap_or_default();
+    println!("iptables rules mentioning netd in the host namespace: {}", rules.lines().filter(|l| l.contains("netd") || l.contains("DNAT")).count());
+
+    step("netd down: sandboxes stopped, bridge, veths, programs and namespaces removed");
+    drop(d);
     drop(th);
-    println!("\nremoved every namespace, link and program the demo created");
+    println!("done");
     Ok(())
 }
