@@ -6,15 +6,19 @@
 //! it) or from a thread that has `setns`'d into it.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId},
+        xdp::XdpLink,
     },
 };
 use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names};
@@ -46,6 +50,8 @@ pub enum EbpfError {
     Parse(String),
     #[error("BPF_PROG_TEST_RUN: {0}")]
     TestRun(std::io::Error),
+    #[error("pinning: {0}")]
+    Pin(String),
 }
 
 /// Where each entry point is attached, for `cargo xtask build-ebpf` and `netd info`.
@@ -128,9 +134,17 @@ fn map_type_name(t: u32) -> &'static str {
     }
 }
 
-/// The loaded object: every program loaded into the kernel (not yet attached).
+/// The loaded object: every program loaded into the kernel.
+///
+/// With a pin directory, maps live at `DIR/maps/NAME` and every attachment at `DIR/links/...`:
+/// the datapath keeps running when the daemon dies (even `kill -9`), and the next daemon
+/// reuses the maps (established flows keep their translations) and swaps its freshly loaded
+/// programs into the pinned links atomically.
 pub struct Loaded {
     pub ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    /// Pinned links this process holds, by pin path.
+    pinned: HashMap<PathBuf, PinnedLink>,
 }
 
 impl Loaded {
@@ -141,7 +155,32 @@ impl Loaded {
 
     pub fn load_from(object: &[u8]) -> Result<Self, EbpfError> {
         raise_memlock();
-        let mut ebpf = Ebpf::load(object)?;
+        let ebpf = Ebpf::load(object)?;
+        Self::finish(ebpf, None)
+    }
+
+    /// Load with maps pinned under `dir/maps` (created, or reused when present).
+    pub fn load_pinned(dir: &Path) -> Result<Self, EbpfError> {
+        raise_memlock();
+        let maps = dir.join("maps");
+        std::fs::create_dir_all(&maps).map_err(|e| EbpfError::Pin(format!("creating {}: {e}", maps.display())))?;
+        std::fs::create_dir_all(dir.join("links")).map_err(|e| EbpfError::Pin(format!("creating links dir: {e}")))?;
+        let mut loader = aya::EbpfLoader::new();
+        let paths: Vec<(&'static str, PathBuf)> =
+            map_names::ALL.iter().chain(["SOCK_REV_V4"].iter()).map(|n| (*n, maps.join(n))).collect();
+        for (n, p) in &paths {
+            loader.map_pin_path(n, p.clone());
+        }
+        let ebpf = loader.load(OBJECT)?;
+        Self::finish(ebpf, Some(dir.to_path_buf()))
+    }
+
+    /// Whether `dir` holds pinned state from an earlier daemon.
+    pub fn has_pins(dir: &Path) -> bool {
+        dir.join("maps").join(map_names::CT_V4).exists()
+    }
+
+    fn finish(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> Result<Self, EbpfError> {
         for name in prog_names::ALL {
             let prog = ebpf.program_mut(name).ok_or(EbpfError::MissingProgram(name))?;
             let r = match prog {
@@ -152,7 +191,40 @@ impl Loaded {
             };
             r.map_err(|source| EbpfError::Program { name, source })?;
         }
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, pin_dir, pinned: HashMap::new() })
+    }
+
+    fn link_pin(&self, rel: &str) -> Option<PathBuf> {
+        self.pin_dir.as_ref().map(|d| d.join("links").join(rel))
+    }
+
+    /// Keep `fd` attached beyond this process by pinning it at `path`.
+    fn pin_link(&mut self, fd: FdLink, path: PathBuf) -> Result<(), EbpfError> {
+        let pl = fd.pin(&path).map_err(|e| EbpfError::Pin(format!("pinning {}: {e}", path.display())))?;
+        self.pinned.insert(path, pl);
+        Ok(())
+    }
+
+    /// A link a previous daemon pinned at `path`, unpinned and handed to us (None if absent).
+    fn adopt(path: &Path) -> Option<FdLink> {
+        if !path.exists() {
+            return None;
+        }
+        match PinnedLink::from_pin(path).map(PinnedLink::unpin) {
+            Ok(Ok(fd)) => Some(fd),
+            _ => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// Drop a pinned attachment (detaches it).
+    pub fn unpin(&mut self, rel: &str) {
+        if let Some(p) = self.link_pin(rel) {
+            self.pinned.remove(&p);
+            let _ = std::fs::remove_file(&p);
+        }
     }
 
     /// Per program: the instruction count the verifier processed (`verified_insns`, 5.16+),
@@ -182,18 +254,30 @@ impl Loaded {
     /// XDP (native, falling back to generic) and both TC directions on an uplink.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
         let mode = self.attach_xdp(ifname)?;
-        self.attach_tc(prog_names::FROM_NETDEV, ifname, TcAttachType::Ingress)?;
-        self.attach_tc(prog_names::TO_NETDEV, ifname, TcAttachType::Egress)?;
+        self.attach_tc_pinned(prog_names::FROM_NETDEV, ifname, TcAttachType::Ingress, &format!("tc-in-{ifname}"))?;
+        self.attach_tc_pinned(prog_names::TO_NETDEV, ifname, TcAttachType::Egress, &format!("tc-out-{ifname}"))?;
         Ok(mode)
     }
 
-    /// TC ingress on a host-side sandbox veth; the link id detaches it.
-    pub fn attach_container(&mut self, ifname: &str) -> Result<SchedClassifierLinkId, EbpfError> {
-        self.attach_tc(prog_names::FROM_CONTAINER, ifname, TcAttachType::Ingress)
+    /// TC ingress on a host-side sandbox veth. Returns the link id when not pinned (pinned
+    /// attachments are detached with [`Loaded::detach_container`] by name).
+    pub fn attach_container(&mut self, ifname: &str) -> Result<Option<SchedClassifierLinkId>, EbpfError> {
+        if self.pin_dir.is_some() {
+            self.attach_tc_pinned(
+                prog_names::FROM_CONTAINER,
+                ifname,
+                TcAttachType::Ingress,
+                &format!("veth-{ifname}"),
+            )?;
+            return Ok(None);
+        }
+        self.attach_tc(prog_names::FROM_CONTAINER, ifname, TcAttachType::Ingress).map(Some)
     }
 
     /// Detach the program from a sandbox veth (Ok when the veth is already gone).
-    pub fn detach_container(&mut self, id: SchedClassifierLinkId) -> Result<(), EbpfError> {
+    pub fn detach_container(&mut self, ifname: &str, id: Option<SchedClassifierLinkId>) -> Result<(), EbpfError> {
+        self.unpin(&format!("veth-{ifname}"));
+        let Some(id) = id else { return Ok(()) };
         let name = prog_names::FROM_CONTAINER;
         let prog: &mut SchedClassifier = self
             .ebpf
@@ -204,23 +288,41 @@ impl Loaded {
         prog.detach(id).map_err(|source| EbpfError::Program { name, source })
     }
 
+    /// Leave every pinned attachment in place when this object goes (`--live-restore`, or a
+    /// daemon that is being restarted): the datapath keeps running without us.
+    pub fn keep_pins(&mut self) {
+        for (_, pl) in self.pinned.drain() {
+            std::mem::forget(pl);
+        }
+    }
+
     fn attach_xdp(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
         let name = prog_names::XDP_UPLINK;
+        let pin = self.link_pin(&format!("xdp-{ifname}"));
+        let adopted = pin.as_deref().and_then(Self::adopt);
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
             .ok_or(EbpfError::MissingProgram(name))?
             .try_into()
             .map_err(|source| EbpfError::Program { name, source })?;
-        match prog.attach(ifname, XdpMode::Driver) {
-            Ok(_) => Ok(XdpMode::Driver),
-            Err(native) => {
-                tracing::warn!(%ifname, error = %native, "native XDP refused, using generic XDP");
-                prog.attach(ifname, XdpMode::Skb)
-                    .map(|_| XdpMode::Skb)
-                    .map_err(|source| EbpfError::Program { name, source })
-            }
+        let pe = |source| EbpfError::Program { name, source };
+        let (id, mode) = match adopted.map(XdpLink::try_from) {
+            Some(Ok(link)) => (prog.attach_to_link(link).map_err(pe)?, XdpMode::Driver),
+            _ => match prog.attach(ifname, XdpMode::Driver) {
+                Ok(id) => (id, XdpMode::Driver),
+                Err(native) => {
+                    tracing::warn!(%ifname, error = %native, "native XDP refused, using generic XDP");
+                    (prog.attach(ifname, XdpMode::Skb).map_err(pe)?, XdpMode::Skb)
+                }
+            },
+        };
+        if let Some(p) = pin {
+            let fd: FdLink =
+                prog.take_link(id).map_err(pe)?.try_into().map_err(|e: LinkError| EbpfError::Pin(e.to_string()))?;
+            self.pin_link(fd, p)?;
         }
+        Ok(mode)
     }
 
     fn attach_tc(
@@ -238,9 +340,48 @@ impl Loaded {
         prog.attach(ifname, dir).map_err(|source| EbpfError::Program { name, source })
     }
 
+    /// Attach (or adopt a previous daemon's pinned attachment) and pin it under `rel`. Without
+    /// a pin directory this is a plain attach.
+    fn attach_tc_pinned(
+        &mut self,
+        name: &'static str,
+        ifname: &str,
+        dir: TcAttachType,
+        rel: &str,
+    ) -> Result<(), EbpfError> {
+        let Some(pin) = self.link_pin(rel) else {
+            self.attach_tc(name, ifname, dir)?;
+            return Ok(());
+        };
+        let adopted = Self::adopt(&pin);
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| EbpfError::Program { name, source })?;
+        let pe = |source| EbpfError::Program { name, source };
+        let id = match adopted.map(SchedClassifierLink::try_from) {
+            Some(Ok(link)) => prog.attach_to_link(link).map_err(pe)?,
+            _ => prog.attach(ifname, dir).map_err(pe)?,
+        };
+        let fd: FdLink =
+            prog.take_link(id).map_err(pe)?.try_into().map_err(|e: LinkError| EbpfError::Pin(e.to_string()))?;
+        self.pin_link(fd, pin)
+    }
+
     /// The three sock_addr hooks on a cgroup v2 directory.
     pub fn attach_cgroup<F: AsFd>(&mut self, cgroup: F) -> Result<(), EbpfError> {
-        for name in [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4] {
+        let pins: Vec<Option<PathBuf>> =
+            [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4]
+                .iter()
+                .map(|n| self.link_pin(&format!("cgroup-{n}")))
+                .collect();
+        // A previous daemon's hooks: attach ours first, then let go of theirs (no gap).
+        let old: Vec<FdLink> = pins.iter().flatten().filter_map(|p| Self::adopt(p)).collect();
+        for (i, name) in
+            [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4].into_iter().enumerate()
+        {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)
@@ -251,9 +392,19 @@ impl Loaded {
             // mode itself and the attach flags must be 0 ("Single"); several daemons (one per
             // network namespace) can share a cgroup, each program acting only on its own
             // namespace (cookie check).
-            prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            let id = prog
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Program { name, source })?;
+            if let Some(p) = &pins[i] {
+                let fd: FdLink = prog
+                    .take_link(id)
+                    .map_err(|source| EbpfError::Program { name, source })?
+                    .try_into()
+                    .map_err(|e: LinkError| EbpfError::Pin(e.to_string()))?;
+                self.pin_link(fd, p.clone())?;
+            }
         }
+        drop(old);
         Ok(())
     }
 

@@ -72,7 +72,7 @@ fn published_ports(dataplane: &str) {
     // buffers, since the probe writes everything before reading).
     let big = vec![b'x'; 60_000];
     let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), &big).expect("60 kB through DNAT");
-    assert_eq!(e.payload.len(), big.len());
+    assert_eq!(e.payload.iter().filter(|b| **b == b'x').count(), big.len(), "every byte came back");
     // Not published: nothing answers. Loopback-published: not from outside.
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:7000"), b"x").is_err(), "unpublished port answered");
     assert!(
@@ -190,4 +190,56 @@ fn ebpf_masquerade_and_hairpin() {
 fn ebpf_icc_false() {
     require_root!();
     icc_false("ebpf");
+}
+
+fn restart_keeps_flows(dataplane: &str) {
+    use std::io::{Read, Write};
+    let th = TestHost::new(&format!("rs{}", &dataplane[..1])).unwrap();
+    let mut d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    // A TCP connection from outside, opened before the crash.
+    let mut s = netd_tests::in_netns(&th.outside.path(), || {
+        std::net::TcpStream::connect_timeout(&addr("198.51.100.1:8080"), std::time::Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let exchange = |s: &mut std::net::TcpStream, msg: &str| -> String {
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(exchange(&mut s, "one"), "web:198.51.100.2:one");
+    d.kill9_only();
+    // No daemon: the pinned programs and maps keep the flow (and new ones) working.
+    assert_eq!(exchange(&mut s, "two"), "web:198.51.100.2:two", "established flow while the daemon is dead");
+    probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"new").expect("new flow while the daemon is dead");
+    d.restart().unwrap();
+    assert_eq!(exchange(&mut s, "three"), "web:198.51.100.2:three", "established flow after netd up adopted the pins");
+    probe::udp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"udp").err(); // not published for udp
+    let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"after").expect("new flow after restart");
+    assert_eq!(e.tag, "web");
+    // The adopted links were re-pinned, one per hook.
+    let links: Vec<String> = std::fs::read_dir(d.bpffs.join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in ["xdp-up0", "tc-in-up0", "tc-out-up0"] {
+        assert_eq!(links.iter().filter(|l| *l == want).count(), 1, "{links:?}");
+    }
+    drop(s);
+    let bpffs = d.bpffs.clone();
+    d.down().unwrap();
+    // netd down removed every pin, and with them the programs.
+    assert!(!bpffs.exists(), "pins left after netd down");
+    let l = th.host.exec_ok(&["ip", "-d", "link", "show", "up0"]).unwrap();
+    assert!(!l.contains("prog/xdp"), "XDP left after netd down: {l}");
+}
+
+#[test]
+fn ebpf_restart_keeps_flows() {
+    require_root!();
+    restart_keeps_flows("ebpf");
 }

@@ -37,8 +37,11 @@ pub fn be_port(p: u16) -> u16 {
 #[derive(Default)]
 pub struct Ebpf {
     loaded: Option<Loaded>,
-    /// Host-side veth -> its tcx link.
-    veth_links: HashMap<String, SchedClassifierLinkId>,
+    /// Host-side veth -> its tcx link (None: pinned, detached by name).
+    veth_links: HashMap<String, Option<SchedClassifierLinkId>>,
+    /// The pin directory (`--bpffs`) and whether we mounted bpffs on it.
+    pin_dir: Option<PathBuf>,
+    bpffs_mounted: bool,
     /// Published port -> stats slot.
     slots: HashMap<(Proto, Ipv4Addr, u16), u32>,
     free_slots: Vec<u32>,
@@ -68,6 +71,11 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
         let sa = ifr.ifr_ifru.ifru_hwaddr.sa_data;
         Ok([sa[0] as u8, sa[1] as u8, sa[2] as u8, sa[3] as u8, sa[4] as u8, sa[5] as u8])
     }
+}
+
+/// Whether `p` is on a bpf filesystem.
+fn is_bpffs(p: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 == 0xcafe4a11).unwrap_or(false)
 }
 
 fn cgroup2_mount() -> Option<PathBuf> {
@@ -117,10 +125,34 @@ impl Dataplane for Ebpf {
     }
 
     fn init(&mut self, host: &HostInfo) -> DpResult<()> {
-        let mut l = Loaded::load().map_err(|e| err("loading programs", e))?;
+        // Maps and links are pinned under --bpffs: they outlive a crashed daemon, and the next
+        // one adopts them (established flows keep their translations).
+        std::fs::create_dir_all(&host.bpffs).map_err(|e| err(format!("creating {}", host.bpffs.display()), e))?;
+        if !is_bpffs(&host.bpffs) {
+            nix::mount::mount(Some("bpf"), &host.bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+                .map_err(|e| err(format!("mounting bpffs on {}", host.bpffs.display()), e))?;
+            self.bpffs_mounted = true;
+        }
+        let adopting = Loaded::has_pins(&host.bpffs);
+        let mut l = Loaded::load_pinned(&host.bpffs).map_err(|e| err("loading programs", e))?;
+        self.pin_dir = Some(host.bpffs.clone());
         l.set_config(Config { netns_cookie: host.netns_cookie, flags: CONFIG_F_ENABLED, _pad: 0 })
             .map_err(|e| err("CONFIG", e))?;
         self.loaded = Some(l);
+        if adopting {
+            // Published ports keep their counter slots.
+            let entries: Vec<(PublishedKey, PublishedValue)> = {
+                let m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> = self.map(map_names::PUBLISHED_V4)?;
+                m.iter().filter_map(Result::ok).collect()
+            };
+            for (k, v) in entries {
+                let proto = if k.proto == 6 { Proto::Tcp } else { Proto::Udp };
+                let ip = Ipv4Addr::from(k.addr.to_ne_bytes());
+                self.slots.insert((proto, ip, u16::from_be(k.port)), v.stats_slot);
+                self.next_slot = self.next_slot.max(v.stats_slot + 1);
+            }
+            tracing::info!(ports = self.slots.len(), "adopted pinned eBPF state");
+        }
         for up in &host.uplinks {
             let addr = up.addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
             {
@@ -209,9 +241,8 @@ impl Dataplane for Ebpf {
     }
 
     fn endpoint_removed(&mut self, _net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
-        if let Some(id) = self.veth_links.remove(&ep.host_veth) {
-            let _ = self.l()?.detach_container(id);
-        }
+        let id = self.veth_links.remove(&ep.host_veth).flatten();
+        let _ = self.l()?.detach_container(&ep.host_veth, id);
         {
             let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
             let _ = m.remove(&be_addr(ep.ip));
@@ -239,7 +270,25 @@ impl Dataplane for Ebpf {
                     s
                 }
             };
-            // A fresh slot starts at zero.
+            let v = PublishedValue {
+                addr: be_addr(p.container_ip),
+                port: be_port(p.container_port),
+                _pad: 0,
+                net: p.network_index,
+                stats_slot: slot,
+            };
+            let unchanged = {
+                let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+                    self.map(map_names::PUBLISHED_V4)?;
+                let old = m.get(&Self::published_key(p), 0).ok();
+                m.insert(Self::published_key(p), v, 0).map_err(|e| err("PUBLISHED_V4", e))?;
+                old == Some(v)
+            };
+            if unchanged {
+                // Replayed after a restart: keep the counters and the established flows.
+                continue;
+            }
+            // A fresh binding starts its counters at zero.
             {
                 let l = self.l()?;
                 let m = l.ebpf.map_mut(map_names::PORT_STATS).ok_or_else(|| err("PORT_STATS", "missing"))?;
@@ -252,18 +301,6 @@ impl Dataplane for Ebpf {
                         .map_err(|e| err("PORT_STATS", e))?,
                     0,
                 );
-            }
-            let v = PublishedValue {
-                addr: be_addr(p.container_ip),
-                port: be_port(p.container_port),
-                _pad: 0,
-                net: p.network_index,
-                stats_slot: slot,
-            };
-            {
-                let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
-                    self.map(map_names::PUBLISHED_V4)?;
-                m.insert(Self::published_key(p), v, 0).map_err(|e| err("PUBLISHED_V4", e))?;
             }
             // Never a stale translation for a (re)published port (moby#53384's class of bug).
             let hp = be_port(p.host_port);
@@ -349,11 +386,25 @@ impl Dataplane for Ebpf {
     }
 
     fn shutdown(&mut self, keep: bool) -> DpResult<()> {
-        // Dropping the object closes every program, map and link fd: the kernel detaches the
-        // TCX/XDP/cgroup links with them.
         self.veth_links.clear();
+        if keep {
+            // --live-restore: pins stay, the datapath runs on without the daemon.
+            if let Some(l) = self.loaded.as_mut() {
+                l.keep_pins();
+            }
+            self.loaded = None;
+            return Ok(());
+        }
+        // Removing the pins and closing our fds detaches every link and frees every map.
         self.loaded = None;
-        let _ = keep;
+        if let Some(d) = self.pin_dir.take() {
+            if self.bpffs_mounted {
+                let _ = nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH);
+            }
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(dir = %d.display(), error = %e, "removing pins");
+            }
+        }
         if let Some(p) = self.cgroup_mount.take() {
             let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_dir(&p);

@@ -67,7 +67,10 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "hello from a netd sandbox\n")?;
     let www_s = www.display().to_string();
-    show(&d, &["run", "-d", "--name", "web", "-p", "8080:80", "-w", &www_s, "--", "python3", "-m", "http.server", "80"])?;
+    show(
+        &d,
+        &["run", "-d", "--name", "web", "-p", "8080:80", "-w", &www_s, "--", "python3", "-m", "http.server", "80"],
+    )?;
     let probe = probe_bin().display().to_string();
     show(&d, &["run", "-d", "--name", "client", "--", "sleep", "600"])?;
     show(&d, &["ps"])?;
@@ -100,7 +103,10 @@ fn main() -> Result<()> {
     step("counters");
     show(&d, &["stats"])?;
     let rules = th.host.exec_ok(&["iptables-save"]).unwrap_or_default();
-    println!("iptables rules mentioning netd in the host namespace: {}", rules.lines().filter(|l| l.contains("netd") || l.contains("DNAT")).count());
+    println!(
+        "iptables rules mentioning netd in the host namespace: {}",
+        rules.lines().filter(|l| l.contains("netd") || l.contains("DNAT")).count()
+    );
 
     step("netd down: sandboxes stopped, bridge, veths, programs and namespaces removed");
     drop(d);
