@@ -1,0 +1,352 @@
+//! `BPF_PROG_TEST_RUN` on the NAT programs: frames in, rewritten frames out, checksums verified
+//! from scratch, conntrack entries checked.
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use netd::{
+    dataplane::ebpf::{be_addr, be_port},
+    ebpf::{Loaded, test_run},
+};
+use netd_common::{
+    CT_ACT_PEER, CtKey, CtValue, EndpointInfo, NET_F_ICC, NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PublishedKey,
+    PublishedValue, SNAT_PORT_MIN, map_names as m, prog_names as p,
+};
+use netd_tests::require_root;
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const HOST: [u8; 4] = [198, 51, 100, 1];
+const CLIENT: [u8; 4] = [198, 51, 100, 2];
+const SB: [u8; 4] = [172, 17, 0, 2];
+const SB2: [u8; 4] = [172, 17, 0, 3];
+const GW: [u8; 4] = [172, 17, 0, 1];
+const SB_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 2];
+const GW_MAC: [u8; 6] = [0x02, 0x42, 0xaa, 0xbb, 0xcc, 0xdd];
+
+fn csum(data: &[u8], mut s: u32) -> u16 {
+    for c in data.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Ethernet + IPv4 (IHL words) + L4 with valid checksums.
+fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ihl: u8, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    match proto {
+        6 => {
+            l4.extend_from_slice(&sport.to_be_bytes());
+            l4.extend_from_slice(&dport.to_be_bytes());
+            l4.extend_from_slice(&1u32.to_be_bytes());
+            l4.extend_from_slice(&0u32.to_be_bytes());
+            l4.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]); // SYN
+        }
+        17 => {
+            l4.extend_from_slice(&sport.to_be_bytes());
+            l4.extend_from_slice(&dport.to_be_bytes());
+            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        1 => {
+            // echo request (type 8) with id = sport, or reply (type 0) with id = dport
+            let (ty, id) = if sport != 0 { (8u8, sport) } else { (0u8, dport) };
+            l4.extend_from_slice(&[ty, 0, 0, 0]);
+            l4.extend_from_slice(&id.to_be_bytes());
+            l4.extend_from_slice(&7u16.to_be_bytes());
+        }
+        _ => unreachable!(),
+    }
+    l4.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    match proto {
+        6 => {
+            let c = csum(&[pseudo.as_slice(), &l4].concat(), 0);
+            l4[16..18].copy_from_slice(&c.to_be_bytes());
+        }
+        17 => {
+            let c = csum(&[pseudo.as_slice(), &l4].concat(), 0);
+            l4[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        _ => {
+            let c = csum(&l4, 0);
+            l4[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    let hl = ihl as usize * 4;
+    let mut ip = vec![0u8; hl];
+    ip[0] = 0x40 | ihl;
+    ip[2..4].copy_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    for b in ip.iter_mut().skip(20) {
+        *b = 1; // NOP options
+    }
+    let c = csum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f
+}
+
+struct Parsed {
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    dmac: [u8; 6],
+}
+
+/// Parse and verify every checksum of a frame from scratch.
+fn check(f: &[u8]) -> Parsed {
+    let ip = &f[14..];
+    let hl = (ip[0] & 0x0f) as usize * 4;
+    assert_eq!(csum(&ip[..hl], 0), 0, "IPv4 header checksum");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let l4 = &ip[hl..total];
+    let proto = ip[9];
+    let (src, dst) = (<[u8; 4]>::try_from(&ip[12..16]).unwrap(), <[u8; 4]>::try_from(&ip[16..20]).unwrap());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let (sport, dport) = match proto {
+        6 => {
+            assert_eq!(csum(&[pseudo.as_slice(), l4].concat(), 0), 0, "TCP checksum");
+            (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+        }
+        17 => {
+            if l4[6..8] != [0, 0] {
+                assert_eq!(csum(&[pseudo.as_slice(), l4].concat(), 0), 0, "UDP checksum");
+            }
+            (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+        }
+        1 => {
+            assert_eq!(csum(l4, 0), 0, "ICMP checksum");
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            if l4[0] == 8 { (id, 0) } else { (0, id) }
+        }
+        _ => (0, 0),
+    };
+    Parsed { src, dst, sport, dport, dmac: f[0..6].try_into().unwrap() }
+}
+
+fn ip(a: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(a)
+}
+
+/// Programs loaded, maps seeded: 0.0.0.0:8080/tcp and :5353/udp -> 172.17.0.2:7000.
+fn setup() -> Loaded {
+    let mut l = Loaded::load().expect("load");
+    {
+        let mut h: BpfHashMap<&mut MapData, u32, u32> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::HOST_ADDRS).unwrap()).unwrap();
+        h.insert(be_addr(ip(HOST)), 1, 0).unwrap();
+        h.insert(be_addr(ip(GW)), 1, 0).unwrap();
+    }
+    {
+        let mut pm: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::PUBLISHED_V4).unwrap()).unwrap();
+        for (proto, hp) in [(6u8, 8080u16), (17, 5353)] {
+            let k = PublishedKey { addr: 0, port: be_port(hp), proto, _pad: 0 };
+            let v = PublishedValue { addr: be_addr(ip(SB)), port: be_port(7000), _pad: 0, net: 1, stats_slot: 0 };
+            pm.insert(k, v, 0).unwrap();
+        }
+    }
+    {
+        let mut e: BpfHashMap<&mut MapData, u32, EndpointInfo> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::ENDPOINTS).unwrap()).unwrap();
+        e.insert(be_addr(ip(SB)), EndpointInfo { ifindex: 42, net: 1, mac: SB_MAC, _pad: [0; 2] }, 0).unwrap();
+        e.insert(
+            be_addr(ip(SB2)),
+            EndpointInfo { ifindex: 43, net: 1, mac: [2, 0x42, 172, 17, 0, 3], _pad: [0; 2] },
+            0,
+        )
+        .unwrap();
+    }
+    {
+        let mut n: BpfHashMap<&mut MapData, u32, NetworkInfo> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::NETWORKS).unwrap()).unwrap();
+        let info = NetworkInfo {
+            subnet: be_addr(Ipv4Addr::new(172, 17, 0, 0)),
+            mask: be_addr(Ipv4Addr::new(255, 255, 0, 0)),
+            gateway: be_addr(ip(GW)),
+            bridge_ifindex: 3,
+            gateway_mac: GW_MAC,
+            _pad: [0; 2],
+            flags: NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT,
+        };
+        n.insert(1, info, 0).unwrap();
+    }
+    l
+}
+
+fn ct(l: &Loaded) -> Vec<(CtKey, CtValue)> {
+    let c: BpfHashMap<&MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map(m::CT_V4).unwrap()).unwrap();
+    c.iter().filter_map(Result::ok).collect()
+}
+
+#[test]
+fn dnat_and_reverse_nat_keep_checksums_valid() {
+    require_root!();
+    let l = setup();
+    for (proto, hp) in [(6u8, 8080u16), (17, 5353)] {
+        let f = frame(proto, CLIENT, HOST, 40000, hp, 5, b"payload");
+        let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap();
+        assert_eq!(r.retval, TC_ACT_REDIRECT, "redirected into the sandbox (bpf_redirect_peer)");
+        let o = check(&r.data_out);
+        assert_eq!((o.src, o.dst, o.sport, o.dport), (CLIENT, SB, 40000, 7000), "proto {proto}");
+        assert_eq!(o.dmac, SB_MAC);
+        // The reply through the sandbox veth is translated back to the published address.
+        let reply = frame(proto, SB, CLIENT, 7000, 40000, 5, b"answer");
+        let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &reply).unwrap();
+        let o = check(&r.data_out);
+        assert_eq!((o.src, o.dst, o.sport, o.dport), (HOST, CLIENT, hp, 40000), "reverse proto {proto}");
+    }
+    let entries = ct(&l);
+    assert_eq!(entries.len(), 4, "two directions per flow: {entries:?}");
+    let fwd = entries.iter().find(|(k, _)| k.dport == be_port(8080)).unwrap();
+    assert_eq!(fwd.1.action, CT_ACT_PEER);
+    assert_eq!(fwd.1.ifindex, 42);
+    // The published-port counter moved.
+    let s = l.prog_stats().unwrap();
+    assert!(s[p::FROM_NETDEV].packets >= 2);
+}
+
+#[test]
+fn udp_without_checksum_stays_without() {
+    require_root!();
+    let l = setup();
+    let mut f = frame(17, CLIENT, HOST, 40001, 5353, 5, b"x");
+    let l4 = 14 + 20;
+    f[l4 + 6] = 0;
+    f[l4 + 7] = 0;
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap();
+    assert_eq!(&r.data_out[l4 + 6..l4 + 8], &[0, 0], "a zero UDP checksum means none and must stay zero");
+    let o = check(&r.data_out);
+    assert_eq!((o.dst, o.dport), (SB, 7000));
+}
+
+#[test]
+fn ip_options_truncation_and_fragments() {
+    require_root!();
+    let l = setup();
+    // IHL 7 (8 bytes of options): the L4 header is found after them.
+    let f = frame(6, CLIENT, HOST, 40002, 8080, 7, b"opt");
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap();
+    let o = check(&r.data_out);
+    assert_eq!((o.dst, o.dport), (SB, 7000));
+    // Truncated inside the TCP header: not translated, not crashed, counted.
+    let mut t = frame(6, CLIENT, HOST, 40003, 8080, 5, b"");
+    t.truncate(14 + 20 + 2);
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &t).unwrap();
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.data_out, t);
+    assert!(l.drop_stats().unwrap()["malformed"] >= 1);
+    // A non-first fragment whose payload happens to look like ports 40000 -> 8080: untouched.
+    let mut frag = frame(17, CLIENT, HOST, 40000, 8080, 5, b"more data");
+    frag[14 + 6] = 0x00;
+    frag[14 + 7] = 0x10; // fragment offset 16 (x8 bytes)
+    let hl = 20;
+    frag[14 + 10] = 0;
+    frag[14 + 11] = 0;
+    let c = csum(&frag[14..14 + hl], 0);
+    frag[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &frag).unwrap();
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.data_out, frag, "a later fragment has no L4 header to translate");
+}
+
+#[test]
+fn icmp_echo_reply_id_is_translated_back() {
+    require_root!();
+    let mut l = setup();
+    // A masqueraded ping: the host sent id 61000 for the sandbox's id 7 (seeded here).
+    let key = CtKey {
+        saddr: be_addr(ip(CLIENT)),
+        daddr: be_addr(ip(HOST)),
+        sport: 0,
+        dport: be_port(61000),
+        proto: 1,
+        _pad: [0; 3],
+    };
+    let val = CtValue {
+        saddr: be_addr(ip(CLIENT)),
+        daddr: be_addr(ip(SB)),
+        sport: 0,
+        dport: be_port(7),
+        action: CT_ACT_PEER,
+        ifindex: 42,
+        dmac: SB_MAC,
+        smac: GW_MAC,
+        ..Default::default()
+    };
+    {
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        c.insert(key, val, 0).unwrap();
+    }
+    let f = frame(1, CLIENT, HOST, 0, 61000, 5, b"pingdata");
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.dport), (CLIENT, SB, 7), "echo reply id back to the sandbox's");
+}
+
+#[test]
+fn hairpin_snat_picks_another_port_on_collision() {
+    require_root!();
+    let mut l = setup();
+    // Occupy the reply tuple the kept source port would need (sandbox:7000 -> gateway:45000).
+    let busy = CtKey {
+        saddr: be_addr(ip(SB)),
+        daddr: be_addr(ip(GW)),
+        sport: be_port(7000),
+        dport: be_port(45000),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    {
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        c.insert(busy, CtValue { action: netd_common::CT_ACT_HOSTFLOW, ..Default::default() }, 0).unwrap();
+    }
+    // Sandbox .3 reaches the host's published port 8080 (its neighbour .2 serves it).
+    let f = frame(6, SB2, HOST, 45000, 8080, 5, b"hairpin");
+    let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.dport), (GW, SB, 7000), "DNAT to the target, SNAT to the gateway");
+    assert!(o.sport >= SNAT_PORT_MIN, "collision: a port from the SNAT range, got {}", o.sport);
+    // Without a collision the source port is kept.
+    let f = frame(6, SB2, HOST, 45001, 8080, 5, b"hairpin");
+    let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap();
+    assert_eq!(check(&r.data_out).sport, 45001);
+}
+
+#[test]
+fn protections_in_xdp() {
+    require_root!();
+    let l = setup();
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    let direct = frame(6, CLIENT, SB, 40000, 7000, 5, b"");
+    assert_eq!(test_run(l.prog_fd(p::XDP_UPLINK).unwrap(), &direct).unwrap().retval, XDP_DROP);
+    let lo = frame(6, CLIENT, [127, 0, 0, 1], 40000, 8080, 5, b"");
+    assert_eq!(test_run(l.prog_fd(p::XDP_UPLINK).unwrap(), &lo).unwrap().retval, XDP_DROP);
+    let ok = frame(6, CLIENT, HOST, 40000, 8080, 5, b"");
+    assert_eq!(test_run(l.prog_fd(p::XDP_UPLINK).unwrap(), &ok).unwrap().retval, XDP_PASS);
+    let d = l.drop_stats().unwrap();
+    assert_eq!((d["direct_to_sandbox"], d["loopback_not_lo"]), (1, 1));
+}
