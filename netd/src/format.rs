@@ -96,7 +96,8 @@ pub fn ports_column(ports: &[Value]) -> String {
     crate::ports::displayable_ports(&list)
 }
 
-/// A table like Docker's tabwriter output: columns padded to their widest cell + 3 spaces.
+/// A table like Docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`: each column as wide as
+/// its widest cell + 3 spaces of padding, and at least 10.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
@@ -111,7 +112,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
                 s.push_str(c);
             } else {
                 s.push_str(c);
-                s.push_str(&" ".repeat(w[i] - c.chars().count() + 3));
+                s.push_str(&" ".repeat((w[i] + 3).max(10) - c.chars().count()));
             }
         }
         s.trim_end().to_string() + "\n"
@@ -205,6 +206,11 @@ mod tests {
         assert_eq!(command_column("python3 -m http.server 80", false), "\"python3 -m http.ser…\"");
         let t = table(&["CONTAINER ID", "NAMES"], &[vec!["abc".into(), "web".into()]]);
         assert_eq!(t, "CONTAINER ID   NAMES\nabc            web\n");
+        let t = table(
+            &["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+            &[vec!["15bb459ca1f8".into(), "bridge".into(), "bridge".into(), "local".into()]],
+        );
+        assert_eq!(t, "NETWORK ID     NAME      DRIVER    SCOPE\n15bb459ca1f8   bridge    bridge    local\n");
     }
 
     #[test]

@@ -196,6 +196,9 @@ pub struct Container {
     pub restart_count: u32,
     /// The network namespace bind mount while running (bridge and none modes).
     pub netns: Option<PathBuf>,
+    /// icc=false exceptions opened by this sandbox's `--link`s while it runs.
+    #[serde(default)]
+    pub link_rules: Vec<crate::dataplane::LinkRule>,
 }
 
 /// Atomic JSON write: temp file in the same directory, fsync, rename, fsync the directory.

@@ -243,3 +243,124 @@ fn ebpf_restart_keeps_flows() {
     require_root!();
     restart_keeps_flows("ebpf");
 }
+
+fn links_under_icc_false(dataplane: &str) {
+    let th = TestHost::new(&format!("lk{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--icc=false"]).unwrap();
+    let pr = p();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--expose",
+        "7000",
+        "-e",
+        "PASSWORD=s3cret",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "db",
+        "7000",
+        "7001",
+    ]);
+    d.ok(&["run", "-d", "--name", "app", "--link", "db:dbalias", "--", "sleep", "300"]);
+    // Docker's environment and hosts entries for the link.
+    let env = d.ok(&["exec", "app", "--", "env"]);
+    for want in [
+        "DBALIAS_NAME=/app/dbalias",
+        "DBALIAS_PORT=tcp://172.17.0.2:7000",
+        "DBALIAS_PORT_7000_TCP=tcp://172.17.0.2:7000",
+        "DBALIAS_PORT_7000_TCP_ADDR=172.17.0.2",
+        "DBALIAS_PORT_7000_TCP_PORT=7000",
+        "DBALIAS_PORT_7000_TCP_PROTO=tcp",
+        "DBALIAS_ENV_PASSWORD=s3cret",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing from\n{env}");
+    }
+    let hosts = d.ok(&["exec", "app", "--", "cat", "/etc/hosts"]);
+    let db_id = inspect(&d, "db")["Id"].as_str().unwrap().to_string();
+    assert!(hosts.contains(&format!("172.17.0.2\tdbalias db {}\n", &db_id[..12])), "{hosts}");
+    // Only the linked (exposed) port is open under icc=false; other ports stay closed.
+    let ok = d.ok(&["exec", "app", "--", &pr, "tcp", "dbalias:7000", "linked"]);
+    assert_eq!(ok.trim(), "db:172.17.0.3:linked");
+    let r = d.cli(&["exec", "app", "--", &pr, "tcp", "172.17.0.2:7001", "closed"]);
+    assert_ne!(r.code, 0, "icc=false must keep unlinked ports closed: {r:?}");
+    // db cannot open connections to app (the link is one-way).
+    let r = d.cli(&["exec", "db", "--", &pr, "tcp", "172.17.0.3:7000", "reverse"]);
+    assert_ne!(r.code, 0);
+    // Links to missing or stopped sandboxes fail with Docker's messages.
+    let r = d.cli(&["run", "-d", "--link", "nosuch:x", "--", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("could not get container for nosuch"), "{}", r.stderr);
+    d.ok(&["stop", "-t", "1", "db"]);
+    let r = d.cli(&["run", "-d", "--name", "app2", "--link", "db:dbalias", "--", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("Cannot link to a non running container: /db AS /app2/dbalias"), "{}", r.stderr);
+}
+
+fn user_networks_are_isolated(dataplane: &str) {
+    let th = TestHost::new(&format!("un{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let id = d.ok(&["network", "create", "--subnet", "10.77.0.0/24", "front"]);
+    assert_eq!(id.trim().len(), 64);
+    d.ok(&["network", "create", "back"]);
+    let ls = d.ok(&["network", "ls"]);
+    assert!(ls.starts_with("NETWORK ID     NAME      DRIVER    SCOPE"), "{ls}");
+    for n in ["bridge", "host", "none", "front", "back"] {
+        assert!(ls.lines().any(|l| l.split_whitespace().nth(1) == Some(n)), "{n} in {ls}");
+    }
+    let r = d.cli(&["network", "create", "front"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("network with name front already exists"), "{}", r.stderr);
+    d.ok(&["run", "-d", "--name", "f1", "--network", "front", "--", &pr, "serve", "--tag", "f1", "7000"]);
+    d.ok(&["run", "-d", "--name", "f2", "--network", "front", "--ip", "10.77.0.50", "--", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "b1", "--network", "back", "--", &pr, "serve", "--tag", "b1", "7000"]);
+    let f1 = inspect(&d, "f1");
+    assert_eq!(f1["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.77.0.2");
+    assert_eq!(inspect(&d, "f2")["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.77.0.50");
+    let b1_ip = inspect(&d, "b1")["NetworkSettings"]["Networks"]["back"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(b1_ip.starts_with("172.18."), "the first free default pool: {b1_ip}");
+    // Same network: reachable. Other network: dropped both ways.
+    let ok = d.ok(&["exec", "f2", "--", &pr, "tcp", "10.77.0.2:7000", "same-net"]);
+    assert_eq!(ok.trim(), "f1:10.77.0.50:same-net");
+    let r = d.cli(&["exec", "f2", "--", &pr, "tcp", &format!("{b1_ip}:7000"), "x"]);
+    assert_ne!(r.code, 0, "front must not reach back");
+    let r = d.cli(&["exec", "b1", "--", &pr, "tcp", "10.77.0.2:7000", "x"]);
+    assert_ne!(r.code, 0, "back must not reach front");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["isolation"].as_u64().unwrap() >= 2);
+    }
+    // Removing a network in use fails with Docker's message; after the sandboxes go, it works.
+    let r = d.cli(&["network", "rm", "front"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("error while removing network: network front id")
+            && r.stderr.contains("has active endpoints"),
+        "{}",
+        r.stderr
+    );
+    let r = d.cli(&["network", "rm", "bridge"]);
+    assert_ne!(r.code, 0);
+    d.ok(&["rm", "-f", "f1", "f2"]);
+    assert_eq!(d.ok(&["network", "rm", "front"]), "front\n");
+    let v: Value = serde_json::from_str(&d.ok(&["network", "inspect", "back"])).unwrap();
+    assert_eq!(v[0]["Name"], "back");
+    assert_eq!(v[0]["Driver"], "bridge");
+    assert!(v[0]["IPAM"]["Config"][0]["Subnet"].as_str().unwrap().starts_with("172.18."));
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn ebpf_links_under_icc_false() {
+    require_root!();
+    links_under_icc_false("ebpf");
+}
+
+#[test]
+fn ebpf_user_networks_are_isolated() {
+    require_root!();
+    user_networks_are_isolated("ebpf");
+}

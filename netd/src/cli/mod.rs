@@ -368,8 +368,16 @@ async fn exec(c: &Client, name: &str, cmd: &[String], env: &[String], workdir: O
         ));
     }
     let pid = st["Pid"].as_i64().unwrap_or(0);
-    let mut envs: Vec<String> =
-        v[0]["Config"]["Env"].as_array().into_iter().flatten().filter_map(|e| e.as_str().map(String::from)).collect();
+    // The sandbox process's own environment (PATH, HOSTNAME, link variables, -e), as Docker's
+    // exec starts from the container's environment.
+    let mut envs: Vec<String> = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| String::from_utf8_lossy(kv).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     envs.extend(env.iter().cloned());
     let hostname = v[0]["Config"]["Hostname"].as_str().unwrap_or("").to_string();
     let status = exec_in(pid as i32, cmd, &envs, &hostname, workdir);

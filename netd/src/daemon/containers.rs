@@ -205,26 +205,37 @@ impl Daemon {
             ports: Vec::new(),
             restart_count: 0,
             netns: None,
+            link_rules: Vec::new(),
         };
         self.store.save_container(&c).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
         st.containers.insert(id.clone(), c);
         Ok(CreateResponse { id, warnings })
     }
 
-    fn check_link(&self, st: &State, link: &str, mode: &NetworkMode) -> ApiResult<()> {
-        let (name, _alias) = link.split_once(':').unwrap_or((link, link));
-        let name = name.trim_start_matches('/');
-        let id = self
-            .resolve_container(st, name)
-            .map_err(|_| ApiError::bad(format!("could not get container for {name}")))?;
-        let target = &st.containers[&id];
-        if target.state.status != Status::Running {
-            return Err(ApiError::bad(format!(
-                "cannot link to a non running container: /{} AS /{}",
-                target.name, _alias
-            )));
+    /// `--link NAME[:ALIAS]` at create: the target must exist (Docker's message).
+    fn check_link(&self, st: &State, link: &str, _mode: &NetworkMode) -> ApiResult<()> {
+        let name = link.split_once(':').map_or(link, |(n, _)| n).trim_start_matches('/');
+        self.resolve_container(st, name)
+            .map(|_| ())
+            .map_err(|_| ApiError::bad(format!("could not get container for {name}: No such container: {name}")))
+    }
+
+    /// At start, every linked sandbox must be running (Docker's message).
+    fn check_links_running(&self, st: &State, c: &Container) -> ApiResult<()> {
+        for l in &c.config.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l, l));
+            let name = name.trim_start_matches('/');
+            let tid = self
+                .resolve_container(st, name)
+                .map_err(|_| ApiError::bad(format!("could not get container for {name}: No such container: {name}")))?;
+            let t = &st.containers[&tid];
+            if t.state.status != Status::Running {
+                return Err(ApiError::bad(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{}",
+                    t.name, c.name, alias
+                )));
+            }
         }
-        let _ = mode;
         Ok(())
     }
 
@@ -271,6 +282,7 @@ impl Daemon {
             }
             _ => None,
         };
+        self.check_links_running(st, &c)?;
         let rt = self.cfg.runtime_dir(id);
         std::fs::create_dir_all(&rt).map_err(|e| ApiError::internal(format!("creating {}: {e}", rt.display())))?;
         let mut undo = Undo::default();
@@ -341,6 +353,38 @@ impl Daemon {
             undo.ports = ports.clone();
             undo.ports_net = Some(net_id.clone());
         }
+        // 3b. --link on the default bridge: the exact (proto, port) pairs of the target's exposed
+        // ports are opened under icc=false (replies follow through conntrack).
+        let mut link_rules = Vec::new();
+        if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
+            for l in &c.config.links {
+                let name = l.split_once(':').map_or(l.as_str(), |(n, _)| n).trim_start_matches('/');
+                let Ok(tid) = self.resolve_container(st, name) else { continue };
+                let t = &st.containers[&tid];
+                let Some(tep) = t.endpoints.iter().find(|e| &e.network_id == net_id) else { continue };
+                for k in &t.exposed {
+                    let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+                    let proto =
+                        if proto == "udp" { crate::dataplane::Proto::Udp } else { crate::dataplane::Proto::Tcp };
+                    if let Ok(port) = port.parse() {
+                        let idx = st.networks[net_id].bridge.as_ref().map_or(0, |b| b.index);
+                        link_rules.push(crate::dataplane::LinkRule {
+                            network_index: idx,
+                            src: ep.ip,
+                            dst: tep.ip,
+                            proto,
+                            port,
+                        });
+                    }
+                }
+            }
+            if !link_rules.is_empty() {
+                let spec = st.networks[net_id].spec(0).expect("bridge");
+                st.dp.links_added(&spec, &link_rules).map_err(|e| ApiError::internal(format!("dataplane: {e}")))?;
+                undo.links = link_rules.clone();
+                undo.links_net = Some(net_id.clone());
+            }
+        }
         // 4. /etc files.
         let files = self.write_etc_files(st, c, &endpoints, &rt)?;
         // 5. The shim and the process.
@@ -397,6 +441,7 @@ impl Daemon {
         };
         cc.endpoints = endpoints;
         cc.ports = ports;
+        cc.link_rules = link_rules;
         cc.netns = netns_path.filter(|p| p.starts_with(self.cfg.netns_dir()));
         self.store.save_container(cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
         *undo = Undo::default();
@@ -406,6 +451,11 @@ impl Daemon {
 
     /// Undo a partial start: ports, endpoints, namespace — in reverse order.
     async fn roll_back(self: &Shared, st: &mut State, id: &str, undo: Undo) {
+        if let Some(nid) = &undo.links_net
+            && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
+        {
+            let _ = st.dp.links_removed(&spec, &undo.links);
+        }
         if let Some(nid) = &undo.ports_net {
             self.unpublish(st, nid, &undo.ports);
         }
@@ -480,6 +530,12 @@ impl Daemon {
     /// files. Sandboxes joined with `container:` lose `eth0` with it and keep `lo`.
     pub async fn teardown_networking(self: &Shared, st: &mut State, id: &str) {
         let Some(c) = st.containers.get(id).cloned() else { return };
+        if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.link_rules.is_empty())
+            && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
+            && let Err(e) = st.dp.links_removed(&spec, &c.link_rules)
+        {
+            tracing::warn!(container = %id, error = %e, "dataplane: removing link rules");
+        }
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.ports.is_empty()) {
             self.unpublish(st, nid, &c.ports);
         }
@@ -495,6 +551,7 @@ impl Daemon {
         if let Some(cc) = st.containers.get_mut(id) {
             cc.endpoints.clear();
             cc.ports.clear();
+            cc.link_rules.clear();
             cc.netns = None;
         }
     }
@@ -756,6 +813,8 @@ impl Daemon {
 /// What a failed start must undo.
 #[derive(Default)]
 struct Undo {
+    links: Vec<crate::dataplane::LinkRule>,
+    links_net: Option<String>,
     netns: Option<PathBuf>,
     endpoints: Vec<Endpoint>,
     ports: Vec<PortMapping>,

@@ -331,6 +331,7 @@ async fn reconcile_containers(d: &Shared) {
                     && *nid == ep.network_id
                 {
                     let _ = st.dp.ports_added(&spec, &c.ports);
+                    let _ = st.dp.links_added(&spec, &c.link_rules);
                 }
             }
         }

@@ -81,8 +81,20 @@ fn echo_tcp(mut s: TcpStream, tag: &str) {
     }
 }
 
+/// `ADDR:PORT` or `NAME:PORT` (resolved through the sandbox's /etc/hosts and resolv.conf).
 fn target(args: &[String]) -> Option<(SocketAddr, Vec<u8>)> {
-    let addr: SocketAddr = args.first()?.parse().ok()?;
+    use std::net::ToSocketAddrs;
+    let a = args.first()?;
+    let addr: SocketAddr = match a.parse() {
+        Ok(x) => x,
+        Err(_) => match a.to_socket_addrs() {
+            Ok(mut it) => it.find(SocketAddr::is_ipv4)?,
+            Err(e) => {
+                eprintln!("resolving {a}: {e}");
+                return None;
+            }
+        },
+    };
     let payload = args.get(1).cloned().unwrap_or_else(|| "ping".into()).into_bytes();
     Some((addr, payload))
 }
