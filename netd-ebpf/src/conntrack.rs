@@ -16,7 +16,7 @@ use netd_common::{
 };
 
 use crate::{
-    maps::CT_V4,
+    maps::{CT_V4, FRAGS, FragKey},
     nat,
     parse::{IP_OFF, Pkt},
     stats,
@@ -45,6 +45,10 @@ pub fn exists(k: &CtKey) -> bool {
 /// Insert both directions of a flow, or neither.
 #[inline(always)]
 pub fn insert_pair(k1: &CtKey, v1: &CtValue, k2: &CtKey, v2: &CtValue) -> bool {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let v1 = &CtValue { last_seen_ns: now, ..*v1 };
+    let v2 = &CtValue { last_seen_ns: now, ..*v2 };
     if CT_V4.insert(k1, v1, 0).is_err() {
         stats::count_drop(DropReason::CtInsert);
         return false;
@@ -75,6 +79,12 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
     if v.action == CT_ACT_HOSTFLOW {
         return TC_ACT_OK as i32;
     }
+    // The first fragment of a fragmented datagram: later fragments (no L4 header) get the
+    // same address translation and delivery.
+    if p.more_fragments && !p.later_fragment {
+        let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
+        let _ = FRAGS.insert(&fk, v, 0);
+    }
     if rewrite(ctx, p, v).is_err() {
         stats::count_drop(DropReason::Malformed);
         return TC_ACT_SHOT as i32;
@@ -82,6 +92,23 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
     stats::count_port(v.stats_slot, ctx.len() as u64);
     touch(ctx, p, k);
     deliver(ctx, v)
+}
+
+/// A later fragment of a datagram whose first fragment was translated: same addresses, same
+/// delivery (it carries no ports). Returns None when the first fragment was not seen.
+#[inline(always)]
+pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
+    let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
+    // SAFETY: read-only lookup, copied out.
+    let v = unsafe { FRAGS.get(&fk).copied() }?;
+    if nat::set_addr(ctx, p, true, v.saddr).is_err() || nat::set_addr(ctx, p, false, v.daddr).is_err() {
+        return Some(TC_ACT_SHOT as i32);
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    if !p.more_fragments {
+        let _ = FRAGS.remove(&fk);
+    }
+    Some(deliver(ctx, &v))
 }
 
 #[inline(always)]

@@ -105,6 +105,9 @@ mod progs {
     pub fn netd_from_netdev(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
+        if p.later_fragment {
+            return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
+        }
         if !p.has_ports {
             return OK;
         }
@@ -172,6 +175,11 @@ mod progs {
     pub fn netd_from_container(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
+        if p.later_fragment
+            && let Some(verdict) = conntrack::apply_fragment(&ctx, &mut p)
+        {
+            return verdict;
+        }
         let k = key_of(&p);
         if p.has_ports
             && let Some(v) = conntrack::lookup(&k)

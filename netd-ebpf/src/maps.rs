@@ -51,6 +51,21 @@ pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(capacity::LI
 #[map(name = "CT_V4")]
 pub static CT_V4: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT_V4, 0);
 
+/// A fragmented datagram: (addresses, IP id, protocol) of its first fragment.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The translation the first fragment got, for the fragments that follow it.
+#[map(name = "FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, CtValue> = LruHashMap::with_max_entries(16_384, 0);
+
 /// Packets/bytes per published port (slot from `PublishedValue::stats_slot`).
 #[map(name = "PORT_STATS")]
 pub static PORT_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(capacity::PORT_STATS, 0);

@@ -67,6 +67,10 @@ pub struct Pkt {
     pub has_ports: bool,
     /// A non-first fragment (no L4 header).
     pub later_fragment: bool,
+    /// More fragments follow (MF flag).
+    pub more_fragments: bool,
+    /// The IPv4 identification field (keys fragment translation).
+    pub ip_id: u16,
     /// TCP flags byte, 0 for others.
     pub tcp_flags: u8,
     /// ICMP: 8 = echo request, 0 = echo reply.
@@ -89,6 +93,7 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
+    let ip_id: u16 = ctx.load(IP_OFF + 4).map_err(|_| ParseError::Malformed)?;
     let frag: u16 = ctx.load(IP_OFF + 6).map_err(|_| ParseError::Malformed)?;
     let frag = u16::from_be(frag);
     let proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ParseError::Malformed)?;
@@ -104,6 +109,8 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
         dport: 0,
         has_ports: false,
         later_fragment: frag & 0x1fff != 0,
+        more_fragments: frag & 0x2000 != 0,
+        ip_id,
         tcp_flags: 0,
         icmp_type: 0,
         udp_csum_zero: false,

@@ -364,3 +364,30 @@ fn ebpf_user_networks_are_isolated() {
     require_root!();
     user_networks_are_isolated("ebpf");
 }
+
+fn fragments(dataplane: &str) {
+    let th = TestHost::new(&format!("fr{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "big", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "big", "7000"]);
+    // 4000-byte datagrams: fragmented on the 1500-byte wire both ways.
+    let payload = vec![b'f'; 4000];
+    let e = probe::udp_echo(&th.outside.path(), addr("198.51.100.1:5353"), &payload)
+        .expect("fragmented UDP to a published port");
+    assert_eq!((e.tag.as_str(), e.peer.as_str(), e.payload.len()), ("big", "198.51.100.2", 4000));
+    // And out through masquerade.
+    let _srv = probe::EchoServer::start(&th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    let big = "g".repeat(4000);
+    let out = d.ok(&["exec", "big", "--", &pr, "udp", "198.51.100.2:6000", &big]);
+    assert!(
+        out.starts_with("outside:198.51.100.1:") && out.trim().len() == "outside:198.51.100.1:".len() + 4000,
+        "{}",
+        &out[..60.min(out.len())]
+    );
+}
+
+#[test]
+fn ebpf_fragments() {
+    require_root!();
+    fragments("ebpf");
+}

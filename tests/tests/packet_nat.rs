@@ -350,3 +350,97 @@ fn protections_in_xdp() {
     let d = l.drop_stats().unwrap();
     assert_eq!((d["direct_to_sandbox"], d["loopback_not_lo"]), (1, 1));
 }
+
+#[test]
+fn conntrack_gc_expires_idle_and_closed_flows_in_pairs() {
+    require_root!();
+    use netd::dataplane::{
+        Dataplane,
+        ebpf::{Ebpf, monotonic_ns},
+    };
+    let mut l = setup();
+    let now = monotonic_ns();
+    let pair = |proto: u8, sport: u16, age_s: u64, flags: u8| {
+        let k = CtKey {
+            saddr: be_addr(ip(CLIENT)),
+            daddr: be_addr(ip(HOST)),
+            sport: be_port(sport),
+            dport: be_port(8080),
+            proto,
+            _pad: [0; 3],
+        };
+        let v = CtValue {
+            saddr: k.saddr,
+            daddr: be_addr(ip(SB)),
+            sport: k.sport,
+            dport: be_port(7000),
+            action: CT_ACT_PEER,
+            flags,
+            last_seen_ns: now - age_s * 1_000_000_000,
+            ..Default::default()
+        };
+        let rk = CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto, _pad: [0; 3] };
+        let rv = CtValue {
+            saddr: k.daddr,
+            daddr: k.saddr,
+            sport: k.dport,
+            dport: k.sport,
+            action: netd_common::CT_ACT_FIB,
+            last_seen_ns: now - age_s * 1_000_000_000,
+            ..Default::default()
+        };
+        [(k, v), (rk, rv)]
+    };
+    {
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        for (k, v) in pair(17, 1000, 300, 0)
+            .into_iter() // idle UDP: goes
+            .chain(pair(17, 1001, 5, 0)) // fresh UDP: stays
+            .chain(pair(6, 1002, 60, netd_common::CT_F_CLOSING)) // closed TCP, 60 s ago: goes
+            .chain(pair(6, 1003, 60, 0))
+        // established TCP, 60 s idle: stays
+        {
+            c.insert(k, v, 0).unwrap();
+        }
+    }
+    let mut dp = Ebpf::with_loaded(l);
+    assert_eq!(dp.gc().unwrap(), 4, "both directions of the idle UDP flow and of the closed TCP flow");
+    assert_eq!(dp.gc().unwrap(), 0);
+}
+
+#[test]
+fn later_fragments_follow_the_first_fragments_translation() {
+    require_root!();
+    let l = setup();
+    let set_frag = |f: &mut Vec<u8>, id: u16, mf: bool, off8: u16| {
+        f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+        let v = (if mf { 0x2000 } else { 0 }) | off8;
+        f[14 + 6..14 + 8].copy_from_slice(&v.to_be_bytes());
+        f[14 + 10] = 0;
+        f[14 + 11] = 0;
+        let c = csum(&f[14..34], 0);
+        f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    };
+    // First fragment: UDP header + part of the payload, MF set.
+    let mut first = frame(17, CLIENT, HOST, 40010, 5353, 5, &[b'a'; 64]);
+    first[14 + 2..14 + 4].copy_from_slice(&((20 + 8 + 64) as u16).to_be_bytes());
+    set_frag(&mut first, 0x4242, true, 0);
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &first).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    assert_eq!(&r.data_out[14 + 16..14 + 20], &SB, "first fragment DNATed");
+    // A later fragment of the same datagram: no L4 header, same translation.
+    let mut later = frame(17, CLIENT, HOST, 0x6262, 0x6262, 5, &[b'b'; 32]);
+    set_frag(&mut later, 0x4242, false, 9);
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &later).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT, "delivered where the first fragment went");
+    assert_eq!(&r.data_out[14 + 16..14 + 20], &SB, "later fragment's destination rewritten");
+    assert_eq!(csum(&r.data_out[14..34], 0), 0, "IPv4 header checksum");
+    assert_eq!(&r.data_out[34..], &later[34..], "its payload (no ports in it) untouched");
+    // A later fragment of a datagram never seen: left alone.
+    let mut stray = later.clone();
+    set_frag(&mut stray, 0x4343, false, 9);
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &stray).unwrap();
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.data_out, stray);
+}

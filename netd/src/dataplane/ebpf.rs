@@ -73,6 +73,14 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
     }
 }
 
+/// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_ns` returns).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Whether `p` is on a bpf filesystem.
 fn is_bpffs(p: &std::path::Path) -> bool {
     nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 == 0xcafe4a11).unwrap_or(false)
@@ -87,6 +95,11 @@ fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 impl Ebpf {
+    /// A dataplane around an already loaded object (tests drive it without a daemon).
+    pub fn with_loaded(l: Loaded) -> Self {
+        Self { loaded: Some(l), ..Default::default() }
+    }
+
     fn l(&mut self) -> DpResult<&mut Loaded> {
         self.loaded.as_mut().ok_or_else(|| err("state", "not initialised"))
     }
@@ -367,6 +380,36 @@ impl Dataplane for Ebpf {
             self.purge_ct(|k, _| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))?;
         }
         Ok(())
+    }
+
+    /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle
+    /// longer than its protocol's timeout (TCP 2 h, 10 s after FIN/RST; UDP 120 s; ICMP 30 s).
+    /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
+    fn gc(&mut self) -> DpResult<usize> {
+        let now = monotonic_ns();
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
+        let all: HashMap<CtKey, CtValue> = ct.iter().filter_map(Result::ok).collect();
+        let mut doomed = Vec::new();
+        for (k, v) in &all {
+            let partner =
+                CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
+            let p = all.get(&partner);
+            let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
+            let closing = (v.flags | p.map_or(0, |p| p.flags)) & netd_common::CT_F_CLOSING != 0;
+            let timeout_s: u64 = match k.proto {
+                6 if closing => 10,
+                6 => 7200,
+                17 => 120,
+                _ => 30,
+            };
+            if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
+                doomed.push(*k);
+            }
+        }
+        for k in &doomed {
+            let _ = ct.remove(k);
+        }
+        Ok(doomed.len())
     }
 
     fn stats(&self) -> DpResult<Stats> {

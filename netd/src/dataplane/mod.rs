@@ -207,6 +207,10 @@ pub trait Dataplane: Send {
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn stats(&self) -> DpResult<Stats>;
+    /// Expire idle or closed flows (called periodically). Returns how many entries went.
+    fn gc(&mut self) -> DpResult<usize> {
+        Ok(0)
+    }
     /// Remove everything this backend installed (`keep` = leave the datapath running for
     /// `--live-restore`, only drop the daemon's handles).
     fn shutdown(&mut self, keep: bool) -> DpResult<()>;
