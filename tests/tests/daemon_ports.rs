@@ -178,7 +178,22 @@ fn daemon_ip_is_the_default_host_address() {
     let th = TestHost::new("dip").unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", "ebpf", "--ip", "198.51.100.1"]).unwrap();
     let pr = netd_tests::daemon::probe_bin().display().to_string();
-    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "-p", "0.0.0.0:8081:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:7000",
+        "-p",
+        "0.0.0.0:8081:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web",
+        "7000",
+    ]);
     assert_eq!(d.ok(&["port", "web"]), "7000/tcp -> 0.0.0.0:8081\n7000/tcp -> 198.51.100.1:8080\n");
     let e = probe::tcp_echo(&th.outside.path(), "198.51.100.1:8080".parse().unwrap(), b"x").expect("bound to --ip");
     assert_eq!(e.tag, "web");

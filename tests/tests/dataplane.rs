@@ -221,21 +221,25 @@ fn restart_keeps_flows(dataplane: &str) {
     probe::udp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"udp").err(); // not published for udp
     let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"after").expect("new flow after restart");
     assert_eq!(e.tag, "web");
-    // The adopted links were re-pinned, one per hook.
-    let links: Vec<String> = std::fs::read_dir(d.bpffs.join("links"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    for want in ["xdp-up0", "tc-in-up0", "tc-out-up0"] {
-        assert_eq!(links.iter().filter(|l| *l == want).count(), 1, "{links:?}");
-    }
     drop(s);
+    if dataplane == "ebpf" {
+        // The adopted links were re-pinned, one per hook.
+        let links: Vec<String> = std::fs::read_dir(d.bpffs.join("links"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        for want in ["xdp-up0", "tc-in-up0", "tc-out-up0"] {
+            assert_eq!(links.iter().filter(|l| *l == want).count(), 1, "{links:?}");
+        }
+    }
     let bpffs = d.bpffs.clone();
     d.down().unwrap();
-    // netd down removed every pin, and with them the programs.
+    // netd down removed everything it installed.
     assert!(!bpffs.exists(), "pins left after netd down");
     let l = th.host.exec_ok(&["ip", "-d", "link", "show", "up0"]).unwrap();
     assert!(!l.contains("prog/xdp"), "XDP left after netd down: {l}");
+    let rules = th.host.exec_ok(&["iptables-save"]).unwrap_or_default();
+    assert!(!rules.contains("NETD"), "iptables rules left after netd down: {rules}");
 }
 
 #[test]
@@ -390,4 +394,70 @@ fn fragments(dataplane: &str) {
 fn ebpf_fragments() {
     require_root!();
     fragments("ebpf");
+}
+
+#[test]
+fn iptables_published_ports() {
+    require_root!();
+    published_ports("iptables");
+}
+
+#[test]
+fn iptables_masquerade_and_hairpin() {
+    require_root!();
+    masquerade_and_hairpin("iptables");
+}
+
+#[test]
+fn iptables_icc_false() {
+    require_root!();
+    icc_false("iptables");
+}
+
+#[test]
+fn iptables_restart_keeps_flows() {
+    require_root!();
+    restart_keeps_flows("iptables");
+}
+
+#[test]
+fn iptables_links_under_icc_false() {
+    require_root!();
+    links_under_icc_false("iptables");
+}
+
+#[test]
+fn iptables_user_networks_are_isolated() {
+    require_root!();
+    user_networks_are_isolated("iptables");
+}
+
+#[test]
+fn iptables_fragments() {
+    require_root!();
+    fragments("iptables");
+}
+
+#[test]
+fn switching_dataplanes_leaves_nothing_of_the_other() {
+    require_root!();
+    let th = TestHost::new("swi").unwrap();
+    let pr = p();
+    for dp in ["ebpf", "iptables", "ebpf"] {
+        let mut d = TestDaemon::start(&th, &["--dataplane", dp]).unwrap();
+        d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", dp, "7000"]);
+        let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"x")
+            .unwrap_or_else(|e| panic!("{dp}: {e:#}"));
+        assert_eq!(e.tag, dp);
+        let bpffs = d.bpffs.clone();
+        d.down().unwrap();
+        let rules = th.host.exec_ok(&["iptables-save"]).unwrap_or_default();
+        assert!(!rules.contains("NETD") && !rules.contains("DNAT"), "after {dp}: {rules}");
+        let l = th.host.exec_ok(&["ip", "-d", "link", "show", "up0"]).unwrap();
+        assert!(!l.contains("prog/xdp"), "after {dp}: {l}");
+        assert!(!bpffs.exists(), "after {dp}: pins left");
+        let links = th.host.exec_ok(&["ip", "-o", "link"]).unwrap();
+        assert!(!links.contains("netd0") && !links.contains("veth"), "after {dp}: {links}");
+        drop(d);
+    }
 }

@@ -706,6 +706,7 @@ impl Daemon {
                 c.name
             )));
         }
+        crate::daemon::networks::start_proxies(&self.cfg, st, &maps);
         Ok(maps)
     }
 

@@ -9,6 +9,7 @@ pub mod containers;
 pub mod handlers;
 pub mod netcrud;
 pub mod networks;
+pub mod proxy;
 pub mod reconcile;
 
 use std::{
@@ -93,6 +94,8 @@ pub struct State {
     pub pools: HashMap<String, ipam::Pool>,
     /// Held sockets per published binding: (proto, host ip, host port).
     pub held: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), HeldSocket>,
+    /// Userland proxy tasks per binding (iptables dataplane with --userland-proxy).
+    pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), tokio::task::JoinHandle<()>>,
     pub host_info: HostInfo,
 }
 
@@ -123,12 +126,11 @@ pub fn sysctl_write(key: &str, value: &str) -> std::io::Result<()> {
 }
 
 pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String> {
-    let _ = up;
     match b {
         Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
         Backend::Ebpf => Ok(Box::new(crate::dataplane::ebpf::Ebpf::default())),
         Backend::Iptables => {
-            Err(format!("the {b} dataplane is not built into this netd yet; use --dataplane ebpf or none"))
+            Ok(Box::new(crate::dataplane::iptables::Iptables::new(&up.iptables_backend, up.userland_proxy)))
         }
     }
 }

@@ -294,6 +294,36 @@ pub fn release_ports(st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         st.allocator.unmark(m.proto, m.host_ip, m.host_port);
         st.held.remove(&(m.proto, m.host_ip, m.host_port));
+        if let Some(t) = st.proxies.remove(&(m.proto, m.host_ip, m.host_port)) {
+            t.abort();
+        }
+    }
+}
+
+/// With the iptables dataplane and `--userland-proxy` (Docker's default), serve each binding
+/// from its held socket: loopback and hairpin traffic, which iptables does not NAT, reach the
+/// sandbox through the daemon.
+pub fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
+    if cfg.up.dataplane != crate::dataplane::Backend::Iptables || !cfg.up.userland_proxy {
+        return;
+    }
+    for m in maps {
+        let key = (m.proto, m.host_ip, m.host_port);
+        if st.proxies.contains_key(&key) {
+            continue;
+        }
+        let target = SocketAddrV4::new(m.container_ip, m.container_port);
+        let r = match st.held.remove(&key) {
+            Some(HeldSocket::TcpRaw(fd)) => super::proxy::tcp(fd, target),
+            Some(HeldSocket::Udp(s)) => super::proxy::udp(s, target),
+            None => continue,
+        };
+        match r {
+            Ok(h) => {
+                st.proxies.insert(key, h);
+            }
+            Err(e) => tracing::warn!(port = m.host_port, error = %e, "userland proxy"),
+        }
     }
 }
 

@@ -105,6 +105,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             allocator: PortAllocator::default(),
             pools: HashMap::new(),
             held: HashMap::new(),
+            proxies: HashMap::new(),
             host_info,
         }),
         changed: tokio::sync::Notify::new(),
@@ -290,6 +291,8 @@ async fn reconcile_containers(d: &Shared) {
                         st.held.insert((m.proto, m.host_ip, m.host_port), s);
                     }
                 }
+                let ports = c.ports.clone();
+                networks::start_proxies(&d.cfg, &mut st, &ports);
                 let shim_pid = c.state.shim_pid;
                 let id = c.id.clone();
                 st.containers.insert(c.id.clone(), c);

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub mod ebpf;
+pub mod iptables;
 pub mod noop;
 
 /// Which backend `netd up --dataplane` selected.
