@@ -29,8 +29,14 @@ fn drops(d: &TestDaemon) -> Value {
 }
 
 fn published_ports(dataplane: &str) {
+    published_ports_with(dataplane, &[]);
+}
+
+fn published_ports_with(dataplane: &str, extra: &[&str]) {
     let th = TestHost::new(&format!("pp{}", &dataplane[..1])).unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let mut args = vec!["--dataplane", dataplane];
+    args.extend_from_slice(extra);
+    let d = TestDaemon::start(&th, &args).unwrap();
     let pr = p();
     d.ok(&[
         "run",
@@ -400,6 +406,13 @@ fn ebpf_fragments() {
 fn iptables_published_ports() {
     require_root!();
     published_ports("iptables");
+}
+
+#[test]
+fn iptables_without_userland_proxy_published_ports() {
+    require_root!();
+    // Docker's hairpin variant: OUTPUT DNAT for loopback too, route_localnet, MASQUERADE.
+    published_ports_with("iptables", &["--userland-proxy=false"]);
 }
 
 #[test]

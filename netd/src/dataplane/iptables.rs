@@ -302,6 +302,11 @@ impl Dataplane for Iptables {
     }
 
     fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()> {
+        if !self.userland_proxy {
+            // Docker's --userland-proxy=false: 127.0.0.1 may be DNATed onto the bridge.
+            let p = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge);
+            std::fs::write(&p, "1").map_err(|e| DataplaneError::new(B, p, e))?;
+        }
         self.add(render_network(net, self.userland_proxy))
     }
 
