@@ -445,6 +445,7 @@ impl Daemon {
         cc.netns = netns_path.filter(|p| p.starts_with(self.cfg.netns_dir()));
         self.store.save_container(cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
         *undo = Undo::default();
+        self.start_dns(st, &id);
         self.watch_exit(id, shim_pid, cfg_path);
         Ok(())
     }
@@ -530,6 +531,7 @@ impl Daemon {
     /// files. Sandboxes joined with `container:` lose `eth0` with it and keep `lo`.
     pub async fn teardown_networking(self: &Shared, st: &mut State, id: &str) {
         let Some(c) = st.containers.get(id).cloned() else { return };
+        Self::stop_dns(st, id);
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.link_rules.is_empty())
             && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
             && let Err(e) = st.dp.links_removed(&spec, &c.link_rules)

@@ -6,6 +6,7 @@
 //! consistent (a failed step rolls back what the operation did). Waiting (stop timeouts, logs
 //! follow, wait) happens outside the lock.
 pub mod containers;
+pub mod dns;
 pub mod handlers;
 pub mod netcrud;
 pub mod networks;
@@ -94,6 +95,8 @@ pub struct State {
     pub pools: HashMap<String, ipam::Pool>,
     /// Held sockets per published binding: (proto, host ip, host port).
     pub held: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), HeldSocket>,
+    /// Embedded DNS server tasks per sandbox (user networks).
+    pub dns: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     /// Userland proxy tasks per binding (iptables dataplane with --userland-proxy).
     pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), tokio::task::JoinHandle<()>>,
     pub host_info: HostInfo,
@@ -147,4 +150,28 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
         return Err(format!("invalid --iptables-backend {:?}: use nft or legacy", up.iptables_backend));
     }
     Ok(Config { up, socket, exe })
+}
+
+impl Daemon {
+    /// Start the embedded DNS server of a running sandbox that is on a user network.
+    pub fn start_dns(self: &Shared, st: &mut State, cid: &str) {
+        let Some(c) = st.containers.get(cid) else { return };
+        let Some(ns) = c.netns.clone() else { return };
+        let on_user_net = c.endpoints.iter().any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default_bridge));
+        if !on_user_net || st.dns.contains_key(cid) {
+            return;
+        }
+        match dns::start(self.clone(), cid.to_string(), ns) {
+            Ok(tasks) => {
+                st.dns.insert(cid.to_string(), tasks);
+            }
+            Err(e) => tracing::warn!(container = %cid, error = %e, "embedded DNS server"),
+        }
+    }
+
+    pub fn stop_dns(st: &mut State, cid: &str) {
+        for t in st.dns.remove(cid).unwrap_or_default() {
+            t.abort();
+        }
+    }
 }

@@ -106,6 +106,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             pools: HashMap::new(),
             held: HashMap::new(),
             proxies: HashMap::new(),
+            dns: HashMap::new(),
             host_info,
         }),
         changed: tokio::sync::Notify::new(),
@@ -296,6 +297,7 @@ async fn reconcile_containers(d: &Shared) {
                 let shim_pid = c.state.shim_pid;
                 let id = c.id.clone();
                 st.containers.insert(c.id.clone(), c);
+                d.start_dns(&mut st, &id);
                 d.watch_exit(id, shim_pid, cfg_path);
                 continue;
             }

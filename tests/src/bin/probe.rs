@@ -17,8 +17,11 @@ fn main() {
         Some("serve") => serve(&args[1..]),
         Some("tcp") => client_tcp(&args[1..]),
         Some("udp") => client_udp(&args[1..]),
+        Some("dns-serve") => dns_serve(&args[1..]),
         _ => {
-            eprintln!("usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp ADDR:PORT [PAYLOAD]");
+            eprintln!(
+                "usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp ADDR:PORT [PAYLOAD] | dns-serve PORT NAME=IP..."
+            );
             2
         }
     };
@@ -150,4 +153,42 @@ fn client_udp(args: &[String]) -> i32 {
     }
     eprintln!("udp {addr}: no answer within 3s");
     1
+}
+
+/// A tiny authoritative DNS server (UDP) for tests: answers A for the given NAME=IP pairs,
+/// NXDOMAIN for anything else.
+fn dns_serve(args: &[String]) -> i32 {
+    use hickory_proto::{
+        op::{Message, ResponseCode},
+        rr::{Name, RData, Record, RecordType, rdata},
+    };
+    let Some(port) = args.first().and_then(|p| p.parse::<u16>().ok()) else { return 2 };
+    let table: Vec<(String, std::net::Ipv4Addr)> = args[1..]
+        .iter()
+        .filter_map(|kv| kv.split_once('=').and_then(|(n, ip)| Some((n.to_ascii_lowercase(), ip.parse().ok()?))))
+        .collect();
+    let sock = UdpSocket::bind(("0.0.0.0", port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
+    println!("dns on {port}/udp");
+    let mut buf = [0u8; 4096];
+    while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+        let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+        let Some(query) = q.queries.first().cloned() else { continue };
+        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+        r.metadata.recursion_desired = q.metadata.recursion_desired;
+        r.add_query(query.clone());
+        let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        match table.iter().find(|(n, _)| *n == name) {
+            Some((_, ip)) => {
+                if query.query_type() == RecordType::A {
+                    let owner = Name::from_ascii(query.name().to_ascii()).unwrap_or_default();
+                    r.add_answer(Record::from_rdata(owner, 60, RData::A(rdata::A(*ip))));
+                }
+            }
+            None => r.metadata.response_code = ResponseCode::NXDomain,
+        }
+        if let Ok(b) = r.to_vec() {
+            let _ = sock.send_to(&b, peer);
+        }
+    }
+    0
 }
