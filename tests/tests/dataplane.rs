@@ -416,6 +416,12 @@ fn iptables_without_userland_proxy_published_ports() {
 }
 
 #[test]
+fn iptables_legacy_published_ports() {
+    require_root!();
+    published_ports_with("iptables", &["--iptables-backend", "legacy"]);
+}
+
+#[test]
 fn iptables_masquerade_and_hairpin() {
     require_root!();
     masquerade_and_hairpin("iptables");

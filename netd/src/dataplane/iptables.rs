@@ -69,28 +69,31 @@ fn cidr(n: &NetworkSpec) -> String {
 pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
     let br = &n.bridge;
     let sub = cidr(n);
+    if n.internal {
+        // usernet-internal.md: no DROP/BRIDGE/CT rules, the INTERNAL pair at the head.
+        return vec![
+            r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j {}", if n.icc { "ACCEPT" } else { "DROP" })),
+            rh("filter", "NETD-INTERNAL", format!("! -s {sub} -o {br} -j DROP")),
+            rh("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} -j DROP")),
+        ];
+    }
     let mut v = vec![
         r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")),
         r("filter", "NETD-BRIDGE", format!("-o {br} -j NETD")),
         r("filter", "NETD-CT", format!("-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")),
     ];
-    if n.internal {
-        v.push(r("filter", "NETD-INTERNAL", format!("! -s {sub} -o {br} -j DROP")));
-        v.push(r("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} -j DROP")));
-        v.push(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j {}", if n.icc { "ACCEPT" } else { "DROP" })));
-        return v;
-    }
     if n.icc {
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} -j ACCEPT")));
     } else {
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j DROP")));
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} ! -o {br} -j ACCEPT")));
     }
+    // Docker inserts a network's MASQUERADE rules at the head of POSTROUTING.
     if !userland_proxy {
-        v.push(r("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
+        v.push(rh("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
     }
     if n.masquerade {
-        v.push(r("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
+        v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
     }
     v
 }
@@ -175,18 +178,16 @@ pub fn batch(rules: &[Rule], delete: bool, declare: &[(&'static str, &'static [&
         for c in decl {
             out.push_str(&format!(":{c} - [0:0]\n"));
         }
-        for r in rs {
-            let op = if delete {
-                "-D".to_string()
+        // Head insertions go in reverse, so that a group of them keeps its order at the top.
+        let mut ordered: Vec<&Rule> = rs.iter().filter(|r| r.head && !delete).rev().copied().collect();
+        ordered.extend(rs.iter().filter(|r| !r.head || delete).copied());
+        for r in ordered {
+            if delete {
+                out.push_str(&format!("-D {} {}\n", r.chain, r.spec));
             } else if r.head {
-                "-I".to_string()
-            } else {
-                "-A".to_string()
-            };
-            if op == "-I" {
                 out.push_str(&format!("-I {} 1 {}\n", r.chain, r.spec));
             } else {
-                out.push_str(&format!("{op} {} {}\n", r.chain, r.spec));
+                out.push_str(&format!("-A {} {}\n", r.chain, r.spec));
             }
         }
         out.push_str("COMMIT\n");
@@ -481,6 +482,166 @@ mod tests {
         assert!(jumps.contains(&"[nat] -A OUTPUT -m addrtype --dst-type LOCAL -j NETD".to_string()));
         let jumps = lines(&render_jumps(true));
         assert!(jumps.contains(&"[nat] -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j NETD".to_string()));
+    }
+
+    /// Apply batches to an empty model of the tables, as iptables-restore would.
+    fn simulate(batches: &[String]) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+        let mut t: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+        for b in batches {
+            let mut table = String::new();
+            for line in b.lines() {
+                if let Some(x) = line.strip_prefix('*') {
+                    table = x.to_string();
+                } else if let Some(rest) = line.strip_prefix("-A ") {
+                    let (chain, spec) = rest.split_once(' ').unwrap();
+                    t.entry((table.clone(), chain.into())).or_default().push(spec.into());
+                } else if let Some(rest) = line.strip_prefix("-I ") {
+                    let mut it = rest.splitn(3, ' ');
+                    let (chain, _pos, spec) = (it.next().unwrap(), it.next(), it.next().unwrap());
+                    t.entry((table.clone(), chain.into())).or_default().insert(0, spec.into());
+                }
+            }
+        }
+        t
+    }
+
+    /// A golden file (Docker's rules) with Docker's names mapped to netd's: DOCKER* chains to
+    /// NETD*, and the rules Docker keeps in nat POSTROUTING / raw PREROUTING into netd's own
+    /// NETD-POSTROUTING / NETD-RAW chains behind one jump each.
+    fn golden(text: &str) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+        let mut t: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+        let mut table = String::new();
+        for line in text.lines() {
+            if let Some(x) = line.strip_prefix('*') {
+                table = x.to_string();
+                continue;
+            }
+            let Some(rest) = line.strip_prefix("-A ") else { continue };
+            let rest = rest.replace("DOCKER", "NETD");
+            let (mut chain, spec) = rest.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+            if table == "nat" && chain == "POSTROUTING" {
+                chain = "NETD-POSTROUTING".into();
+            }
+            if table == "raw" && chain == "PREROUTING" {
+                chain = "NETD-RAW".into();
+            }
+            t.entry((table.clone(), chain)).or_default().push(spec);
+        }
+        if text.contains("*nat") {
+            t.entry(("nat".into(), "POSTROUTING".into())).or_default().push("-j NETD-POSTROUTING".into());
+        }
+        if text.contains("*raw") {
+            t.entry(("raw".into(), "PREROUTING".into())).or_default().push("-j NETD-RAW".into());
+        }
+        t
+    }
+
+    fn docker0() -> NetworkSpec {
+        NetworkSpec {
+            index: 1,
+            name: "bridge".into(),
+            bridge: "docker0".into(),
+            subnet: Ipv4Addr::new(172, 17, 0, 0),
+            prefix_len: 16,
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            ..net(true, false)
+        }
+    }
+
+    /// The batches netd applies for a scenario: init, the networks, the endpoint, the port.
+    fn scenario(nets: &[NetworkSpec], port_on: Option<(&NetworkSpec, PortMapping)>, proxy: bool) -> Vec<String> {
+        let mut b = vec![batch(&render_base(), false, &[]), batch(&render_jumps(proxy), false, &[])];
+        for n in nets {
+            b.push(batch(&render_network(n, proxy), false, &[]));
+        }
+        if let Some((n, p)) = port_on {
+            let ep = EndpointSpec {
+                container_id: "c1".into(),
+                network_index: n.index,
+                host_veth: "veth0".into(),
+                host_ifindex: 0,
+                ip: p.container_ip,
+                mac: [0; 6],
+            };
+            b.push(batch(&render_endpoint(n, &ep), false, &[]));
+            b.push(batch(&render_port(n, &p, proxy), false, &[]));
+        }
+        b
+    }
+
+    fn assert_golden(name: &str, text: &str, batches: &[String]) {
+        let got = simulate(batches);
+        let want = golden(text);
+        for (k, v) in &want {
+            assert_eq!(got.get(k), Some(v), "{name}: chain {k:?}");
+        }
+        // Only the tables the document shows (some show filter and nat only).
+        for (k, v) in &got {
+            if !v.is_empty() && text.contains(&format!("*{}", k.0)) {
+                assert_eq!(want.get(k), Some(v), "{name}: netd has extra rules in {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn golden_new_daemon() {
+        assert_golden("new-daemon", include_str!("testdata/new-daemon.golden"), &scenario(&[docker0()], None, true));
+    }
+
+    #[test]
+    fn golden_usernet_portmap() {
+        let b1 = net(true, false);
+        assert_golden(
+            "usernet-portmap",
+            include_str!("testdata/usernet-portmap.golden"),
+            &scenario(&[docker0(), b1.clone()], Some((&b1, port(Ipv4Addr::UNSPECIFIED))), true),
+        );
+    }
+
+    #[test]
+    fn golden_usernet_portmap_lo() {
+        let b1 = net(true, false);
+        assert_golden(
+            "usernet-portmap-lo",
+            include_str!("testdata/usernet-portmap-lo.golden"),
+            &scenario(&[docker0(), b1.clone()], Some((&b1, port(Ipv4Addr::LOCALHOST))), true),
+        );
+    }
+
+    #[test]
+    fn golden_usernet_portmap_noicc() {
+        let b1 = net(false, false);
+        assert_golden(
+            "usernet-portmap-noicc",
+            include_str!("testdata/usernet-portmap-noicc.golden"),
+            &scenario(&[docker0(), b1.clone()], Some((&b1, port(Ipv4Addr::UNSPECIFIED))), true),
+        );
+    }
+
+    #[test]
+    fn golden_usernet_portmap_noproxy() {
+        let b1 = net(true, false);
+        assert_golden(
+            "usernet-portmap-noproxy",
+            include_str!("testdata/usernet-portmap-noproxy.golden"),
+            &scenario(&[docker0(), b1.clone()], Some((&b1, port(Ipv4Addr::UNSPECIFIED))), false),
+        );
+    }
+
+    #[test]
+    fn golden_usernet_internal() {
+        let icc = NetworkSpec { name: "bridgeICC".into(), bridge: "bridgeICC".into(), ..net(true, true) };
+        let noicc = NetworkSpec {
+            name: "bridgeNoICC".into(),
+            bridge: "bridgeNoICC".into(),
+            subnet: Ipv4Addr::new(198, 51, 100, 0),
+            ..net(false, true)
+        };
+        assert_golden(
+            "usernet-internal",
+            include_str!("testdata/usernet-internal.golden"),
+            &scenario(&[docker0(), icc, noicc], None, true),
+        );
     }
 
     #[test]
