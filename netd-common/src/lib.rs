@@ -105,6 +105,9 @@ pub const NET_F_MASQUERADE: u32 = 1 << 1;
 pub const NET_F_INTERNAL: u32 = 1 << 2;
 /// nat mode: packets from outside to sandbox addresses are dropped (Docker's raw rule).
 pub const NET_F_PROTECT: u32 = 1 << 3;
+/// routed mode: no NAT; sandbox addresses reachable from outside on published container ports
+/// (registered in `PUBLISHED_V4` under the sandbox's own address) and ICMP.
+pub const NET_F_ROUTED: u32 = 1 << 4;
 
 /// Value of `UPLINKS` (key: ifindex): the address used for masquerade.
 #[repr(C)]

@@ -40,13 +40,13 @@ mod progs {
     };
     use netd_common::{
         CT_ACT_FIB, CT_ACT_PASS, CT_ACT_PEER, CtKey, CtValue, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN,
-        SNAT_TRIES,
+        LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED, ProgId, SNAT_PORT_MAX,
+        SNAT_PORT_MIN, SNAT_TRIES,
     };
 
     use crate::{
         conntrack::{self, apply, exists, insert_pair, key_of},
-        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published},
+        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
         parse::{self, ParseError, Pkt},
         stats,
     };
@@ -114,6 +114,43 @@ mod progs {
         let k = key_of(&p);
         if let Some(v) = conntrack::lookup(&k) {
             return apply(&ctx, &mut p, &k, &v);
+        }
+        // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
+        // only ICMP and published container ports); nat mode was dropped in XDP already.
+        if let Some(ep) = endpoint(p.daddr)
+            && let Some(net) = network(ep.net)
+            && net.flags & NET_F_PROTECT == 0
+        {
+            let open =
+                net.flags & NET_F_ROUTED == 0 || p.proto == IPPROTO_ICMP || published_exact(p.proto, p.daddr, p.dport);
+            if !open {
+                stats::count_drop(DropReason::DirectToSandbox);
+                return SHOT;
+            }
+            let fwd = CtValue {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                sport: p.sport,
+                dport: p.dport,
+                action: CT_ACT_PEER,
+                ifindex: ep.ifindex,
+                dmac: ep.mac,
+                smac: net.gateway_mac,
+                ..Default::default()
+            };
+            let rk = k.reversed();
+            let rev = CtValue {
+                saddr: p.daddr,
+                daddr: p.saddr,
+                sport: p.dport,
+                dport: p.sport,
+                action: CT_ACT_FIB,
+                ..Default::default()
+            };
+            if !insert_pair(&k, &fwd, &rk, &rev) {
+                return SHOT;
+            }
+            return apply(&ctx, &mut p, &k, &fwd);
         }
         if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
             return OK;
@@ -286,8 +323,36 @@ mod progs {
             stats::count_drop(DropReason::Isolation);
             return SHOT;
         }
-        if net.flags & NET_F_MASQUERADE == 0 || !p.has_ports || p.later_fragment {
+        if !p.has_ports || p.later_fragment {
             return OK;
+        }
+        if net.flags & NET_F_MASQUERADE == 0 {
+            // No NAT (routed mode, or masquerade off): still forwarded by BPF, tracked so the
+            // replies come back straight into the sandbox.
+            let same = CtValue {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                sport: p.sport,
+                dport: p.dport,
+                action: CT_ACT_FIB,
+                ..Default::default()
+            };
+            let rk = k.reversed();
+            let rev = CtValue {
+                saddr: p.daddr,
+                daddr: p.saddr,
+                sport: p.dport,
+                dport: p.sport,
+                action: CT_ACT_PEER,
+                ifindex: here,
+                dmac: src.mac,
+                smac: net.gateway_mac,
+                ..Default::default()
+            };
+            if !insert_pair(&k, &same, &rk, &rev) {
+                return SHOT;
+            }
+            return apply(&ctx, &mut p, &k, &same);
         }
         masquerade(&ctx, &mut p, &k, here, &src.mac, &net.gateway_mac)
     }

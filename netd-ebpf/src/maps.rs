@@ -107,6 +107,14 @@ pub fn published(proto: u8, addr: u32, port: u16) -> Option<PublishedValue> {
     }
 }
 
+/// Exact published entry only (routed mode opens sandbox ports under their own address).
+#[inline(always)]
+pub fn published_exact(proto: u8, addr: u32, port: u16) -> bool {
+    let k = PublishedKey { addr, port, proto, _pad: 0 };
+    // SAFETY: read-only lookup.
+    unsafe { PUBLISHED_V4.get(&k).is_some() }
+}
+
 #[inline(always)]
 pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
     // SAFETY: read-only lookup, copied out.

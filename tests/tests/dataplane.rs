@@ -480,3 +480,202 @@ fn switching_dataplanes_leaves_nothing_of_the_other() {
         drop(d);
     }
 }
+
+fn gateway_modes(dataplane: &str) {
+    let th = TestHost::new(&format!("gm{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let _srv = probe::EchoServer::start(&th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.88.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=routed",
+        "rt",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.89.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+        "nu",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--network",
+        "rt",
+        "-p",
+        "8080:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "r1",
+        "7000",
+        "7001",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u1",
+        "--network",
+        "nu",
+        "-p",
+        "8081:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "u1",
+        "7000",
+        "7001",
+    ]);
+    for net in ["10.88.0.0/24", "10.89.0.0/24"] {
+        netd_tests::ip(&["-n", &th.outside.name, "route", "add", net, "via", "198.51.100.1"]).unwrap();
+    }
+    let out = th.outside.path();
+    // routed: the published container port is reachable at the sandbox's own address, with the
+    // client's address; other ports are not; there is no DNAT on the host address; no masquerade.
+    let e = probe::tcp_echo(&out, addr("10.88.0.2:7000"), b"routed").expect("routed: published container port");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("r1", "198.51.100.2"));
+    assert!(probe::tcp_echo(&out, addr("10.88.0.2:7001"), b"x").is_err(), "routed: unpublished port reachable");
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"x").is_err(), "routed: host port DNATed");
+    let o = d.ok(&["exec", "r1", "--", &pr, "tcp", "198.51.100.2:6000", "out"]);
+    assert_eq!(o.trim(), "outside:10.88.0.2:out", "routed: no masquerade");
+    // nat-unprotected: published ports work and every port is reachable directly; masquerade.
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8081"), b"nat").expect("nat-unprotected: published port");
+    assert_eq!(e.tag, "u1");
+    let e = probe::tcp_echo(&out, addr("10.89.0.2:7001"), b"direct").expect("nat-unprotected: direct access");
+    assert_eq!(e.tag, "u1");
+    let o = d.ok(&["exec", "u1", "--", &pr, "tcp", "198.51.100.2:6000", "out"]);
+    assert_eq!(o.trim(), "outside:198.51.100.1:out", "nat-unprotected: masquerade");
+}
+
+#[test]
+fn ebpf_gateway_modes() {
+    require_root!();
+    gateway_modes("ebpf");
+}
+
+#[test]
+fn iptables_gateway_modes() {
+    require_root!();
+    gateway_modes("iptables");
+}
+
+fn network_options_and_errors(dataplane: &str) {
+    let th = TestHost::new(&format!("no{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.90.0.0/24",
+        "-o",
+        "com.docker.network.bridge.name=mybr1",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=198.51.100.1",
+        "opts",
+    ]);
+    let l = th.host.exec_ok(&["ip", "-o", "link", "show", "mybr1"]).unwrap();
+    assert!(l.contains("mtu 1400"), "{l}");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "o1",
+        "--network",
+        "opts",
+        "-p",
+        "8082:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "o1",
+        "7000",
+    ]);
+    d.ok(&["run", "-d", "--name", "o2", "--network", "opts", "--", "sleep", "300"]);
+    assert_eq!(d.ok(&["port", "o1"]), "7000/tcp -> 198.51.100.1:8082\n", "host_binding_ipv4");
+    let mtu = d.ok(&["exec", "o2", "--", "ip", "-o", "link", "show", "eth0"]);
+    assert!(mtu.contains("mtu 1400"), "{mtu}");
+    let r = d.cli(&["exec", "o2", "--", &pr, "tcp", "10.90.0.2:7000", "x"]);
+    assert_ne!(r.code, 0, "enable_icc=false on the network");
+    let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8082"), b"pub").expect("published on the network");
+    assert_eq!(e.tag, "o1");
+    // enable_ip_masquerade=false: the outside sees the sandbox's own address (with
+    // nat-unprotected: in nat mode Docker's raw direct-access DROP would eat the replies).
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+        "nomasq",
+    ]);
+    netd_tests::ip(&["-n", &th.outside.name, "route", "add", "10.91.0.0/24", "via", "198.51.100.1"]).unwrap();
+    let _srv = probe::EchoServer::start(&th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    d.ok(&["run", "-d", "--name", "n1", "--network", "nomasq", "--", "sleep", "300"]);
+    let o = d.ok(&["exec", "n1", "--", &pr, "tcp", "198.51.100.2:6000", "nm"]);
+    assert_eq!(o.trim(), "outside:10.91.0.2:nm");
+    // Docker's errors, and nothing changes.
+    for (args, msg) in [
+        (
+            vec!["network", "create", "--subnet", "10.90.0.0/25", "x1"],
+            "Pool overlaps with other one on this address space",
+        ),
+        (
+            vec!["network", "create", "--subnet", "10.92.0.0/24", "--gateway", "10.93.0.1", "x2"],
+            "no matching subnet for gateway 10.93.0.1",
+        ),
+        (vec!["network", "create", "--subnet", "10.92.0.0/33", "x3"], "invalid CIDR address: 10.92.0.0/33"),
+        (vec!["network", "create", "bridge"], "operation is not permitted on predefined bridge network"),
+        (vec!["network", "rm", "host"], "host is a pre-defined network and cannot be removed"),
+        (vec!["network", "rm", "nosuch"], "network nosuch not found"),
+    ] {
+        let r = d.cli(&args);
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
+    }
+    let ls = d.ok(&["network", "ls"]);
+    assert!(!ls.contains("x1") && !ls.contains("x2") && !ls.contains("x3"), "{ls}");
+    // /etc/hosts follows connect and disconnect.
+    d.ok(&["network", "connect", "nomasq", "o2"]);
+    let hosts = d.ok(&["exec", "o2", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("10.90.0.3\t") && hosts.contains("10.91.0.3\t"), "{hosts}");
+    d.ok(&["network", "disconnect", "nomasq", "o2"]);
+    let hosts = d.ok(&["exec", "o2", "--", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("10.91.0.3\t"), "{hosts}");
+    // prune removes the unused user networks only.
+    d.ok(&["network", "create", "unused"]);
+    let out = d.ok(&["network", "prune", "-f"]);
+    assert_eq!(out, "Deleted Networks:\nunused\n");
+}
+
+#[test]
+fn ebpf_network_options_and_errors() {
+    require_root!();
+    network_options_and_errors("ebpf");
+}
+
+#[test]
+fn iptables_network_options_and_errors() {
+    require_root!();
+    network_options_and_errors("iptables");
+}

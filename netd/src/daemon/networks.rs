@@ -312,6 +312,15 @@ pub fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) 
         if st.proxies.contains_key(&key) {
             continue;
         }
+        // Routed networks publish container ports directly: no host port to proxy.
+        let routed = st.networks.values().any(|n| {
+            n.bridge
+                .as_ref()
+                .is_some_and(|b| b.index == m.network_index && b.gateway_mode == crate::dataplane::GatewayMode::Routed)
+        });
+        if routed {
+            continue;
+        }
         let target = SocketAddrV4::new(m.container_ip, m.container_port);
         let r = match st.held.remove(&key) {
             Some(HeldSocket::TcpRaw(fd)) => super::proxy::tcp(fd, target),

@@ -204,8 +204,11 @@ impl Dataplane for Ebpf {
         if net.icc {
             flags |= NET_F_ICC;
         }
-        if net.masquerade {
+        if net.masquerade && net.gateway_mode != GatewayMode::Routed {
             flags |= NET_F_MASQUERADE;
+        }
+        if net.gateway_mode == GatewayMode::Routed {
+            flags |= netd_common::NET_F_ROUTED;
         }
         if net.internal {
             flags |= NET_F_INTERNAL;
@@ -266,7 +269,18 @@ impl Dataplane for Ebpf {
         Ok(())
     }
 
-    fn ports_added(&mut self, _net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+    fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        let routed_ports: Vec<PortMapping>;
+        let ports = if net.gateway_mode == GatewayMode::Routed {
+            // Routed mode: no DNAT; the container port opens under the sandbox's own address.
+            routed_ports = ports
+                .iter()
+                .map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() })
+                .collect();
+            &routed_ports
+        } else {
+            ports
+        };
         for p in ports {
             let key = (p.proto, p.host_ip, p.host_port);
             let slot = match self.slots.get(&key) {
@@ -323,7 +337,17 @@ impl Dataplane for Ebpf {
         Ok(())
     }
 
-    fn ports_removed(&mut self, _net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+    fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        let routed_ports: Vec<PortMapping>;
+        let ports = if net.gateway_mode == GatewayMode::Routed {
+            routed_ports = ports
+                .iter()
+                .map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() })
+                .collect();
+            &routed_ports
+        } else {
+            ports
+        };
         for p in ports {
             {
                 let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =

@@ -77,11 +77,21 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
             rh("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} -j DROP")),
         ];
     }
-    let mut v = vec![
-        r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")),
+    let mut v = Vec::new();
+    match n.gateway_mode {
+        // usernet-portmap-natunprot.md: anything may be routed to the sandboxes.
+        GatewayMode::NatUnprotected => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j ACCEPT"))),
+        // usernet-portmap-routed.md: ICMP, published container ports (per port), nothing else.
+        GatewayMode::Routed => {
+            v.push(r("filter", "NETD", format!("-o {br} -p icmp -j ACCEPT")));
+            v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")));
+        }
+        GatewayMode::Nat => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP"))),
+    }
+    v.extend([
         r("filter", "NETD-BRIDGE", format!("-o {br} -j NETD")),
         r("filter", "NETD-CT", format!("-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")),
-    ];
+    ]);
     if n.icc {
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} -j ACCEPT")));
     } else {
@@ -92,7 +102,7 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
     if !userland_proxy {
         v.push(rh("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
     }
-    if n.masquerade {
+    if n.masquerade && n.gateway_mode != GatewayMode::Routed {
         v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
     }
     v
@@ -110,11 +120,18 @@ pub fn render_endpoint(n: &NetworkSpec, ep: &EndpointSpec) -> Vec<Rule> {
 pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Vec<Rule> {
     let br = &n.bridge;
     let pr = p.proto.as_str();
-    let mut v = vec![rh(
+    let accept = rh(
         "filter",
         "NETD",
         format!("-d {}/32 ! -i {br} -o {br} -p {pr} -m {pr} --dport {} -j ACCEPT", p.container_ip, p.container_port),
-    )];
+    );
+    let mut v = Vec::new();
+    match n.gateway_mode {
+        // Routed: the container port is opened for direct access; no DNAT.
+        GatewayMode::Routed => return vec![accept],
+        GatewayMode::NatUnprotected => {}
+        GatewayMode::Nat => v.push(accept),
+    }
     let dst = if p.host_ip.is_unspecified() { String::new() } else { format!("-d {}/32 ", p.host_ip) };
     let inif = if userland_proxy { format!("! -i {br} ") } else { String::new() };
     v.push(r(
@@ -641,6 +658,22 @@ mod tests {
             "usernet-internal",
             include_str!("testdata/usernet-internal.golden"),
             &scenario(&[docker0(), icc, noicc], None, true),
+        );
+    }
+
+    #[test]
+    fn golden_usernet_portmap_routed_and_natunprot() {
+        let routed = NetworkSpec { gateway_mode: GatewayMode::Routed, ..net(true, false) };
+        assert_golden(
+            "usernet-portmap-routed",
+            include_str!("testdata/usernet-portmap-routed.golden"),
+            &scenario(&[docker0(), routed.clone()], Some((&routed, port(Ipv4Addr::UNSPECIFIED))), true),
+        );
+        let unprot = NetworkSpec { gateway_mode: GatewayMode::NatUnprotected, ..net(true, false) };
+        assert_golden(
+            "usernet-portmap-natunprot",
+            include_str!("testdata/usernet-portmap-natunprot.golden"),
+            &scenario(&[docker0(), unprot.clone()], Some((&unprot, port(Ipv4Addr::UNSPECIFIED))), true),
         );
     }
 
