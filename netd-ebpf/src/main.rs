@@ -105,6 +105,19 @@ mod progs {
     pub fn netd_from_netdev(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
+        // Docker's protections, also here: the uplink may run without XDP (veth uplinks, where
+        // native XDP costs more than it saves, see bench/report.md).
+        if is_loopback(p.daddr) {
+            stats::count_drop(DropReason::LoopbackNotLo);
+            return SHOT;
+        }
+        if let Some(ep) = endpoint(p.daddr)
+            && let Some(net) = network(ep.net)
+            && net.flags & NET_F_PROTECT != 0
+        {
+            stats::count_drop(DropReason::DirectToSandbox);
+            return SHOT;
+        }
         if p.later_fragment {
             return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
         }

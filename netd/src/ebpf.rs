@@ -253,7 +253,19 @@ impl Loaded {
 
     /// XDP (native, falling back to generic) and both TC directions on an uplink.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
-        let mode = self.attach_xdp(ifname)?;
+        self.attach_uplink_with(ifname, Some(XdpMode::Driver)).map(|m| m.unwrap_or(XdpMode::Driver))
+    }
+
+    /// XDP in `xdp` mode (None: no XDP; the tc ingress program enforces the same protections)
+    /// and both TC directions on an uplink. Returns the XDP mode in use.
+    pub fn attach_uplink_with(&mut self, ifname: &str, xdp: Option<XdpMode>) -> Result<Option<XdpMode>, EbpfError> {
+        let mode = match xdp {
+            Some(m) => Some(self.attach_xdp(ifname, m)?),
+            None => {
+                self.unpin(&format!("xdp-{ifname}"));
+                None
+            }
+        };
         self.attach_tc_pinned(prog_names::FROM_NETDEV, ifname, TcAttachType::Ingress, &format!("tc-in-{ifname}"))?;
         self.attach_tc_pinned(prog_names::TO_NETDEV, ifname, TcAttachType::Egress, &format!("tc-out-{ifname}"))?;
         Ok(mode)
@@ -296,7 +308,7 @@ impl Loaded {
         }
     }
 
-    fn attach_xdp(&mut self, ifname: &str) -> Result<XdpMode, EbpfError> {
+    fn attach_xdp(&mut self, ifname: &str, want: XdpMode) -> Result<XdpMode, EbpfError> {
         let name = prog_names::XDP_UPLINK;
         let pin = self.link_pin(&format!("xdp-{ifname}"));
         let adopted = pin.as_deref().and_then(Self::adopt);
@@ -309,8 +321,8 @@ impl Loaded {
         let pe = |source| EbpfError::Program { name, source };
         let (id, mode) = match adopted.map(XdpLink::try_from) {
             Some(Ok(link)) => (prog.attach_to_link(link).map_err(pe)?, XdpMode::Driver),
-            _ => match prog.attach(ifname, XdpMode::Driver) {
-                Ok(id) => (id, XdpMode::Driver),
+            _ => match prog.attach(ifname, want) {
+                Ok(id) => (id, want),
                 Err(native) => {
                     tracing::warn!(%ifname, error = %native, "native XDP refused, using generic XDP");
                     (prog.attach(ifname, XdpMode::Skb).map_err(pe)?, XdpMode::Skb)

@@ -6,6 +6,7 @@
 //! what it created on drop, also when the test panics.
 pub mod cgroup;
 pub mod daemon;
+pub mod load;
 pub mod netns;
 pub mod probe;
 

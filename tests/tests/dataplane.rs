@@ -187,6 +187,13 @@ fn ebpf_published_ports() {
 }
 
 #[test]
+fn ebpf_published_ports_with_native_xdp() {
+    require_root!();
+    // The protections then run in XDP (dropped before the stack), counted the same way.
+    published_ports_with("ebpf", &["--xdp", "native"]);
+}
+
+#[test]
 fn ebpf_masquerade_and_hairpin() {
     require_root!();
     masquerade_and_hairpin("ebpf");
@@ -201,7 +208,10 @@ fn ebpf_icc_false() {
 fn restart_keeps_flows(dataplane: &str) {
     use std::io::{Read, Write};
     let th = TestHost::new(&format!("rs{}", &dataplane[..1])).unwrap();
-    let mut d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    // Native XDP on the veth uplink too, so its pinned link is adopted as well.
+    let args: &[&str] =
+        if dataplane == "ebpf" { &["--dataplane", "ebpf", "--xdp", "native"] } else { &["--dataplane", dataplane] };
+    let mut d = TestDaemon::start(&th, args).unwrap();
     let pr = p();
     d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
     // A TCP connection from outside, opened before the crash.

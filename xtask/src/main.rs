@@ -36,6 +36,15 @@ enum Task {
     },
     /// Set up, then run the demo inside namespaces it creates and removes
     Demo,
+    /// Measure eBPF vs iptables vs the raw path; writes DIR/report.md and SVG plots
+    Bench {
+        /// A smoke run (short figures, fewer sizes): finishes in a few minutes
+        #[arg(long)]
+        quick: bool,
+        /// Where the report goes
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -47,6 +56,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf { verifier_log } => build_ebpf(verifier_log),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
+        Task::Bench { quick, out } => bench(quick, &out),
     }
 }
 
@@ -119,8 +129,22 @@ fn test(args: &[String]) -> Result<()> {
         c.arg("--").args(args);
     }
     run(&mut c)?;
+    // The bench's smoke run, so CI exercises it (no thresholds: figures go to target/).
+    bench(true, Path::new("target/bench-quick"))?;
     eprintln!("xtask test: done in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn bench(quick: bool, out: &Path) -> Result<()> {
+    setup::run()?;
+    // Release builds: the load generator must not be the bottleneck.
+    run(cargo().args(["build", "--release", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
+    let mut c = Command::new("target/release/netd-bench");
+    c.arg("run").arg("--out").arg(out);
+    if quick {
+        c.arg("--quick");
+    }
+    run(&mut c)
 }
 
 fn demo() -> Result<()> {

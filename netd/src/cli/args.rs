@@ -309,6 +309,9 @@ pub struct UpArgs {
     pub config_file: Option<PathBuf>,
     #[arg(long = "dataplane", value_enum, default_value_t = Backend::Ebpf)]
     pub dataplane: Backend,
+    /// XDP on the uplinks: auto (native, except tc-only on veth uplinks), native, generic, off
+    #[arg(long = "xdp", value_enum, default_value_t = crate::dataplane::XdpChoice::Auto)]
+    pub xdp: crate::dataplane::XdpChoice,
     /// cgroup v2 directory for the sock_addr programs (default: the cgroup2 root)
     #[arg(long = "cgroup")]
     pub cgroup: Option<PathBuf>,

@@ -41,6 +41,15 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         return Err(err(format!("a netd daemon is already serving {}", cfg.socket.display())));
     }
     let _ = std::fs::remove_file(&cfg.socket);
+    // One held socket per published port (Docker's model): lift the fd limit to its maximum.
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     // Orphaned shims (after a daemon restart) are re-parented to us, so we can reap them.
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -90,6 +99,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         bpffs: cfg.up.bpffs.clone(),
         cgroup: cfg.up.cgroup.clone(),
         netns_cookie: crate::ebpf::current_netns_cookie().unwrap_or(0),
+        xdp: cfg.up.xdp,
     };
     let mut dp = super::new_backend(cfg.up.dataplane, &cfg.up).map_err(err)?;
     dp.init(&host_info).map_err(|e| err(format!("dataplane: {e}")))?;
@@ -262,7 +272,15 @@ async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<Vec<Uplink>, 
             .map_err(|e| err(e.to_string()))?
             .ok_or_else(|| err(format!("uplink {n} not found")))?;
         let addrs = nl.ipv4_addrs(&n).await.map_err(|e| err(e.to_string()))?;
-        out.push(Uplink { name: n, ifindex, addrs });
+        let kind = nl
+            .links()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .into_iter()
+            .find(|(l, _)| *l == n)
+            .map(|(_, k)| k)
+            .unwrap_or_default();
+        out.push(Uplink { name: n, ifindex, addrs, kind });
     }
     Ok(out)
 }

@@ -175,7 +175,15 @@ impl Dataplane for Ebpf {
             for a in &up.addrs {
                 self.host_addr(*a, true)?;
             }
-            let mode = self.l()?.attach_uplink(&up.name).map_err(|e| err(format!("attaching to {}", up.name), e))?;
+            let xdp = match host.xdp {
+                XdpChoice::Native => Some(aya::programs::XdpMode::Driver),
+                XdpChoice::Generic => Some(aya::programs::XdpMode::Skb),
+                XdpChoice::Off => None,
+                XdpChoice::Auto if up.kind == "veth" => None,
+                XdpChoice::Auto => Some(aya::programs::XdpMode::Driver),
+            };
+            let mode =
+                self.l()?.attach_uplink_with(&up.name, xdp).map_err(|e| err(format!("attaching to {}", up.name), e))?;
             tracing::info!(uplink = %up.name, xdp_mode = ?mode, "eBPF programs attached");
         }
         // The sock_addr hooks: the given cgroup, else the cgroup2 root (mounted if needed).

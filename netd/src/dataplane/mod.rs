@@ -91,6 +91,8 @@ pub struct HostInfo {
     pub cgroup: Option<std::path::PathBuf>,
     /// `SO_NETNS_COOKIE` of the daemon's network namespace.
     pub netns_cookie: u64,
+    #[serde(default)]
+    pub xdp: XdpChoice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +100,22 @@ pub struct Uplink {
     pub name: String,
     pub ifindex: u32,
     pub addrs: Vec<Ipv4Addr>,
+    /// Link kind (`veth`, ... or empty for physical devices).
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// `netd up --xdp`: where the uplink protections run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpChoice {
+    /// Native XDP on physical uplinks; on veth uplinks tc only (veth's XDP path copies TSO
+    /// packets and costs throughput, see bench/report.md).
+    #[default]
+    Auto,
+    Native,
+    Generic,
+    Off,
 }
 
 /// A bridge network as the dataplane sees it.
