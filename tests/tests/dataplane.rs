@@ -155,6 +155,12 @@ fn masquerade_and_hairpin(dataplane: &str) {
     assert!(own.trim().starts_with("a1:") && own.trim().ends_with(":self"), "{own}");
     let nb = d.ok(&["exec", "a1", "--", &pr, "tcp", "198.51.100.1:8081", "nb"]);
     assert!(nb.trim().starts_with("b1:"), "{nb}");
+    // Hairpin across networks: a sandbox on a user network reaches a port published by a
+    // sandbox on the default bridge, through the host's address.
+    d.ok(&["network", "create", "hp"]);
+    d.ok(&["run", "-d", "--name", "c1", "--network", "hp", "--", "sleep", "300"]);
+    let cross = d.ok(&["exec", "c1", "--", &pr, "tcp", "198.51.100.1:8081", "cross"]);
+    assert!(cross.trim().starts_with("b1:") && cross.trim().ends_with(":cross"), "{cross}");
     // Sandbox to sandbox on the bridge (icc=true).
     let ab = d.ok(&["exec", "a1", "--", &pr, "tcp", "172.17.0.3:7000", "icc"]);
     assert_eq!(ab.trim(), "b1:172.17.0.2:icc");
@@ -162,6 +168,15 @@ fn masquerade_and_hairpin(dataplane: &str) {
     let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8081"), b"fw")
         .expect("published port with FORWARD DROP");
     assert_eq!(e.tag, "b1");
+    if dataplane == "ebpf" {
+        // Flushing the host's firewall changes nothing for the eBPF dataplane.
+        th.host.exec_ok(&["iptables", "-F"]).unwrap();
+        th.host.exec_ok(&["nft", "flush", "ruleset"]).unwrap();
+        let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8081"), b"flushed").expect("after iptables -F");
+        assert_eq!(e.tag, "b1");
+        let out = d.ok(&["exec", "a1", "--", &pr, "tcp", "198.51.100.2:6000", "flushed"]);
+        assert_eq!(out.trim(), "outside:198.51.100.1:flushed");
+    }
 }
 
 fn icc_false(dataplane: &str) {

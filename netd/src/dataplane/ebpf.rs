@@ -289,6 +289,7 @@ impl Dataplane for Ebpf {
         } else {
             ports
         };
+        let mut fresh: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
             let key = (p.proto, p.host_ip, p.host_port);
             let slot = match self.slots.get(&key) {
@@ -337,10 +338,16 @@ impl Dataplane for Ebpf {
                     0,
                 );
             }
-            // Never a stale translation for a (re)published port (moby#53384's class of bug).
-            let hp = be_port(p.host_port);
-            let proto = p.proto.number();
-            self.purge_ct(|k, v| k.proto == proto && (k.dport == hp || v.sport == hp) && v.stats_slot != slot + 1)?;
+            fresh.push((p.proto.number(), be_port(p.host_port), slot + 1));
+        }
+        // Never a stale translation for a (re)published port (moby#53384's class of bug): one
+        // pass over the conntrack table for the whole request, not one per port.
+        if !fresh.is_empty() {
+            let set: std::collections::HashMap<(u8, u16), u32> =
+                fresh.iter().map(|(pr, hp, s)| ((*pr, *hp), *s)).collect();
+            self.purge_ct(|k, v| {
+                [k.dport, v.sport].iter().any(|hp| set.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
+            })?;
         }
         Ok(())
     }
@@ -356,6 +363,7 @@ impl Dataplane for Ebpf {
         } else {
             ports
         };
+        let mut gone: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
             {
                 let mut m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
@@ -364,16 +372,19 @@ impl Dataplane for Ebpf {
             }
             if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
                 self.free_slots.push(s);
-                self.purge_ct(|_, v| v.stats_slot == s + 1)?;
-                let hp = be_port(p.host_port);
-                let proto = p.proto.number();
-                self.purge_ct(|k, v| {
-                    k.proto == proto
-                        && (k.dport == hp || v.sport == hp)
-                        && v.stats_slot == 0
-                        && v.action == netd_common::CT_ACT_FIB
-                })?;
+                gone.push((p.proto.number(), be_port(p.host_port), s + 1));
             }
+        }
+        // One pass for the whole request: both directions of the ports' flows.
+        if !gone.is_empty() {
+            let slots: std::collections::HashSet<u32> = gone.iter().map(|g| g.2).collect();
+            let ports: std::collections::HashSet<(u8, u16)> = gone.iter().map(|g| (g.0, g.1)).collect();
+            self.purge_ct(|k, v| {
+                slots.contains(&v.stats_slot)
+                    || (v.stats_slot == 0
+                        && v.action == netd_common::CT_ACT_FIB
+                        && (ports.contains(&(k.proto, k.dport)) || ports.contains(&(k.proto, v.sport))))
+            })?;
         }
         Ok(())
     }
