@@ -251,7 +251,9 @@ mod progs {
                 // DNAT to the target and SNAT to the target network's gateway, so replies come
                 // back through here whether the target is this sandbox, a neighbour or another
                 // network's sandbox.
-                let Some(port) = pick_port(p.proto, pb.addr, dnet.gateway, pb.port, p.sport) else {
+                // Never the original port: the host's own connections to sandboxes come from the
+                // gateway address with ephemeral ports, and must not meet a hairpin tuple.
+                let Some(port) = pick_port(p.proto, pb.addr, dnet.gateway, pb.port, p.sport, false) else {
                     stats::count_drop(DropReason::SnatExhausted);
                     return SHOT;
                 };
@@ -389,7 +391,7 @@ mod progs {
         let Some(egress) = fib_egress(ctx, p) else { return OK };
         // SAFETY: read-only lookup.
         let Some(up) = (unsafe { UPLINKS.get(&egress).copied() }) else { return OK };
-        let Some(port) = pick_port(p.proto, p.daddr, up.addr, p.dport, p.sport) else {
+        let Some(port) = pick_port(p.proto, p.daddr, up.addr, p.dport, p.sport, true) else {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
@@ -438,9 +440,12 @@ mod progs {
     /// A source port for `new_saddr -> daddr:dport` whose reply tuple is free: the original
     /// port when possible, else random ports above the host's ephemeral range.
     #[inline(always)]
-    fn pick_port(proto: u8, daddr: u32, new_saddr: u32, dport: u16, orig: u16) -> Option<u16> {
+    /// With `keep`, the original port when free; otherwise (or when taken) a random port of the
+    /// SNAT range. A tuple whose flow closed (FIN/RST) over a second ago counts as free, like a
+    /// TIME_WAIT slot being reused, so short connections do not exhaust the range.
+    fn pick_port(proto: u8, daddr: u32, new_saddr: u32, dport: u16, orig: u16, keep: bool) -> Option<u16> {
         let mut rk = CtKey { saddr: daddr, daddr: new_saddr, sport: dport, dport: orig, proto, _pad: [0; 3] };
-        if !exists(&rk) {
+        if keep && free(&rk) {
             return Some(orig);
         }
         let span = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
@@ -449,11 +454,23 @@ mod progs {
             let r = unsafe { bpf_get_prandom_u32() } % span;
             let port = ((SNAT_PORT_MIN as u32 + r) as u16).to_be();
             rk.dport = port;
-            if !exists(&rk) {
+            if free(&rk) {
                 return Some(port);
             }
         }
         None
+    }
+
+    #[inline(always)]
+    fn free(rk: &CtKey) -> bool {
+        match conntrack::lookup(rk) {
+            None => true,
+            Some(v) => {
+                // SAFETY: plain helper call.
+                let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
+                v.flags & netd_common::CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000
+            }
+        }
     }
 
     /// Per socket: the address a UDP client sent to before translation (for recvmsg4).

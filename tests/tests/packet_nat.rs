@@ -329,10 +329,12 @@ fn hairpin_snat_picks_another_port_on_collision() {
     let o = check(&r.data_out);
     assert_eq!((o.src, o.dst, o.dport), (GW, SB, 7000), "DNAT to the target, SNAT to the gateway");
     assert!(o.sport >= SNAT_PORT_MIN, "collision: a port from the SNAT range, got {}", o.sport);
-    // Without a collision the source port is kept.
+    // Even without a collision hairpin never keeps the source port: the host's own connections
+    // to sandboxes come from the gateway address with ephemeral ports (a regression the bench
+    // found: loopback connections failed once hairpin flows had taken their tuples).
     let f = frame(6, SB2, HOST, 45001, 8080, 5, b"hairpin");
     let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap();
-    assert_eq!(check(&r.data_out).sport, 45001);
+    assert!(check(&r.data_out).sport >= SNAT_PORT_MIN);
 }
 
 #[test]
