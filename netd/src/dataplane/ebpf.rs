@@ -73,6 +73,15 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
     }
 }
 
+/// The bindings as the programs key them: routed networks have no DNAT, so the container port
+/// opens under the sandbox's own address.
+fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
+    if net.gateway_mode != GatewayMode::Routed {
+        return ports.to_vec();
+    }
+    ports.iter().map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
+}
+
 /// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_ns` returns).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -278,17 +287,7 @@ impl Dataplane for Ebpf {
     }
 
     fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
-        let routed_ports: Vec<PortMapping>;
-        let ports = if net.gateway_mode == GatewayMode::Routed {
-            // Routed mode: no DNAT; the container port opens under the sandbox's own address.
-            routed_ports = ports
-                .iter()
-                .map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() })
-                .collect();
-            &routed_ports
-        } else {
-            ports
-        };
+        let ports = &map_keys(net, ports);
         let mut fresh: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
             let key = (p.proto, p.host_ip, p.host_port);
@@ -353,16 +352,7 @@ impl Dataplane for Ebpf {
     }
 
     fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
-        let routed_ports: Vec<PortMapping>;
-        let ports = if net.gateway_mode == GatewayMode::Routed {
-            routed_ports = ports
-                .iter()
-                .map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() })
-                .collect();
-            &routed_ports
-        } else {
-            ports
-        };
+        let ports = &map_keys(net, ports);
         let mut gone: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
             {
