@@ -36,6 +36,37 @@ pub fn lookup(k: &CtKey) -> Option<CtValue> {
     unsafe { CT_V4.get(k).copied() }
 }
 
+/// The entry of a packet's tuple, as conntrack sees it: a TCP SYN (no ACK) on a closed flow
+/// starts a new connection (like a SYN in TIME_WAIT), so the old pair goes and the caller
+/// translates afresh. Without this, a client reusing a source port would inherit a translation
+/// whose reply tuple may since have been handed to another flow.
+#[inline(always)]
+pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<CtValue> {
+    let v = lookup(k)?;
+    if p.proto == IPPROTO_TCP && p.tcp_flags & 0x12 == 0x02 && v.flags & CT_F_CLOSING != 0 {
+        remove_pair(k, &v);
+        return None;
+    }
+    Some(v)
+}
+
+/// Remove an entry and its other direction (the partner is keyed by the reverse of the
+/// translated tuple), if the partner still points back at it.
+#[inline(always)]
+pub fn remove_pair(k: &CtKey, v: &CtValue) {
+    let partner =
+        CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
+    if let Some(pv) = lookup(&partner)
+        && pv.daddr == k.saddr
+        && pv.dport == k.sport
+        && pv.saddr == k.daddr
+        && pv.sport == k.dport
+    {
+        let _ = CT_V4.remove(&partner);
+    }
+    let _ = CT_V4.remove(k);
+}
+
 #[inline(always)]
 pub fn exists(k: &CtKey) -> bool {
     // SAFETY: read-only lookup.

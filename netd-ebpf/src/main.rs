@@ -125,7 +125,7 @@ mod progs {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(v) = conntrack::lookup(&k) {
+        if let Some(v) = conntrack::lookup_flow(&p, &k) {
             return apply(&ctx, &mut p, &k, &v);
         }
         // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
@@ -232,7 +232,7 @@ mod progs {
         }
         let k = key_of(&p);
         if p.has_ports
-            && let Some(v) = conntrack::lookup(&k)
+            && let Some(v) = conntrack::lookup_flow(&p, &k)
         {
             return apply(&ctx, &mut p, &k, &v);
         }
@@ -468,7 +468,13 @@ mod progs {
             Some(v) => {
                 // SAFETY: plain helper call.
                 let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
-                v.flags & netd_common::CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000
+                if v.flags & netd_common::CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000 {
+                    // The closed flow's own direction must not outlive its reply tuple.
+                    conntrack::remove_pair(rk, &v);
+                    true
+                } else {
+                    false
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! netd: Docker's single-host network model, with NAT and filtering in eBPF.
 pub mod api;
+pub mod bpfbatch;
 pub mod cli;
 pub mod daemon;
 pub mod dataplane;

@@ -338,6 +338,55 @@ fn hairpin_snat_picks_another_port_on_collision() {
 }
 
 #[test]
+fn a_syn_on_a_closed_flow_starts_a_new_translation() {
+    require_root!();
+    let l = setup();
+    let ct = |l: &Loaded, k: &CtKey| -> Option<CtValue> {
+        let c: BpfHashMap<&MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map(m::CT_V4).unwrap()).unwrap();
+        c.get(k, 0).ok()
+    };
+    let fwd = CtKey {
+        saddr: be_addr(ip(SB2)),
+        daddr: be_addr(ip(HOST)),
+        sport: be_port(45100),
+        dport: be_port(8080),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let rev = |port: u16| CtKey {
+        saddr: be_addr(ip(SB)),
+        daddr: be_addr(ip(GW)),
+        sport: be_port(7000),
+        dport: be_port(port),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    // Hairpin connection, then its FIN.
+    let syn = frame(6, SB2, HOST, 45100, 8080, 5, b"");
+    let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &syn).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let first = check(&r.data_out).sport;
+    assert!(ct(&l, &rev(first)).is_some(), "reply direction recorded");
+    let mut fin = syn.clone();
+    fin[14 + 20 + 13] = 0x11; // FIN|ACK (the program rewrites checksums incrementally)
+    assert_eq!(test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &fin).unwrap().retval, TC_ACT_REDIRECT);
+    assert_ne!(ct(&l, &fwd).unwrap().flags & netd_common::CT_F_CLOSING, 0, "FIN marks the flow closing");
+    // The client reuses its source port: a new connection, not the closed one's translation
+    // (whose reply tuple the SNAT allocator may already have given to another flow).
+    let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &syn).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let second = check(&r.data_out).sport;
+    let v = ct(&l, &fwd).expect("new forward entry");
+    assert_eq!(v.flags & netd_common::CT_F_CLOSING, 0, "a fresh entry, not the closed one");
+    assert_eq!(v.sport, be_port(second));
+    let back = ct(&l, &rev(second)).expect("new reply entry");
+    assert_eq!((back.daddr, back.dport), (fwd.saddr, fwd.sport), "reply entry points at the client");
+    if second != first {
+        assert!(ct(&l, &rev(first)).is_none(), "the closed flow's reply tuple went with it");
+    }
+}
+
+#[test]
 fn protections_in_xdp() {
     require_root!();
     let l = setup();

@@ -151,8 +151,23 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| err(e.to_string()))?;
     let stop = daemon.shutdown.notified();
     tokio::pin!(stop);
+    // Conntrack expiry: the dataplane's GC pass every 10 s (idle and closed flows go; the LRU
+    // only evicts when the table is full, which would make new flows pay for eviction).
+    let mut gc = tokio::time::interval(std::time::Duration::from_secs(10));
+    gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = gc.tick() => {
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    let mut st = d.state.lock().await;
+                    match st.dp.gc() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(expired = n, "conntrack gc"),
+                        Err(e) => tracing::warn!(error = %e, "conntrack gc"),
+                    }
+                });
+            }
             r = listener.accept() => {
                 if let Ok((stream, _)) = r {
                     let d = daemon.clone();

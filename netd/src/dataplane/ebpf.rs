@@ -122,12 +122,30 @@ impl Ebpf {
     /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
     /// the caller's predicate looks at both the key and the translation).
     fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
-        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
-        let doomed: Vec<CtKey> = ct.iter().filter_map(Result::ok).filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
-        for k in &doomed {
-            let _ = ct.remove(k);
+        let doomed: Vec<CtKey> = self.ct_dump()?.into_iter().filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
+        self.ct_delete(&doomed)
+    }
+
+    /// The raw fd of a hash map (for the batch commands aya 0.14 lacks).
+    fn hash_fd(&self, name: &'static str) -> DpResult<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let l = self.loaded.as_ref().ok_or_else(|| err("state", "not initialised"))?;
+        match l.ebpf.map(name) {
+            Some(aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d)) => Ok(d.fd().as_fd()),
+            _ => Err(err(name, "missing hash map")),
         }
-        Ok(doomed.len())
+    }
+
+    /// The whole conntrack table, a few thousand entries per syscall.
+    fn ct_dump(&self) -> DpResult<Vec<(CtKey, CtValue)>> {
+        crate::bpfbatch::dump(self.hash_fd(map_names::CT_V4)?).map_err(|e| err("CT_V4 lookup batch", e))
+    }
+
+    fn ct_delete(&self, keys: &[CtKey]) -> DpResult<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        crate::bpfbatch::delete(self.hash_fd(map_names::CT_V4)?, keys).map_err(|e| err("CT_V4 delete batch", e))
     }
 
     fn host_addr(&mut self, ip: Ipv4Addr, add: bool) -> DpResult<()> {
@@ -420,8 +438,7 @@ impl Dataplane for Ebpf {
     /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
     fn gc(&mut self) -> DpResult<usize> {
         let now = monotonic_ns();
-        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
-        let all: HashMap<CtKey, CtValue> = ct.iter().filter_map(Result::ok).collect();
+        let all: HashMap<CtKey, CtValue> = self.ct_dump()?.into_iter().collect();
         let mut doomed = Vec::new();
         for (k, v) in &all {
             let partner =
@@ -439,10 +456,7 @@ impl Dataplane for Ebpf {
                 doomed.push(*k);
             }
         }
-        for k in &doomed {
-            let _ = ct.remove(k);
-        }
-        Ok(doomed.len())
+        self.ct_delete(&doomed)
     }
 
     fn stats(&self) -> DpResult<Stats> {
