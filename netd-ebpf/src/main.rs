@@ -45,7 +45,7 @@ mod progs {
     };
 
     use crate::{
-        conntrack::{self, apply, exists, insert_pair, key_of},
+        conntrack::{self, apply, insert_pair, key_of},
         maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
         parse::{self, ParseError, Pkt},
         stats,

@@ -18,17 +18,23 @@ pub static PROG_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(
 #[map(name = "DROP_STATS")]
 pub static DROP_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
 
+/// `BPF_F_NO_PREALLOC`: maps that grow with published ports, sandboxes and links take memory per
+/// entry instead of their whole capacity up front (a published port costs ~100 bytes of map
+/// memory, see bench/report.md). Programs only read them; userspace writes them.
+const NO_PREALLOC: u32 = 1;
+
 /// One entry: global configuration written by userspace.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// {host addr, port, proto} -> sandbox {addr, port}.
 #[map(name = "PUBLISHED_V4")]
-pub static PUBLISHED_V4: HashMap<PublishedKey, PublishedValue> = HashMap::with_max_entries(capacity::PUBLISHED_V4, 0);
+pub static PUBLISHED_V4: HashMap<PublishedKey, PublishedValue> =
+    HashMap::with_max_entries(capacity::PUBLISHED_V4, NO_PREALLOC);
 
 /// Sandbox address -> host-side veth, network, MAC.
 #[map(name = "ENDPOINTS")]
-pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS, 0);
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS, NO_PREALLOC);
 
 /// Network index -> subnet, gateway, flags.
 #[map(name = "NETWORKS")]
@@ -44,7 +50,7 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::H
 
 /// icc=false exceptions opened by `--link`.
 #[map(name = "LINKS")]
-pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(capacity::LINKS, 0);
+pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(capacity::LINKS, NO_PREALLOC);
 
 /// Connection tracking and NAT, both directions of each flow (LRU: a full table evicts the
 /// oldest flows, it never refuses new ones).

@@ -170,6 +170,16 @@ pub fn prometheus(v: &Value) -> String {
     for d in v["drops"].as_array().into_iter().flatten() {
         s.push_str(&format!("netd_drops_total{{reason=\"{}\"}} {}\n", d[0].as_str().unwrap_or(""), d[1]));
     }
+    let p = &v["publish"];
+    if p.is_object() {
+        s.push_str("# HELP netd_publish_seconds Time to publish a sandbox's ports (allocation, reservation, dataplane).\n# TYPE netd_publish_seconds summary\n");
+        s.push_str(&format!("netd_publish_seconds_sum {}\n", p["total_us"].as_u64().unwrap_or(0) as f64 / 1e6));
+        s.push_str(&format!("netd_publish_seconds_count {}\n", p["count"].as_u64().unwrap_or(0)));
+        s.push_str(
+            "# HELP netd_publish_last_seconds Time the last publish took.\n# TYPE netd_publish_last_seconds gauge\n",
+        );
+        s.push_str(&format!("netd_publish_last_seconds {}\n", p["last_us"].as_u64().unwrap_or(0) as f64 / 1e6));
+    }
     s
 }
 

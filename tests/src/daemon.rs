@@ -55,6 +55,8 @@ pub struct TestDaemon {
     pub bpffs: PathBuf,
     pub netns_path: String,
     pub args: Vec<String>,
+    /// Extra environment of the next `netd up` (e.g. the `NETD_CRASH_AT` test hook).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -71,6 +73,7 @@ impl TestDaemon {
             bpffs,
             netns_path: th.host.path(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
         };
         d.spawn()?;
@@ -94,6 +97,7 @@ impl TestDaemon {
             .arg(format!("unix://{}", self.socket.display()))
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -166,6 +170,22 @@ impl TestDaemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Wait (bounded) for the daemon process to exit by itself; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None => return true,
+                Some(Ok(Some(_))) => {
+                    self.child = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
     }
 
     /// Start the daemon again with the same arguments and directories.

@@ -312,6 +312,7 @@ impl Daemon {
                 let p = self.cfg.netns_dir().join(&id);
                 crate::netns::create(&p).map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?;
                 undo.netns = Some(p.clone());
+                super::crash_point("run:netns");
                 let pp = p.clone();
                 tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&pp, None))
                     .await
@@ -345,6 +346,7 @@ impl Daemon {
                 undo.endpoints.push(ep.clone());
                 endpoints.push(ep);
             }
+            super::crash_point("run:endpoint");
         }
         // 3. Published ports (bridge mode only; host mode discards them with a warning).
         let mut ports = Vec::new();
@@ -428,6 +430,7 @@ impl Daemon {
             }
             Err(e) => return Err(ApiError::internal(format!("supervisor task: {e}"))),
         };
+        super::crash_point("run:spawned");
         // 6. Commit.
         let cc = st.containers.get_mut(&id).expect("container");
         cc.state = RunState {
@@ -540,9 +543,13 @@ impl Daemon {
         }
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.ports.is_empty()) {
             self.unpublish(st, nid, &c.ports);
+            super::crash_point("rm:unpublished");
         }
         for ep in c.endpoints.iter().rev() {
             self.detach_endpoint(st, id, ep).await;
+        }
+        if !c.endpoints.is_empty() {
+            super::crash_point("rm:detached");
         }
         if let Some(p) = &c.netns
             && let Err(e) = crate::netns::delete(p)
@@ -665,6 +672,7 @@ impl Daemon {
 
     pub async fn remove_locked(self: &Shared, st: &mut State, id: &str) {
         self.teardown_networking(st, id).await;
+        super::crash_point("rm:torn-down");
         st.containers.remove(id);
         if let Err(e) = self.store.remove_container(id) {
             tracing::warn!(container = %id, error = %e, "removing state");
@@ -700,7 +708,9 @@ impl Daemon {
                 }
             }
         }
+        let t0 = std::time::Instant::now();
         let maps = crate::daemon::networks::allocate_ports(st, &specs, ip, b.index)?;
+        super::crash_point("publish:allocated");
         if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
             crate::daemon::networks::release_ports(st, &maps);
             return Err(ApiError::internal(format!(
@@ -708,7 +718,11 @@ impl Daemon {
                 c.name
             )));
         }
+        super::crash_point("publish:programmed");
         crate::daemon::networks::start_proxies(&self.cfg, st, &maps);
+        if !maps.is_empty() {
+            st.publish_timing.record(maps.len(), t0.elapsed());
+        }
         Ok(maps)
     }
 

@@ -132,7 +132,9 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
         ("GET", ["stats"]) => {
             let st = d.state.lock().await;
             let s = st.dp.stats().map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok((200, serde_json::to_value(s).unwrap_or_default()))
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["publish"] = serde_json::to_value(st.publish_timing).unwrap_or_default();
+            Ok((200, v))
         }
         _ => Err(ApiError::not_found(format!("page not found: {} {}", req.method, req.path))),
     }

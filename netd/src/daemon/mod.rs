@@ -100,6 +100,31 @@ pub struct State {
     /// Userland proxy tasks per binding (iptables dataplane with --userland-proxy).
     pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), tokio::task::JoinHandle<()>>,
     pub host_info: HostInfo,
+    /// How long publishing took (host-port allocation and reservation plus the dataplane).
+    pub publish_timing: PublishTiming,
+}
+
+/// Publish latency, as `netd stats` and the metrics endpoint report it (the bench reads it).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct PublishTiming {
+    /// Publish requests served (one per sandbox start with ports).
+    pub count: u64,
+    /// Ports of the last request.
+    pub last_ports: usize,
+    pub last_us: u64,
+    pub max_us: u64,
+    pub total_us: u64,
+}
+
+impl PublishTiming {
+    pub fn record(&mut self, ports: usize, took: std::time::Duration) {
+        let us = took.as_micros() as u64;
+        self.count += 1;
+        self.last_ports = ports;
+        self.last_us = us;
+        self.max_us = self.max_us.max(us);
+        self.total_us += us;
+    }
 }
 
 pub struct Daemon {
@@ -117,6 +142,19 @@ pub struct Daemon {
 }
 
 pub type Shared = Arc<Daemon>;
+
+/// Test hook for crash consistency: with `NETD_CRASH_AT=<point>` in its environment the daemon
+/// SIGKILLs itself when it reaches that point (no cleanup, exactly like `kill -9`). The points
+/// are named `run:netns`, `run:endpoint`, `publish:allocated`, `publish:programmed`,
+/// `run:spawned`, `rm:unpublished`, `rm:detached`, `rm:torn-down`, `connect:attached`.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("NETD_CRASH_AT").ok()).as_deref() == Some(name) {
+        tracing::error!(point = name, "NETD_CRASH_AT: killing the daemon");
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
 
 /// Default sysctl path helper: sysctls are per network namespace, and the daemon's whole
 /// process lives in its own, so plain file writes act on that namespace only.

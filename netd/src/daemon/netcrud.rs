@@ -383,6 +383,7 @@ impl Daemon {
             let netns = c.netns.clone().ok_or_else(|| ApiError::internal("sandbox has no network namespace"))?;
             let idx = c.endpoints.len();
             let ep = self.attach_endpoint(&mut st, &cid, &nid, &netns, idx, static_ip, None, r.aliases.clone()).await?;
+            super::crash_point("connect:attached");
             let cc = st.containers.get_mut(&cid).expect("container");
             cc.endpoints.push(ep);
         }

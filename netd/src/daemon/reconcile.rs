@@ -2,6 +2,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
+    os::unix::ffi::OsStrExt,
     os::unix::fs::PermissionsExt,
     sync::Arc,
 };
@@ -116,6 +117,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             pools: HashMap::new(),
             held: HashMap::new(),
             proxies: HashMap::new(),
+            publish_timing: Default::default(),
             dns: HashMap::new(),
             host_info,
         }),
@@ -335,6 +337,9 @@ async fn reconcile_containers(d: &Shared) {
                 continue;
             }
             to_clean.push(c.id.clone());
+        } else if !c.endpoints.is_empty() || !c.ports.is_empty() || c.netns.is_some() {
+            // Stopped, but a crash interrupted its teardown: finish it.
+            to_clean.push(c.id.clone());
         }
         if c.state.status == Status::Running {
             let rec = crate::shim::read_exit(&d.cfg.runtime_dir(&c.id).join("exit.json"));
@@ -374,14 +379,26 @@ async fn reconcile_containers(d: &Shared) {
             }
         }
     }
+    // Supervisors of sandboxes that never committed (the daemon died between starting the
+    // process and saving its state) run on with nobody owning them: stop them.
+    let adopted: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
+    kill_stray_shims(&d.cfg.up.exec_root.join("containers"), &adopted);
     for id in to_clean {
         d.teardown_networking(&mut st, &id).await;
-        if let Some(c) = st.containers.get_mut(&id) {
+        if let Some(c) = st.containers.get_mut(&id)
+            && c.state.status == Status::Running
+        {
             c.state.status = Status::Exited;
             c.state.pid = 0;
             c.state.shim_pid = 0;
             let _ = d.store.save_container(c);
         }
+    }
+    // The dataplane now holds exactly the replayed state plus whatever a crash left: drop the rest.
+    match st.dp.prune() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "dataplane: removed state of sandboxes that are gone"),
+        Err(e) => tracing::warn!(error = %e, "dataplane: pruning stale state"),
     }
     // Orphans: namespace mounts and veths on our bridges that nobody owns.
     let owned_ns: HashSet<_> = st.containers.values().filter_map(|c| c.netns.clone()).collect();
@@ -404,6 +421,30 @@ async fn reconcile_containers(d: &Shared) {
                     tracing::info!(veth = %p, bridge = %br, "removing orphan veth");
                     let _ = d.nl.delete_link(&p).await;
                 }
+            }
+        }
+    }
+}
+
+/// SIGKILL (process group: the supervisor and its command) every `netd shim` whose config lives
+/// under `containers_dir` and belongs to no adopted sandbox.
+fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>) {
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() < 3 || args[1] != b"shim" {
+            continue;
+        }
+        let cfg = std::path::Path::new(std::ffi::OsStr::from_bytes(args[2]));
+        let Ok(rel) = cfg.strip_prefix(containers_dir) else { continue };
+        let Some(id) = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()) else { continue };
+        if !adopted.contains(&id) {
+            tracing::info!(container = %id, pid, "stopping the supervisor of a sandbox that never started");
+            // SAFETY: signalling a process group we identified by its command line.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }

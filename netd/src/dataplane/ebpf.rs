@@ -1,7 +1,7 @@
 //! `--dataplane ebpf`: the model written into BPF maps, programs attached to the uplinks, the
 //! sandbox veths and a cgroup v2 directory. No iptables or nftables rule is installed.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
     path::PathBuf,
 };
@@ -48,6 +48,11 @@ pub struct Ebpf {
     next_slot: u32,
     /// cgroup2 mount we made ourselves (unmounted on shutdown).
     cgroup_mount: Option<PathBuf>,
+    /// What this daemon installed (or replayed), so `prune` knows what else is stale.
+    live_networks: HashSet<u32>,
+    live_endpoints: HashSet<u32>,
+    live_published: HashSet<PublishedKey>,
+    live_links: HashSet<LinkKey>,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -75,6 +80,10 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
 
 /// The bindings as the programs key them: routed networks have no DNAT, so the container port
 /// opens under the sandbox's own address.
+fn link_key(l: &LinkRule) -> LinkKey {
+    LinkKey { src: be_addr(l.src), dst: be_addr(l.dst), port: be_port(l.port), proto: l.proto.number(), _pad: 0 }
+}
+
 fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
     if net.gateway_mode != GatewayMode::Routed {
         return ports.to_vec();
@@ -264,6 +273,7 @@ impl Dataplane for Ebpf {
             let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
             m.insert(net.index, info, 0).map_err(|e| err("NETWORKS", e))?;
         }
+        self.live_networks.insert(net.index);
         self.host_addr(net.gateway, true)
     }
 
@@ -272,6 +282,7 @@ impl Dataplane for Ebpf {
             let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
             let _ = m.remove(&net.index);
         }
+        self.live_networks.remove(&net.index);
         self.host_addr(net.gateway, false)
     }
 
@@ -281,6 +292,7 @@ impl Dataplane for Ebpf {
             let info = EndpointInfo { ifindex: ep.host_ifindex, net: net.index, mac: ep.mac, _pad: [0; 2] };
             m.insert(be_addr(ep.ip), info, 0).map_err(|e| err("ENDPOINTS", e))?;
         }
+        self.live_endpoints.insert(be_addr(ep.ip));
         if !self.veth_links.contains_key(&ep.host_veth) {
             let id = self
                 .l()?
@@ -298,6 +310,7 @@ impl Dataplane for Ebpf {
             let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
             let _ = m.remove(&be_addr(ep.ip));
         }
+        self.live_endpoints.remove(&be_addr(ep.ip));
         // No translation may outlive the endpoint (a restarted sandbox gets a clean slate).
         let a = be_addr(ep.ip);
         self.purge_ct(|k, v| k.saddr == a || k.daddr == a || v.saddr == a || v.daddr == a)?;
@@ -337,6 +350,7 @@ impl Dataplane for Ebpf {
                 m.insert(Self::published_key(p), v, 0).map_err(|e| err("PUBLISHED_V4", e))?;
                 old == Some(v)
             };
+            self.live_published.insert(Self::published_key(p));
             if unchanged {
                 // Replayed after a restart: keep the counters and the established flows.
                 continue;
@@ -378,6 +392,7 @@ impl Dataplane for Ebpf {
                     self.map(map_names::PUBLISHED_V4)?;
                 let _ = m.remove(&Self::published_key(p));
             }
+            self.live_published.remove(&Self::published_key(p));
             if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
                 self.free_slots.push(s);
                 gone.push((p.proto.number(), be_port(p.host_port), s + 1));
@@ -398,39 +413,89 @@ impl Dataplane for Ebpf {
     }
 
     fn links_added(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        let keys: Vec<LinkKey> = links.iter().map(link_key).collect();
         let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
-        for l in links {
-            let k = LinkKey {
-                src: be_addr(l.src),
-                dst: be_addr(l.dst),
-                port: be_port(l.port),
-                proto: l.proto.number(),
-                _pad: 0,
-            };
+        for k in &keys {
             m.insert(k, 1, 0).map_err(|e| err("LINKS", e))?;
         }
+        self.live_links.extend(keys);
         Ok(())
     }
 
     fn links_removed(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        let keys: Vec<LinkKey> = links.iter().map(link_key).collect();
         {
             let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
-            for l in links {
-                let k = LinkKey {
-                    src: be_addr(l.src),
-                    dst: be_addr(l.dst),
-                    port: be_port(l.port),
-                    proto: l.proto.number(),
-                    _pad: 0,
-                };
-                let _ = m.remove(&k);
+            for k in &keys {
+                let _ = m.remove(k);
             }
+        }
+        for k in &keys {
+            self.live_links.remove(k);
         }
         for l in links {
             let (s, d) = (be_addr(l.src), be_addr(l.dst));
             self.purge_ct(|k, _| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))?;
         }
         Ok(())
+    }
+
+    fn prune(&mut self) -> DpResult<usize> {
+        fn stale<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+            dp: &mut Ebpf,
+            name: &'static str,
+            live: &HashSet<K>,
+        ) -> DpResult<Vec<K>> {
+            let m: BpfHashMap<&mut MapData, K, V> = dp.map(name)?;
+            let doomed: Vec<K> = m.keys().filter_map(Result::ok).filter(|k| !live.contains(k)).collect();
+            let mut m: BpfHashMap<&mut MapData, K, V> = dp.map(name)?;
+            for k in &doomed {
+                let _ = m.remove(k);
+            }
+            Ok(doomed)
+        }
+        let mut n = 0;
+        let nets = std::mem::take(&mut self.live_networks);
+        n += stale::<u32, NetworkInfo>(self, map_names::NETWORKS, &nets)?.len();
+        self.live_networks = nets;
+        let eps = std::mem::take(&mut self.live_endpoints);
+        let gone_eps = stale::<u32, EndpointInfo>(self, map_names::ENDPOINTS, &eps)?;
+        self.live_endpoints = eps;
+        n += gone_eps.len();
+        let pubs = std::mem::take(&mut self.live_published);
+        let gone_pubs = stale::<PublishedKey, PublishedValue>(self, map_names::PUBLISHED_V4, &pubs)?;
+        self.live_published = pubs;
+        n += gone_pubs.len();
+        let links = std::mem::take(&mut self.live_links);
+        n += stale::<LinkKey, u32>(self, map_names::LINKS, &links)?.len();
+        self.live_links = links;
+        // No translation may outlive what it pointed at.
+        if !gone_eps.is_empty() || !gone_pubs.is_empty() {
+            let eps: HashSet<u32> = gone_eps.into_iter().collect();
+            let ports: HashSet<(u8, u16)> = gone_pubs.iter().map(|k| (k.proto, k.port)).collect();
+            n += self.purge_ct(|k, v| {
+                eps.contains(&k.saddr)
+                    || eps.contains(&k.daddr)
+                    || eps.contains(&v.saddr)
+                    || eps.contains(&v.daddr)
+                    || (v.stats_slot != 0
+                        && (ports.contains(&(k.proto, k.dport)) || ports.contains(&(k.proto, v.sport))))
+            })?;
+        }
+        // Pinned tc links of veths no live sandbox owns (their veth went with a crash).
+        if let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(veth) = name.strip_prefix("veth-")
+                    && !self.veth_links.contains_key(veth)
+                {
+                    tracing::info!(pin = %name, "removing stale pinned link");
+                    self.l()?.unpin(&name);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle

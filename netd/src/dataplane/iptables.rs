@@ -219,6 +219,9 @@ pub struct Iptables {
     /// Every rule currently installed (besides the jumps), so removal deletes exactly them and
     /// repeating an add is a no-op.
     installed: BTreeSet<Rule>,
+    /// nft backend: the `ip` tables (raw, nat, filter) that did not exist before netd came up;
+    /// `netd down` deletes them again when nothing but empty built-in chains remains.
+    new_tables: Vec<&'static str>,
 }
 
 impl Iptables {
@@ -228,7 +231,7 @@ impl Iptables {
         } else {
             ("iptables-nft-restore", "iptables-nft")
         };
-        Self { restore, cmd, userland_proxy, installed: BTreeSet::new() }
+        Self { restore, cmd, userland_proxy, installed: BTreeSet::new(), new_tables: Vec::new() }
     }
 
     fn run_restore(&self, input: &str) -> DpResult<()> {
@@ -306,6 +309,11 @@ impl Dataplane for Iptables {
     }
 
     fn init(&mut self, _host: &HostInfo) -> DpResult<()> {
+        if self.cmd == "iptables-nft" {
+            let existing = nft_tables();
+            // A previous daemon of ours may have left them: only record what is really absent.
+            self.new_tables = ["raw", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
+        }
         // Whatever a previous daemon left: our jumps first, then our chains are (re)declared,
         // which flushes them, and rebuilt from the replayed state.
         self.remove_jumps();
@@ -395,8 +403,35 @@ impl Dataplane for Iptables {
         self.run_restore(&input)?;
         self.run_restore("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")?;
         self.installed.clear();
+        // Tables iptables-nft created for us go too, if nobody else put a rule in them.
+        for t in std::mem::take(&mut self.new_tables) {
+            let rules = Command::new(self.cmd).args(["--wait", "-t", t, "-S"]).output();
+            let only_policies = rules.is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .all(|l| l.starts_with("-P ") && l.ends_with(" ACCEPT"))
+            });
+            if only_policies {
+                let _ = Command::new("nft").args(["delete", "table", "ip", t]).output();
+            }
+        }
         Ok(())
     }
+}
+
+/// Names of the nftables `ip` family tables of this namespace.
+fn nft_tables() -> std::collections::HashSet<String> {
+    Command::new("nft")
+        .args(["list", "tables", "ip"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("table ip ").map(|t| t.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

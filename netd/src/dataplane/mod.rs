@@ -226,6 +226,12 @@ pub trait Dataplane: Send {
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn stats(&self) -> DpResult<Stats>;
+    /// After a restart has replayed every live sandbox: remove whatever the backend still holds
+    /// beyond that (a daemon killed in the middle of a change can leave entries, links or pins
+    /// of sandboxes that never came up or were half removed). Returns how many went.
+    fn prune(&mut self) -> DpResult<usize> {
+        Ok(0)
+    }
     /// Expire idle or closed flows (called periodically). Returns how many entries went.
     fn gc(&mut self) -> DpResult<usize> {
         Ok(0)

@@ -206,6 +206,10 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let raw = &worlds[0];
     plan.push(("127.0.0.1 from the host", raw, raw.th.host.path(), a("127.0.0.1:7000"), tcp.clone()));
     let mut res: Results = BTreeMap::new();
+    // Run-time statistics of every BPF program while this fd is open (BPF_ENABLE_STATS; no
+    // sysctl touched): the profile of the eBPF paths.
+    let _stats_fd = enable_bpf_stats();
+    let mut profile: Profile = BTreeMap::new();
     let figs_total: usize = plan.iter().map(|p| p.4.len()).sum::<usize>() * repeats;
     let mut done = 0;
     for r in 0..repeats {
@@ -215,7 +219,20 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
                 if !figs.contains(&fig) {
                     continue;
                 }
+                let profiled = w.name.starts_with("ebpf") && *path == "published port from outside";
+                let before = if profiled { prog_runtime() } else { BTreeMap::new() };
                 let s = measure(fig, ns, *dst, dur);
+                if profiled {
+                    let after = prog_runtime();
+                    let e = profile.entry((w.name.to_string(), fig)).or_default();
+                    e.0 += s.ops_per_s * dur.as_secs_f64();
+                    for (name, (ns1, c1)) in after {
+                        let (ns0, c0) = before.get(&name).copied().unwrap_or((0, 0));
+                        let x = e.1.entry(name).or_default();
+                        x.0 += ns1.saturating_sub(ns0);
+                        x.1 += c1.saturating_sub(c0);
+                    }
+                }
                 done += 1;
                 println!(
                     "  [{done}/{figs_total}] rep {r} {path} / {} / {}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs {:.2} Gbit/s",
@@ -233,7 +250,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let _ = &worlds[0].server_ns;
     // Scaling: CRR through the published port with N other published ports.
     let ns_list: Vec<usize> = if quick { vec![0, 1000] } else { vec![0, 100, 1000, 10000] };
-    let mut scaling: BTreeMap<(String, usize), (f64, f64, f64)> = BTreeMap::new();
+    let mut scaling: BTreeMap<(String, usize), Scale> = BTreeMap::new();
     for w in worlds.iter().filter(|w| w.name == "ebpf" || w.name == "iptables-nft") {
         let d = w.d.as_ref().unwrap();
         for &n in &ns_list {
@@ -248,17 +265,20 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
             // Time to publish one more port (a sandbox with one -p), and daemon memory.
             let t = Instant::now();
             d.ok(&["run", "-d", "--name", "one", "-p", "19999:7000", "--", "sleep", "100000"]);
-            let publish_ms = t.elapsed().as_secs_f64() * 1000.0;
-            let rss = daemon_rss_kb(d);
+            let run_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let sc = Scale {
+                crr: median(&crr),
+                run_ms,
+                publish_ms: publish_last_ms(d),
+                rss_kb: daemon_rss_kb(d),
+                maps_kb: daemon_maps_kb(d),
+            };
             d.ok(&["rm", "-f", "one"]);
-            scaling.insert((w.name.to_string(), n), (median(&crr), publish_ms, rss));
             println!(
-                "  scaling {} N={n}: CRR {:.0}/s, run with one -p {:.1} ms, daemon RSS {:.0} kB",
-                w.name,
-                median(&crr),
-                publish_ms,
-                rss
+                "  scaling {} N={n}: CRR {:.0}/s, run with one -p {:.1} ms (publish {:.3} ms), daemon RSS {:.0} kB, maps {:.0} kB",
+                w.name, sc.crr, sc.run_ms, sc.publish_ms, sc.rss_kb, sc.maps_kb
             );
+            scaling.insert((w.name.to_string(), n), sc);
             if n > 0 {
                 d.ok(&["rm", "-f", "filler"]);
             }
@@ -266,7 +286,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     }
     // netd run with 32 -p among many sandboxes (quick: 100, full: 1000) on the eBPF dataplane.
     let many = if quick { 100 } else { 1000 };
-    let run32_ms = {
+    let (run32_ms, publish32_ms) = {
         let w = worlds.iter().find(|w| w.name == "ebpf").unwrap();
         let d = w.d.as_ref().unwrap();
         for i in 0..many {
@@ -281,12 +301,12 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let t = Instant::now();
         d.ok(&argv);
-        t.elapsed().as_secs_f64() * 1000.0
+        (t.elapsed().as_secs_f64() * 1000.0, publish_last_ms(d))
     };
-    let maps_kb = bpf_map_memlock_kb();
     drop(worlds);
     std::fs::create_dir_all(&out)?;
-    let report = render(&res, &scaling, &ns_list, run32_ms, many, maps_kb, quick, t0.elapsed());
+    let mut report = render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, t0.elapsed());
+    report.push_str(&render_profile(&profile));
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("crr-vs-ports.svg"), svg_scaling(&scaling, &ns_list))?;
     std::fs::write(out.join("latency.svg"), svg_latency(&res))?;
@@ -296,6 +316,67 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// (dataplane, figure) -> (operations, program name -> (run time ns, runs)).
+type Profile = BTreeMap<(String, Fig), (f64, BTreeMap<String, (u64, u64)>)>;
+
+/// BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): the kernel accounts run time and run count of every
+/// program while the returned fd stays open.
+fn enable_bpf_stats() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let attr: [u32; 2] = [0, 0];
+    // SAFETY: BPF_ENABLE_STATS (32) reads a u32 type from attr.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 32, attr.as_ptr(), std::mem::size_of_val(&attr) as u32) };
+    // SAFETY: a new fd owned by us.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Run time and count per netd program name, summed over every loaded copy.
+fn prog_runtime() -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    let Ok(o) = std::process::Command::new("bpftool").args(["-j", "prog", "show"]).output() else { return m };
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    for p in v.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("");
+        if name.starts_with("netd_") {
+            let e: &mut (u64, u64) = m.entry(name.to_string()).or_default();
+            e.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            e.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    m
+}
+
+/// One point of the scaling series.
+struct Scale {
+    crr: f64,
+    /// `netd run -d -p` round trip.
+    run_ms: f64,
+    /// The daemon's own measure of that run's publish step (`netd stats`: allocation,
+    /// reservation, dataplane).
+    publish_ms: f64,
+    rss_kb: f64,
+    maps_kb: f64,
+}
+
+fn publish_last_ms(d: &TestDaemon) -> f64 {
+    let v: Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap_or(Value::Null);
+    v["publish"]["last_us"].as_f64().unwrap_or(f64::NAN) / 1000.0
+}
+
+/// memlock of this daemon's maps (its pins), as `bpftool map show` reports it (kB); 0 for the
+/// iptables dataplane.
+fn daemon_maps_kb(d: &TestDaemon) -> f64 {
+    let mut total = 0.0;
+    for e in std::fs::read_dir(d.bpffs.join("maps")).into_iter().flatten().flatten() {
+        let out = std::process::Command::new("bpftool").args(["-j", "map", "show", "pinned"]).arg(e.path()).output();
+        if let Ok(o) = out {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            total += v["bytes_memlock"].as_f64().unwrap_or(0.0) / 1024.0;
+        }
+    }
+    total
 }
 
 fn daemon_rss_kb(d: &TestDaemon) -> f64 {
@@ -314,42 +395,46 @@ fn daemon_rss_kb(d: &TestDaemon) -> f64 {
     0.0
 }
 
-/// memlock of netd's maps of one daemon, from `bpftool map show` (kB).
-fn bpf_map_memlock_kb() -> f64 {
-    let out = std::process::Command::new("bpftool").args(["-j", "map", "show"]).output();
-    let Ok(out) = out else { return 0.0 };
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let names = [
-        "PUBLISHED_V4",
-        "CT_V4",
-        "ENDPOINTS",
-        "NETWORKS",
-        "PORT_STATS",
-        "FRAGS",
-        "SOCK_REV_V4",
-        "LINKS",
-        "HOST_ADDRS",
-        "UPLINKS",
-    ];
-    let mut total = 0.0;
-    let mut seen = std::collections::HashSet::new();
-    for m in v.as_array().into_iter().flatten() {
-        let name = m["name"].as_str().unwrap_or("");
-        if names.iter().any(|n| n.starts_with(name) && !name.is_empty()) && seen.insert(name.to_string()) {
-            total += m["bytes_memlock"].as_f64().unwrap_or(0.0) / 1024.0;
+fn render_profile(profile: &Profile) -> String {
+    let mut s = String::from(
+        "\n## Profile: time spent in netd's programs (published port from outside)\n\nKernel run-time statistics (BPF_ENABLE_STATS) of every netd program during the measurements above, per operation (a request/response for RR, a whole connection for CRR), against the time one operation took end to end.\n\n| dataplane | figure | program | runs per op | ns per run | ns per op |\n|---|---|---|---|---|---|\n",
+    );
+    let mut totals = Vec::new();
+    for ((w, fig), (ops, progs)) in profile {
+        if *ops <= 0.0 {
+            continue;
         }
+        let mut total = 0.0;
+        for (name, (ns, cnt)) in progs {
+            if *cnt == 0 {
+                continue;
+            }
+            let per_op = *ns as f64 / ops;
+            total += per_op;
+            let _ = writeln!(
+                s,
+                "| {w} | {} | {name} | {:.2} | {:.0} | {per_op:.0} |",
+                fig.name(),
+                *cnt as f64 / ops,
+                *ns as f64 / *cnt as f64
+            );
+        }
+        totals.push((w.clone(), fig.name(), total));
     }
-    total
+    s.push_str("\n| dataplane | figure | netd programs per op (µs) |\n|---|---|---|\n");
+    for (w, f, t) in totals {
+        let _ = writeln!(s, "| {w} | {f} | {:.2} |", t / 1000.0);
+    }
+    s
 }
 
 #[allow(clippy::too_many_arguments)]
 fn render(
     res: &Results,
-    scaling: &BTreeMap<(String, usize), (f64, f64, f64)>,
+    scaling: &BTreeMap<(String, usize), Scale>,
     ns_list: &[usize],
-    run32_ms: f64,
+    (run32_ms, publish32_ms): (f64, f64),
     many: usize,
-    maps_kb: f64,
     quick: bool,
     took: Duration,
 ) -> String {
@@ -434,32 +519,42 @@ fn render(
     let _ = writeln!(s, "## Scaling: TCP CRR through a published port with N other published ports\n");
     let _ = writeln!(
         s,
-        "| dataplane | N | CRR ops/s | vs N=0 | `netd run` with one -p (ms) | daemon RSS (kB) |\n|---|---|---|---|---|---|"
+        "| dataplane | N | CRR ops/s | vs N=0 | `netd run` with one -p (ms) | its publish step (ms) | daemon RSS (kB) | BPF maps (kB) |\n|---|---|---|---|---|---|---|---|"
     );
     for w in ["ebpf", "iptables-nft"] {
-        let base = scaling.get(&(w.to_string(), 0)).map(|x| x.0).unwrap_or(0.0);
+        let base = scaling.get(&(w.to_string(), 0)).map(|x| x.crr).unwrap_or(0.0);
         for n in ns_list {
-            if let Some((crr, pub_ms, rss)) = scaling.get(&(w.to_string(), *n)) {
+            if let Some(x) = scaling.get(&(w.to_string(), *n)) {
                 let _ = writeln!(
                     s,
-                    "| {w} | {n} | {crr:.0} | {:.2}× | {pub_ms:.1} | {rss:.0} |",
-                    if base > 0.0 { crr / base } else { 0.0 }
+                    "| {w} | {n} | {:.0} | {:.2}× | {:.1} | {:.3} | {:.0} | {:.0} |",
+                    x.crr,
+                    if base > 0.0 { x.crr / base } else { 0.0 },
+                    x.run_ms,
+                    x.publish_ms,
+                    x.rss_kb,
+                    x.maps_kb
                 );
             }
         }
     }
     let nmax = *ns_list.last().unwrap_or(&0);
-    if let (Some(a0), Some(an)) = (scaling.get(&("ebpf".into(), 0)), scaling.get(&("ebpf".into(), nmax))) {
-        let per_port = (an.2 - a0.2).max(0.0) * 1024.0 / nmax.max(1) as f64;
-        let _ = writeln!(
-            s,
-            "\nDaemon RSS growth on the eBPF dataplane: {:.0} bytes per published port (N={nmax}); BPF maps are preallocated: {maps_kb:.0} kB memlock for all of netd's maps of one daemon (capacity 65,536 published ports, 262,144 conntrack entries), i.e. constant in N.",
-            per_port
-        );
-    }
+    let per_port = match (scaling.get(&("ebpf".into(), 0)), scaling.get(&("ebpf".into(), nmax))) {
+        (Some(a0), Some(an)) if nmax > 0 => {
+            let rss = (an.rss_kb - a0.rss_kb) * 1024.0 / nmax as f64;
+            let maps = (an.maps_kb - a0.maps_kb) * 1024.0 / nmax as f64;
+            let _ = writeln!(
+                s,
+                "\nMemory per published port on the eBPF dataplane (N={nmax}, N=0 as the base): daemon RSS growth {rss:.0} B + BPF map memory growth {maps:.0} B (`bpftool map show` memlock of the daemon's pinned maps; the published-port, endpoint and link maps are `BPF_F_NO_PREALLOC`, so they grow per entry; conntrack is a preallocated LRU sized for flows, not ports, {:.0} kB in all at N=0).",
+                a0.maps_kb
+            );
+            Some(rss + maps)
+        }
+        _ => None,
+    };
     let _ = writeln!(
         s,
-        "\n`netd run -d` with 32 `-p` among {many} other sandboxes (eBPF): {run32_ms:.0} ms (CLI round trip included).\n"
+        "\n`netd run -d` with 32 `-p` among {many} other sandboxes (eBPF): {run32_ms:.0} ms (CLI round trip included), of which publishing the 32 ports took {publish32_ms:.3} ms.\n"
     );
     // The targets, measured in this run.
     let v = |path: &str, w: &str, fig: Fig, f: &dyn Fn(&Sample) -> f64| -> Option<f64> {
@@ -484,7 +579,7 @@ fn render(
         0.95,
         true,
     ));
-    let sc = |n: usize| scaling.get(&("ebpf".to_string(), n)).map(|x| x.0);
+    let sc = |n: usize| scaling.get(&("ebpf".to_string(), n)).map(|x| x.crr);
     rows.push((format!("CRR at N={nmax} / N=0"), ratio(sc(nmax), sc(0)), 0.95, true));
     rows.push((
         "RR p50 through a published port / iptables-nft".into(),
@@ -512,8 +607,16 @@ fn render(
     if let Some(x) = scaling.get(&("ebpf".to_string(), nmax)) {
         let _ = writeln!(
             s,
-            "| publishing one port at N={nmax} | {:.1} ms for a whole `netd run -d -p` (CLI, sandbox, veth, shim) | ≤ 1 ms for the publish | not isolated yet |",
-            x.1
+            "| publishing one port at N={nmax} (daemon's publish step) | {:.3} ms | ≤ 1 ms | {} |",
+            x.publish_ms,
+            if x.publish_ms <= 1.0 { "yes" } else { "**no**" }
+        );
+    }
+    if let Some(b) = per_port {
+        let _ = writeln!(
+            s,
+            "| memory per published port (RSS + BPF maps growth) | {b:.0} B | ≤ 1024 B | {} |",
+            if b <= 1024.0 { "yes" } else { "**no**" }
         );
     }
     let _ = writeln!(
@@ -524,7 +627,7 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "\nMissed targets are not profiled in this report yet (`bpftool prog profile`, `perf`); the closing notes of the session that produced it give the analysis so far.\n"
+        "\nWhere a target is missed, the profile section below shows how much of an operation's time netd's programs take (kernel BPF run-time statistics); the rest is the kernel's own path (the extra veth hop into the sandbox's namespace, socket work).\n"
     );
     let _ = writeln!(
         s,
@@ -533,8 +636,8 @@ fn render(
     s
 }
 
-fn svg_scaling(scaling: &BTreeMap<(String, usize), (f64, f64, f64)>, ns_list: &[usize]) -> String {
-    let max = scaling.values().map(|v| v.0).fold(1.0, f64::max);
+fn svg_scaling(scaling: &BTreeMap<(String, usize), Scale>, ns_list: &[usize]) -> String {
+    let max = scaling.values().map(|v| v.crr).fold(1.0, f64::max);
     let (w, h, pad) = (640.0, 360.0, 50.0);
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n<text x='{}' y='20' text-anchor='middle'>TCP CRR through a published port vs N other published ports</text>\n",
@@ -557,7 +660,7 @@ fn svg_scaling(scaling: &BTreeMap<(String, usize), (f64, f64, f64)>, ns_list: &[
         let pts: Vec<String> = ns_list
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| scaling.get(&(wname.to_string(), *n)).map(|v| format!("{:.1},{:.1}", x(i), y(v.0))))
+            .filter_map(|(i, n)| scaling.get(&(wname.to_string(), *n)).map(|v| format!("{:.1},{:.1}", x(i), y(v.crr))))
             .collect();
         s += &format!("<polyline fill='none' stroke='{color}' stroke-width='2' points='{}'/>\n", pts.join(" "));
         s += &format!(
