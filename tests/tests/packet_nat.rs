@@ -495,3 +495,82 @@ fn later_fragments_follow_the_first_fragments_translation() {
     assert_eq!(r.retval, TC_ACT_OK);
     assert_eq!(r.data_out, stray);
 }
+
+#[test]
+fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
+    require_root!();
+    use netd::dataplane::{Dataplane, GatewayMode, NetworkSpec, PortMapping, Proto, ebpf::Ebpf};
+    let mut l = setup();
+    // UDP flows translated by an earlier binding (stats slot 7) of host port 5353, and one of
+    // another port that must stay.
+    let pair = |dport: u16| {
+        let k = CtKey {
+            saddr: be_addr(ip(CLIENT)),
+            daddr: be_addr(ip(HOST)),
+            sport: be_port(dport + 30000),
+            dport: be_port(dport),
+            proto: 17,
+            _pad: [0; 3],
+        };
+        let v = CtValue {
+            saddr: k.saddr,
+            daddr: be_addr(ip(SB)),
+            sport: k.sport,
+            dport: be_port(53),
+            action: CT_ACT_PEER,
+            stats_slot: 7,
+            ..Default::default()
+        };
+        let rk = CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: 17, _pad: [0; 3] };
+        let rv = CtValue {
+            saddr: k.daddr,
+            daddr: k.saddr,
+            sport: k.dport,
+            dport: k.sport,
+            action: netd_common::CT_ACT_FIB,
+            stats_slot: 7,
+            ..Default::default()
+        };
+        [(k, v), (rk, rv)]
+    };
+    {
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        for (k, v) in pair(5353).into_iter().chain(pair(6000)) {
+            c.insert(k, v, 0).unwrap();
+        }
+    }
+    let mut dp = Ebpf::with_loaded(l);
+    let net = NetworkSpec {
+        index: 1,
+        id: "x".into(),
+        name: "bridge".into(),
+        bridge: "lo".into(),
+        bridge_ifindex: 1,
+        subnet: ip(GW),
+        prefix_len: 24,
+        gateway: ip(GW),
+        icc: true,
+        masquerade: true,
+        internal: false,
+        gateway_mode: GatewayMode::Nat,
+        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+        mtu: 1500,
+    };
+    let port = PortMapping {
+        proto: Proto::Udp,
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 5353,
+        container_ip: ip(SB2),
+        container_port: 53,
+        network_index: 1,
+    };
+    dp.ports_added(&net, std::slice::from_ref(&port)).unwrap();
+    // The binding is live at once; the stale flow's two entries go with the deferred pass
+    // (the daemon runs it right after the reply), the other port's stay.
+    assert_eq!(dp.deferred().unwrap(), 2, "both directions of the stale 5353 flow");
+    assert_eq!(dp.deferred().unwrap(), 0, "nothing left to do");
+    // Publishing the same binding again (a restart's replay) purges nothing.
+    dp.ports_added(&net, std::slice::from_ref(&port)).unwrap();
+    assert_eq!(dp.deferred().unwrap(), 0);
+}

@@ -49,6 +49,13 @@ pub async fn serve_conn(d: Shared, mut s: UnixStream) {
             let _ = respond_err(&mut s, &e).await;
         }
     }
+    // What the change left for after its reply (conntrack purge of freshly published ports).
+    if req.method != "GET" {
+        let mut st = d.state.lock().await;
+        if let Err(e) = st.dp.deferred() {
+            tracing::warn!(error = %e, "dataplane: deferred work");
+        }
+    }
 }
 
 async fn respond_err(s: &mut UnixStream, e: &ApiError) -> std::io::Result<()> {

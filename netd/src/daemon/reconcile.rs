@@ -163,6 +163,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
                 let d = daemon.clone();
                 tokio::spawn(async move {
                     let mut st = d.state.lock().await;
+                    let _ = st.dp.deferred();
                     match st.dp.gc() {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(expired = n, "conntrack gc"),

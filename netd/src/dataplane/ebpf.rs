@@ -53,6 +53,10 @@ pub struct Ebpf {
     live_endpoints: HashSet<u32>,
     live_published: HashSet<PublishedKey>,
     live_links: HashSet<LinkKey>,
+    /// (proto, host port) -> stats slot of bindings published since the last purge: their
+    /// stale conntrack entries are removed after the reply (`deferred`), so publishing costs
+    /// map updates only, not a scan of the whole conntrack table.
+    pending_publish: Vec<(u8, u16, u32)>,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -78,12 +82,12 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
     }
 }
 
-/// The bindings as the programs key them: routed networks have no DNAT, so the container port
-/// opens under the sandbox's own address.
 fn link_key(l: &LinkRule) -> LinkKey {
     LinkKey { src: be_addr(l.src), dst: be_addr(l.dst), port: be_port(l.port), proto: l.proto.number(), _pad: 0 }
 }
 
+/// The bindings as the programs key them: routed networks have no DNAT, so the container port
+/// opens under the sandbox's own address.
 fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
     if net.gateway_mode != GatewayMode::Routed {
         return ports.to_vec();
@@ -131,7 +135,29 @@ impl Ebpf {
     /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
     /// the caller's predicate looks at both the key and the translation).
     fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
+        // Keep the order of changes: an earlier publish's purge runs before this one.
+        let pending = self.purge_published()?;
         let doomed: Vec<CtKey> = self.ct_dump()?.into_iter().filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
+        Ok(pending + self.ct_delete(&doomed)?)
+    }
+
+    /// Never a stale translation for a (re)published port (moby#53384's class of bug): one
+    /// pass over the conntrack table for every binding published since the last pass.
+    fn purge_published(&mut self) -> DpResult<usize> {
+        if self.pending_publish.is_empty() {
+            return Ok(0);
+        }
+        // The latest binding of a port wins.
+        let set: HashMap<(u8, u16), u32> =
+            std::mem::take(&mut self.pending_publish).into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
+        let doomed: Vec<CtKey> = self
+            .ct_dump()?
+            .into_iter()
+            .filter(|(k, v)| {
+                [k.dport, v.sport].iter().any(|hp| set.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
+            })
+            .map(|(k, _)| k)
+            .collect();
         self.ct_delete(&doomed)
     }
 
@@ -371,15 +397,8 @@ impl Dataplane for Ebpf {
             }
             fresh.push((p.proto.number(), be_port(p.host_port), slot + 1));
         }
-        // Never a stale translation for a (re)published port (moby#53384's class of bug): one
-        // pass over the conntrack table for the whole request, not one per port.
-        if !fresh.is_empty() {
-            let set: std::collections::HashMap<(u8, u16), u32> =
-                fresh.iter().map(|(pr, hp, s)| ((*pr, *hp), *s)).collect();
-            self.purge_ct(|k, v| {
-                [k.dport, v.sport].iter().any(|hp| set.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
-            })?;
-        }
+        // Stale translations of these ports go right after the reply (`deferred`).
+        self.pending_publish.extend(fresh);
         Ok(())
     }
 
@@ -438,6 +457,10 @@ impl Dataplane for Ebpf {
             self.purge_ct(|k, _| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))?;
         }
         Ok(())
+    }
+
+    fn deferred(&mut self) -> DpResult<usize> {
+        self.purge_published()
     }
 
     fn prune(&mut self) -> DpResult<usize> {

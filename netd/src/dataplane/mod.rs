@@ -226,6 +226,11 @@ pub trait Dataplane: Send {
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn stats(&self) -> DpResult<Stats>;
+    /// Work a change left for after its reply (the eBPF dataplane's conntrack purge for freshly
+    /// published ports): run by the daemon right after each request and by the GC tick.
+    fn deferred(&mut self) -> DpResult<usize> {
+        Ok(0)
+    }
     /// After a restart has replayed every live sandbox: remove whatever the backend still holds
     /// beyond that (a daemon killed in the middle of a change can leave entries, links or pins
     /// of sandboxes that never came up or were half removed). Returns how many went.
