@@ -43,6 +43,11 @@ pub struct ShimConfig {
     pub workdir: Option<String>,
     pub log: PathBuf,
     pub exit_file: PathBuf,
+    /// Hidden from the command (not from the supervisor, which writes the exit record): the
+    /// daemon's socket (covered by /dev/null) and its state directories (an empty read-only
+    /// tmpfs), so a sandbox cannot drive the daemon or read other sandboxes' state.
+    #[serde(default)]
+    pub mask: Vec<PathBuf>,
 }
 
 /// What the shim records when the command ends.
@@ -155,11 +160,46 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
         .stdin(Stdio::null())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
         .stderr(Stdio::from(log));
-    // SAFETY: only async-signal-safe calls between fork and exec: restore default signal
-    // dispositions the supervisor may have changed.
+    // (path, is a directory) as C strings, made before fork.
+    let masks: Vec<(std::ffi::CString, bool)> = cfg
+        .mask
+        .iter()
+        .filter(|p| p.exists())
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok().map(|c| (c, p.is_dir())))
+        .collect();
+    // SAFETY: only async-signal-safe calls between fork and exec (the supervisor is single
+    // threaded): restore default signal dispositions, then hide the masked paths in a mount
+    // namespace of the command's own.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if !masks.is_empty() {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (p, dir) in &masks {
+                    let rc = if *dir {
+                        libc::mount(
+                            c"tmpfs".as_ptr(),
+                            p.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            c"size=4k,mode=0".as_ptr().cast(),
+                        )
+                    } else {
+                        libc::mount(
+                            c"/dev/null".as_ptr(),
+                            p.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        )
+                    };
+                    if rc != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
             Ok(())
         });
     }

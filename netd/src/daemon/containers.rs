@@ -414,6 +414,7 @@ impl Daemon {
             workdir: c.config.workdir.clone(),
             log,
             exit_file: exit_file.clone(),
+            mask: vec![self.cfg.socket.clone(), self.cfg.up.data_root.clone(), self.cfg.up.exec_root.clone()],
         };
         let cfg_path = rt.join("shim.json");
         crate::model::write_json_atomic(&cfg_path, &shim_cfg)
