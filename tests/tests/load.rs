@@ -100,7 +100,11 @@ fn thousand_sandboxes_in_parallel_batches() {
         assert!(!links.contains("veth"), "no veth left");
         assert_eq!(std::fs::read_dir(d.exec_root().join("netns")).unwrap().count(), 0);
         rss.push(rss_kb(&d));
-        eprintln!("round {round}: {n} sandboxes up and down in {:.1}s, RSS {} kB", t.elapsed().as_secs_f64(), rss[round]);
+        eprintln!(
+            "round {round}: {n} sandboxes up and down in {:.1}s, RSS {} kB",
+            t.elapsed().as_secs_f64(),
+            rss[round]
+        );
     }
     // Memory is stable: the second round does not grow the daemon beyond the first.
     assert!(rss[1] <= rss[0] + 4096, "daemon RSS grew from {} kB to {} kB", rss[0], rss[1]);
