@@ -195,6 +195,12 @@ pub const CT_F_CLOSING: u8 = 1 << 0;
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_535;
 pub const SNAT_TRIES: u32 = 16;
+/// Hairpin SNAT (to a gateway address, toward a sandbox) also uses 1024-32767: the host's own
+/// connections from a gateway address take ephemeral ports (32768-60999) and are not tracked, so
+/// hairpin stays out of that range but needs more than 61000-65535 alone. A closed tuple is
+/// held for a second, and short connections at over 4,536/s exhausted the small range.
+pub const HAIRPIN_LOW_MIN: u16 = 1024;
+pub const HAIRPIN_LOW_MAX: u16 = 32_767;
 
 /// Entry points of the object, as named in the ELF (and in `bpftool prog show`).
 pub mod prog_names {

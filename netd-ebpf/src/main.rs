@@ -39,9 +39,9 @@ mod progs {
         programs::{SockAddrContext, TcContext, XdpContext},
     };
     use netd_common::{
-        CT_ACT_FIB, CT_ACT_PASS, CT_ACT_PEER, CtKey, CtValue, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED, ProgId, SNAT_PORT_MAX,
-        SNAT_PORT_MIN, SNAT_TRIES,
+        CT_ACT_FIB, CT_ACT_PASS, CT_ACT_PEER, CtKey, CtValue, DropReason, HAIRPIN_LOW_MAX, HAIRPIN_LOW_MIN,
+        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT,
+        NET_F_ROUTED, ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_TRIES,
     };
 
     use crate::{
@@ -448,11 +448,14 @@ mod progs {
         if keep && free(&rk) {
             return Some(orig);
         }
-        let span = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
+        let high = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
+        // Hairpin (!keep) draws from 1024-32767 too (see HAIRPIN_LOW_MIN).
+        let low = if keep { 0 } else { (HAIRPIN_LOW_MAX - HAIRPIN_LOW_MIN) as u32 + 1 };
         for _ in 0..SNAT_TRIES {
             // SAFETY: plain helper call.
-            let r = unsafe { bpf_get_prandom_u32() } % span;
-            let port = ((SNAT_PORT_MIN as u32 + r) as u16).to_be();
+            let r = unsafe { bpf_get_prandom_u32() } % (high + low);
+            let p = if r < high { SNAT_PORT_MIN as u32 + r } else { HAIRPIN_LOW_MIN as u32 + (r - high) };
+            let port = (p as u16).to_be();
             rk.dport = port;
             if free(&rk) {
                 return Some(port);

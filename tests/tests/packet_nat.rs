@@ -328,13 +328,21 @@ fn hairpin_snat_picks_another_port_on_collision() {
     assert_eq!(r.retval, TC_ACT_REDIRECT);
     let o = check(&r.data_out);
     assert_eq!((o.src, o.dst, o.dport), (GW, SB, 7000), "DNAT to the target, SNAT to the gateway");
-    assert!(o.sport >= SNAT_PORT_MIN, "collision: a port from the SNAT range, got {}", o.sport);
+    let hairpin_range =
+        |p: u16| p >= SNAT_PORT_MIN || (netd_common::HAIRPIN_LOW_MIN..=netd_common::HAIRPIN_LOW_MAX).contains(&p);
+    assert!(hairpin_range(o.sport), "collision: a port from the hairpin SNAT ranges, got {}", o.sport);
     // Even without a collision hairpin never keeps the source port: the host's own connections
     // to sandboxes come from the gateway address with ephemeral ports (a regression the bench
     // found: loopback connections failed once hairpin flows had taken their tuples).
     let f = frame(6, SB2, HOST, 45001, 8080, 5, b"hairpin");
     let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap();
-    assert!(check(&r.data_out).sport >= SNAT_PORT_MIN);
+    assert!(hairpin_range(check(&r.data_out).sport));
+    // Never the host's ephemeral range, over many new flows.
+    for sport in 45002..45200 {
+        let f = frame(6, SB2, HOST, sport, 8080, 5, b"hairpin");
+        let p = check(&test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap().data_out).sport;
+        assert!(hairpin_range(p), "{p}");
+    }
 }
 
 #[test]
@@ -670,4 +678,39 @@ fn fuzzed_frames_are_counted_and_never_mistranslated() {
         assert_eq!(counted, runs.get(name).copied().unwrap_or(0), "{name}: every run counted");
     }
     eprintln!("{cases} fuzzed frames (seed {seed}): {verdicts:?}");
+}
+
+/// A full conntrack table never refuses a new flow: the LRU evicts the oldest entries.
+#[test]
+fn a_full_conntrack_table_evicts_instead_of_wedging() {
+    require_root!();
+    let mut l = setup();
+    {
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        let v = CtValue { action: netd_common::CT_ACT_HOSTFLOW, ..Default::default() };
+        for i in 0..netd_common::capacity::CT_V4 {
+            let k = CtKey { saddr: 0x0a00_0000 | i, daddr: 1, sport: 1, dport: 1, proto: 17, _pad: [0; 3] };
+            c.insert(k, v, 0).unwrap();
+        }
+        let n = c.keys().count() as u32;
+        assert!(n > netd_common::capacity::CT_V4 * 9 / 10, "the table is (nearly) full: {n}");
+    }
+    let drops = l.drop_stats().unwrap()["ct_insert"];
+    for sport in 41000..41100 {
+        let f = frame(6, CLIENT, HOST, sport, 8080, 5, b"new");
+        let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap();
+        assert_eq!(r.retval, TC_ACT_REDIRECT, "new flow {sport} translated into a full table");
+        let k = CtKey {
+            saddr: be_addr(ip(CLIENT)),
+            daddr: be_addr(ip(HOST)),
+            sport: be_port(sport),
+            dport: be_port(8080),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let c: BpfHashMap<&MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map(m::CT_V4).unwrap()).unwrap();
+        assert!(c.get(&k, 0).is_ok(), "flow {sport} recorded");
+    }
+    assert_eq!(l.drop_stats().unwrap()["ct_insert"], drops, "no insert failed");
 }

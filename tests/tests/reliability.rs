@@ -384,7 +384,7 @@ fn snapshot(th: &TestHost) -> String {
     let mut s = String::new();
     for argv in [
         &["ip", "-o", "link"][..],
-        &["ip", "-o", "addr"],
+        &["ip", "-o", "-4", "addr"],
         &["ip", "route", "show", "table", "all"],
         &["ip", "rule"],
         &["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"],

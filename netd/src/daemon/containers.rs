@@ -38,6 +38,26 @@ impl Daemon {
         if req.cmd.is_empty() {
             return Err(ApiError::bad("no command specified"));
         }
+        // The kernel takes at most 64 bytes (with the NUL) for either: refuse here, at create,
+        // rather than leave a sandbox that can never start.
+        for (what, v) in [("hostname", req.hostname.as_deref()), ("domainname", req.domainname.as_deref())] {
+            if let Some(v) = v
+                && v.len() > 63
+            {
+                return Err(ApiError::bad(format!(
+                    "invalid {what} \"{}...\": at most 63 characters",
+                    v.chars().take(16).collect::<String>()
+                )));
+            }
+        }
+        // Docker's CLI validates these flags (opts.ValidateIPAddress); the API checks them too.
+        for d in &req.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err(ApiError::bad(format!(
+                    "invalid argument \"{d}\" for \"--dns\" flag: {d} is not an ip address"
+                )));
+            }
+        }
         // Network mode and Docker's container-mode conflicts.
         let mode_str = if req.network_mode.is_empty() { "bridge".to_string() } else { req.network_mode.clone() };
         let mode = if mode_str == "container" || mode_str.starts_with("container:") {
