@@ -216,6 +216,12 @@ impl TestDaemon {
         Ok(())
     }
 
+    /// `netd inspect NAME`, the one object.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON");
+        v[0].clone()
+    }
+
     pub fn data_root(&self) -> PathBuf {
         self.root.join("lib")
     }

@@ -25,6 +25,16 @@ macro_rules! require_root {
     };
 }
 
+/// `netd-probe`, the test servers and clients (next to the test binary).
+pub fn probe_path() -> String {
+    daemon::probe_bin().display().to_string()
+}
+
+/// A socket address literal.
+pub fn addr(s: &str) -> std::net::SocketAddr {
+    s.parse().expect("socket address")
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

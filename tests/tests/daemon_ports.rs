@@ -3,11 +3,6 @@
 use netd_tests::{TestDaemon, TestHost, probe, require_root};
 use serde_json::Value;
 
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
 #[test]
 fn every_publish_form_is_allocated_and_shown_like_docker() {
     require_root!();
@@ -70,7 +65,7 @@ fn every_publish_form_is_allocated_and_shown_like_docker() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.trim(), "no public port '6000' published for web");
 
-    let w = inspect(&d, "web");
+    let w = d.inspect("web");
     assert_eq!(w["HostConfig"]["PortBindings"]["80/tcp"], serde_json::json!([{"HostIp": "", "HostPort": "8080"}]));
     assert_eq!(w["HostConfig"]["PortBindings"]["91/tcp"], serde_json::json!([{"HostIp": "", "HostPort": "9100-9110"}]));
     assert_eq!(

@@ -2,12 +2,6 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, require_root};
-use serde_json::Value;
-
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
 
 #[test]
 fn kill9_then_up_adopts_sandboxes_and_their_exit_status() {
@@ -18,28 +12,28 @@ fn kill9_then_up_adopts_sandboxes_and_their_exit_status() {
     d.ok(&["run", "-d", "--name", "srv", "--", &p, "serve", "--tag", "srv", "7000"]);
     d.ok(&["run", "-d", "--name", "cli", "--", "sleep", "300"]);
     d.ok(&["run", "-d", "--name", "short", "--", "sh", "-c", "sleep 2; echo finished; exit 7"]);
-    let pid_before = inspect(&d, "srv")["State"]["Pid"].as_i64().unwrap();
+    let pid_before = d.inspect("srv")["State"]["Pid"].as_i64().unwrap();
 
     d.kill9_and_restart_after(Duration::from_secs(3)).unwrap();
 
     // The running sandboxes were adopted: same process, same address, still reachable.
-    let srv = inspect(&d, "srv");
+    let srv = d.inspect("srv");
     assert_eq!(srv["State"]["Status"], "running");
     assert_eq!(srv["State"]["Pid"].as_i64().unwrap(), pid_before);
     let ip = srv["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
     let out = d.ok(&["exec", "cli", "--", &p, "tcp", &format!("{ip}:7000"), "after-restart"]);
     assert_eq!(out.trim(), "srv:172.17.0.3:after-restart");
     // The one that exited while no daemon ran kept its status and output.
-    let short = inspect(&d, "short");
+    let short = d.inspect("short");
     assert_eq!(short["State"]["Status"], "exited");
     assert_eq!(short["State"]["ExitCode"], 7);
     assert_eq!(d.ok(&["logs", "short"]), "finished\n");
     // New sandboxes get fresh addresses (the adopted ones stay reserved).
     d.ok(&["run", "-d", "--name", "new", "--", "sleep", "300"]);
-    assert_eq!(inspect(&d, "new")["NetworkSettings"]["IPAddress"], "172.17.0.4");
+    assert_eq!(d.inspect("new")["NetworkSettings"]["IPAddress"], "172.17.0.4");
     // The adopted sandbox is still under the daemon's control.
     d.ok(&["stop", "-t", "1", "srv"]);
-    assert_eq!(inspect(&d, "srv")["State"]["Status"], "exited");
+    assert_eq!(d.inspect("srv")["State"]["Status"], "exited");
     let veths = th.host.exec_ok(&["ip", "-o", "link", "show", "master", "netd0"]).unwrap();
     assert_eq!(veths.lines().count(), 2, "cli and new keep theirs, srv's is gone: {veths}");
 }
@@ -50,13 +44,13 @@ fn orphans_of_a_crashed_daemon_are_cleaned_up() {
     let th = TestHost::new("orph").unwrap();
     let mut d = TestDaemon::start(&th, &["--dataplane", "none"]).unwrap();
     d.ok(&["run", "-d", "--name", "gone", "--", "sleep", "300"]);
-    let pid = inspect(&d, "gone")["State"]["Pid"].as_i64().unwrap() as i32;
+    let pid = d.inspect("gone")["State"]["Pid"].as_i64().unwrap() as i32;
     // Crash the daemon and kill the sandbox's process behind its back.
     d.kill9_only();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
     d.restart().unwrap();
-    assert_eq!(inspect(&d, "gone")["State"]["Status"], "exited");
+    assert_eq!(d.inspect("gone")["State"]["Status"], "exited");
     let veths = th.host.exec_ok(&["ip", "-o", "link", "show", "master", "netd0"]).unwrap();
     assert!(veths.trim().is_empty(), "orphan veth removed: {veths}");
     let ns: Vec<_> = std::fs::read_dir(d.exec_root().join("netns")).unwrap().collect();
@@ -92,5 +86,5 @@ fn churn_200_sandboxes_leaves_nothing() {
     assert!(!mounts.contains(d.root.to_str().unwrap()), "no mounts left under the test root");
     // The address pool is whole again: the next sandbox gets .2.
     d.ok(&["run", "-d", "--name", "after", "--", "sleep", "300"]);
-    assert_eq!(inspect(&d, "after")["NetworkSettings"]["IPAddress"], "172.17.0.2");
+    assert_eq!(d.inspect("after")["NetworkSettings"]["IPAddress"], "172.17.0.2");
 }

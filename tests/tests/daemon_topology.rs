@@ -1,13 +1,6 @@
 //! The daemon and Docker's bridge topology (dataplane `none`: topology only), with real
 //! sandboxes, real processes and real packets.
 use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, ip, probe, require_root};
-use serde_json::Value;
-
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let out = d.ok(&["inspect", name]);
-    let v: Value = serde_json::from_str(&out).expect("inspect JSON");
-    v[0].clone()
-}
 
 fn probe() -> String {
     probe_bin().display().to_string()
@@ -51,8 +44,8 @@ fn default_bridge_is_dockers_docker0_model() {
     serve(&d, "sb", &[], "7000");
     assert_eq!(id_a.len(), 64, "run -d prints the full id: {id_a}");
 
-    let a = inspect(&d, "sa");
-    let b = inspect(&d, "sb");
+    let a = d.inspect("sa");
+    let b = d.inspect("sb");
     assert_eq!(a["Name"], "/sa");
     assert_eq!(a["State"]["Status"], "running");
     assert_eq!(a["NetworkSettings"]["IPAddress"], "172.17.0.2");
@@ -123,7 +116,7 @@ fn bip_fixed_cidr_mtu_and_existing_bridge() {
         let l = th.host.exec_ok(&["ip", "-o", "link", "show", "netd0"]).unwrap();
         assert!(l.contains("mtu 1400"), "{l}");
         serve(&d, "xx", &[], "7000");
-        let x = inspect(&d, "xx");
+        let x = d.inspect("xx");
         let ip: std::net::Ipv4Addr = x["NetworkSettings"]["IPAddress"].as_str().unwrap().parse().unwrap();
         assert!(ip.octets()[3] >= 128 && ip.octets()[..3] == [10, 55, 0], "address {ip} must come from --fixed-cidr");
         assert_eq!(x["NetworkSettings"]["Gateway"], "10.55.0.1");
@@ -140,7 +133,7 @@ fn bip_fixed_cidr_mtu_and_existing_bridge() {
     {
         let d = TestDaemon::start(&th, &["--dataplane", "none", "-b", "mybr0"]).unwrap();
         serve(&d, "yy", &[], "7000");
-        let y = inspect(&d, "yy");
+        let y = d.inspect("yy");
         assert_eq!(y["NetworkSettings"]["IPAddress"], "10.66.0.2");
         assert_eq!(y["NetworkSettings"]["Gateway"], "10.66.0.1");
         let veths = th.host.exec_ok(&["ip", "-o", "link", "show", "master", "mybr0"]).unwrap();
@@ -206,7 +199,7 @@ fn host_none_and_container_modes() {
     let e = probe::tcp_echo(&th.outside.path(), "198.51.100.1:7200".parse().unwrap(), b"x")
         .expect("host-mode server reachable from outside");
     assert_eq!(e.tag, "hm");
-    let h = inspect(&d, "hm");
+    let h = d.inspect("hm");
     assert_eq!(h["HostConfig"]["NetworkMode"], "host");
     assert_eq!(h["NetworkSettings"]["IPAddress"], "");
 
@@ -224,7 +217,7 @@ fn host_none_and_container_modes() {
     let e = d.ok(&["exec", "jj", "--", &p, "tcp", "127.0.0.1:7300", "shared"]);
     assert_eq!(e.trim(), "base:127.0.0.1:shared", "the joiner reaches base's server on loopback");
     let jh = d.ok(&["exec", "jj", "--", "cat", "/etc/hostname"]);
-    let base_id = inspect(&d, "base")["Id"].as_str().unwrap().to_string();
+    let base_id = d.inspect("base")["Id"].as_str().unwrap().to_string();
     assert_eq!(jh.trim(), &base_id[..12], "joiner shares base's /etc/hostname");
 
     // Every conflicting option gets Docker's error, exit 125, and creates nothing.
@@ -259,7 +252,7 @@ fn host_none_and_container_modes() {
     let links = d.ok(&["exec", "jj", "--", "ip", "-o", "link"]);
     let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
     assert_eq!(names, ["lo"], "{links}");
-    assert_eq!(inspect(&d, "jj")["State"]["Status"], "running");
+    assert_eq!(d.inspect("jj")["State"]["Status"], "running");
 }
 
 #[test]
@@ -310,7 +303,7 @@ fn etc_files_are_dockers() {
     // -e, and Docker's env defaults.
     d.ok(&["run", "-d", "--name", "gg", "-e", "FOO=bar", "--", "sleep", "300"]);
     let env = d.ok(&["exec", "gg", "--", "sh", "-c", "echo $FOO $HOSTNAME $PATH"]);
-    let gid = inspect(&d, "gg")["Id"].as_str().unwrap().to_string();
+    let gid = d.inspect("gg")["Id"].as_str().unwrap().to_string();
     assert_eq!(env.trim(), format!("bar {} /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", &gid[..12]));
 }
 
@@ -324,8 +317,8 @@ fn run_attached_exit_codes_logs_and_lifecycle() {
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stdout.contains("out") && r.stdout.contains("err"), "{r:?}");
     assert_eq!(d.ok(&["logs", "once"]), "out\nerr\n");
-    assert_eq!(inspect(&d, "once")["State"]["ExitCode"], 3);
-    assert_eq!(inspect(&d, "once")["State"]["Status"], "exited");
+    assert_eq!(d.inspect("once")["State"]["ExitCode"], 3);
+    assert_eq!(d.inspect("once")["State"]["Status"], "exited");
     // 127 / 126 like Docker.
     let r = d.cli(&["run", "--rm", "--", "/nonexistent-binary"]);
     assert_eq!(r.code, 127, "{r:?}");
@@ -351,13 +344,13 @@ fn run_attached_exit_codes_logs_and_lifecycle() {
     assert!(ps.starts_with("CONTAINER ID"), "{ps}");
     assert!(ps.contains(&id[..12]) && ps.contains("Up "), "{ps}");
     assert_eq!(d.ok(&["stop", "-t", "1", &id[..8]]), format!("{}\n", &id[..8]));
-    assert_eq!(inspect(&d, "web")["State"]["Status"], "exited");
+    assert_eq!(d.inspect("web")["State"]["Status"], "exited");
     assert!(!d.ok(&["ps", "-q"]).contains(&id[..12]));
     assert!(d.ok(&["ps", "-a", "-q"]).contains(&id[..12]));
     d.ok(&["start", "web"]);
-    assert_eq!(inspect(&d, "web")["State"]["Status"], "running");
+    assert_eq!(d.inspect("web")["State"]["Status"], "running");
     d.ok(&["restart", "-t", "1", "web"]);
-    assert_eq!(inspect(&d, "web")["RestartCount"], 1);
+    assert_eq!(d.inspect("web")["RestartCount"], 1);
     let r = d.cli(&["rm", "web"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("stop the container before removing or force remove"), "{}", r.stderr);

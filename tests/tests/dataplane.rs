@@ -3,21 +3,8 @@
 //! body run per dataplane.
 use std::net::SocketAddr;
 
-use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, probe, require_root};
+use netd_tests::{TestDaemon, TestHost, addr, probe, probe_path as p, require_root};
 use serde_json::Value;
-
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
-fn p() -> String {
-    probe_bin().display().to_string()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn drops(d: &TestDaemon) -> Value {
     let v: Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap();
@@ -127,7 +114,7 @@ fn published_ports_with(dataplane: &str, extra: &[&str]) {
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"x").is_err(), "stopped sandbox still answered");
     d.ok(&["run", "-d", "--name", "other", "--", "sleep", "300"]); // takes .2
     d.ok(&["start", "web"]);
-    assert_eq!(inspect(&d, "web")["NetworkSettings"]["IPAddress"], "172.17.0.3");
+    assert_eq!(d.inspect("web")["NetworkSettings"]["IPAddress"], "172.17.0.3");
     let e = probe::udp_echo(&out, addr("198.51.100.1:5353"), b"again").expect("udp after restart");
     assert_eq!(e.tag, "web");
     let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"again").expect("tcp after restart");
@@ -315,7 +302,7 @@ fn links_under_icc_false(dataplane: &str) {
         assert!(env.lines().any(|l| l == want), "{want} missing from\n{env}");
     }
     let hosts = d.ok(&["exec", "app", "--", "cat", "/etc/hosts"]);
-    let db_id = inspect(&d, "db")["Id"].as_str().unwrap().to_string();
+    let db_id = d.inspect("db")["Id"].as_str().unwrap().to_string();
     assert!(hosts.contains(&format!("172.17.0.2\tdbalias db {}\n", &db_id[..12])), "{hosts}");
     // Only the linked (exposed) port is open under icc=false; other ports stay closed.
     let ok = d.ok(&["exec", "app", "--", &pr, "tcp", "dbalias:7000", "linked"]);
@@ -353,10 +340,10 @@ fn user_networks_are_isolated(dataplane: &str) {
     d.ok(&["run", "-d", "--name", "f1", "--network", "front", "--", &pr, "serve", "--tag", "f1", "7000"]);
     d.ok(&["run", "-d", "--name", "f2", "--network", "front", "--ip", "10.77.0.50", "--", "sleep", "300"]);
     d.ok(&["run", "-d", "--name", "b1", "--network", "back", "--", &pr, "serve", "--tag", "b1", "7000"]);
-    let f1 = inspect(&d, "f1");
+    let f1 = d.inspect("f1");
     assert_eq!(f1["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.77.0.2");
-    assert_eq!(inspect(&d, "f2")["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.77.0.50");
-    let b1_ip = inspect(&d, "b1")["NetworkSettings"]["Networks"]["back"]["IPAddress"].as_str().unwrap().to_string();
+    assert_eq!(d.inspect("f2")["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.77.0.50");
+    let b1_ip = d.inspect("b1")["NetworkSettings"]["Networks"]["back"]["IPAddress"].as_str().unwrap().to_string();
     assert!(b1_ip.starts_with("172.18."), "the first free default pool: {b1_ip}");
     // Same network: reachable. Other network: dropped both ways.
     let ok = d.ok(&["exec", "f2", "--", &pr, "tcp", "10.77.0.2:7000", "same-net"]);

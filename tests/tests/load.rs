@@ -3,7 +3,7 @@
 //! established flow keeps talking. Nothing may wedge, leak or drop.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -11,15 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{TestDaemon, TestHost, in_netns, load, probe, require_root};
-
-fn p() -> String {
-    netd_tests::daemon::probe_bin().display().to_string()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use netd_tests::{TestDaemon, TestHost, addr, in_netns, load, probe, probe_path as p, require_root};
 
 fn rss_kb(d: &TestDaemon) -> u64 {
     let needle = d.socket.display().to_string();

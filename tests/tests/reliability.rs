@@ -3,7 +3,7 @@
 //! no orphan veth, namespace mount, map entry, pin or supervisor, no half-published port.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -11,21 +11,8 @@ use std::{
     time::Duration,
 };
 
-use netd_tests::{TestDaemon, TestHost, in_netns, probe, require_root};
+use netd_tests::{TestDaemon, TestHost, addr, daemon::tail, in_netns, probe, probe_path as p, require_root};
 use serde_json::Value;
-
-fn p() -> String {
-    netd_tests::daemon::probe_bin().display().to_string()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
 
 /// Entries of one of the daemon's pinned maps.
 fn map_len(d: &TestDaemon, map: &str) -> usize {
@@ -54,38 +41,53 @@ fn shims(d: &TestDaemon) -> usize {
 
 /// What the daemon says it has, checked against the kernel: links, namespace mounts, map
 /// entries, pins, supervisors. Returns the running sandboxes' names.
-fn assert_consistent(th: &TestHost, d: &TestDaemon, ebpf: bool) -> Vec<String> {
+fn assert_consistent(th: &TestHost, d: &TestDaemon, ebpf: bool, ctx: &str) -> Vec<String> {
     let ids: Vec<String> = d.ok(&["ps", "-q", "--no-trunc"]).lines().map(str::to_string).collect();
     let mut endpoints = 0;
     let mut ports = 0;
     let mut names = Vec::new();
     for id in &ids {
-        let c = inspect(d, id);
+        let c = d.inspect(id);
         names.push(c["Name"].as_str().unwrap().trim_start_matches('/').to_string());
         endpoints += c["NetworkSettings"]["Networks"].as_object().map_or(0, |m| m.len());
         for (_, b) in c["NetworkSettings"]["Ports"].as_object().into_iter().flatten() {
             ports += b.as_array().map_or(0, Vec::len);
         }
     }
-    let links = th.host.exec_ok(&["ip", "-o", "link"]).unwrap();
-    let veths = links.lines().filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("veth"))).count();
-    assert_eq!(veths, endpoints, "host-side veths vs endpoints of running sandboxes: {links}");
+    // A dead sandbox's namespace (and the veth pair in it) is destroyed by the kernel's netns
+    // cleanup worker, a moment after its last process exits: wait for it, bounded.
+    let veths = || {
+        let links = th.host.exec_ok(&["ip", "-o", "link"]).unwrap();
+        let n = links.lines().filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("veth"))).count();
+        (n, links)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while veths().0 != endpoints && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (n, links) = veths();
+    assert_eq!(
+        n,
+        endpoints,
+        "{ctx}: host-side veths vs endpoints of running sandboxes {names:?}: {links}\n{}",
+        tail(&d.log(), 30)
+    );
     let ns = std::fs::read_dir(d.exec_root().join("netns")).map_or(0, |r| r.count());
-    assert_eq!(ns, ids.len(), "namespace mounts vs running sandboxes");
-    assert_eq!(shims(d), ids.len(), "supervisors vs running sandboxes");
+    assert_eq!(ns, ids.len(), "{ctx}: namespace mounts vs running sandboxes");
+    assert_eq!(shims(d), ids.len(), "{ctx}: supervisors vs running sandboxes");
     if ebpf {
-        assert_eq!(map_len(d, "PUBLISHED_V4"), ports, "published-port map entries vs published ports");
-        assert_eq!(map_len(d, "ENDPOINTS"), endpoints, "endpoint map entries vs endpoints");
+        assert_eq!(map_len(d, "PUBLISHED_V4"), ports, "{ctx}: published-port map entries vs published ports");
+        assert_eq!(map_len(d, "ENDPOINTS"), endpoints, "{ctx}: endpoint map entries vs endpoints");
         let pins = std::fs::read_dir(d.bpffs.join("links"))
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("veth-"))
             .count();
-        assert_eq!(pins, endpoints, "pinned veth links vs endpoints");
+        assert_eq!(pins, endpoints, "{ctx}: pinned veth links vs endpoints");
     } else {
         let rules = th.host.exec_ok(&["iptables-save", "-t", "nat"]).unwrap();
         let dnat = rules.lines().filter(|l| l.contains("-j DNAT")).count();
-        assert_eq!(dnat, ports, "DNAT rules vs published ports: {rules}");
+        assert_eq!(dnat, ports, "{ctx}: DNAT rules vs published ports: {rules}");
     }
     names
 }
@@ -99,6 +101,19 @@ fn echo_tag(th: &TestHost, a: &str) -> Option<String> {
     probe::tcp_echo(&th.outside.path(), addr(a), b"x").ok().map(|e| e.tag)
 }
 
+/// `echo_tag` until it answers `want`, bounded: a sandbox's server binds a moment after
+/// `netd run -d` returns.
+fn wait_tag(th: &TestHost, a: &str, want: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = echo_tag(th, a);
+        if t.as_deref() == Some(want) || std::time::Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn crash_points(dataplane: &str) {
     let ebpf = dataplane == "ebpf";
     let th = TestHost::new(&format!("cr{}", &dataplane[..1])).unwrap();
@@ -108,6 +123,7 @@ fn crash_points(dataplane: &str) {
     d.ok(&["network", "create", "other"]);
     let points = [
         "run:netns",
+        "run:veth-created",
         "run:endpoint",
         "publish:allocated",
         "publish:programmed",
@@ -122,7 +138,7 @@ fn crash_points(dataplane: &str) {
         let pre = !point.starts_with("run:") && !point.starts_with("publish:");
         if pre {
             d.ok(&serve_args(&pr, "victim", "9090:7000"));
-            assert_eq!(echo_tag(&th, "198.51.100.1:9090").as_deref(), Some("victim"));
+            assert_eq!(wait_tag(&th, "198.51.100.1:9090", "victim").as_deref(), Some("victim"));
         }
         d.kill9_only();
         d.env = vec![("NETD_CRASH_AT".into(), point.into())];
@@ -136,22 +152,22 @@ fn crash_points(dataplane: &str) {
         assert!(d.wait_exit(Duration::from_secs(10)), "{point}: the daemon reached the crash point");
         d.env.clear();
         d.restart().unwrap();
-        let running = assert_consistent(&th, &d, ebpf);
+        let running = assert_consistent(&th, &d, ebpf, point);
         assert!(running.contains(&"keep".to_string()), "{point}: {running:?}");
-        assert_eq!(echo_tag(&th, "198.51.100.1:8080").as_deref(), Some("keep"), "{point}: keep still serves");
+        assert_eq!(wait_tag(&th, "198.51.100.1:8080", "keep").as_deref(), Some("keep"), "{point}: keep still serves");
         if running.contains(&"victim".to_string()) {
             // Only a connect crash leaves the victim running: whole, with its port.
             assert_eq!(point, "connect:attached");
-            assert_eq!(echo_tag(&th, "198.51.100.1:9090").as_deref(), Some("victim"));
+            assert_eq!(wait_tag(&th, "198.51.100.1:9090", "victim").as_deref(), Some("victim"));
         } else {
             // No half-published port: 9090 is free for somebody else, end to end.
             assert!(echo_tag(&th, "198.51.100.1:9090").is_none(), "{point}: nothing answers on 9090");
             d.ok(&serve_args(&pr, "next", "9090:7000"));
-            assert_eq!(echo_tag(&th, "198.51.100.1:9090").as_deref(), Some("next"), "{point}: 9090 reusable");
+            assert_eq!(wait_tag(&th, "198.51.100.1:9090", "next").as_deref(), Some("next"), "{point}: 9090 reusable");
             d.ok(&["rm", "-f", "next"]);
         }
         let _ = d.cli(&["rm", "-f", "victim"]);
-        assert_consistent(&th, &d, ebpf);
+        assert_consistent(&th, &d, ebpf, point);
     }
     // Random kill points: a run and an rm in flight, killed after a random delay.
     let mut seed = std::process::id() as u64;
@@ -183,11 +199,11 @@ fn crash_points(dataplane: &str) {
         d.kill9_only();
         t.join().unwrap();
         d.restart().unwrap();
-        let running = assert_consistent(&th, &d, ebpf);
-        assert_eq!(echo_tag(&th, "198.51.100.1:8080").as_deref(), Some("keep"));
+        let running = assert_consistent(&th, &d, ebpf, &format!("random kill {i} after {delay:?}"));
+        assert_eq!(wait_tag(&th, "198.51.100.1:8080", "keep").as_deref(), Some("keep"));
         for n in running.iter().filter(|n| n.starts_with('r')) {
             let port = 9100 + n[1..].parse::<u16>().unwrap();
-            assert_eq!(echo_tag(&th, &format!("198.51.100.1:{port}")).as_deref(), Some(n.as_str()), "{n} whole");
+            assert_eq!(wait_tag(&th, &format!("198.51.100.1:{port}"), n).as_deref(), Some(n.as_str()), "{n} whole");
         }
     }
 }
@@ -228,7 +244,7 @@ fn kill9_under_load(dataplane: &str) {
             "7000",
         ]);
     }
-    let before = assert_consistent(&th, &d, dataplane == "ebpf");
+    let before = assert_consistent(&th, &d, dataplane == "ebpf", "kill9");
     let (tcp, udp) = in_netns(&th.outside.path(), || {
         let mut tcp = Vec::new();
         for i in 0..200 {
@@ -314,8 +330,8 @@ fn kill9_under_load(dataplane: &str) {
         failed.load(Ordering::Relaxed)
     );
     // State matches: the same sandboxes, the same ports, and new flows work.
-    assert_eq!(assert_consistent(&th, &d, dataplane == "ebpf"), before);
-    assert_eq!(echo_tag(&th, "198.51.100.1:8081").as_deref(), Some("web2"));
+    assert_eq!(assert_consistent(&th, &d, dataplane == "ebpf", "kill9"), before);
+    assert_eq!(wait_tag(&th, "198.51.100.1:8081", "web2").as_deref(), Some("web2"));
 }
 
 #[test]
@@ -359,13 +375,13 @@ fn sigterm_with_live_restore_keeps_sandboxes_and_flows() {
     d.down().unwrap();
     let r = exchange("two");
     assert!(r.ends_with(":two"), "established flow with no daemon: {r}");
-    assert_eq!(echo_tag(&th, "198.51.100.1:8080").as_deref(), Some("web"), "new flow with no daemon");
+    assert_eq!(wait_tag(&th, "198.51.100.1:8080", "web").as_deref(), Some("web"), "new flow with no daemon");
     assert_eq!(th.host.exec_ok(&["ip", "-o", "link"]).unwrap().lines().count(), links_before.lines().count());
     d.restart().unwrap();
-    assert_eq!(inspect(&d, "web")["State"]["Status"], "running", "adopted");
+    assert_eq!(d.inspect("web")["State"]["Status"], "running", "adopted");
     let r = exchange("three");
     assert!(r.ends_with(":three"), "{r}");
-    assert_consistent(&th, &d, true);
+    assert_consistent(&th, &d, true, "live-restore");
     // Without --live-restore, SIGTERM removes everything.
     d.kill9_only();
     d.args.retain(|a| a != "--live-restore");
@@ -385,7 +401,7 @@ fn snapshot(th: &TestHost) -> String {
     for argv in [
         &["ip", "-o", "link"][..],
         &["ip", "-o", "-4", "addr"],
-        &["ip", "route", "show", "table", "all"],
+        &["ip", "-4", "route", "show", "table", "all"],
         &["ip", "rule"],
         &["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"],
     ] {
@@ -411,10 +427,19 @@ fn down_restores(dataplane: &str) {
     d.ok(&serve_args(&pr, "web", "8080:7000"));
     d.ok(&["run", "-d", "--name", "db", "--network", "app", "-p", "5432:7000", "--", &pr, "serve", "7000"]);
     d.ok(&["run", "-d", "--name", "cli", "--link", "web", "--", "sleep", "300"]);
-    assert_eq!(echo_tag(&th, "198.51.100.1:8080").as_deref(), Some("web"));
+    assert_eq!(wait_tag(&th, "198.51.100.1:8080", "web").as_deref(), Some("web"));
     let bpffs = d.bpffs.clone();
     d.down().unwrap();
-    assert_eq!(snapshot(&th), before, "netd down restores the namespace exactly");
+    let after = snapshot(&th);
+    let diff: Vec<String> = {
+        let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+        b.iter()
+            .filter(|l| !a.contains(l))
+            .map(|l| format!("- {l}"))
+            .chain(a.iter().filter(|l| !b.contains(l)).map(|l| format!("+ {l}")))
+            .collect()
+    };
+    assert!(diff.is_empty(), "netd down restores the namespace exactly:\n{}", diff.join("\n"));
     assert!(!bpffs.exists(), "no pins left");
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(d.root.to_str().unwrap()), "no mounts left");
@@ -422,7 +447,7 @@ fn down_restores(dataplane: &str) {
     // A second `netd up` works at once.
     d.restart().unwrap();
     d.ok(&serve_args(&pr, "again", "8080:7000"));
-    assert_eq!(echo_tag(&th, "198.51.100.1:8080").as_deref(), Some("again"));
+    assert_eq!(wait_tag(&th, "198.51.100.1:8080", "again").as_deref(), Some("again"));
 }
 
 #[test]

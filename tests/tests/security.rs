@@ -1,23 +1,10 @@
 //! Security: the API socket is root-only and invisible to sandboxes; sandboxes cannot reach the
 //! host's loopback services; forged frames from outside (destination 127.0.0.1, a sandbox
 //! address, an unpublished port) never reach a sandbox.
-use std::{net::SocketAddr, os::unix::fs::MetadataExt, time::Duration};
+use std::{os::unix::fs::MetadataExt, time::Duration};
 
-use netd_tests::{TestDaemon, TestHost, in_netns, probe, require_root};
+use netd_tests::{TestDaemon, TestHost, addr, in_netns, probe, probe_path as p, require_root};
 use serde_json::Value;
-
-fn p() -> String {
-    netd_tests::daemon::probe_bin().display().to_string()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn inspect(d: &TestDaemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
 
 /// Connect to a unix socket as uid/gid 65534 (python drops privileges first).
 fn connect_as_nobody(path: &str) -> std::process::Output {
@@ -182,8 +169,8 @@ fn outside_isolation(dataplane: &str) {
         "7001",
         "7002",
     ]);
-    let sb_ns = inspect(&d, "web")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
-    let sb_ip = inspect(&d, "web")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    let sb_ns = d.inspect("web")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let sb_ip = d.inspect("web")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
     let out = th.outside.path();
     // Sanity: the published port works, from outside and (loopback binding) from the host.
     assert_eq!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"ok").unwrap().tag, "web");
@@ -201,7 +188,17 @@ fn outside_isolation(dataplane: &str) {
     let sb: Vec<u8> = sb_ip.split('.').map(|x| x.parse().unwrap()).collect();
     let sb = [sb[0], sb[1], sb[2], sb[3]];
     let src = [198, 51, 100, 2];
-    let before = tcp_in_segs(&sb_ns);
+    // Let the sanity connections' last segments (FIN/ACK, retransmitted SYNs of the refused
+    // attempts) settle first: the counter must stand still for half a second (bounded).
+    let mut before = tcp_in_segs(&sb_ns);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = tcp_in_segs(&sb_ns);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let mut frames = Vec::new();
     for _ in 0..5 {
         frames.push(syn_frame(host_mac, out_mac, src, [127, 0, 0, 1], 8443));

@@ -145,7 +145,7 @@ pub type Shared = Arc<Daemon>;
 
 /// Test hook for crash consistency: with `NETD_CRASH_AT=<point>` in its environment the daemon
 /// SIGKILLs itself when it reaches that point (no cleanup, exactly like `kill -9`). The points
-/// are named `run:netns`, `run:endpoint`, `publish:allocated`, `publish:programmed`,
+/// are named `run:netns`, `run:veth-created`, `run:endpoint`, `publish:allocated`, `publish:programmed`,
 /// `run:spawned`, `rm:unpublished`, `rm:detached`, `rm:torn-down`, `connect:attached`.
 pub fn crash_point(name: &str) {
     static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();

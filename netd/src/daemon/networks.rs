@@ -108,6 +108,7 @@ impl Daemon {
         };
         let r: Result<u32, String> = async {
             self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
+            super::crash_point("run:veth-created");
             self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
             let ns = std::fs::File::open(netns).map_err(|e| format!("opening {}: {e}", netns.display()))?;
             self.nl.move_to_netns(&peer_tmp, ns.as_fd()).await.map_err(|e| format!("moving veth: {e}"))?;

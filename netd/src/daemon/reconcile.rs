@@ -425,6 +425,19 @@ async fn reconcile_containers(d: &Shared) {
             }
         }
     }
+    // A pair created but not yet enslaved or moved (a crash right after creating it): both ends
+    // are still here, the peer under its temporary `vp…` name. Only netd names its peers so.
+    if let Ok(links) = d.nl.links().await {
+        for (name, kind) in links {
+            if let Some(sfx) = name.strip_prefix("vp")
+                && kind == "veth"
+                && !owned_veths.contains(&format!("veth{sfx}"))
+            {
+                tracing::info!(veth = %name, "removing orphan veth pair");
+                let _ = d.nl.delete_link(&name).await;
+            }
+        }
+    }
 }
 
 /// SIGKILL (process group: the supervisor and its command) every `netd shim` whose config lives

@@ -625,6 +625,12 @@ fn render(
         run32_ms / 1000.0,
         if run32_ms <= 200.0 { "yes" } else { "**no**" }
     );
+    if let Some(floor) = ratio(v(pp, "raw", Fig::Rr, &|x| x.p50_us), v(pp, "iptables-nft", Fig::Rr, &|x| x.p50_us)) {
+        let _ = writeln!(
+            s,
+            "\nRR p50 floor: the raw veth hop, with no program at all, is at {floor:.2}× of iptables-nft's p50 in this run; a dataplane that adds anything to that hop cannot go below it, so the ≤ 0.8× goal is out of reach on this machine whenever iptables adds less than 25 % to the raw hop's latency."
+        );
+    }
     let _ = writeln!(
         s,
         "\nWhere a target is missed, the profile section below shows how much of an operation's time netd's programs take (kernel BPF run-time statistics); the rest is the kernel's own path (the extra veth hop into the sandbox's namespace, socket work).\n"
