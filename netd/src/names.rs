@@ -417,3 +417,57 @@ mod tests {
         assert_eq!(resolve("zzz", &objs), Err(ResolveError::NotFound));
     }
 }
+
+/// Property tests: Docker's name rule, exactly, on arbitrary strings.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The rule written independently of `validate_name`.
+    fn docker_rule(s: &str) -> bool {
+        let s = s.strip_prefix('/').unwrap_or(s);
+        let mut cs = s.chars();
+        matches!(cs.next(), Some(c) if c.is_ascii_alphanumeric())
+            && !cs.as_str().is_empty()
+            && cs.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_strings_follow_dockers_rule(
+            s in prop_oneof![
+                any::<String>(),
+                "/?[a-zA-Z0-9_. /:-]{0,12}",
+                "[a-z]{0,3}[\\x00-\\x7f\\u{80}-\\u{10ffff}][a-z]{0,3}",
+            ]
+        ) {
+            let r = validate_name(&s);
+            prop_assert_eq!(r.is_ok(), docker_rule(&s), "{:?}", s);
+            if let Err(e) = r {
+                prop_assert_eq!(
+                    e.to_string(),
+                    format!("Invalid container name ({s}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+                );
+            }
+        }
+
+        #[test]
+        fn valid_names_are_accepted(s in "/?[a-zA-Z0-9][a-zA-Z0-9_.-]{1,300}") {
+            prop_assert!(validate_name(&s).is_ok(), "{s:?}");
+        }
+
+        #[test]
+        fn one_bad_character_rejects(
+            pre in "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,8}",
+            bad in "[^a-zA-Z0-9_.-]",
+            post in "[a-zA-Z0-9_.-]{0,8}",
+        ) {
+            let s = format!("{pre}{bad}{post}");
+            prop_assert!(validate_name(&s).is_err(), "{s:?}");
+        }
+    }
+}

@@ -505,3 +505,202 @@ mod tests {
         assert_eq!(a.len(), 1);
     }
 }
+
+/// Property tests: the parsers never panic on arbitrary input, valid specs round-trip to their
+/// numbers, and out-of-range ports, reversed and mismatched ranges are Docker's errors.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn proto() -> impl Strategy<Value = (String, PortProto)> {
+        prop_oneof![
+            Just(("tcp".to_string(), PortProto::Tcp)),
+            Just(("udp".to_string(), PortProto::Udp)),
+            Just(("sctp".to_string(), PortProto::Sctp)),
+            Just(("UDP".to_string(), PortProto::Udp)),
+            Just(("Tcp".to_string(), PortProto::Tcp)),
+        ]
+    }
+
+    /// A range `start..=start+len` inside 1..=65535.
+    fn range() -> impl Strategy<Value = (u16, u16)> {
+        (1u16..=65535).prop_flat_map(|s| (Just(s), 0..=(65535 - s).min(300))).prop_map(|(s, l)| (s, s + l))
+    }
+
+    fn fmt_range((a, b): (u16, u16)) -> String {
+        if a == b { a.to_string() } else { format!("{a}-{b}") }
+    }
+
+    /// Text built from the characters that matter to the port grammar, to reach deep paths.
+    fn port_ish() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(":"),
+                Just("/"),
+                Just("-"),
+                Just("["),
+                Just("]"),
+                Just("."),
+                Just("0"),
+                Just("80"),
+                Just("65535"),
+                Just("65536"),
+                Just("99999999999999999999"),
+                Just("tcp"),
+                Just("udp"),
+                Just("::1"),
+                Just("127.0.0.1"),
+                Just(" "),
+                Just("+"),
+                Just("é"),
+            ],
+            0..12,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), port_ish(), "[0-9:/\\-\\[\\].a-z]{0,24}"]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn parsers_never_panic(s in any_text()) {
+            if let Ok(v) = parse_port_spec(&s) {
+                prop_assert!(!v.is_empty(), "{s:?}");
+                for b in &v {
+                    prop_assert!(b.host_port_start <= b.host_port_end, "{s:?}: {b:?}");
+                    let _ = check_supported(b);
+                }
+            }
+            if let Ok((a, b)) = parse_port_range(&s) {
+                prop_assert!(a <= b, "{s:?}");
+            }
+            if let Ok(v) = parse_expose(&s) {
+                prop_assert!(!v.is_empty() && !s.contains(':'), "{s:?}");
+            }
+            if let Ok(k) = PortKey::parse(&s) {
+                prop_assert_eq!(PortKey::parse(&k.to_string()), Ok(k));
+            }
+        }
+
+        #[test]
+        fn host_container_proto_round_trips(h in 0u16..=65535, c in 0u16..=65535, (pt, pr) in proto()) {
+            let v = parse_port_spec(&format!("{h}:{c}/{pt}")).unwrap();
+            prop_assert_eq!(v, vec![PortBinding {
+                proto: pr, host_ip: None, host_port_start: h, host_port_end: h, container_port: c,
+            }]);
+            let v = parse_port_spec(&format!("{c}/{pt}")).unwrap();
+            prop_assert_eq!((v.len(), v[0].host_port_start, v[0].container_port, v[0].proto), (1, 0, c, pr));
+        }
+
+        #[test]
+        fn host_ip_round_trips(ip in any::<[u8; 4]>(), h in 1u16..=65535, c in 1u16..=65535, v6 in any::<[u16; 8]>()) {
+            let ip4 = IpAddr::from(ip);
+            let b = &parse_port_spec(&format!("{ip4}:{h}:{c}")).unwrap()[0];
+            prop_assert_eq!((b.host_ip, b.host_port_start, b.container_port), (Some(ip4), h, c));
+            prop_assert!(check_supported(b).is_ok());
+            let b = &parse_port_spec(&format!("{ip4}::{c}/udp")).unwrap()[0];
+            prop_assert_eq!((b.host_ip, b.host_port_start, b.proto), (Some(ip4), 0, PortProto::Udp));
+            let ip6 = IpAddr::from(v6);
+            let b = &parse_port_spec(&format!("[{ip6}]:{h}:{c}")).unwrap()[0];
+            prop_assert_eq!((b.host_ip, b.host_port_start), (Some(ip6), h));
+            prop_assert!(check_supported(b).unwrap_err().to_string().contains("IPv6"));
+        }
+
+        #[test]
+        fn equal_length_ranges_map_one_to_one(hs in 1u16..=65535, cs in 1u16..=65535, len in 0u16..300) {
+            let len = len.min(65535 - hs).min(65535 - cs);
+            let spec = format!("{}:{}", fmt_range((hs, hs + len)), fmt_range((cs, cs + len)));
+            let v = parse_port_spec(&spec).unwrap();
+            prop_assert_eq!(v.len(), usize::from(len) + 1);
+            for (i, b) in v.iter().enumerate() {
+                let i = i as u16;
+                prop_assert_eq!((b.host_port_start, b.host_port_end, b.container_port), (hs + i, hs + i, cs + i));
+            }
+        }
+
+        #[test]
+        fn host_range_for_one_container_port(h in range(), c in 1u16..=65535) {
+            let v = parse_port_spec(&format!("{}:{c}", fmt_range(h))).unwrap();
+            prop_assert_eq!(v.len(), 1);
+            prop_assert_eq!((v[0].host_port_start, v[0].host_port_end, v[0].container_port), (h.0, h.1, c));
+        }
+
+        #[test]
+        fn mismatched_range_lengths_are_rejected(h in range(), c in range()) {
+            prop_assume!(c.0 != c.1 && h.1 - h.0 != c.1 - c.0);
+            let (hr, cr) = (fmt_range(h), fmt_range(c));
+            prop_assert_eq!(
+                parse_port_spec(&format!("{hr}:{cr}")).unwrap_err().to_string(),
+                format!("invalid ranges specified for container and host Ports: {cr} and {hr}")
+            );
+        }
+
+        #[test]
+        fn out_of_range_ports_are_rejected(big in 65536u64..=u64::MAX, ok in 1u16..=65535) {
+            prop_assert_eq!(
+                parse_port_spec(&format!("{big}:{ok}")).unwrap_err().to_string(),
+                format!("invalid hostPort: {big}")
+            );
+            prop_assert_eq!(
+                parse_port_spec(&format!("{ok}:{big}")).unwrap_err().to_string(),
+                format!("invalid containerPort: {big}")
+            );
+            prop_assert_eq!(
+                parse_port_spec(&format!("{ok}-{big}")).unwrap_err().to_string(),
+                format!("invalid containerPort: {ok}-{big}")
+            );
+            prop_assert!(parse_port_range(&big.to_string()).is_err());
+            prop_assert!(PortKey::parse(&big.to_string()).is_err());
+            let msg = parse_expose(&format!("{big}/udp")).unwrap_err().to_string();
+            prop_assert!(msg.starts_with(&format!("invalid range format for --expose: {big}/udp")), "{}", msg);
+        }
+
+        #[test]
+        fn reversed_ranges_are_rejected(
+            (a, b) in (0u16..65535).prop_flat_map(|b| (b + 1..=65535, Just(b))),
+            c in 1u16..=65535,
+        ) {
+            prop_assert_eq!(parse_port_range(&format!("{a}-{b}")), Err(format!("invalid port range: {a}-{b}")));
+            prop_assert_eq!(
+                parse_port_spec(&format!("{a}-{b}:{c}")).unwrap_err().to_string(),
+                format!("invalid hostPort: {a}-{b}")
+            );
+            prop_assert_eq!(
+                parse_port_spec(&format!("{a}-{b}")).unwrap_err().to_string(),
+                format!("invalid containerPort: {a}-{b}")
+            );
+            let r = parse_expose(&format!("{a}-{b}"));
+            prop_assert!(r.is_err(), "{:?}", r);
+        }
+
+        #[test]
+        fn bad_protocols_are_rejected(p in "[a-zA-Z0-9]{1,8}", c in 1u16..=65535) {
+            prop_assume!(!["tcp", "udp", "sctp"].contains(&p.to_ascii_lowercase().as_str()));
+            let want = format!("invalid proto: {}", p.to_ascii_lowercase());
+            prop_assert_eq!(parse_port_spec(&format!("{c}/{p}")).unwrap_err().to_string(), want.clone());
+            prop_assert_eq!(parse_expose(&format!("{c}/{p}")).unwrap_err().to_string(), want.clone());
+            prop_assert_eq!(PortKey::parse(&format!("{c}/{p}")).unwrap_err().to_string(), want);
+        }
+
+        #[test]
+        fn expose_ranges_and_keys_round_trip(r in range(), (pt, pr) in proto()) {
+            let v = parse_expose(&format!("{}/{pt}", fmt_range(r))).unwrap();
+            let want: Vec<PortKey> = (r.0..=r.1).map(|port| PortKey { port, proto: pr }).collect();
+            prop_assert_eq!(&v, &want);
+            for k in v {
+                prop_assert_eq!(PortKey::parse(&k.to_string()), Ok(k));
+            }
+            let colon = format!("{}:{}", r.0, r.1);
+            prop_assert_eq!(
+                parse_expose(&colon).unwrap_err().to_string(),
+                format!("invalid port format for --expose: {colon}")
+            );
+        }
+    }
+}
