@@ -213,7 +213,8 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], IpamError> {
     }
     let mut m = [0u8; 6];
     for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
+        // Two hex digits (from_str_radix alone would also take "+f").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -393,5 +394,146 @@ mod tests {
         assert!(parse_mac("02:42:ac:11:00").is_err());
         assert!(parse_mac("zz:42:ac:11:00:02").is_err());
         assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast");
+    }
+}
+
+/// Property tests: CIDR, `--bip`, `--fixed-cidr`, address-pool and MAC parsing never panic, and
+/// generated valid values round-trip.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cidr_ish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9./,=a-z]{0,24}",
+            (any::<[u8; 4]>(), 0u32..=300).prop_map(|(a, l)| format!("{}/{l}", Ipv4Addr::from(a))),
+            (any::<[u8; 4]>(), "[0-9+\\- ]{0,4}").prop_map(|(a, l)| format!("{}/{l}", Ipv4Addr::from(a))),
+        ]
+    }
+
+    fn net() -> impl Strategy<Value = (Ipv4Addr, u8)> {
+        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| (Ipv4Addr::from(a), l))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn parsers_never_panic(s in cidr_ish()) {
+            if let Ok(n) = s.parse::<Ipv4Net>() {
+                prop_assert!(n.prefix_len() <= 32);
+                prop_assert!(n.contains(n.addr()) && n.contains(n.network()) && n.contains(n.broadcast()));
+                let _ = (n.first_host(), n.size(), n.trunc());
+            }
+            if let Ok((sub, gw)) = parse_bip(&s) {
+                prop_assert!(sub.contains(gw) && sub == sub.trunc(), "{s:?}");
+            }
+            if let Ok(p) = parse_address_pool(&s) {
+                prop_assert!(p.size >= p.base.prefix_len() && p.size <= 32, "{s:?}");
+            }
+            let sub = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
+            if let Ok(r) = parse_fixed_cidr(&s, &sub) {
+                prop_assert!(sub.contains_net(&r), "{s:?}");
+            }
+            let _ = parse_mac(&s);
+        }
+
+        #[test]
+        fn new_accepts_exactly_lengths_up_to_32(a in any::<[u8; 4]>(), len in any::<u8>()) {
+            let r = Ipv4Net::new(Ipv4Addr::from(a), len);
+            prop_assert_eq!(r.is_ok(), len <= 32);
+            if let Ok(n) = r {
+                prop_assert_eq!((n.addr(), n.prefix_len()), (Ipv4Addr::from(a), len));
+                prop_assert_eq!(n.size(), 1u64 << (32 - len));
+            }
+        }
+
+        #[test]
+        fn cidr_round_trips((a, l) in net()) {
+            let s = format!("{a}/{l}");
+            let n: Ipv4Net = s.parse().unwrap();
+            prop_assert_eq!((n.addr(), n.prefix_len()), (a, l));
+            prop_assert_eq!(n.to_string(), s);
+            let json = serde_json::to_string(&n).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Ipv4Net>(&json).unwrap(), n);
+        }
+
+        #[test]
+        fn bad_prefix_lengths_are_rejected(a in any::<[u8; 4]>(), l in 33u64..) {
+            let s = format!("{}/{l}", Ipv4Addr::from(a));
+            prop_assert_eq!(s.parse::<Ipv4Net>(), Err(IpamError::InvalidCidr(s.clone())));
+            prop_assert_eq!(parse_bip(&s), Err(IpamError::InvalidCidr(s.clone())));
+        }
+
+        #[test]
+        fn bip_takes_host_addresses_only((a, l) in net()) {
+            let n = Ipv4Net::new(a, l).unwrap();
+            let s = format!("{a}/{l}");
+            let host = l >= 31 || (a != n.network() && a != n.broadcast());
+            match parse_bip(&s) {
+                Ok((sub, gw)) => {
+                    prop_assert!(host, "{s} accepted");
+                    prop_assert_eq!((sub, gw), (n.trunc(), a));
+                }
+                Err(e) => {
+                    prop_assert!(!host, "{s}: {e}");
+                    prop_assert!(e.to_string().contains("must be a host address"), "{e}");
+                }
+            }
+        }
+
+        #[test]
+        fn fixed_cidr_must_be_inside((a, l) in net(), (b, m) in net()) {
+            let sub = Ipv4Net::new(a, l).unwrap();
+            let r = Ipv4Net::new(b, m).unwrap();
+            let got = parse_fixed_cidr(&format!("{b}/{m}"), &sub);
+            prop_assert_eq!(got.is_ok(), sub.contains_net(&r.trunc()));
+            if let Ok(x) = got {
+                prop_assert_eq!(x, r.trunc());
+            }
+        }
+
+        #[test]
+        fn address_pools_round_trip((a, l) in net(), size in 0u32..=40) {
+            let s = format!("base={a}/{l},size={size}");
+            match parse_address_pool(&s) {
+                Ok(p) => {
+                    prop_assert!(size >= u32::from(l) && size <= 32, "{s}");
+                    prop_assert_eq!(p, PoolSpec { base: Ipv4Net::new(a, l).unwrap().trunc(), size: size as u8 });
+                }
+                Err(e) => {
+                    prop_assert!(size < u32::from(l) || size > 32, "{s}: {e}");
+                }
+            }
+            // Key order does not matter; a missing key or an unknown one is an error.
+            prop_assert_eq!(
+                parse_address_pool(&format!("size={size},base={a}/{l}")).is_ok(),
+                parse_address_pool(&s).is_ok()
+            );
+            for bad in [format!("base={a}/{l}"), format!("size={size}"), format!("{s},x=1")] {
+                prop_assert!(parse_address_pool(&bad).is_err(), "{}", bad);
+            }
+        }
+
+        #[test]
+        fn macs_round_trip(m in any::<[u8; 6]>(), sep in prop_oneof![Just(':'), Just('-')]) {
+            let s = m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(&sep.to_string());
+            match parse_mac(&s) {
+                Ok(x) => prop_assert_eq!(x, m),
+                Err(e) => prop_assert!(m[0] & 1 == 1 && e.to_string().contains("multicast"), "{s}: {e}"),
+            }
+        }
+
+        #[test]
+        fn macs_take_hex_digits_only(
+            m in any::<[u8; 5]>(),
+            bad in "[^0-9a-fA-F]{2}|[^0-9a-fA-F][0-9a-fA-F]|[0-9a-fA-F][^0-9a-fA-F]",
+        ) {
+            let s = format!("{bad}:{}", m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+            prop_assert!(parse_mac(&s).is_err(), "{s:?}");
+        }
     }
 }
