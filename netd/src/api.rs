@@ -147,7 +147,9 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<Request, HttpError>
     let mut reader = BufReader::new(stream);
     let mut head = Vec::new();
     loop {
-        let n = reader.read_until(b'\n', &mut head).await?;
+        // Bounded: a line that never ends must not be buffered past MAX_HEAD.
+        let room = (MAX_HEAD + 1 - head.len()) as u64;
+        let n = (&mut reader).take(room).read_until(b'\n', &mut head).await?;
         if n == 0 {
             return Err(HttpError::Malformed("connection closed in headers".into()));
         }
@@ -191,6 +193,14 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<Request, HttpError>
         })
         .collect();
     Ok(Request { method: method.to_string(), path: percent_decode(path), query, body })
+}
+
+/// Decode a JSON request body into a request struct. The body must be a JSON object, as for
+/// Docker (serde alone would also take an array of the fields in order).
+pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    T::deserialize(serde_json::Value::Object(map)).map_err(|e| format!("invalid JSON: {e}"))
 }
 
 fn reason(status: u16) -> &'static str {
@@ -370,5 +380,209 @@ mod tests {
             let _ = b.write_all(b"garbage\r\n\r\n").await;
         });
         assert!(matches!(read_request(&mut a).await, Err(HttpError::Malformed(_))));
+    }
+}
+
+/// Property tests of the transport and the JSON request bodies: no input panics, oversized or
+/// endless heads and bodies are refused without being buffered, valid requests round-trip.
+#[cfg(test)]
+mod fuzz {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feed `bytes` to `read_request` (closing the writer afterwards unless `keep_open`), with a
+    /// deadline: a hang is a failure like a panic.
+    fn feed(bytes: Vec<u8>, keep_open: bool) -> Result<Request, HttpError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            let w = tokio::spawn(async move {
+                let _ = b.write_all(&bytes).await;
+                if keep_open {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                drop(b);
+            });
+            let r = tokio::time::timeout(Duration::from_secs(10), read_request(&mut a))
+                .await
+                .expect("read_request did not return within 10 s");
+            w.abort();
+            r
+        })
+    }
+
+    fn http_ish() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"GET ".to_vec()),
+                Just(b"POST /containers/create".to_vec()),
+                Just(b" HTTP/1.1".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"Content-Length: ".to_vec()),
+                Just(b"content-length:".to_vec()),
+                Just(b"18446744073709551616".to_vec()),
+                Just(b"-1".to_vec()),
+                Just(b"2".to_vec()),
+                Just(b"1048577".to_vec()),
+                Just(b"?a=%zz&b=%2&=&&".to_vec()),
+                Just(b"{}".to_vec()),
+                Just(vec![0xff, 0xfe, 0]),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ],
+            0..24,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..4096), http_ish()],
+        ) {
+            if let Ok(r) = feed(bytes, false) {
+                prop_assert!(r.body.len() <= MAX_BODY);
+                prop_assert!(!r.method.is_empty());
+            }
+        }
+
+        #[test]
+        fn bodies_above_max_body_are_refused(n in (MAX_BODY as u64 + 1)..=u64::MAX, huge in "[1-9][0-9]{20,40}") {
+            let head = format!("POST /containers/create HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{{}}");
+            let r = feed(head.into_bytes(), true);
+            prop_assert!(matches!(r, Err(HttpError::TooLarge)), "{n}: {r:?}");
+            // Beyond usize: refused as malformed, and nothing is allocated either.
+            let r = feed(format!("POST / HTTP/1.1\r\nContent-Length: {huge}\r\n\r\n").into_bytes(), true);
+            prop_assert!(matches!(r, Err(HttpError::Malformed(_))), "{huge}: {r:?}");
+        }
+
+        #[test]
+        fn heads_without_end_are_refused(len in (MAX_HEAD + 1)..(4 * MAX_HEAD), newline in any::<bool>()) {
+            // One endless header line, or endless short lines, and the client never closes.
+            let mut b = b"GET /_ping HTTP/1.1\r\nX: ".to_vec();
+            b.extend(std::iter::repeat_n(b'a', len));
+            if newline {
+                b = b"GET /_ping HTTP/1.1\r\n".iter().copied().chain(b"X: y\r\n".repeat(len / 6)).collect();
+            }
+            let r = feed(b, true);
+            prop_assert!(matches!(&r, Err(HttpError::Malformed(m)) if m == "headers too large"), "{r:?}");
+        }
+
+        #[test]
+        fn truncated_bodies_are_errors(
+            body in proptest::collection::vec(any::<u8>(), 1..2048),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let cut = cut.index(body.len());
+            let mut b =
+                format!("POST /networks/create HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            b.extend_from_slice(&body[..cut]);
+            prop_assert!(matches!(feed(b, false), Err(HttpError::Io(_))));
+        }
+
+        #[test]
+        fn valid_requests_round_trip(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("DELETE")],
+            path in "(/[a-zA-Z0-9_.-]{1,12}){1,4}",
+            query in proptest::collection::btree_map("[a-z]{1,6}", any::<String>(), 0..4),
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            lf_only in any::<bool>(),
+        ) {
+            let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+            let target = if q.is_empty() { path.clone() } else { format!("{path}?{}", q.join("&")) };
+            let nl = if lf_only { "\n" } else { "\r\n" };
+            let head = format!("{method} {target} HTTP/1.1{nl}Host: netd{nl}CONTENT-LENGTH: {}{nl}{nl}", body.len());
+            let mut b = head.into_bytes();
+            b.extend_from_slice(&body);
+            let r = feed(b, true).unwrap();
+            prop_assert_eq!(r.method, method);
+            prop_assert_eq!(r.path, path);
+            prop_assert_eq!(r.query, query);
+            prop_assert_eq!(r.body, body);
+        }
+
+        #[test]
+        fn percent_coding_round_trips(s in any::<String>()) {
+            prop_assert_eq!(percent_decode(&percent_encode(&s)), s.clone());
+            let _ = percent_decode(&s);
+        }
+
+        #[test]
+        fn json_bodies_never_panic(bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            concat!(
+                "\\{\"(Name|Cmd|Publish|NetworkMode|Subnet|Options|Container|Aliases)\": ?",
+                "(null|1|-1|true|\"x\"|\\[\\]|\\[1\\]|\\{\\}|\\[\"a\"\\]|\\{\"a\":1\\})\\}",
+            )
+                .prop_map(String::into_bytes),
+        ]) {
+            let _ = decode_json::<CreateRequest>(&bytes);
+            let _ = decode_json::<NetworkCreateRequest>(&bytes);
+            let _ = decode_json::<NetworkConnectRequest>(&bytes);
+            let _ = decode_json::<serde_json::Value>(&bytes);
+        }
+
+        #[test]
+        fn create_requests_round_trip(
+            name in proptest::option::of(any::<String>()),
+            cmd in proptest::collection::vec(any::<String>(), 0..4),
+            publish in proptest::collection::vec("[0-9:/a-z.-]{0,16}", 0..4),
+            network_mode in any::<String>(),
+            dns in proptest::collection::vec(any::<String>(), 0..3),
+            publish_all in any::<bool>(),
+        ) {
+            let r = CreateRequest { name, cmd, publish, network_mode, dns, publish_all, ..Default::default() };
+            let json = serde_json::to_vec(&r).unwrap();
+            prop_assert_eq!(decode_json::<CreateRequest>(&json).unwrap(), r);
+        }
+
+        #[test]
+        fn network_requests_round_trip(
+            name in any::<String>(),
+            subnet in proptest::option::of(any::<String>()),
+            gateway in proptest::option::of(any::<String>()),
+            options in proptest::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+            internal in any::<bool>(),
+        ) {
+            let r = NetworkCreateRequest { name, subnet, gateway, options, internal, ..Default::default() };
+            let json = serde_json::to_vec(&r).unwrap();
+            prop_assert_eq!(decode_json::<NetworkCreateRequest>(&json).unwrap(), r);
+        }
+    }
+
+    /// Fields of the wrong JSON type are errors, not defaults.
+    #[test]
+    fn wrong_json_types_are_rejected() {
+        for body in [
+            r#"{"Name": 5}"#,
+            r#"{"Cmd": "sh"}"#,
+            r#"{"Publish": [80]}"#,
+            r#"{"PublishAll": "yes"}"#,
+            r#"{"NetworkMode": {}}"#,
+            r#"[]"#,
+            r#""x""#,
+            r#"{"Cmd": ["sh"]"#,
+            r#"["web", ["sh"]]"#,
+            "null",
+            "",
+        ] {
+            let e = decode_json::<CreateRequest>(body.as_bytes()).unwrap_err();
+            assert!(e.starts_with("invalid JSON: "), "{body}: {e}");
+        }
+        for body in
+            [r#"{"Name": []}"#, r#"{"Options": {"a": 1}}"#, r#"{"Internal": "true"}"#, r#"{"Subnet": 10}"#, "[]"]
+        {
+            assert!(decode_json::<NetworkCreateRequest>(body.as_bytes()).is_err(), "{body}");
+        }
+        assert!(decode_json::<NetworkConnectRequest>(br#"{"Container": null, "Aliases": "a"}"#).is_err());
+        assert!(decode_json::<NetworkConnectRequest>(br#"["c1"]"#).is_err());
+        // Unknown fields are ignored (as Docker does), missing ones default.
+        let r: CreateRequest = decode_json(br#"{"Cmd": ["sh"], "Bogus": 1}"#).unwrap();
+        assert_eq!(r.cmd, ["sh"]);
     }
 }

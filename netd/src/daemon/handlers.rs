@@ -64,7 +64,7 @@ async fn respond_err(s: &mut UnixStream, e: &ApiError) -> std::io::Result<()> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))
+    api::decode_json(body).map_err(ApiError::bad)
 }
 
 async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
