@@ -260,8 +260,9 @@ pub struct RunArgs {
     pub env: Vec<String>,
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,
-    /// The command and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The command and its arguments (its first word may not look like a flag: an unknown
+    /// flag is an error, as in Docker, not the command to run)
+    #[arg(required = true, trailing_var_arg = true)]
     pub cmd: Vec<String>,
 }
 
@@ -382,6 +383,12 @@ mod tests {
         let Cmd::Run(r) = cli.cmd else { panic!() };
         assert_eq!(r.cmd, ["sh", "-c", "echo hi"]);
         assert!(r.rm);
+        // An unknown flag is refused, not run as the command; after `--` anything goes.
+        let e = Cli::try_parse_from(["netd", "run", "--restart", "always", "sh"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let cli = Cli::try_parse_from(["netd", "run", "--", "--restart", "always"]).unwrap();
+        let Cmd::Run(r) = cli.cmd else { panic!() };
+        assert_eq!(r.cmd, ["--restart", "always"]);
     }
 
     #[test]
