@@ -178,6 +178,9 @@ impl Daemon {
         if !exposed.is_empty() && matches!(mode, NetworkMode::Container(_)) {
             return Err(ApiError::bad("conflicting options: port exposing and the container type network mode"));
         }
+        for d in &req.dns {
+            super::validate_dns(d).map_err(ApiError::bad)?;
+        }
         for h in &req.extra_hosts {
             crate::etcfiles::parse_add_host(h).map_err(|e| ApiError::bad(e.to_string()))?;
         }

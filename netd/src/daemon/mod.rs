@@ -195,7 +195,34 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
     if !matches!(up.iptables_backend.as_str(), "nft" | "legacy") {
         return Err(format!("invalid --iptables-backend {:?}: use nft or legacy", up.iptables_backend));
     }
+    // Every value that can be checked without the host is checked here, before `up` touches
+    // anything (sysctls, state, links), as dockerd validates its configuration first.
+    let bip = up.bip.as_deref().map(crate::ipam::parse_bip).transpose().map_err(|e| e.to_string())?;
+    if let Some(fc) = &up.fixed_cidr {
+        match &bip {
+            Some((subnet, _)) => crate::ipam::parse_fixed_cidr(fc, subnet).map(|_| ()),
+            None => fc.parse::<crate::ipam::Ipv4Net>().map(|_| ()),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    if let Some(ip) = &up.ip {
+        ip.parse::<std::net::Ipv4Addr>().map_err(|_| format!("invalid --ip {ip:?}: not an IPv4 address"))?;
+    }
+    for d in &up.dns {
+        validate_dns(d)?;
+    }
+    for p in &up.default_address_pool {
+        crate::ipam::parse_address_pool(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;
+    }
     Ok(Config { up, socket, exe })
+}
+
+/// A `--dns` server address (Docker's `opts.ValidateIPAddress` and its message).
+pub fn validate_dns(d: &str) -> Result<(), String> {
+    match d.trim().parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("IP address is not correctly formatted: {d}")),
+    }
 }
 
 impl Daemon {

@@ -58,9 +58,6 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     let nl = Netlink::open().map_err(|e| err(format!("netlink: {e}")))?;
     let store = Store::new(&cfg.up.data_root);
     let saved_ip_forward = super::sysctl_read("net.ipv4.ip_forward");
-    if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
-        super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
-    }
 
     // Networks: load, then make sure the predefined ones exist.
     let (nets, errs) = store.load_networks();
@@ -94,6 +91,10 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
 
     // Uplinks: given, or the interfaces holding a default route.
     let uplinks = resolve_uplinks(&nl, &cfg.up.uplink).await?;
+    // Only once the flags have checked out against the host (-b, --uplink).
+    if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
+        super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
+    }
     let host_info = HostInfo {
         uplinks,
         userland_proxy: cfg.up.userland_proxy,
