@@ -50,14 +50,6 @@ impl Daemon {
                 )));
             }
         }
-        // Docker's CLI validates these flags (opts.ValidateIPAddress); the API checks them too.
-        for d in &req.dns {
-            if d.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiError::bad(format!(
-                    "invalid argument \"{d}\" for \"--dns\" flag: {d} is not an ip address"
-                )));
-            }
-        }
         // Network mode and Docker's container-mode conflicts.
         let mode_str = if req.network_mode.is_empty() { "bridge".to_string() } else { req.network_mode.clone() };
         let mode = if mode_str == "container" || mode_str.starts_with("container:") {

@@ -184,14 +184,6 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
     {
         return Err(format!("invalid MTU {m}: must be between 68 and 65535"));
     }
-    for d in &up.dns {
-        if d.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("invalid argument \"{d}\" for \"--dns\" flag: {d} is not an ip address"));
-        }
-    }
-    for p in &up.default_address_pool {
-        crate::ipam::parse_address_pool(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;
-    }
     if !matches!(up.iptables_backend.as_str(), "nft" | "legacy") {
         return Err(format!("invalid --iptables-backend {:?}: use nft or legacy", up.iptables_backend));
     }
