@@ -253,7 +253,9 @@ impl Drop for TestDaemon {
 /// Kill `netd shim` processes (and their children) whose config lives under `root`.
 pub fn kill_shims(root: &Path) {
     let Ok(rd) = std::fs::read_dir("/proc") else { return };
-    let needle = root.as_os_str().as_encoded_bytes().to_vec();
+    // With the trailing slash: ".../nd123x1" must not match ".../nd123x10/..." of another test.
+    let mut needle = root.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
     for e in rd.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };

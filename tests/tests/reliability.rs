@@ -27,7 +27,8 @@ fn map_len(d: &TestDaemon, map: &str) -> usize {
 
 /// `netd shim` supervisors whose config lives under this daemon's root.
 fn shims(d: &TestDaemon) -> usize {
-    let needle = d.root.as_os_str().as_encoded_bytes().to_vec();
+    let mut needle = d.root.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
