@@ -511,6 +511,7 @@ fn bad_up_flags_are_refused_before_touching_anything() {
         (vec!["--mtu", "abc"], "invalid value 'abc' for '--mtu"),
         (vec!["--ip", "1.2.3"], "invalid --ip \"1.2.3\": not an IPv4 address"),
         (vec!["--dns", "bogus"], "IP address is not correctly formatted: bogus"),
+        (vec!["--metrics-addr", "nonsense"], "invalid --metrics-addr \"nonsense\": want IP:PORT"),
         (vec!["--default-address-pool", "base=10.0.0.0/8,size=4"], "invalid pool size 4 for base 10.0.0.0/8"),
         (vec!["--default-address-pool", "base=bogus,size=24"], "invalid CIDR address: bogus"),
         (vec!["--iptables-backend", "bogus"], "invalid --iptables-backend \"bogus\""),

@@ -188,6 +188,49 @@ fn ebpf_published_ports() {
     published_ports("ebpf");
 }
 
+/// `--metrics-addr`: Prometheus text with the per-port counters of real traffic.
+#[test]
+fn ebpf_metrics_endpoint_serves_prometheus() {
+    use std::io::{Read, Write};
+    require_root!();
+    let th = TestHost::new("met").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf", "--metrics-addr", "127.0.0.1:9323"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let mut ok = false;
+    for _ in 0..50 {
+        if probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"count me").is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok, "published port answers");
+    let get = |path: &'static str| -> String {
+        netd_tests::in_netns(&th.host.path(), move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr("127.0.0.1:9323"), std::time::Duration::from_secs(3))
+                    .expect("metrics port");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .unwrap()
+    };
+    let m = get("/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("netd_port_packets_total{proto=\"tcp\",host_ip=\"0.0.0.0\",host_port=\"8080\"}"))
+        .unwrap_or_else(|| panic!("{m}"));
+    let packets: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(packets >= 3, "the echo's packets were counted: {line}");
+    assert!(m.contains("netd_publish_seconds_count 1\n"), "{m}");
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+}
+
 #[test]
 fn ebpf_published_ports_with_native_xdp() {
     require_root!();

@@ -203,6 +203,9 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
     for d in &up.dns {
         validate_dns(d)?;
     }
+    if let Some(a) = &up.metrics_addr {
+        a.parse::<std::net::SocketAddr>().map_err(|_| format!("invalid --metrics-addr {a:?}: want IP:PORT"))?;
+    }
     for p in &up.default_address_pool {
         crate::ipam::parse_address_pool(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;
     }

@@ -156,6 +156,23 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     tokio::pin!(stop);
     // Conntrack expiry: the dataplane's GC pass every 10 s (idle and closed flows go; the LRU
     // only evicts when the table is full, which would make new flows pay for eviction).
+    // dockerd's --metrics-addr: Prometheus text on GET /metrics (the dataplane's counters and
+    // publish timing), plain TCP in the daemon's namespace.
+    // (The address was validated before anything was set up; a port in use is logged, not fatal.)
+    if let Some(a) = &cfg.up.metrics_addr {
+        match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => {
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        let d = d.clone();
+                        tokio::spawn(async move { serve_metrics(d, s).await });
+                    }
+                });
+            }
+            Err(e) => tracing::error!(addr = %a, error = %e, "--metrics-addr: not serving metrics"),
+        }
+    }
     let mut gc = tokio::time::interval(std::time::Duration::from_secs(10));
     gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -439,6 +456,44 @@ async fn reconcile_containers(d: &Shared) {
             }
         }
     }
+}
+
+async fn serve_metrics(d: Shared, mut s: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    // The request head, bounded in size and time.
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while n < buf.len() {
+            match s.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+    let (status, body) = if head.is_err() {
+        return;
+    } else if line.starts_with("GET /metrics ") || line == "GET /metrics" {
+        let v = {
+            let st = d.state.lock().await;
+            let mut v = st.dp.stats().map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_default();
+            v["publish"] = serde_json::to_value(st.publish_timing).unwrap_or_default();
+            v
+        };
+        ("200 OK", crate::format::prometheus(&v))
+    } else {
+        ("404 Not Found", "404 page not found\n".to_string())
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
 }
 
 /// SIGKILL (process group: the supervisor and its command) every `netd shim` whose config lives
