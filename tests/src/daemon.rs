@@ -65,7 +65,9 @@ impl TestDaemon {
     pub fn start(th: &TestHost, extra: &[&str]) -> Result<Self> {
         let tag = crate::unique("nd");
         let root = PathBuf::from(format!("/run/netd-test/{tag}"));
-        let bpffs = PathBuf::from(format!("/sys/fs/bpf/netd-test-{tag}"));
+        // A pin directory of its own under the test root: the daemon mounts a private bpffs there
+        // (the machine's /sys/fs/bpf is neither needed nor touched).
+        let bpffs = root.join("bpf");
         std::fs::create_dir_all(&root)?;
         let mut d = Self {
             socket: root.join("netd.sock"),

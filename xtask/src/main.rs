@@ -52,7 +52,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run().and_then(|_| setup::host_bpffs()),
         Task::BuildEbpf { verifier_log } => build_ebpf(verifier_log),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),

@@ -32,7 +32,6 @@ pub fn run() -> Result<()> {
     apt()?;
     nightly_rust_src()?;
     bpf_linker()?;
-    bpffs()?;
     kernel_checks()?;
     eprintln!("xtask setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
     Ok(())
@@ -130,7 +129,11 @@ fn mounted(path: &str, fstype: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn bpffs() -> Result<()> {
+/// `cargo xtask setup` on its own prepares the host for `netd up` with the default `--bpffs`
+/// (`/sys/fs/bpf/netd`). Tests, demo and bench do not need it: each daemon mounts a bpffs of its
+/// own on its pin directory and unmounts it when it stops, so they leave no mount (nor the
+/// kernel's `maps.debug`/`progs.debug`, which appear in every new bpffs) behind.
+pub fn host_bpffs() -> Result<()> {
     if mounted("/sys/fs/bpf", "bpf") {
         ok("bpffs mounted at /sys/fs/bpf");
         return Ok(());

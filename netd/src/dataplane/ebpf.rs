@@ -206,8 +206,10 @@ impl Dataplane for Ebpf {
         if !is_bpffs(&host.bpffs) {
             nix::mount::mount(Some("bpf"), &host.bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
                 .map_err(|e| err(format!("mounting bpffs on {}", host.bpffs.display()), e))?;
-            self.bpffs_mounted = true;
         }
+        // A bpffs of its own (mounted by this daemon or by a predecessor that was killed) goes
+        // away on shutdown; a directory inside a shared bpffs (/sys/fs/bpf/netd) only loses its pins.
+        self.bpffs_mounted = !host.bpffs.parent().is_some_and(is_bpffs);
         let adopting = Loaded::has_pins(&host.bpffs);
         let mut l = Loaded::load_pinned(&host.bpffs).map_err(|e| err("loading programs", e))?;
         self.pin_dir = Some(host.bpffs.clone());
