@@ -224,6 +224,14 @@ impl TestDaemon {
         v[0].clone()
     }
 
+    /// Resident memory of the daemon process (kB), while it runs.
+    pub fn rss_kb(&self) -> Option<u64> {
+        // nsenter execs netd, so the child is the daemon itself.
+        let pid = self.child.as_ref()?.id();
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        st.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn data_root(&self) -> PathBuf {
         self.root.join("lib")
     }
@@ -254,18 +262,27 @@ impl Drop for TestDaemon {
 
 /// Kill `netd shim` processes (and their children) whose config lives under `root`.
 pub fn kill_shims(root: &Path) {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return };
+    for (pid, _) in processes_under(root) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Processes whose command line names a path under `root`, with their arguments.
+pub fn processes_under(root: &Path) -> Vec<(i32, Vec<Vec<u8>>)> {
     // With the trailing slash: ".../nd123x1" must not match ".../nd123x10/..." of another test.
     let mut needle = root.as_os_str().as_encoded_bytes().to_vec();
     needle.push(b'/');
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        if cmd.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            cmd.windows(needle.len())
+                .any(|w| w == needle.as_slice())
+                .then(|| (pid, cmd.split(|b| *b == 0).map(<[u8]>::to_vec).collect()))
+        })
+        .collect()
 }
 
 /// Unmount every mount point below `root` (deepest first).

@@ -58,13 +58,7 @@ pub fn tcp_rr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<Sa
             }
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        let secs = start.elapsed().as_secs_f64();
-        Ok(Sample {
-            ops_per_s: lat.len() as f64 / secs,
-            p50_us: pct(&mut lat, 0.5),
-            p99_us: pct(&mut lat, 0.99),
-            ..Default::default()
-        })
+        Ok(latency_sample(lat, 0, start))
     })?
 }
 
@@ -109,15 +103,20 @@ pub fn tcp_crr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<S
                 Err(_) => errors += 1,
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        Ok(Sample {
-            ops_per_s: lat.len() as f64 / secs,
-            p50_us: pct(&mut lat, 0.5),
-            p99_us: pct(&mut lat, 0.99),
-            errors,
-            ..Default::default()
-        })
+        Ok(latency_sample(lat, errors, start))
     })?
+}
+
+/// Rate and latency percentiles of the operations timed since `start`.
+fn latency_sample(mut lat: Vec<f64>, errors: u64, start: Instant) -> Sample {
+    let secs = start.elapsed().as_secs_f64();
+    Sample {
+        ops_per_s: lat.len() as f64 / secs,
+        p50_us: pct(&mut lat, 0.5),
+        p99_us: pct(&mut lat, 0.99),
+        errors,
+        ..Default::default()
+    }
 }
 
 /// One stream of 128 KiB writes into a sink.
@@ -157,14 +156,7 @@ pub fn udp_rr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<Sa
                 Err(_) => errors += 1,
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        Ok(Sample {
-            ops_per_s: lat.len() as f64 / secs,
-            p50_us: pct(&mut lat, 0.5),
-            p99_us: pct(&mut lat, 0.99),
-            errors,
-            ..Default::default()
-        })
+        Ok(latency_sample(lat, errors, start))
     })?
 }
 

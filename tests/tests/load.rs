@@ -13,23 +13,6 @@ use std::{
 
 use netd_tests::{TestDaemon, TestHost, addr, in_netns, load, probe, probe_path as p, require_root};
 
-fn rss_kb(d: &TestDaemon) -> u64 {
-    let needle = d.socket.display().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(" up ") && cmd.contains(&needle) {
-            let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            return st
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    panic!("daemon process not found")
-}
-
 /// Run `netd ARGS` for every item from `workers` threads at once.
 fn parallel(d: &TestDaemon, items: Vec<Vec<String>>, workers: usize) {
     let items = Arc::new(std::sync::Mutex::new(items));
@@ -91,7 +74,7 @@ fn thousand_sandboxes_in_parallel_batches() {
         let links = th.host.exec_ok(&["ip", "-o", "link"]).unwrap();
         assert!(!links.contains("veth"), "no veth left");
         assert_eq!(std::fs::read_dir(d.exec_root().join("netns")).unwrap().count(), 0);
-        rss.push(rss_kb(&d));
+        rss.push(d.rss_kb().expect("daemon RSS"));
         eprintln!(
             "round {round}: {n} sandboxes up and down in {:.1}s, RSS {} kB",
             t.elapsed().as_secs_f64(),
@@ -136,11 +119,11 @@ fn ten_thousand_ports_and_a_minute_of_new_connections() {
             (n, bad)
         })
     };
-    let rss0 = rss_kb(&d);
+    let rss0 = d.rss_kb().expect("daemon RSS");
     let burst = load::tcp_crr(&th.outside.path(), addr("198.51.100.1:8080"), Duration::from_secs(60), 0).unwrap();
     stop.store(true, Ordering::Relaxed);
     let (n, bad) = talker.join().unwrap();
-    let rss1 = rss_kb(&d);
+    let rss1 = d.rss_kb().expect("daemon RSS");
     eprintln!(
         "burst: {:.0} connections/s for 60 s ({} errors), established flow {n} exchanges, {} failed; RSS {rss0} -> {rss1} kB",
         burst.ops_per_s,

@@ -27,16 +27,9 @@ fn map_len(d: &TestDaemon, map: &str) -> usize {
 
 /// `netd shim` supervisors whose config lives under this daemon's root.
 fn shims(d: &TestDaemon) -> usize {
-    let mut needle = d.root.as_os_str().as_encoded_bytes().to_vec();
-    needle.push(b'/');
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.len() >= 3 && args[1] == b"shim" && args[2].windows(needle.len()).any(|w| w == needle.as_slice())
-        })
+    netd_tests::daemon::processes_under(&d.root)
+        .iter()
+        .filter(|(_, args)| args.get(1).is_some_and(|a| a == b"shim"))
         .count()
 }
 

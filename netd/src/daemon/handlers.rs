@@ -137,10 +137,7 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
             d.network_disconnect(id, &r.container).await.map(|_| (200, Value::Null))
         }
         ("GET", ["stats"]) => {
-            let st = d.state.lock().await;
-            let s = st.dp.stats().map_err(|e| ApiError::internal(e.to_string()))?;
-            let mut v = serde_json::to_value(s).unwrap_or_default();
-            v["publish"] = serde_json::to_value(st.publish_timing).unwrap_or_default();
+            let v = d.state.lock().await.stats_json().map_err(|e| ApiError::internal(e.to_string()))?;
             Ok((200, v))
         }
         _ => Err(ApiError::not_found(format!("page not found: {} {}", req.method, req.path))),

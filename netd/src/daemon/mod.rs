@@ -104,6 +104,15 @@ pub struct State {
     pub publish_timing: PublishTiming,
 }
 
+impl State {
+    /// `GET /stats` and the metrics endpoint: the dataplane's counters and the publish timing.
+    pub fn stats_json(&self) -> crate::dataplane::DpResult<serde_json::Value> {
+        let mut v = serde_json::to_value(self.dp.stats()?).unwrap_or_default();
+        v["publish"] = serde_json::to_value(self.publish_timing).unwrap_or_default();
+        Ok(v)
+    }
+}
+
 /// Publish latency, as `netd stats` and the metrics endpoint report it (the bench reads it).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct PublishTiming {

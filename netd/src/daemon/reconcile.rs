@@ -479,12 +479,7 @@ async fn serve_metrics(d: Shared, mut s: tokio::net::TcpStream) {
     let (status, body) = if head.is_err() {
         return;
     } else if line.starts_with("GET /metrics ") || line == "GET /metrics" {
-        let v = {
-            let st = d.state.lock().await;
-            let mut v = st.dp.stats().map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_default();
-            v["publish"] = serde_json::to_value(st.publish_timing).unwrap_or_default();
-            v
-        };
+        let v = d.state.lock().await.stats_json().unwrap_or_default();
         ("200 OK", crate::format::prometheus(&v))
     } else {
         ("404 Not Found", "404 page not found\n".to_string())

@@ -135,30 +135,25 @@ impl Ebpf {
     /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
     /// the caller's predicate looks at both the key and the translation).
     fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
-        // Keep the order of changes: an earlier publish's purge runs before this one.
-        let pending = self.purge_published()?;
-        let doomed: Vec<CtKey> = self.ct_dump()?.into_iter().filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
-        Ok(pending + self.ct_delete(&doomed)?)
+        // One pass, which also takes the stale translations of the bindings published since the
+        // last pass (never a stale translation for a (re)published port, moby#53384's class of
+        // bug). The latest binding of a port wins.
+        let fresh: HashMap<(u8, u16), u32> =
+            std::mem::take(&mut self.pending_publish).into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
+        let stale = |k: &CtKey, v: &CtValue| {
+            [k.dport, v.sport].iter().any(|hp| fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
+        };
+        let doomed: Vec<CtKey> =
+            self.ct_dump()?.into_iter().filter(|(k, v)| f(k, v) || stale(k, v)).map(|(k, _)| k).collect();
+        self.ct_delete(&doomed)
     }
 
-    /// Never a stale translation for a (re)published port (moby#53384's class of bug): one
-    /// pass over the conntrack table for every binding published since the last pass.
+    /// The purge publishing leaves for after the reply (`deferred`).
     fn purge_published(&mut self) -> DpResult<usize> {
         if self.pending_publish.is_empty() {
             return Ok(0);
         }
-        // The latest binding of a port wins.
-        let set: HashMap<(u8, u16), u32> =
-            std::mem::take(&mut self.pending_publish).into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
-        let doomed: Vec<CtKey> = self
-            .ct_dump()?
-            .into_iter()
-            .filter(|(k, v)| {
-                [k.dport, v.sport].iter().any(|hp| set.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
-            })
-            .map(|(k, _)| k)
-            .collect();
-        self.ct_delete(&doomed)
+        self.purge_ct(|_, _| false)
     }
 
     /// The raw fd of a hash map (for the batch commands aya 0.14 lacks).

@@ -270,7 +270,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
                 crr: median(&crr),
                 run_ms,
                 publish_ms: publish_last_ms(d),
-                rss_kb: daemon_rss_kb(d),
+                rss_kb: d.rss_kb().unwrap_or(0) as f64,
                 maps_kb: daemon_maps_kb(d),
             };
             d.ok(&["rm", "-f", "one"]);
@@ -377,22 +377,6 @@ fn daemon_maps_kb(d: &TestDaemon) -> f64 {
         }
     }
     total
-}
-
-fn daemon_rss_kb(d: &TestDaemon) -> f64 {
-    // The daemon is the process whose command line holds this daemon's socket and "up".
-    let needle = d.socket.display().to_string();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(" up ") && cmd.contains(&needle) {
-            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            if let Some(l) = status.lines().find(|l| l.starts_with("VmRSS:")) {
-                return l.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            }
-        }
-    }
-    0.0
 }
 
 fn render_profile(profile: &Profile) -> String {
