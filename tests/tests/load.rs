@@ -36,11 +36,9 @@ fn parallel(d: &TestDaemon, items: Vec<Vec<String>>, workers: usize) {
     assert!(f.is_empty(), "{} failed, first: {:?}", f.len(), f.first());
 }
 
-#[test]
-fn thousand_sandboxes_in_parallel_batches() {
-    require_root!();
-    let th = TestHost::new("k1").unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+fn thousand_sandboxes(dataplane: &str) {
+    let th = TestHost::new(&format!("k1{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     let t = Instant::now();
     let mut rss = Vec::new();
     for round in 0..2 {
@@ -86,15 +84,30 @@ fn thousand_sandboxes_in_parallel_batches() {
 }
 
 #[test]
-fn ten_thousand_ports_and_a_minute_of_new_connections() {
+fn ebpf_thousand_sandboxes_in_parallel_batches() {
     require_root!();
-    let th = TestHost::new("k2").unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    thousand_sandboxes("ebpf");
+}
+
+#[test]
+fn iptables_thousand_sandboxes_in_parallel_batches() {
+    require_root!();
+    thousand_sandboxes("iptables");
+}
+
+fn ten_thousand_ports(dataplane: &str) {
+    let th = TestHost::new(&format!("k2{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     let pr = p();
     d.ok(&["run", "-d", "--name", "filler", "-p", "20000-29999:20000-29999", "--", "sleep", "600"]);
     d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap();
-    assert_eq!(v["ports"].as_array().unwrap().len(), 10001, "10,001 published ports");
+    let published = if dataplane == "ebpf" {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap();
+        v["ports"].as_array().unwrap().len()
+    } else {
+        th.host.exec_ok(&["iptables-save", "-t", "nat"]).unwrap().lines().filter(|l| l.contains("-j DNAT")).count()
+    };
+    assert_eq!(published, 10001, "10,001 published ports");
     // An established flow talks every 50 ms during the whole burst.
     let mut s = in_netns(&th.outside.path(), || {
         TcpStream::connect_timeout(&addr("198.51.100.1:8080"), Duration::from_secs(3)).expect("connect")
@@ -140,4 +153,16 @@ fn ten_thousand_ports_and_a_minute_of_new_connections() {
         assert_eq!(probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"after").unwrap().tag, "web");
     }
     assert!(rss1 <= rss0 + 4096, "daemon RSS grew from {rss0} kB to {rss1} kB during the burst");
+}
+
+#[test]
+fn ebpf_ten_thousand_ports_and_a_minute_of_new_connections() {
+    require_root!();
+    ten_thousand_ports("ebpf");
+}
+
+#[test]
+fn iptables_ten_thousand_ports_and_a_minute_of_new_connections() {
+    require_root!();
+    ten_thousand_ports("iptables");
 }

@@ -340,11 +340,10 @@ fn iptables_kill9_under_load_loses_nothing() {
     kill9_under_load("iptables");
 }
 
-#[test]
-fn sigterm_with_live_restore_keeps_sandboxes_and_flows() {
-    require_root!();
-    let th = TestHost::new("live").unwrap();
-    let mut d = TestDaemon::start(&th, &["--dataplane", "ebpf", "--live-restore"]).unwrap();
+fn live_restore(dataplane: &str) {
+    let ebpf = dataplane == "ebpf";
+    let th = TestHost::new(&format!("lv{}", &dataplane[..1])).unwrap();
+    let mut d = TestDaemon::start(&th, &["--dataplane", dataplane, "--live-restore"]).unwrap();
     let pr = p();
     d.ok(&serve_args(&pr, "web", "8080:7000"));
     let mut s = in_netns(&th.outside.path(), || {
@@ -375,7 +374,7 @@ fn sigterm_with_live_restore_keeps_sandboxes_and_flows() {
     assert_eq!(d.inspect("web")["State"]["Status"], "running", "adopted");
     let r = exchange("three");
     assert!(r.ends_with(":three"), "{r}");
-    assert_consistent(&th, &d, true, "live-restore");
+    assert_consistent(&th, &d, ebpf, "live-restore");
     // Without --live-restore, SIGTERM removes everything.
     d.kill9_only();
     d.args.retain(|a| a != "--live-restore");
@@ -387,6 +386,20 @@ fn sigterm_with_live_restore_keeps_sandboxes_and_flows() {
     let links = th.host.exec_ok(&["ip", "-o", "link"]).unwrap();
     assert!(!links.contains("veth") && !links.contains("netd0"), "{links}");
     assert!(!bpffs.exists(), "pins removed");
+    let rules = th.host.exec_ok(&["iptables-save"]).unwrap_or_default();
+    assert!(!rules.contains("NETD"), "rules removed: {rules}");
+}
+
+#[test]
+fn ebpf_sigterm_with_live_restore_keeps_sandboxes_and_flows() {
+    require_root!();
+    live_restore("ebpf");
+}
+
+#[test]
+fn iptables_sigterm_with_live_restore_keeps_sandboxes_and_flows() {
+    require_root!();
+    live_restore("iptables");
 }
 
 /// Everything netd changes in its namespace, as text (counters stripped).
