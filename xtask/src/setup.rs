@@ -26,10 +26,17 @@ const APT_PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Debian's Docker (20.10; pulls containerd, runc, tini) for the real-Docker tests and the demo,
+/// and busybox-static for their offline image. Installed with service starts blocked: the tests
+/// start dockerd themselves, inside their own namespaces, and the machine gets no dockerd, no
+/// docker0 and no Docker rule in its root namespace.
+const DOCKER_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
+
 pub fn run() -> Result<()> {
     let t = Instant::now();
     eprintln!("xtask setup: checking this machine");
     apt()?;
+    docker()?;
     nightly_rust_src()?;
     bpf_linker()?;
     kernel_checks()?;
@@ -65,6 +72,88 @@ fn apt() -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing))?;
     Ok(())
+}
+
+/// Install [`DOCKER_PACKAGES`] with a `policy-rc.d` that forbids every service start for the
+/// duration of the install (restored afterwards), so no dockerd/containerd starts in the
+/// machine's root namespace. Skipped, with a note, when apt has no `docker.io` candidate.
+fn docker() -> Result<()> {
+    let missing: Vec<&str> = DOCKER_PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        ok("Debian's docker.io and busybox-static (for the real-Docker tests)");
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("missing Debian packages {missing:?}; run `cargo xtask setup` as root to install them");
+    }
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    if !has_candidate("docker.io") {
+        eprintln!("  skip  docker.io: apt has no candidate for it (the real-Docker tests and demo part are skipped)");
+        return Ok(());
+    }
+    eprintln!("  setup installing {} with service starts blocked (policy-rc.d exits 101)", missing.join(" "));
+    let docker0_before = Path::new("/sys/class/net/docker0").exists();
+    {
+        let _guard = PolicyRcGuard::install()?;
+        sh(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing))?;
+    }
+    if !docker0_before && Path::new("/sys/class/net/docker0").exists() {
+        bail!("installing docker.io created docker0 in the root namespace (a dockerd started despite policy-rc.d)");
+    }
+    ok("docker.io and busybox-static installed; no service was started");
+    Ok(())
+}
+
+/// `apt-cache policy PKG` names a candidate version.
+fn has_candidate(pkg: &str) -> bool {
+    output(Command::new("apt-cache").args(["policy", pkg]))
+        .map(|o| {
+            o.lines().any(|l| {
+                let l = l.trim();
+                l.starts_with("Candidate:") && !l.contains("(none)")
+            })
+        })
+        .unwrap_or(false)
+}
+
+const POLICY_RC: &str = "/usr/sbin/policy-rc.d";
+
+/// `/usr/sbin/policy-rc.d` exiting 101 ("action forbidden") while it lives; on drop, whatever was
+/// there before is put back (content and mode), or the file is removed if there was none.
+struct PolicyRcGuard {
+    previous: Option<(Vec<u8>, fs::Permissions)>,
+}
+
+impl PolicyRcGuard {
+    fn install() -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let previous = match fs::read(POLICY_RC) {
+            Ok(b) => Some((b, fs::metadata(POLICY_RC)?.permissions())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context(POLICY_RC),
+        };
+        let tmp = format!("{POLICY_RC}.netd-setup");
+        fs::write(&tmp, "#!/bin/sh\n# written by netd's `cargo xtask setup` during an install: no service starts\nexit 101\n")
+            .with_context(|| format!("writing {tmp}"))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fs::rename(&tmp, POLICY_RC).with_context(|| format!("installing {POLICY_RC}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for PolicyRcGuard {
+    fn drop(&mut self) {
+        let r = match &self.previous {
+            Some((bytes, perm)) => fs::write(POLICY_RC, bytes).and_then(|_| fs::set_permissions(POLICY_RC, perm.clone())),
+            None => fs::remove_file(POLICY_RC),
+        };
+        if let Err(e) = r {
+            eprintln!("  WARNING restoring {POLICY_RC}: {e}");
+        }
+    }
 }
 
 fn nix_is_root() -> bool {
