@@ -41,6 +41,10 @@ impl Cli {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
     }
+    /// The result of a finished command.
+    pub fn from_output(o: Output) -> Self {
+        Self::from(o)
+    }
     pub fn ok(self) -> Result<String> {
         if self.code != 0 {
             bail!("exit {}: {}{}", self.code, self.stdout, self.stderr);
@@ -57,12 +61,20 @@ pub struct TestDaemon {
     pub args: Vec<String>,
     /// Extra environment of the next `netd up` (e.g. the `NETD_CRASH_AT` test hook).
     pub env: Vec<(String, String)>,
+    /// Mount namespace (`/proc/PID/ns/mnt`) the daemon runs in, when not the test's own (a Docker
+    /// test runs netd and dockerd in one private mount namespace, see `docker::MountNs`).
+    pub mount_ns: Option<String>,
     child: Option<Child>,
 }
 
 impl TestDaemon {
     /// Start `netd up ARGS` in the host namespace of `th` and wait (bounded) until it serves.
     pub fn start(th: &TestHost, extra: &[&str]) -> Result<Self> {
+        Self::start_in(th, None, extra)
+    }
+
+    /// As [`TestDaemon::start`], inside the mount namespace `mount_ns` (`/proc/PID/ns/mnt`).
+    pub fn start_in(th: &TestHost, mount_ns: Option<&str>, extra: &[&str]) -> Result<Self> {
         let tag = crate::unique("nd");
         let root = PathBuf::from(format!("/run/netd-test/{tag}"));
         // A pin directory of its own under the test root: the daemon mounts a private bpffs there
@@ -76,6 +88,7 @@ impl TestDaemon {
             netns_path: th.host.path(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            mount_ns: mount_ns.map(str::to_string),
             child: None,
         };
         d.spawn()?;
@@ -85,6 +98,9 @@ impl TestDaemon {
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join("daemon.log"))?;
         let mut c = Command::new("nsenter");
+        if let Some(m) = &self.mount_ns {
+            c.arg(format!("--mount={m}"));
+        }
         c.arg(format!("--net={}", self.netns_path))
             .arg("--")
             .arg(netd_bin())

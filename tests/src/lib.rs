@@ -6,12 +6,14 @@
 //! what it created on drop, also when the test panics.
 pub mod cgroup;
 pub mod daemon;
+pub mod docker;
 pub mod load;
 pub mod netns;
 pub mod probe;
 
 pub use cgroup::TestCgroup;
 pub use daemon::TestDaemon;
+pub use docker::TestDocker;
 pub use netns::{Netns, TestHost, in_netns, ip};
 
 /// Skip (return early from) a test that needs root, saying why.
