@@ -183,6 +183,9 @@ impl TestDocker {
         // Declared first, dropped last (also when a step below fails).
         let root_guard = RootDir(root.clone());
         let th = TestHost::new(tag)?;
+        // A Docker host's usual filter FORWARD policy (dockerd sets it when it turns ip_forward
+        // on itself): nothing of netd may depend on FORWARD accepting.
+        th.host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"])?;
         let mnt = MountNs::new(&th.host.path(), &root.join("priv"), &root.join("mnt.ready"))?;
         let netd = TestDaemon::start_in(&th, Some(&mnt.path()), netd_args)?;
         let mut docker = Dockerd {
