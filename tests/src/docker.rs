@@ -294,6 +294,18 @@ impl TestDocker {
         self.docker.start_dockerd(&self.mnt)
     }
 
+    /// Restart dockerd with other extra flags (replacing those given to `start`).
+    pub fn restart_dockerd_with(&mut self, dockerd_args: &[&str]) -> Result<()> {
+        self.docker.stop_dockerd()?;
+        self.docker.args = dockerd_args.iter().map(|s| s.to_string()).collect();
+        self.docker.start_dockerd(&self.mnt)
+    }
+
+    /// dockerd's extra flags (as given to `start` or `restart_dockerd_with`).
+    pub fn dockerd_args(&self) -> Vec<String> {
+        self.docker.args.clone()
+    }
+
     /// Stop dockerd only (SIGTERM, bounded wait).
     pub fn stop_dockerd(&mut self) -> Result<()> {
         self.docker.stop_dockerd()

@@ -34,6 +34,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("connect_disconnect", connect_disconnect, true),
     ("netd_kill9_under_100_flows", netd_kill9_under_100_flows, true),
     ("dockerd_live_restore", dockerd_live_restore, true),
+    ("dockerd_restart_brings_back_restart_always", dockerd_restart_brings_back_restart_always, true),
     ("plugin_retry_when_netd_is_down", plugin_retry_when_netd_is_down, false),
     ("leftovers_after_rm_network_rm_and_down", leftovers_after_rm_network_rm_and_down, true),
 ];
@@ -709,6 +710,33 @@ fn dockerd_live_restore(td: &mut TestDocker, _dp: &str) {
     td.ok(&["rm", "-f", "web", "cli"]);
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"x").is_err(), "port left after rm");
     td.ok(&["network", "rm", "lr"]);
+}
+
+/// dockerd restarted without `--live-restore`: it stops the container, and on start brings the
+/// `--restart=always` one back through new endpoint calls, with the same published port.
+fn dockerd_restart_brings_back_restart_always(td: &mut TestDocker, _dp: &str) {
+    let saved = td.dockerd_args();
+    let plain: Vec<String> = saved.iter().filter(|a| *a != "--live-restore").cloned().collect();
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    td.restart_dockerd_with(&plain).unwrap();
+    netd_network(td, "ra", NET_B, &[]);
+    server(td, "web", &["--network", "ra", "--restart=always", "-p", "8080:7000"], &["7000"]);
+    let out = td.th.outside.path();
+    assert_eq!(echo_ns(&out, "198.51.100.1:8080").map(|x| x.0).as_deref(), Some("web"));
+    let pid0 = td.ok(&["inspect", "-f", "{{.State.Pid}}", "web"]);
+    td.stop_dockerd().unwrap();
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"x").is_err(), "the container outlived dockerd");
+    td.start_dockerd().unwrap();
+    let running = eventually("web restarted", || {
+        let st = td.cli(&["inspect", "-f", "{{.State.Running}} {{.State.Pid}}", "web"]).stdout;
+        st.starts_with("true").then_some(st)
+    });
+    assert_ne!(running.split_whitespace().nth(1), Some(pid0.trim()), "a new process");
+    assert_eq!(echo_ns(&out, "198.51.100.1:8080").map(|x| x.0).as_deref(), Some("web"), "same port after restart");
+    td.ok(&["rm", "-f", "web"]);
+    td.ok(&["network", "rm", "ra"]);
+    let saved: Vec<&str> = saved.iter().map(String::as_str).collect();
+    td.restart_dockerd_with(&saved).unwrap();
 }
 
 /// With netd down, Docker retries the plugin for about 30 s and then fails with an error; the
