@@ -21,6 +21,17 @@ pub fn netd_bin() -> PathBuf {
     bin_dir().join("netd")
 }
 
+/// Whether this netd serves Docker's plugin (`netd up --docker-plugin PATH|none`, issue 13).
+pub fn netd_has_docker_plugin() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new(netd_bin())
+            .args(["up", "--help"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--docker-plugin"))
+    })
+}
+
 pub fn probe_bin() -> PathBuf {
     bin_dir().join("netd-probe")
 }
@@ -114,6 +125,7 @@ impl TestDaemon {
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
             .args(&self.args)
+            .args(self.plugin_args())
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -134,6 +146,19 @@ impl TestDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("netd up did not serve within 20s: {}", self.log())
+    }
+
+    /// `--docker-plugin none` unless the test runs netd in a private mount namespace (a Docker
+    /// test, whose `/run/docker/plugins` is a tmpfs of its own) or chose a path itself: parallel
+    /// tests must not share the machine-wide default socket `/run/docker/plugins/netd.sock`.
+    fn plugin_args(&self) -> Vec<&'static str> {
+        if self.mount_ns.is_some()
+            || self.args.iter().any(|a| a.starts_with("--docker-plugin"))
+            || !netd_has_docker_plugin()
+        {
+            return Vec::new();
+        }
+        vec!["--docker-plugin", "none"]
     }
 
     pub fn log(&self) -> String {

@@ -57,7 +57,7 @@ fn run_scenarios(dataplane: &str) {
     eprintln!("[{dataplane}] netd + containerd + dockerd + image ready in {:.1}s", t0.elapsed().as_secs_f64());
     let ids = td.ids();
     let mut failed = Vec::new();
-    let plugin = netd_has_docker_plugin();
+    let plugin = netd_tests::daemon::netd_has_docker_plugin();
     for (name, body, both) in SCENARIOS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) || (!both && dataplane != "ebpf") {
             continue;
@@ -89,13 +89,6 @@ fn run_scenarios(dataplane: &str) {
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert_eq!(root_ns_snapshot(), root_before, "the machine's root namespace changed");
     assert!(failed.is_empty(), "[{dataplane}] failed scenarios: {failed:#?}");
-}
-
-/// Whether this netd build serves the Docker plugin (`netd up --docker-plugin`), i.e. issue 13's
-/// daemon side has landed. Until then only the harness scenario runs, and the others say so.
-fn netd_has_docker_plugin() -> bool {
-    let out = std::process::Command::new(netd_tests::daemon::netd_bin()).args(["up", "--help"]).output();
-    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--docker-plugin"))
 }
 
 /// What the tests must never change in the machine's root namespaces: links, Docker's iptables
