@@ -2,6 +2,7 @@
 pub mod api;
 pub mod bpfbatch;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dataplane;
 pub mod debug;

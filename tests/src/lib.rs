@@ -5,6 +5,7 @@
 //! the test's namespaces (`ip -n NS link add ... peer ... netns OTHER`), and every guard removes
 //! what it created on drop, also when the test panics.
 pub mod cgroup;
+pub mod cni;
 pub mod daemon;
 pub mod docker;
 pub mod load;

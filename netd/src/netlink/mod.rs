@@ -351,3 +351,56 @@ pub async fn del_address(n: &Netlink, name: &str, addr: Ipv4Addr, prefix: u8) ->
     }
     Ok(())
 }
+
+impl Netlink {
+    /// The MAC address of a link (`None` when the link is absent).
+    pub async fn link_mac(&self, name: &str) -> Result<Option<[u8; 6]>> {
+        Ok(self.link_by_name(name).await?.and_then(|m| link_mac(&m)))
+    }
+}
+
+fn link_mac(m: &LinkMessage) -> Option<[u8; 6]> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) if b.len() == 6 => Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        _ => None,
+    })
+}
+
+/// An interface inside a namespace, as CNI CHECK looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceState {
+    pub mac: [u8; 6],
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Gateway of the main table's IPv4 default route through this interface.
+    pub default_gw: Option<Ipv4Addr>,
+}
+
+/// `ifname` inside the namespace at `netns` (`None` when absent there). Blocking; call from
+/// `spawn_blocking`.
+pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
+    let ifname = ifname.to_string();
+    crate::netns::block_on_in(netns, move || async move {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let n = Netlink { h };
+        let Some(link) = n.link_by_name(&ifname).await? else { return Ok(None) };
+        let idx = link.header.index;
+        let addrs = n.ipv4_addrs_cidr(&ifname).await?;
+        let mut s = n.h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut default_gw = None;
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+                continue;
+            }
+            let oif = m.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx));
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            });
+            if oif && gw.is_some() {
+                default_gw = gw;
+            }
+        }
+        Ok(Some(IfaceState { mac: link_mac(&link).unwrap_or_default(), addrs, default_gw }))
+    })?
+}
