@@ -116,6 +116,148 @@ pub struct Endpoint {
     pub static_ip: Option<Ipv4Addr>,
 }
 
+/// Who owns an attachment: the front-end that asked for it and its key there. Every front-end
+/// (netd's sandboxes, the Docker remote driver, the CNI plugin) looks its attachments up by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "Kind")]
+pub enum Owner {
+    /// A netd sandbox (`netd run`), by container id.
+    Sandbox { id: String },
+    /// A Docker endpoint (libnetwork remote driver), by EndpointID.
+    Docker { endpoint_id: String },
+    /// A CNI ADD, by its (container id, ifname, network config name) triple.
+    Cni { container_id: String, ifname: String, config_name: String },
+}
+
+impl Owner {
+    /// The owner's own key, for messages (`failed to set up endpoint for KEY ...`).
+    pub fn key(&self) -> &str {
+        match self {
+            Owner::Sandbox { id } => id,
+            Owner::Docker { endpoint_id } => endpoint_id,
+            Owner::Cni { container_id, .. } => container_id,
+        }
+    }
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self, Owner::Sandbox { .. })
+    }
+}
+
+/// Where an attachment's address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddressSource {
+    /// netd's IPAM picked the lowest free address of the network's range.
+    Pool,
+    /// Asked for (`--ip`, a CNI `ips` request): must be inside the subnet and free.
+    Static,
+    /// Allocated by someone else's IPAM (Docker's): recorded as used, never refused.
+    External,
+}
+
+/// How an attachment's ports are published (kept with it so a restart replays them alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortOpts {
+    /// Hold a bound socket per binding (Docker's model: nobody else can take the port).
+    pub hold_socket: bool,
+    /// Serve the binding from the daemon when the iptables dataplane runs with
+    /// `--userland-proxy` (needs `hold_socket`).
+    pub userland_proxy: bool,
+}
+
+impl Default for PortOpts {
+    fn default() -> Self {
+        Self { hold_socket: true, userland_proxy: true }
+    }
+}
+
+impl PortOpts {
+    /// Reserve the host port in netd's allocator and program the dataplane only: no socket,
+    /// no proxy (what a CNI portmap does).
+    pub const RESERVE_ONLY: PortOpts = PortOpts { hold_socket: false, userland_proxy: false };
+}
+
+/// A host-port request of one binding: `host_port_start == 0` is ephemeral, a range picks the
+/// first free port of it, `host_ip` `None` is the network's default binding address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRequest {
+    pub proto: crate::dataplane::Proto,
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port_start: u16,
+    pub host_port_end: u16,
+    pub container_port: u16,
+}
+
+/// A network namespace (or, until its owner moves it, a veth peer in the daemon's own
+/// namespace) joined to a netd network. See `daemon::attach` for the operations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    /// The attachment's id (a sandbox's endpoint id, Docker's EndpointID, or a new id).
+    pub id: String,
+    pub owner: Owner,
+    pub network_id: String,
+    /// Host-side veth (`veth<7 hex>`, on the network's bridge) and its ifindex.
+    pub host_veth: String,
+    pub host_ifindex: u32,
+    /// The namespace the peer was moved into (`None`: the peer is still in the daemon's
+    /// namespace under `ifname`, for its owner to move, as Docker does).
+    pub netns: Option<PathBuf>,
+    /// The peer's name: inside `netns`, or its temporary name in the daemon's namespace.
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub source: AddressSource,
+    /// A default route via the gateway was added inside `netns`.
+    pub default_route: bool,
+    /// The actual bindings (after allocation).
+    pub ports: Vec<PortMapping>,
+    pub port_opts: PortOpts,
+    pub aliases: Vec<String>,
+    pub created: String,
+}
+
+impl Attachment {
+    /// The sandbox view of an attachment (what a container record keeps).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            network_id: self.network_id.clone(),
+            endpoint_id: self.id.clone(),
+            host_veth: self.host_veth.clone(),
+            ifname: self.ifname.clone(),
+            ip: self.ip,
+            prefix_len: self.prefix_len,
+            gateway: self.gateway,
+            mac: self.mac,
+            aliases: self.aliases.clone(),
+            static_ip: (self.source == AddressSource::Static).then_some(self.ip),
+        }
+    }
+
+    /// The attachment a sandbox's endpoint record stands for (rebuilt at restart).
+    pub fn from_endpoint(cid: &str, ep: &Endpoint, netns: Option<PathBuf>, ports: Vec<PortMapping>) -> Self {
+        Self {
+            id: ep.endpoint_id.clone(),
+            owner: Owner::Sandbox { id: cid.to_string() },
+            network_id: ep.network_id.clone(),
+            host_veth: ep.host_veth.clone(),
+            host_ifindex: 0,
+            netns,
+            ifname: ep.ifname.clone(),
+            ip: ep.ip,
+            prefix_len: ep.prefix_len,
+            gateway: ep.gateway,
+            mac: ep.mac,
+            source: if ep.static_ip.is_some() { AddressSource::Static } else { AddressSource::Pool },
+            default_route: ep.ifname == "eth0",
+            ports,
+            port_opts: PortOpts::default(),
+            aliases: ep.aliases.clone(),
+            created: String::new(),
+        }
+    }
+}
+
 /// What was asked for with `-p`, per container port (Docker's `HostConfig.PortBindings`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RequestedBinding {
@@ -245,6 +387,25 @@ impl Store {
         self.root.join("networks").join(format!("{id}.json"))
     }
 
+    pub fn attachment_file(&self, id: &str) -> PathBuf {
+        self.root.join("attachments").join(format!("{id}.json"))
+    }
+    pub fn save_attachment(&self, a: &Attachment) -> std::io::Result<()> {
+        write_json_atomic(&self.attachment_file(&a.id), a)
+    }
+    pub fn remove_attachment(&self, id: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.attachment_file(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+    pub fn load_attachments(&self) -> (Vec<Attachment>, Vec<String>) {
+        let files = fs::read_dir(self.root.join("attachments"))
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+            .unwrap_or_default();
+        Self::load_all(files)
+    }
+
     pub fn save_container(&self, c: &Container) -> std::io::Result<()> {
         write_json_atomic(&self.container_file(&c.id), c)
     }
@@ -327,6 +488,31 @@ mod tests {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(1_795_000_000, 5), "2026-11-18T11:06:40.000000005Z");
         assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn sandbox_endpoint_round_trips_through_an_attachment() {
+        let ep = Endpoint {
+            network_id: "n".into(),
+            endpoint_id: "e".into(),
+            host_veth: "veth1234567".into(),
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(198, 51, 100, 7),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(198, 51, 100, 1),
+            mac: [2, 0x42, 198, 51, 100, 7],
+            aliases: vec!["a".into()],
+            static_ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
+        };
+        let a = Attachment::from_endpoint("c", &ep, None, Vec::new());
+        assert_eq!(a.owner, Owner::Sandbox { id: "c".into() });
+        assert_eq!(a.source, AddressSource::Static);
+        assert!(a.default_route);
+        assert_eq!(a.endpoint(), ep);
+        // Persisted owners keep their kind and keys.
+        let o = Owner::Cni { container_id: "x".into(), ifname: "eth1".into(), config_name: "c1".into() };
+        let back: Owner = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
     }
 
     #[test]

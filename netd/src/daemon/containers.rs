@@ -11,8 +11,8 @@ use tokio::io::unix::AsyncFd;
 use super::{ApiError, ApiResult, Daemon, Shared, State};
 use crate::{
     api::{CreateRequest, CreateResponse},
-    dataplane::PortMapping,
-    model::{Container, Endpoint, NetworkMode, RequestedBinding, RunState, Status},
+    dataplane::{PortMapping, Proto},
+    model::{Container, Endpoint, NetworkMode, PortRequest, RequestedBinding, RunState, Status},
     shim::{self, ShimConfig},
 };
 
@@ -366,9 +366,9 @@ impl Daemon {
         // 3. Published ports (bridge mode only; host mode discards them with a warning).
         let mut ports = Vec::new();
         if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
-            ports = self.publish(st, c, net_id, ep.ip)?;
+            ports = self.publish_sandbox(st, c, ep)?;
             undo.ports = ports.clone();
-            undo.ports_net = Some(net_id.clone());
+            undo.ports_net = Some((net_id.clone(), ep.endpoint_id.clone()));
         }
         // 3b. --link on the default bridge: the exact (proto, port) pairs of the target's exposed
         // ports are opened under icc=false (replies follow through conntrack).
@@ -476,8 +476,8 @@ impl Daemon {
         {
             let _ = st.dp.links_removed(&spec, &undo.links);
         }
-        if let Some(nid) = &undo.ports_net {
-            self.unpublish(st, nid, &undo.ports);
+        if let Some((nid, eid)) = &undo.ports_net {
+            self.unpublish(st, eid, nid, &undo.ports);
         }
         for ep in undo.endpoints.iter().rev() {
             self.detach_endpoint(st, id, ep).await;
@@ -558,7 +558,9 @@ impl Daemon {
             tracing::warn!(container = %id, error = %e, "dataplane: removing link rules");
         }
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.ports.is_empty()) {
-            self.unpublish(st, nid, &c.ports);
+            let eid =
+                c.endpoints.iter().find(|e| &e.network_id == nid).map(|e| e.endpoint_id.clone()).unwrap_or_default();
+            self.unpublish(st, &eid, nid, &c.ports);
             super::crash_point("rm:unpublished");
         }
         for ep in c.endpoints.iter().rev() {
@@ -695,11 +697,14 @@ impl Daemon {
         }
     }
 
-    /// Host-port allocation for a starting sandbox, all-or-nothing.
-    fn publish(&self, st: &mut State, c: &Container, net_id: &str, ip: Ipv4Addr) -> ApiResult<Vec<PortMapping>> {
-        let net = st.networks[net_id].clone();
-        let b = net.bridge.as_ref().expect("bridge");
-        let mut specs = Vec::new();
+    /// Host-port allocation for a starting sandbox, all-or-nothing, on its primary endpoint.
+    fn publish_sandbox(&self, st: &mut State, c: &Container, ep: &Endpoint) -> ApiResult<Vec<PortMapping>> {
+        let mut reqs = Vec::new();
+        let proto = |p: &str| match p {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            other => Err(ApiError::bad(format!("unsupported protocol {other}"))),
+        };
         for rb in &c.requested {
             let (start, end) = match rb.host_port.split_once('-') {
                 Some((a, z)) => (a.parse().unwrap_or(0), z.parse().unwrap_or(0)),
@@ -708,53 +713,36 @@ impl Daemon {
                     (p, p)
                 }
             };
-            let host_ip: Ipv4Addr = if rb.host_ip.is_empty() {
-                b.host_binding_ipv4
+            let host_ip: Option<Ipv4Addr> = if rb.host_ip.is_empty() {
+                None
             } else {
-                rb.host_ip.parse().map_err(|_| ApiError::bad(format!("Invalid ip address: {}", rb.host_ip)))?
+                Some(rb.host_ip.parse().map_err(|_| ApiError::bad(format!("Invalid ip address: {}", rb.host_ip)))?)
             };
-            specs.push((rb.proto.clone(), host_ip, start, end, rb.container_port));
+            reqs.push(PortRequest {
+                proto: proto(&rb.proto)?,
+                host_ip,
+                host_port_start: start,
+                host_port_end: end,
+                container_port: rb.container_port,
+            });
         }
         if c.config.publish_all {
             for key in &c.exposed {
-                let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                let (port, p) = key.split_once('/').unwrap_or((key, "tcp"));
                 let port: u16 = port.parse().unwrap_or(0);
-                if !specs.iter().any(|s| s.4 == port && s.0 == proto) {
-                    specs.push((proto.to_string(), b.host_binding_ipv4, 0, 0, port));
+                let p = proto(p)?;
+                if !reqs.iter().any(|r| r.container_port == port && r.proto == p) {
+                    reqs.push(PortRequest {
+                        proto: p,
+                        host_ip: None,
+                        host_port_start: 0,
+                        host_port_end: 0,
+                        container_port: port,
+                    });
                 }
             }
         }
-        let t0 = std::time::Instant::now();
-        let maps = crate::daemon::networks::allocate_ports(st, &specs, ip, b.index)?;
-        super::crash_point("publish:allocated");
-        if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
-            crate::daemon::networks::release_ports(st, &maps);
-            return Err(ApiError::internal(format!(
-                "driver failed programming external connectivity on endpoint {}: {e}",
-                c.name
-            )));
-        }
-        super::crash_point("publish:programmed");
-        crate::daemon::networks::start_proxies(&self.cfg, st, &maps);
-        if !maps.is_empty() {
-            st.publish_timing.record(maps.len(), t0.elapsed());
-        }
-        if maps.len() > 256 {
-            // A big range's transient allocations go back to the system, so RSS tracks what
-            // the daemon keeps per port.
-            // SAFETY: glibc malloc_trim has no preconditions.
-            unsafe { libc::malloc_trim(0) };
-        }
-        Ok(maps)
-    }
-
-    fn unpublish(&self, st: &mut State, net_id: &str, maps: &[PortMapping]) {
-        if let Some(spec) = st.networks.get(net_id).and_then(|n| n.spec(0))
-            && let Err(e) = st.dp.ports_removed(&spec, maps)
-        {
-            tracing::warn!(error = %e, "dataplane: removing ports");
-        }
-        crate::daemon::networks::release_ports(st, maps);
+        self.publish(st, &ep.endpoint_id, &reqs, &c.name)
     }
 
     /// Docker's link environment variables for this sandbox's `--link`s.
@@ -857,7 +845,8 @@ struct Undo {
     netns: Option<PathBuf>,
     endpoints: Vec<Endpoint>,
     ports: Vec<PortMapping>,
-    ports_net: Option<String>,
+    /// (network id, endpoint id) the ports were published on.
+    ports_net: Option<(String, String)>,
 }
 
 fn validate_container_mode(req: &CreateRequest) -> ApiResult<()> {

@@ -5,6 +5,7 @@
 //! change, so operations are serialised and each leaves the model, the kernel and the dataplane
 //! consistent (a failed step rolls back what the operation did). Waiting (stop timeouts, logs
 //! follow, wait) happens outside the lock.
+pub mod attach;
 pub mod containers;
 pub mod dns;
 pub mod handlers;
@@ -89,6 +90,8 @@ pub enum HeldSocket {
 pub struct State {
     pub containers: BTreeMap<String, Container>,
     pub networks: BTreeMap<String, Network>,
+    /// Every attachment (sandbox endpoints, Docker endpoints, CNI attachments) by id.
+    pub attachments: BTreeMap<String, crate::model::Attachment>,
     pub dp: Box<dyn Dataplane>,
     pub allocator: PortAllocator,
     /// Address pools per bridge network id.

@@ -411,10 +411,7 @@ impl Daemon {
         if let Some(ep) = c.endpoints.iter().find(|e| e.network_id == nid).cloned() {
             if primary && !c.ports.is_empty() {
                 let ports = c.ports.clone();
-                if let Some(spec) = n.spec(0) {
-                    let _ = st.dp.ports_removed(&spec, &ports);
-                }
-                super::networks::release_ports(&mut st, &ports);
+                self.unpublish(&mut st, &ep.endpoint_id, &nid, &ports);
                 st.containers.get_mut(&cid).expect("c").ports.clear();
             }
             self.detach_endpoint(&mut st, &cid, &ep).await;

@@ -113,6 +113,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         state: Mutex::new(State {
             containers: BTreeMap::new(),
             networks,
+            attachments: BTreeMap::new(),
             dp,
             allocator: PortAllocator::default(),
             pools: HashMap::new(),
@@ -330,26 +331,32 @@ async fn reconcile_containers(d: &Shared) {
     }
     let mut st = d.state.lock().await;
     let mut to_clean = Vec::new();
+    let mut adopted: HashSet<String> = HashSet::new();
     for mut c in containers {
         let cfg_path = d.cfg.runtime_dir(&c.id).join("shim.json");
         if c.state.status == Status::Running {
             if crate::shim::is_alive(c.state.shim_pid, &cfg_path) {
-                // Re-register its addresses, ports and endpoints (all idempotent).
+                // Re-register its attachments: addresses, ports, dataplane (all idempotent),
+                // then its link rules.
+                let primary = match &c.mode {
+                    NetworkMode::Bridge(nid) => Some(nid.clone()),
+                    _ => None,
+                };
                 for ep in &c.endpoints {
-                    if let Some(p) = st.pools.get_mut(&ep.network_id) {
-                        let _ = p.restore(ep.ip);
+                    let ports =
+                        if primary.as_deref() == Some(ep.network_id.as_str()) { c.ports.clone() } else { Vec::new() };
+                    let a = crate::model::Attachment::from_endpoint(&c.id, ep, c.netns.clone(), ports);
+                    d.adopt(&mut st, a).await;
+                    if primary.as_deref() == Some(ep.network_id.as_str())
+                        && !c.link_rules.is_empty()
+                        && let Some(spec) = st.networks.get(&ep.network_id).and_then(|n| n.spec(0))
+                    {
+                        let _ = st.dp.links_added(&spec, &c.link_rules);
                     }
                 }
-                for m in &c.ports {
-                    st.allocator.mark(m.proto, m.host_ip, m.host_port);
-                    if let Ok(s) = networks::bind_host_port(m.proto, m.host_ip, m.host_port) {
-                        st.held.insert((m.proto, m.host_ip, m.host_port), s);
-                    }
-                }
-                let ports = c.ports.clone();
-                networks::start_proxies(&d.cfg, &mut st, &ports);
                 let shim_pid = c.state.shim_pid;
                 let id = c.id.clone();
+                adopted.insert(id.clone());
                 st.containers.insert(c.id.clone(), c);
                 d.start_dns(&mut st, &id);
                 d.watch_exit(id, shim_pid, cfg_path);
@@ -367,40 +374,8 @@ async fn reconcile_containers(d: &Shared) {
         }
         st.containers.insert(c.id.clone(), c);
     }
-    // Re-add endpoints and ports of adopted sandboxes to the dataplane.
-    let running: Vec<_> = st.containers.values().filter(|c| c.state.status == Status::Running).cloned().collect();
-    for c in &running {
-        for ep in &c.endpoints {
-            if let Some(net) = st.networks.get(&ep.network_id).cloned() {
-                let idx = d.nl.link_index(&ep.host_veth).await.ok().flatten().unwrap_or(0);
-                let bidx =
-                    d.nl.link_index(&net.bridge.as_ref().map(|b| b.bridge.clone()).unwrap_or_default())
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0);
-                let spec = net.spec(bidx).expect("bridge");
-                let e = crate::dataplane::EndpointSpec {
-                    container_id: c.id.clone(),
-                    network_index: spec.index,
-                    host_veth: ep.host_veth.clone(),
-                    host_ifindex: idx,
-                    ip: ep.ip,
-                    mac: ep.mac,
-                };
-                let _ = st.dp.endpoint_added(&spec, &e);
-                if let NetworkMode::Bridge(nid) = &c.mode
-                    && *nid == ep.network_id
-                {
-                    let _ = st.dp.ports_added(&spec, &c.ports);
-                    let _ = st.dp.links_added(&spec, &c.link_rules);
-                }
-            }
-        }
-    }
     // Supervisors of sandboxes that never committed (the daemon died between starting the
     // process and saving its state) run on with nobody owning them: stop them.
-    let adopted: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
     kill_stray_shims(&d.cfg.up.exec_root.join("containers"), &adopted);
     for id in to_clean {
         d.teardown_networking(&mut st, &id).await;
@@ -413,6 +388,8 @@ async fn reconcile_containers(d: &Shared) {
             let _ = d.store.save_container(c);
         }
     }
+    // Docker's and CNI's attachments (persisted by the attachment core).
+    d.reconcile_attachments(&mut st).await;
     // The dataplane now holds exactly the replayed state plus whatever a crash left: drop the rest.
     match st.dp.prune() {
         Ok(0) => {}
@@ -429,8 +406,12 @@ async fn reconcile_containers(d: &Shared) {
             }
         }
     }
-    let owned_veths: HashSet<String> =
-        st.containers.values().flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.clone())).collect();
+    let owned_veths: HashSet<String> = st
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.clone()))
+        .chain(st.attachments.values().map(|a| a.host_veth.clone()))
+        .collect();
     let bridges: Vec<String> =
         st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.bridge.clone())).collect();
     for br in bridges {
@@ -547,6 +528,11 @@ pub async fn teardown(d: &Shared) {
         st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect();
     for id in running {
         d.teardown_networking(&mut st, &id).await;
+    }
+    // Attachments of other owners (Docker endpoints, CNI) go with their networks.
+    let rest: Vec<crate::model::Attachment> = st.attachments.values().cloned().collect();
+    for a in &rest {
+        d.detach(&mut st, a).await;
     }
     let nets: Vec<Network> = st.networks.values().cloned().collect();
     for n in &nets {

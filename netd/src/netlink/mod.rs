@@ -166,6 +166,19 @@ impl Netlink {
         Ok(())
     }
 
+    /// Set a link's MAC address.
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<()> {
+        let i = self.index(name).await?;
+        self.h.link().set(LinkUnspec::new_with_index(i).address(mac.to_vec()).build()).execute().await.map_err(nl)
+    }
+
+    /// The bridge a link is enslaved to (its index), if any.
+    pub async fn master_of(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link_by_name(name).await?.and_then(|m| {
+            m.attributes.iter().find_map(|a| if let LinkAttribute::Controller(c) = a { Some(*c) } else { None })
+        }))
+    }
+
     /// Attach `name` to bridge `bridge`.
     pub async fn set_master(&self, name: &str, bridge: &str) -> Result<()> {
         let i = self.index(name).await?;
@@ -331,6 +344,21 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             }
         }
         Ok(())
+    })?
+}
+
+/// The IPv4 addresses of `ifname` inside the namespace at `netns` (`None` when the link is
+/// absent there). Blocking; call from `spawn_blocking`.
+pub fn addrs_in(netns: &Path, ifname: &str) -> Result<Option<Vec<(Ipv4Addr, u8)>>> {
+    let ifname = ifname.to_string();
+    crate::netns::block_on_in(netns, move || async move {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let n = Netlink { h };
+        if n.link_index(&ifname).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(n.ipv4_addrs_cidr(&ifname).await?))
     })?
 }
 

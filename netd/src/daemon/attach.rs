@@ -1,0 +1,558 @@
+//! The attachment core: a network namespace (or, until its owner moves it, a veth peer left in
+//! the daemon's namespace) joined to a netd network through a veth pair, with its address, MAC,
+//! published ports and names. netd's own sandboxes (`containers.rs`), the Docker remote driver
+//! and the CNI plugin are thin front-ends over these operations; none of them touches netlink,
+//! IPAM, the port allocator or the dataplane directly.
+//!
+//! API (methods on [`Daemon`], all called with the state lock held, each all-or-nothing):
+//! - [`Daemon::attach`]`(st, AttachRequest)` → [`Attachment`]: allocate the address
+//!   ([`AddressRequest::Pool`], `Static(ip)` or `External(ip)` for an outside IPAM such as
+//!   Docker's), create `veth<7hex>` + peer `vp<7hex>`, enslave the host side to the network's
+//!   bridge, then either move the peer into `netns` and configure it there (name `ifname`, MAC,
+//!   MTU, address, default route when `default_route`, `lo` up) or leave it in the daemon's
+//!   namespace under its temporary name with its MAC set (`netns: None`, Docker moves and renames
+//!   it), and tell the dataplane. The attachment is registered in `State::attachments` and,
+//!   unless the owner is a sandbox, persisted as `<data-root>/attachments/<id>.json`.
+//! - [`Daemon::publish`]`(st, id, &[PortRequest], name)` → the actual bindings: host ports from
+//!   netd's allocator (exact, range = first free, 0 = ephemeral from `ip_local_port_range`),
+//!   held sockets and the userland proxy as [`PortOpts`] says (`PortOpts::RESERVE_ONLY` for CNI),
+//!   then the dataplane. Errors are Docker's (`Bind for 0.0.0.0:8080 failed: port is already
+//!   allocated`). [`Daemon::unpublish`] removes bindings (all or some).
+//! - [`Daemon::detach`]`(st, &Attachment)`: ports, dataplane, veth (the peer goes with it,
+//!   wherever it is), address, record. Best effort, idempotent, also for an attachment that is
+//!   not registered (a crash left it half made).
+//! - [`Daemon::check_attachment`]: the host veth exists on the right bridge and, with a netns,
+//!   the interface inside it has the address (CNI CHECK).
+//! - Lookups: [`attachments_of`] (by owner kind/predicate), [`by_owner`], `st.attachments[id]`.
+//! - Restart: [`Daemon::adopt`] replays one attachment (addresses, ports, dataplane);
+//!   [`Daemon::reconcile_attachments`] loads the persisted ones and adopts those whose host veth
+//!   still exists (the others' netns went away with their container: the record is dropped).
+//!   A sandbox's attachments are persisted in its container record instead, committed with its
+//!   process, and adopted by the sandbox reconcile.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsFd,
+    path::PathBuf,
+};
+
+use super::{ApiError, ApiResult, Daemon, HeldSocket, Shared, State};
+use crate::{
+    dataplane::{EndpointSpec, PortMapping, Proto},
+    ipam,
+    model::{AddressSource, Attachment, Owner, PortOpts, PortRequest},
+};
+
+/// Where an attachment's IPv4 address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressRequest {
+    /// The lowest free address of the network's range (netd's IPAM).
+    Pool,
+    /// This address, which must be inside the subnet and free.
+    Static(Ipv4Addr),
+    /// Allocated by an outside IPAM (Docker's): must be inside the subnet; recorded as used.
+    External(Ipv4Addr),
+}
+
+/// What [`Daemon::attach`] needs.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    /// The attachment id (Docker's EndpointID); `None`: a new 64-hex id.
+    pub id: Option<String>,
+    pub owner: Owner,
+    pub network_id: String,
+    /// Move the peer into this namespace (a bind mount or `/proc/PID/ns/net`); `None`: leave it in
+    /// the daemon's namespace under its temporary name.
+    pub netns: Option<PathBuf>,
+    /// The peer's name inside `netns` (ignored without one).
+    pub ifname: String,
+    pub address: AddressRequest,
+    /// `None`: Docker's `02:42:` + the IPv4 bytes.
+    pub mac: Option<[u8; 6]>,
+    /// Add a default route via the network's gateway inside `netns`.
+    pub default_route: bool,
+    pub aliases: Vec<String>,
+    pub port_opts: PortOpts,
+}
+
+/// Every attachment whose owner matches.
+pub fn attachments_of<'a>(st: &'a State, f: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = &'a Attachment> + 'a {
+    st.attachments.values().filter(move |a| f(&a.owner))
+}
+
+/// The attachment of exactly this owner.
+pub fn by_owner<'a>(st: &'a State, owner: &Owner) -> Option<&'a Attachment> {
+    st.attachments.values().find(|a| &a.owner == owner)
+}
+
+fn endpoint_spec(a: &Attachment, network_index: u32) -> EndpointSpec {
+    EndpointSpec {
+        container_id: a.owner.key().to_string(),
+        network_index,
+        host_veth: a.host_veth.clone(),
+        host_ifindex: a.host_ifindex,
+        ip: a.ip,
+        mac: a.mac,
+    }
+}
+
+impl Daemon {
+    fn persist_attachment(&self, a: &Attachment) {
+        if !a.owner.is_sandbox()
+            && let Err(e) = self.store.save_attachment(a)
+        {
+            tracing::warn!(attachment = %a.id, error = %e, "saving attachment state");
+        }
+    }
+
+    /// Join a namespace (or a veth peer for its owner to move) to a network. Undone on failure.
+    pub async fn attach(self: &Shared, st: &mut State, req: AttachRequest) -> ApiResult<Attachment> {
+        let net = st
+            .networks
+            .get(&req.network_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("network {} not found", req.network_id)))?;
+        let b = net.bridge.clone().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
+        let net_id = req.network_id.clone();
+        let pool = st.pools.entry(net_id.clone()).or_insert_with(|| Self::pool_for(&b));
+        let (ip, source) = match req.address {
+            AddressRequest::Pool => {
+                (pool.allocate().map_err(|e| ApiError::internal(e.to_string()))?, AddressSource::Pool)
+            }
+            AddressRequest::Static(ip) => {
+                (pool.allocate_static(ip).map_err(|e| ApiError::bad(e.to_string()))?, AddressSource::Static)
+            }
+            AddressRequest::External(ip) => {
+                pool.restore(ip).map_err(|_| {
+                    ApiError::bad(format!("address {ip} is not in the subnet {}/{}", b.subnet, b.prefix_len))
+                })?;
+                (ip, AddressSource::External)
+            }
+        };
+        let mac = req.mac.unwrap_or_else(|| ipam::mac_from_ip(ip));
+        let suffix: String = crate::names::new_id()[..7].to_string();
+        let host_veth = format!("veth{suffix}");
+        let peer_tmp = format!("vp{suffix}");
+        let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
+        let r: Result<u32, String> = async {
+            self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
+            super::crash_point("run:veth-created");
+            self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
+            match &req.netns {
+                Some(netns) => {
+                    let ns = std::fs::File::open(netns).map_err(|e| format!("opening {}: {e}", netns.display()))?;
+                    self.nl.move_to_netns(&peer_tmp, ns.as_fd()).await.map_err(|e| format!("moving veth: {e}"))?;
+                    let iface = crate::netlink::SandboxIface {
+                        tmp_name: peer_tmp.clone(),
+                        name: ifname.clone(),
+                        mac,
+                        addr: ip,
+                        prefix_len: b.prefix_len,
+                        mtu: b.mtu,
+                        gateway: req.default_route.then_some(b.gateway),
+                    };
+                    let ns = netns.clone();
+                    tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))
+                        .await
+                        .map_err(|e| format!("configuring {ifname}: {e}"))?
+                        .map_err(|e| format!("configuring {ifname}: {e}"))?;
+                }
+                None => {
+                    self.nl.set_mac(&peer_tmp, mac).await.map_err(|e| format!("setting the MAC of {peer_tmp}: {e}"))?;
+                }
+            }
+            self.nl.set_up(&host_veth).await.map_err(|e| format!("setting {host_veth} up: {e}"))?;
+            self.nl
+                .link_index(&host_veth)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{host_veth} vanished"))
+        }
+        .await;
+        let release = |st: &mut State| {
+            if let Some(p) = st.pools.get_mut(&net_id) {
+                p.release(ip);
+            }
+        };
+        let host_ifindex = match r {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = self.nl.delete_link(&host_veth).await;
+                release(st);
+                return Err(ApiError::internal(format!(
+                    "failed to set up endpoint for {} on {}: {e}",
+                    req.owner.key(),
+                    net.name
+                )));
+            }
+        };
+        let a = Attachment {
+            id: req.id.clone().unwrap_or_else(crate::names::new_id),
+            owner: req.owner.clone(),
+            network_id: net_id.clone(),
+            host_veth: host_veth.clone(),
+            host_ifindex,
+            netns: req.netns.clone(),
+            ifname,
+            ip,
+            prefix_len: b.prefix_len,
+            gateway: b.gateway,
+            mac,
+            source,
+            default_route: req.default_route && req.netns.is_some(),
+            ports: Vec::new(),
+            port_opts: req.port_opts,
+            aliases: req.aliases.clone(),
+            created: crate::model::rfc3339_now().0,
+        };
+        let bridge_ifindex = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
+        let spec = net.spec(bridge_ifindex).expect("bridge");
+        if let Err(e) = st.dp.endpoint_added(&spec, &endpoint_spec(&a, b.index)) {
+            let _ = self.nl.delete_link(&host_veth).await;
+            release(st);
+            return Err(ApiError::internal(format!("dataplane: {e}")));
+        }
+        if !a.owner.is_sandbox()
+            && let Err(e) = self.store.save_attachment(&a)
+        {
+            let _ = st.dp.endpoint_removed(&spec, &endpoint_spec(&a, b.index));
+            let _ = self.nl.delete_link(&host_veth).await;
+            release(st);
+            return Err(ApiError::internal(format!("saving state: {e}")));
+        }
+        st.attachments.insert(a.id.clone(), a.clone());
+        Ok(a)
+    }
+
+    /// Remove an attachment: its ports, the dataplane's endpoint, the veth (its peer goes with
+    /// it), the address and the record. Best effort; every step is idempotent. `a` may be a
+    /// record the registry does not hold (a crash left it half made).
+    pub async fn detach(self: &Shared, st: &mut State, a: &Attachment) {
+        let cur = st.attachments.get(&a.id).cloned().unwrap_or_else(|| a.clone());
+        if !cur.ports.is_empty() {
+            self.unpublish(st, &cur.id, &cur.network_id, &cur.ports);
+        }
+        if let Some(net) = st.networks.get(&cur.network_id).cloned()
+            && let Some(b) = &net.bridge
+        {
+            let spec = net.spec(0).expect("bridge");
+            let mut e = endpoint_spec(&cur, b.index);
+            e.host_ifindex = 0;
+            if let Err(e) = st.dp.endpoint_removed(&spec, &e) {
+                tracing::warn!(owner = %cur.owner.key(), error = %e, "dataplane: removing endpoint");
+            }
+        }
+        if let Err(e) = self.nl.delete_link(&cur.host_veth).await {
+            tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");
+        }
+        if let Some(p) = st.pools.get_mut(&cur.network_id) {
+            p.release(cur.ip);
+        }
+        st.attachments.remove(&cur.id);
+        if !cur.owner.is_sandbox()
+            && let Err(e) = self.store.remove_attachment(&cur.id)
+        {
+            tracing::warn!(attachment = %cur.id, error = %e, "removing attachment state");
+        }
+    }
+
+    /// Publish ports of attachment `id` (all-or-nothing). `name` is the endpoint's name in
+    /// Docker's error text (`driver failed programming external connectivity on endpoint NAME`).
+    pub fn publish(&self, st: &mut State, id: &str, reqs: &[PortRequest], name: &str) -> ApiResult<Vec<PortMapping>> {
+        let a =
+            st.attachments.get(id).cloned().ok_or_else(|| ApiError::not_found(format!("endpoint {id} not found")))?;
+        let net = st
+            .networks
+            .get(&a.network_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
+        let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
+        let specs: Vec<(Proto, Ipv4Addr, u16, u16, u16)> = reqs
+            .iter()
+            .map(|r| {
+                (
+                    r.proto,
+                    r.host_ip.unwrap_or(b.host_binding_ipv4),
+                    r.host_port_start,
+                    r.host_port_end,
+                    r.container_port,
+                )
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        let maps = allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket)?;
+        super::crash_point("publish:allocated");
+        if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
+            release_ports(st, &maps);
+            return Err(ApiError::internal(format!(
+                "driver failed programming external connectivity on endpoint {name}: {e}"
+            )));
+        }
+        super::crash_point("publish:programmed");
+        if a.port_opts.userland_proxy {
+            start_proxies(&self.cfg, st, &maps);
+        }
+        if !maps.is_empty() {
+            st.publish_timing.record(maps.len(), t0.elapsed());
+        }
+        if maps.len() > 256 {
+            // A big range's transient allocations go back to the system, so RSS tracks what
+            // the daemon keeps per port.
+            // SAFETY: glibc malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
+        if let Some(aa) = st.attachments.get_mut(id) {
+            aa.ports.extend(maps.iter().cloned());
+            let aa = aa.clone();
+            self.persist_attachment(&aa);
+        }
+        Ok(maps)
+    }
+
+    /// Remove bindings of attachment `id` on network `network_id` (the attachment need not be
+    /// registered any more): dataplane, then host ports, held sockets and proxies.
+    pub fn unpublish(&self, st: &mut State, id: &str, network_id: &str, maps: &[PortMapping]) {
+        if maps.is_empty() {
+            return;
+        }
+        if let Some(spec) = st.networks.get(network_id).and_then(|n| n.spec(0))
+            && let Err(e) = st.dp.ports_removed(&spec, maps)
+        {
+            tracing::warn!(error = %e, "dataplane: removing ports");
+        }
+        release_ports(st, maps);
+        if let Some(a) = st.attachments.get_mut(id) {
+            a.ports.retain(|m| !maps.contains(m));
+            let a = a.clone();
+            self.persist_attachment(&a);
+        }
+    }
+
+    /// Replay one attachment after a restart: its address, host ports (held sockets, proxies)
+    /// and the dataplane's endpoint and ports. Idempotent.
+    pub async fn adopt(self: &Shared, st: &mut State, mut a: Attachment) {
+        if let Some(p) = st.pools.get_mut(&a.network_id) {
+            let _ = p.restore(a.ip);
+        }
+        for m in &a.ports {
+            st.allocator.mark(m.proto, m.host_ip, m.host_port);
+            if a.port_opts.hold_socket
+                && let Ok(s) = bind_host_port(m.proto, m.host_ip, m.host_port)
+            {
+                st.held.insert((m.proto, m.host_ip, m.host_port), s);
+            }
+        }
+        if a.port_opts.userland_proxy {
+            let ports = a.ports.clone();
+            start_proxies(&self.cfg, st, &ports);
+        }
+        a.host_ifindex = self.nl.link_index(&a.host_veth).await.ok().flatten().unwrap_or(0);
+        if let Some(net) = st.networks.get(&a.network_id).cloned()
+            && let Some(b) = &net.bridge
+        {
+            let bidx = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
+            let spec = net.spec(bidx).expect("bridge");
+            let _ = st.dp.endpoint_added(&spec, &endpoint_spec(&a, b.index));
+            if !a.ports.is_empty() {
+                let _ = st.dp.ports_added(&spec, &a.ports);
+            }
+        }
+        st.attachments.insert(a.id.clone(), a);
+    }
+
+    /// At start-up: adopt every persisted (non-sandbox) attachment whose host veth still exists;
+    /// drop the records of the others (their namespace, and the veth with it, went away while
+    /// netd was down, or a crash came before the veth was made).
+    pub async fn reconcile_attachments(self: &Shared, st: &mut State) {
+        let (atts, errs) = self.store.load_attachments();
+        for e in errs {
+            tracing::warn!("ignoring unreadable attachment state: {e}");
+        }
+        for a in atts {
+            let alive = self.nl.link_index(&a.host_veth).await.ok().flatten().is_some();
+            let net_ok = st.networks.get(&a.network_id).is_some_and(|n| n.bridge.is_some());
+            if alive && net_ok {
+                self.adopt(st, a).await;
+            } else {
+                tracing::info!(attachment = %a.id, owner = %a.owner.key(), veth = %a.host_veth, "attachment is gone: removing its record");
+                let _ = self.nl.delete_link(&a.host_veth).await;
+                let _ = self.store.remove_attachment(&a.id);
+            }
+        }
+    }
+
+    /// Whether attachment `id` is intact: its host veth exists and is on its network's bridge;
+    /// with a namespace, the interface inside has its address. The first problem found.
+    pub async fn check_attachment(&self, st: &State, id: &str) -> Result<(), String> {
+        let a = st.attachments.get(id).ok_or_else(|| format!("attachment {id} not found"))?;
+        let net = st.networks.get(&a.network_id).ok_or_else(|| format!("network {} not found", a.network_id))?;
+        let b = net.bridge.as_ref().ok_or_else(|| format!("network {} has no bridge", net.name))?;
+        let bidx = self.nl.link_index(&b.bridge).await.map_err(|e| e.to_string())?;
+        match self.nl.master_of(&a.host_veth).await.map_err(|e| e.to_string())? {
+            None if self.nl.link_index(&a.host_veth).await.ok().flatten().is_none() => {
+                return Err(format!("host interface {} is missing", a.host_veth));
+            }
+            m if m != bidx || bidx.is_none() => {
+                return Err(format!("host interface {} is not on bridge {}", a.host_veth, b.bridge));
+            }
+            _ => {}
+        }
+        if let Some(ns) = a.netns.clone() {
+            let ifname = a.ifname.clone();
+            let addrs = tokio::task::spawn_blocking(move || crate::netlink::addrs_in(&ns, &ifname))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            match addrs {
+                None => {
+                    return Err(format!("interface {} is missing in {}", a.ifname, a.netns.as_ref().unwrap().display()));
+                }
+                Some(v) if !v.contains(&(a.ip, a.prefix_len)) => {
+                    return Err(format!("interface {} does not have address {}/{}", a.ifname, a.ip, a.prefix_len));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Try to reserve a host port the way Docker does: bind a socket (TCP bound, not listening;
+/// UDP bound) in the daemon's namespace and hold it while the binding exists.
+pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16) -> std::io::Result<HeldSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddrV4::new(ip, port);
+    match proto {
+        Proto::Tcp => {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            s.bind(&addr.into())?;
+            Ok(HeldSocket::TcpRaw(s.into()))
+        }
+        Proto::Udp => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&addr.into())?;
+            Ok(HeldSocket::Udp(s.into()))
+        }
+    }
+}
+
+/// Allocate every binding of a request (all-or-nothing), holding a socket for each when
+/// `hold`. `specs`: (proto, host ip, host port start, end, container port); start 0 =
+/// ephemeral.
+fn allocate_ports(
+    st: &mut State,
+    specs: &[(Proto, Ipv4Addr, u16, u16, u16)],
+    container_ip: Ipv4Addr,
+    net_index: u32,
+    hold: bool,
+) -> ApiResult<Vec<PortMapping>> {
+    let mut done: Vec<PortMapping> = Vec::new();
+    let (lo, hi) = crate::ports::ephemeral_range();
+    let reserved = crate::ports::reserved_ports();
+    for &(proto, host_ip, start, end, cport) in specs {
+        // Candidate ports: the given one, a range (first free), or ephemeral.
+        let candidates: Box<dyn Iterator<Item = u16>> = if start == 0 {
+            Box::new((lo..=hi).filter(|p| !reserved.contains(p)))
+        } else {
+            Box::new(start..=end.max(start))
+        };
+        let mut got = None;
+        let mut last_err = None;
+        for port in candidates {
+            if st.allocator.is_allocated(proto, host_ip, port) {
+                last_err = Some(format!("Bind for {host_ip}:{port} failed: port is already allocated"));
+                continue;
+            }
+            match bind_host_port(proto, host_ip, port) {
+                Ok(sock) => {
+                    st.allocator.mark(proto, host_ip, port);
+                    if hold {
+                        st.held.insert((proto, host_ip, port), sock);
+                    }
+                    got = Some(port);
+                    break;
+                }
+                Err(e) => {
+                    last_err = Some(if e.kind() == std::io::ErrorKind::AddrInUse {
+                        format!("Bind for {host_ip}:{port} failed: port is already allocated")
+                    } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                        format!(
+                            "failed to bind host port {host_ip}:{port}/{}: cannot assign requested address",
+                            proto.as_str()
+                        )
+                    } else {
+                        format!("failed to bind host port {host_ip}:{port}/{}: {e}", proto.as_str())
+                    });
+                    if start != 0 && start == end {
+                        break;
+                    }
+                }
+            }
+        }
+        match got {
+            Some(port) => done.push(PortMapping {
+                proto,
+                host_ip,
+                host_port: port,
+                container_ip,
+                container_port: cport,
+                network_index: net_index,
+            }),
+            None => {
+                let msg = if start == 0 {
+                    "all ports are allocated".to_string()
+                } else {
+                    last_err.unwrap_or_else(|| "all ports are allocated".into())
+                };
+                release_ports(st, &done);
+                return Err(ApiError::internal(msg));
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn release_ports(st: &mut State, maps: &[PortMapping]) {
+    for m in maps {
+        st.allocator.unmark(m.proto, m.host_ip, m.host_port);
+        st.held.remove(&(m.proto, m.host_ip, m.host_port));
+        if let Some(t) = st.proxies.remove(&(m.proto, m.host_ip, m.host_port)) {
+            t.abort();
+        }
+    }
+}
+
+/// With the iptables dataplane and `--userland-proxy` (Docker's default), serve each binding
+/// from its held socket: loopback and hairpin traffic, which iptables does not NAT, reach the
+/// namespace through the daemon.
+fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
+    if cfg.up.dataplane != crate::dataplane::Backend::Iptables || !cfg.up.userland_proxy {
+        return;
+    }
+    for m in maps {
+        let key = (m.proto, m.host_ip, m.host_port);
+        if st.proxies.contains_key(&key) {
+            continue;
+        }
+        // Routed networks publish container ports directly: no host port to proxy.
+        let routed = st.networks.values().any(|n| {
+            n.bridge
+                .as_ref()
+                .is_some_and(|b| b.index == m.network_index && b.gateway_mode == crate::dataplane::GatewayMode::Routed)
+        });
+        if routed {
+            continue;
+        }
+        let target = SocketAddrV4::new(m.container_ip, m.container_port);
+        let r = match st.held.remove(&key) {
+            Some(HeldSocket::TcpRaw(fd)) => super::proxy::tcp(fd, target),
+            Some(HeldSocket::Udp(s)) => super::proxy::udp(s, target),
+            None => continue,
+        };
+        match r {
+            Ok(h) => {
+                st.proxies.insert(key, h);
+            }
+            Err(e) => tracing::warn!(port = m.host_port, error = %e, "userland proxy"),
+        }
+    }
+}
