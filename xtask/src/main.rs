@@ -36,6 +36,12 @@ enum Task {
     },
     /// Set up, then run the demo inside namespaces it creates and removes
     Demo,
+    /// Generate man pages (netd.1, netd-run.1, ...) from the CLI definition into DIR
+    Man {
+        /// Where the pages go (default: <target dir>/man)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure eBPF vs iptables vs the raw path; writes DIR/report.md and SVG plots
     Bench {
         /// A smoke run (short figures, fewer sizes): finishes in a few minutes
@@ -57,6 +63,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
         Task::Bench { quick, out } => bench(quick, &out),
+        Task::Man { out } => man(out),
     }
 }
 
@@ -85,6 +92,27 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Cargo's target directory as cargo itself resolves it (`CARGO_TARGET_DIR`, `build.target-dir`
+/// in a config file, or `<workspace>/target`), so every binary we run is the one just built.
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", out.status);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let dir = v["target_directory"].as_str().context("cargo metadata has no target_directory")?;
+    Ok(PathBuf::from(dir))
+}
+
+/// A binary of this workspace built in `profile` (`debug` or `release`).
+fn built(profile: &str, name: &str) -> Result<Command> {
+    Ok(Command::new(target_dir()?.join(profile).join(name)))
+}
+
 fn build_ebpf(verifier_log: bool) -> Result<()> {
     // Building netd runs netd/build.rs, which builds netd-ebpf with aya-build and embeds the
     // object; the binary then describes the very object it embeds.
@@ -93,7 +121,7 @@ fn build_ebpf(verifier_log: bool) -> Result<()> {
     eprintln!("built in {:.1}s", t.elapsed().as_secs_f64());
     let out_dir = netd_out_dir()?;
     eprintln!("object: {}", out_dir.join("netd-ebpf").display());
-    let mut c = Command::new("target/debug/netd");
+    let mut c = built("debug", "netd")?;
     c.args(["debug", "ebpf-object"]);
     if verifier_log {
         c.arg("--verifier-log");
@@ -130,7 +158,7 @@ fn test(args: &[String]) -> Result<()> {
     }
     run(&mut c)?;
     // The bench's smoke run, so CI exercises it (no thresholds: figures go to target/).
-    bench(true, Path::new("target/bench-quick"))?;
+    bench(true, &target_dir()?.join("bench-quick"))?;
     eprintln!("xtask test: done in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -139,7 +167,7 @@ fn bench(quick: bool, out: &Path) -> Result<()> {
     setup::run()?;
     // Release builds: the load generator must not be the bottleneck.
     run(cargo().args(["build", "--release", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
-    let mut c = Command::new("target/release/netd-bench");
+    let mut c = built("release", "netd-bench")?;
     c.arg("run").arg("--out").arg(out);
     if quick {
         c.arg("--quick");
@@ -147,8 +175,17 @@ fn bench(quick: bool, out: &Path) -> Result<()> {
     run(&mut c)
 }
 
+fn man(out: Option<PathBuf>) -> Result<()> {
+    let out = match out {
+        Some(o) => o,
+        None => target_dir()?.join("man"),
+    };
+    run(cargo().args(["build", "--package", "netd"]))?;
+    run(built("debug", "netd")?.args(["debug", "man"]).arg(&out))
+}
+
 fn demo() -> Result<()> {
     setup::run()?;
     run(cargo().args(["build", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
-    run(&mut Command::new("target/debug/netd-demo"))
+    run(&mut built("debug", "netd-demo")?)
 }
