@@ -1,20 +1,28 @@
 //! `netd`: the daemon (`netd up`) and its CLI. This file only parses and dispatches.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use netd::cli::{
     self,
     args::{Cli, Cmd, DebugCmd},
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     match cli.cmd {
+        Cmd::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "netd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Debug(DebugCmd::Man { dir }) => report(netd::cli::man::write_all(&dir)),
         // The supervisor must stay single-threaded until it forks: no runtime.
         Cmd::Shim { config } => netd::shim::main(&config),
         Cmd::Debug(DebugCmd::EbpfObject { verifier_log }) => report(netd::debug::ebpf_object(verifier_log)),
         Cmd::Up(up) => {
-            netd::logging::init(&up.log_level);
+            netd::logging::init(up.log_level.directive());
             let socket = match cli::args::socket_path(cli.host.as_deref(), &up.exec_root) {
                 Ok(s) => s,
                 Err(e) => return report(Err(anyhow::anyhow!(e))),
@@ -37,6 +45,18 @@ fn main() -> ExitCode {
                 Err(f) => fail(f),
             }
         }
+    }
+}
+
+/// Help and version go to stdout with exit 0; any other parse error is a usage error, which
+/// Docker's CLI reports with exit code 125 (clap's default is 2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp
+        | clap::error::ErrorKind::DisplayVersion
+        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+        _ => ExitCode::from(125),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Ids, Docker-style random names, name validation, and reference resolution.
-use rand::Rng;
+use rand::RngExt;
 
 /// A 64-hex-digit random id (Docker's container/network ids).
 pub fn new_id() -> String {

@@ -233,11 +233,27 @@ fn bad_cli_values_are_refused_without_state_change() {
         (vec!["port", "c1", "70000"], "invalid port '70000'"),
         (vec!["port", "c1", "80/bogus"], "invalid proto: bogus"),
         (vec!["kill", "-s", "NOSUCHSIG", "c1"], "NOSUCHSIG"),
-        (vec!["stats", "--format", "yaml"], "unknown format \"yaml\""),
+        (vec!["stats", "--format", "yaml"], "invalid value 'yaml' for '--format <FORMAT>'"),
     ] {
         refused(&th, &d, &before, &args, msg);
     }
+    // Usage errors exit 125 as Docker's CLI does (clap alone would exit 2), and name the values
+    // an enumerated flag takes; help stays exit 0.
+    for args in [&["stats", "--format", "yaml"][..], &["--bogus"], &["run", "--bogus-flag", "x"], &["network", "nosuch"]] {
+        let r = d.cli(args);
+        assert_eq!(r.code, 125, "netd {args:?}: {r:?}");
+    }
+    assert!(d.cli(&["stats", "--format", "yaml"]).stderr.contains("[possible values: table, json, prometheus]"));
+    assert_eq!(d.cli(&["--help"]).code, 0);
+    assert_eq!(d.cli(&["network", "--help"]).code, 0);
     let nb = netd_bin().display().to_string();
+    // Completions: each shell's script names the subcommands; an unknown shell is a usage error.
+    for (shell, marker) in [("bash", "_netd()"), ("zsh", "#compdef netd"), ("fish", "complete -c netd")] {
+        let o = th.host.exec(&[&nb, "completion", shell]).unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && out.contains(marker) && out.contains("network"), "completion {shell}: {o:?}");
+    }
+    assert_eq!(th.host.exec(&[&nb, "completion", "tcsh"]).unwrap().status.code(), Some(125));
     let o = th.host.exec(&[&nb, "-H", "tcp://1.2.3.4:2375", "ps"]).unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("netd listens on unix sockets only"), "{o:?}");
@@ -250,6 +266,11 @@ fn bad_cli_values_are_refused_without_state_change() {
     assert!(d.ok(&["ps", "-a"]).contains(&long));
     d.ok(&["rm", &long]);
     assert_eq!(snapshot(&th, &d), before);
+    // The daemon's log goes to a file here (as under systemd or a pipe): plain text, no ANSI
+    // colour codes.
+    let log = d.log();
+    assert!(log.contains("INFO"), "daemon log has no INFO lines: {log:?}");
+    assert!(!log.contains('\x1b'), "ANSI escape codes in a daemon log written to a file: {log:?}");
 }
 
 /// One raw HTTP exchange on the daemon's socket; `None` when the daemon closed without answering.
@@ -514,7 +535,8 @@ fn bad_up_flags_are_refused_before_touching_anything() {
         (vec!["--metrics-addr", "nonsense"], "invalid --metrics-addr \"nonsense\": want IP:PORT"),
         (vec!["--default-address-pool", "base=10.0.0.0/8,size=4"], "invalid pool size 4 for base 10.0.0.0/8"),
         (vec!["--default-address-pool", "base=bogus,size=24"], "invalid CIDR address: bogus"),
-        (vec!["--iptables-backend", "bogus"], "invalid --iptables-backend \"bogus\""),
+        (vec!["--iptables-backend", "bogus"], "invalid value 'bogus' for '--iptables-backend"),
+        (vec!["--log-level", "chatty"], "invalid value 'chatty' for '--log-level"),
         (vec!["--dataplane", "bogus"], "invalid value 'bogus' for '--dataplane"),
         (vec!["--xdp", "bogus"], "invalid value 'bogus' for '--xdp"),
         (vec!["--icc", "maybe"], "invalid value 'maybe' for '--icc"),

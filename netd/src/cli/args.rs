@@ -115,8 +115,8 @@ pub enum Cmd {
     },
     /// Display per-port and per-drop-reason dataplane counters
     Stats {
-        #[arg(long = "format", default_value = "table")]
-        format: String,
+        #[arg(long = "format", value_enum, default_value_t = StatsFormat::Table)]
+        format: StatsFormat,
     },
     /// Manage networks
     #[command(subcommand)]
@@ -125,6 +125,11 @@ pub enum Cmd {
     Info,
     /// Show the netd version information
     Version,
+    /// Print a shell completion script (e.g. `netd completion bash > /etc/bash_completion.d/netd`)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// (internal) per-sandbox supervisor
     #[command(hide = true)]
     Shim { config: PathBuf },
@@ -142,6 +147,56 @@ pub enum DebugCmd {
         #[arg(long)]
         verifier_log: bool,
     },
+    /// Write one man page per command (netd.1, netd-run.1, ...) into DIR
+    Man { dir: PathBuf },
+}
+
+/// `netd stats --format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+/// `netd up --iptables-backend` (dockerd's firewall backends for the iptables dataplane).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IptablesBackend {
+    Nft,
+    Legacy,
+}
+
+impl IptablesBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IptablesBackend::Nft => "nft",
+            IptablesBackend::Legacy => "legacy",
+        }
+    }
+}
+
+/// `netd up --log-level` (dockerd's levels; `fatal` logs errors only).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Fatal => "error",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,8 +355,8 @@ pub struct UpArgs {
     /// Use a userland proxy for loopback traffic (iptables dataplane)
     #[arg(long = "userland-proxy", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub userland_proxy: bool,
-    #[arg(long = "iptables-backend", default_value = "nft")]
-    pub iptables_backend: String,
+    #[arg(long = "iptables-backend", value_enum, default_value_t = IptablesBackend::Nft)]
+    pub iptables_backend: IptablesBackend,
     /// Default address pools for user networks: base=CIDR,size=N
     #[arg(long = "default-address-pool")]
     pub default_address_pool: Vec<String>,
@@ -328,8 +383,8 @@ pub struct UpArgs {
     /// Keep sandboxes and the dataplane running when the daemon stops
     #[arg(long = "live-restore")]
     pub live_restore: bool,
-    #[arg(short = 'l', long = "log-level", default_value = "info")]
-    pub log_level: String,
+    #[arg(short = 'l', long = "log-level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
     /// Serve Prometheus metrics on ADDR:PORT
     #[arg(long = "metrics-addr")]
     pub metrics_addr: Option<String>,

@@ -1,5 +1,6 @@
 //! The CLI: a thin client of the daemon's API, printing what Docker's CLI prints.
 pub mod args;
+pub mod man;
 
 use std::{
     io::Write,
@@ -13,7 +14,7 @@ use serde_json::Value;
 use crate::api::{
     Client, ClientError, CreateRequest, CreateResponse, NetworkConnectRequest, NetworkCreateRequest, WaitResponse,
 };
-use args::{Cmd, NetworkCmd, RunArgs};
+use args::{Cmd, NetworkCmd, RunArgs, StatsFormat};
 
 /// A CLI failure: what to print and the exit code.
 pub struct Failure {
@@ -137,7 +138,7 @@ pub async fn run_client(socket: PathBuf, cmd: Cmd) -> R {
         }
         Cmd::Exec { env, workdir, container, cmd } => exec(&c, &container, &cmd, &env, workdir.as_deref()).await,
         Cmd::Port { container, port } => port_cmd(&c, &container, port.as_deref()).await,
-        Cmd::Stats { format } => stats(&c, &format).await,
+        Cmd::Stats { format } => stats(&c, format).await,
         Cmd::Network(n) => network(&c, n).await,
         Cmd::Info => {
             let v: Value = c.json("GET", "/info", None::<&()>).await?;
@@ -156,7 +157,7 @@ pub async fn run_client(socket: PathBuf, cmd: Cmd) -> R {
             );
             Ok(())
         }
-        Cmd::Up(_) | Cmd::Shim { .. } | Cmd::Debug(_) => unreachable!("handled in main"),
+        Cmd::Up(_) | Cmd::Shim { .. } | Cmd::Debug(_) | Cmd::Completion { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -448,13 +449,12 @@ fn exec_in(
     }
 }
 
-async fn stats(c: &Client, format: &str) -> R {
+async fn stats(c: &Client, format: StatsFormat) -> R {
     let v: Value = c.json("GET", "/stats", None::<&()>).await?;
     match format {
-        "json" => println!("{}", pretty_json(&v)),
-        "prometheus" => print!("{}", crate::format::prometheus(&v)),
-        "table" => print!("{}", crate::format::stats_table(&v)),
-        other => return Err(Failure::new(1, format!("unknown format {other:?}: use table, json or prometheus"))),
+        StatsFormat::Json => println!("{}", pretty_json(&v)),
+        StatsFormat::Prometheus => print!("{}", crate::format::prometheus(&v)),
+        StatsFormat::Table => print!("{}", crate::format::stats_table(&v)),
     }
     Ok(())
 }

@@ -183,7 +183,7 @@ pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String
         Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
         Backend::Ebpf => Ok(Box::new(crate::dataplane::ebpf::Ebpf::default())),
         Backend::Iptables => {
-            Ok(Box::new(crate::dataplane::iptables::Iptables::new(&up.iptables_backend, up.userland_proxy)))
+            Ok(Box::new(crate::dataplane::iptables::Iptables::new(up.iptables_backend.as_str(), up.userland_proxy)))
         }
     }
 }
@@ -195,9 +195,6 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
         && !(68..=65535).contains(&m)
     {
         return Err(format!("invalid MTU {m}: must be between 68 and 65535"));
-    }
-    if !matches!(up.iptables_backend.as_str(), "nft" | "legacy") {
-        return Err(format!("invalid --iptables-backend {:?}: use nft or legacy", up.iptables_backend));
     }
     // Every value that can be checked without the host is checked here, before `up` touches
     // anything (sysctls, state, links), as dockerd validates its configuration first.

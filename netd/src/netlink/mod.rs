@@ -96,7 +96,7 @@ impl Netlink {
         // of its ports and changes it as sandboxes come and go, which would make the gateway
         // MAC the dataplane writes into frames stale.
         let mut mac = [0x02u8, 0x42, 0, 0, 0, 0];
-        rand::Rng::fill(&mut rand::rng(), &mut mac[2..]);
+        rand::RngExt::fill(&mut rand::rng(), &mut mac[2..]);
         match self.h.link().add(LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build()).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(EEXIST) => {}
