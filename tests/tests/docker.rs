@@ -29,6 +29,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("published_ports_every_form", published_ports_every_form, true),
     ("masquerade_seen_outside", masquerade_seen_outside, true),
     ("icc_and_isolation", icc_and_isolation, true),
+    ("isolation_from_dockers_own_bridges", isolation_from_dockers_own_bridges, true),
     ("internal_network", internal_network, true),
     ("docker_dns_on_netd_network", docker_dns_on_netd_network, true),
     ("connect_disconnect", connect_disconnect, true),
@@ -504,7 +505,14 @@ fn masquerade_seen_outside(td: &mut TestDocker, _dp: &str) {
     let out_ns = td.th.outside.path();
     let _srv = probe::EchoServer::start(&out_ns, addr("198.51.100.2:6000"), "outside").unwrap();
     netd_network(td, "masq", NET_A, &[]);
-    netd_network(td, "nomasq", NET_B, &["-o", "com.docker.network.bridge.enable_ip_masquerade=false"]);
+    // nat-unprotected as well: in nat mode Docker's (28+) direct-access drop would eat the replies.
+    let nomasq = [
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+    ];
+    netd_network(td, "nomasq", NET_B, &nomasq);
     client(td, "m1", &["--network", "masq"]);
     client(td, "m2", &["--network", "nomasq"]);
     let r = tcp_from(td, "m1", "198.51.100.2:6000").expect("m1 -> outside");
@@ -522,34 +530,49 @@ fn masquerade_seen_outside(td: &mut TestDocker, _dp: &str) {
     td.ok(&["network", "rm", "masq", "nomasq"]);
 }
 
-/// ICC within a network, enable_icc=false, and isolation between netd networks and against
-/// Docker's own bridge networks (docker0 and a `-d bridge` network), both directions.
+/// ICC within a network, enable_icc=false (names still resolve), isolation between two netd
+/// networks both ways; each still reaches the outside.
 fn icc_and_isolation(td: &mut TestDocker, _dp: &str) {
     netd_network(td, "n1", NET_A, &[]);
     netd_network(td, "n2", NET_B, &["-o", "com.docker.network.bridge.enable_icc=false"]);
-    td.ok(&["network", "create", "-d", "bridge", "dbr"]);
     server(td, "cta", &["--network", "n1"], &["7000"]);
     server(td, "ctb", &["--network", "n1"], &["7000"]);
     server(td, "ctc", &["--network", "n2"], &["7000"]);
     server(td, "ctd", &["--network", "n2"], &["7000"]);
-    server(td, "ctz", &[], &["7000"]); // docker0
-    server(td, "cty", &["--network", "dbr"], &["7000"]);
-    let ip = |c: &str, n: &str| td.ip_of(c, n);
-    let (a, c, d, z, y) = (ip("cta", "n1"), ip("ctc", "n2"), ip("ctd", "n2"), ip("ctz", "bridge"), ip("cty", "dbr"));
+    let (a, c) = (td.ip_of("cta", "n1"), td.ip_of("ctc", "n2"));
     assert!(tcp_from(td, "ctb", &format!("{a}:7000")).is_some_and(|r| r.starts_with("cta:")), "ICC on n1");
     assert!(tcp_from(td, "ctb", "cta:7000").is_some_and(|r| r.starts_with("cta:")), "by name on n1");
-    all_blocked(td, &[("ctd", &c)], "enable_icc=false");
     let ns = td.exec("ctd", &["nslookup", "ctc"]).stdout;
     assert!(ns.contains(&c), "names still resolve under icc=false: {ns}");
-    let pairs =
-        [("cta", &c), ("ctc", &a), ("cta", &z), ("ctz", &a), ("cta", &y), ("cty", &a), ("ctd", &z), ("ctz", &d)];
-    all_blocked(td, &pairs, "networks must be isolated from each other");
-    // Each still reaches the outside (isolation is not a blanket drop).
+    all_blocked(td, &[("ctd", &c), ("cta", &c), ("ctc", &a), ("ctb", &c)], "icc=false on n2; n1 and n2 isolated");
     let _srv = probe::EchoServer::start(&td.th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
-    for ctr in ["cta", "ctc", "ctz"] {
+    for ctr in ["cta", "ctc"] {
         assert!(tcp_from(td, ctr, "198.51.100.2:6000").is_some(), "{ctr} -> outside");
     }
-    td.ok(&["rm", "-f", "cta", "ctb", "ctc", "ctd", "ctz", "cty"]);
+    td.ok(&["rm", "-f", "cta", "ctb", "ctc", "ctd"]);
+    td.ok(&["network", "rm", "n1", "n2"]);
+}
+
+/// netd networks and Docker's own bridge networks (docker0 and a `-d bridge` network) must not
+/// reach each other, either way, while each still reaches the outside.
+fn isolation_from_dockers_own_bridges(td: &mut TestDocker, _dp: &str) {
+    netd_network(td, "n1", NET_A, &[]);
+    netd_network(td, "n2", NET_B, &["-o", "com.docker.network.bridge.enable_icc=false"]);
+    td.ok(&["network", "create", "-d", "bridge", "dbr"]);
+    server(td, "cta", &["--network", "n1"], &["7000"]);
+    server(td, "ctd", &["--network", "n2"], &["7000"]);
+    server(td, "ctz", &[], &["7000"]); // docker0
+    server(td, "cty", &["--network", "dbr"], &["7000"]);
+    let (a, d, z, y) =
+        (td.ip_of("cta", "n1"), td.ip_of("ctd", "n2"), td.ip_of("ctz", "bridge"), td.ip_of("cty", "dbr"));
+    let pairs =
+        [("cta", &z), ("ctz", &a), ("cta", &y), ("cty", &a), ("ctd", &z), ("ctz", &d), ("ctd", &y), ("cty", &d)];
+    all_blocked(td, &pairs, "netd networks and Docker's bridge networks must be isolated");
+    let _srv = probe::EchoServer::start(&td.th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    for ctr in ["cta", "ctz", "cty"] {
+        assert!(tcp_from(td, ctr, "198.51.100.2:6000").is_some(), "{ctr} -> outside");
+    }
+    td.ok(&["rm", "-f", "cta", "ctd", "ctz", "cty"]);
     td.ok(&["network", "rm", "n1", "n2", "dbr"]);
 }
 
