@@ -7,7 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, require_root};
+use netd_tests::{
+    TestDaemon, TestHost,
+    daemon::{Cli, probe_bin},
+    require_root,
+};
 use serde_json::Value;
 
 struct Kill(Child);
@@ -49,14 +53,19 @@ fn wait_for(mut f: impl FnMut() -> bool) -> bool {
 
 fn dns_scenario(dataplane: &str) {
     let th = TestHost::new(&format!("dn{}", &dataplane[..1])).unwrap();
-    // The upstream DNS server, in the outside namespace.
-    let _upstream = Kill(
-        th.outside
-            .cmd(&[probe_bin().to_str().unwrap(), "dns-serve", "53", "example.test=203.0.113.7"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // The upstream DNS servers, in the outside namespace: a plain one (UDP and TCP), one that
+    // forges answers before the real one, one that truncates every UDP answer.
+    th.outside.exec_ok(&["ip", "addr", "add", "198.51.100.3/24", "dev", "out0"]).unwrap();
+    th.outside.exec_ok(&["ip", "addr", "add", "198.51.100.4/24", "dev", "out0"]).unwrap();
+    let serve = |ip: &str, flags: &[&str]| {
+        let mut argv = vec![probe_bin().to_str().unwrap().to_string(), "dns-serve".into(), "53".into()];
+        argv.extend(["--bind".to_string(), ip.to_string(), "--tcp".to_string()]);
+        argv.extend(flags.iter().map(|f| f.to_string()));
+        argv.push("example.test=203.0.113.7".into());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Kill(th.outside.cmd(&argv).stdout(Stdio::null()).spawn().unwrap())
+    };
+    let _upstreams = [serve("198.51.100.2", &[]), serve("198.51.100.3", &["--spoof"]), serve("198.51.100.4", &["--truncate"])];
     let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--dns", "198.51.100.2"]).unwrap();
     let pr = probe_bin().display().to_string();
     d.ok(&["network", "create", "front"]);
@@ -120,6 +129,30 @@ fn dns_scenario(dataplane: &str) {
     // Other names go upstream (the test's own DNS server, via masquerade).
     assert_eq!(resolve(&d, "cli", "example.test").as_deref(), Some("203.0.113.7"));
     assert_eq!(resolve(&d, "cli", "nonexistent.test"), None);
+    // The forwarder, with a client that takes the first datagram it gets and checks only its own
+    // transaction id: UDP and TCP; EDNS passes through to the upstream.
+    let query = |from: &str, args: &[&str]| {
+        let mut a = vec!["exec", from, "--", pr.as_str(), "dns-query", "127.0.0.11"];
+        a.extend_from_slice(args);
+        d.cli(&a)
+    };
+    let first = |r: Cli| (r.code, r.stdout.lines().next().unwrap_or("").to_string(), r.stderr);
+    assert_eq!(first(query("cli", &["example.test"])).1, "203.0.113.7");
+    assert_eq!(first(query("cli", &["example.test", "--tcp"])).1, "203.0.113.7");
+    assert_eq!(first(query("cli", &["edns.test", "--edns"])).1, "203.0.113.9", "EDNS dropped on the way upstream");
+    assert_eq!(first(query("cli", &["edns.test"])).1, "203.0.113.8");
+    // An upstream path with forged answers first (wrong id, wrong question): only the real
+    // answer reaches the sandbox.
+    d.ok(&["run", "-d", "--name", "spoofed", "--network", "front", "--dns", "198.51.100.3", "--", "sleep", "300"]);
+    for _ in 0..3 {
+        let (code, ip, err) = first(query("spoofed", &["example.test"]));
+        assert_eq!((code, ip.as_str()), (0, "203.0.113.7"), "forged upstream answer accepted or relayed: {err}");
+    }
+    // An upstream that truncates every UDP answer: the resolver retries over TCP itself and the
+    // UDP client gets the full answer.
+    d.ok(&["run", "-d", "--name", "trunc", "--network", "front", "--dns", "198.51.100.4", "--", "sleep", "300"]);
+    let (code, ip, err) = first(query("trunc", &["example.test"]));
+    assert_eq!((code, ip.as_str()), (0, "203.0.113.7"), "no TCP fallback on a truncated upstream answer: {err}");
 
     // Internal network: own names yes, outside names no, no route out.
     d.ok(&["run", "-d", "--name", "in1", "--network", "intern", "--", "sleep", "300"]);

@@ -143,7 +143,7 @@ pub struct Daemon {
     pub cfg: Config,
     pub store: Store,
     pub nl: Netlink,
-    pub state: Mutex<State>,
+    pub state: StateLock,
     /// Wakes every waiter when any sandbox changes state (wait, stop, logs --follow).
     pub changed: Notify,
     /// Set when shutdown was requested (`netd down`, SIGTERM).
@@ -154,6 +154,55 @@ pub struct Daemon {
 }
 
 pub type Shared = Arc<Daemon>;
+
+/// The daemon-wide lock around [`State`], plus a snapshot of what the embedded DNS needs
+/// ([`dns::View`]), rebuilt from the state each time a guard is released: name lookups read the
+/// snapshot and never wait for operations that hold the lock (kernel work, teardown).
+pub struct StateLock {
+    inner: Mutex<State>,
+    view: arc_swap::ArcSwap<dns::View>,
+}
+
+impl StateLock {
+    pub fn new(st: State) -> Self {
+        let view = arc_swap::ArcSwap::from_pointee(dns::View::build(&st));
+        Self { inner: Mutex::new(st), view }
+    }
+
+    pub async fn lock(&self) -> StateGuard<'_> {
+        StateGuard { g: self.inner.lock().await, view: &self.view }
+    }
+
+    /// The model as of the last released guard.
+    pub fn dns_view(&self) -> Arc<dns::View> {
+        self.view.load_full()
+    }
+}
+
+pub struct StateGuard<'a> {
+    g: tokio::sync::MutexGuard<'a, State>,
+    view: &'a arc_swap::ArcSwap<dns::View>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.g
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    /// Still under the lock: the snapshot is a consistent picture of one state.
+    fn drop(&mut self) {
+        self.view.store(Arc::new(dns::View::build(&self.g)));
+    }
+}
 
 /// Test hook for crash consistency: with `NETD_CRASH_AT=<point>` in its environment the daemon
 /// SIGKILLs itself when it reaches that point (no cleanup, exactly like `kill -9`). The points

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use tokio::{net::UnixListener, sync::Mutex};
+use tokio::net::UnixListener;
 
 use super::{Config, Daemon, Shared, State, networks};
 use crate::{
@@ -110,7 +110,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         cfg: cfg.clone(),
         store,
         nl,
-        state: Mutex::new(State {
+        state: super::StateLock::new(State {
             containers: BTreeMap::new(),
             networks,
             attachments: BTreeMap::new(),

@@ -3,6 +3,8 @@
 //! `netd-probe serve [--tag T] PORT...`   TCP and UDP echo on 0.0.0.0:PORT, replies `T:PEER:payload`
 //! `netd-probe tcp ADDR:PORT [PAYLOAD]`    connect, send, print the echo (3 s timeout)
 //! `netd-probe udp ADDR:PORT [PAYLOAD]`    one datagram, print the echo (3 s, retried)
+//! `netd-probe dns-serve PORT [--bind IP] [--tcp] [--truncate] [--spoof] NAME=IP...`   a test DNS server
+//! `netd-probe dns-query SERVER NAME [--tcp] [--edns]`   one A query, print the addresses
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -18,6 +20,7 @@ fn main() {
         Some("tcp") => client_tcp(&args[1..]),
         Some("udp") => client_udp(&args[1..]),
         Some("dns-serve") => dns_serve(&args[1..]),
+        Some("dns-query") => dns_query(&args[1..]),
         _ => {
             eprintln!(
                 "usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp ADDR:PORT [PAYLOAD] | dns-serve PORT NAME=IP..."
@@ -155,40 +158,174 @@ fn client_udp(args: &[String]) -> i32 {
     1
 }
 
-/// A tiny authoritative DNS server (UDP) for tests: answers A for the given NAME=IP pairs,
-/// NXDOMAIN for anything else.
+/// A tiny authoritative DNS server for tests: answers A for the given NAME=IP pairs, NXDOMAIN
+/// for anything else; `edns.test` answers 203.0.113.9 when the query carried EDNS, else
+/// 203.0.113.8. `--tcp` serves TCP on the same port too; `--truncate` answers every UDP query
+/// with the TC bit and no answers (the full answer only over TCP); `--spoof` sends, before each
+/// real UDP answer, one with another transaction id and one for another question, both claiming
+/// 198.51.100.66 (what a forwarder must ignore).
 fn dns_serve(args: &[String]) -> i32 {
-    use hickory_proto::{
-        op::{Message, ResponseCode},
-        rr::{Name, RData, Record, RecordType, rdata},
-    };
     let Some(port) = args.first().and_then(|p| p.parse::<u16>().ok()) else { return 2 };
+    let flag = |f: &str| args[1..].iter().any(|a| a == f);
+    let (tcp, truncate, spoof) = (flag("--tcp"), flag("--truncate"), flag("--spoof"));
+    // `--bind IP`: one address (several test servers on one namespace), default all.
+    let bind: std::net::IpAddr = args
+        .windows(2)
+        .find(|w| w[0] == "--bind")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let table: Vec<(String, std::net::Ipv4Addr)> = args[1..]
         .iter()
         .filter_map(|kv| kv.split_once('=').and_then(|(n, ip)| Some((n.to_ascii_lowercase(), ip.parse().ok()?))))
         .collect();
-    let sock = UdpSocket::bind(("0.0.0.0", port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
-    println!("dns on {port}/udp");
-    let mut buf = [0u8; 4096];
-    while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-        let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
-        let Some(query) = q.queries.first().cloned() else { continue };
-        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-        r.metadata.recursion_desired = q.metadata.recursion_desired;
-        r.add_query(query.clone());
-        let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        match table.iter().find(|(n, _)| *n == name) {
-            Some((_, ip)) => {
-                if query.query_type() == RecordType::A {
-                    let owner = Name::from_ascii(query.name().to_ascii()).unwrap_or_default();
-                    r.add_answer(Record::from_rdata(owner, 60, RData::A(rdata::A(*ip))));
+    if tcp {
+        let l = TcpListener::bind((bind, port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+        let table = table.clone();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let _ = c.set_read_timeout(Some(TIMEOUT));
+                let mut len = [0u8; 2];
+                if c.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                if c.read_exact(&mut q).is_err() {
+                    continue;
+                }
+                if let Some(r) = dns_answer(&table, &q, false) {
+                    let _ = c.write_all(&[&(r.len() as u16).to_be_bytes()[..], &r].concat());
                 }
             }
-            None => r.metadata.response_code = ResponseCode::NXDomain,
+        });
+    }
+    let sock = UdpSocket::bind((bind, port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
+    println!("dns on {bind}:{port}/udp{}", if tcp { "+tcp" } else { "" });
+    let mut buf = [0u8; 4096];
+    while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+        if spoof {
+            for forged in dns_forgeries(&buf[..n]) {
+                let _ = sock.send_to(&forged, peer);
+            }
         }
-        if let Ok(b) = r.to_vec() {
+        if let Some(b) = dns_answer(&table, &buf[..n], truncate) {
             let _ = sock.send_to(&b, peer);
         }
     }
     0
+}
+
+fn dns_answer(table: &[(String, std::net::Ipv4Addr)], q: &[u8], truncate: bool) -> Option<Vec<u8>> {
+    use hickory_proto::{
+        op::{Message, ResponseCode},
+        rr::{Name, RData, Record, RecordType, rdata},
+    };
+    let q = Message::from_vec(q).ok()?;
+    let query = q.queries.first().cloned()?;
+    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.add_query(query.clone());
+    let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let ip = if name == "edns.test" {
+        Some(if q.edns.is_some() { std::net::Ipv4Addr::new(203, 0, 113, 9) } else { std::net::Ipv4Addr::new(203, 0, 113, 8) })
+    } else {
+        table.iter().find(|(n, _)| *n == name).map(|(_, ip)| *ip)
+    };
+    match ip {
+        Some(_) if truncate => r.metadata.truncation = true,
+        Some(ip) => {
+            if query.query_type() == RecordType::A {
+                let owner = Name::from_ascii(query.name().to_ascii()).unwrap_or_default();
+                r.add_answer(Record::from_rdata(owner, 60, RData::A(rdata::A(ip))));
+            }
+        }
+        None => r.metadata.response_code = ResponseCode::NXDomain,
+    }
+    r.to_vec().ok()
+}
+
+/// Two forged answers to `q`: wrong transaction id, and right id but another question.
+fn dns_forgeries(q: &[u8]) -> Vec<Vec<u8>> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, Record, RecordType, rdata},
+    };
+    let Ok(q) = Message::from_vec(q) else { return Vec::new() };
+    let Some(query) = q.queries.first().cloned() else { return Vec::new() };
+    let evil = std::net::Ipv4Addr::new(198, 51, 100, 66);
+    let mut out = Vec::new();
+    let mut wrong_id = Message::response(q.metadata.id.wrapping_add(1), q.metadata.op_code);
+    wrong_id.add_query(query.clone());
+    wrong_id.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(rdata::A(evil))));
+    out.extend(wrong_id.to_vec());
+    let other = Name::from_ascii("other.test.").unwrap_or_default();
+    let mut wrong_q = Message::response(q.metadata.id, q.metadata.op_code);
+    wrong_q.add_query(Query::query(other.clone(), RecordType::A));
+    wrong_q.add_answer(Record::from_rdata(other, 60, RData::A(rdata::A(evil))));
+    out.extend(wrong_q.to_vec());
+    out
+}
+
+/// One A query to SERVER (port 53) over UDP (no TCP retry: a truncated reply exits 3) or TCP;
+/// prints each address on a line; exit 1 on no answer.
+fn dns_query(args: &[String]) -> i32 {
+    use hickory_proto::{
+        op::{Edns, Message, MessageType, OpCode, Query},
+        rr::{Name, RData, RecordType},
+    };
+    let (Some(server), Some(name)) = (args.first(), args.get(1)) else { return 2 };
+    let flag = |f: &str| args[2..].iter().any(|a| a == f);
+    let Ok(server) = format!("{server}:53").parse::<SocketAddr>() else { return 2 };
+    let Ok(qname) = Name::from_ascii(format!("{}.", name.trim_end_matches('.'))) else { return 2 };
+    let id = (std::process::id() as u16) ^ 0x5a5a;
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(qname, RecordType::A));
+    if flag("--edns") {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.edns = Some(e);
+    }
+    let Ok(q) = m.to_vec() else { return 2 };
+    let reply: Option<Vec<u8>> = if flag("--tcp") {
+        (|| {
+            let mut s = TcpStream::connect_timeout(&server, TIMEOUT).ok()?;
+            s.set_read_timeout(Some(TIMEOUT)).ok()?;
+            s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat()).ok()?;
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).ok()?;
+            let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut r).ok()?;
+            Some(r)
+        })()
+    } else {
+        (|| {
+            let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+            s.set_read_timeout(Some(TIMEOUT)).ok()?;
+            s.send_to(&q, server).ok()?;
+            let mut buf = vec![0u8; 65535];
+            // The first datagram is the answer: a client that trusted whatever came first.
+            let (n, _) = s.recv_from(&mut buf).ok()?;
+            Some(buf[..n].to_vec())
+        })()
+    };
+    let Some(r) = reply.and_then(|r| Message::from_vec(&r).ok()) else {
+        eprintln!("dns-query {name}: no answer");
+        return 1;
+    };
+    if r.metadata.id != id {
+        eprintln!("dns-query {name}: reply with transaction id {} (sent {id})", r.metadata.id);
+        return 4;
+    }
+    if r.metadata.truncation {
+        eprintln!("dns-query {name}: truncated");
+        return 3;
+    }
+    let mut any = false;
+    for rec in &r.answers {
+        if let RData::A(a) = &rec.data {
+            println!("{}", a.0);
+            any = true;
+        }
+    }
+    if any { 0 } else { 1 }
 }
