@@ -101,7 +101,7 @@ pub struct Echo {
     pub payload: Vec<u8>,
 }
 
-fn parse_echo(reply: &[u8]) -> Result<Echo> {
+pub fn parse_echo(reply: &[u8]) -> Result<Echo> {
     let s = reply;
     let first = s.iter().position(|b| *b == b':').context("no tag in reply")?;
     let rest = &s[first + 1..];

@@ -14,6 +14,9 @@ use crate::{
 };
 
 pub async fn serve_conn(d: Shared, mut s: UnixStream) {
+    // A descriptor sent with the request's first bytes (netd-cni's network namespace); only the
+    // `/cni/*` endpoints take it, it is closed otherwise.
+    let passed_fd = crate::cni::fdpass::peek_fd(&s).await.ok().flatten();
     let req = match api::read_request(&mut s).await {
         Ok(r) => r,
         Err(api::HttpError::TooLarge) => {
@@ -29,6 +32,16 @@ pub async fn serve_conn(d: Shared, mut s: UnixStream) {
             return;
         }
     };
+    if req.path.starts_with("/cni/") {
+        let (status, body) = super::cni::serve(&d, &req, passed_fd).await;
+        let _ = api::write_response(&mut s, status, &body).await;
+        let mut st = d.state.lock().await;
+        if let Err(e) = st.dp.deferred() {
+            tracing::warn!(error = %e, "dataplane: deferred work");
+        }
+        return;
+    }
+    drop(passed_fd);
     // Streaming endpoint.
     if req.method == "GET"
         && let Some(r) = req.path.strip_prefix("/containers/").and_then(|p| p.strip_suffix("/logs"))

@@ -6,6 +6,7 @@
 //! consistent (a failed step rolls back what the operation did). Waiting (stop timeouts, logs
 //! follow, wait) happens outside the lock.
 pub mod attach;
+pub mod cni;
 pub mod containers;
 pub mod dns;
 pub mod handlers;

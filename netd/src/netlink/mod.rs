@@ -381,6 +381,28 @@ pub async fn del_address(n: &Netlink, name: &str, addr: Ipv4Addr, prefix: u8) ->
 }
 
 impl Netlink {
+    /// Bridge port hairpin mode of `name` (frames may leave by the port they came in by), as
+    /// Docker sets it with `--userland-proxy=false` for a sandbox reaching its own published
+    /// port through the host's address.
+    pub async fn set_hairpin(&self, name: &str, on: bool) -> Result<()> {
+        use rtnetlink::{
+            packet_core::DefaultNla,
+            packet_route::{AddressFamily, link::LinkProtoInfoBridge},
+        };
+        // `bridge link set dev NAME hairpin on`: RTM_SETLINK, family AF_BRIDGE, nested
+        // IFLA_PROTINFO with IFLA_BRPORT_MODE (4).
+        const IFLA_BRPORT_MODE: u16 = 4;
+        let i = self.index(name).await?;
+        let mut m = LinkMessage::default();
+        m.header.index = i;
+        m.header.interface_family = AddressFamily::Bridge;
+        m.attributes.push(LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(DefaultNla::new(
+            IFLA_BRPORT_MODE,
+            vec![u8::from(on)],
+        ))]));
+        self.h.link().set(m).execute().await.map_err(nl)
+    }
+
     /// The MAC address of a link (`None` when the link is absent).
     pub async fn link_mac(&self, name: &str) -> Result<Option<[u8; 6]>> {
         Ok(self.link_by_name(name).await?.and_then(|m| link_mac(&m)))

@@ -1,0 +1,328 @@
+//! `netd-cni` executed the way CNI runtimes execute it (env + stdin, `prevResult` threaded to
+//! CHECK and DEL), against a daemon in the test's namespaces: every verb, every error path,
+//! repeated ADD/DEL, and the reference `portmap` plugin's checklist with real packets. Each
+//! scenario runs per dataplane.
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use netd_tests::{
+    Netns, TestDaemon, TestHost, addr,
+    cni::{Runtime, result_ip},
+    in_netns, probe, require_root, unique,
+};
+use serde_json::{Value, json};
+
+const CAPS: &str = r#"{"portMappings": true, "aliases": true, "ips": true, "mac": true}"#;
+
+fn daemon(th: &TestHost, dataplane: &str) -> TestDaemon {
+    // CNI ports are reserve-only (no proxy): the iptables dataplane runs without the userland
+    // proxy here (per-port proxy-less rules under a proxy-enabled daemon are not done yet).
+    let mut args = vec!["--dataplane", dataplane];
+    if dataplane == "iptables" {
+        args.push("--userland-proxy=false");
+    }
+    TestDaemon::start(th, &args).unwrap()
+}
+
+fn runtime(th: &TestHost, d: &TestDaemon, name: &str, version: &str, extra: Value) -> Runtime {
+    let mut plugin = json!({"type": "netd-cni", "socket": format!("unix://{}", d.socket.display()),
+                            "capabilities": serde_json::from_str::<Value>(CAPS).unwrap()});
+    for (k, v) in extra.as_object().unwrap() {
+        plugin[k] = v.clone();
+    }
+    Runtime::new(&th.host.path(), name, version, plugin)
+}
+
+fn ports(v: Value) -> Value {
+    json!({"portMappings": v})
+}
+
+/// Host-side veths on `bridge` in the host namespace.
+fn bridge_ports(th: &TestHost, bridge: &str) -> Vec<String> {
+    let out = th.host.exec_ok(&["ip", "-o", "link", "show", "master", bridge]).unwrap_or_default();
+    out.lines().filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string())).collect()
+}
+
+fn has_eth0(ns: &Netns) -> bool {
+    ns.exec(&["ip", "link", "show", "eth0"]).map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn harness(dataplane: &str) {
+    let th = TestHost::new(&format!("cni{}", &dataplane[..1])).unwrap();
+    let d = daemon(&th, dataplane);
+    let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "cn1", "subnet": "203.0.113.0/24"}));
+
+    // VERSION.
+    let v = rt.version();
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(v.json()["supportedVersions"], json!(["0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+
+    // ADD: the network is created from the config's keys; a full result.
+    let c1 = Netns::new(&unique("cnc")).unwrap();
+    let r = rt.add(
+        "ctr1",
+        &c1.path(),
+        "eth0",
+        &ports(json!([{"hostPort": 8080, "containerPort": 7000, "protocol": "tcp"}])),
+    );
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let res = r.json();
+    assert_eq!(res["cniVersion"], "1.0.0");
+    let ifs = res["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 3, "{res}");
+    assert!(ifs[0]["name"].as_str().unwrap().starts_with("br-"), "{res}");
+    assert!(ifs[1]["name"].as_str().unwrap().starts_with("veth"), "{res}");
+    assert_eq!(ifs[2]["name"], "eth0");
+    assert_eq!(ifs[2]["sandbox"], c1.path());
+    for i in ifs {
+        let mac = i["mac"].as_str().unwrap();
+        assert!(netd::ipam::parse_mac(mac).is_ok(), "unparsable mac {mac:?} in {res}");
+    }
+    assert_eq!(res["ips"], json!([{"address": "203.0.113.2/24", "gateway": "203.0.113.1", "interface": 2}]));
+    assert_eq!(res["routes"], json!([{"dst": "0.0.0.0/0", "gw": "203.0.113.1"}]));
+    let addr_out = c1.exec_ok(&["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+    assert!(addr_out.contains("203.0.113.2/24"), "{addr_out}");
+    let route = c1.exec_ok(&["ip", "route", "show", "default"]).unwrap();
+    assert!(route.contains("via 203.0.113.1 dev eth0"), "{route}");
+    let mac_out = c1.exec_ok(&["ip", "-o", "link", "show", "eth0"]).unwrap();
+    assert!(mac_out.contains(ifs[2]["mac"].as_str().unwrap()), "{mac_out}");
+    let net: Value = serde_json::from_str(&d.ok(&["network", "inspect", "cn1"])).unwrap();
+    assert_eq!(net[0]["IPAM"]["Config"][0]["Subnet"], "203.0.113.0/24");
+    let bridge = ifs[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(bridge_ports(&th, &bridge), [ifs[1]["name"].as_str().unwrap()]);
+
+    // CHECK passes with prevResult; ADD again for the same (container, ifname) fails.
+    let c = rt.check("ctr1", &c1.path(), "eth0", &json!({}));
+    assert_eq!(c.code, 0, "{c:?}");
+    assert_eq!(c.stdout.trim(), "");
+    let again = rt.add("ctr1", &c1.path(), "eth0", &json!({}));
+    assert_eq!(again.err_code(), 102, "{again:?}");
+
+    // A taken host port: code 100, Docker's message, nothing left behind.
+    let c2 = Netns::new(&unique("cnc")).unwrap();
+    let clash = rt.add(
+        "ctr2",
+        &c2.path(),
+        "eth0",
+        &ports(json!([{"hostPort": 9090, "containerPort": 1}, {"hostPort": 8080, "containerPort": 7000}])),
+    );
+    assert_eq!(clash.err_code(), 100, "{clash:?}");
+    assert_eq!(clash.err_msg(), "Bind for 0.0.0.0:8080 failed: port is already allocated");
+    assert_eq!(clash.json()["cniVersion"], "1.0.0");
+    assert!(!has_eth0(&c2), "no interface left in the container");
+    assert_eq!(bridge_ports(&th, &bridge).len(), 1, "no veth left on the bridge");
+    // The address and 9090 were rolled back: the next ADD gets .3 and 9090.
+    let r2 = rt.add("ctr2", &c2.path(), "eth0", &ports(json!([{"hostPort": 9090, "containerPort": 1}])));
+    assert_eq!(r2.code, 0, "{r2:?}");
+    assert_eq!(result_ip(&r2.json()), "203.0.113.3");
+
+    // ips and mac capabilities; a taken static address is code 101.
+    let c3 = Netns::new(&unique("cnc")).unwrap();
+    let r3 = rt.add("ctr3", &c3.path(), "eth0", &json!({"ips": ["203.0.113.50/24"], "mac": "02:00:00:00:aa:01"}));
+    assert_eq!(r3.code, 0, "{r3:?}");
+    assert_eq!(result_ip(&r3.json()), "203.0.113.50");
+    assert_eq!(r3.json()["interfaces"][2]["mac"], "02:00:00:00:aa:01");
+    let c4 = Netns::new(&unique("cnc")).unwrap();
+    let taken = rt.add("ctr4", &c4.path(), "eth0", &json!({"ips": ["203.0.113.50/24"]}));
+    assert_eq!(taken.err_code(), 101, "{taken:?}");
+    assert!(!has_eth0(&c4));
+
+    // CHECK notices a missing default route (code 103), and passes again once it is back.
+    c1.exec_ok(&["ip", "route", "del", "default"]).unwrap();
+    let bad = rt.check("ctr1", &c1.path(), "eth0", &json!({}));
+    assert_eq!(bad.err_code(), 103, "{bad:?}");
+    assert!(bad.err_msg().contains("default route"), "{bad:?}");
+    c1.exec_ok(&["ip", "route", "add", "default", "via", "203.0.113.1"]).unwrap();
+    assert_eq!(rt.check("ctr1", &c1.path(), "eth0", &json!({})).code, 0);
+    // CHECK of an unknown container.
+    let unknown = rt.check("nosuch", &c4.path(), "eth0", &json!({}));
+    assert_ne!(unknown.code, 0, "{unknown:?}");
+
+    // DEL: idempotent; frees the port.
+    assert_eq!(rt.del("ctr1", &c1.path(), "eth0", &json!({})).code, 0);
+    assert!(!has_eth0(&c1));
+    assert_eq!(rt.del("ctr1", &c1.path(), "eth0", &json!({})).code, 0, "second DEL");
+    let r5 = rt.add("ctr4", &c4.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 7000}])));
+    assert_eq!(r5.code, 0, "8080 is free after DEL: {r5:?}");
+    // DEL after the runtime removed the namespace (and without CNI_NETNS).
+    let gone = Netns::new(&unique("cnc")).unwrap();
+    assert_eq!(rt.add("ctr5", &gone.path(), "eth0", &json!({})).code, 0);
+    let before = bridge_ports(&th, &bridge).len();
+    drop(gone);
+    assert_eq!(rt.del("ctr5", "", "eth0", &json!({})).code, 0);
+    assert!(bridge_ports(&th, &bridge).len() < before, "DEL removed the host veth");
+
+    // Repeated ADD/DEL of one container: no leftovers, same address each time.
+    let c6 = Netns::new(&unique("cnc")).unwrap();
+    let base = bridge_ports(&th, &bridge).len();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let a = rt.add(
+            "ctr6",
+            &c6.path(),
+            "eth1",
+            &ports(json!([{"hostPort": 7070, "containerPort": 70, "protocol": "udp"}])),
+        );
+        assert_eq!(a.code, 0, "{a:?}");
+        seen.push(result_ip(&a.json()));
+        assert_eq!(rt.del("ctr6", &c6.path(), "eth1", &json!({})).code, 0);
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(bridge_ports(&th, &bridge).len(), base);
+
+    // Versions: a 0.4.0 config gets a 0.4.0-shaped result; CHECK is refused below 0.4.0.
+    let old = runtime(&th, &d, "netdnet", "0.4.0", json!({"network": "cn1"}));
+    let c7 = Netns::new(&unique("cnc")).unwrap();
+    let r7 = old.add("ctr7", &c7.path(), "eth0", &json!({}));
+    assert_eq!(r7.code, 0, "{r7:?}");
+    assert_eq!((r7.json()["cniVersion"].clone(), r7.json()["ips"][0]["version"].clone()), (json!("0.4.0"), json!("4")));
+    assert_eq!(old.check("ctr7", &c7.path(), "eth0", &json!({})).code, 0);
+    let older = runtime(&th, &d, "netdnet", "0.3.1", json!({"network": "cn1"}));
+    assert_eq!(older.check("ctr7", &c7.path(), "eth0", &json!({})).err_code(), 1);
+
+    // GC (1.1.0): this config's attachments not listed go; the listed ones, another config's
+    // and netd's own sandboxes on the same network stay.
+    let gcrt = runtime(&th, &d, "netdnet", "1.1.0", json!({"network": "cn1"}));
+    assert_eq!(gcrt.status().code, 0);
+    let other = runtime(&th, &d, "othercfg", "1.0.0", json!({"network": "cn1"}));
+    let c8 = Netns::new(&unique("cnc")).unwrap();
+    assert_eq!(other.add("ctr8", &c8.path(), "eth0", &json!({})).code, 0);
+    d.ok(&["run", "-d", "--name", "sb", "--network", "cn1", "--", "sleep", "300"]);
+    let g = gcrt.gc(&[("ctr2", "eth0")]);
+    assert_eq!(g.code, 0, "{g:?}");
+    assert!(has_eth0(&c2), "listed attachment kept");
+    assert!(has_eth0(&c8), "another config's attachment kept");
+    for (ns, what) in [(&c3, "ctr3"), (&c4, "ctr4"), (&c7, "ctr7")] {
+        assert!(!has_eth0(ns), "{what} collected");
+    }
+    let sb = d.inspect("sb");
+    assert_eq!(sb["State"]["Status"], "running");
+    assert!(sb["NetworkSettings"]["Networks"]["cn1"]["IPAddress"].as_str().is_some_and(|s| !s.is_empty()));
+    // 8080 (ctr4's) is free again.
+    let c9 = Netns::new(&unique("cnc")).unwrap();
+    assert_eq!(rt.add("ctr9", &c9.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 1}]))).code, 0);
+
+    // Error paths.
+    let e = rt.exec_raw(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x")], b"{}");
+    assert_eq!(e.err_code(), 4, "{e:?}");
+    let e = rt.exec_raw(
+        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x"), ("CNI_NETNS", &c9.path()), ("CNI_IFNAME", "eth0")],
+        b"{not json",
+    );
+    assert_eq!(e.err_code(), 6);
+    let bad = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "cn2", "subnet": "203.0.113.0/33"}));
+    let e = bad.add("x1", &c9.path(), "eth1", &json!({}));
+    assert_eq!(e.err_code(), 7, "{e:?}");
+    let nonet = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "nosuchnet"}));
+    let e = nonet.add("x1", &c9.path(), "eth1", &json!({}));
+    assert_eq!(e.err_code(), 104, "{e:?}");
+    assert!(e.err_msg().contains("network nosuchnet not found"), "{e:?}");
+    let e = rt.add("x1", "/run/netns/does-not-exist", "eth1", &json!({}));
+    assert_eq!(e.err_code(), 3, "{e:?}");
+    let e = rt.add("x1", &c9.path(), "eth1", &ports(json!([{"hostPort": 1, "containerPort": 1, "protocol": "sctp"}])));
+    assert_eq!(e.err_code(), 7);
+    let e = rt.add("x1", &c9.path(), "eth1", &json!({"ips": ["198.51.100.77/24"]}));
+    assert_eq!(e.err_code(), 101, "an address outside the subnet: {e:?}");
+    assert!(!c9.exec_ok(&["ip", "link"]).unwrap().contains("eth1"), "failed ADDs left nothing");
+    // The daemon is down: STATUS says 50.
+    let mut gone_d = runtime(&th, &d, "netdnet", "1.1.0", json!({"network": "cn1"}));
+    gone_d.plugin["socket"] = json!("/run/netd-test/no-such-daemon.sock");
+    let s = gone_d.status();
+    assert_eq!(s.err_code(), 50, "{s:?}");
+    assert!(s.err_msg().starts_with("Cannot connect to the netd daemon at unix:///run/netd-test/no-such-daemon.sock"));
+}
+
+#[test]
+fn harness_every_verb_and_error_path_ebpf() {
+    require_root!();
+    harness("ebpf");
+}
+
+#[test]
+fn harness_every_verb_and_error_path_iptables() {
+    require_root!();
+    harness("iptables");
+}
+
+/// UDP echo from a fixed source port (so a stale conntrack entry would catch it).
+fn udp_from(ns: &str, src: u16, dst: SocketAddr, payload: &[u8]) -> anyhow::Result<probe::Echo> {
+    let payload = payload.to_vec();
+    in_netns(ns, move || -> anyhow::Result<probe::Echo> {
+        let s = UdpSocket::bind(("0.0.0.0", src))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = [0u8; 2048];
+        for _ in 0..6 {
+            s.send_to(&payload, dst)?;
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return probe::parse_echo(&buf[..n]);
+            }
+        }
+        anyhow::bail!("udp {dst} from :{src}: no echo")
+    })?
+}
+
+/// The reference `portmap` plugin's integration checklist, on netd.
+fn portmap_checklist(dataplane: &str) {
+    let th = TestHost::new(&format!("cpm{}", &dataplane[..1])).unwrap();
+    let d = daemon(&th, dataplane);
+    let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "cpm", "subnet": "203.0.113.0/24"}));
+    let c1 = Netns::new(&unique("cpc")).unwrap();
+    let _s1 = probe::EchoServer::start(&c1.path(), addr("0.0.0.0:7000"), "c1").unwrap();
+    let maps = ports(json!([{"hostPort": 8080, "containerPort": 7000, "protocol": "tcp"},
+                            {"hostPort": 5353, "containerPort": 7000, "protocol": "udp"}]));
+    let r = rt.add("pm1", &c1.path(), "eth0", &maps);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let ip = result_ip(&r.json());
+    let host = th.host.path();
+    let out = th.outside.path();
+    // 1. The container IP directly (from the host).
+    let e = probe::tcp_echo(&host, format!("{ip}:7000").parse().unwrap(), b"direct").expect("container IP");
+    assert_eq!(e.tag, "c1");
+    // 2. Host IP:hostPort from outside (DNAT); the container sees the client.
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"dnat").expect("host ip:8080 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("c1", "198.51.100.2"));
+    let e = probe::udp_echo(&out, addr("198.51.100.1:5353"), b"u").expect("udp 5353 from outside");
+    assert_eq!(e.tag, "c1");
+    // 3. 127.0.0.1:hostPort and host IP:hostPort from the host.
+    for a in ["127.0.0.1:8080", "198.51.100.1:8080"] {
+        let e = probe::tcp_echo(&host, addr(a), b"local").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
+        assert_eq!(e.tag, "c1", "{a}");
+    }
+    // 4. Hairpin: host IP:hostPort from inside the same container.
+    let e = probe::tcp_echo(&c1.path(), addr("198.51.100.1:8080"), b"hairpin").expect("hairpin");
+    assert_eq!(e.tag, "c1");
+    // Masquerade: the container reaching outside shows up as the host.
+    let _ext = probe::EchoServer::start(&out, addr("198.51.100.2:9000"), "ext").unwrap();
+    let e = probe::tcp_echo(&c1.path(), addr("198.51.100.2:9000"), b"out").expect("container to outside");
+    assert_eq!(e.peer, "198.51.100.1", "masqueraded");
+    // 5. UDP: a second container reuses the host port after the first is deleted; a client
+    // keeping its source port reaches the new one (no stale translation).
+    let e = udp_from(&out, 40_000, addr("198.51.100.1:5353"), b"a").expect("udp to c1");
+    assert_eq!(e.tag, "c1");
+    assert_eq!(rt.del("pm1", &c1.path(), "eth0", &maps).code, 0);
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"x").is_err(), "deleted container still answers");
+    let c2 = Netns::new(&unique("cpc")).unwrap();
+    let _s2 = probe::EchoServer::start(&c2.path(), addr("0.0.0.0:7000"), "c2").unwrap();
+    let r = rt.add("pm2", &c2.path(), "eth0", &maps);
+    assert_eq!(r.code, 0, "{r:?}");
+    let e = udp_from(&out, 40_000, addr("198.51.100.1:5353"), b"b").expect("udp to c2 from the same source port");
+    assert_eq!(e.tag, "c2");
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"c2").expect("tcp to c2");
+    assert_eq!(e.tag, "c2");
+    assert_eq!(rt.del("pm2", &c2.path(), "eth0", &maps).code, 0);
+}
+
+#[test]
+fn portmap_checklist_ebpf() {
+    require_root!();
+    portmap_checklist("ebpf");
+}
+
+#[test]
+fn portmap_checklist_iptables() {
+    require_root!();
+    portmap_checklist("iptables");
+}
