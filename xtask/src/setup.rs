@@ -32,11 +32,19 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// docker0 and no Docker rule in its root namespace.
 const DOCKER_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
 
+/// Debian's podman 4.3 with the CNI network stack (not netavark: `--no-install-recommends` and
+/// containernetworking-plugins), conmon and crun, for the netd-cni tests. Installed with service
+/// starts blocked like Docker; the tests give podman a private containers.conf
+/// (`network_backend = "cni"`), CNI config dir, storage and run roots.
+const PODMAN_PACKAGES: &[&str] =
+    &["podman", "containernetworking-plugins", "conmon", "crun", "golang-github-containers-common", "busybox-static"];
+
 pub fn run() -> Result<()> {
     let t = Instant::now();
     eprintln!("xtask setup: checking this machine");
     apt()?;
     docker()?;
+    podman()?;
     nightly_rust_src()?;
     bpf_linker()?;
     kernel_checks()?;
@@ -104,6 +112,34 @@ fn docker() -> Result<()> {
         bail!("installing docker.io created docker0 in the root namespace (a dockerd started despite policy-rc.d)");
     }
     ok("docker.io and busybox-static installed; no service was started");
+    Ok(())
+}
+
+/// Install [`PODMAN_PACKAGES`] (podman's CNI backend, for the netd-cni tests) with service starts
+/// blocked; skipped with a note when apt has no podman candidate.
+fn podman() -> Result<()> {
+    let missing: Vec<&str> = PODMAN_PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        ok("Debian's podman with the CNI plugins (for the netd-cni tests)");
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("missing Debian packages {missing:?}; run `cargo xtask setup` as root to install them");
+    }
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    if !has_candidate("podman") {
+        eprintln!("  skip  podman: apt has no candidate for it (the podman scenarios are skipped)");
+        return Ok(());
+    }
+    eprintln!("  setup installing {} with service starts blocked (policy-rc.d exits 101)", missing.join(" "));
+    {
+        let _guard = PolicyRcGuard::install()?;
+        sh(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing))?;
+    }
+    ok("podman and the CNI plugins installed; no service was started");
     Ok(())
 }
 
