@@ -238,7 +238,12 @@ impl TestDaemon {
 
     /// `netd down` and wait for the process to exit.
     pub fn down(&mut self) -> Result<()> {
-        let r = self.cli(&["down"]);
+        self.down_with(&["down"])
+    }
+
+    /// `netd down ARGS...` (e.g. `--force`) and wait for the process to exit.
+    pub fn down_with(&mut self, args: &[&str]) -> Result<()> {
+        let r = self.cli(args);
         if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
@@ -288,8 +293,9 @@ pub fn tail(s: &str, n: usize) -> String {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // --force: a failed test may leave Docker endpoints, which a plain down refuses.
         if self.child.is_some()
-            && let Err(e) = self.down()
+            && let Err(e) = self.down_with(&["down", "--force"])
         {
             eprintln!("warning: netd down: {e:#}");
         }

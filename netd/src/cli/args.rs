@@ -29,7 +29,11 @@ pub enum Cmd {
     /// Run the daemon in the foreground (SIGTERM or `netd down` stops it)
     Up(Box<UpArgs>),
     /// Stop the daemon: stop every sandbox and remove everything netd created
-    Down,
+    Down {
+        /// Also when Docker containers are on netd networks (their interfaces go)
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+    },
     /// Create and run a new sandbox from a command
     Run(Box<RunArgs>),
     /// Create a new sandbox without starting it
@@ -388,6 +392,10 @@ pub struct UpArgs {
     /// Serve Prometheus metrics on ADDR:PORT
     #[arg(long = "metrics-addr")]
     pub metrics_addr: Option<String>,
+    /// Serve Docker's network plugin protocol on this unix socket ("none": do not); the socket's
+    /// basename is the driver name (`docker network create -d netd`)
+    #[arg(long = "docker-plugin", default_value = crate::daemon::docker_plugin::DEFAULT_SOCKET)]
+    pub docker_plugin: String,
 }
 
 /// The daemon socket: `-H unix://PATH`, `NETD_HOST`, or `<exec-root>/netd.sock`.

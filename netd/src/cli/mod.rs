@@ -51,7 +51,7 @@ pub fn pretty_json(v: &Value) -> String {
 pub async fn run_client(socket: PathBuf, cmd: Cmd) -> R {
     let c = Client::new(&socket);
     match cmd {
-        Cmd::Down => down(&c).await,
+        Cmd::Down { force } => down(&c, force).await,
         Cmd::Run(a) => run(&c, *a, true).await,
         Cmd::Create(a) => run(&c, *a, false).await,
         Cmd::Start { containers } => {
@@ -186,8 +186,8 @@ where
     if failed { Err(Failure::new(1, String::new())) } else { Ok(()) }
 }
 
-async fn down(c: &Client) -> R {
-    c.call("POST", "/shutdown", None).await?;
+async fn down(c: &Client, force: bool) -> R {
+    c.call("POST", if force { "/shutdown?force=1" } else { "/shutdown" }, None).await?;
     // Wait (bounded) until the daemon has torn everything down and closed its socket.
     for _ in 0..1200 {
         if tokio::net::UnixStream::connect(&c.socket).await.is_err() {
@@ -323,7 +323,20 @@ async fn ps(c: &Client, all: bool, quiet: bool, no_trunc: bool) -> R {
 }
 
 async fn port_cmd(c: &Client, name: &str, filter: Option<&str>) -> R {
-    let v: Value = c.json("GET", &format!("/containers/{}/json", enc(name)), None::<&()>).await?;
+    // A sandbox, else a Docker endpoint (by EndpointID prefix or address: Docker never tells
+    // netd its container names).
+    let v: Value = match c.json("GET", &format!("/containers/{}/json", enc(name)), None::<&()>).await {
+        Err(ClientError::Api { status: 404, message }) => {
+            match c.json::<Value>("GET", &format!("/endpoints/{}/json", enc(name)), None::<&()>).await {
+                Ok(e) => serde_json::json!([{"NetworkSettings": {"Ports": e["Ports"]}}]),
+                Err(ClientError::Api { status: 404, .. }) => {
+                    return Err(ClientError::Api { status: 404, message }.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        r => r?,
+    };
     let ports = &v[0]["NetworkSettings"]["Ports"];
     let mut bindings: Vec<(String, String, String)> = Vec::new();
     for (k, list) in ports.as_object().into_iter().flatten() {

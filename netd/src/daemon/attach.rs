@@ -404,7 +404,11 @@ impl Daemon {
                 .map_err(|e| e.to_string())?;
             match addrs {
                 None => {
-                    return Err(format!("interface {} is missing in {}", a.ifname, a.netns.as_ref().unwrap().display()));
+                    return Err(format!(
+                        "interface {} is missing in {}",
+                        a.ifname,
+                        a.netns.as_ref().unwrap().display()
+                    ));
                 }
                 Some(v) if !v.contains(&(a.ip, a.prefix_len)) => {
                     return Err(format!("interface {} does not have address {}/{}", a.ifname, a.ip, a.prefix_len));

@@ -86,6 +86,7 @@ impl Daemon {
                 other => {
                     let id = self.resolve_network(&st, other)?;
                     let n = &st.networks[&id];
+                    super::netcrud::refuse_docker_network(n)?;
                     match n.driver.as_str() {
                         "host" => NetworkMode::Host,
                         "null" => NetworkMode::None,

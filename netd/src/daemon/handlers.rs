@@ -87,6 +87,16 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
         ("GET", ["version"]) => Ok((200, version())),
         ("GET", ["info"]) => Ok((200, d.info().await)),
         ("POST", ["shutdown"]) => {
+            if !req.flag("force") {
+                let st = d.state.lock().await;
+                let n =
+                    st.attachments.values().filter(|a| matches!(a.owner, crate::model::Owner::Docker { .. })).count();
+                if n > 0 && !d.cfg.up.live_restore {
+                    return Err(ApiError::conflict(format!(
+                        "{n} Docker endpoint(s) are on netd networks: remove those containers first, or use netd down --force (their interfaces go)"
+                    )));
+                }
+            }
             d.shutdown.notify_one();
             Ok((204, Value::Null))
         }
@@ -149,6 +159,7 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
             let r: NetworkConnectRequest = parse(&req.body)?;
             d.network_disconnect(id, &r.container).await.map(|_| (200, Value::Null))
         }
+        ("GET", ["endpoints", id, "json"]) => Ok((200, d.endpoint_json(id).await?)),
         ("GET", ["stats"]) => {
             let v = d.state.lock().await.stats_json().map_err(|e| ApiError::internal(e.to_string()))?;
             Ok((200, v))
@@ -224,6 +235,8 @@ impl super::Daemon {
             "ExecRoot": self.cfg.up.exec_root,
             "Socket": self.cfg.socket,
             "Uplinks": st.host_info.uplinks.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            "DockerPlugin": if self.cfg.up.docker_plugin == "none" { Value::Null } else { json!(self.cfg.up.docker_plugin) },
+            "Attachments": st.attachments.len(),
             "UptimeSeconds": self.started.elapsed().as_secs(),
             "KernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         })

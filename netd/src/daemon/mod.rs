@@ -9,6 +9,7 @@ pub mod attach;
 pub mod cni;
 pub mod containers;
 pub mod dns;
+pub mod docker_plugin;
 pub mod handlers;
 pub mod netcrud;
 pub mod networks;
@@ -106,6 +107,11 @@ pub struct State {
     pub host_info: HostInfo,
     /// How long publishing took (host-port allocation and reservation plus the dataplane).
     pub publish_timing: PublishTiming,
+    /// Docker's Join + ProgramExternalConnectivity inside netd, per endpoint (the plugin's
+    /// publish latency).
+    pub docker_timing: PublishTiming,
+    /// Time spent in each endpoint's Join, until its ProgramExternalConnectivity adds it up.
+    pub docker_join: HashMap<String, std::time::Duration>,
 }
 
 impl State {
@@ -113,6 +119,7 @@ impl State {
     pub fn stats_json(&self) -> crate::dataplane::DpResult<serde_json::Value> {
         let mut v = serde_json::to_value(self.dp.stats()?).unwrap_or_default();
         v["publish"] = serde_json::to_value(self.publish_timing).unwrap_or_default();
+        v["docker"] = serde_json::to_value(self.docker_timing).unwrap_or_default();
         Ok(v)
     }
 }
@@ -264,6 +271,15 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
     }
     if let Some(a) = &up.metrics_addr {
         a.parse::<std::net::SocketAddr>().map_err(|_| format!("invalid --metrics-addr {a:?}: want IP:PORT"))?;
+    }
+    if up.docker_plugin != "none" {
+        let p = std::path::Path::new(&up.docker_plugin);
+        if !p.is_absolute() || p.file_stem().is_none() || up.docker_plugin.len() > 107 {
+            return Err(format!(
+                "invalid --docker-plugin {:?}: want an absolute socket path (at most 107 bytes) or none",
+                up.docker_plugin
+            ));
+        }
     }
     for p in &up.default_address_pool {
         crate::ipam::parse_address_pool(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;

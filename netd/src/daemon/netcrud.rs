@@ -14,6 +14,31 @@ use crate::{
 
 const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
 
+/// The bridge driver's `-o` options, parsed.
+pub(super) struct BridgeOpts {
+    pub icc: bool,
+    pub masquerade: bool,
+    pub host_ip: Ipv4Addr,
+    pub mtu: u32,
+    pub gateway_mode: GatewayMode,
+}
+
+/// Docker's networks (the remote driver's) take Docker's containers only: netd's own sandboxes
+/// would share Docker's IPAM range without Docker knowing.
+pub(super) fn refuse_docker_network(n: &Network) -> ApiResult<()> {
+    if n.driver == super::docker_plugin::DRIVER {
+        return Err(ApiError {
+            status: 403,
+            message: format!(
+                "network {} is managed by Docker (driver {}): use the docker CLI for it",
+                n.id,
+                super::docker_plugin::DRIVER
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn opt_bool(opts: &BTreeMap<String, String>, key: &str, default: bool) -> ApiResult<bool> {
     match opts.get(key).map(String::as_str) {
         None => Ok(default),
@@ -63,25 +88,7 @@ impl Daemon {
                 )));
             }
         }
-        let icc = opt_bool(&r.options, "com.docker.network.bridge.enable_icc", true)?;
-        let masquerade = opt_bool(&r.options, "com.docker.network.bridge.enable_ip_masquerade", true)?;
-        let host_ip: Ipv4Addr = match r.options.get("com.docker.network.bridge.host_binding_ipv4") {
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::bad(format!("failed to parse host_binding_ipv4 value: invalid IP address {v:?}"))
-            })?,
-            None => self.default_host_ip(&st),
-        };
-        let mtu: u32 = match r.options.get("com.docker.network.driver.mtu") {
-            Some(v) => v.parse().map_err(|_| ApiError::bad(format!("invalid MTU value {v:?}")))?,
-            None => self.cfg.up.mtu.unwrap_or(super::networks::DEFAULT_MTU),
-        };
-        if !(68..=65535).contains(&mtu) {
-            return Err(ApiError::bad(format!("invalid MTU value {mtu}: must be between 68 and 65535")));
-        }
-        let gateway_mode: GatewayMode = match r.options.get("com.docker.network.bridge.gateway_mode_ipv4") {
-            Some(v) => v.parse().map_err(ApiError::bad)?,
-            None => GatewayMode::Nat,
-        };
+        let BridgeOpts { icc, masquerade, host_ip, mtu, gateway_mode } = self.bridge_options(&st, &r.options)?;
         let index = st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.index)).max().unwrap_or(1) + 1;
         let id = crate::names::new_id();
         let bridge = match r.options.get("com.docker.network.bridge.name") {
@@ -171,6 +178,38 @@ impl Daemon {
             internal: r.internal,
             options: r.options.clone(),
         };
+        self.install_network(&mut st, n).await?;
+        Ok(id)
+    }
+
+    /// The bridge driver's options (`-o`), Docker's parsing and messages.
+    pub(super) fn bridge_options(&self, st: &super::State, opts: &BTreeMap<String, String>) -> ApiResult<BridgeOpts> {
+        let icc = opt_bool(opts, "com.docker.network.bridge.enable_icc", true)?;
+        let masquerade = opt_bool(opts, "com.docker.network.bridge.enable_ip_masquerade", true)?;
+        let host_ip: Ipv4Addr = match opts.get("com.docker.network.bridge.host_binding_ipv4") {
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad(format!("failed to parse host_binding_ipv4 value: invalid IP address {v:?}"))
+            })?,
+            None => self.default_host_ip(st),
+        };
+        let mtu: u32 = match opts.get("com.docker.network.driver.mtu") {
+            Some(v) => v.parse().map_err(|_| ApiError::bad(format!("invalid MTU value {v:?}")))?,
+            None => self.cfg.up.mtu.unwrap_or(super::networks::DEFAULT_MTU),
+        };
+        if !(68..=65535).contains(&mtu) {
+            return Err(ApiError::bad(format!("invalid MTU value {mtu}: must be between 68 and 65535")));
+        }
+        let gateway_mode: GatewayMode = match opts.get("com.docker.network.bridge.gateway_mode_ipv4") {
+            Some(v) => v.parse().map_err(ApiError::bad)?,
+            None => GatewayMode::Nat,
+        };
+        Ok(BridgeOpts { icc, masquerade, host_ip, mtu, gateway_mode })
+    }
+
+    /// Make a new bridge network real: the bridge with its gateway, the dataplane, the state
+    /// file, the address pool. Undone on failure.
+    pub(super) async fn install_network(&self, st: &mut super::State, n: Network) -> ApiResult<()> {
+        let b = n.bridge.clone().expect("bridge network");
         let ifindex = self.ensure_bridge(&b).await.map_err(ApiError::internal)?;
         if let Err(e) = st.dp.network_added(&n.spec(ifindex).expect("bridge")) {
             let _ = self.nl.delete_link(&b.bridge).await;
@@ -181,9 +220,9 @@ impl Daemon {
             let _ = self.nl.delete_link(&b.bridge).await;
             return Err(ApiError::internal(format!("saving state: {e}")));
         }
-        st.pools.insert(id.clone(), Self::pool_for(&b));
-        st.networks.insert(id.clone(), n);
-        Ok(id)
+        st.pools.insert(n.id.clone(), Self::pool_for(&b));
+        st.networks.insert(n.id.clone(), n);
+        Ok(())
     }
 
     fn default_host_ip(&self, st: &super::State) -> Ipv4Addr {
@@ -195,10 +234,11 @@ impl Daemon {
     }
 
     fn network_in_use(st: &super::State, id: &str) -> bool {
-        st.containers.values().any(|c| {
-            c.endpoints.iter().any(|e| e.network_id == id)
-                || matches!(&c.mode, NetworkMode::Bridge(n) if n == id) && c.state.status == Status::Running
-        })
+        st.attachments.values().any(|a| a.network_id == id)
+            || st.containers.values().any(|c| {
+                c.endpoints.iter().any(|e| e.network_id == id)
+                    || matches!(&c.mode, NetworkMode::Bridge(n) if n == id) && c.state.status == Status::Running
+            })
     }
 
     pub async fn network_remove(self: &Shared, r: &str) -> ApiResult<()> {
@@ -211,6 +251,7 @@ impl Daemon {
                 message: format!("{} is a pre-defined network and cannot be removed", n.name),
             });
         }
+        refuse_docker_network(&n)?;
         if Self::network_in_use(&st, &id) {
             return Err(ApiError::conflict(format!(
                 "error while removing network: network {} id {} has active endpoints",
@@ -221,7 +262,7 @@ impl Daemon {
         Ok(())
     }
 
-    async fn remove_network_locked(&self, st: &mut super::State, n: &Network) {
+    pub(super) async fn remove_network_locked(&self, st: &mut super::State, n: &Network) {
         if let Some(spec) = n.spec(0)
             && let Err(e) = st.dp.network_removed(&spec)
         {
@@ -244,6 +285,7 @@ impl Daemon {
             .networks
             .values()
             .filter(|n| !n.default_bridge && !PREDEFINED.contains(&n.name.as_str()))
+            .filter(|n| n.driver != super::docker_plugin::DRIVER)
             .filter(|n| {
                 !st.containers.values().any(|c| {
                     matches!(&c.mode, NetworkMode::Bridge(x) if *x == n.id) || c.extra_networks.contains(&n.id)
@@ -304,6 +346,25 @@ impl Daemon {
                 }
             }
         }
+        if detail {
+            // Docker's endpoints (and CNI's): by EndpointID, as Docker never names its containers.
+            for a in st.attachments.values().filter(|a| a.network_id == n.id && !a.owner.is_sandbox()) {
+                let name = match &a.owner {
+                    crate::model::Owner::Cni { container_id, ifname, .. } => format!("{container_id}/{ifname}"),
+                    _ => String::new(),
+                };
+                containers.insert(
+                    a.id.clone(),
+                    json!({
+                        "Name": name,
+                        "EndpointID": a.id,
+                        "MacAddress": super::handlers::fmt_mac(a.mac),
+                        "IPv4Address": format!("{}/{}", a.ip, a.prefix_len),
+                        "IPv6Address": "",
+                    }),
+                );
+            }
+        }
         let mut options = n.options.clone();
         if let Some(b) = &n.bridge
             && !n.default_bridge
@@ -338,6 +399,7 @@ impl Daemon {
         let cid = self.resolve_container(&st, &r.container)?;
         let n = st.networks[&nid].clone();
         let c = st.containers[&cid].clone();
+        refuse_docker_network(&n)?;
         if n.bridge.is_none() {
             return Err(ApiError::bad(
                 "container cannot be disconnected from host network or connected to host network".to_string(),

@@ -42,6 +42,16 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         return Err(err(format!("a netd daemon is already serving {}", cfg.socket.display())));
     }
     let _ = std::fs::remove_file(&cfg.socket);
+    // Docker's network plugin (legacy protocol): bound before anything changes (a second netd
+    // fails here), served once everything it answers for is in place (calls wait in the backlog).
+    let plugin = if cfg.up.docker_plugin == "none" {
+        None
+    } else {
+        let p = super::docker_plugin::PluginSocket::bind(std::path::Path::new(&cfg.up.docker_plugin))
+            .map_err(|e| err(format!("--docker-plugin: {e}")))?;
+        tracing::info!(socket = %p.path.display(), "serving Docker's network plugin protocol");
+        Some(p)
+    };
     // One held socket per published port (Docker's model): lift the fd limit to its maximum.
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid pointers.
@@ -120,6 +130,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             held: HashMap::new(),
             proxies: HashMap::new(),
             publish_timing: Default::default(),
+            docker_timing: Default::default(),
+            docker_join: HashMap::new(),
             dns: HashMap::new(),
             host_info,
         }),
@@ -182,6 +194,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
                 let d = daemon.clone();
                 tokio::spawn(async move {
                     let mut st = d.state.lock().await;
+                    d.gc_docker_endpoints(&mut st).await;
                     let _ = st.dp.deferred();
                     match st.dp.gc() {
                         Ok(0) => {}
@@ -189,6 +202,12 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
                         Err(e) => tracing::warn!(error = %e, "conntrack gc"),
                     }
                 });
+            }
+            r = super::docker_plugin::accept_opt(&plugin) => {
+                if let Ok(stream) = r {
+                    let d = daemon.clone();
+                    tokio::spawn(async move { super::docker_plugin::serve_conn(d, stream).await });
+                }
             }
             r = listener.accept() => {
                 if let Ok((stream, _)) = r {
@@ -201,6 +220,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             _ = &mut stop => break,
         }
     }
+    // The plugin socket goes first: Docker must not find a dead one (every scan would dial it).
+    drop(plugin);
     drop(listener);
     let _ = std::fs::remove_file(&cfg.socket);
     teardown(&daemon).await;
