@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod docker;
 pub mod load;
 pub mod netns;
+pub mod podman;
 pub mod probe;
 
 pub use cgroup::TestCgroup;

@@ -326,3 +326,83 @@ fn portmap_checklist_iptables() {
     require_root!();
     portmap_checklist("iptables");
 }
+
+/// Real podman (CNI backend, private roots, its own mount namespace): a published port from
+/// outside, from 127.0.0.1 and by hairpin; masquerade; `podman rm -f` leaves nothing.
+fn podman_run(dataplane: &str) {
+    if !netd_tests::podman::available() {
+        eprintln!("SKIP: podman, crun or busybox-static not installed (cargo xtask setup)");
+        return;
+    }
+    let th = TestHost::new(&format!("cpo{}", &dataplane[..1])).unwrap();
+    let d = daemon(&th, dataplane);
+    let pm = netd_tests::podman::Podman::start(&th, &d, "netdnet", "netdnet", "203.0.113.0/24").unwrap();
+    let info = pm.ok(&["info", "--format", "{{.Host.NetworkBackend}}"]).unwrap();
+    assert_eq!(info.trim(), "cni");
+    let out = th.outside.path();
+    let _ext = probe::EchoServer::start(&out, addr("198.51.100.2:9000"), "ext").unwrap();
+    pm.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "netdnet",
+        "-p",
+        "8080:80",
+        "localhost/bb:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ])
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", d.log()));
+    assert_eq!(pm.ok(&["port", "web"]).unwrap().trim(), "80/tcp -> 0.0.0.0:8080");
+    let ip = pm.ok(&["inspect", "web", "--format", "{{.NetworkSettings.Networks.netdnet.IPAddress}}"]).unwrap();
+    assert_eq!(ip.trim(), "203.0.113.2");
+    let wget = |ns: &str, url: &str| -> String {
+        let o = std::process::Command::new("nsenter")
+            .args([&format!("--net={ns}"), "--", "timeout", "5", "busybox", "wget", "-qO-", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // From outside, from the host's loopback (conmon holds :8080, netd's translation wins), by IP.
+    assert_eq!(wget(&out, "http://198.51.100.1:8080/"), "ok\n", "from outside");
+    assert_eq!(wget(&th.host.path(), "http://127.0.0.1:8080/"), "ok\n", "from 127.0.0.1");
+    assert_eq!(wget(&th.host.path(), "http://203.0.113.2/"), "ok\n", "container IP");
+    // Hairpin: the container to the host's address and its own published port.
+    let h = pm.ok(&["exec", "web", "wget", "-qO-", "http://198.51.100.1:8080/"]).unwrap();
+    assert_eq!(h, "ok\n", "hairpin");
+    // Masquerade: the outside server sees the host's address.
+    let m = pm.ok(&["exec", "web", "sh", "-c", "echo hi | nc -w 2 198.51.100.2 9000"]).unwrap();
+    assert_eq!(m.trim(), "ext:198.51.100.1:hi", "masquerade");
+    // rm -f leaves nothing: no veth on the bridge, no attachment record, the port is free.
+    let net: Value = serde_json::from_str(&d.ok(&["network", "inspect", "netdnet"])).unwrap();
+    let bridge = net[0]["Options"]["com.docker.network.bridge.name"].as_str().map(str::to_string);
+    pm.ok(&["rm", "-f", "web"]).unwrap();
+    let bridge = bridge.unwrap_or_else(|| format!("br-{}", &net[0]["Id"].as_str().unwrap()[..12]));
+    assert!(bridge_ports(&th, &bridge).is_empty(), "veth left after rm -f");
+    let recs = std::fs::read_dir(d.data_root().join("attachments")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(recs, 0, "attachment record left after rm -f");
+    assert!(wget(&out, "http://198.51.100.1:8080/").is_empty(), "8080 still answers");
+    let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "netdnet"}));
+    let c = Netns::new(&unique("cpp")).unwrap();
+    let r = rt.add("after", &c.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 80}])));
+    assert_eq!(r.code, 0, "8080 reusable after rm -f: {r:?}");
+    assert_eq!(rt.del("after", &c.path(), "eth0", &json!({})).code, 0);
+}
+
+#[test]
+fn podman_run_publish_ebpf() {
+    require_root!();
+    podman_run("ebpf");
+}
+
+#[test]
+fn podman_run_publish_iptables() {
+    require_root!();
+    podman_run("iptables");
+}
