@@ -201,6 +201,25 @@ fn harness(dataplane: &str) {
     let sb = d.inspect("sb");
     assert_eq!(sb["State"]["Status"], "running");
     assert!(sb["NetworkSettings"]["Networks"]["cn1"]["IPAddress"].as_str().is_some_and(|s| !s.is_empty()));
+    // `aliases` (and the runtime's container name, K8S_POD_NAME) resolve through netd's embedded
+    // DNS for the network's sandboxes.
+    let ca = Netns::new(&unique("cnc")).unwrap();
+    let ra = rt.add_with_args(
+        "ctra",
+        &ca.path(),
+        "eth0",
+        &json!({"aliases": {"netdnet": ["dbalias"]}}),
+        "IgnoreUnknown=1;K8S_POD_NAME=podweb",
+    );
+    assert_eq!(ra.code, 0, "{ra:?}");
+    let aip = result_ip(&ra.json());
+    for name in ["dbalias", "podweb"] {
+        let ok = (0..3).any(|_| {
+            let r = d.cli(&["exec", "sb", "--", "getent", "hosts", name]);
+            r.code == 0 && r.stdout.split_whitespace().next() == Some(aip.as_str())
+        });
+        assert!(ok, "{name} does not resolve to {aip} from a sandbox on the network");
+    }
     // 8080 (ctr4's) is free again.
     let c9 = Netns::new(&unique("cnc")).unwrap();
     assert_eq!(rt.add("ctr9", &c9.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 1}]))).code, 0);
