@@ -84,8 +84,17 @@ impl TestDaemon {
         Self::start_in(th, None, extra)
     }
 
+    /// As [`TestDaemon::start`], with extra environment for `netd up` (e.g. a `PATH`).
+    pub fn start_env(th: &TestHost, env: &[(&str, &str)], extra: &[&str]) -> Result<Self> {
+        Self::start_with(th, None, env, extra)
+    }
+
     /// As [`TestDaemon::start`], inside the mount namespace `mount_ns` (`/proc/PID/ns/mnt`).
     pub fn start_in(th: &TestHost, mount_ns: Option<&str>, extra: &[&str]) -> Result<Self> {
+        Self::start_with(th, mount_ns, &[], extra)
+    }
+
+    fn start_with(th: &TestHost, mount_ns: Option<&str>, env: &[(&str, &str)], extra: &[&str]) -> Result<Self> {
         let tag = crate::unique("nd");
         let root = PathBuf::from(format!("/run/netd-test/{tag}"));
         // A pin directory of its own under the test root: the daemon mounts a private bpffs there
@@ -98,7 +107,7 @@ impl TestDaemon {
             bpffs,
             netns_path: th.host.path(),
             args: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             mount_ns: mount_ns.map(str::to_string),
             child: None,
         };

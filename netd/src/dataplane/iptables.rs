@@ -353,22 +353,14 @@ impl Dataplane for Iptables {
         self.add(rules)?;
         // A UDP port (re)published: drop conntrack entries of the host port, so no stale
         // translation survives (flush by the *host* port, where moby#53384 used the wrong one).
-        for p in ports.iter().filter(|p| p.proto == Proto::Udp) {
-            let _ = Command::new("conntrack")
-                .args(["-D", "-p", "udp", "--orig-port-dst", &p.host_port.to_string()])
-                .output();
-        }
+        flush_udp_host_ports(ports);
         Ok(())
     }
 
     fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
         let rules = ports.iter().flat_map(|p| render_port(net, p, self.userland_proxy)).collect();
         self.remove(rules)?;
-        for p in ports.iter().filter(|p| p.proto == Proto::Udp) {
-            let _ = Command::new("conntrack")
-                .args(["-D", "-p", "udp", "--orig-port-dst", &p.host_port.to_string()])
-                .output();
-        }
+        flush_udp_host_ports(ports);
         Ok(())
     }
 
@@ -420,23 +412,56 @@ impl Dataplane for Iptables {
     }
 }
 
-/// Names of the nftables `ip` family tables of this namespace.
+/// Delete the kernel's conntrack entries of UDP flows to these host ports (over ctnetlink, one
+/// dump for all of them; no `conntrack` binary needed). A failure is logged, not fatal: the
+/// rules are in place, only an old flow may keep its stale translation until it expires.
+fn flush_udp_host_ports(ports: &[PortMapping]) {
+    let hp: std::collections::HashSet<u16> =
+        ports.iter().filter(|p| p.proto == Proto::Udp).map(|p| p.host_port).collect();
+    if hp.is_empty() {
+        return;
+    }
+    match crate::netlink::conntrack::delete_where(|t| t.proto == 17 && hp.contains(&t.dport)) {
+        Ok(n) => tracing::debug!(entries = n, "conntrack: flushed UDP flows of republished host ports"),
+        Err(e) => tracing::warn!(error = %e, "conntrack: flushing UDP flows of host ports"),
+    }
+}
+
+/// Names of the nftables `ip` family tables of this namespace (`nft -j`, not scraped text).
 fn nft_tables() -> std::collections::HashSet<String> {
     Command::new("nft")
-        .args(["list", "tables", "ip"])
+        .args(["-j", "list", "tables", "ip"])
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.strip_prefix("table ip ").map(|t| t.trim().to_string()))
-                .collect()
-        })
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| nft_table_names(&o.stdout))
         .unwrap_or_default()
+}
+
+/// Table names of `nft -j list tables` output: `{"nftables": [{"metainfo": ...}, {"table":
+/// {"family": "ip", "name": "nat", ...}}, ...]}`.
+fn nft_table_names(json: &[u8]) -> std::collections::HashSet<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["table"]["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nft_json_table_names() {
+        let out = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "nat", "handle": 1}}, {"table": {"family": "ip", "name": "filter", "handle": 2}}]}"#;
+        let names = nft_table_names(out);
+        assert_eq!(names.len(), 2);
+        assert!(names.contains("nat") && names.contains("filter"));
+        assert!(nft_table_names(b"garbage").is_empty());
+    }
 
     fn net(icc: bool, internal: bool) -> NetworkSpec {
         NetworkSpec {

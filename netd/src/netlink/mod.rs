@@ -1,9 +1,11 @@
-//! rtnetlink: netd's only way of changing links, addresses and routes (no shelling out to `ip`).
+//! rtnetlink: netd's only way of changing links, addresses and routes (no shelling out to `ip`);
+//! [`conntrack`]: the kernel's conntrack table over ctnetlink (no `conntrack` binary).
 //!
 //! [`Netlink`] talks to the namespace the daemon runs in. Configuration inside a sandbox's
 //! namespace goes through [`configure_sandbox`], which opens a connection from a thread inside
 //! that namespace. Every operation is idempotent: creating what exists is a no-op, deleting what
 //! is absent is Ok.
+pub mod conntrack;
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsRawFd, BorrowedFd},
