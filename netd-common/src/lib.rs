@@ -189,6 +189,10 @@ pub const CT_ACT_HOSTFLOW: u8 = 4;
 
 /// The flow saw a FIN or RST.
 pub const CT_F_CLOSING: u8 = 1 << 0;
+/// Same-bridge delivery (a `--link` flow under icc=false): a layer-2 hop, so the TTL is left
+/// alone, as on the bridge. Without it, `CT_ACT_PEER`/`CT_ACT_FIB` are routed hops (TTL
+/// decremented, checked).
+pub const CT_F_L2: u8 = 1 << 7;
 
 /// Source ports masquerade picks when the sandbox's own port is taken: above Linux's default
 /// ephemeral range (32768-60999), so the host's own connections do not pick them.
@@ -265,11 +269,14 @@ pub enum DropReason {
     SnatExhausted = 5,
     /// A conntrack/NAT pair could not be inserted.
     CtInsert = 6,
+    /// From a sandbox on an `--internal` network to a port published by another sandbox (an
+    /// internal network has no way out, not even through a host address).
+    Internal = 7,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 7;
-    pub const ALL: [DropReason; 7] = [
+    pub const COUNT: u32 = 8;
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::DirectToSandbox,
         DropReason::LoopbackNotLo,
@@ -277,6 +284,7 @@ impl DropReason {
         DropReason::Isolation,
         DropReason::SnatExhausted,
         DropReason::CtInsert,
+        DropReason::Internal,
     ];
 
     /// Label used in `netd stats` and in the Prometheus `reason` label.
@@ -289,6 +297,7 @@ impl DropReason {
             DropReason::Isolation => "isolation",
             DropReason::SnatExhausted => "snat_exhausted",
             DropReason::CtInsert => "ct_insert",
+            DropReason::Internal => "internal",
         }
     }
 }

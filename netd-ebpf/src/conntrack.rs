@@ -4,19 +4,22 @@
 //! delivered the way the entry says.
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
-        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_redirect_peer,
     },
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CtKey, CtValue, DropReason, IPPROTO_TCP,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_L2, CtKey, CtValue, DropReason,
+    IPPROTO_TCP,
 };
 
 use crate::{
-    maps::{CT_V4, FRAGS, FragKey},
+    maps::{CT_V4, FRAGS, FragKey, SCRATCH_FIB},
     nat,
     parse::{IP_OFF, Pkt},
     stats,
@@ -105,11 +108,49 @@ pub fn note_host_flow(p: &Pkt) {
 }
 
 /// Rewrite the packet to the entry's tuple and deliver it. Returns the TC verdict.
-#[inline(always)]
+///
+/// Delivery other than same-bridge (`CT_F_L2`) is a routed hop, as it is for the kernel: the TTL
+/// is decremented, and a packet that cannot make the hop goes to the kernel instead, which
+/// answers it (time exceeded; fragmentation needed for a DF packet too big for the egress
+/// device). A packet leaving toward the FIB (from a sandbox) is handed over untranslated, so the
+/// ICMP error comes from the gateway to the sandbox as with Docker.
+///
+/// A BPF-to-BPF call, not inlined: the FIB parameters and the callers' entries would not fit
+/// one 512-byte frame in `netd_from_container`, which applies entries in several places.
+#[inline(never)]
 pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
     if v.action == CT_ACT_HOSTFLOW {
         return TC_ACT_OK as i32;
     }
+    if v.action == CT_ACT_FIB {
+        if p.ttl <= 1 {
+            return TC_ACT_OK as i32;
+        }
+        // The FIB parameters live in a per-CPU scratch slot: this function's frame and its
+        // callers' must fit 512 bytes together.
+        let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return TC_ACT_OK as i32 };
+        // SAFETY: per-CPU map value, valid for this program run; nothing else runs on this CPU
+        // meanwhile.
+        let fib = unsafe { &mut *fib };
+        let rc = fib_route(ctx, fib, v.saddr, v.daddr);
+        if p.dont_fragment && too_big(ctx, rc, fib) {
+            return TC_ACT_OK as i32;
+        }
+        if let Err(verdict) = translate(ctx, p, k, v, true) {
+            return verdict;
+        }
+        return redirect_with(ctx, rc, fib);
+    }
+    let routed = v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0;
+    if let Err(verdict) = translate(ctx, p, k, v, routed) {
+        return verdict;
+    }
+    deliver(ctx, v)
+}
+
+/// Rewrite to the entry's tuple, account, and make the routed hop (TTL). Err: the verdict.
+#[inline(always)]
+fn translate(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue, routed: bool) -> Result<(), i32> {
     // The first fragment of a fragmented datagram: later fragments (no L4 header) get the
     // same address translation and delivery.
     if p.more_fragments && !p.later_fragment {
@@ -118,11 +159,72 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
     }
     if rewrite(ctx, p, v).is_err() {
         stats::count_drop(DropReason::Malformed);
-        return TC_ACT_SHOT as i32;
+        return Err(TC_ACT_SHOT as i32);
     }
     stats::count_port(v.stats_slot, ctx.len() as u64);
     touch(ctx, p, k);
-    deliver(ctx, v)
+    if routed {
+        if p.ttl <= 1 {
+            // Translated toward a sandbox: the kernel forwards it and answers time exceeded.
+            return Err(TC_ACT_OK as i32);
+        }
+        if nat::dec_ttl(ctx, p).is_err() {
+            return Err(TC_ACT_SHOT as i32);
+        }
+    }
+    Ok(())
+}
+
+/// The route for `saddr -> daddr` (tot_len 0: the kernel checks the skb itself against the
+/// egress MTU, which understands GSO packets).
+#[inline(always)]
+fn fib_route(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: u32, daddr: u32) -> i64 {
+    // SAFETY: plain-old-data; every field the lookup reads starts at zero (tot_len 0 above all).
+    *fib = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    fib.__bindgen_anon_3.ipv4_src = saddr;
+    fib.__bindgen_anon_4.ipv4_dst = daddr;
+    // SAFETY: valid ctx and params pointers.
+    unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
+}
+
+/// Whether the packet exceeds the egress device's MTU: the FIB's own check (non-GSO) and
+/// `bpf_check_mtu` with `BPF_MTU_CHK_SEGS` (GSO segments too, and no slack).
+#[inline(always)]
+fn too_big(ctx: &TcContext, rc: i64, fib: &bpf_fib_lookup) -> bool {
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        return true;
+    }
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return false;
+    }
+    let mut mtu_len: u32 = 0;
+    // SAFETY: valid ctx and out pointer; BPF_MTU_CHK_SEGS (1) requires mtu_len 0, len_diff 0.
+    let r = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), fib.ifindex, &mut mtu_len, 0, 1) };
+    r > 0
+}
+
+/// Redirect along a FIB result looked up before the rewrite.
+#[inline(always)]
+fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        if nat::set_macs(ctx, &fib.dmac, &fib.smac).is_err() {
+            return TC_ACT_SHOT as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(fib.ifindex, 0) as i32 };
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET as u32;
+        nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+        // SAFETY: valid params pointer.
+        return unsafe {
+            bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32
+        };
+    }
+    TC_ACT_OK as i32
 }
 
 /// A later fragment of a datagram whose first fragment was translated: same addresses, same

@@ -39,9 +39,9 @@ mod progs {
         programs::{SockAddrContext, TcContext, XdpContext},
     };
     use netd_common::{
-        CT_ACT_FIB, CT_ACT_PASS, CT_ACT_PEER, CtKey, CtValue, DropReason, HAIRPIN_LOW_MAX, HAIRPIN_LOW_MIN,
-        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT,
-        NET_F_ROUTED, ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_TRIES,
+        CT_ACT_FIB, CT_ACT_PEER, CT_F_L2, CtKey, CtValue, DropReason, HAIRPIN_LOW_MAX, HAIRPIN_LOW_MIN, IPPROTO_ICMP,
+        IPPROTO_TCP, IPPROTO_UDP, LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
+        ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_TRIES,
     };
 
     use crate::{
@@ -240,14 +240,25 @@ mod progs {
         let Some(net) = network(src.net) else { return OK };
         let here = unsafe { (*ctx.skb.skb).ifindex };
 
+        // 127.0.0.0/8 never arrives from a sandbox (the kernel drops it as martian): a forged
+        // frame to the gateway's MAC must not reach a port published on 127.0.0.1.
+        if is_loopback(p.daddr) {
+            stats::count_drop(DropReason::LoopbackNotLo);
+            return SHOT;
+        }
         // To one of the host's addresses: a published port (hairpin) or the host itself.
-        if is_host_addr(p.daddr) || is_loopback(p.daddr) {
+        if is_host_addr(p.daddr) {
             if p.has_ports
                 && p.proto != IPPROTO_ICMP
                 && let Some(pb) = published(p.proto, p.daddr, p.dport)
                 && let Some(dst) = endpoint(pb.addr)
                 && let Some(dnet) = network(dst.net)
             {
+                // An internal network has no way out, not even through a host address.
+                if net.flags & NET_F_INTERNAL != 0 {
+                    stats::count_drop(DropReason::Internal);
+                    return SHOT;
+                }
                 // DNAT to the target and SNAT to the target network's gateway, so replies come
                 // back through here whether the target is this sandbox, a neighbour or another
                 // network's sandbox.
@@ -309,12 +320,18 @@ mod progs {
             let lk = LinkKey { src: p.saddr, dst: p.daddr, port: p.dport, proto: p.proto, _pad: 0 };
             // SAFETY: read-only lookup.
             if p.has_ports && unsafe { LINKS.get(&lk).is_some() } {
+                // Both directions peer to peer, never through the bridge (where br_netfilter
+                // and a FORWARD policy of DROP would see them): a layer-2 hop, TTL untouched.
                 let same = CtValue {
                     saddr: p.saddr,
                     daddr: p.daddr,
                     sport: p.sport,
                     dport: p.dport,
-                    action: CT_ACT_PASS,
+                    action: CT_ACT_PEER,
+                    flags: CT_F_L2,
+                    ifindex: dst.ifindex,
+                    dmac: dst.mac,
+                    smac: src.mac,
                     ..Default::default()
                 };
                 let rk = k.reversed();
@@ -323,7 +340,11 @@ mod progs {
                     daddr: p.saddr,
                     sport: p.dport,
                     dport: p.sport,
-                    action: CT_ACT_PASS,
+                    action: CT_ACT_PEER,
+                    flags: CT_F_L2,
+                    ifindex: here,
+                    dmac: src.mac,
+                    smac: dst.mac,
                     ..Default::default()
                 };
                 insert_pair(&k, &same, &rk, &rev);
@@ -333,12 +354,23 @@ mod progs {
             return SHOT;
         }
 
+        // icc=false: no subnet or limited broadcast, no multicast between sandboxes (the
+        // bridge would flood it to every port).
+        if net.flags & NET_F_ICC == 0
+            && (p.daddr == net.subnet | !net.mask || p.daddr == u32::MAX || p.daddr & 0xf0 == 0xe0)
+        {
+            stats::count_drop(DropReason::Icc);
+            return SHOT;
+        }
+
         // Leaving the host.
         if net.flags & NET_F_INTERNAL != 0 {
             stats::count_drop(DropReason::Isolation);
             return SHOT;
         }
-        if !p.has_ports || p.later_fragment {
+        // A routed hop the packet cannot make (TTL exceeded): the kernel answers it from the
+        // gateway, untranslated, as it does for Docker (traceroute's first hop).
+        if !p.has_ports || p.later_fragment || p.ttl <= 1 {
             return OK;
         }
         if net.flags & NET_F_MASQUERADE == 0 {
@@ -391,6 +423,9 @@ mod progs {
         let Some(egress) = fib_egress(ctx, p) else { return OK };
         // SAFETY: read-only lookup.
         let Some(up) = (unsafe { UPLINKS.get(&egress).copied() }) else { return OK };
+        if up.addr == 0 {
+            return OK; // an uplink without an address yet
+        }
         let Some(port) = pick_port(p.proto, p.daddr, up.addr, p.dport, p.sport, true) else {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;

@@ -72,6 +72,10 @@ pub struct FragKey {
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, CtValue> = LruHashMap::with_max_entries(16_384, 0);
 
+/// Scratch space for `bpf_fib_lookup` parameters (one per CPU): kept off the BPF stack.
+#[map(name = "SCRATCH_FIB")]
+pub static SCRATCH_FIB: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
 /// Packets/bytes per published port (slot from `PublishedValue::stats_slot`).
 #[map(name = "PORT_STATS")]
 pub static PORT_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(capacity::PORT_STATS, 0);

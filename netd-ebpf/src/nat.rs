@@ -81,3 +81,16 @@ pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64
     ctx.store(6, src, 0)?;
     Ok(())
 }
+
+/// A routed hop: decrement the TTL (the caller has checked it is above 1), fixing the header
+/// checksum over the 16-bit word the TTL shares with the protocol.
+#[inline(always)]
+pub fn dec_ttl(ctx: &TcContext, p: &mut Pkt) -> Result<(), i64> {
+    let old = u16::from_ne_bytes([p.ttl, p.proto]);
+    let ttl = p.ttl - 1;
+    let new = u16::from_ne_bytes([ttl, p.proto]);
+    ctx.l3_csum_replace(IP_OFF + 10, old as u64, new as u64, 2)?;
+    ctx.store(IP_OFF + 8, &ttl, 0)?;
+    p.ttl = ttl;
+    Ok(())
+}

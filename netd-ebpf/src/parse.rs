@@ -69,6 +69,10 @@ pub struct Pkt {
     pub later_fragment: bool,
     /// More fragments follow (MF flag).
     pub more_fragments: bool,
+    /// DF: the sender asked for path MTU discovery (too big: ICMP fragmentation needed).
+    pub dont_fragment: bool,
+    /// Time to live as received.
+    pub ttl: u8,
     /// The IPv4 identification field (keys fragment translation).
     pub ip_id: u16,
     /// TCP flags byte, 0 for others.
@@ -96,7 +100,9 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
     let ip_id: u16 = ctx.load(IP_OFF + 4).map_err(|_| ParseError::Malformed)?;
     let frag: u16 = ctx.load(IP_OFF + 6).map_err(|_| ParseError::Malformed)?;
     let frag = u16::from_be(frag);
-    let proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ParseError::Malformed)?;
+    // TTL and protocol in one load.
+    let ttl_proto: [u8; 2] = ctx.load(IP_OFF + 8).map_err(|_| ParseError::Malformed)?;
+    let (ttl, proto) = (ttl_proto[0], ttl_proto[1]);
     let saddr: u32 = ctx.load(IP_OFF + 12).map_err(|_| ParseError::Malformed)?;
     let daddr: u32 = ctx.load(IP_OFF + 16).map_err(|_| ParseError::Malformed)?;
     let l4 = IP_OFF + ihl;
@@ -110,6 +116,8 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
         has_ports: false,
         later_fragment: frag & 0x1fff != 0,
         more_fragments: frag & 0x2000 != 0,
+        dont_fragment: frag & 0x4000 != 0,
+        ttl,
         ip_id,
         tcp_flags: 0,
         icmp_type: 0,

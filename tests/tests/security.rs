@@ -138,7 +138,7 @@ fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
 /// TCP segments received in a namespace (`Tcp: InSegs` of /proc/net/snmp, read from inside).
 fn tcp_in_segs(ns: &str) -> u64 {
     in_netns(ns, || {
-        let s = std::fs::read_to_string("/proc/net/snmp").unwrap();
+        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
         let mut tcp = s.lines().filter(|l| l.starts_with("Tcp:"));
         let (h, v) = (tcp.next().unwrap(), tcp.next().unwrap());
         let i = h.split_whitespace().position(|x| x == "InSegs").unwrap();

@@ -375,7 +375,7 @@ pub struct UpArgs {
     /// cgroup v2 directory for the sock_addr programs (default: the cgroup2 root)
     #[arg(long = "cgroup")]
     pub cgroup: Option<PathBuf>,
-    /// Uplink interfaces (default: those with a default route)
+    /// Uplink interfaces (default: every interface but lo, bridges, their ports and sandbox veths, followed live)
     #[arg(long = "uplink")]
     pub uplink: Vec<String>,
     #[arg(long = "data-root", default_value = DEFAULT_DATA_ROOT)]

@@ -135,6 +135,9 @@ impl Daemon {
         let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
         let r: Result<u32, String> = async {
             self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
+            // IPv4-only network (every network until --ipv6): no IPv6 on either end, as Docker
+            // 26+ does, so sandboxes cannot talk link-local IPv6 past --icc=false.
+            crate::netlink::disable_ipv6(&host_veth);
             super::crash_point("run:veth-created");
             self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
             match &req.netns {
@@ -149,6 +152,7 @@ impl Daemon {
                         prefix_len: b.prefix_len,
                         mtu: b.mtu,
                         gateway: req.default_route.then_some(b.gateway),
+                        disable_ipv6: true,
                     };
                     let ns = netns.clone();
                     tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))

@@ -100,13 +100,14 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     }
 
     // Uplinks: given, or the interfaces holding a default route.
-    let uplinks = resolve_uplinks(&nl, &cfg.up.uplink).await?;
+    let (uplinks, local_addrs) = resolve_uplinks(&nl, &cfg.up.uplink).await?;
     // Only once the flags have checked out against the host (-b, --uplink).
     if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
         super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
     }
     let host_info = HostInfo {
         uplinks,
+        local_addrs,
         userland_proxy: cfg.up.userland_proxy,
         bpffs: cfg.up.bpffs.clone(),
         cgroup: cfg.up.cgroup.clone(),
@@ -186,6 +187,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             Err(e) => tracing::error!(addr = %a, error = %e, "--metrics-addr: not serving metrics"),
         }
     }
+    tokio::spawn(follow_host(daemon.clone()));
     let mut gc = tokio::time::interval(std::time::Duration::from_secs(10));
     gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -316,31 +318,67 @@ fn configure_default_bridge(
     Ok(Some(n))
 }
 
-async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<Vec<Uplink>, UpError> {
-    let names: Vec<String> = if given.is_empty() {
-        nl.default_route_links().await.map_err(|e| err(format!("listing default routes: {e}")))?
-    } else {
-        given.to_vec()
-    };
-    let mut out = Vec::new();
-    for n in names {
-        let ifindex = nl
-            .link_index(&n)
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("uplink {n} not found")))?;
-        let addrs = nl.ipv4_addrs(&n).await.map_err(|e| err(e.to_string()))?;
-        let kind = nl
-            .links()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .into_iter()
-            .find(|(l, _)| *l == n)
-            .map(|(_, k)| k)
-            .unwrap_or_default();
-        out.push(Uplink { name: n, ifindex, addrs, kind });
+async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<(Vec<Uplink>, Vec<Ipv4Addr>), UpError> {
+    let links = nl.host_links().await.map_err(|e| err(format!("listing links: {e}")))?;
+    if let Some(n) = given.iter().find(|g| !links.iter().any(|l| &l.name == *g)) {
+        return Err(err(format!("uplink {n} not found")));
     }
-    Ok(out)
+    Ok(host_view(&links, given))
+}
+
+/// The uplinks and the local IPv4 addresses (127/8 aside) of a link listing.
+pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> (Vec<Uplink>, Vec<Ipv4Addr>) {
+    let uplinks = crate::netlink::select_uplinks(links, given)
+        .into_iter()
+        .map(|l| Uplink { name: l.name.clone(), ifindex: l.index, addrs: l.addrs.clone(), kind: l.kind.clone() })
+        .collect();
+    let mut addrs: Vec<Ipv4Addr> =
+        links.iter().flat_map(|l| l.addrs.iter().copied()).filter(|a| !a.is_loopback()).collect();
+    addrs.sort();
+    addrs.dedup();
+    (uplinks, addrs)
+}
+
+/// Follow the host's interfaces and addresses (rtnetlink): uplinks that appear get the
+/// programs, addresses that appear or change enter the maps, as with Docker, whose rules name
+/// no interface (`--dst-type LOCAL`, `! -o bridge`).
+pub async fn follow_host(d: Shared) {
+    use futures::StreamExt;
+    let mut rx = match crate::netlink::watch_links() {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(error = %e, "not following interface changes");
+            return;
+        }
+    };
+    while rx.next().await.is_some() {
+        // A change comes as a burst of messages (link, address, up): look once it settles.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
+        let links = match d.nl.host_links().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing links");
+                continue;
+            }
+        };
+        let (uplinks, addrs) = host_view(&links, &d.cfg.up.uplink);
+        let mut st = d.state.lock().await;
+        if st.host_info.uplinks == uplinks && st.host_info.local_addrs == addrs {
+            continue;
+        }
+        tracing::info!(
+            uplinks = ?uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            addrs = ?addrs,
+            "host interfaces changed"
+        );
+        st.host_info.uplinks = uplinks;
+        st.host_info.local_addrs = addrs;
+        let hi = st.host_info.clone();
+        if let Err(e) = st.dp.host_changed(&hi) {
+            tracing::warn!(error = %e, "dataplane: following interface changes");
+        }
+    }
 }
 
 /// Adopt sandboxes whose supervisor still runs; clean up the rest; remove orphans (veths on

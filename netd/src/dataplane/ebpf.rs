@@ -57,6 +57,12 @@ pub struct Ebpf {
     /// stale conntrack entries are removed after the reply (`deferred`), so publishing costs
     /// map updates only, not a scan of the whole conntrack table.
     pending_publish: Vec<(u8, u16, u32)>,
+    /// Uplinks with programs attached, and how XDP is chosen for new ones.
+    uplinks: Vec<Uplink>,
+    xdp: XdpChoice,
+    /// The host's local addresses in `HOST_ADDRS` (besides the gateways).
+    local_addrs: HashSet<Ipv4Addr>,
+    gateways: HashSet<Ipv4Addr>,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -184,6 +190,44 @@ impl Ebpf {
             .map_err(|e| err("HOST_ADDRS", e))
     }
 
+    /// `UPLINKS[ifindex]`: the address masquerade uses on it (0: none yet, no masquerade).
+    fn uplink_info(&mut self, up: &Uplink) -> DpResult<()> {
+        let addr = up.addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut m: BpfHashMap<&mut MapData, u32, UplinkInfo> = self.map(map_names::UPLINKS)?;
+        m.insert(up.ifindex, UplinkInfo { addr: be_addr(addr), _pad: 0 }, 0).map_err(|e| err("UPLINKS", e))
+    }
+
+    fn attach_uplink(&mut self, up: &Uplink) -> DpResult<()> {
+        let xdp = match self.xdp {
+            XdpChoice::Native => Some(aya::programs::XdpMode::Driver),
+            XdpChoice::Generic => Some(aya::programs::XdpMode::Skb),
+            XdpChoice::Off => None,
+            XdpChoice::Auto if up.kind == "veth" => None,
+            XdpChoice::Auto => Some(aya::programs::XdpMode::Driver),
+        };
+        let mode =
+            self.l()?.attach_uplink_with(&up.name, xdp).map_err(|e| err(format!("attaching to {}", up.name), e))?;
+        tracing::info!(uplink = %up.name, xdp_mode = ?mode, "eBPF programs attached");
+        Ok(())
+    }
+
+    /// `HOST_ADDRS` = the host's addresses (uplinks' and every other local one) + gateways.
+    fn set_local_addrs(&mut self, host: &HostInfo) -> DpResult<()> {
+        let want: HashSet<Ipv4Addr> =
+            host.local_addrs.iter().chain(host.uplinks.iter().flat_map(|u| u.addrs.iter())).copied().collect();
+        let gone: Vec<Ipv4Addr> =
+            self.local_addrs.difference(&want).filter(|a| !self.gateways.contains(a)).copied().collect();
+        let new: Vec<Ipv4Addr> = want.difference(&self.local_addrs).copied().collect();
+        for a in gone {
+            self.host_addr(a, false)?;
+        }
+        for a in new {
+            self.host_addr(a, true)?;
+        }
+        self.local_addrs = want;
+        Ok(())
+    }
+
     fn published_key(p: &PortMapping) -> PublishedKey {
         PublishedKey { addr: be_addr(p.host_ip), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
     }
@@ -225,26 +269,13 @@ impl Dataplane for Ebpf {
             }
             tracing::info!(ports = self.slots.len(), "adopted pinned eBPF state");
         }
+        self.xdp = host.xdp;
         for up in &host.uplinks {
-            let addr = up.addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
-            {
-                let mut m: BpfHashMap<&mut MapData, u32, UplinkInfo> = self.map(map_names::UPLINKS)?;
-                m.insert(up.ifindex, UplinkInfo { addr: be_addr(addr), _pad: 0 }, 0).map_err(|e| err("UPLINKS", e))?;
-            }
-            for a in &up.addrs {
-                self.host_addr(*a, true)?;
-            }
-            let xdp = match host.xdp {
-                XdpChoice::Native => Some(aya::programs::XdpMode::Driver),
-                XdpChoice::Generic => Some(aya::programs::XdpMode::Skb),
-                XdpChoice::Off => None,
-                XdpChoice::Auto if up.kind == "veth" => None,
-                XdpChoice::Auto => Some(aya::programs::XdpMode::Driver),
-            };
-            let mode =
-                self.l()?.attach_uplink_with(&up.name, xdp).map_err(|e| err(format!("attaching to {}", up.name), e))?;
-            tracing::info!(uplink = %up.name, xdp_mode = ?mode, "eBPF programs attached");
+            self.uplink_info(up)?;
+            self.attach_uplink(up)?;
+            self.uplinks.push(up.clone());
         }
+        self.set_local_addrs(host)?;
         // The sock_addr hooks: the given cgroup, else the cgroup2 root (mounted if needed).
         let cg = match &host.cgroup {
             Some(p) => p.clone(),
@@ -297,6 +328,7 @@ impl Dataplane for Ebpf {
             m.insert(net.index, info, 0).map_err(|e| err("NETWORKS", e))?;
         }
         self.live_networks.insert(net.index);
+        self.gateways.insert(net.gateway);
         self.host_addr(net.gateway, true)
     }
 
@@ -306,7 +338,42 @@ impl Dataplane for Ebpf {
             let _ = m.remove(&net.index);
         }
         self.live_networks.remove(&net.index);
+        self.gateways.remove(&net.gateway);
+        if self.local_addrs.contains(&net.gateway) {
+            return Ok(());
+        }
         self.host_addr(net.gateway, false)
+    }
+
+    fn host_changed(&mut self, host: &HostInfo) -> DpResult<()> {
+        let same = |a: &Uplink, b: &Uplink| a.name == b.name && a.ifindex == b.ifindex;
+        let old = std::mem::take(&mut self.uplinks);
+        for o in old.iter().filter(|o| !host.uplinks.iter().any(|n| same(o, n))) {
+            {
+                let mut m: BpfHashMap<&mut MapData, u32, UplinkInfo> = self.map(map_names::UPLINKS)?;
+                let _ = m.remove(&o.ifindex);
+            }
+            // Gone (or now a bridge port): its pinned links go, which detaches them.
+            let l = self.l()?;
+            for rel in [format!("xdp-{}", o.name), format!("tc-in-{}", o.name), format!("tc-out-{}", o.name)] {
+                l.unpin(&rel);
+            }
+            tracing::info!(uplink = %o.name, "uplink gone");
+        }
+        let mut errors = Vec::new();
+        for n in &host.uplinks {
+            if !old.iter().any(|o| same(o, n))
+                && let Err(e) = self.attach_uplink(n)
+            {
+                // Not counted as attached: the next change tries again.
+                errors.push(e.to_string());
+                continue;
+            }
+            self.uplink_info(n)?;
+            self.uplinks.push(n.clone());
+        }
+        self.set_local_addrs(host)?;
+        if errors.is_empty() { Ok(()) } else { Err(err("uplinks", errors.join("; "))) }
     }
 
     fn endpoint_added(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {

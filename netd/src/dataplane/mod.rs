@@ -81,8 +81,12 @@ impl Proto {
 /// What the daemon knows about its host when it starts the dataplane.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
-    /// Interfaces that lead out of the host (`--uplink`, default: those with a default route).
+    /// Interfaces that lead out of the host (`--uplink`, default: every interface but `lo`,
+    /// bridges, their ports and sandbox veths), followed live.
     pub uplinks: Vec<Uplink>,
+    /// Every IPv4 address of the host namespace (Docker's `--dst-type LOCAL`), followed live.
+    #[serde(default)]
+    pub local_addrs: Vec<Ipv4Addr>,
     /// `--userland-proxy` (iptables backend only; eBPF needs no proxy).
     pub userland_proxy: bool,
     /// Pin directory for maps and links (`--bpffs`).
@@ -226,6 +230,11 @@ pub trait Dataplane: Send {
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn stats(&self) -> DpResult<Stats>;
+    /// The host's interfaces or addresses changed (rtnetlink): `host` holds the uplinks and
+    /// local addresses now. Backends whose rules do not name interfaces ignore it.
+    fn host_changed(&mut self, _host: &HostInfo) -> DpResult<()> {
+        Ok(())
+    }
     /// Work a change left for after its reply (the eBPF dataplane's conntrack purge for freshly
     /// published ports): run by the daemon right after each request and by the GC tick.
     fn deferred(&mut self) -> DpResult<usize> {

@@ -295,6 +295,98 @@ impl Netlink {
     }
 }
 
+/// A link of the daemon's namespace as uplink selection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLink {
+    pub name: String,
+    pub index: u32,
+    /// `veth`, `bridge`, ... or "" for physical devices.
+    pub kind: String,
+    /// The bridge (or bond) it is enslaved to.
+    pub master: Option<u32>,
+    /// Ethernet framing (the programs parse an Ethernet header; L3 devices are not uplinks).
+    pub ether: bool,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+impl Netlink {
+    /// Every link with its IPv4 addresses: one link dump, one address dump.
+    pub async fn host_links(&self) -> Result<Vec<HostLink>> {
+        let mut s = self.h.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            let Some(name) = link_name(&m) else { continue };
+            let mut kind = String::new();
+            let mut master = None;
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::LinkInfo(infos) => {
+                        for i in infos {
+                            if let LinkInfo::Kind(k) = i {
+                                kind = k.to_string();
+                            }
+                        }
+                    }
+                    LinkAttribute::Controller(c) => master = Some(*c),
+                    _ => {}
+                }
+            }
+            let ether = m.header.link_layer_type == rtnetlink::packet_route::link::LinkLayerType::Ether;
+            out.push(HostLink { name, index: m.header.index, kind, master, ether, addrs: Vec::new() });
+        }
+        let mut s = self.h.address().get().execute();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4)) = a
+                    && let Some(l) = out.iter_mut().find(|l| l.index == m.header.index)
+                    && !l.addrs.contains(v4)
+                {
+                    l.addrs.push(*v4);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A netlink socket of the calling thread's namespace subscribed to link and IPv4 address
+/// changes; each message received means "look again". Call inside a tokio runtime.
+pub fn watch_links() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+    use futures::StreamExt;
+    let (conn, _h, mut msgs) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link, rtnetlink::MulticastGroup::Ipv4Ifaddr])?;
+    tokio::spawn(conn);
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        while msgs.next().await.is_some() {
+            if tx.unbounded_send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// netd's own veth names (`veth` + 7 hex on the host side, `vp` + 7 hex for the peer before it
+/// moves into the sandbox); Docker names its veths the same way.
+pub fn is_sandbox_veth(name: &str) -> bool {
+    let hex7 = |s: &str| s.len() == 7 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.strip_prefix("veth").is_some_and(hex7) || name.strip_prefix("vp").is_some_and(hex7)
+}
+
+/// The uplinks among `links`: with `given` (`--uplink`), exactly those that exist; otherwise
+/// every link except `lo`, bridges, bridge (or bond) ports, sandbox veths and non-Ethernet
+/// devices (Docker's `! -o bridge`: everything that is not a bridge leads out).
+pub fn select_uplinks<'a>(links: &'a [HostLink], given: &[String]) -> Vec<&'a HostLink> {
+    if !given.is_empty() {
+        return given.iter().filter_map(|g| links.iter().find(|l| &l.name == g)).collect();
+    }
+    links
+        .iter()
+        .filter(|l| l.name != "lo" && l.ether && l.kind != "bridge" && l.master.is_none() && !is_sandbox_veth(&l.name))
+        .collect()
+}
+
 fn link_name(m: &LinkMessage) -> Option<String> {
     m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
 }
@@ -310,6 +402,19 @@ pub struct SandboxIface {
     pub prefix_len: u8,
     pub mtu: u32,
     pub gateway: Option<Ipv4Addr>,
+    /// An IPv4-only network: IPv6 off on the interface (no link-local address, no IPv6 at all).
+    pub disable_ipv6: bool,
+}
+
+/// Turn IPv6 off on an interface of the calling thread's network namespace (best effort: a
+/// kernel without IPv6 has nothing to turn off).
+pub fn disable_ipv6(ifname: &str) {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&p, "1")
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%ifname, error = %e, "disabling IPv6");
+    }
 }
 
 /// Inside the namespace at `netns`: bring `lo` up and configure `iface` (if any). Blocking
@@ -331,6 +436,9 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             .execute()
             .await
             .map_err(nl)?;
+        if i.disable_ipv6 {
+            disable_ipv6(&i.name);
+        }
         match n.h.address().add(idx, IpAddr::V4(i.addr), i.prefix_len).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(EEXIST) => {}
@@ -455,4 +563,36 @@ pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
         }
         Ok(Some(IfaceState { mac: link_mac(&link).unwrap_or_default(), addrs, default_gw }))
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, kind: &str, master: Option<u32>, ether: bool) -> HostLink {
+        HostLink { name: name.into(), index: 0, kind: kind.into(), master, ether, addrs: Vec::new() }
+    }
+
+    #[test]
+    fn every_interface_but_bridges_their_ports_and_sandbox_veths_is_an_uplink() {
+        let links = [
+            link("lo", "", None, false),
+            link("eth0", "", None, true),
+            link("lan0", "veth", None, true),
+            link("eth0.100", "vlan", None, true),
+            link("netd0", "bridge", None, true),
+            link("docker0", "bridge", None, true),
+            link("vethab12cd3", "veth", Some(7), true),
+            link("veth0123abc", "veth", None, true), // a sandbox veth before it is enslaved
+            link("vp0123abc", "veth", None, true),
+            link("vethother", "veth", Some(9), true),
+            link("wg0", "wireguard", None, false),
+        ];
+        let names = |v: Vec<&HostLink>| v.into_iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(select_uplinks(&links, &[])), ["eth0", "lan0", "eth0.100"]);
+        // --uplink: exactly the named ones that exist.
+        let given = ["lan0".to_string(), "nosuch".to_string()];
+        assert_eq!(names(select_uplinks(&links, &given)), ["lan0"]);
+        assert!(is_sandbox_veth("veth0123abc") && !is_sandbox_veth("veth0") && !is_sandbox_veth("vethXYZ1234"));
+    }
 }

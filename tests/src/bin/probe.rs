@@ -5,6 +5,9 @@
 //! `netd-probe udp ADDR:PORT [PAYLOAD]`    one datagram, print the echo (3 s, retried)
 //! `netd-probe dns-serve PORT [--bind IP] [--tcp] [--truncate] [--spoof] NAME=IP...`   a test DNS server
 //! `netd-probe dns-query SERVER NAME [--tcp] [--edns]`   one A query, print the addresses
+//! `netd-probe udp-df ADDR:PORT SIZE`      a small echo first, then SIZE-byte datagrams with DF
+//!                                          (IP_PMTUDISC_DO): prints `EMSGSIZE mtu=N` once the
+//!                                          path MTU comes back, or `echo N` if a big one echoed
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -19,6 +22,7 @@ fn main() {
         Some("serve") => serve(&args[1..]),
         Some("tcp") => client_tcp(&args[1..]),
         Some("udp") => client_udp(&args[1..]),
+        Some("udp-df") => client_udp_df(&args[1..]),
         Some("dns-serve") => dns_serve(&args[1..]),
         Some("dns-query") => dns_query(&args[1..]),
         _ => {
@@ -155,6 +159,73 @@ fn client_udp(args: &[String]) -> i32 {
         }
     }
     eprintln!("udp {addr}: no answer within 3s");
+    1
+}
+
+fn client_udp_df(args: &[String]) -> i32 {
+    use std::os::fd::AsRawFd;
+    let Some((addr, _)) = target(args) else { return 2 };
+    let Some(size) = args.get(1).and_then(|s| s.parse::<usize>().ok()) else { return 2 };
+    let s = match UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect(addr).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("udp {addr}: {e}");
+            return 1;
+        }
+    };
+    let fd = s.as_raw_fd();
+    let v: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: valid fd and option pointer.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut buf = [0u8; 65536];
+    // The flow exists (and is translated) before the big datagrams.
+    let mut small = false;
+    for _ in 0..6 {
+        if s.send(b"small").is_ok() && s.recv(&mut buf).is_ok() {
+            small = true;
+            break;
+        }
+    }
+    if !small {
+        eprintln!("udp {addr}: no echo for the small datagram");
+        return 1;
+    }
+    let big = vec![b'x'; size];
+    for _ in 0..10 {
+        match s.send(&big).and_then(|_| s.recv(&mut buf)) {
+            Ok(n) => {
+                println!("echo {n}");
+                return 0;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                let mut mtu: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as u32;
+                // SAFETY: valid fd and out pointers.
+                unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::IPPROTO_IP,
+                        libc::IP_MTU,
+                        (&mut mtu as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                println!("EMSGSIZE mtu={mtu}");
+                return 0;
+            }
+            Err(_) => {}
+        }
+    }
+    println!("no answer");
     1
 }
 

@@ -1,0 +1,480 @@
+//! Issue 14's filtering and forwarding scenarios, each run under both dataplanes with real
+//! packets, where the iptables dataplane (the kernel's own forwarding, conntrack and nf_nat) is
+//! the reference: internal networks have no way out (item 1), routed hops decrement and check
+//! the TTL (3), interfaces and addresses that appear after `netd up` are followed (5), a
+//! sandbox's forged frame to 127.0.0.1 goes nowhere (6), `--icc=false` also stops broadcast and
+//! IPv6 (10), linked flows never touch netfilter (11), and path MTU discovery works on
+//! established flows (DF datagrams too big for the uplink come back as EMSGSIZE).
+//!
+//! Each scenario prints what each endpoint observed as `DIFF|scenario|dataplane|observation`
+//! lines (the differential table in docs/reliability.md is made of them) and asserts the
+//! observation Docker gives, so both dataplanes must print the same.
+use std::time::{Duration, Instant};
+
+use netd_tests::{Netns, TestDaemon, TestHost, addr, in_netns, ip, probe, probe_path as p, require_root, unique};
+use serde_json::Value;
+
+fn drops(d: &TestDaemon) -> Value {
+    let v: Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap();
+    let mut m = serde_json::Map::new();
+    for r in v["drops"].as_array().unwrap() {
+        m.insert(r[0].as_str().unwrap().to_string(), r[1].clone());
+    }
+    Value::Object(m)
+}
+
+/// One cell of the differential table: printed, then compared with Docker's answer.
+fn observe(scenario: &str, dataplane: &str, got: &str, docker: &str) {
+    eprintln!("DIFF|{scenario}|{dataplane}|{got}");
+    assert_eq!(got, docker, "{scenario} under {dataplane}: observed {got:?}, Docker gives {docker:?}");
+}
+
+/// Retry `f` until it returns true (bounded).
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sandbox_ns(d: &TestDaemon, name: &str) -> String {
+    d.inspect(name)["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string()
+}
+
+fn ip4(s: &str) -> [u8; 4] {
+    let v: Vec<u8> = s.split('.').map(|x| x.parse().unwrap()).collect();
+    [v[0], v[1], v[2], v[3]]
+}
+
+/// A counter of /proc/net/snmp (`Tcp: InSegs`, `Udp: InDatagrams`), read inside a namespace
+/// (`/proc/thread-self`: `/proc/net` is the main thread's namespace, not this thread's).
+fn snmp(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    in_netns(ns, move || {
+        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
+        let i = h.split_whitespace().position(|x| x == field).unwrap();
+        v.split_whitespace().nth(i).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
+
+/// The counter once it has stood still for half a second (bounded).
+fn settled(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    let mut before = snmp(ns, proto, field);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = snmp(ns, proto, field);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+}
+
+fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || netd::dataplane::ebpf::if_hwaddr(&ifname).unwrap()).unwrap()
+}
+
+fn csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// An Ethernet frame with a TCP SYN, checksums right.
+fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40123u16.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6, 0, tcp.len() as u8]);
+    pseudo.extend_from_slice(&tcp);
+    let c = csum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut iph = vec![0x45, 0, 0, (20 + tcp.len()) as u8, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    iph.extend_from_slice(&src);
+    iph.extend_from_slice(&dst);
+    let c = csum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// Send `frames` out of `ifname` in namespace `ns` (AF_PACKET: what CAP_NET_RAW allows).
+fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    in_netns(ns, move || {
+        // SAFETY: plain socket calls on a fresh AF_PACKET socket with a zeroed sockaddr_ll.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+            sa.sll_halen = 6;
+            for f in &frames {
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(n, f.len() as isize, "sendto");
+            }
+            libc::close(fd);
+        }
+    })
+    .unwrap();
+}
+
+/// Item 1: a sandbox on an `--internal` network reaches no published port, neither through the
+/// host's uplink address nor through its own gateway.
+fn internal_network_has_no_way_out(dataplane: &str) {
+    let th = TestHost::new(&format!("fin{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    d.ok(&["network", "create", "--internal", "intnet"]);
+    d.ok(&["run", "-d", "--name", "in1", "--network", "intnet", "--", "sleep", "300"]);
+    let gw = d.inspect("in1")["NetworkSettings"]["Networks"]["intnet"]["Gateway"].as_str().unwrap().to_string();
+    // Sanity: the port answers from outside.
+    assert_eq!(probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"ok").unwrap().tag, "web");
+    let mut seen = Vec::new();
+    for (what, target) in [("uplink", "198.51.100.1:8080".to_string()), ("gateway", format!("{gw}:8080"))] {
+        let r = d.cli(&["exec", "in1", "--", &pr, "tcp", &target, "x"]);
+        seen.push(format!("{what}:{}", if r.code == 0 && r.stdout.contains("web:") { "reached" } else { "blocked" }));
+    }
+    observe("internal-to-published", dataplane, &seen.join(","), "uplink:blocked,gateway:blocked");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["internal"].as_u64().unwrap() >= 2, "{}", drops(&d));
+    }
+}
+
+/// Item 3: the host is a routed hop: `ping -t 1` gets "time to live exceeded" from the gateway
+/// and replies arrive with the TTL decremented once.
+fn ttl_is_decremented_and_checked(dataplane: &str) {
+    let th = TestHost::new(&format!("ftl{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    d.ok(&["run", "-d", "--name", "t1", "--", "sleep", "300"]);
+    let r = d.cli(&["exec", "t1", "--", "ping", "-n", "-c", "1", "-W", "2", "-t", "1", "198.51.100.2"]);
+    let exceeded = if r.stdout.contains("From 172.17.0.1") && r.stdout.contains("Time to live exceeded") {
+        "time-exceeded-from-172.17.0.1"
+    } else if r.stdout.contains("1 received") {
+        "echo-reply"
+    } else {
+        "nothing"
+    };
+    observe("ping-ttl-1", dataplane, exceeded, "time-exceeded-from-172.17.0.1");
+    // The outside answers with TTL 64; one routed hop later the sandbox sees 63.
+    let r = d.ok(&["exec", "t1", "--", "ping", "-n", "-c", "1", "-W", "2", "198.51.100.2"]);
+    let ttl = r.split_whitespace().find_map(|w| w.strip_prefix("ttl=")).unwrap_or("none").to_string();
+    observe("echo-reply-ttl", dataplane, &format!("ttl={ttl}"), "ttl=63");
+    // Inbound too: a published port's SYN with TTL 1 is not delivered (the host answers it
+    // with time exceeded); TTL 2 reaches the sandbox.
+    d.ok(&["run", "-d", "--name", "t2", "-p", "8080:7000", "--", &p(), "serve", "--tag", "t2", "7000"]);
+    let sb = sandbox_ns(&d, "t2");
+    let out = th.outside.path();
+    assert_eq!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"ok").unwrap().tag, "t2");
+    let host_mac = mac_of(&th.host.path(), "up0");
+    let out_mac = mac_of(&out, "out0");
+    let mut got = Vec::new();
+    let dbg = std::env::var("DPF_DEBUG").is_ok();
+    let mut tds = Vec::new();
+    if dbg {
+        tds.push(
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={sb}"))
+                .args(["tcpdump", "-l", "-n", "-i", "eth0", "-v", "tcp"])
+                .spawn()
+                .unwrap(),
+        );
+        tds.push(th.host.cmd(&["tcpdump", "-l", "-n", "-i", "any", "-v", "tcp or icmp"]).spawn().unwrap());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for ttl in [1u8, 2] {
+        let before = settled(&sb, "Tcp", "InSegs");
+        let mut f = syn_frame(host_mac, out_mac, [198, 51, 100, 2], [198, 51, 100, 1], 8080);
+        f[14 + 8] = ttl;
+        f[14 + 10] = 0;
+        f[14 + 11] = 0;
+        let c = csum(&f[14..34]);
+        f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        send_raw(&out, "out0", vec![f]);
+        std::thread::sleep(Duration::from_millis(300));
+        got.push(format!(
+            "ttl{ttl}:{}",
+            if snmp(&sb, "Tcp", "InSegs") > before { "delivered" } else { "not-delivered" }
+        ));
+    }
+    for mut t in tds {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = t.kill();
+        let _ = t.wait();
+    }
+    observe("inbound-syn-ttl", dataplane, &got.join(","), "ttl1:not-delivered,ttl2:delivered");
+}
+
+/// Item 5: an interface added after `netd up` (veth `lan0`, 203.0.113.1/24) is an uplink like
+/// the others: published ports answer on its address, masquerade applies toward it, sandbox
+/// addresses are not reachable through it; an address change is picked up.
+fn interfaces_are_followed_live(dataplane: &str) {
+    let th = TestHost::new(&format!("flv{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let lan = Netns::new(&unique("flan")).unwrap();
+    ip(&["-n", &th.host.name, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1", "netns", &lan.name])
+        .unwrap();
+    ip(&["-n", &th.host.name, "addr", "add", "203.0.113.1/24", "dev", "lan0"]).unwrap();
+    ip(&["-n", &th.host.name, "link", "set", "lan0", "up"]).unwrap();
+    ip(&["-n", &lan.name, "addr", "add", "203.0.113.2/24", "dev", "lan1"]).unwrap();
+    ip(&["-n", &lan.name, "link", "set", "lan1", "up"]).unwrap();
+    let _srv = probe::EchoServer::start(&lan.path(), addr("203.0.113.2:6000"), "lan").unwrap();
+    // The published port on the new address (the daemon follows within a moment).
+    let published = eventually(Duration::from_secs(5), || {
+        probe::tcp_echo(&lan.path(), addr("203.0.113.1:8080"), b"new").is_ok_and(|e| e.tag == "web")
+    });
+    observe("new-iface-published-port", dataplane, if published { "answers" } else { "refused" }, "answers");
+    // Masquerade toward it.
+    let r = d.cli(&["exec", "web", "--", &pr, "tcp", "203.0.113.2:6000", "m"]);
+    observe("new-iface-masquerade", dataplane, r.stdout.trim(), "lan:203.0.113.1:m");
+    // No direct access to the sandbox through it.
+    ip(&["-n", &lan.name, "route", "add", "172.17.0.0/16", "via", "203.0.113.1"]).unwrap();
+    let direct = probe::tcp_echo(&lan.path(), addr("172.17.0.2:7000"), b"direct").is_ok();
+    observe("new-iface-direct-to-sandbox", dataplane, if direct { "reached" } else { "blocked" }, "blocked");
+    // The address changes (a DHCP renewal with a new lease).
+    ip(&["-n", &th.host.name, "addr", "del", "203.0.113.1/24", "dev", "lan0"]).unwrap();
+    ip(&["-n", &th.host.name, "addr", "add", "203.0.113.5/24", "dev", "lan0"]).unwrap();
+    let published = eventually(Duration::from_secs(5), || {
+        probe::tcp_echo(&lan.path(), addr("203.0.113.5:8080"), b"renewed").is_ok_and(|e| e.tag == "web")
+    });
+    observe("changed-address-published-port", dataplane, if published { "answers" } else { "refused" }, "answers");
+    let r = d.cli(&["exec", "web", "--", &pr, "tcp", "203.0.113.2:6000", "m2"]);
+    observe("changed-address-masquerade", dataplane, r.stdout.trim(), "lan:203.0.113.5:m2");
+    // The first uplink is unaffected.
+    assert_eq!(probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"up0").unwrap().tag, "web");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["direct_to_sandbox"].as_u64().unwrap() >= 1, "{}", drops(&d));
+        let info = d.ok(&["info"]);
+        assert!(info.contains("lan0"), "uplinks listed: {info}");
+    }
+}
+
+/// Item 6 (and --icc=false, isolation): a sandbox with CAP_NET_RAW sends SYNs to the gateway's
+/// MAC with destination 127.0.0.1, where another sandbox published a port.
+fn forged_loopback_from_a_sandbox(dataplane: &str) {
+    let th = TestHost::new(&format!("flo{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--icc=false"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "127.0.0.1:8443:7001", "--", &pr, "serve", "--tag", "web", "7001"]);
+    d.ok(&["run", "-d", "--name", "atk", "--", "sleep", "300"]);
+    d.ok(&["network", "create", "other"]);
+    d.ok(&["run", "-d", "--name", "atk2", "--network", "other", "--", "sleep", "300"]);
+    assert_eq!(probe::tcp_echo(&th.host.path(), addr("127.0.0.1:8443"), b"ok").unwrap().tag, "web");
+    let web_ns = sandbox_ns(&d, "web");
+    let before = settled(&web_ns, "Tcp", "InSegs");
+    for (name, net) in [("atk", "bridge"), ("atk2", "other")] {
+        let ns = sandbox_ns(&d, name);
+        let v = d.inspect(name);
+        let me = ip4(v["NetworkSettings"]["Networks"][net]["IPAddress"].as_str().unwrap());
+        let gw = v["NetworkSettings"]["Networks"][net]["Gateway"].as_str().unwrap().to_string();
+        // The bridge holding the gateway address.
+        let addrs = th.host.exec_ok(&["ip", "-o", "-4", "addr", "show"]).unwrap();
+        let bridge = addrs
+            .lines()
+            .find(|l| l.contains(&format!(" {gw}/")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_string();
+        let gw_mac = mac_of(&th.host.path(), &bridge);
+        let my_mac = mac_of(&ns, "eth0");
+        let frames = (0..5).map(|_| syn_frame(gw_mac, my_mac, me, [127, 0, 0, 1], 8443)).collect();
+        send_raw(&ns, "eth0", frames);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = snmp(&web_ns, "Tcp", "InSegs");
+    observe(
+        "sandbox-forged-127.0.0.1",
+        dataplane,
+        if after > before { "reached" } else { "not-reached" },
+        "not-reached",
+    );
+    // The counter is web's: the host's own connection to the port moves it.
+    assert_eq!(probe::tcp_echo(&th.host.path(), addr("127.0.0.1:8443"), b"ok").unwrap().tag, "web");
+    assert!(snmp(&web_ns, "Tcp", "InSegs") > after, "web's counter did not move for the host's connection");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["loopback_not_lo"].as_u64().unwrap() >= 10, "{}", drops(&d));
+    }
+}
+
+/// Item 10: under `--icc=false`, no subnet broadcast between sandboxes and no IPv6 at all on
+/// the interfaces of an IPv4-only network (sandbox `eth0` and the host-side veth).
+fn icc_false_stops_broadcast_and_ipv6(dataplane: &str) {
+    let th = TestHost::new(&format!("fbc{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--icc=false"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "a1", "--", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "b1", "--", &pr, "serve", "--tag", "b1", "7000"]);
+    let (a_ns, b_ns) = (sandbox_ns(&d, "a1"), sandbox_ns(&d, "b1"));
+    // IPv6 is off on both ends of every sandbox veth.
+    let read = |ns: &str, f: String| in_netns(ns, move || std::fs::read_to_string(f).unwrap_or_default()).unwrap();
+    let sb6 = read(&b_ns, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6".into());
+    let links = th.host.exec_ok(&["ip", "-o", "link", "show", "master", "netd0"]).unwrap();
+    let veths: Vec<String> =
+        links.lines().filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string())).collect();
+    assert_eq!(veths.len(), 2, "{links}");
+    let host6: Vec<String> = veths
+        .iter()
+        .map(|v| read(&th.host.path(), format!("/proc/sys/net/ipv6/conf/{v}/disable_ipv6")).trim().to_string())
+        .collect();
+    observe(
+        "ipv4-only-net-ipv6",
+        dataplane,
+        &format!("sandbox:{},host-veth:{}", sb6.trim(), host6.join("/")),
+        "sandbox:1,host-veth:1/1",
+    );
+    // IPv6 link-local between the sandboxes (all-nodes multicast from a1): b1 never answers.
+    let b_mac = d.inspect("b1")["NetworkSettings"]["MacAddress"].as_str().unwrap().to_string();
+    let m: Vec<u8> = b_mac.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    let b_ll = format!(
+        "fe80::{:x}:{:x}:{:x}:{:x}",
+        u16::from_be_bytes([m[0] ^ 2, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]])
+    );
+    let r = d.cli(&["exec", "a1", "--", "ping", "-6", "-n", "-c", "2", "-W", "1", "ff02::1%eth0"]);
+    observe(
+        "icc-false-ipv6-link-local",
+        dataplane,
+        if r.stdout.contains(&b_ll) { "answered" } else { "silent" },
+        "silent",
+    );
+    // Subnet broadcast from a1: b1 (listening on the port) receives nothing.
+    let before = settled(&b_ns, "Udp", "InDatagrams");
+    in_netns(&a_ns, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        for _ in 0..5 {
+            let _ = s.send_to(b"bcast", "172.17.255.255:7000");
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = snmp(&b_ns, "Udp", "InDatagrams") - before;
+    observe("icc-false-subnet-broadcast", dataplane, &format!("received:{got}"), "received:0");
+    // The counter is b1's: a datagram from the host does arrive.
+    probe::udp_echo(&th.host.path(), addr("172.17.0.3:7000"), b"host").expect("host to b1");
+    assert!(snmp(&b_ns, "Udp", "InDatagrams") > before, "b1's counter did not move for the host's datagram");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["icc"].as_u64().unwrap() >= 5, "{}", drops(&d));
+    }
+}
+
+/// Item 11: `--link` flows under `--icc=false` keep working with a FORWARD policy of DROP and
+/// bridge-nf-call-iptables on (a host with ufw, firewalld or Docker): the eBPF dataplane must
+/// not pass any packet of theirs through the bridge.
+fn linked_flows_ignore_forward_drop(dataplane: &str) {
+    let th = TestHost::new(&format!("flk{}", &dataplane[..1])).unwrap();
+    th.host.exec_ok(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]).unwrap();
+    th.host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--icc=false"]).unwrap();
+    let pr = p();
+    d.ok(&[
+        "run", "-d", "--name", "db", "--expose", "7000", "--expose", "7000/udp", "--", &pr, "serve", "--tag", "db",
+        "7000",
+    ]);
+    d.ok(&["run", "-d", "--name", "app", "--link", "db:dbalias", "--", "sleep", "300"]);
+    // Many segments each way on one connection (the handshake alone is not enough), from the
+    // app's namespace.
+    let app = sandbox_ns(&d, "app");
+    let tcp = match probe::tcp_echo(&app, addr("172.17.0.2:7000"), &[b'y'; 30_000]) {
+        Ok(e) if e.tag == "db" && e.payload.iter().filter(|b| **b == b'y').count() == 30_000 => "echoed",
+        _ => "failed",
+    };
+    let udp = match probe::udp_echo(&app, addr("172.17.0.2:7000"), b"u") {
+        Ok(e) if e.tag == "db" && e.peer == "172.17.0.3" => "echoed",
+        _ => "failed",
+    };
+    observe("linked-flow-forward-drop", dataplane, &format!("tcp:{tcp},udp:{udp}"), "tcp:echoed,udp:echoed");
+    // Unlinked stays closed.
+    let r = d.cli(&["exec", "db", "--", &pr, "tcp", "172.17.0.3:7000", "reverse"]);
+    assert_ne!(r.code, 0);
+}
+
+/// Path MTU: a DF datagram of an established flow, larger than the uplink's MTU, comes back to
+/// the sandbox as EMSGSIZE (ICMP fragmentation needed from the gateway), not lost.
+fn path_mtu_on_established_flows(dataplane: &str) {
+    let th = TestHost::new(&format!("fmt{}", &dataplane[..1])).unwrap();
+    ip(&["-n", &th.host.name, "link", "set", "up0", "mtu", "1280"]).unwrap();
+    ip(&["-n", &th.outside.name, "link", "set", "out0", "mtu", "1280"]).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let _srv = probe::EchoServer::start(&th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    d.ok(&["run", "-d", "--name", "m1", "--", "sleep", "300"]);
+    let r = d.cli(&["exec", "m1", "--", &pr, "udp-df", "198.51.100.2:6000", "1400"]);
+    observe("df-udp-1400-over-mtu-1280", dataplane, r.stdout.trim(), "EMSGSIZE mtu=1280");
+    // Fits: echoed.
+    let r = d.cli(&["exec", "m1", "--", &pr, "udp-df", "198.51.100.2:6000", "1200"]);
+    assert!(r.stdout.starts_with("echo "), "{r:?}");
+    // TCP (GSO on the veth) through the smaller MTU.
+    let e = probe::tcp_echo(&sandbox_ns(&d, "m1"), addr("198.51.100.2:6000"), &[b'z'; 60_000]).expect("tcp");
+    assert_eq!(e.payload.iter().filter(|b| **b == b'z').count(), 60_000);
+}
+
+macro_rules! both {
+    ($f:ident, $e:ident, $i:ident) => {
+        #[test]
+        fn $e() {
+            require_root!();
+            $f("ebpf");
+        }
+        #[test]
+        fn $i() {
+            require_root!();
+            $f("iptables");
+        }
+    };
+}
+
+both!(internal_network_has_no_way_out, ebpf_internal_network_has_no_way_out, iptables_internal_network_has_no_way_out);
+both!(ttl_is_decremented_and_checked, ebpf_ttl_is_decremented_and_checked, iptables_ttl_is_decremented_and_checked);
+both!(interfaces_are_followed_live, ebpf_interfaces_are_followed_live, iptables_interfaces_are_followed_live);
+both!(forged_loopback_from_a_sandbox, ebpf_forged_loopback_from_a_sandbox, iptables_forged_loopback_from_a_sandbox);
+both!(
+    icc_false_stops_broadcast_and_ipv6,
+    ebpf_icc_false_stops_broadcast_and_ipv6,
+    iptables_icc_false_stops_broadcast_and_ipv6
+);
+both!(
+    linked_flows_ignore_forward_drop,
+    ebpf_linked_flows_ignore_forward_drop,
+    iptables_linked_flows_ignore_forward_drop
+);
+both!(path_mtu_on_established_flows, ebpf_path_mtu_on_established_flows, iptables_path_mtu_on_established_flows);
