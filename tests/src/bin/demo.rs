@@ -4,14 +4,17 @@
 //! client), starts a real web server in a sandbox with `-p 8080:80`, fetches the page from
 //! outside, from the host's loopback and from another sandbox through the host address
 //! (hairpin), shows masquerade to an outside server, prints `ps`/`port`/`inspect`/`stats`, and
-//! removes everything. Nothing touches the machine's root network namespace.
+//! removes everything. Then the same with real Docker: Debian's dockerd (installed by `cargo
+//! xtask setup` with service starts blocked) started inside a second pair of namespaces with
+//! private roots, `docker network create -d netd`, a busybox web server published with `-p`.
+//! Nothing touches the machine's root network namespace nor its own Docker.
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, probe};
+use netd_tests::{TestDaemon, TestDocker, TestHost, daemon::probe_bin, docker, probe};
 
 fn step(s: &str) {
     println!("\n== {s}");
@@ -111,6 +114,87 @@ fn main() -> Result<()> {
     step("netd down: sandboxes stopped, bridge, veths, programs and namespaces removed");
     drop(d);
     drop(th);
+    docker_part()?;
     println!("done");
+    Ok(())
+}
+
+/// `apt-cache policy docker.io` names a candidate version.
+fn apt_has_docker() -> bool {
+    Command::new("apt-cache")
+        .args(["policy", "docker.io"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim().starts_with("Candidate:") && !l.contains("(none)"))
+        })
+        .unwrap_or(false)
+}
+
+fn docker_show(td: &TestDocker, args: &[&str]) -> Result<String> {
+    println!("$ docker {}", args.join(" "));
+    let r = td.cli(args);
+    print!("{}", r.stdout);
+    if !r.stderr.is_empty() {
+        eprint!("{}", r.stderr);
+    }
+    if r.code != 0 {
+        bail!("docker {} exited {}", args.join(" "), r.code);
+    }
+    Ok(r.stdout)
+}
+
+/// A real Docker container on a netd network.
+fn docker_part() -> Result<()> {
+    step("Docker: a container of Debian's dockerd on a netd network");
+    if let Some(why) = docker::unavailable() {
+        if !apt_has_docker() {
+            println!("skipped: apt has no docker.io candidate on this machine ({why})");
+            return Ok(());
+        }
+        bail!("{why}");
+    }
+    println!("dockerd and its containerd run in new 'host'/'outside' namespaces, in a private mount");
+    println!("namespace (their own /run/docker/plugins, data-root, exec-root, socket, config), next to");
+    println!("`netd up`, which serves Docker's plugin socket /run/docker/plugins/netd.sock there.");
+    let td = TestDocker::start("demodk", &["--dataplane", "ebpf"], &[]).context("starting netd + dockerd")?;
+    docker_show(&td, &["version", "--format", "docker {{.Server.Version}}"])?;
+    docker_show(&td, &["network", "create", "-d", "netd", "appnet"])?;
+    docker_show(&td, &["network", "ls"])?;
+    docker_show(
+        &td,
+        &[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            "web",
+            "--network",
+            "appnet",
+            "-p",
+            "8080:80",
+            docker::IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    )?;
+    let page = curl(&td.th.outside.path(), "http://198.51.100.1:8080/")?;
+    print!("outside$ curl http://198.51.100.1:8080/\n{page}");
+    let page = curl(&td.th.host.path(), "http://127.0.0.1:8080/")?;
+    print!("host$ curl http://127.0.0.1:8080/\n{page}");
+    println!("(docker port is empty for a remote network driver; netd port shows the binding)");
+    docker_show(&td, &["port", "web"])?;
+    let ip = td.ip_of("web", "appnet");
+    show(&td.netd, &["port", &ip])?;
+    show(&td.netd, &["network", "ls"])?;
+    docker_show(&td, &["rm", "-f", "web"])?;
+    docker_show(&td, &["network", "rm", "appnet"])?;
+    step("dockerd, containerd and netd stopped; namespaces removed");
+    drop(td);
     Ok(())
 }
