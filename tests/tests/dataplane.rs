@@ -346,7 +346,8 @@ fn links_under_icc_false(dataplane: &str) {
     }
     let hosts = d.ok(&["exec", "app", "--", "cat", "/etc/hosts"]);
     let db_id = d.inspect("db")["Id"].as_str().unwrap().to_string();
-    assert!(hosts.contains(&format!("172.17.0.2\tdbalias db {}\n", &db_id[..12])), "{hosts}");
+    // Docker's line: alias, the target's hostname (its short id by default), then its name.
+    assert!(hosts.contains(&format!("172.17.0.2\tdbalias {} db\n", &db_id[..12])), "{hosts}");
     // Only the linked (exposed) port is open under icc=false; other ports stay closed.
     let ok = d.ok(&["exec", "app", "--", &pr, "tcp", "dbalias:7000", "linked"]);
     assert_eq!(ok.trim(), "db:172.17.0.3:linked");
@@ -355,6 +356,15 @@ fn links_under_icc_false(dataplane: &str) {
     // db cannot open connections to app (the link is one-way).
     let r = d.cli(&["exec", "db", "--", &pr, "tcp", "172.17.0.3:7000", "reverse"]);
     assert_ne!(r.code, 0);
+    // A target with its own hostname; a link without alias (alias == name: the name once) and
+    // one with an alias.
+    d.ok(&["run", "-d", "--name", "cache", "--hostname", "cachehost", "--", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "app3", "--link", "cache", "--link", "cache:kv", "--", "sleep", "300"]);
+    let hosts = d.ok(&["exec", "app3", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("172.17.0.4\tcache cachehost\n"), "{hosts}");
+    assert!(hosts.contains("172.17.0.4\tkv cachehost cache\n"), "{hosts}");
+    let ok = d.ok(&["exec", "app3", "--", "getent", "hosts", "cachehost"]);
+    assert!(ok.starts_with("172.17.0.4"), "{ok}");
     // Links to missing or stopped sandboxes fail with Docker's messages.
     let r = d.cli(&["run", "-d", "--link", "nosuch:x", "--", "true"]);
     assert_eq!(r.code, 125);

@@ -790,19 +790,15 @@ impl Daemon {
             };
             extra.push((host, ip));
         }
-        // Links on the default bridge: alias, name and id of the target.
+        // Links on the default bridge: Docker's line is the alias, the target's hostname, then
+        // its name unless the alias is the name (`IP\twebsrv <hostname> srv`).
         for l in &c.config.links {
             let (name, alias) = l.split_once(':').unwrap_or((l, l));
             if let Ok(tid) = self.resolve_container(st, name.trim_start_matches('/'))
                 && let Some(ep) = st.containers[&tid].endpoints.first()
             {
                 let t = &st.containers[&tid];
-                let mut names = vec![alias.to_string()];
-                if t.name != alias {
-                    names.push(t.name.clone());
-                }
-                names.push(t.id[..12].to_string());
-                extra.push((names.join(" "), IpAddr::V4(ep.ip)));
+                extra.push((link_hosts_names(alias, &t.hostname, &t.name), IpAddr::V4(ep.ip)));
             }
         }
         let hosts = if matches!(c.mode, NetworkMode::Host) && extra.is_empty() {
@@ -875,6 +871,18 @@ fn validate_container_mode(req: &CreateRequest) -> ApiResult<()> {
     Ok(())
 }
 
+/// The names of a `--link` hosts line, in Docker's order: alias, the target's hostname, and
+/// the target's name when it differs from the alias (no de-duplication beyond that, as Docker).
+fn link_hosts_names(alias: &str, hostname: &str, name: &str) -> String {
+    let alias = alias.trim_start_matches('/');
+    let mut s = format!("{alias} {hostname}");
+    if alias != name {
+        s.push(' ');
+        s.push_str(name);
+    }
+    s
+}
+
 /// Later entries win, like Docker's env merge.
 fn dedup_env(env: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
@@ -908,6 +916,13 @@ mod tests {
         let mut e = vec!["PATH=/a".into(), "X=1".into(), "PATH=/b".into()];
         dedup_env(&mut e);
         assert_eq!(e, ["X=1", "PATH=/b"]);
+    }
+
+    #[test]
+    fn link_hosts_line_is_dockers() {
+        assert_eq!(link_hosts_names("websrv", "0123456789ab", "srv"), "websrv 0123456789ab srv");
+        assert_eq!(link_hosts_names("srv", "0123456789ab", "srv"), "srv 0123456789ab");
+        assert_eq!(link_hosts_names("srv", "myhost", "srv"), "srv myhost");
     }
 
     #[test]
