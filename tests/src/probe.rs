@@ -158,3 +158,56 @@ pub fn udp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Ech
         bail!("udp {dst}: no echo within 3s")
     })?
 }
+
+/// Like [`udp_echo`], from a connected socket: the kernel delivers only replies that come from
+/// exactly `dst` (address and port), as a connected UDP client expects.
+pub fn udp_echo_connected(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
+    let payload = payload.to_vec();
+    in_netns(netns_path, move || -> Result<Echo> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(dst).with_context(|| format!("udp connect {dst}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = [0u8; 65536];
+        for _ in 0..6 {
+            // ECONNREFUSED from an earlier try's ICMP: try again.
+            let _ = s.send(&payload);
+            if let Ok(n) = s.recv(&mut buf) {
+                return parse_echo(&buf[..n]);
+            }
+        }
+        bail!("udp {dst} (connected): no echo within 3s")
+    })?
+}
+
+/// A UDP socket created in `netns_path` (it stays in that namespace wherever it is used).
+pub fn udp_socket_in(netns_path: &str, bind: SocketAddr) -> Result<UdpSocket> {
+    in_netns(netns_path, move || -> Result<UdpSocket> {
+        let s = UdpSocket::bind(bind).with_context(|| format!("udp bind {bind}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        Ok(s)
+    })?
+}
+
+/// One echo through `s` to `dst` (a few tries), or the error.
+pub fn udp_echo_on(s: &UdpSocket, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
+    let mut buf = [0u8; 65536];
+    for _ in 0..6 {
+        s.send_to(payload, dst).with_context(|| format!("udp send {dst}"))?;
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            if from != dst {
+                bail!("udp {dst}: reply from {from}");
+            }
+            return parse_echo(&buf[..n]);
+        }
+    }
+    bail!("udp {dst}: no echo within 3s")
+}
+
+/// A TCP connection opened from inside `netns_path` (kept open by the caller).
+pub fn tcp_connect_in(netns_path: &str, dst: SocketAddr) -> Result<TcpStream> {
+    in_netns(netns_path, move || -> Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&dst, TIMEOUT).with_context(|| format!("tcp connect {dst}"))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        Ok(s)
+    })?
+}

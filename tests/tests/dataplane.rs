@@ -744,3 +744,187 @@ fn iptables_network_options_and_errors() {
     require_root!();
     network_options_and_errors("iptables");
 }
+
+/// Wait (bounded) until `dst` answers over TCP from `ns` with `tag`.
+fn wait_tcp_tag(ns: &str, dst: SocketAddr, tag: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = probe::tcp_echo(ns, dst, b"w");
+        match &r {
+            Ok(e) if e.tag == tag => return Ok(()),
+            _ if std::time::Instant::now() > deadline => return Err(format!("{dst} for {tag}: {r:?}")),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Docker parity (issue 15, item 1): `rm -f` releases the host ports — reservation, rules and
+/// (iptables) the userland proxy with every connection it relays — before it returns, so a new
+/// sandbox publishing the same ports at once starts and serves on them. Connections are held
+/// open through the rm, which kept the old proxy's sockets bound to the port.
+fn rm_frees_ports_at_once(dataplane: &str, extra: &[&str]) {
+    let th = TestHost::new(&format!("rp{}", &dataplane[..1])).unwrap();
+    let mut args = vec!["--dataplane", dataplane];
+    args.extend_from_slice(extra);
+    let d = TestDaemon::start(&th, &args).unwrap();
+    let pr = p();
+    let host = th.host.path();
+    let mut held = Vec::new();
+    for round in 0..3 {
+        let name = format!("p{round}");
+        d.ok(&[
+            "run", "-d", "--name", &name, "-p", "8080:7000", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", &name,
+            "7000",
+        ]);
+        for a in ["127.0.0.1:8080", "198.51.100.1:8080"] {
+            wait_tcp_tag(&host, addr(a), &name).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"out").expect("from outside");
+        assert_eq!(e.tag, name);
+        for a in ["127.0.0.1:5353", "198.51.100.1:5353"] {
+            let e = probe::udp_echo(&host, addr(a), b"u").unwrap_or_else(|e| panic!("round {round} udp {a}: {e:#}"));
+            assert_eq!(e.tag, name, "udp {a}");
+        }
+        // Open connections (loopback and the host's address) left idle across the removal.
+        for a in ["127.0.0.1:8080", "198.51.100.1:8080"] {
+            let mut s = probe::tcp_connect_in(&host, addr(a)).expect("held connection");
+            use std::io::{Read, Write};
+            s.write_all(b"held").unwrap();
+            let mut b = [0u8; 64];
+            let n = s.read(&mut b).expect("held connection echo");
+            assert!(b[..n].starts_with(name.as_bytes()), "{}", String::from_utf8_lossy(&b[..n]));
+            held.push(s);
+        }
+        let t0 = std::time::Instant::now();
+        d.ok(&["rm", "-f", &name]);
+        eprintln!("{dataplane} {extra:?} round {round}: rm -f took {:?}", t0.elapsed());
+    }
+    // The last sandbox is gone too: nothing answers and the ports can be taken by anyone.
+    assert!(probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"x").is_err());
+    d.ok(&["run", "-d", "--name", "last", "-p", "8080:7000", "--", "sleep", "300"]);
+    d.ok(&["rm", "-f", "last"]);
+    let bound = th.host.run(|| std::net::TcpListener::bind("0.0.0.0:8080").map(|_| ()).map_err(|e| e.to_string()));
+    assert_eq!(bound.unwrap(), Ok(()), "8080 is free after rm -f");
+    drop(held);
+}
+
+#[test]
+fn ebpf_rm_frees_ports_at_once() {
+    require_root!();
+    rm_frees_ports_at_once("ebpf", &[]);
+}
+
+#[test]
+fn iptables_rm_frees_ports_at_once() {
+    require_root!();
+    rm_frees_ports_at_once("iptables", &[]);
+}
+
+#[test]
+fn iptables_without_userland_proxy_rm_frees_ports_at_once() {
+    require_root!();
+    rm_frees_ports_at_once("iptables", &["--userland-proxy=false"]);
+}
+
+/// Docker parity (issue 15, item 2): UDP to a published port through the host's address, from
+/// a sandbox (hairpin: its own port, a neighbour's, from another network) and from the host,
+/// is answered from exactly the address and port it was sent to, so connected UDP clients get
+/// their replies (the userland proxy answers with IP_PKTINFO's destination as source).
+fn udp_hairpin_answers_from_the_published_address(dataplane: &str) {
+    let th = TestHost::new(&format!("uh{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "u1", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "u1", "7000"]);
+    d.ok(&["run", "-d", "--name", "c1", "--", "sleep", "300"]);
+    d.ok(&["network", "create", "uhnet"]);
+    d.ok(&["run", "-d", "--name", "c2", "--network", "uhnet", "--", "sleep", "300"]);
+    for (who, what) in [("c1", "neighbour"), ("u1", "own port"), ("c2", "other network")] {
+        for mode in ["udpc", "udp"] {
+            let r = d.cli(&["exec", who, "--", &pr, mode, "198.51.100.1:5353", "hp"]);
+            assert_eq!(r.code, 0, "{dataplane}: {mode} from {who} ({what}) to 198.51.100.1:5353: {r:?}");
+            assert!(r.stdout.trim().starts_with("u1:") && r.stdout.trim().ends_with(":hp"), "{r:?}");
+        }
+    }
+    let host = th.host.path();
+    for a in ["127.0.0.1:5353", "198.51.100.1:5353", "172.17.0.1:5353"] {
+        let e = probe::udp_echo_connected(&host, addr(a), b"c").unwrap_or_else(|e| panic!("{dataplane} host {a}: {e:#}"));
+        assert_eq!(e.tag, "u1");
+    }
+    let e = probe::udp_echo_connected(&th.outside.path(), addr("198.51.100.1:5353"), b"o").expect("from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("u1", "198.51.100.2"));
+}
+
+#[test]
+fn ebpf_udp_hairpin_answers_from_the_published_address() {
+    require_root!();
+    udp_hairpin_answers_from_the_published_address("ebpf");
+}
+
+#[test]
+fn iptables_udp_hairpin_answers_from_the_published_address() {
+    require_root!();
+    udp_hairpin_answers_from_the_published_address("iptables");
+}
+
+#[test]
+fn iptables_without_userland_proxy_udp_hairpin_answers_from_the_published_address() {
+    require_root!();
+    let th = TestHost::new("uhn").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "iptables", "--userland-proxy=false"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "u1", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "u1", "7000"]);
+    d.ok(&["run", "-d", "--name", "c1", "--", "sleep", "300"]);
+    let out = d.ok(&["exec", "c1", "--", &pr, "udpc", "198.51.100.1:5353", "hp"]);
+    assert!(out.trim().starts_with("u1:"), "{out}");
+}
+
+/// Issue 15, item 3 (iptables with the userland proxy, the only mode with a UDP proxy): a
+/// client's flow ends after the idle timeout (shortened here through the daemon's test hook)
+/// and a later datagram from the same client address starts a new one; the number of flows
+/// per binding is capped (the least recently active one makes room).
+#[test]
+fn iptables_udp_proxy_flows_end_when_idle_and_are_capped() {
+    require_root!();
+    let th = TestHost::new("uf").unwrap();
+    let d = TestDaemon::start_env(
+        &th,
+        &[("NETD_UDP_PROXY_IDLE_MS", "1000"), ("NETD_UDP_PROXY_MAX_FLOWS", "4")],
+        &["--dataplane", "iptables"],
+    )
+    .unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "u1", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "u1", "7000"]);
+    let host = th.host.path();
+    let flows = || -> usize {
+        let out = th.host.exec_ok(&["ss", "-Hun", "dst", "172.17.0.2:7000"]).unwrap_or_default();
+        out.lines().filter(|l| !l.trim().is_empty()).count()
+    };
+    let dst = addr("127.0.0.1:5353");
+    let s = probe::udp_socket_in(&host, addr("127.0.0.1:40001")).unwrap();
+    let e = probe::udp_echo_on(&s, dst, b"first").expect("first datagram");
+    assert_eq!(e.tag, "u1");
+    assert_eq!(flows(), 1, "one flow through the proxy");
+    // Idle past the timeout: the flow ends (its upstream socket is closed) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while flows() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(flows(), 0, "the idle flow was removed");
+    // ... and the same client address is served again.
+    let e = probe::udp_echo_on(&s, dst, b"again").expect("same client after the idle timeout");
+    assert_eq!(e.payload, b"again");
+    // Ten more clients: each answered, at most four flows kept.
+    let mut socks = Vec::new();
+    for i in 0..10u16 {
+        let c = probe::udp_socket_in(&host, addr(&format!("127.0.0.1:{}", 40010 + i))).unwrap();
+        let e = probe::udp_echo_on(&c, dst, format!("c{i}").as_bytes()).unwrap_or_else(|e| panic!("client {i}: {e:#}"));
+        assert_eq!(e.payload, format!("c{i}").as_bytes());
+        socks.push(c);
+    }
+    let n = flows();
+    assert!((1..=4).contains(&n), "flows capped at 4, saw {n}");
+    // An evicted client (the first of the ten) gets a new flow and its replies.
+    let e = probe::udp_echo_on(&socks[0], dst, b"back").expect("evicted client again");
+    assert_eq!(e.payload, b"back");
+    assert!(flows() <= 4);
+}

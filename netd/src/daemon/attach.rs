@@ -233,7 +233,7 @@ impl Daemon {
     pub async fn detach(self: &Shared, st: &mut State, a: &Attachment) {
         let cur = st.attachments.get(&a.id).cloned().unwrap_or_else(|| a.clone());
         if !cur.ports.is_empty() {
-            self.unpublish(st, &cur.id, &cur.network_id, &cur.ports);
+            self.unpublish(st, &cur.id, &cur.network_id, &cur.ports).await;
         }
         if let Some(net) = st.networks.get(&cur.network_id).cloned()
             && let Some(b) = &net.bridge
@@ -283,10 +283,11 @@ impl Daemon {
             })
             .collect();
         let t0 = std::time::Instant::now();
-        let maps = allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket)?;
+        let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
+        let maps = allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket, proxied)?;
         super::crash_point("publish:allocated");
         if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
-            release_ports(st, &maps);
+            unreserve_ports(st, &maps);
             return Err(ApiError::internal(format!(
                 "driver failed programming external connectivity on endpoint {name}: {e}"
             )));
@@ -313,8 +314,9 @@ impl Daemon {
     }
 
     /// Remove bindings of attachment `id` on network `network_id` (the attachment need not be
-    /// registered any more): dataplane, then host ports, held sockets and proxies.
-    pub fn unpublish(&self, st: &mut State, id: &str, network_id: &str, maps: &[PortMapping]) {
+    /// registered any more): dataplane, then host ports, held sockets and proxies. Returns once
+    /// the host ports can be bound again (the proxies and their connections are closed).
+    pub async fn unpublish(&self, st: &mut State, id: &str, network_id: &str, maps: &[PortMapping]) {
         if maps.is_empty() {
             return;
         }
@@ -323,7 +325,7 @@ impl Daemon {
         {
             tracing::warn!(error = %e, "dataplane: removing ports");
         }
-        release_ports(st, maps);
+        release_ports(st, maps).await;
         if let Some(a) = st.attachments.get_mut(id) {
             a.ports.retain(|m| !maps.contains(m));
             let a = a.clone();
@@ -339,8 +341,11 @@ impl Daemon {
         }
         for m in &a.ports {
             st.allocator.mark(m.proto, m.host_ip, m.host_port);
+            // A plain bind, as before the proxy listeners had SO_REUSEADDR: with it, TCP flows
+            // DNATed through the port were reset across a kill -9 and restart under load
+            // (reliability.rs iptables_kill9_under_load_loses_nothing).
             if a.port_opts.hold_socket
-                && let Ok(s) = bind_host_port(m.proto, m.host_ip, m.host_port)
+                && let Ok(s) = bind_host_port(m.proto, m.host_ip, m.host_port, false)
             {
                 st.held.insert((m.proto, m.host_ip, m.host_port), s);
             }
@@ -426,12 +431,21 @@ impl Daemon {
 
 /// Try to reserve a host port the way Docker does: bind a socket (TCP bound, not listening;
 /// UDP bound) in the daemon's namespace and hold it while the binding exists.
-pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16) -> std::io::Result<HeldSocket> {
+///
+/// `proxied`: the socket becomes the userland proxy's listener. It then gets `SO_REUSEADDR`
+/// (as Docker's Go listeners), so that connections of a removed binding still closing
+/// (TIME_WAIT) do not keep the port from the next sandbox; a listener with it still refuses
+/// every other bind. A reservation that never listens keeps the plain bind, which refuses
+/// other `SO_REUSEADDR` binders too.
+pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16, proxied: bool) -> std::io::Result<HeldSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = SocketAddrV4::new(ip, port);
     match proto {
         Proto::Tcp => {
             let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            if proxied {
+                s.set_reuse_address(true)?;
+            }
             s.bind(&addr.into())?;
             Ok(HeldSocket::TcpRaw(s.into()))
         }
@@ -452,6 +466,7 @@ fn allocate_ports(
     container_ip: Ipv4Addr,
     net_index: u32,
     hold: bool,
+    proxied: bool,
 ) -> ApiResult<Vec<PortMapping>> {
     let mut done: Vec<PortMapping> = Vec::new();
     let (lo, hi) = crate::ports::ephemeral_range();
@@ -470,7 +485,7 @@ fn allocate_ports(
                 last_err = Some(format!("Bind for {host_ip}:{port} failed: port is already allocated"));
                 continue;
             }
-            match bind_host_port(proto, host_ip, port) {
+            match bind_host_port(proto, host_ip, port, proxied) {
                 Ok(sock) => {
                     st.allocator.mark(proto, host_ip, port);
                     if hold {
@@ -511,7 +526,7 @@ fn allocate_ports(
                 } else {
                     last_err.unwrap_or_else(|| "all ports are allocated".into())
                 };
-                release_ports(st, &done);
+                unreserve_ports(st, &done);
                 return Err(ApiError::internal(msg));
             }
         }
@@ -519,35 +534,47 @@ fn allocate_ports(
     Ok(done)
 }
 
-fn release_ports(st: &mut State, maps: &[PortMapping]) {
+/// Drop the reservations of bindings that have no proxy yet (a publish that failed halfway).
+fn unreserve_ports(st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         st.allocator.unmark(m.proto, m.host_ip, m.host_port);
         st.held.remove(&(m.proto, m.host_ip, m.host_port));
-        if let Some(t) = st.proxies.remove(&(m.proto, m.host_ip, m.host_port)) {
-            t.abort();
+    }
+}
+
+/// Release bindings: the reservation, the held socket and the userland proxy with every
+/// connection it relays. Returns once the host ports can be bound again.
+async fn release_ports(st: &mut State, maps: &[PortMapping]) {
+    let mut stopping = Vec::new();
+    for m in maps {
+        if let Some(p) = st.proxies.remove(&(m.proto, m.host_ip, m.host_port)) {
+            stopping.push(p.stop());
         }
     }
+    futures::future::join_all(stopping).await;
+    unreserve_ports(st, maps);
+}
+
+/// Whether bindings on network `net_index` are served by the userland proxy: the iptables
+/// dataplane with `--userland-proxy` (Docker's default), except routed networks, which publish
+/// container ports directly (no host port to proxy).
+fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
+    cfg.up.dataplane == crate::dataplane::Backend::Iptables
+        && cfg.up.userland_proxy
+        && !st.networks.values().any(|n| {
+            n.bridge
+                .as_ref()
+                .is_some_and(|b| b.index == net_index && b.gateway_mode == crate::dataplane::GatewayMode::Routed)
+        })
 }
 
 /// With the iptables dataplane and `--userland-proxy` (Docker's default), serve each binding
 /// from its held socket: loopback and hairpin traffic, which iptables does not NAT, reach the
 /// namespace through the daemon.
 fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
-    if cfg.up.dataplane != crate::dataplane::Backend::Iptables || !cfg.up.userland_proxy {
-        return;
-    }
     for m in maps {
         let key = (m.proto, m.host_ip, m.host_port);
-        if st.proxies.contains_key(&key) {
-            continue;
-        }
-        // Routed networks publish container ports directly: no host port to proxy.
-        let routed = st.networks.values().any(|n| {
-            n.bridge
-                .as_ref()
-                .is_some_and(|b| b.index == m.network_index && b.gateway_mode == crate::dataplane::GatewayMode::Routed)
-        });
-        if routed {
+        if st.proxies.contains_key(&key) || !proxied(cfg, st, m.network_index) {
             continue;
         }
         let target = SocketAddrV4::new(m.container_ip, m.container_port);

@@ -478,7 +478,7 @@ impl Daemon {
             let _ = st.dp.links_removed(&spec, &undo.links);
         }
         if let Some((nid, eid)) = &undo.ports_net {
-            self.unpublish(st, eid, nid, &undo.ports);
+            self.unpublish(st, eid, nid, &undo.ports).await;
         }
         for ep in undo.endpoints.iter().rev() {
             self.detach_endpoint(st, id, ep).await;
@@ -561,7 +561,7 @@ impl Daemon {
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.ports.is_empty()) {
             let eid =
                 c.endpoints.iter().find(|e| &e.network_id == nid).map(|e| e.endpoint_id.clone()).unwrap_or_default();
-            self.unpublish(st, &eid, nid, &c.ports);
+            self.unpublish(st, &eid, nid, &c.ports).await;
             super::crash_point("rm:unpublished");
         }
         for ep in c.endpoints.iter().rev() {

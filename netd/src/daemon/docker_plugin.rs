@@ -509,7 +509,7 @@ impl Daemon {
         if let Some(a) = docker_endpoint(&st, eid)
             && !a.ports.is_empty()
         {
-            self.unpublish(&mut st, &a.id, &a.network_id, &a.ports);
+            self.unpublish(&mut st, &a.id, &a.network_id, &a.ports).await;
         }
         Ok(json!({}))
     }

@@ -103,7 +103,7 @@ pub struct State {
     /// Embedded DNS server tasks per sandbox (user networks).
     pub dns: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     /// Userland proxy tasks per binding (iptables dataplane with --userland-proxy).
-    pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), tokio::task::JoinHandle<()>>,
+    pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), proxy::Proxy>,
     pub host_info: HostInfo,
     /// How long publishing took (host-port allocation and reservation plus the dataplane).
     pub publish_timing: PublishTiming,

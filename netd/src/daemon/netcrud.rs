@@ -473,7 +473,7 @@ impl Daemon {
         if let Some(ep) = c.endpoints.iter().find(|e| e.network_id == nid).cloned() {
             if primary && !c.ports.is_empty() {
                 let ports = c.ports.clone();
-                self.unpublish(&mut st, &ep.endpoint_id, &nid, &ports);
+                self.unpublish(&mut st, &ep.endpoint_id, &nid, &ports).await;
                 st.containers.get_mut(&cid).expect("c").ports.clear();
             }
             self.detach_endpoint(&mut st, &cid, &ep).await;

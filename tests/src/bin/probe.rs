@@ -3,6 +3,8 @@
 //! `netd-probe serve [--tag T] PORT...`   TCP and UDP echo on 0.0.0.0:PORT, replies `T:PEER:payload`
 //! `netd-probe tcp ADDR:PORT [PAYLOAD]`    connect, send, print the echo (3 s timeout)
 //! `netd-probe udp ADDR:PORT [PAYLOAD]`    one datagram, print the echo (3 s, retried)
+//! `netd-probe udpc ADDR:PORT [PAYLOAD]`   the same from a connected socket (the kernel drops
+//!                                         replies from any other source address or port)
 //! `netd-probe dns-serve PORT [--bind IP] [--tcp] [--truncate] [--spoof] NAME=IP...`   a test DNS server
 //! `netd-probe dns-query SERVER NAME [--tcp] [--edns]`   one A query, print the addresses
 //! `netd-probe udp-df ADDR:PORT SIZE`      a small echo first, then SIZE-byte datagrams with DF
@@ -21,13 +23,14 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("tcp") => client_tcp(&args[1..]),
-        Some("udp") => client_udp(&args[1..]),
+        Some("udp") => client_udp(&args[1..], false),
+        Some("udpc") => client_udp(&args[1..], true),
         Some("udp-df") => client_udp_df(&args[1..]),
         Some("dns-serve") => dns_serve(&args[1..]),
         Some("dns-query") => dns_query(&args[1..]),
         _ => {
             eprintln!(
-                "usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp ADDR:PORT [PAYLOAD] | dns-serve PORT NAME=IP..."
+                "usage: netd-probe serve [--tag T] PORT... | tcp ADDR:PORT [PAYLOAD] | udp|udpc ADDR:PORT [PAYLOAD] | dns-serve PORT NAME=IP..."
             );
             2
         }
@@ -138,7 +141,7 @@ fn client_tcp(args: &[String]) -> i32 {
     }
 }
 
-fn client_udp(args: &[String]) -> i32 {
+fn client_udp(args: &[String], connected: bool) -> i32 {
     let Some((addr, payload)) = target(args) else { return 2 };
     let s = match UdpSocket::bind("0.0.0.0:0") {
         Ok(s) => s,
@@ -147,10 +150,15 @@ fn client_udp(args: &[String]) -> i32 {
             return 1;
         }
     };
+    if connected && let Err(e) = s.connect(addr) {
+        eprintln!("udp connect {addr}: {e}");
+        return 1;
+    }
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 65536];
     for _ in 0..6 {
-        if s.send_to(&payload, addr).is_err() {
+        let sent = if connected { s.send(&payload) } else { s.send_to(&payload, addr) };
+        if sent.is_err() {
             continue;
         }
         if let Ok((n, _)) = s.recv_from(&mut buf) {
