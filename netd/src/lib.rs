@@ -1,6 +1,7 @@
 //! netd: Docker's single-host network model, with NAT and filtering in eBPF.
 pub mod api;
 pub mod bpfbatch;
+pub mod cgroup;
 pub mod cli;
 pub mod cni;
 pub mod daemon;

@@ -48,6 +48,10 @@ pub struct ShimConfig {
     /// tmpfs), so a sandbox cannot drive the daemon or read other sandboxes' state.
     #[serde(default)]
     pub mask: Vec<PathBuf>,
+    /// The sandbox's cgroup v2: the command is moved into it before it runs, so everything it
+    /// starts can be ended together (`cgroup.kill`). The supervisor itself stays outside.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What the shim records when the command ends.
@@ -160,6 +164,17 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
         .stdin(Stdio::null())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
         .stderr(Stdio::from(log));
+    // The cgroup's process list, opened before fork (O_CLOEXEC): the child writes "0" (itself)
+    // before exec, so no process of the sandbox ever runs outside it.
+    let cgroup_procs = match cfg.cgroup.as_ref().map(|p| OpenOptions::new().write(true).open(p.join("cgroup.procs"))) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            let _ = writeln!(report, "err 125 joining the sandbox's cgroup: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cgroup_fd = cgroup_procs.as_ref().map(|f| f.as_raw_fd());
     // (path, is a directory) as C strings, made before fork.
     let masks: Vec<(std::ffi::CString, bool)> = cfg
         .mask
@@ -172,6 +187,11 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
     // namespace of the command's own.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_fd
+                && libc::write(fd, c"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             if !masks.is_empty() {
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {

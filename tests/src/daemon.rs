@@ -133,6 +133,9 @@ impl TestDaemon {
             .arg(&self.bpffs)
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
+            // Sandbox cgroups of this daemon only (tests check that none is left).
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .args(&self.args)
             .args(self.plugin_args())
             .env("RUST_LOG", "info")
@@ -285,6 +288,11 @@ impl TestDaemon {
         let pid = self.child.as_ref()?.id();
         let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         st.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// `--cgroup-parent` of this daemon: its sandboxes' cgroups are below it.
+    pub fn cgroup_parent(&self) -> String {
+        format!("netd-test-{}", self.root.file_name().unwrap_or_default().to_string_lossy())
     }
 
     pub fn data_root(&self) -> PathBuf {

@@ -375,6 +375,9 @@ pub struct UpArgs {
     /// cgroup v2 directory for the sock_addr programs (default: the cgroup2 root)
     #[arg(long = "cgroup")]
     pub cgroup: Option<PathBuf>,
+    /// Parent cgroup of the sandboxes' cgroups, below --cgroup (Docker's --cgroup-parent)
+    #[arg(long = "cgroup-parent", default_value = "netd")]
+    pub cgroup_parent: String,
     /// Uplink interfaces (default: every interface but lo, bridges, their ports and sandbox veths, followed live)
     #[arg(long = "uplink")]
     pub uplink: Vec<String>,

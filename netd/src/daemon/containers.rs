@@ -420,6 +420,12 @@ impl Daemon {
             (NetworkMode::Host, None) => None,
             _ => Some((c.hostname.clone(), c.domainname.clone())),
         };
+        // Its own cgroup, so that every process it starts ends with it.
+        let cgroup = match self.cgroups.as_ref().map(|cg| cg.create(&id)).transpose() {
+            Ok(p) => p,
+            Err(e) => return Err(ApiError::internal(format!("creating the sandbox's cgroup: {e}"))),
+        };
+        undo.cgroup = cgroup.is_some();
         let shim_cfg = ShimConfig {
             id: id.clone(),
             netns: netns_path.clone(),
@@ -431,6 +437,7 @@ impl Daemon {
             log,
             exit_file: exit_file.clone(),
             mask: vec![self.cfg.socket.clone(), self.cfg.up.data_root.clone(), self.cfg.up.exec_root.clone()],
+            cgroup,
         };
         let cfg_path = rt.join("shim.json");
         crate::model::write_json_atomic(&cfg_path, &shim_cfg)
@@ -472,6 +479,9 @@ impl Daemon {
 
     /// Undo a partial start: ports, endpoints, namespace — in reverse order.
     async fn roll_back(self: &Shared, st: &mut State, id: &str, undo: Undo) {
+        if undo.cgroup {
+            self.end_all(id).await;
+        }
         if let Some(nid) = &undo.links_net
             && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
         {
@@ -547,10 +557,12 @@ impl Daemon {
         self.changed.notify_waiters();
     }
 
-    /// Remove a stopped sandbox's networking (endpoints, ports, namespace) and its runtime
-    /// files. Sandboxes joined with `container:` lose `eth0` with it and keep `lo`.
+    /// Remove a stopped sandbox's processes (whatever its main process left running, as
+    /// Docker ends a container with its init), networking (endpoints, ports, namespace) and
+    /// runtime files. Sandboxes joined with `container:` lose `eth0` with it and keep `lo`.
     pub async fn teardown_networking(self: &Shared, st: &mut State, id: &str) {
         let Some(c) = st.containers.get(id).cloned() else { return };
+        self.end_all(id).await;
         Self::stop_dns(st, id);
         if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.link_rules.is_empty())
             && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
@@ -601,6 +613,7 @@ impl Daemon {
             return Ok(());
         }
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        self.kill_all(&id);
         if self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await {
             Ok(())
         } else {
@@ -679,6 +692,7 @@ impl Daemon {
                 ));
             }
             self.kill(&id, "KILL").await.ok();
+            self.kill_all(&id);
             let shim_pid = self.state.lock().await.containers.get(&id).map(|c| c.state.shim_pid).unwrap_or(0);
             self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await;
         }
@@ -844,6 +858,7 @@ struct Undo {
     ports: Vec<PortMapping>,
     /// (network id, endpoint id) the ports were published on.
     ports_net: Option<(String, String)>,
+    cgroup: bool,
 }
 
 fn validate_container_mode(req: &CreateRequest) -> ApiResult<()> {

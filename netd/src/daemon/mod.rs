@@ -159,6 +159,9 @@ pub struct Daemon {
     pub started: std::time::Instant,
     /// ip_forward before we changed it (restored on teardown).
     pub saved_ip_forward: Option<String>,
+    /// Where each sandbox's cgroup lives (`None`: no cgroup2 here; only main processes are
+    /// signalled).
+    pub cgroups: Option<crate::cgroup::Cgroups>,
 }
 
 pub type Shared = Arc<Daemon>;
@@ -296,6 +299,27 @@ pub fn validate_dns(d: &str) -> Result<(), String> {
 }
 
 impl Daemon {
+    /// SIGKILL every process of sandbox `id` at once (its cgroup), without waiting.
+    pub fn kill_all(&self, id: &str) {
+        if let Some(cg) = &self.cgroups
+            && let Err(e) = cg.kill(id)
+        {
+            tracing::warn!(container = %id, error = %e, "killing the sandbox's processes");
+        }
+    }
+
+    /// End every process left in sandbox `id`'s cgroup, wait until they are gone (bounded) and
+    /// remove the cgroup. Idempotent.
+    pub async fn end_all(&self, id: &str) {
+        if let Some(cg) = &self.cgroups {
+            match cg.end(id, std::time::Duration::from_secs(5)).await {
+                Ok(true) => tracing::info!(container = %id, "killed the sandbox's remaining processes"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(container = %id, error = %e, "ending the sandbox's processes"),
+            }
+        }
+    }
+
     /// Start the embedded DNS server of a running sandbox that is on a user network.
     pub fn start_dns(self: &Shared, st: &mut State, cid: &str) {
         let Some(c) = st.containers.get(cid) else { return };

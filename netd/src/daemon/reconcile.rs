@@ -105,12 +105,25 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
         super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
     }
+    // cgroup v2: where the sock_addr hooks attach, and the sandboxes' cgroups below it (so
+    // host-mode sandboxes stay covered by the hooks).
+    let cgroups = match crate::cgroup::Cgroups::setup(
+        cfg.up.cgroup.as_deref(),
+        &cfg.up.cgroup_parent,
+        &cfg.up.exec_root.join("cgroup2"),
+    ) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no cgroup v2 for sandboxes: stopping a sandbox signals only its main process");
+            None
+        }
+    };
     let host_info = HostInfo {
         uplinks,
         local_addrs,
         userland_proxy: cfg.up.userland_proxy,
         bpffs: cfg.up.bpffs.clone(),
-        cgroup: cfg.up.cgroup.clone(),
+        cgroup: cgroups.as_ref().map(|c| c.hook.clone()).or_else(|| cfg.up.cgroup.clone()),
         netns_cookie: crate::ebpf::current_netns_cookie().unwrap_or(0),
         xdp: cfg.up.xdp,
     };
@@ -140,6 +153,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         shutdown: tokio::sync::Notify::new(),
         started: std::time::Instant::now(),
         saved_ip_forward,
+        cgroups,
     });
 
     // Bridges and dataplane networks.
@@ -435,7 +449,9 @@ async fn reconcile_containers(d: &Shared) {
     }
     // Supervisors of sandboxes that never committed (the daemon died between starting the
     // process and saving its state) run on with nobody owning them: stop them.
-    kill_stray_shims(&d.cfg.up.exec_root.join("containers"), &adopted);
+    for id in kill_stray_shims(&d.cfg.up.exec_root.join("containers"), &adopted) {
+        d.end_all(&id).await;
+    }
     for id in to_clean {
         d.teardown_networking(&mut st, &id).await;
         if let Some(c) = st.containers.get_mut(&id)
@@ -449,6 +465,13 @@ async fn reconcile_containers(d: &Shared) {
     }
     // Docker's and CNI's attachments (persisted by the attachment core).
     d.reconcile_attachments(&mut st).await;
+    // Cgroups of sandboxes not running (a crash between creating one and starting the command,
+    // or during a stop): nothing of them may run on.
+    let stopped: Vec<String> =
+        st.containers.values().filter(|c| c.state.status != Status::Running).map(|c| c.id.clone()).collect();
+    for id in stopped {
+        d.end_all(&id).await;
+    }
     // The dataplane now holds exactly the replayed state plus whatever a crash left: drop the rest.
     match st.dp.prune() {
         Ok(0) => {}
@@ -533,7 +556,8 @@ async fn serve_metrics(d: Shared, mut s: tokio::net::TcpStream) {
 
 /// SIGKILL (process group: the supervisor and its command) every `netd shim` whose config lives
 /// under `containers_dir` and belongs to no adopted sandbox.
-fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>) {
+fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>) -> Vec<String> {
+    let mut killed = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
@@ -551,8 +575,10 @@ fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>)
                 libc::kill(-pid, libc::SIGKILL);
                 libc::kill(pid, libc::SIGKILL);
             }
+            killed.push(id);
         }
     }
+    killed
 }
 
 /// Stop everything and remove what netd created (unless `--live-restore`).
@@ -561,6 +587,10 @@ pub async fn teardown(d: &Shared) {
         let mut st = d.state.lock().await;
         if let Err(e) = st.dp.shutdown(true) {
             tracing::warn!(error = %e, "dataplane shutdown");
+        }
+        if let Some(cg) = &d.cgroups {
+            // The sandboxes' cgroups stay (the next daemon finds them); only our mount goes.
+            cg.unmount();
         }
         tracing::info!("live-restore: sandboxes and dataplane left running");
         return;
@@ -614,6 +644,9 @@ pub async fn teardown(d: &Shared) {
         && v != "1"
     {
         let _ = super::sysctl_write("net.ipv4.ip_forward", v);
+    }
+    if let Some(cg) = &d.cgroups {
+        cg.shutdown();
     }
     let _ = std::fs::remove_dir(d.cfg.netns_dir());
     let _ = std::fs::remove_dir_all(d.cfg.up.exec_root.join("containers"));
