@@ -19,9 +19,15 @@ pub mod map_names {
     pub const LINKS: &str = "LINKS";
     pub const CT_V4: &str = "CT_V4";
     pub const PORT_STATS: &str = "PORT_STATS";
+    /// One `u64`: conntrack pairs not yet established/answered (recounted by the GC, added to
+    /// by the programs); new flows are refused above [`CT_UNASSURED_MAX`].
+    pub const CT_UNASSURED: &str = "CT_UNASSURED";
+    /// One `u64`: `bpf_ktime_get_ns` of the last host flow that got another source port
+    /// (0: none live), so the host's TCP segments are looked up only while one may exist.
+    pub const HOST_NAT: &str = "HOST_NAT";
 
     /// Every map, in pin order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         PROG_STATS,
         DROP_STATS,
         CONFIG,
@@ -33,6 +39,8 @@ pub mod map_names {
         LINKS,
         CT_V4,
         PORT_STATS,
+        HOST_NAT,
+        CT_UNASSURED,
     ];
 }
 
@@ -174,7 +182,8 @@ pub struct CtValue {
     pub smac: [u8; 6],
     /// `PORT_STATS` slot + 1 (0: not a published-port flow).
     pub stats_slot: u32,
-    pub _pad2: u32,
+    /// TCP: the sequence number of the last segment seen in this direction (RST window check).
+    pub seq: u32,
     pub last_seen_ns: u64,
 }
 
@@ -187,15 +196,53 @@ pub const CT_ACT_PASS: u8 = 3;
 /// A marker for a host-originated flow (reserves its tuple against SNAT reuse).
 pub const CT_ACT_HOSTFLOW: u8 = 4;
 
-/// The flow saw a FIN or RST.
+/// This direction sent a FIN or an in-window RST.
 pub const CT_F_CLOSING: u8 = 1 << 0;
 /// Same-bridge delivery (a `--link` flow under icc=false): a layer-2 hop, so the TTL is left
 /// alone, as on the bridge. Without it, `CT_ACT_PEER`/`CT_ACT_FIB` are routed hops (TTL
 /// decremented, checked).
 pub const CT_F_L2: u8 = 1 << 7;
+/// A packet was seen in this direction (both directions seen: the flow was answered).
+pub const CT_F_SEEN: u8 = 1 << 1;
+/// TCP: this direction sent a segment with ACK and without SYN (with an answer: established,
+/// nf_conntrack's "assured").
+pub const CT_F_ACKED: u8 = 1 << 2;
+/// TCP: this direction sent an in-window RST.
+pub const CT_F_RST: u8 = 1 << 3;
+/// A host flow that got another source port (its tuple clashed with a sandbox flow's).
+pub const CT_F_HOSTNAT: u8 = 1 << 4;
+/// The reply direction's entry of a pair (the other one is the originator's).
+pub const CT_F_REPLY: u8 = 1 << 5;
 
-/// Source ports masquerade picks when the sandbox's own port is taken: above Linux's default
-/// ephemeral range (32768-60999), so the host's own connections do not pick them.
+/// At most this many flows (pairs) not yet established (TCP) or answered (UDP, ICMP): a SYN
+/// flood fills this share of `CT_V4` and no more, so the LRU never evicts established flows for
+/// it; beyond it new flows are dropped (`ct_full`) until the GC expires unanswered ones, as
+/// nf_conntrack drops when its early drop finds nothing to evict.
+pub const CT_UNASSURED_MAX: u64 = capacity::CT_V4 as u64 / 4;
+
+/// A blind RST must fall within this distance of the last sequence number seen from its
+/// sender to close a flow (nf_conntrack checks the receiver's window; netd does not follow
+/// windows and takes a fixed bound that covers window scaling up to 1 MiB).
+pub const RST_WINDOW: u32 = 1 << 20;
+
+/// Conntrack timeouts (seconds), nf_conntrack's defaults: an unanswered TCP SYN (SYN_SENT),
+/// answered but not established (SYN_RECV), established, half-closed (one FIN), closed
+/// (FIN both ways, or RST); UDP unanswered / answered; ICMP.
+pub mod ct_timeout {
+    pub const TCP_SYN_SENT: u64 = 120;
+    pub const TCP_SYN_RECV: u64 = 60;
+    pub const TCP_ESTABLISHED: u64 = 432_000;
+    pub const TCP_HALF_CLOSED: u64 = 120;
+    pub const TCP_CLOSED: u64 = 10;
+    pub const UDP_UNREPLIED: u64 = 30;
+    pub const UDP_REPLIED: u64 = 120;
+    pub const ICMP: u64 = 30;
+}
+
+/// Source ports masquerade picks when the sandbox's own port is taken (and hairpin always):
+/// outside the host's ephemeral range (`net.ipv4.ip_local_port_range`, in [`Config`]), so the
+/// host's own connections never pick them. These bounds apply when the range is unknown
+/// (Linux's default range 32768-60999).
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_535;
 pub const SNAT_TRIES: u32 = 16;
@@ -272,11 +319,18 @@ pub enum DropReason {
     /// From a sandbox on an `--internal` network to a port published by another sandbox (an
     /// internal network has no way out, not even through a host address).
     Internal = 7,
+    /// A non-first fragment with no recorded translation (it arrived before its first
+    /// fragment, or that one was not seen): a BPF program cannot queue it, passing it would
+    /// leak or lose it untranslated.
+    FragUnknown = 8,
+    /// A new flow while the conntrack table holds [`CT_UNASSURED_MAX`] unanswered flows (a SYN
+    /// flood): established flows keep their entries.
+    CtFull = 9,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 8;
-    pub const ALL: [DropReason; 8] = [
+    pub const COUNT: u32 = 10;
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::DirectToSandbox,
         DropReason::LoopbackNotLo,
@@ -285,6 +339,8 @@ impl DropReason {
         DropReason::SnatExhausted,
         DropReason::CtInsert,
         DropReason::Internal,
+        DropReason::FragUnknown,
+        DropReason::CtFull,
     ];
 
     /// Label used in `netd stats` and in the Prometheus `reason` label.
@@ -298,6 +354,8 @@ impl DropReason {
             DropReason::SnatExhausted => "snat_exhausted",
             DropReason::CtInsert => "ct_insert",
             DropReason::Internal => "internal",
+            DropReason::FragUnknown => "frag_unknown",
+            DropReason::CtFull => "ct_full",
         }
     }
 }
@@ -320,8 +378,16 @@ pub struct Config {
     pub netns_cookie: u64,
     /// Bit flags, see `CONFIG_F_*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// The host's ephemeral port range (`net.ipv4.ip_local_port_range` of the daemon's netns,
+    /// host byte order; 0/0: unknown, Linux's default assumed). SNAT never draws from it.
+    pub port_lo: u16,
+    pub port_hi: u16,
 }
+
+/// Linux's default `ip_local_port_range`.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (32_768, 60_999);
+/// Lowest port SNAT draws (below: privileged ports).
+pub const SNAT_FLOOR: u16 = 1024;
 
 /// Count every packet per entry point (always on; the cost is one per-CPU add).
 pub const CONFIG_F_ENABLED: u32 = 1 << 0;

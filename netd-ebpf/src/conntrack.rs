@@ -14,15 +14,15 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_L2, CtKey, CtValue, DropReason,
-    IPPROTO_TCP,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_L2, CT_F_REPLY,
+    CT_F_RST, CT_F_SEEN, CT_UNASSURED_MAX, CtKey, CtValue, DropReason, IPPROTO_TCP, RST_WINDOW,
 };
 
 use crate::{
-    maps::{CT_V4, FRAGS, FragKey, SCRATCH_FIB},
+    maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, SCRATCH_FIB},
     nat,
     parse::{IP_OFF, Pkt},
-    stats,
+    snat, stats,
 };
 
 const AF_INET: u8 = 2;
@@ -76,35 +76,138 @@ pub fn exists(k: &CtKey) -> bool {
     unsafe { CT_V4.get(k).is_some() }
 }
 
-/// Insert both directions of a flow, or neither.
+/// The key of the entry that `v` (stored under `k`) pairs with: the reverse of its translation.
+#[inline(always)]
+fn partner_key(k: &CtKey, v: &CtValue) -> CtKey {
+    CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] }
+}
+
+/// Insert both directions of a flow, or neither. The reply side goes in with `BPF_NOEXIST`, as
+/// the kernel keeps reply tuples unique: two CPUs can never hand one reply tuple to two flows.
+/// A reply tuple held by this same flow (a race on its first packets, or its other half was
+/// evicted) or by an entry whose partner is gone is taken over.
 #[inline(always)]
 pub fn insert_pair(k1: &CtKey, v1: &CtValue, k2: &CtKey, v2: &CtValue) -> bool {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let v1 = &CtValue { last_seen_ns: now, ..*v1 };
-    let v2 = &CtValue { last_seen_ns: now, ..*v2 };
+    let v2 = &CtValue { last_seen_ns: now, flags: v2.flags | CT_F_REPLY, ..*v2 };
+    // A new flow is unanswered: under a flood of them, refuse more rather than let the LRU
+    // evict established flows.
+    let Some(unassured) = CT_UNASSURED.get_ptr_mut(0) else { return false };
+    // SAFETY: one-entry array slot, valid for this program run.
+    // (Signed: the programs' decrements may run ahead of the GC's recount.)
+    if unsafe { *unassured } as i64 >= CT_UNASSURED_MAX as i64 {
+        stats::count_drop(DropReason::CtFull);
+        return false;
+    }
+    // SAFETY: as above. Not atomic (the bpf target has no fetch-add in core): a lost update
+    // between CPUs is corrected by the GC's recount.
+    unsafe { *unassured = (*unassured).wrapping_add(1) };
     if CT_V4.insert(k1, v1, 0).is_err() {
         stats::count_drop(DropReason::CtInsert);
         return false;
     }
-    if CT_V4.insert(k2, v2, 0).is_err() {
-        let _ = CT_V4.remove(k1);
-        stats::count_drop(DropReason::CtInsert);
-        return false;
+    if CT_V4.insert(k2, v2, BPF_NOEXIST).is_err() {
+        let ours = match lookup(k2) {
+            None => true,
+            Some(o) => {
+                let pk = partner_key(k2, &o);
+                o.action != CT_ACT_HOSTFLOW && (pk == *k1 || !exists(&pk))
+            }
+        };
+        if !ours || CT_V4.insert(k2, v2, 0).is_err() {
+            let _ = CT_V4.remove(k1);
+            stats::count_drop(DropReason::CtInsert);
+            return false;
+        }
     }
     true
 }
 
-/// Record a host-originated flow's reply tuple so masquerade never reuses it (only when no
-/// entry exists: a translated flow's own entry wins).
+/// Whether a host flow got another source port lately (then the host's TCP segments are
+/// looked up; otherwise only SYNs, FINs and RSTs are).
 #[inline(always)]
-pub fn note_host_flow(p: &Pkt) {
-    let rk = key_of(p).reversed();
-    if exists(&rk) {
-        return;
+pub fn host_nat_active() -> bool {
+    HOST_NAT.get(0).is_some_and(|t| *t != 0)
+}
+
+/// A packet a host socket sends from an uplink address (UDP, or TCP while `new_flow` is a SYN).
+///
+/// Its reply tuple is reserved with a `CT_ACT_HOSTFLOW` marker (with a real last-seen time, so
+/// the GC keeps it while the flow lives) so masquerade never hands it to a sandbox flow. When a
+/// sandbox flow already holds that reply tuple (same source port, same server), the host's flow
+/// gets another source port, as nf_nat does for the later of two clashing flows: both keep
+/// working, and the host's replies never go into the sandbox.
+#[inline(always)]
+pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
+    let k = key_of(p);
+    if let Some(v) = lookup(&k)
+        && v.flags & CT_F_HOSTNAT != 0
+    {
+        return apply(ctx, p, &k, &v);
     }
-    let v = CtValue { action: CT_ACT_HOSTFLOW, ..Default::default() };
-    let _ = CT_V4.insert(&rk, &v, BPF_NOEXIST);
+    let rk = k.reversed();
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match CT_V4.get_ptr_mut(&rk) {
+        None if new_flow => {
+            let v = CtValue { action: CT_ACT_HOSTFLOW, flags: CT_F_SEEN, last_seen_ns: now, ..Default::default() };
+            let _ = CT_V4.insert(&rk, &v, BPF_NOEXIST);
+        }
+        None => {}
+        Some(e) => {
+            // SAFETY: map value pointer valid for this program run; racy updates of a
+            // timestamp and flag bits are harmless.
+            unsafe {
+                if (*e).action == CT_ACT_HOSTFLOW {
+                    (*e).last_seen_ns = now;
+                    if p.proto == IPPROTO_TCP && p.tcp_flags & 0x05 != 0 {
+                        (*e).flags |= CT_F_CLOSING;
+                    } else if new_flow {
+                        (*e).flags &= !CT_F_CLOSING;
+                    }
+                    return TC_ACT_OK as i32;
+                }
+            }
+            if !new_flow {
+                return TC_ACT_OK as i32;
+            }
+            // Taken by a translated flow: this host flow gets another source port.
+            let Some(port) = snat::pick_port(p.proto, p.daddr, p.saddr, p.dport, p.sport, false) else {
+                stats::count_drop(DropReason::SnatExhausted);
+                return TC_ACT_SHOT as i32;
+            };
+            let fwd = CtValue {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                sport: port,
+                dport: p.dport,
+                action: CT_ACT_PASS,
+                flags: CT_F_HOSTNAT,
+                ..Default::default()
+            };
+            let rk2 = CtKey { sport: p.dport, dport: port, ..rk };
+            let rev = CtValue {
+                saddr: p.daddr,
+                daddr: p.saddr,
+                sport: p.dport,
+                dport: p.sport,
+                action: CT_ACT_PASS,
+                flags: CT_F_HOSTNAT,
+                ..Default::default()
+            };
+            if !insert_pair(&k, &fwd, &rk2, &rev) {
+                return TC_ACT_SHOT as i32;
+            }
+            if let Some(t) = HOST_NAT.get_ptr_mut(0) {
+                // SAFETY: one-entry array slot, valid for this program run.
+                unsafe { *t = now };
+            }
+            return apply(ctx, p, &k, &fwd);
+        }
+    }
+    TC_ACT_OK as i32
 }
 
 /// Rewrite the packet to the entry's tuple and deliver it. Returns the TC verdict.
@@ -227,6 +330,34 @@ fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
     TC_ACT_OK as i32
 }
 
+/// Remember an untranslated first fragment (to a host address), so its later fragments are
+/// told from fragments whose first fragment was never seen (`frag_unknown`).
+#[inline(always)]
+pub fn frag_pass(p: &Pkt) {
+    let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
+    let v = CtValue { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PASS, ..Default::default() };
+    let _ = FRAGS.insert(&fk, &v, 0);
+}
+
+/// A first fragment handed straight to a sandbox on the same bridge (a `--link` flow's first
+/// packet): its later fragments follow it there.
+#[inline(always)]
+pub fn frag_peer(p: &Pkt, ifindex: u32, dmac: &[u8; 6], smac: &[u8; 6]) {
+    if !p.more_fragments || p.later_fragment {
+        return;
+    }
+    let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
+    let v = CtValue { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PEER, ifindex, dmac: *dmac, smac: *smac, ..Default::default() };
+    let _ = FRAGS.insert(&fk, &v, 0);
+}
+
+/// A later fragment with no recorded translation: dropped and counted.
+#[inline(always)]
+pub fn frag_unknown() -> i32 {
+    stats::count_drop(DropReason::FragUnknown);
+    TC_ACT_SHOT as i32
+}
+
 /// A later fragment of a datagram whose first fragment was translated: same addresses, same
 /// delivery (it carries no ports). Returns None when the first fragment was not seen.
 #[inline(always)]
@@ -253,16 +384,45 @@ fn rewrite(ctx: &TcContext, p: &mut Pkt, v: &CtValue) -> Result<(), i64> {
     Ok(())
 }
 
-/// Refresh the entry's timestamp; remember a TCP close so userspace can expire it early.
+/// Refresh the entry's timestamp and the state the GC's timeouts follow: seen in this
+/// direction, TCP established (an ACK without SYN), FIN, RST. A RST closes the flow only when
+/// its sequence number is near the last one seen from its sender (a blind RST does not).
 #[inline(always)]
-fn touch(_ctx: &TcContext, p: &Pkt, k: &CtKey) {
+fn touch(ctx: &TcContext, p: &Pkt, k: &CtKey) {
     if let Some(e) = CT_V4.get_ptr_mut(k) {
         // SAFETY: map value pointer valid for this program run; racy updates of a timestamp
-        // and a flag bit are harmless.
+        // and flag bits are harmless.
         unsafe {
             (*e).last_seen_ns = bpf_ktime_get_ns();
-            if p.proto == IPPROTO_TCP && p.tcp_flags & 0x05 != 0 {
-                (*e).flags |= CT_F_CLOSING;
+            let mut f = (*e).flags;
+            if p.proto == IPPROTO_TCP {
+                let seq = u32::from_be(ctx.load::<u32>(p.l4 + 4).unwrap_or(0));
+                let fl = p.tcp_flags;
+                if fl & 0x04 != 0 {
+                    if f & CT_F_SEEN == 0 || seq.wrapping_sub((*e).seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
+                        f |= CT_F_CLOSING | CT_F_RST;
+                    }
+                } else {
+                    if fl & 0x01 != 0 {
+                        f |= CT_F_CLOSING;
+                    }
+                    if fl & 0x12 == 0x10 {
+                        f |= CT_F_ACKED;
+                    }
+                    (*e).seq = seq;
+                }
+            }
+            // Answered (UDP, ICMP: the reply's first packet) or established (TCP: the
+            // originator's first ACK): no longer counted against CT_UNASSURED_MAX.
+            let was = (*e).flags;
+            let done = if p.proto == IPPROTO_TCP {
+                was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
+            } else {
+                was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0
+            };
+            (*e).flags = f | CT_F_SEEN;
+            if done && let Some(u) = CT_UNASSURED.get_ptr_mut(0) {
+                *u = (*u).wrapping_sub(1);
             }
         }
     }

@@ -21,11 +21,15 @@
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod snat;
 #[cfg(target_arch = "bpf")]
 mod stats;
 
@@ -33,21 +37,22 @@ mod stats;
 mod progs {
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-        helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie},
+        helpers::generated::bpf_get_socket_cookie,
         macros::{cgroup_sock_addr, classifier, map, xdp},
         maps::LruHashMap,
         programs::{SockAddrContext, TcContext, XdpContext},
     };
     use netd_common::{
-        CT_ACT_FIB, CT_ACT_PEER, CT_F_L2, CtKey, CtValue, DropReason, HAIRPIN_LOW_MAX, HAIRPIN_LOW_MIN, IPPROTO_ICMP,
-        IPPROTO_TCP, IPPROTO_UDP, LinkKey, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
-        ProgId, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_TRIES,
+        CT_ACT_FIB, CT_ACT_PEER, CT_F_L2, CtKey, CtValue, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LinkKey,
+        NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED, ProgId,
     };
 
     use crate::{
         conntrack::{self, apply, insert_pair, key_of},
         maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
+        icmp,
         parse::{self, ParseError, Pkt},
+        snat::pick_port,
         stats,
     };
 
@@ -119,9 +124,24 @@ mod progs {
             return SHOT;
         }
         if p.later_fragment {
-            return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
+            return match conntrack::apply_fragment(&ctx, &mut p) {
+                Some(v) => v,
+                // May belong to a translated flow (a published port, a masqueraded reply):
+                // never passed on untranslated.
+                None if is_host_addr(p.daddr) => conntrack::frag_unknown(),
+                None => OK,
+            };
+        }
+        if p.more_fragments && is_host_addr(p.daddr) {
+            // Untranslated unless a translation below overwrites it.
+            conntrack::frag_pass(&p);
         }
         if !p.has_ports {
+            if icmp::is_error(&p)
+                && let Some(v) = icmp::translate_error(&ctx, &mut p)
+            {
+                return v;
+            }
             return OK;
         }
         let k = key_of(&p);
@@ -183,7 +203,15 @@ mod progs {
             stats_slot: pb.stats_slot + 1,
             ..Default::default()
         };
-        let rk = CtKey { saddr: pb.addr, daddr: p.saddr, sport: pb.port, dport: p.sport, proto: p.proto, _pad: [0; 3] };
+        // The client's port toward the sandbox, unless another flow's reply tuple holds it (the
+        // same client ip:port to another host port of the same sandbox port): then another one,
+        // as nf_nat does, so neither flow loses its replies.
+        let Some(cport) = pick_port(p.proto, pb.addr, p.saddr, pb.port, p.sport, true) else {
+            stats::count_drop(DropReason::SnatExhausted);
+            return SHOT;
+        };
+        let fwd = CtValue { sport: cport, ..fwd };
+        let rk = CtKey { saddr: pb.addr, daddr: p.saddr, sport: pb.port, dport: cport, proto: p.proto, _pad: [0; 3] };
         let rev = CtValue {
             saddr: p.daddr,
             daddr: p.saddr,
@@ -198,26 +226,34 @@ mod progs {
         apply(&ctx, &mut p, &k, &fwd)
     }
 
-    /// Uplink egress: remember host-originated flows so masquerade never reuses their tuple.
+    /// Uplink egress: host-originated flows reserve their reply tuple against masquerade, and
+    /// get another source port when a sandbox flow holds theirs (see `conntrack::host_egress`).
     #[classifier]
     pub fn netd_to_netdev(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
-        let Some(p) = parse_tc(&ctx) else { return OK };
+        let Some(mut p) = parse_tc(&ctx) else { return OK };
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             return OK;
         }
-        // TCP: on the SYN only; UDP: every datagram (lookup first, insert when new).
-        let syn_only = p.tcp_flags & 0x12 == 0x02;
-        if p.proto == IPPROTO_TCP && !syn_only {
+        // UDP: every datagram; TCP: SYN, FIN and RST, and every segment only while a host flow
+        // has another source port.
+        let new_flow = p.proto != IPPROTO_TCP || p.tcp_flags & 0x12 == 0x02;
+        if !new_flow && p.tcp_flags & 0x05 == 0 && !conntrack::host_nat_active() {
             return OK;
         }
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         // SAFETY: read-only lookup.
         let up = unsafe { UPLINKS.get(&ifindex).copied() };
-        if up.is_some_and(|u| u.addr == p.saddr) {
-            conntrack::note_host_flow(&p);
+        if !up.is_some_and(|u| u.addr == p.saddr) {
+            return OK;
         }
-        OK
+        // Forwarded packets (translated sandbox flows) came in on some device; the host's own
+        // have no ingress device. (Not the socket: a sandbox's socket stays attached to its
+        // packets across the veth.)
+        if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
+            return OK;
+        }
+        conntrack::host_egress(&ctx, &mut p, new_flow)
     }
 
     /// Host-side sandbox veth ingress: translated flows, hairpin, isolation, ICC, masquerade.
@@ -229,6 +265,11 @@ mod progs {
             && let Some(verdict) = conntrack::apply_fragment(&ctx, &mut p)
         {
             return verdict;
+        }
+        if icmp::is_error(&p)
+            && let Some(v) = icmp::translate_error(&ctx, &mut p)
+        {
+            return v;
         }
         let k = key_of(&p);
         if p.has_ports
@@ -348,6 +389,7 @@ mod progs {
                     ..Default::default()
                 };
                 insert_pair(&k, &same, &rk, &rev);
+                conntrack::frag_peer(&p, dst.ifindex, &dst.mac, &src.mac);
                 return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
             }
             stats::count_drop(DropReason::Icc);
@@ -367,6 +409,14 @@ mod progs {
         if net.flags & NET_F_INTERNAL != 0 {
             stats::count_drop(DropReason::Isolation);
             return SHOT;
+        }
+        if p.later_fragment
+            && net.flags & NET_F_MASQUERADE != 0
+            && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_ICMP)
+        {
+            // Its first fragment was not translated here: it would leave with the sandbox's
+            // address.
+            return conntrack::frag_unknown();
         }
         // A routed hop the packet cannot make (TTL exceeded): the kernel answers it from the
         // gateway, untranslated, as it does for Docker (traceroute's first hop).
@@ -470,51 +520,6 @@ mod progs {
         let rc =
             unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
         if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }
-    }
-
-    /// A source port for `new_saddr -> daddr:dport` whose reply tuple is free: the original
-    /// port when possible, else random ports above the host's ephemeral range.
-    #[inline(always)]
-    /// With `keep`, the original port when free; otherwise (or when taken) a random port of the
-    /// SNAT range. A tuple whose flow closed (FIN/RST) over a second ago counts as free, like a
-    /// TIME_WAIT slot being reused, so short connections do not exhaust the range.
-    fn pick_port(proto: u8, daddr: u32, new_saddr: u32, dport: u16, orig: u16, keep: bool) -> Option<u16> {
-        let mut rk = CtKey { saddr: daddr, daddr: new_saddr, sport: dport, dport: orig, proto, _pad: [0; 3] };
-        if keep && free(&rk) {
-            return Some(orig);
-        }
-        let high = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
-        // Hairpin (!keep) draws from 1024-32767 too (see HAIRPIN_LOW_MIN).
-        let low = if keep { 0 } else { (HAIRPIN_LOW_MAX - HAIRPIN_LOW_MIN) as u32 + 1 };
-        for _ in 0..SNAT_TRIES {
-            // SAFETY: plain helper call.
-            let r = unsafe { bpf_get_prandom_u32() } % (high + low);
-            let p = if r < high { SNAT_PORT_MIN as u32 + r } else { HAIRPIN_LOW_MIN as u32 + (r - high) };
-            let port = (p as u16).to_be();
-            rk.dport = port;
-            if free(&rk) {
-                return Some(port);
-            }
-        }
-        None
-    }
-
-    #[inline(always)]
-    fn free(rk: &CtKey) -> bool {
-        match conntrack::lookup(rk) {
-            None => true,
-            Some(v) => {
-                // SAFETY: plain helper call.
-                let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
-                if v.flags & netd_common::CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000 {
-                    // The closed flow's own direction must not outlive its reply tuple.
-                    conntrack::remove_pair(rk, &v);
-                    true
-                } else {
-                    false
-                }
-            }
-        }
     }
 
     /// Per socket: the address a UDP client sent to before translation (for recvmsg4).

@@ -57,6 +57,14 @@ pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(capacity::LI
 #[map(name = "CT_V4")]
 pub static CT_V4: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT_V4, 0);
 
+/// `bpf_ktime_get_ns` of the last host flow given another source port (see `map_names::HOST_NAT`).
+#[map(name = "HOST_NAT")]
+pub static HOST_NAT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Unanswered conntrack pairs (see `map_names::CT_UNASSURED`).
+#[map(name = "CT_UNASSURED")]
+pub static CT_UNASSURED: Array<u64> = Array::with_max_entries(1, 0);
+
 /// A fragmented datagram: (addresses, IP id, protocol) of its first fragment.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -53,6 +53,10 @@ pub struct Ebpf {
     live_endpoints: HashSet<u32>,
     live_published: HashSet<PublishedKey>,
     live_links: HashSet<LinkKey>,
+    /// `SO_NETNS_COOKIE` written into `CONFIG` (kept to rewrite it with a new port range).
+    netns_cookie: u64,
+    /// The host's `ip_local_port_range` as last written into `CONFIG`.
+    port_range: Option<(u16, u16)>,
     /// (proto, host port) -> stats slot of bindings published since the last purge: their
     /// stale conntrack entries are removed after the reply (`deferred`), so publishing costs
     /// map updates only, not a scan of the whole conntrack table.
@@ -233,6 +237,85 @@ impl Ebpf {
     }
 }
 
+/// `net.ipv4.ip_local_port_range` of the calling thread's network namespace.
+pub fn local_port_range() -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// How long a flow may stay idle (seconds), nf_conntrack's defaults by state, and whether it
+/// is established (TCP) or answered (UDP, ICMP): entries that are not are the ones a flood
+/// makes, counted against `CT_UNASSURED_MAX`. `a` is an entry, `b` its partner if present.
+pub fn ct_timeout(proto: u8, a: &CtValue, b: Option<&CtValue>) -> (u64, bool) {
+    use netd_common::{CT_ACT_HOSTFLOW, CT_F_ACKED, CT_F_CLOSING, CT_F_RST, CT_F_SEEN, ct_timeout as t};
+    if a.action == CT_ACT_HOSTFLOW {
+        // A host flow's marker, refreshed by each UDP datagram, closed by the host's FIN/RST.
+        return match proto {
+            6 if a.flags & CT_F_CLOSING != 0 => (t::TCP_HALF_CLOSED, true),
+            6 => (t::TCP_ESTABLISHED, true),
+            17 => (t::UDP_REPLIED, true),
+            _ => (t::ICMP, true),
+        };
+    }
+    let bf = b.map_or(0, |b| b.flags);
+    let flags = a.flags | bf;
+    let both_seen = a.flags & CT_F_SEEN != 0 && bf & CT_F_SEEN != 0;
+    match proto {
+        6 => {
+            let assured = flags & CT_F_ACKED != 0;
+            let both_closing = a.flags & CT_F_CLOSING != 0 && bf & CT_F_CLOSING != 0;
+            let s = if flags & CT_F_RST != 0 || both_closing {
+                t::TCP_CLOSED
+            } else if flags & CT_F_CLOSING != 0 {
+                t::TCP_HALF_CLOSED
+            } else if assured {
+                t::TCP_ESTABLISHED
+            } else if both_seen {
+                t::TCP_SYN_RECV
+            } else {
+                t::TCP_SYN_SENT
+            };
+            (s, assured)
+        }
+        17 => (if both_seen { t::UDP_REPLIED } else { t::UDP_UNREPLIED }, both_seen),
+        _ => (t::ICMP, both_seen),
+    }
+}
+
+impl Ebpf {
+    /// Write the host's ephemeral port range into `CONFIG` when it changed (at start and at
+    /// every GC pass): SNAT draws its ports outside it.
+    fn follow_port_range(&mut self) -> DpResult<()> {
+        let r = local_port_range();
+        if r == self.port_range && r.is_some() {
+            return Ok(());
+        }
+        let (port_lo, port_hi) = r.unwrap_or((0, 0));
+        let cookie = self.netns_cookie;
+        self.l()?
+            .set_config(Config { netns_cookie: cookie, flags: CONFIG_F_ENABLED, port_lo, port_hi })
+            .map_err(|e| err("CONFIG", e))?;
+        if self.port_range.is_some() {
+            tracing::info!(?r, "ip_local_port_range changed: SNAT ports follow");
+        }
+        self.port_range = r;
+        Ok(())
+    }
+
+    /// A one-entry `u64` array of the object.
+    fn cell(&mut self, name: &'static str, set: Option<u64>) -> DpResult<u64> {
+        let l = self.l()?;
+        let m = l.ebpf.map_mut(name).ok_or_else(|| err(name, "missing map"))?;
+        let mut arr: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(m).map_err(|e| err(name, e))?;
+        let old = arr.get(&0, 0).map_err(|e| err(name, e))?;
+        if let Some(v) = set {
+            arr.set(0, v, 0).map_err(|e| err(name, e))?;
+        }
+        Ok(old)
+    }
+}
+
 impl Dataplane for Ebpf {
     fn backend(&self) -> Backend {
         Backend::Ebpf
@@ -250,11 +333,11 @@ impl Dataplane for Ebpf {
         // away on shutdown; a directory inside a shared bpffs (/sys/fs/bpf/netd) only loses its pins.
         self.bpffs_mounted = !host.bpffs.parent().is_some_and(is_bpffs);
         let adopting = Loaded::has_pins(&host.bpffs);
-        let mut l = Loaded::load_pinned(&host.bpffs).map_err(|e| err("loading programs", e))?;
+        let l = Loaded::load_pinned(&host.bpffs).map_err(|e| err("loading programs", e))?;
         self.pin_dir = Some(host.bpffs.clone());
-        l.set_config(Config { netns_cookie: host.netns_cookie, flags: CONFIG_F_ENABLED, _pad: 0 })
-            .map_err(|e| err("CONFIG", e))?;
+        self.netns_cookie = host.netns_cookie;
         self.loaded = Some(l);
+        self.follow_port_range()?;
         if adopting {
             // Published ports keep their counter slots.
             let entries: Vec<(PublishedKey, PublishedValue)> = {
@@ -586,26 +669,40 @@ impl Dataplane for Ebpf {
     }
 
     /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle
-    /// longer than its protocol's timeout (TCP 2 h, 10 s after FIN/RST; UDP 120 s; ICMP 30 s).
+    /// longer than its state's timeout ([`ct_timeout`]: nf_conntrack's defaults, e.g. TCP
+    /// established 5 days, unanswered SYN 120 s, UDP unanswered 30 s). The pass also recounts
+    /// the unanswered flows the programs cap (`CT_UNASSURED`), follows the host's port range
+    /// and clears the host-NAT hint when no host flow has another port any more.
     /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
     fn gc(&mut self) -> DpResult<usize> {
+        self.follow_port_range()?;
         let now = monotonic_ns();
         let all: HashMap<CtKey, CtValue> = self.ct_dump()?.into_iter().collect();
         let mut doomed = Vec::new();
+        let mut unassured = 0u64;
+        let mut host_nat = false;
         for (k, v) in &all {
             let partner =
                 CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
             let p = all.get(&partner);
             let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
-            let closing = (v.flags | p.map_or(0, |p| p.flags)) & netd_common::CT_F_CLOSING != 0;
-            let timeout_s: u64 = match k.proto {
-                6 if closing => 10,
-                6 => 7200,
-                17 => 120,
-                _ => 30,
-            };
+            let (timeout_s, assured) = ct_timeout(k.proto, v, p);
             if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
                 doomed.push(*k);
+            } else {
+                host_nat |= v.flags & netd_common::CT_F_HOSTNAT != 0;
+                // One per pair (the reply side), or per lone entry.
+                if !assured && (v.flags & netd_common::CT_F_REPLY != 0 || p.is_none()) {
+                    unassured += 1;
+                }
+            }
+        }
+        self.cell(map_names::CT_UNASSURED, Some(unassured))?;
+        if !host_nat {
+            let t = self.cell(map_names::HOST_NAT, None)?;
+            // A host flow translated since the dump began is not in it: keep the hint a while.
+            if t != 0 && now.saturating_sub(t) > 30_000_000_000 {
+                self.cell(map_names::HOST_NAT, Some(0))?;
             }
         }
         self.ct_delete(&doomed)
@@ -664,5 +761,33 @@ mod tests {
         // 172.17.0.2 on the wire is ac 11 00 02; the programs read it as a native u32.
         assert_eq!(be_addr(Ipv4Addr::new(172, 17, 0, 2)).to_ne_bytes(), [172, 17, 0, 2]);
         assert_eq!(be_port(8080).to_ne_bytes(), 8080u16.to_be_bytes());
+    }
+
+    #[test]
+    fn conntrack_timeouts_follow_nf_conntrack_states() {
+        use netd_common::{CT_ACT_HOSTFLOW, CT_F_ACKED, CT_F_CLOSING, CT_F_REPLY, CT_F_RST, CT_F_SEEN};
+        let v = |flags: u8| CtValue { flags, ..Default::default() };
+        let (seen, reply) = (CT_F_SEEN, CT_F_SEEN | CT_F_REPLY);
+        // TCP: SYN only, SYN answered, established, half-closed, closed, reset.
+        assert_eq!(ct_timeout(6, &v(seen), Some(&v(CT_F_REPLY))), (120, false));
+        assert_eq!(ct_timeout(6, &v(seen), Some(&v(reply))), (60, false));
+        assert_eq!(ct_timeout(6, &v(seen | CT_F_ACKED), Some(&v(reply))), (432_000, true));
+        assert_eq!(ct_timeout(6, &v(seen | CT_F_ACKED | CT_F_CLOSING), Some(&v(reply))), (120, true));
+        assert_eq!(ct_timeout(6, &v(seen | CT_F_ACKED | CT_F_CLOSING), Some(&v(reply | CT_F_CLOSING))), (10, true));
+        assert_eq!(ct_timeout(6, &v(seen | CT_F_ACKED), Some(&v(reply | CT_F_CLOSING | CT_F_RST))), (10, true));
+        // UDP: unanswered, answered; ICMP.
+        assert_eq!(ct_timeout(17, &v(seen), Some(&v(CT_F_REPLY))), (30, false));
+        assert_eq!(ct_timeout(17, &v(seen), Some(&v(reply))), (120, true));
+        assert_eq!(ct_timeout(1, &v(seen), None), (30, false));
+        // A host flow's marker lives as long as the host's flow (never counted as unanswered).
+        let m = CtValue { action: CT_ACT_HOSTFLOW, ..Default::default() };
+        assert_eq!(ct_timeout(6, &m, None), (432_000, true));
+        assert_eq!(ct_timeout(17, &m, None), (120, true));
+    }
+
+    #[test]
+    fn the_port_range_is_read_from_the_netns() {
+        let (lo, hi) = local_port_range().expect("ip_local_port_range");
+        assert!(lo > 0 && lo <= hi, "{lo}-{hi}");
     }
 }
