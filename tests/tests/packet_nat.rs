@@ -14,6 +14,7 @@ use netd_common::{
 use netd_tests::require_root;
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 const HOST: [u8; 4] = [198, 51, 100, 1];
@@ -254,7 +255,8 @@ fn ip_options_truncation_and_fragments() {
     assert_eq!(r.retval, TC_ACT_OK);
     assert_eq!(r.data_out, t);
     assert!(l.drop_stats().unwrap()["malformed"] >= 1);
-    // A non-first fragment whose payload happens to look like ports 40000 -> 8080: untouched.
+    // A non-first fragment whose payload happens to look like ports 40000 -> 8080: untouched
+    // (and, its first fragment never seen, dropped: see later_fragments_follow_...).
     let mut frag = frame(17, CLIENT, HOST, 40000, 8080, 5, b"more data");
     frag[14 + 6] = 0x00;
     frag[14 + 7] = 0x10; // fragment offset 16 (x8 bytes)
@@ -264,7 +266,7 @@ fn ip_options_truncation_and_fragments() {
     let c = csum(&frag[14..14 + hl], 0);
     frag[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
     let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &frag).unwrap();
-    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.retval, TC_ACT_SHOT);
     assert_eq!(r.data_out, frag, "a later fragment has no L4 header to translate");
 }
 
@@ -419,6 +421,7 @@ fn conntrack_gc_expires_idle_and_closed_flows_in_pairs() {
     };
     let mut l = setup();
     let now = monotonic_ns();
+    let seen = netd_common::CT_F_SEEN;
     let pair = |proto: u8, sport: u16, age_s: u64, flags: u8| {
         let k = CtKey {
             saddr: be_addr(ip(CLIENT)),
@@ -445,6 +448,8 @@ fn conntrack_gc_expires_idle_and_closed_flows_in_pairs() {
             sport: k.dport,
             dport: k.sport,
             action: netd_common::CT_ACT_FIB,
+            // The reply side: seen when the flow was answered; no ACK, FIN or RST of its own.
+            flags: (flags & netd_common::CT_F_SEEN) | netd_common::CT_F_REPLY,
             last_seen_ns: now - age_s * 1_000_000_000,
             ..Default::default()
         };
@@ -456,15 +461,25 @@ fn conntrack_gc_expires_idle_and_closed_flows_in_pairs() {
         for (k, v) in pair(17, 1000, 300, 0)
             .into_iter() // idle UDP: goes
             .chain(pair(17, 1001, 5, 0)) // fresh UDP: stays
-            .chain(pair(6, 1002, 60, netd_common::CT_F_CLOSING)) // closed TCP, 60 s ago: goes
-            .chain(pair(6, 1003, 60, 0))
-        // established TCP, 60 s idle: stays
+            .chain(pair(6, 1002, 60, netd_common::CT_F_CLOSING | netd_common::CT_F_RST)) // reset TCP, 60 s ago: goes
+            .chain(pair(6, 1003, 60, 0)) // unanswered SYN, 60 s: stays (SYN_SENT 120 s)
+            .chain(pair(6, 1004, 130, 0)) // unanswered SYN, 130 s: goes
+            .chain(pair(6, 1005, 200, seen | netd_common::CT_F_ACKED)) // established, 200 s idle: stays (5 days)
+            .chain(pair(6, 1006, 60, seen | netd_common::CT_F_ACKED | netd_common::CT_F_CLOSING)) // half-closed, 60 s: stays
+            .chain(pair(6, 1007, 130, seen | netd_common::CT_F_ACKED | netd_common::CT_F_CLOSING)) // half-closed, 130 s: goes
+            .chain(pair(17, 1008, 60, 0)) // unanswered UDP, 60 s: goes (30 s)
+            .chain(pair(17, 1009, 60, seen)) // answered UDP, 60 s: stays (120 s)
         {
             c.insert(k, v, 0).unwrap();
         }
     }
     let mut dp = Ebpf::with_loaded(l);
-    assert_eq!(dp.gc().unwrap(), 4, "both directions of the idle UDP flow and of the closed TCP flow");
+    assert_eq!(
+        dp.gc().unwrap(),
+        10,
+        "both directions of: the idle UDP flow, the reset TCP flow, the old unanswered SYN, the old half-closed \
+         flow, the unanswered UDP flow"
+    );
     assert_eq!(dp.gc().unwrap(), 0);
 }
 
@@ -496,12 +511,24 @@ fn later_fragments_follow_the_first_fragments_translation() {
     assert_eq!(&r.data_out[14 + 16..14 + 20], &SB, "later fragment's destination rewritten");
     assert_eq!(csum(&r.data_out[14..34], 0), 0, "IPv4 header checksum");
     assert_eq!(&r.data_out[34..], &later[34..], "its payload (no ports in it) untouched");
-    // A later fragment of a datagram never seen: left alone.
+    // A later fragment of a datagram whose first fragment was never seen, to a host address:
+    // it may belong to a translated flow, so it is dropped and counted, never passed on
+    // untranslated (a BPF program cannot queue it until its first fragment comes).
+    let before = l.drop_stats().unwrap()["frag_unknown"];
     let mut stray = later.clone();
     set_frag(&mut stray, 0x4343, false, 9);
     let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &stray).unwrap();
-    assert_eq!(r.retval, TC_ACT_OK);
-    assert_eq!(r.data_out, stray);
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(l.drop_stats().unwrap()["frag_unknown"], before + 1);
+    // An untranslated first fragment to the host records a pass: its later fragments pass.
+    let mut own = frame(17, CLIENT, HOST, 40011, 9999, 5, &[b'c'; 64]);
+    own[14 + 2..14 + 4].copy_from_slice(&((20 + 8 + 64) as u16).to_be_bytes());
+    set_frag(&mut own, 0x4444, true, 0);
+    assert_eq!(test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &own).unwrap().retval, TC_ACT_OK);
+    let mut own_later = later.clone();
+    set_frag(&mut own_later, 0x4444, false, 9);
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &own_later).unwrap();
+    assert_eq!((r.retval, r.data_out == own_later), (TC_ACT_OK, true), "the host's own fragments pass untouched");
 }
 
 #[test]
@@ -714,4 +741,134 @@ fn a_full_conntrack_table_evicts_instead_of_wedging() {
         assert!(c.get(&k, 0).is_ok(), "flow {sport} recorded");
     }
     assert_eq!(l.drop_stats().unwrap()["ct_insert"], drops, "no insert failed");
+}
+
+fn ct_get(l: &Loaded, k: &CtKey) -> Option<CtValue> {
+    let c: BpfHashMap<&MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map(m::CT_V4).unwrap()).unwrap();
+    c.get(k, 0).ok()
+}
+
+/// A TCP segment with the given flags and sequence number (checksums valid).
+fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
+    let mut f = frame(6, src, dst, sport, dport, 5, b"");
+    let l4 = 14 + 20;
+    f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    f[l4 + 13] = flags;
+    f[l4 + 16] = 0;
+    f[l4 + 17] = 0;
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    let c = csum(&[pseudo.as_slice(), &f[l4..]].concat(), 0);
+    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_blind_rst_does_not_close_a_flow_an_in_window_one_does() {
+    require_root!();
+    let l = setup();
+    let k = CtKey {
+        saddr: be_addr(ip(CLIENT)),
+        daddr: be_addr(ip(HOST)),
+        sport: be_port(42000),
+        dport: be_port(8080),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    for (seq, flags) in [(1000u32, 0x02u8), (1001, 0x10), (5000, 0x18)] {
+        let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, seq, flags)).unwrap();
+        assert_eq!(r.retval, TC_ACT_REDIRECT);
+    }
+    let v = ct_get(&l, &k).unwrap();
+    assert_eq!(v.flags & netd_common::CT_F_ACKED, netd_common::CT_F_ACKED, "the ACK marks it established");
+    // RST far outside the window: delivered (the sandbox's stack judges it too), flow untouched.
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 0x8000_0000, 0x04)).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    assert_eq!(ct_get(&l, &k).unwrap().flags & netd_common::CT_F_CLOSING, 0, "a blind RST must not close the flow");
+    // A RST near the sender's sequence numbers closes it.
+    test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 5100, 0x04)).unwrap();
+    let f = ct_get(&l, &k).unwrap().flags;
+    assert_eq!(f & (netd_common::CT_F_CLOSING | netd_common::CT_F_RST), netd_common::CT_F_CLOSING | netd_common::CT_F_RST);
+}
+
+#[test]
+fn a_taken_reply_tuple_gets_another_client_port_never_overwritten() {
+    require_root!();
+    let mut l = setup();
+    // Another published port of the same sandbox port: 8081 -> 172.17.0.2:7000.
+    {
+        let mut pm: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::PUBLISHED_V4).unwrap()).unwrap();
+        let k = PublishedKey { addr: 0, port: be_port(8081), proto: 6, _pad: 0 };
+        pm.insert(k, PublishedValue { addr: be_addr(ip(SB)), port: be_port(7000), _pad: 0, net: 1, stats_slot: 0 }, 0)
+            .unwrap();
+    }
+    let reply_key = |cport: u16| CtKey {
+        saddr: be_addr(ip(SB)),
+        daddr: be_addr(ip(CLIENT)),
+        sport: be_port(7000),
+        dport: be_port(cport),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &frame(6, CLIENT, HOST, 43000, 8080, 5, b"")).unwrap();
+    assert_eq!(check(&r.data_out).sport, 43000, "the client's port kept when free");
+    let first = ct_get(&l, &reply_key(43000)).unwrap();
+    // Same client ip:port to the other host port: its reply tuple would be the first flow's.
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &frame(6, CLIENT, HOST, 43000, 8081, 5, b"")).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_ne!(o.sport, 43000, "another client port toward the sandbox");
+    assert_eq!(ct_get(&l, &reply_key(43000)).unwrap(), first, "the first flow's reply entry is untouched");
+    let second = ct_get(&l, &reply_key(o.sport)).unwrap();
+    assert_eq!((second.sport, second.dport), (be_port(8081), be_port(43000)), "replies go back as 8081 -> 43000");
+    // Replies of each flow come back from their own host port.
+    for (cport, hp) in [(43000u16, 8080u16), (o.sport, 8081)] {
+        let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &frame(6, SB, CLIENT, 7000, cport, 5, b"")).unwrap();
+        let b = check(&r.data_out);
+        assert_eq!((b.src, b.sport, b.dport), (HOST, hp, 43000));
+    }
+}
+
+#[test]
+fn icmp_errors_are_translated_back_with_valid_checksums() {
+    require_root!();
+    let l = setup();
+    // A datagram from outside to the published UDP port, DNATed to the sandbox.
+    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &frame(17, CLIENT, HOST, 40020, 5353, 5, b"q")).unwrap();
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let quoted = r.data_out[14..].to_vec(); // as the sandbox received it: CLIENT:40020 -> SB:7000
+    // The sandbox answers port unreachable, quoting it.
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted);
+    let c = csum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ipb = vec![0u8; 20];
+    ipb[0] = 0x45;
+    ipb[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ipb[8] = 64;
+    ipb[9] = 1;
+    ipb[12..16].copy_from_slice(&SB);
+    ipb[16..20].copy_from_slice(&CLIENT);
+    let c = csum(&ipb, 0);
+    ipb[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&ipb);
+    f.extend_from_slice(&icmp);
+    let r = test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap();
+    let o = &r.data_out[14..];
+    assert_eq!(csum(&o[..20], 0), 0, "outer IPv4 checksum");
+    assert_eq!((&o[12..16], &o[16..20]), (&HOST[..], &CLIENT[..]), "outer: from the host's address to the client");
+    let ic = &o[20..];
+    assert_eq!(csum(ic, 0), 0, "ICMP checksum over the rewritten quote");
+    let inner = &ic[8..];
+    assert_eq!(csum(&inner[..20], 0), 0, "quoted IPv4 checksum");
+    assert_eq!((&inner[12..16], &inner[16..20]), (&CLIENT[..], &HOST[..]), "quote: the client's own packet");
+    assert_eq!(
+        (u16::from_be_bytes([inner[20], inner[21]]), u16::from_be_bytes([inner[22], inner[23]])),
+        (40020, 5353),
+        "quoted ports: client port -> published port"
+    );
 }

@@ -26,6 +26,7 @@ fn main() {
         Some("udp") => client_udp(&args[1..], false),
         Some("udpc") => client_udp(&args[1..], true),
         Some("udp-df") => client_udp_df(&args[1..]),
+        Some("udp-connect") => client_udp_connected(&args[1..]),
         Some("dns-serve") => dns_serve(&args[1..]),
         Some("dns-query") => dns_query(&args[1..]),
         _ => {
@@ -235,6 +236,37 @@ fn client_udp_df(args: &[String]) -> i32 {
     }
     println!("no answer");
     1
+}
+
+/// `udp-connect ADDR:PORT [PAYLOAD]`: a connected UDP socket sends and waits 3 s; prints
+/// `refused` (ECONNREFUSED: an ICMP port unreachable came back), `timeout`, or the answer.
+fn client_udp_connected(args: &[String]) -> i32 {
+    let Some((addr, payload)) = target(args) else { return 2 };
+    let r = (|| -> std::io::Result<String> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(addr)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.send(&payload)?;
+        let mut buf = [0u8; 65536];
+        match s.recv(&mut buf) {
+            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok("refused".into()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Ok("timeout".into())
+            }
+            Err(e) => Err(e),
+        }
+    })();
+    match r {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("udp-connect {addr}: {e}");
+            1
+        }
+    }
 }
 
 /// A tiny authoritative DNS server for tests: answers A for the given NAME=IP pairs, NXDOMAIN
