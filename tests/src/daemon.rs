@@ -316,8 +316,17 @@ impl Drop for TestDaemon {
         {
             eprintln!("warning: netd down: {e:#}");
         }
-        // Whatever a crashed daemon left: sandbox processes, namespace mounts, pins.
+        // Whatever a crashed daemon left: sandbox processes, sandbox cgroups (while its cgroup2
+        // mount is still there), namespace mounts, pins.
         kill_shims(&self.root);
+        let parent = self.exec_root().join("cgroup2").join(self.cgroup_parent());
+        if let Ok(rd) = std::fs::read_dir(&parent) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
+                let _ = std::fs::remove_dir(e.path());
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
         umount_below(&self.root);
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.root);
