@@ -140,10 +140,19 @@ fn sandbox_processes_end_with_it(dataplane: &str) {
     let cg = Cg2::new(&format!("pr{}", &dataplane[..1]));
     let pr = p();
 
-    // rm -f: everything is gone when it returns.
+    // rm -f: everything is gone when it returns, also what `netd exec` left running.
     let b = start_bg(&d, &cg, "rmf", k0 + 10, &[], "");
+    let ex = marker(k0 + 15);
+    d.ok(&["exec", "rmf", "--", "sh", "-c", &format!("sleep {ex} >/dev/null 2>&1 &")]);
+    wait_until("the exec'd background process", Duration::from_secs(10), || sleepers(&ex).len() == 1);
+    let procs = std::fs::read_to_string(cg.sandbox(&d, &b.id).join("cgroup.procs")).unwrap_or_default();
+    assert!(
+        procs.lines().any(|l| l.trim() == sleepers(&ex)[0].to_string()),
+        "exec'd process in the sandbox's cgroup: {procs}"
+    );
     d.ok(&["rm", "-f", "rmf"]);
     assert!(sleepers(&b.bg).is_empty() && sleepers(&b.main).is_empty(), "rm -f returned with processes left");
+    assert!(sleepers(&ex).is_empty(), "a process `netd exec` started outlived rm -f");
     assert_gone(&d, &cg, &b, true, "rm -f");
 
     // stop: SIGTERM ends the main process, the rest goes with it.
@@ -161,7 +170,22 @@ fn sandbox_processes_end_with_it(dataplane: &str) {
 
     // Host mode: the sandbox's own cgroup is below the one the socket hooks are attached to,
     // so its processes still reach published ports on 127.0.0.1 (eBPF: translated at connect).
-    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "web", "7000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:7000",
+        "-p",
+        "5353:7000/udp",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web",
+        "7000",
+    ]);
     let hb = start_bg(
         &d,
         &cg,

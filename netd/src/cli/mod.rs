@@ -394,6 +394,11 @@ async fn exec(c: &Client, name: &str, cmd: &[String], env: &[String], workdir: O
         .unwrap_or_default();
     envs.extend(env.iter().cloned());
     let hostname = v[0]["Config"]["Hostname"].as_str().unwrap_or("").to_string();
+    // Join the sandbox's cgroup first: the command (and anything it starts) is then a process of
+    // the sandbox and ends with it, as with `docker exec`.
+    let id = v[0]["Id"].as_str().unwrap_or(name).to_string();
+    let join = serde_json::json!({ "Pid": std::process::id() }).to_string();
+    c.call("POST", &format!("/containers/{}/exec-cgroup", enc(&id)), Some(join.as_bytes())).await?;
     let status = exec_in(pid as i32, cmd, &envs, &hostname, workdir);
     match status {
         Ok(code) => {

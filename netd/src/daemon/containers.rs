@@ -624,6 +624,26 @@ impl Daemon {
     }
 
     /// `POST /containers/{id}/kill`.
+    /// `netd exec`: move the exec's process into the sandbox's cgroup before it starts the
+    /// command, so the command and whatever it leaves running end with the sandbox (stop, kill,
+    /// rm, down), as a `docker exec` process belongs to its container. No cgroups: a no-op.
+    pub async fn exec_join_cgroup(self: &Shared, r: &str, pid: i32) -> ApiResult<()> {
+        let st = self.state.lock().await;
+        let id = self.resolve_container(&st, r)?;
+        if st.containers[&id].state.status != Status::Running {
+            return Err(ApiError::conflict(format!("container {id} is not running")));
+        }
+        let Some(cg) = self.cgroups.as_ref() else { return Ok(()) };
+        let dir = cg.sandbox(&id);
+        if !dir.exists() {
+            // A sandbox started by a netd without per-sandbox cgroups (adopted after an upgrade).
+            return Ok(());
+        }
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| ApiError::internal(format!("moving process {pid} into {}: {e}", procs.display())))
+    }
+
     pub async fn kill(self: &Shared, r: &str, signal: &str) -> ApiResult<()> {
         let st = self.state.lock().await;
         let id = self.resolve_container(&st, r)?;

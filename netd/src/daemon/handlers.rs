@@ -133,6 +133,12 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
             }
             Ok((204, Value::Null))
         }
+        ("POST", ["containers", id, "exec-cgroup"]) => {
+            let r: Value = parse(&req.body)?;
+            let pid = r["Pid"].as_i64().filter(|p| *p > 0 && *p <= i32::MAX as i64);
+            let pid = pid.ok_or_else(|| ApiError::bad("exec-cgroup: Pid must be a positive process id"))?;
+            d.exec_join_cgroup(id, pid as i32).await.map(|_| (204, Value::Null))
+        }
         ("POST", ["containers", id, "kill"]) => {
             let sig = req.query.get("signal").cloned().unwrap_or_else(|| "KILL".into());
             d.kill(id, &sig).await.map(|_| (204, Value::Null))
