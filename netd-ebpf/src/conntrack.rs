@@ -347,7 +347,15 @@ pub fn frag_peer(p: &Pkt, ifindex: u32, dmac: &[u8; 6], smac: &[u8; 6]) {
         return;
     }
     let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
-    let v = CtValue { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PEER, ifindex, dmac: *dmac, smac: *smac, ..Default::default() };
+    let v = CtValue {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        action: CT_ACT_PEER,
+        ifindex,
+        dmac: *dmac,
+        smac: *smac,
+        ..Default::default()
+    };
     let _ = FRAGS.insert(&fk, &v, 0);
 }
 

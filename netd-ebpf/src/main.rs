@@ -49,8 +49,8 @@ mod progs {
 
     use crate::{
         conntrack::{self, apply, insert_pair, key_of},
-        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
         icmp,
+        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
         parse::{self, ParseError, Pkt},
         snat::pick_port,
         stats,

@@ -118,7 +118,8 @@ impl Cgroups {
         // Orphans of the sandbox were re-parented to the daemon (a subreaper): reap them, and
         // only them (the daemon's other children are waited for by their owners).
         for pid in pids {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ =
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
         match std::fs::remove_dir(&p) {
             Ok(()) => Ok(killed),

@@ -239,7 +239,9 @@ fn bad_cli_values_are_refused_without_state_change() {
     }
     // Usage errors exit 125 as Docker's CLI does (clap alone would exit 2), and name the values
     // an enumerated flag takes; help stays exit 0.
-    for args in [&["stats", "--format", "yaml"][..], &["--bogus"], &["run", "--bogus-flag", "x"], &["network", "nosuch"]] {
+    for args in
+        [&["stats", "--format", "yaml"][..], &["--bogus"], &["run", "--bogus-flag", "x"], &["network", "nosuch"]]
+    {
         let r = d.cli(args);
         assert_eq!(r.code, 125, "netd {args:?}: {r:?}");
     }

@@ -231,7 +231,24 @@ fn frag_needed_from_a_router(dataplane: &str) {
     let th = TestHost::new(&format!("fn{}", &dataplane[..1])).unwrap();
     let far = netd_tests::Netns::new(&format!("{}f", th.outside.name)).unwrap();
     let ip = |a: &[&str]| netd_tests::ip(a).unwrap();
-    ip(&["-n", &th.outside.name, "link", "add", "mid0", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "mtu", "1280", "netns", &far.name]);
+    ip(&[
+        "-n",
+        &th.outside.name,
+        "link",
+        "add",
+        "mid0",
+        "mtu",
+        "1280",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "mtu",
+        "1280",
+        "netns",
+        &far.name,
+    ]);
     ip(&["-n", &th.outside.name, "addr", "add", "203.0.113.1/24", "dev", "mid0"]);
     ip(&["-n", &th.outside.name, "link", "set", "mid0", "up"]);
     ip(&["-n", &far.name, "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
@@ -249,12 +266,16 @@ fn frag_needed_from_a_router(dataplane: &str) {
             let mut mtu: libc::c_int = 0;
             let mut len = 4u32;
             // SAFETY: getsockopt with a 4-byte out buffer.
-            unsafe { libc::getsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU, (&mut mtu as *mut libc::c_int).cast(), &mut len) };
+            unsafe {
+                libc::getsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU, (&mut mtu as *mut libc::c_int).cast(), &mut len)
+            };
             mtu
         };
         let pmtu_do: libc::c_int = libc::IP_PMTUDISC_DO;
         // SAFETY: setsockopt with a valid int.
-        unsafe { libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&pmtu_do as *const libc::c_int).cast(), 4) };
+        unsafe {
+            libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&pmtu_do as *const libc::c_int).cast(), 4)
+        };
         s.connect("203.0.113.2:6000").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 4096];
@@ -318,7 +339,9 @@ fn host_flow_clash(dataplane: &str) {
     let s2 = in_netns(&sb, || UdpSocket::bind("0.0.0.0:41000").unwrap()).unwrap();
     let f = udp_exchange(&s2, server, "sb3");
     let g = udp_exchange(&h2, server, "host3");
-    let obs = format!("sandbox first: sandbox {a:?}, host {b:?}, sandbox {c:?}; host first: host {e:?}, sandbox {f:?}, host {g:?}");
+    let obs = format!(
+        "sandbox first: sandbox {a:?}, host {b:?}, sandbox {c:?}; host first: host {e:?}, sandbox {f:?}, host {g:?}"
+    );
     row("host and sandbox UDP flows from one source port to one server", dataplane, &obs);
     assert_eq!(a, "outside:198.51.100.1:sb1");
     assert_eq!(b, "outside:198.51.100.1:host1", "the host's replies must reach the host");
@@ -346,7 +369,22 @@ fn two_host_ports(dataplane: &str) {
     let th = TestHost::new(&format!("tp{}", &dataplane[..1])).unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     let pr = p();
-    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "-p", "8081:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:7000",
+        "-p",
+        "8081:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web",
+        "7000",
+    ]);
     let obs = in_netns(&th.outside.path(), || {
         let local: SocketAddrV4 = "198.51.100.2:45000".parse().unwrap();
         let mut s1 = tcp_from(local, "198.51.100.1:8080".parse().unwrap()).map_err(|e| format!("first: {e}"))?;
@@ -445,7 +483,8 @@ fn rst_and_flood(dataplane: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let extra = if dataplane == "ebpf" { format!(", ct_full drops {}", drop_count(&d, "ct_full")) } else { String::new() };
+    let extra =
+        if dataplane == "ebpf" { format!(", ct_full drops {}", drop_count(&d, "ct_full")) } else { String::new() };
     row(
         "idle masqueraded TCP flow after a blind RST and a 140,000-SYN flood",
         dataplane,
@@ -483,14 +522,27 @@ fn fragments(dataplane: &str) {
     let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--icc=false"]).unwrap();
     let pr = p();
     d.ok(&[
-        "run", "-d", "--name", "srv", "--expose", "7000/udp", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", "srv",
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--expose",
+        "7000/udp",
+        "-p",
+        "5353:7000/udp",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "srv",
         "7000",
     ]);
     d.ok(&["run", "-d", "--name", "cli", "--link", "srv", "--", "sleep", "300"]);
     // A linked flow under icc=false: one 4000-byte datagram (three fragments), sent once.
     let big = "L".repeat(4000);
     let linked = d.ok(&["exec", "cli", "--", &pr, "udp-connect", "srv:7000", &big]);
-    let linked = if linked.trim().ends_with(&big) { "echoed 4000 bytes".to_string() } else { linked.trim().to_string() };
+    let linked =
+        if linked.trim().ends_with(&big) { "echoed 4000 bytes".to_string() } else { linked.trim().to_string() };
     // From outside, the last fragment first.
     let payload = vec![b'o'; 2000];
     let src: SocketAddrV4 = "198.51.100.2:46000".parse().unwrap();
@@ -566,7 +618,8 @@ fn hairpin_ports(d: &TestDaemon, from: &str, n: usize) -> (Vec<TcpStream>, usize
     let mut held = Vec::new();
     let mut ok = 0;
     for i in 0..n {
-        let r = in_netns(&ns, || TcpStream::connect_timeout(&addr("198.51.100.1:8081"), Duration::from_secs(3))).unwrap();
+        let r =
+            in_netns(&ns, || TcpStream::connect_timeout(&addr("198.51.100.1:8081"), Duration::from_secs(3))).unwrap();
         if let Ok(mut s) = r {
             s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             if echo_on(&mut s, &format!("h{i}")).ends_with(&format!("h{i}")) {

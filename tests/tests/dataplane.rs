@@ -773,7 +773,19 @@ fn rm_frees_ports_at_once(dataplane: &str, extra: &[&str]) {
     for round in 0..3 {
         let name = format!("p{round}");
         d.ok(&[
-            "run", "-d", "--name", &name, "-p", "8080:7000", "-p", "5353:7000/udp", "--", &pr, "serve", "--tag", &name,
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-p",
+            "8080:7000",
+            "-p",
+            "5353:7000/udp",
+            "--",
+            &pr,
+            "serve",
+            "--tag",
+            &name,
             "7000",
         ]);
         for a in ["127.0.0.1:8080", "198.51.100.1:8080"] {
@@ -847,7 +859,8 @@ fn udp_hairpin_answers_from_the_published_address(dataplane: &str) {
     }
     let host = th.host.path();
     for a in ["127.0.0.1:5353", "198.51.100.1:5353", "172.17.0.1:5353"] {
-        let e = probe::udp_echo_connected(&host, addr(a), b"c").unwrap_or_else(|e| panic!("{dataplane} host {a}: {e:#}"));
+        let e =
+            probe::udp_echo_connected(&host, addr(a), b"c").unwrap_or_else(|e| panic!("{dataplane} host {a}: {e:#}"));
         assert_eq!(e.tag, "u1");
     }
     let e = probe::udp_echo_connected(&th.outside.path(), addr("198.51.100.1:5353"), b"o").expect("from outside");

@@ -65,7 +65,8 @@ fn dns_scenario(dataplane: &str) {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         Kill(th.outside.cmd(&argv).stdout(Stdio::null()).spawn().unwrap())
     };
-    let _upstreams = [serve("198.51.100.2", &[]), serve("198.51.100.3", &["--spoof"]), serve("198.51.100.4", &["--truncate"])];
+    let _upstreams =
+        [serve("198.51.100.2", &[]), serve("198.51.100.3", &["--spoof"]), serve("198.51.100.4", &["--truncate"])];
     let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--dns", "198.51.100.2"]).unwrap();
     let pr = probe_bin().display().to_string();
     d.ok(&["network", "create", "front"]);

@@ -20,7 +20,12 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
         .host
         .run(move || -> anyhow::Result<(Loaded, aya::programs::XdpMode)> {
             let mut l = Loaded::load()?;
-            l.set_config(Config { netns_cookie: current_netns_cookie()?, flags: CONFIG_F_ENABLED, port_lo: 0, port_hi: 0 })?;
+            l.set_config(Config {
+                netns_cookie: current_netns_cookie()?,
+                flags: CONFIG_F_ENABLED,
+                port_lo: 0,
+                port_hi: 0,
+            })?;
             let mode = l.attach_uplink("up0")?;
             let _ = l.attach_container("vsb0")?;
             l.attach_cgroup(std::fs::File::open(&cg_dir)?)?;

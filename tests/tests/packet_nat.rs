@@ -468,7 +468,8 @@ fn conntrack_gc_expires_idle_and_closed_flows_in_pairs() {
             .chain(pair(6, 1006, 60, seen | netd_common::CT_F_ACKED | netd_common::CT_F_CLOSING)) // half-closed, 60 s: stays
             .chain(pair(6, 1007, 130, seen | netd_common::CT_F_ACKED | netd_common::CT_F_CLOSING)) // half-closed, 130 s: goes
             .chain(pair(17, 1008, 60, 0)) // unanswered UDP, 60 s: goes (30 s)
-            .chain(pair(17, 1009, 60, seen)) // answered UDP, 60 s: stays (120 s)
+            .chain(pair(17, 1009, 60, seen))
+        // answered UDP, 60 s: stays (120 s)
         {
             c.insert(k, v, 0).unwrap();
         }
@@ -778,19 +779,24 @@ fn a_blind_rst_does_not_close_a_flow_an_in_window_one_does() {
         _pad: [0; 3],
     };
     for (seq, flags) in [(1000u32, 0x02u8), (1001, 0x10), (5000, 0x18)] {
-        let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, seq, flags)).unwrap();
+        let r =
+            test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, seq, flags)).unwrap();
         assert_eq!(r.retval, TC_ACT_REDIRECT);
     }
     let v = ct_get(&l, &k).unwrap();
     assert_eq!(v.flags & netd_common::CT_F_ACKED, netd_common::CT_F_ACKED, "the ACK marks it established");
     // RST far outside the window: delivered (the sandbox's stack judges it too), flow untouched.
-    let r = test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 0x8000_0000, 0x04)).unwrap();
+    let r =
+        test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 0x8000_0000, 0x04)).unwrap();
     assert_eq!(r.retval, TC_ACT_REDIRECT);
     assert_eq!(ct_get(&l, &k).unwrap().flags & netd_common::CT_F_CLOSING, 0, "a blind RST must not close the flow");
     // A RST near the sender's sequence numbers closes it.
     test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 5100, 0x04)).unwrap();
     let f = ct_get(&l, &k).unwrap().flags;
-    assert_eq!(f & (netd_common::CT_F_CLOSING | netd_common::CT_F_RST), netd_common::CT_F_CLOSING | netd_common::CT_F_RST);
+    assert_eq!(
+        f & (netd_common::CT_F_CLOSING | netd_common::CT_F_RST),
+        netd_common::CT_F_CLOSING | netd_common::CT_F_RST
+    );
 }
 
 #[test]

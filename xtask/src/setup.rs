@@ -172,8 +172,11 @@ impl PolicyRcGuard {
             Err(e) => return Err(e).context(POLICY_RC),
         };
         let tmp = format!("{POLICY_RC}.netd-setup");
-        fs::write(&tmp, "#!/bin/sh\n# written by netd's `cargo xtask setup` during an install: no service starts\nexit 101\n")
-            .with_context(|| format!("writing {tmp}"))?;
+        fs::write(
+            &tmp,
+            "#!/bin/sh\n# written by netd's `cargo xtask setup` during an install: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("writing {tmp}"))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
         fs::rename(&tmp, POLICY_RC).with_context(|| format!("installing {POLICY_RC}"))?;
         Ok(Self { previous })
@@ -183,7 +186,9 @@ impl PolicyRcGuard {
 impl Drop for PolicyRcGuard {
     fn drop(&mut self) {
         let r = match &self.previous {
-            Some((bytes, perm)) => fs::write(POLICY_RC, bytes).and_then(|_| fs::set_permissions(POLICY_RC, perm.clone())),
+            Some((bytes, perm)) => {
+                fs::write(POLICY_RC, bytes).and_then(|_| fs::set_permissions(POLICY_RC, perm.clone()))
+            }
             None => fs::remove_file(POLICY_RC),
         };
         if let Err(e) = r {

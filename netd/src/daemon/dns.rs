@@ -144,8 +144,12 @@ impl View {
         let user_net = |id: &str| st.networks.get(id).filter(|n| !n.default_bridge);
         let mut v = View::default();
         for c in st.containers.values() {
-            let nets: Vec<String> =
-                c.endpoints.iter().filter(|e| user_net(&e.network_id).is_some()).map(|e| e.network_id.clone()).collect();
+            let nets: Vec<String> = c
+                .endpoints
+                .iter()
+                .filter(|e| user_net(&e.network_id).is_some())
+                .map(|e| e.network_id.clone())
+                .collect();
             let all_internal = !nets.is_empty() && nets.iter().all(|n| user_net(n).is_some_and(|n| n.internal));
             v.askers.insert(
                 c.id.clone(),
@@ -182,7 +186,8 @@ impl View {
             }
         }
         // Other attachments (CNI, Docker) resolve by their aliases.
-        for a in st.attachments.values().filter(|a| !matches!(a.owner, Owner::Sandbox { .. }) && !a.aliases.is_empty()) {
+        for a in st.attachments.values().filter(|a| !matches!(a.owner, Owner::Sandbox { .. }) && !a.aliases.is_empty())
+        {
             let Some(net) = user_net(&a.network_id) else { continue };
             v.entries.push(Entry {
                 net_id: a.network_id.clone(),

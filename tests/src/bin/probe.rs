@@ -337,7 +337,11 @@ fn dns_answer(table: &[(String, std::net::Ipv4Addr)], q: &[u8], truncate: bool) 
     r.add_query(query.clone());
     let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
     let ip = if name == "edns.test" {
-        Some(if q.edns.is_some() { std::net::Ipv4Addr::new(203, 0, 113, 9) } else { std::net::Ipv4Addr::new(203, 0, 113, 8) })
+        Some(if q.edns.is_some() {
+            std::net::Ipv4Addr::new(203, 0, 113, 9)
+        } else {
+            std::net::Ipv4Addr::new(203, 0, 113, 8)
+        })
     } else {
         table.iter().find(|(n, _)| *n == name).map(|(_, ip)| *ip)
     };
