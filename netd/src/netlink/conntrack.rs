@@ -165,24 +165,29 @@ impl Socket {
     }
 
     fn delete(&self, t: &Tuple) -> io::Result<()> {
-        let mut ip = Vec::new();
-        attr(&mut ip, CTA_IP_V4_SRC, &t.src.octets());
-        attr(&mut ip, CTA_IP_V4_DST, &t.dst.octets());
-        let mut proto = Vec::new();
-        attr(&mut proto, CTA_PROTO_NUM, &[t.proto]);
-        attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
-        attr(&mut proto, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
-        let mut tuple = Vec::new();
-        attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-        attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
-        let mut attrs = Vec::new();
-        attr(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-        if t.zone != 0 {
-            attr(&mut attrs, CTA_ZONE, &t.zone.to_be_bytes());
-        }
-        let seq = self.send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, &attrs)?;
+        let seq = self.send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, &entry_attrs(t))?;
         self.recv_until(seq, |_, _| Ok(true))
     }
+}
+
+/// The attributes naming one entry: its original tuple (and zone when not 0).
+fn entry_attrs(t: &Tuple) -> Vec<u8> {
+    let mut ip = Vec::new();
+    attr(&mut ip, CTA_IP_V4_SRC, &t.src.octets());
+    attr(&mut ip, CTA_IP_V4_DST, &t.dst.octets());
+    let mut proto = Vec::new();
+    attr(&mut proto, CTA_PROTO_NUM, &[t.proto]);
+    attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
+    attr(&mut proto, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
+    let mut tuple = Vec::new();
+    attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
+    attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
+    let mut attrs = Vec::new();
+    attr(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
+    if t.zone != 0 {
+        attr(&mut attrs, CTA_ZONE, &t.zone.to_be_bytes());
+    }
+    attrs
 }
 
 fn align(n: usize) -> usize {
@@ -267,19 +272,7 @@ mod tests {
             dport: 5353,
             zone: 3,
         };
-        let mut ip = Vec::new();
-        attr(&mut ip, CTA_IP_V4_SRC, &t.src.octets());
-        attr(&mut ip, CTA_IP_V4_DST, &t.dst.octets());
-        let mut proto = Vec::new();
-        attr(&mut proto, CTA_PROTO_NUM, &[t.proto]);
-        attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
-        attr(&mut proto, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
-        let mut tuple = Vec::new();
-        attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-        attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
-        let mut attrs = Vec::new();
-        attr(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-        attr(&mut attrs, CTA_ZONE, &t.zone.to_be_bytes());
+        let attrs = entry_attrs(&t);
         assert_eq!(parse_entry(&attrs), Some(t));
         assert_eq!(parse_entry(&attrs[..3]), None, "truncated");
     }
