@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cni;
 pub mod daemon;
 pub mod docker;
+pub mod frames;
 pub mod load;
 pub mod netns;
 pub mod podman;

@@ -3,7 +3,11 @@
 //! address, an unpublished port) never reach a sandbox.
 use std::{os::unix::fs::MetadataExt, time::Duration};
 
-use netd_tests::{TestDaemon, TestHost, addr, in_netns, probe, probe_path as p, require_root};
+use netd_tests::{
+    TestDaemon, TestHost, addr,
+    frames::{mac_of, send_raw, syn_frame},
+    in_netns, probe, probe_path as p, require_root,
+};
 use serde_json::Value;
 
 /// Connect to a unix socket as uid/gid 65534 (python drops privileges first).
@@ -61,81 +65,6 @@ fn api_socket_is_root_only_and_hidden_from_sandboxes() {
     assert!(d.ok(&["ps", "-q"]).lines().count() == 2);
 }
 
-/// An Ethernet frame carrying a TCP SYN, checksums right (a protection failure would show as
-/// the SYN being accepted).
-fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
-    fn csum(data: &[u8]) -> u16 {
-        let mut s: u32 = 0;
-        for c in data.chunks(2) {
-            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
-    }
-    let mut tcp = Vec::new();
-    tcp.extend_from_slice(&40123u16.to_be_bytes());
-    tcp.extend_from_slice(&dport.to_be_bytes());
-    tcp.extend_from_slice(&1u32.to_be_bytes());
-    tcp.extend_from_slice(&0u32.to_be_bytes());
-    tcp.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6, 0, tcp.len() as u8]);
-    pseudo.extend_from_slice(&tcp);
-    let c = csum(&pseudo);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, 0, 0, (20 + tcp.len()) as u8, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&tcp);
-    f
-}
-
-fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
-    let ifname = ifname.to_string();
-    in_netns(ns, move || netd::dataplane::ebpf::if_hwaddr(&ifname).unwrap()).unwrap()
-}
-
-/// Send `frames` out of `ifname` in namespace `ns` with an AF_PACKET socket.
-fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
-    let ifname = std::ffi::CString::new(ifname).unwrap();
-    in_netns(ns, move || {
-        // SAFETY: plain socket calls on a fresh AF_PACKET socket with a zeroed sockaddr_ll.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(fd >= 0, "AF_PACKET socket");
-            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
-            sa.sll_halen = 6;
-            for f in &frames {
-                let n = libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                assert_eq!(n, f.len() as isize, "sendto");
-            }
-            libc::close(fd);
-        }
-    })
-    .unwrap();
-}
-
-/// TCP segments received in a namespace (`Tcp: InSegs` of /proc/net/snmp, read from inside).
 fn tcp_in_segs(ns: &str) -> u64 {
     in_netns(ns, || {
         let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
