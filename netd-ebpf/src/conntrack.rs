@@ -468,21 +468,5 @@ pub fn redirect_fib(ctx: &TcContext) -> i32 {
     fib.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: valid ctx and params pointers.
     let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
-    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        if nat::set_macs(ctx, &fib.dmac, &fib.smac).is_err() {
-            return TC_ACT_SHOT as i32;
-        }
-        // SAFETY: plain helper call.
-        return unsafe { bpf_redirect(fib.ifindex, 0) as i32 };
-    }
-    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-        nh.nh_family = AF_INET as u32;
-        nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
-        // SAFETY: valid params pointer.
-        return unsafe {
-            bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32
-        };
-    }
-    TC_ACT_OK as i32
+    redirect_with(ctx, rc, &mut fib)
 }
