@@ -290,6 +290,19 @@ impl TestDaemon {
         st.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// The daemon's resident memory between its periodic passes: the lowest of samples taken
+    /// over one conntrack-GC period (10 s) and a bit, so a pass's transient working set, which
+    /// one sample can land in, is not read as growth. Leaks still show: they stay.
+    pub fn settled_rss_kb(&self) -> Option<u64> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(12);
+        let mut min = self.rss_kb()?;
+        while std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            min = min.min(self.rss_kb()?);
+        }
+        Some(min)
+    }
+
     /// `--cgroup-parent` of this daemon: its sandboxes' cgroups are below it.
     pub fn cgroup_parent(&self) -> String {
         format!("netd-test-{}", self.root.file_name().unwrap_or_default().to_string_lossy())

@@ -132,11 +132,11 @@ fn ten_thousand_ports(dataplane: &str) {
             (n, bad)
         })
     };
-    let rss0 = d.rss_kb().expect("daemon RSS");
+    let rss0 = d.settled_rss_kb().expect("daemon RSS");
     let burst = load::tcp_crr(&th.outside.path(), addr("198.51.100.1:8080"), Duration::from_secs(60), 0).unwrap();
     stop.store(true, Ordering::Relaxed);
     let (n, bad) = talker.join().unwrap();
-    let rss1 = d.rss_kb().expect("daemon RSS");
+    let rss1 = d.settled_rss_kb().expect("daemon RSS");
     eprintln!(
         "burst: {:.0} connections/s for 60 s ({} errors), established flow {n} exchanges, {} failed; RSS {rss0} -> {rss1} kB",
         burst.ops_per_s,
