@@ -16,14 +16,10 @@ use serde_json::{Value, json};
 
 const CAPS: &str = r#"{"portMappings": true, "aliases": true, "ips": true, "mac": true}"#;
 
+/// The daemon with its defaults (the iptables dataplane with `--userland-proxy`: CNI ports,
+/// which have no proxy, get the proxy-less rules per binding).
 fn daemon(th: &TestHost, dataplane: &str) -> TestDaemon {
-    // CNI ports are reserve-only (no proxy): the iptables dataplane runs without the userland
-    // proxy here (per-port proxy-less rules under a proxy-enabled daemon are not done yet).
-    let mut args = vec!["--dataplane", dataplane];
-    if dataplane == "iptables" {
-        args.push("--userland-proxy=false");
-    }
-    TestDaemon::start(th, &args).unwrap()
+    TestDaemon::start(th, &["--dataplane", dataplane]).unwrap()
 }
 
 fn runtime(th: &TestHost, d: &TestDaemon, name: &str, version: &str, extra: Value) -> Runtime {

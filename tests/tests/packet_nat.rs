@@ -600,6 +600,7 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
         container_ip: ip(SB2),
         container_port: 53,
         network_index: 1,
+        unproxied: false,
     };
     dp.ports_added(&net, std::slice::from_ref(&port)).unwrap();
     // The binding is live at once; the stale flow's two entries go with the deferred pass

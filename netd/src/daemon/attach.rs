@@ -284,7 +284,8 @@ impl Daemon {
             .collect();
         let t0 = std::time::Instant::now();
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
-        let maps = allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket, proxied)?;
+        let maps =
+            allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
         if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
             unreserve_ports(st, &maps);
@@ -336,6 +337,10 @@ impl Daemon {
     /// Replay one attachment after a restart: its address, host ports (held sockets, proxies)
     /// and the dataplane's endpoint and ports. Idempotent.
     pub async fn adopt(self: &Shared, st: &mut State, mut a: Attachment) {
+        // Records written before bindings carried it.
+        for m in &mut a.ports {
+            m.unproxied |= !a.port_opts.userland_proxy;
+        }
         if let Some(p) = st.pools.get_mut(&a.network_id) {
             let _ = p.restore(a.ip);
         }
@@ -459,7 +464,8 @@ pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16, proxied: bool) -> s
 
 /// Allocate every binding of a request (all-or-nothing), holding a socket for each when
 /// `hold`. `specs`: (proto, host ip, host port start, end, container port); start 0 =
-/// ephemeral.
+/// ephemeral. `proxy_opt` false: the bindings never get a userland proxy
+/// ([`PortMapping::unproxied`]).
 fn allocate_ports(
     st: &mut State,
     specs: &[(Proto, Ipv4Addr, u16, u16, u16)],
@@ -467,6 +473,7 @@ fn allocate_ports(
     net_index: u32,
     hold: bool,
     proxied: bool,
+    proxy_opt: bool,
 ) -> ApiResult<Vec<PortMapping>> {
     let mut done: Vec<PortMapping> = Vec::new();
     let (lo, hi) = crate::ports::ephemeral_range();
@@ -519,6 +526,7 @@ fn allocate_ports(
                 container_ip,
                 container_port: cport,
                 network_index: net_index,
+                unproxied: !proxy_opt,
             }),
             None => {
                 let msg = if start == 0 {

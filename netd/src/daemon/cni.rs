@@ -5,7 +5,8 @@
 //!
 //! CNI attachments publish their ports reserve-only (`PortOpts::RESERVE_ONLY`): netd's allocator
 //! and the dataplane, no held socket and no userland proxy (a rootful podman's conmon holds the
-//! host ports itself).
+//! host ports itself); the iptables dataplane gives them the proxy-less rules per binding
+//! ([`crate::dataplane::PortMapping::unproxied`]).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,

@@ -31,7 +31,7 @@ fn rh(table: &'static str, chain: &'static str, spec: impl Into<String>) -> Rule
 }
 
 pub const FILTER_CHAINS: [&str; 6] = ["NETD", "NETD-USER", "NETD-FORWARD", "NETD-CT", "NETD-INTERNAL", "NETD-BRIDGE"];
-pub const NAT_CHAINS: [&str; 2] = ["NETD", "NETD-POSTROUTING"];
+pub const NAT_CHAINS: [&str; 3] = ["NETD", "NETD-POSTROUTING", "NETD-LOOPBACK"];
 pub const RAW_CHAINS: [&str; 1] = ["NETD-RAW"];
 
 /// Jumps from the built-in chains into netd's.
@@ -116,8 +116,20 @@ pub fn render_endpoint(n: &NetworkSpec, ep: &EndpointSpec) -> Vec<Rule> {
     vec![r("raw", "NETD-RAW", format!("-d {}/32 ! -i {} -j DROP", ep.ip, n.bridge))]
 }
 
-/// One published port (usernet-portmap*.md).
+/// The jump into `NETD-LOOPBACK` (nat OUTPUT to 127.0.0.0/8), installed with the first
+/// [`PortMapping::unproxied`] binding under `--userland-proxy`: the daemon's own jump leaves
+/// loopback to the proxy, these bindings have none.
+pub fn loopback_jump() -> Rule {
+    r("nat", "OUTPUT", "-d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j NETD-LOOPBACK")
+}
+
+/// One published port (usernet-portmap*.md). A binding without a userland proxy
+/// ([`PortMapping::unproxied`], CNI) gets the proxy-less rules under `--userland-proxy` too,
+/// plus what the daemon-wide proxy-less setup gives every binding there: loopback DNAT
+/// (`NETD-LOOPBACK`) and masquerade of the loopback source onto the bridge.
 pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Vec<Rule> {
+    let per_port_noproxy = userland_proxy && p.unproxied;
+    let userland_proxy = userland_proxy && !p.unproxied;
     let br = &n.bridge;
     let pr = p.proto.as_str();
     let accept = rh(
@@ -134,14 +146,11 @@ pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Ve
     }
     let dst = if p.host_ip.is_unspecified() { String::new() } else { format!("-d {}/32 ", p.host_ip) };
     let inif = if userland_proxy { format!("! -i {br} ") } else { String::new() };
-    v.push(r(
-        "nat",
-        "NETD",
-        format!(
-            "{dst}{inif}-p {pr} -m {pr} --dport {} -j DNAT --to-destination {}:{}",
-            p.host_port, p.container_ip, p.container_port
-        ),
-    ));
+    let dnat = format!(
+        "{dst}{inif}-p {pr} -m {pr} --dport {} -j DNAT --to-destination {}:{}",
+        p.host_port, p.container_ip, p.container_port
+    );
+    v.push(r("nat", "NETD", dnat.clone()));
     if !userland_proxy {
         v.push(r(
             "nat",
@@ -150,6 +159,17 @@ pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Ve
                 "-s {ip}/32 -d {ip}/32 -p {pr} -m {pr} --dport {} -j MASQUERADE",
                 p.container_port,
                 ip = p.container_ip
+            ),
+        ));
+    }
+    if per_port_noproxy && (p.host_ip.is_unspecified() || p.host_ip.is_loopback()) {
+        v.push(r("nat", "NETD-LOOPBACK", dnat));
+        v.push(r(
+            "nat",
+            "NETD-POSTROUTING",
+            format!(
+                "-s 127.0.0.0/8 -d {}/32 -o {br} -p {pr} -m {pr} --dport {} -j MASQUERADE",
+                p.container_ip, p.container_port
             ),
         ));
     }
@@ -216,6 +236,8 @@ pub struct Iptables {
     restore: &'static str,
     cmd: &'static str,
     userland_proxy: bool,
+    /// [`loopback_jump`] is in place.
+    loopback_jump: bool,
     /// Every rule currently installed (besides the jumps), so removal deletes exactly them and
     /// repeating an add is a no-op.
     installed: BTreeSet<Rule>,
@@ -231,7 +253,7 @@ impl Iptables {
         } else {
             ("iptables-nft-restore", "iptables-nft")
         };
-        Self { restore, cmd, userland_proxy, installed: BTreeSet::new(), new_tables: Vec::new() }
+        Self { restore, cmd, userland_proxy, loopback_jump: false, installed: BTreeSet::new(), new_tables: Vec::new() }
     }
 
     fn run_restore(&self, input: &str) -> DpResult<()> {
@@ -289,7 +311,7 @@ impl Iptables {
     }
 
     fn remove_jumps(&self) {
-        for j in render_jumps(true).into_iter().chain(render_jumps(false)) {
+        for j in render_jumps(true).into_iter().chain(render_jumps(false)).chain([loopback_jump()]) {
             while self.has(&j) {
                 if self.run_restore(&batch(std::slice::from_ref(&j), true, &[])).is_err() {
                     break;
@@ -317,6 +339,7 @@ impl Dataplane for Iptables {
         // Whatever a previous daemon left: our jumps first, then our chains are (re)declared,
         // which flushes them, and rebuilt from the replayed state.
         self.remove_jumps();
+        self.loopback_jump = false;
         let declare: [(&'static str, &'static [&'static str]); 3] =
             [("filter", &FILTER_CHAINS), ("nat", &NAT_CHAINS), ("raw", &RAW_CHAINS)];
         self.run_restore(&batch(&render_base(), false, &declare))?;
@@ -349,6 +372,16 @@ impl Dataplane for Iptables {
     }
 
     fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        if self.userland_proxy && ports.iter().any(|p| p.unproxied) {
+            // What --userland-proxy=false sets for every bridge, for this one's proxy-less
+            // bindings: 127.0.0.1 may be DNATed onto the bridge, through the loopback jump.
+            let p = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge);
+            std::fs::write(&p, "1").map_err(|e| DataplaneError::new(B, p, e))?;
+            if !self.loopback_jump {
+                self.run_restore(&batch(&[loopback_jump()], false, &[]))?;
+                self.loopback_jump = true;
+            }
+        }
         let rules = ports.iter().flat_map(|p| render_port(net, p, self.userland_proxy)).collect();
         self.add(rules)?;
         // A UDP port (re)published: drop conntrack entries of the host port, so no stale
@@ -381,6 +414,7 @@ impl Dataplane for Iptables {
             return Ok(());
         }
         self.remove_jumps();
+        self.loopback_jump = false;
         let mut input = String::new();
         for (table, chains) in [("raw", &RAW_CHAINS[..]), ("nat", &NAT_CHAINS[..]), ("filter", &FILTER_CHAINS[..])] {
             input.push_str(&format!("*{table}\n"));
@@ -490,6 +524,7 @@ mod tests {
             container_ip: Ipv4Addr::new(192, 0, 2, 2),
             container_port: 80,
             network_index: 2,
+            unproxied: false,
         }
     }
 
@@ -525,6 +560,28 @@ mod tests {
             "[raw] -A NETD-RAW -d 192.0.2.2/32 ! -i bridge1 -j DROP",
         ];
         assert_eq!(got, want);
+    }
+
+    /// A binding without a proxy (CNI) under `--userland-proxy`: the proxy-less DNAT (also from
+    /// the bridge, for hairpin) and hairpin masquerade, plus loopback DNAT and its masquerade.
+    #[test]
+    fn unproxied_binding_under_the_proxy_gets_loopback_and_hairpin_rules() {
+        let n = net(true, false);
+        let p = PortMapping { unproxied: true, ..port(Ipv4Addr::UNSPECIFIED) };
+        let got = lines(&render_port(&n, &p, true));
+        let want = [
+            "[filter] -A NETD -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p tcp -m tcp --dport 80 -j ACCEPT",
+            "[nat] -A NETD -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.0.2.2:80",
+            "[nat] -A NETD-POSTROUTING -s 192.0.2.2/32 -d 192.0.2.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+            "[nat] -A NETD-LOOPBACK -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.0.2.2:80",
+            "[nat] -A NETD-POSTROUTING -s 127.0.0.0/8 -d 192.0.2.2/32 -o bridge1 -p tcp -m tcp --dport 80 -j MASQUERADE",
+        ];
+        assert_eq!(got, want);
+        // A binding on another host address has no loopback rules; without the proxy
+        // daemon-wide the binding renders as any other.
+        let other = PortMapping { unproxied: true, ..port(Ipv4Addr::new(198, 51, 100, 1)) };
+        assert!(!lines(&render_port(&n, &other, true)).iter().any(|l| l.contains("LOOPBACK") || l.contains("127.")));
+        assert_eq!(render_port(&n, &p, false), render_port(&n, &port(Ipv4Addr::UNSPECIFIED), false));
     }
 
     /// usernet-portmap-noicc.md, usernet-internal.md, usernet-portmap-lo.md,

@@ -172,6 +172,11 @@ pub struct PortMapping {
     pub container_ip: Ipv4Addr,
     pub container_port: u16,
     pub network_index: u32,
+    /// No userland proxy serves this binding whatever `--userland-proxy` says (CNI: the runtime
+    /// holds the host port, netd only translates): the iptables dataplane gives it Docker's
+    /// proxy-less rules (loopback and hairpin by DNAT). The eBPF dataplane needs no proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unproxied: bool,
 }
 
 /// An icc=false exception opened by `--link`: `src` may reach `dst:port/proto` (and its replies).
