@@ -45,6 +45,70 @@ fn has_eth0(ns: &Netns) -> bool {
     ns.exec(&["ip", "link", "show", "eth0"]).map(|o| o.status.success()).unwrap_or(false)
 }
 
+enum Undo {
+    Map((Vec<String>, Vec<String>), &'static str),
+    Rule(String, &'static str),
+}
+
+fn hex(b: &[u8]) -> Vec<String> {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Delete one entry of a pinned map of the daemon; returns (key, value) as hex bytes.
+fn bpf_take(d: &TestDaemon, map: &str, key: &[u8]) -> (Vec<String>, Vec<String>) {
+    let path = d.bpffs.join("maps").join(map);
+    let k = hex(key);
+    let o = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(&path)
+        .arg("key")
+        .arg("hex")
+        .args(&k)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{map} lookup: {e}: {o:?}"));
+    let value: Vec<String> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().trim_start_matches("0x").to_string())
+        .collect();
+    let del = std::process::Command::new("bpftool")
+        .args(["map", "delete", "pinned"])
+        .arg(&path)
+        .arg("key")
+        .arg("hex")
+        .args(&k)
+        .status()
+        .unwrap();
+    assert!(del.success(), "deleting from {map}");
+    (k, value)
+}
+
+fn bpf_put(d: &TestDaemon, map: &str, key: &[String], value: &[String]) {
+    let ok = std::process::Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(d.bpffs.join("maps").join(map))
+        .args(["key", "hex"])
+        .args(key)
+        .args(["value", "hex"])
+        .args(value)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "updating {map}");
+}
+
+/// Delete the rule of `table` (in the test's host namespace) whose `iptables-save` line starts
+/// with `prefix`; returns the line with `-A` (to put it back with `iptables -t TABLE LINE`).
+fn ipt_take(th: &TestHost, table: &str, prefix: &str) -> String {
+    let save = th.host.exec_ok(&["iptables-save", "-t", table]).unwrap();
+    let line =
+        save.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {save}")).to_string();
+    let del = line.replacen("-A ", "-D ", 1);
+    th.host.exec_ok(&[&["iptables", "-t", table], &del.split_whitespace().collect::<Vec<_>>()[..]].concat()).unwrap();
+    line
+}
+
 fn harness(dataplane: &str) {
     let th = TestHost::new(&format!("cni{}", &dataplane[..1])).unwrap();
     let d = daemon(&th, dataplane);
@@ -132,6 +196,39 @@ fn harness(dataplane: &str) {
     assert!(bad.err_msg().contains("default route"), "{bad:?}");
     c1.exec_ok(&["ip", "route", "add", "default", "via", "203.0.113.1"]).unwrap();
     assert_eq!(rt.check("ctr1", &c1.path(), "eth0", &json!({})).code, 0);
+    // CHECK reads the dataplane as the kernel holds it: the endpoint and the published port,
+    // removed behind netd's back, fail it (code 103, what is missing named); put back, it passes.
+    let breaks: [(&str, Vec<u8>, &str); 2] = if dataplane == "ebpf" {
+        [
+            ("ENDPOINTS", vec![203, 0, 113, 2], "endpoint 203.0.113.2 is missing"),
+            ("PUBLISHED_V4", vec![0, 0, 0, 0, 0x1f, 0x90, 6, 0], "published port 0.0.0.0:8080/tcp is missing"),
+        ]
+    } else {
+        [
+            ("raw", Vec::new(), "-A NETD-RAW -d 203.0.113.2/32"),
+            ("nat", Vec::new(), "-A NETD -p tcp -m tcp --dport 8080 -j DNAT --to-destination 203.0.113.2:7000"),
+        ]
+    };
+    for (what, key, want) in breaks {
+        let undo = if dataplane == "ebpf" {
+            Undo::Map(bpf_take(&d, what, &key), what)
+        } else {
+            Undo::Rule(ipt_take(&th, what, want), what)
+        };
+        let bad = rt.check("ctr1", &c1.path(), "eth0", &json!({}));
+        assert_eq!(bad.err_code(), 103, "{what} removed: {bad:?}");
+        assert!(bad.err_msg().contains(want.trim_start_matches("-A ")), "{what}: {}", bad.err_msg());
+        match undo {
+            Undo::Map((k, v), m) => bpf_put(&d, m, &k, &v),
+            Undo::Rule(line, t) => th
+                .host
+                .exec_ok(&[&["iptables", "-t", t], &line.split_whitespace().collect::<Vec<_>>()[..]].concat())
+                .map(drop)
+                .unwrap(),
+        }
+        let ok = rt.check("ctr1", &c1.path(), "eth0", &json!({}));
+        assert_eq!(ok.code, 0, "{what} put back: {ok:?}");
+    }
     // CHECK of an unknown container.
     let unknown = rt.check("nosuch", &c4.path(), "eth0", &json!({}));
     assert_ne!(unknown.code, 0, "{unknown:?}");

@@ -394,6 +394,17 @@ impl Daemon {
         }
     }
 
+    /// What the dataplane lacks of attachment `a` (its endpoint, its network, its bindings), as
+    /// the kernel has it: one sentence per missing piece (CNI CHECK).
+    pub async fn dataplane_missing(&self, st: &mut State, a: &Attachment) -> Result<Vec<String>, String> {
+        let net =
+            st.networks.get(&a.network_id).cloned().ok_or_else(|| format!("network {} not found", a.network_id))?;
+        let b = net.bridge.as_ref().ok_or_else(|| format!("network {} has no bridge", net.name))?;
+        let bidx = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
+        let spec = net.spec(bidx).expect("bridge");
+        st.dp.missing(&spec, &endpoint_spec(a, b.index), &a.ports).map_err(|e| e.to_string())
+    }
+
     /// Whether attachment `id` is intact: its host veth exists and is on its network's bridge;
     /// with a namespace, the interface inside has its address. The first problem found.
     pub async fn check_attachment(&self, st: &State, id: &str) -> Result<(), String> {

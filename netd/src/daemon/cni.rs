@@ -337,6 +337,18 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
             a.gateway, a.ifname, inside.default_gw
         )));
     }
+    // The dataplane: the endpoint, the network and every binding, as the kernel holds them.
+    let mut st = d.state.lock().await;
+    let a = st.attachments.get(&a.id).cloned().ok_or_else(|| failed("the attachment went away".into()))?;
+    let missing = d.dataplane_missing(&mut st, &a).await.map_err(failed)?;
+    drop(st);
+    if !missing.is_empty() {
+        return Err(failed(format!(
+            "the {} dataplane lacks what this container needs: {}",
+            d.cfg.up.dataplane,
+            missing.join("; ")
+        )));
+    }
     Ok(())
 }
 

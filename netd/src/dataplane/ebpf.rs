@@ -559,6 +559,43 @@ impl Dataplane for Ebpf {
         Ok(())
     }
 
+    fn missing(&mut self, net: &NetworkSpec, ep: &EndpointSpec, ports: &[PortMapping]) -> DpResult<Vec<String>> {
+        let mut out = Vec::new();
+        {
+            let m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
+            if m.get(&net.index, 0).is_err() {
+                out.push(format!("network {} (index {}) is missing from the NETWORKS map", net.name, net.index));
+            }
+        }
+        {
+            let m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
+            match m.get(&be_addr(ep.ip), 0) {
+                Err(_) => out.push(format!("endpoint {} is missing from the ENDPOINTS map", ep.ip)),
+                Ok(v) if v.ifindex != ep.host_ifindex || v.mac != ep.mac || v.net != net.index => out.push(format!(
+                    "endpoint {} in the ENDPOINTS map leads to ifindex {} (network {}), not {} ({}, network {})",
+                    ep.ip, v.ifindex, v.net, ep.host_ifindex, ep.host_veth, net.index
+                )),
+                Ok(_) => {}
+            }
+        }
+        let m: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> = self.map(map_names::PUBLISHED_V4)?;
+        for p in &map_keys(net, ports) {
+            let what = format!("published port {}:{}/{}", p.host_ip, p.host_port, p.proto.as_str());
+            match m.get(&Self::published_key(p), 0) {
+                Err(_) => out.push(format!("{what} is missing from the PUBLISHED_V4 map")),
+                Ok(v) if v.addr != be_addr(p.container_ip) || v.port != be_port(p.container_port) => out.push(format!(
+                    "{what} in the PUBLISHED_V4 map leads to {}:{}, not {}:{}",
+                    Ipv4Addr::from(u32::from_be(v.addr)),
+                    u16::from_be(v.port),
+                    p.container_ip,
+                    p.container_port
+                )),
+                Ok(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
         let ports = &map_keys(net, ports);
         let mut gone: Vec<(u8, u16, u32)> = Vec::new();

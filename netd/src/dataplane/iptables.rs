@@ -397,6 +397,21 @@ impl Dataplane for Iptables {
         Ok(())
     }
 
+    fn missing(&mut self, net: &NetworkSpec, ep: &EndpointSpec, ports: &[PortMapping]) -> DpResult<Vec<String>> {
+        let mut want = render_network(net, self.userland_proxy);
+        want.extend(render_endpoint(net, ep));
+        if self.userland_proxy && ports.iter().any(|p| p.unproxied) {
+            want.push(loopback_jump());
+        }
+        want.extend(ports.iter().flat_map(|p| render_port(net, p, self.userland_proxy)));
+        let mut seen = BTreeSet::new();
+        Ok(want
+            .into_iter()
+            .filter(|r| seen.insert(r.clone()) && !self.has(r))
+            .map(|r| format!("rule missing in the {} table: -A {} {}", r.table, r.chain, r.spec))
+            .collect())
+    }
+
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
         self.add(links.iter().flat_map(|l| render_link(net, l)).collect())
     }

@@ -235,6 +235,12 @@ pub trait Dataplane: Send {
     fn links_added(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn links_removed(&mut self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()>;
     fn stats(&self) -> DpResult<Stats>;
+    /// What the installed datapath lacks of an endpoint and its bindings (CNI CHECK), read from
+    /// the kernel (map entries, rules), not from the backend's own bookkeeping: one sentence per
+    /// missing or wrong piece, empty when everything is in place.
+    fn missing(&mut self, _net: &NetworkSpec, _ep: &EndpointSpec, _ports: &[PortMapping]) -> DpResult<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// The host's interfaces or addresses changed (rtnetlink): `host` holds the uplinks and
     /// local addresses now. Backends whose rules do not name interfaces ignore it.
     fn host_changed(&mut self, _host: &HostInfo) -> DpResult<()> {
