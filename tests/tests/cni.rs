@@ -518,3 +518,117 @@ fn podman_run_publish_iptables() {
     require_root!();
     podman_run("iptables");
 }
+
+/// The config keys with real packets: `hostIP` bindings answer on that address only, `mtu` is
+/// the pod's interface's and the path's, an `internal` network has no way out (nor in).
+fn config_keys(dataplane: &str) {
+    let th = TestHost::new(&format!("cck{}", &dataplane[..1])).unwrap();
+    let d = daemon(&th, dataplane);
+    let host = th.host.path();
+    let out = th.outside.path();
+    // hostIP: a binding on 198.51.100.1 and one on 127.0.0.1; the host has 198.51.100.3 too.
+    th.host.exec_ok(&["ip", "addr", "add", "198.51.100.3/24", "dev", "up0"]).unwrap();
+    let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "ck1", "subnet": "203.0.113.0/26"}));
+    let h1 = Netns::new(&unique("ckc")).unwrap();
+    let _s1 = probe::EchoServer::start(&h1.path(), addr("0.0.0.0:7000"), "h1").unwrap();
+    let maps = ports(json!([{"hostPort": 8081, "containerPort": 7000, "hostIP": "198.51.100.1"},
+                            {"hostPort": 8082, "containerPort": 7000, "hostIP": "127.0.0.1"}]));
+    let r = rt.add("h1", &h1.path(), "eth0", &maps);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    for (ns, a, answers) in [
+        (&out, "198.51.100.1:8081", true),
+        (&out, "198.51.100.3:8081", false),
+        (&host, "198.51.100.1:8081", true),
+        (&host, "198.51.100.3:8081", false),
+        (&host, "127.0.0.1:8081", false),
+        (&host, "127.0.0.1:8082", true),
+        (&host, "198.51.100.1:8082", false),
+        (&out, "198.51.100.1:8082", false),
+    ] {
+        let e = probe::tcp_echo(ns, addr(a), b"hostip");
+        let from = if *ns == out { "outside" } else { "the host" };
+        match (answers, e) {
+            (true, Ok(e)) => assert_eq!(e.tag, "h1", "{a} from {from}"),
+            (true, Err(e)) => panic!("{a} from {from}: {e:#}"),
+            (false, Ok(e)) => panic!("{a} from {from} answered ({e:?}): the binding is on another address"),
+            (false, Err(_)) => {}
+        }
+    }
+    assert_eq!(rt.del("h1", &h1.path(), "eth0", &maps).code, 0);
+
+    // mtu: the network made from the config has it; the pod's interface, the host veth and the
+    // path to outside carry 1400-byte packets and no bigger (DF).
+    let rtm =
+        runtime(&th, &d, "mtunet", "1.1.0", json!({"network": "ckmtu", "subnet": "203.0.113.64/26", "mtu": 1400}));
+    let m1 = Netns::new(&unique("ckc")).unwrap();
+    let r = rtm.add("m1", &m1.path(), "eth0", &json!({}));
+    assert_eq!(r.code, 0, "{r:?}");
+    let res = r.json();
+    assert_eq!(res["interfaces"][2]["mtu"], 1400, "{res}");
+    assert!(m1.exec_ok(&["ip", "-o", "link", "show", "eth0"]).unwrap().contains(" mtu 1400 "));
+    let hv = res["interfaces"][1]["name"].as_str().unwrap();
+    assert!(th.host.exec_ok(&["ip", "-o", "link", "show", hv]).unwrap().contains(" mtu 1400 "));
+    let ping =
+        |size: &str| m1.exec(&["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", size, "198.51.100.2"]).unwrap();
+    let p = ping("1372");
+    assert!(p.status.success(), "1400-byte packet to outside: {}", String::from_utf8_lossy(&p.stdout));
+    let p = ping("1373");
+    assert!(!p.status.success(), "1401 bytes passed an mtu-1400 interface");
+    assert!(
+        String::from_utf8_lossy(&p.stderr).contains("mtu=1400")
+            || String::from_utf8_lossy(&p.stdout).contains("mtu=1400"),
+        "{p:?}"
+    );
+    assert_eq!(rtm.del("m1", &m1.path(), "eth0", &json!({})).code, 0);
+
+    // internal: no default route (nor routes in the result), the pods reach each other, nothing
+    // leaves (even with a default route added by hand) and nothing comes in from outside.
+    let rti = runtime(
+        &th,
+        &d,
+        "intnet",
+        "1.0.0",
+        json!({"network": "ckint", "subnet": "203.0.113.128/26", "internal": true}),
+    );
+    let i1 = Netns::new(&unique("ckc")).unwrap();
+    let i2 = Netns::new(&unique("ckc")).unwrap();
+    let _si1 = probe::EchoServer::start(&i1.path(), addr("0.0.0.0:7000"), "i1").unwrap();
+    let r1 = rti.add("i1", &i1.path(), "eth0", &json!({}));
+    assert_eq!(r1.code, 0, "{r1:?}");
+    assert_eq!(r1.json()["routes"], json!([]), "{}", r1.stdout);
+    let r2 = rti.add("i2", &i2.path(), "eth0", &json!({}));
+    assert_eq!(r2.code, 0, "{r2:?}");
+    let i1ip = result_ip(&r1.json());
+    assert!(i1.exec_ok(&["ip", "route", "show", "default"]).unwrap().trim().is_empty());
+    let e = probe::tcp_echo(&i2.path(), format!("{i1ip}:7000").parse().unwrap(), b"icc").expect("pod to pod");
+    assert_eq!(e.tag, "i1");
+    let _ext = probe::EchoServer::start(&out, addr("198.51.100.2:9000"), "ext").unwrap();
+    assert!(probe::tcp_echo(&i2.path(), addr("198.51.100.2:9000"), b"x").is_err(), "no route, no way out");
+    i2.exec_ok(&["ip", "route", "add", "default", "via", "203.0.113.129"]).unwrap();
+    th.outside.exec_ok(&["ip", "route", "add", "203.0.113.128/26", "via", "198.51.100.1"]).unwrap();
+    let i2p = i2.path();
+    let target: SocketAddr = format!("{i1ip}:7000").parse().unwrap();
+    let (leave, enter) = std::thread::scope(|s| {
+        let a = s.spawn(|| probe::tcp_echo(&i2p, addr("198.51.100.2:9000"), b"x"));
+        let b = s.spawn(|| probe::tcp_echo(&out, target, b"x"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(leave.is_err(), "an internal pod reached outside: {leave:?}");
+    assert!(enter.is_err(), "outside reached an internal pod: {enter:?}");
+    let e = probe::tcp_echo(&i2.path(), target, b"icc").expect("pod to pod with the route");
+    assert_eq!(e.tag, "i1");
+    assert_eq!(rti.del("i1", &i1.path(), "eth0", &json!({})).code, 0);
+    assert_eq!(rti.del("i2", &i2.path(), "eth0", &json!({})).code, 0);
+}
+
+#[test]
+fn config_keys_hostip_mtu_internal_ebpf() {
+    require_root!();
+    config_keys("ebpf");
+}
+
+#[test]
+fn config_keys_hostip_mtu_internal_iptables() {
+    require_root!();
+    config_keys("iptables");
+}
