@@ -1,20 +1,20 @@
 //! The daemon's API: HTTP/1.1 + JSON over a unix socket (root-only), shaped like Docker's Engine
-//! API where Docker has an equivalent. One request per connection; bodies are capped at
-//! [`MAX_BODY`]; errors are `{"message": "..."}` with Docker's status codes (400 bad parameter,
-//! 404 no such object, 409 conflict, 500 server error).
-//!
-//! The transport is written here (a few dozen lines) rather than pulled from an HTTP stack: the
-//! daemon needs only request/response and one streaming response (`logs?follow=1`).
-use std::{collections::BTreeMap, path::Path};
+//! API where Docker has an equivalent. The transport is hyper: keep-alive, chunked or sized
+//! bodies, a header timeout and size limit; bodies are capped at [`MAX_BODY`]; errors are
+//! `{"message": "..."}` with Docker's status codes (400 bad parameter, 404 no such object or
+//! path, 405 wrong method, 409 conflict, 413 body too large, 500 server error).
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
-    net::UnixStream,
-};
+use tokio::net::UnixStream;
 
 /// Largest request body the daemon accepts (Docker has no small limit; 1 MiB is plenty here).
 pub const MAX_BODY: usize = 1 << 20;
+/// Largest request head (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 16 << 10;
 
 /// What `netd run`/`create` sends.
@@ -142,47 +142,55 @@ pub fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// Read one request from a connection.
-pub async fn read_request(stream: &mut UnixStream) -> Result<Request, HttpError> {
-    let mut reader = BufReader::new(stream);
-    let mut head = Vec::new();
-    loop {
-        // Bounded: a line that never ends must not be buffered past MAX_HEAD.
-        let room = (MAX_HEAD + 1 - head.len()) as u64;
-        let n = (&mut reader).take(room).read_until(b'\n', &mut head).await?;
-        if n == 0 {
-            return Err(HttpError::Malformed("connection closed in headers".into()));
-        }
-        if head.len() > MAX_HEAD {
-            return Err(HttpError::Malformed("headers too large".into()));
-        }
-        if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
-            break;
-        }
+/// How long a client may take to send a request's headers, then its body.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response body: complete, or streamed (`logs?follow=1`).
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Serve HTTP/1.1 on one connection (keep-alive, chunked bodies, header timeout and size limit
+/// from hyper); `handle` answers each request.
+pub async fn serve_connection<I, F, Fut>(io: I, handle: F)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(hyper::Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let f = handle(req);
+        async move { Ok::<_, std::convert::Infallible>(f.await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        // A client may shut down its write side and wait for the answer.
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "API connection");
     }
-    let head = String::from_utf8(head).map_err(|_| HttpError::Malformed("non-UTF-8 headers".into()))?;
-    let mut lines = head.lines();
-    let start = lines.next().unwrap_or_default();
-    let mut parts = start.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(HttpError::Malformed(format!("bad request line {start:?}")));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Malformed(format!("unsupported version {version:?}")));
-    }
-    let mut content_length = 0usize;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            content_length = v.trim().parse().map_err(|_| HttpError::Malformed(format!("bad Content-Length {v:?}")))?;
-        }
-    }
-    if content_length > MAX_BODY {
+}
+
+/// Read a request's body (bounded in size and time) and decode its target.
+pub async fn read_request(req: hyper::Request<Incoming>) -> Result<Request, HttpError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(HttpError::TooLarge);
     }
-    let mut body = vec![0u8; content_length];
-    reader.read_exact(&mut body).await?;
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+        Err(_) => return Err(HttpError::Malformed("timeout reading the request body".into())),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(HttpError::TooLarge),
+        Ok(Err(e)) => return Err(HttpError::Malformed(format!("reading the request body: {e}"))),
+        Ok(Ok(b)) => b.to_bytes().to_vec(),
+    };
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
     let query = q
         .split('&')
@@ -192,7 +200,7 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<Request, HttpError>
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(Request { method: method.to_string(), path: percent_decode(path), query, body })
+    Ok(Request { method: parts.method.as_str().to_string(), path: percent_decode(path), query, body })
 }
 
 /// Decode a JSON request body into a request struct. The body must be a JSON object, as for
@@ -203,37 +211,30 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Str
     T::deserialize(serde_json::Value::Object(map)).map_err(|e| format!("invalid JSON: {e}"))
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        500 => "Internal Server Error",
-        _ => "Unknown",
+/// A complete response with a body of `content_type`.
+pub fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync());
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
+    r
 }
 
-/// Write a complete JSON response.
-pub async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reason(status),
-        body.len()
+/// A complete JSON response.
+pub fn json_response(status: u16, body: impl Into<Bytes>) -> hyper::Response<Body> {
+    response(status, "application/json", body)
+}
+
+/// A streamed response: raw bytes as `chunks` yields them, until it ends.
+pub fn stream_response(mut chunks: tokio::sync::mpsc::Receiver<Bytes>) -> hyper::Response<Body> {
+    let stream = futures::stream::poll_fn(move |cx| chunks.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))));
+    let mut r = hyper::Response::new(StreamBody::new(stream).boxed_unsync());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/vnd.netd.raw-stream"),
     );
-    w.write_all(head.as_bytes()).await?;
-    w.write_all(body).await?;
-    w.flush().await
-}
-
-/// Start a streamed response (raw bytes until the connection closes).
-pub async fn write_stream_head<W: AsyncWrite + Unpin>(w: &mut W) -> std::io::Result<()> {
-    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.netd.raw-stream\r\nConnection: close\r\n\r\n")
-        .await?;
-    w.flush().await
+    r
 }
 
 /// Client side errors: the daemon is unreachable, or it answered with an error.
@@ -258,54 +259,48 @@ impl Client {
         Self { socket: socket.as_ref().to_path_buf() }
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<UnixStream, ClientError> {
-        let mut s = UnixStream::connect(&self.socket)
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let s = UnixStream::connect(&self.socket)
             .await
             .map_err(|_| ClientError::Connect(self.socket.display().to_string()))?;
-        let body = body.unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        s.write_all(body).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(s)
+        let proto = |e: hyper::Error| ClientError::Protocol(e.to_string());
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(proto)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "netd")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tx.send_request(req).await.map_err(proto)
     }
 
-    /// Read status line and headers; returns the status and the reader positioned at the body.
-    async fn read_head(s: UnixStream) -> Result<(u16, BufReader<UnixStream>), ClientError> {
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ClientError::Protocol(format!("bad status line {line:?}")))?;
-        loop {
-            line.clear();
-            let n = r.read_line(&mut line).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if n == 0 || line == "\r\n" || line == "\n" {
-                break;
-            }
-        }
-        Ok((status, r))
+    /// The API error an unsuccessful response carries.
+    async fn error(resp: hyper::Response<Incoming>) -> ClientError {
+        let status = resp.status().as_u16();
+        let buf = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorResponse>(&buf)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&buf).into_owned());
+        ClientError::Api { status, message }
     }
 
     /// One request; returns the raw body of a 2xx response, or the API error.
     pub async fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
-        let s = self.send(method, path, body).await?;
-        let (status, mut r) = Self::read_head(s).await?;
-        let mut buf = Vec::new();
-        r.read_to_end(&mut buf).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if (200..300).contains(&status) {
-            Ok(buf)
-        } else {
-            let message = serde_json::from_slice::<ErrorResponse>(&buf)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&buf).into_owned());
-            Err(ClientError::Api { status, message })
+        let resp = self.send(method, path, body).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
         }
+        let b = resp.into_body().collect().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(b.to_bytes().to_vec())
     }
 
     pub async fn json<T: serde::de::DeserializeOwned>(
@@ -321,24 +316,18 @@ impl Client {
 
     /// A streamed response: `on_chunk` gets the raw bytes as they arrive.
     pub async fn stream(&self, method: &str, path: &str, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ClientError> {
-        let s = self.send(method, path, None).await?;
-        let (status, mut r) = Self::read_head(s).await?;
-        if !(200..300).contains(&status) {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf).await;
-            let message = serde_json::from_slice::<ErrorResponse>(&buf)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&buf).into_owned());
-            return Err(ClientError::Api { status, message });
+        let resp = self.send(method, path, None).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
         }
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = r.read(&mut buf).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if n == 0 {
-                return Ok(());
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Some(d) = frame.data_ref() {
+                on_chunk(d);
             }
-            on_chunk(&buf[..n]);
         }
+        Ok(())
     }
 }
 
@@ -353,33 +342,102 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
     }
 
-    #[tokio::test]
-    async fn request_parsing_limits_and_query() {
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        tokio::spawn(async move {
-            b.write_all(b"POST /containers/abc/stop?t=3&force=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
-                .await
-                .unwrap();
-        });
-        let r = read_request(&mut a).await.unwrap();
+    /// What the server made of `bytes` (writer closed afterwards unless `keep_open`): the first
+    /// response's status and head, and what the handler got, if hyper passed a request on. With a
+    /// deadline: a hang is a failure like a panic.
+    pub(super) fn feed(bytes: Vec<u8>, keep_open: bool) -> (Option<u16>, String, Option<Result<Request, HttpError>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let server = tokio::spawn(serve_connection(a, move |req| {
+                let tx = tx.clone();
+                async move {
+                    let r = read_request(req).await;
+                    let status = match &r {
+                        Ok(_) => 200,
+                        Err(HttpError::TooLarge) => 413,
+                        Err(_) => 400,
+                    };
+                    let _ = tx.send(r);
+                    json_response(status, "{}")
+                }
+            }));
+            let (mut rd, mut wr) = b.split();
+            let write = async {
+                let _ = wr.write_all(&bytes).await;
+                if keep_open {
+                    std::future::pending::<()>().await;
+                }
+                let _ = wr.shutdown().await;
+                std::future::pending::<()>().await;
+            };
+            let read = async {
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                    }
+                }
+                out
+            };
+            let out = tokio::select! {
+                o = read => o,
+                _ = write => unreachable!(),
+                _ = tokio::time::sleep(Duration::from_secs(12)) => panic!("no answer and no close within 12 s"),
+            };
+            server.abort();
+            let head = String::from_utf8_lossy(&out).into_owned();
+            let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            (status, head, rx.try_recv().ok())
+        })
+    }
+
+    #[test]
+    fn request_parsing_limits_and_query() {
+        let (st, _, r) =
+            feed(b"POST /containers/abc/stop?t=3&force=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}".to_vec(), false);
+        let r = r.unwrap().unwrap();
+        assert_eq!(st, Some(200));
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/containers/abc/stop");
         assert_eq!(r.query["t"], "3");
         assert!(r.flag("force"));
         assert_eq!(r.body, b"{}");
 
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        tokio::spawn(async move {
-            let _ =
-                b.write_all(format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1).as_bytes()).await;
-        });
-        assert!(matches!(read_request(&mut a).await, Err(HttpError::TooLarge)));
+        let (st, _, r) =
+            feed(format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1).into_bytes(), true);
+        assert_eq!(st, Some(413));
+        assert!(matches!(r, Some(Err(HttpError::TooLarge))));
 
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        tokio::spawn(async move {
-            let _ = b.write_all(b"garbage\r\n\r\n").await;
-        });
-        assert!(matches!(read_request(&mut a).await, Err(HttpError::Malformed(_))));
+        let (st, _, r) = feed(b"garbage\r\n\r\n".to_vec(), false);
+        assert_eq!(st, Some(400));
+        assert!(r.is_none());
+    }
+
+    /// A chunked body (what curl and most clients send for a streamed body) is read whole.
+    #[test]
+    fn chunked_bodies() {
+        let (st, _, r) = feed(
+            b"POST /networks/create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"Nam\r\n9\r\ne\": \"n1\"}\r\n0\r\n\r\n"
+                .to_vec(),
+            true,
+        );
+        assert_eq!(st, Some(200));
+        assert_eq!(r.unwrap().unwrap().body, br#"{"Name": "n1"}"#);
+        // A chunked body above the limit is refused without being buffered whole.
+        let mut b = b"POST /containers/create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..(MAX_BODY / 4096 + 2) {
+            b.extend_from_slice(b"1000\r\n");
+            b.extend(std::iter::repeat_n(b'a', 4096));
+            b.extend_from_slice(b"\r\n");
+        }
+        let (st, _, r) = feed(b, true);
+        assert_eq!(st, Some(413));
+        assert!(matches!(r, Some(Err(HttpError::TooLarge))));
     }
 }
 
@@ -387,32 +445,9 @@ mod tests {
 /// endless heads and bodies are refused without being buffered, valid requests round-trip.
 #[cfg(test)]
 mod fuzz {
-    use std::time::Duration;
-
     use proptest::prelude::*;
 
-    use super::*;
-
-    /// Feed `bytes` to `read_request` (closing the writer afterwards unless `keep_open`), with a
-    /// deadline: a hang is a failure like a panic.
-    fn feed(bytes: Vec<u8>, keep_open: bool) -> Result<Request, HttpError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let (mut a, mut b) = UnixStream::pair().unwrap();
-            let w = tokio::spawn(async move {
-                let _ = b.write_all(&bytes).await;
-                if keep_open {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
-                drop(b);
-            });
-            let r = tokio::time::timeout(Duration::from_secs(10), read_request(&mut a))
-                .await
-                .expect("read_request did not return within 10 s");
-            w.abort();
-            r
-        })
-    }
+    use super::{tests::feed, *};
 
     fn http_ish() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
@@ -445,7 +480,7 @@ mod fuzz {
         fn arbitrary_bytes_never_panic(
             bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..4096), http_ish()],
         ) {
-            if let Ok(r) = feed(bytes, false) {
+            if let (_, _, Some(Ok(r))) = feed(bytes, false) {
                 prop_assert!(r.body.len() <= MAX_BODY);
                 prop_assert!(!r.method.is_empty());
             }
@@ -454,11 +489,11 @@ mod fuzz {
         #[test]
         fn bodies_above_max_body_are_refused(n in (MAX_BODY as u64 + 1)..=u64::MAX, huge in "[1-9][0-9]{20,40}") {
             let head = format!("POST /containers/create HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{{}}");
-            let r = feed(head.into_bytes(), true);
-            prop_assert!(matches!(r, Err(HttpError::TooLarge)), "{n}: {r:?}");
-            // Beyond usize: refused as malformed, and nothing is allocated either.
-            let r = feed(format!("POST / HTTP/1.1\r\nContent-Length: {huge}\r\n\r\n").into_bytes(), true);
-            prop_assert!(matches!(r, Err(HttpError::Malformed(_))), "{huge}: {r:?}");
+            let (st, head, r) = feed(head.into_bytes(), true);
+            prop_assert!(st == Some(413) && matches!(r, Some(Err(HttpError::TooLarge))), "{n}: {head} {r:?}");
+            // Beyond u64: refused by hyper as malformed, and nothing is allocated either.
+            let (st, head, r) = feed(format!("POST / HTTP/1.1\r\nContent-Length: {huge}\r\n\r\n").into_bytes(), true);
+            prop_assert!(st == Some(400) && r.is_none(), "{huge}: {head} {r:?}");
         }
 
         #[test]
@@ -469,8 +504,8 @@ mod fuzz {
             if newline {
                 b = b"GET /_ping HTTP/1.1\r\n".iter().copied().chain(b"X: y\r\n".repeat(len / 6)).collect();
             }
-            let r = feed(b, true);
-            prop_assert!(matches!(&r, Err(HttpError::Malformed(m)) if m == "headers too large"), "{r:?}");
+            let (st, head, r) = feed(b, true);
+            prop_assert!(st == Some(431) && r.is_none(), "{head} {r:?}");
         }
 
         #[test]
@@ -482,7 +517,8 @@ mod fuzz {
             let mut b =
                 format!("POST /networks/create HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
             b.extend_from_slice(&body[..cut]);
-            prop_assert!(matches!(feed(b, false), Err(HttpError::Io(_))));
+            let (_, head, r) = feed(b, false);
+            prop_assert!(matches!(r, None | Some(Err(HttpError::Malformed(_)))), "{head} {r:?}");
         }
 
         #[test]
@@ -499,7 +535,9 @@ mod fuzz {
             let head = format!("{method} {target} HTTP/1.1{nl}Host: netd{nl}CONTENT-LENGTH: {}{nl}{nl}", body.len());
             let mut b = head.into_bytes();
             b.extend_from_slice(&body);
-            let r = feed(b, true).unwrap();
+            let (st, _, r) = feed(b, true);
+            prop_assert_eq!(st, Some(200));
+            let r = r.unwrap().unwrap();
             prop_assert_eq!(r.method, method);
             prop_assert_eq!(r.path, path);
             prop_assert_eq!(r.query, query);

@@ -275,6 +275,75 @@ fn bad_cli_values_are_refused_without_state_change() {
     assert!(!log.contains('\x1b'), "ANSI escape codes in a daemon log written to a file: {log:?}");
 }
 
+/// The API speaks HTTP/1.1 the way real clients do (curl over the unix socket): a chunked request
+/// body is read whole, a connection is kept alive across requests, a wrong method is 405 with an
+/// `Allow` header, and a client that stalls inside its headers is cut off.
+#[test]
+fn api_speaks_http_1_1_to_curl() {
+    require_root!();
+    let th = TestHost::new("apihttp").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "none"]).unwrap();
+    let sock = d.socket.display().to_string();
+    let curl = |args: &[&str], stdin: &[u8]| -> (String, String) {
+        let mut c = Command::new("curl")
+            .args(["-sS", "-v", "-m", "20", "--unix-socket", &sock])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        c.stdin.take().unwrap().write_all(stdin).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // A chunked body (curl streams stdin that way): the network is created from it.
+    let (out, err) = curl(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            "-w",
+            "\n%{http_code}",
+            "http://netd/networks/create",
+        ],
+        br#"{"Name": "chunky", "Subnet": "10.81.0.0/24"}"#,
+    );
+    assert!(err.contains("Transfer-Encoding: chunked"), "curl did not send a chunked body: {err}");
+    assert_eq!(out.lines().last(), Some("201"), "{out} {err}");
+    let inspect = d.ok(&["network", "inspect", "chunky"]);
+    assert!(inspect.contains("10.81.0.0/24"), "{inspect}");
+    // Keep-alive: two requests, one connection.
+    let (out, err) = curl(&["http://netd/_ping", "http://netd/version"], b"");
+    assert!(out.contains("\"OK\"") && out.contains("ApiVersion"), "{out}");
+    assert!(err.contains("Re-using existing connection"), "the connection was not kept alive: {err}");
+    // A known path with a wrong method: 405, and which methods it takes.
+    let (out, err) = curl(&["-X", "DELETE", "-w", "\n%{http_code}", "http://netd/_ping"], b"");
+    assert_eq!(out.lines().last(), Some("405"), "{out} {err}");
+    assert!(out.contains("method not allowed: DELETE /_ping (allowed: GET)"), "{out}");
+    assert!(err.to_ascii_lowercase().contains("< allow: get"), "{err}");
+    let (out, _) = curl(&["-X", "POST", "-w", "\n%{http_code}", "http://netd/nosuch"], b"");
+    assert_eq!(out.lines().last(), Some("404"), "unknown paths stay 404: {out}");
+    // A client stalling in its headers is disconnected (header timeout), not held forever.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.1\r\nHost: netd\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let r = s.read_to_end(&mut out);
+    assert!(r.is_ok(), "still connected after {:?}: {r:?}", t.elapsed());
+    assert!(!String::from_utf8_lossy(&out).contains(" 200 "), "{}", String::from_utf8_lossy(&out));
+    d.ok(&["network", "rm", "chunky"]);
+}
+
+/// In a case's statuses: the daemon may close without answering.
+const CLOSED: u16 = 0;
+
 /// One raw HTTP exchange on the daemon's socket; `None` when the daemon closed without answering.
 fn raw(socket: &Path, bytes: &[u8], close_write: bool) -> Option<(u16, String)> {
     let mut s = UnixStream::connect(socket).unwrap();
@@ -377,8 +446,8 @@ fn raw_api_abuse_gets_4xx_and_the_daemon_keeps_serving() {
             "unknown method",
             b"PUT /containers/create HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             true,
-            &[404],
-            "page not found",
+            &[405],
+            "method not allowed: PUT /containers/create (allowed: POST, DELETE)",
         ),
         ("path traversal", b"GET /containers/..%2F..%2Fetc%2Fpasswd/json HTTP/1.1\r\n\r\n".to_vec(), true, &[404], ""),
         ("dot id", b"DELETE /containers/.. HTTP/1.1\r\n\r\n".to_vec(), true, &[404], "No such container: .."),
@@ -401,14 +470,14 @@ fn raw_api_abuse_gets_4xx_and_the_daemon_keeps_serving() {
             b"POST /containers/create HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
             true,
             &[400],
-            "bad Content-Length",
+            "",
         ),
         (
             "negative Content-Length",
             b"POST /containers/create HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(),
             true,
             &[400],
-            "bad Content-Length",
+            "",
         ),
         (
             "body above MAX_BODY",
@@ -424,19 +493,15 @@ fn raw_api_abuse_gets_4xx_and_the_daemon_keeps_serving() {
             &[400],
             "",
         ),
-        (
-            "truncated headers",
-            b"POST /containers/create HTTP/1.1\r\nContent-Le".to_vec(),
-            true,
-            &[400],
-            "malformed HTTP request",
-        ),
-        ("garbage", b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(), true, &[400], "malformed HTTP request"),
-        ("no version", b"GET /_ping\r\n\r\n".to_vec(), true, &[400], "bad request line"),
-        ("HTTP/2", b"GET /_ping HTTP/2\r\n\r\n".to_vec(), true, &[400], "unsupported version"),
-        ("non-UTF-8 head", b"GET /\xff\xfe HTTP/1.1\r\n\r\n".to_vec(), true, &[400], "non-UTF-8 headers"),
-        ("headers without end", endless_header, false, &[400], "headers too large"),
-        ("empty", Vec::new(), true, &[400], "connection closed in headers"),
+        ("truncated headers", b"POST /containers/create HTTP/1.1\r\nContent-Le".to_vec(), true, &[CLOSED], ""),
+        // Malformed heads are hyper's to refuse: 400 (431 for an endless head) without a body,
+        // or, for a request cut short, the connection closed.
+        ("garbage", b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(), true, &[400], ""),
+        ("no version", b"GET /_ping\r\n\r\n".to_vec(), true, &[400], ""),
+        ("HTTP/2", b"GET /_ping HTTP/2\r\n\r\n".to_vec(), true, &[400], ""),
+        ("non-UTF-8 head", b"GET /\xff\xfe HTTP/1.1\r\n\r\n".to_vec(), true, &[400], ""),
+        ("headers without end", endless_header, false, &[431], ""),
+        ("empty", Vec::new(), true, &[CLOSED], ""),
     ];
     for (what, bytes, close_write, statuses, msg) in cases {
         let t = Instant::now();
@@ -446,8 +511,12 @@ fn raw_api_abuse_gets_4xx_and_the_daemon_keeps_serving() {
                 assert!(statuses.contains(status), "{what}: {status} {text}");
                 assert!(text.contains(msg), "{what}: expected {msg:?} in {text}");
             }
-            // Only acceptable where the daemon refuses before reading what we still send.
-            None => assert!(statuses.contains(&413), "{what}: connection closed without an answer"),
+            // Only acceptable where the daemon refuses before reading what we still send, or
+            // where there is no request to answer.
+            None => assert!(
+                statuses.contains(&413) || statuses.contains(&CLOSED),
+                "{what}: connection closed without an answer"
+            ),
         }
         assert!(t.elapsed() < Duration::from_secs(15), "{what}: took {:?}", t.elapsed());
         assert_eq!(snapshot(&th, &d), before, "{what} changed state");

@@ -212,7 +212,7 @@ fn ebpf_metrics_endpoint_serves_prometheus() {
                 std::net::TcpStream::connect_timeout(&addr("127.0.0.1:9323"), std::time::Duration::from_secs(3))
                     .expect("metrics port");
             s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             out

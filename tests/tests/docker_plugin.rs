@@ -20,7 +20,7 @@ fn call(sock: &Path, method: &str, body: Option<&Value>) -> (u16, Value) {
     let b = body.map(|v| v.to_string()).unwrap_or_default();
     write!(
         s,
-        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
         b.len()
     )
     .unwrap();

@@ -186,7 +186,7 @@ impl Daemon {
         s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
         s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )
         .into_bytes();

@@ -91,18 +91,29 @@ pub async fn accept_opt(p: &Option<PluginSocket>) -> std::io::Result<UnixStream>
     }
 }
 
-/// One connection: one request, one response (`Connection: close`).
-pub async fn serve_conn(d: Shared, mut s: UnixStream) {
-    let (status, v) = match api::read_request(&mut s).await {
-        Ok(req) => d.plugin_call(&req.path, &req.body).await,
-        Err(e) => (400, json!({"Err": e.to_string()})),
-    };
-    let body = serde_json::to_vec(&v).unwrap_or_default();
-    let _ = api::write_response(&mut s, status, &body).await;
-    let mut st = d.state.lock().await;
-    if let Err(e) = st.dp.deferred() {
-        tracing::warn!(error = %e, "dataplane: deferred work");
-    }
+/// One connection (HTTP/1.1, keep-alive as Docker's plugin client uses it).
+pub async fn serve_conn(d: Shared, s: UnixStream) {
+    api::serve_connection(s, move |req| {
+        let d = d.clone();
+        async move {
+            let (status, v) = match api::read_request(req).await {
+                Ok(req) => d.plugin_call(&req.path, &req.body).await,
+                Err(e) => {
+                    (if matches!(e, api::HttpError::TooLarge) { 413 } else { 400 }, json!({"Err": e.to_string()}))
+                }
+            };
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            let d2 = d.clone();
+            tokio::spawn(async move {
+                let mut st = d2.state.lock().await;
+                if let Err(e) = st.dp.deferred() {
+                    tracing::warn!(error = %e, "dataplane: deferred work");
+                }
+            });
+            api::json_response(status, body)
+        }
+    })
+    .await;
 }
 
 #[derive(Debug, Default, Deserialize)]

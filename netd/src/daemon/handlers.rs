@@ -1,9 +1,11 @@
 //! HTTP routing and Docker-shaped JSON (inspect, list).
-use std::{collections::BTreeMap, io::SeekFrom, time::Duration};
+use std::{collections::BTreeMap, io::SeekFrom, os::fd::OwnedFd, sync::Arc, time::Duration};
 
+use bytes::Bytes;
+use hyper::Response;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncSeekExt},
     net::UnixStream,
 };
 
@@ -13,67 +15,128 @@ use crate::{
     model::{Container, NetworkMode, Status},
 };
 
-pub async fn serve_conn(d: Shared, mut s: UnixStream) {
+pub async fn serve_conn(d: Shared, s: UnixStream) {
     // A descriptor sent with the request's first bytes (netd-cni's network namespace); only the
-    // `/cni/*` endpoints take it, it is closed otherwise.
-    let passed_fd = crate::cni::fdpass::peek_fd(&s).await.ok().flatten();
-    let req = match api::read_request(&mut s).await {
+    // `/cni/*` endpoints take it, it is closed otherwise. A client that sends nothing is dropped
+    // after the header timeout.
+    let Ok(passed_fd) = tokio::time::timeout(api::HEAD_TIMEOUT, crate::cni::fdpass::peek_fd(&s)).await else {
+        return;
+    };
+    let passed_fd = Arc::new(std::sync::Mutex::new(passed_fd.ok().flatten()));
+    api::serve_connection(s, move |req| {
+        let d = d.clone();
+        // Only the connection's first request can carry it.
+        let fd = passed_fd.lock().ok().and_then(|mut f| f.take());
+        async move { handle(d, req, fd).await }
+    })
+    .await;
+}
+
+async fn handle(
+    d: Shared,
+    req: hyper::Request<hyper::body::Incoming>,
+    passed_fd: Option<OwnedFd>,
+) -> Response<api::Body> {
+    let req = match api::read_request(req).await {
         Ok(r) => r,
         Err(api::HttpError::TooLarge) => {
-            let _ = respond_err(
-                &mut s,
-                &ApiError { status: 413, message: format!("request body too large (limit {} bytes)", api::MAX_BODY) },
-            )
-            .await;
-            return;
+            return error_response(&ApiError {
+                status: 413,
+                message: format!("request body too large (limit {} bytes)", api::MAX_BODY),
+            });
         }
-        Err(e) => {
-            let _ = respond_err(&mut s, &ApiError::bad(e.to_string())).await;
-            return;
-        }
+        Err(e) => return error_response(&ApiError::bad(e.to_string())),
     };
     if req.path.starts_with("/cni/") {
         let (status, body) = super::cni::serve(&d, &req, passed_fd).await;
-        let _ = api::write_response(&mut s, status, &body).await;
-        let mut st = d.state.lock().await;
-        if let Err(e) = st.dp.deferred() {
-            tracing::warn!(error = %e, "dataplane: deferred work");
-        }
-        return;
+        after_reply(&d);
+        return api::json_response(status, body);
     }
     drop(passed_fd);
     // Streaming endpoint.
-    if req.method == "GET"
-        && let Some(r) = req.path.strip_prefix("/containers/").and_then(|p| p.strip_suffix("/logs"))
+    if let Some(r) = req.path.strip_prefix("/containers/").and_then(|p| p.strip_suffix("/logs"))
+        && !r.contains('/')
     {
-        let follow = req.flag("follow");
-        if let Err(e) = stream_logs(&d, &mut s, r, follow).await {
-            let _ = respond_err(&mut s, &e).await;
+        if req.method != "GET" {
+            return error_response(&method_not_allowed(&req, &["GET"]));
         }
-        return;
+        return stream_logs(&d, r, req.flag("follow")).await.unwrap_or_else(|e| error_response(&e));
     }
-    match route(&d, &req).await {
+    let resp = match route(&d, &req).await {
         Ok((status, v)) => {
             let body =
                 if v.is_null() && status == 204 { Vec::new() } else { serde_json::to_vec(&v).unwrap_or_default() };
-            let _ = api::write_response(&mut s, status, &body).await;
+            api::json_response(status, body)
         }
-        Err(e) => {
-            let _ = respond_err(&mut s, &e).await;
-        }
-    }
-    // What the change left for after its reply (conntrack purge of freshly published ports).
+        Err(e) => error_response(&e),
+    };
     if req.method != "GET" {
+        after_reply(&d);
+    }
+    resp
+}
+
+/// What a change left for after its reply (conntrack purge of freshly published ports), run
+/// while the reply is written.
+fn after_reply(d: &Shared) {
+    let d = d.clone();
+    tokio::spawn(async move {
         let mut st = d.state.lock().await;
         if let Err(e) = st.dp.deferred() {
             tracing::warn!(error = %e, "dataplane: deferred work");
         }
+    });
+}
+
+fn error_response(e: &ApiError) -> Response<api::Body> {
+    let body = serde_json::to_vec(&ErrorResponse { message: e.message.clone() }).unwrap_or_default();
+    let mut r = api::json_response(e.status, body);
+    if e.status == 405
+        && let Some(allow) = e.message.split(" (allowed: ").nth(1).and_then(|a| a.strip_suffix(')'))
+        && let Ok(v) = hyper::header::HeaderValue::from_str(allow)
+    {
+        r.headers_mut().insert(hyper::header::ALLOW, v);
+    }
+    r
+}
+
+fn method_not_allowed(req: &api::Request, allowed: &[&str]) -> ApiError {
+    ApiError {
+        status: 405,
+        message: format!("method not allowed: {} {} (allowed: {})", req.method, req.path, allowed.join(", ")),
     }
 }
 
-async fn respond_err(s: &mut UnixStream, e: &ApiError) -> std::io::Result<()> {
-    let body = serde_json::to_vec(&ErrorResponse { message: e.message.clone() }).unwrap_or_default();
-    api::write_response(s, e.status, &body).await
+/// The methods the API serves on a path (empty: no such path).
+fn allowed_methods(segs: &[&str]) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    let mut add = |ok: bool, method: &'static str| {
+        if ok && !m.contains(&method) {
+            m.push(method);
+        }
+    };
+    match segs {
+        ["_ping" | "version" | "info" | "networks" | "stats"] => add(true, "GET"),
+        ["shutdown"] => add(true, "POST"),
+        ["containers", id] => {
+            add(*id == "json", "GET");
+            add(*id == "create", "POST");
+            add(true, "DELETE");
+        }
+        ["containers", _, op] => {
+            add(*op == "json", "GET");
+            add(matches!(*op, "start" | "stop" | "restart" | "exec-cgroup" | "kill" | "wait"), "POST");
+        }
+        ["networks", id] => {
+            add(true, "GET");
+            add(matches!(*id, "create" | "prune"), "POST");
+            add(true, "DELETE");
+        }
+        ["networks", _, "connect" | "disconnect"] => add(true, "POST"),
+        ["endpoints", _, "json"] => add(true, "GET"),
+        _ => {}
+    }
+    m
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -170,7 +233,10 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
             let v = d.state.lock().await.stats_json().map_err(|e| ApiError::internal(e.to_string()))?;
             Ok((200, v))
         }
-        _ => Err(ApiError::not_found(format!("page not found: {} {}", req.method, req.path))),
+        _ => match allowed_methods(&segs) {
+            m if m.is_empty() => Err(ApiError::not_found(format!("page not found: {} {}", req.method, req.path))),
+            m => Err(method_not_allowed(req, &m)),
+        },
     }
 }
 
@@ -185,44 +251,48 @@ fn version() -> Value {
 }
 
 /// Stream the sandbox's log; with `follow`, until it stops running.
-async fn stream_logs(d: &Shared, s: &mut UnixStream, r: &str, follow: bool) -> ApiResult<()> {
+async fn stream_logs(d: &Shared, r: &str, follow: bool) -> ApiResult<Response<api::Body>> {
     let id = {
         let st = d.state.lock().await;
         d.resolve_container(&st, r)?
     };
     let path = d.store.log_file(&id);
-    api::write_stream_head(s).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut f = tokio::fs::File::open(&path).await.ok();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut pos = 0u64;
-    loop {
-        // Check liveness before reading, so the last bytes written before exit are read.
-        let running = {
-            let st = d.state.lock().await;
-            st.containers.get(&id).is_some_and(|c| c.state.status == Status::Running)
-        };
-        if f.is_none() {
-            f = tokio::fs::File::open(&path).await.ok();
-        }
-        if let Some(file) = f.as_mut() {
-            let _ = file.seek(SeekFrom::Start(pos)).await;
-            loop {
-                let n = file.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                pos += n as u64;
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return Ok(()); // client went away
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let d = d.clone();
+    tokio::spawn(async move {
+        let mut f = tokio::fs::File::open(&path).await.ok();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pos = 0u64;
+        loop {
+            // Check liveness before reading, so the last bytes written before exit are read.
+            let running = {
+                let st = d.state.lock().await;
+                st.containers.get(&id).is_some_and(|c| c.state.status == Status::Running)
+            };
+            if f.is_none() {
+                f = tokio::fs::File::open(&path).await.ok();
+            }
+            if let Some(file) = f.as_mut() {
+                let _ = file.seek(SeekFrom::Start(pos)).await;
+                loop {
+                    let n = file.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    pos += n as u64;
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        return; // client went away
+                    }
                 }
             }
+            if !follow || !running || tx.is_closed() {
+                return;
+            }
+            let notified = d.changed.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
-        if !follow || !running {
-            return Ok(());
-        }
-        let notified = d.changed.notified();
-        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-    }
+    });
+    Ok(api::stream_response(rx))
 }
 
 impl super::Daemon {

@@ -521,37 +521,26 @@ async fn reconcile_containers(d: &Shared) {
     }
 }
 
-async fn serve_metrics(d: Shared, mut s: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 4096];
-    let mut n = 0;
-    // The request head, bounded in size and time.
-    let head = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while n < buf.len() {
-            match s.read(&mut buf[n..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
-            }
-            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
+async fn serve_metrics(d: Shared, s: tokio::net::TcpStream) {
+    crate::api::serve_connection(s, move |req| {
+        let d = d.clone();
+        async move {
+            const TEXT: &str = "text/plain; version=0.0.4";
+            match (req.method(), req.uri().path()) {
+                (&hyper::Method::GET, "/metrics") => {
+                    let v = d.state.lock().await.stats_json().unwrap_or_default();
+                    crate::api::response(200, TEXT, crate::format::prometheus(&v))
+                }
+                (_, "/metrics") => {
+                    let mut r = crate::api::response(405, TEXT, "405 method not allowed\n");
+                    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+                    r
+                }
+                _ => crate::api::response(404, TEXT, "404 page not found\n"),
             }
         }
     })
     .await;
-    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
-    let (status, body) = if head.is_err() {
-        return;
-    } else if line.starts_with("GET /metrics ") || line == "GET /metrics" {
-        let v = d.state.lock().await.stats_json().unwrap_or_default();
-        ("200 OK", crate::format::prometheus(&v))
-    } else {
-        ("404 Not Found", "404 page not found\n".to_string())
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
 }
 
 /// SIGKILL (process group: the supervisor and its command) every `netd shim` whose config lives
