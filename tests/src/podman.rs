@@ -36,7 +36,7 @@ impl Podman {
         }
         let r = root.display().to_string();
         std::fs::copy("/bin/busybox", root.join("rootfs/bin/busybox"))?;
-        for a in ["sh", "httpd", "wget", "nc", "ip", "sleep", "cat"] {
+        for a in ["sh", "httpd", "wget", "nc", "ip", "sleep", "cat", "nslookup"] {
             std::os::unix::fs::symlink("busybox", root.join("rootfs/bin").join(a))?;
         }
         std::fs::write(root.join("rootfs/www/index.html"), "ok\n")?;

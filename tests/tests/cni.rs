@@ -313,6 +313,26 @@ fn harness(dataplane: &str) {
         });
         assert!(ok, "{name} does not resolve to {aip} from a sandbox on the network");
     }
+    // Inside CNI containers: netd's resolver at 127.0.0.11 (offered in the result) answers the
+    // network's names, the CNI aliases and netd's sandboxes alike; DEL takes it away.
+    assert_eq!(ra.json()["dns"]["nameservers"], json!(["127.0.0.11"]), "{}", ra.stdout);
+    let sbip = d.inspect("sb")["NetworkSettings"]["Networks"]["cn1"]["IPAddress"].as_str().unwrap().to_string();
+    let lookup = |ns: &Netns, name: &str| -> Option<String> {
+        let o = ns.exec(&["timeout", "5", "busybox", "nslookup", name, "127.0.0.11"]).ok()?;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        // The answer section follows the server's own "Address: 127.0.0.11:53".
+        out.lines()
+            .filter_map(|l| l.strip_prefix("Address: "))
+            .map(str::trim)
+            .find(|a| !a.starts_with("127.0.0.11"))
+            .map(str::to_string)
+    };
+    for (name, want) in [("dbalias", aip.as_str()), ("podweb", aip.as_str()), ("sb", sbip.as_str())] {
+        assert_eq!(lookup(&c2, name).as_deref(), Some(want), "{name} from CNI container ctr2");
+    }
+    assert_eq!(lookup(&ca, "dbalias").as_deref(), Some(aip.as_str()), "its own alias");
+    assert_eq!(rt.del("ctr2", &c2.path(), "eth0", &json!({})).code, 0);
+    assert_eq!(lookup(&c2, "dbalias"), None, "the resolver outlived DEL");
     // 8080 (ctr4's) is free again.
     let c9 = Netns::new(&unique("cnc")).unwrap();
     assert_eq!(rt.add("ctr9", &c9.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 1}]))).code, 0);
@@ -491,6 +511,15 @@ fn podman_run(dataplane: &str) {
     // Masquerade: the outside server sees the host's address.
     let m = pm.ok(&["exec", "web", "sh", "-c", "echo hi | nc -w 2 198.51.100.2 9000"]).unwrap();
     assert_eq!(m.trim(), "ext:198.51.100.1:hi", "masquerade");
+    // Names: podman writes the resolver the result offers (127.0.0.11) into the container's
+    // resolv.conf; netd answers another container's name (K8S_POD_NAME) there.
+    pm.ok(&["run", "-d", "--name", "db", "--network", "netdnet", "localhost/bb:1", "sleep", "300"]).unwrap();
+    let dbip = pm.ok(&["inspect", "db", "--format", "{{.NetworkSettings.Networks.netdnet.IPAddress}}"]).unwrap();
+    let rc = pm.ok(&["exec", "web", "cat", "/etc/resolv.conf"]).unwrap();
+    assert!(rc.lines().any(|l| l.trim() == "nameserver 127.0.0.11"), "{rc}");
+    let l = pm.ok(&["exec", "web", "nslookup", "db"]).unwrap();
+    assert!(l.lines().any(|x| x.trim() == format!("Address: {}", dbip.trim())), "db from web: {l}");
+    pm.ok(&["rm", "-f", "-t", "0", "db"]).unwrap();
     // rm -f leaves nothing: no veth on the bridge, no attachment record, the port is free.
     let net: Value = serde_json::from_str(&d.ok(&["network", "inspect", "netdnet"])).unwrap();
     let bridge = net[0]["Options"]["com.docker.network.bridge.name"].as_str().map(str::to_string);

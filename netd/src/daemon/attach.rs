@@ -232,6 +232,8 @@ impl Daemon {
     /// record the registry does not hold (a crash left it half made).
     pub async fn detach(self: &Shared, st: &mut State, a: &Attachment) {
         let cur = st.attachments.get(&a.id).cloned().unwrap_or_else(|| a.clone());
+        // A CNI container's embedded DNS (none for other owners).
+        Self::stop_dns(st, &cur.id);
         if !cur.ports.is_empty() {
             self.unpublish(st, &cur.id, &cur.network_id, &cur.ports).await;
         }

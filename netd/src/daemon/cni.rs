@@ -241,6 +241,20 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         d.detach(&mut st, &a).await;
         return Err(CniApiError::new(500, code::INTERNAL, format!("setting hairpin mode on {}: {e}", a.host_veth)));
     }
+    // Name resolution (user networks): netd's embedded DNS at 127.0.0.11 inside the pod, as for
+    // netd's sandboxes, offered in the result (`dns.nameservers`; using it is the runtime's
+    // choice). Its upstream sockets are made in the pod's namespace through a descriptor the
+    // resolver keeps until DEL.
+    let mut nameservers = Vec::new();
+    if !net.default_bridge {
+        match start_dns(d, &a.id, fd.as_ref()) {
+            Ok(tasks) => {
+                st.dns.insert(a.id.clone(), tasks);
+                nameservers.push(super::dns::RESOLVER.to_string());
+            }
+            Err(e) => tracing::warn!(attachment = %a.id, error = %e, "embedded DNS server for a CNI container"),
+        }
+    }
     // The record keeps the runtime's path (the descriptor is gone after this request).
     if let Some(x) = st.attachments.get_mut(&a.id) {
         x.netns = Some(PathBuf::from(&r.netns_path));
@@ -264,9 +278,23 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         address: format!("{}/{}", a.ip, a.prefix_len),
         gateway: Some(a.gateway.to_string()),
         routes,
-        nameservers: Vec::new(),
+        nameservers,
         mtu: b.mtu,
     })
+}
+
+/// Serve the embedded DNS inside the namespace of `fd` for attachment `id`: a duplicate of the
+/// descriptor stays open (held by one of the returned tasks) so that the resolver can make its
+/// upstream sockets there for as long as it runs.
+fn start_dns(d: &Shared, id: &str, fd: Option<&OwnedFd>) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let fd = fd.ok_or_else(|| std::io::Error::other("no namespace descriptor"))?.try_clone()?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let mut tasks = super::dns::start(d.clone(), id.to_string(), path)?;
+    tasks.push(tokio::spawn(async move {
+        let _keep = fd;
+        std::future::pending::<()>().await
+    }));
+    Ok(tasks)
 }
 
 /// DEL: idempotent; succeeds when the attachment (or its namespace) is already gone.

@@ -1,7 +1,8 @@
 //! The embedded DNS server of user-defined networks: `127.0.0.11:53` (UDP and TCP) inside each
 //! sandbox's network namespace, answering A (and PTR) for the names, `--network-alias`es and
 //! short ids of running sandboxes (and the aliases of other attachments, e.g. CNI's) that share a
-//! user network with the asker, forwarding every other name to the upstream servers (`--dns`,
+//! user network with the asker (a CNI container asks too: its resolver is keyed by its
+//! attachment id), forwarding every other name to the upstream servers (`--dns`,
 //! else the host's resolv.conf) from the sandbox's namespace. Internal networks answer their own
 //! names and never forward. Messages are parsed and built with hickory-proto.
 //!
@@ -184,6 +185,21 @@ impl View {
                     ip: ep.ip,
                 });
             }
+        }
+        // CNI containers ask through the resolver netd serves in their namespace (keyed by
+        // the attachment id): their network's names, else the daemon's upstreams.
+        for a in st.attachments.values().filter(|a| matches!(a.owner, Owner::Cni { .. })) {
+            let Some(net) = user_net(&a.network_id) else { continue };
+            v.askers.insert(
+                a.id.clone(),
+                Asker {
+                    nets: vec![a.network_id.clone()],
+                    links: Vec::new(),
+                    dns: Vec::new(),
+                    mode_none: false,
+                    all_internal: net.internal,
+                },
+            );
         }
         // Other attachments (CNI, Docker) resolve by their aliases.
         for a in st.attachments.values().filter(|a| !matches!(a.owner, Owner::Sandbox { .. }) && !a.aliases.is_empty())
