@@ -111,7 +111,7 @@ fn ipt_take(th: &TestHost, table: &str, prefix: &str) -> String {
 
 fn harness(dataplane: &str) {
     let th = TestHost::new(&format!("cni{}", &dataplane[..1])).unwrap();
-    let d = daemon(&th, dataplane);
+    let mut d = daemon(&th, dataplane);
     let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "cn1", "subnet": "203.0.113.0/24"}));
 
     // VERSION.
@@ -333,6 +333,12 @@ fn harness(dataplane: &str) {
     assert_eq!(lookup(&ca, "dbalias").as_deref(), Some(aip.as_str()), "its own alias");
     assert_eq!(rt.del("ctr2", &c2.path(), "eth0", &json!({})).code, 0);
     assert_eq!(lookup(&c2, "dbalias"), None, "the resolver outlived DEL");
+    // A daemon killed and restarted: the CNI container's resolver is back (its namespace path is
+    // visible to the daemon here) and CHECK finds the replayed dataplane intact.
+    d.kill9_and_restart().unwrap();
+    assert_eq!(lookup(&ca, "dbalias").as_deref(), Some(aip.as_str()), "resolver after a restart");
+    let ck = rt.check("ctra", &ca.path(), "eth0", &json!({}));
+    assert_eq!(ck.code, 0, "CHECK after a restart: {ck:?}");
     // 8080 (ctr4's) is free again.
     let c9 = Netns::new(&unique("cnc")).unwrap();
     assert_eq!(rt.add("ctr9", &c9.path(), "eth0", &ports(json!([{"hostPort": 8080, "containerPort": 1}]))).code, 0);

@@ -387,7 +387,13 @@ impl Daemon {
             let alive = self.nl.link_index(&a.host_veth).await.ok().flatten().is_some();
             let net_ok = st.networks.get(&a.network_id).is_some_and(|n| n.bridge.is_some());
             if alive && net_ok {
+                let cni = matches!(a.owner, Owner::Cni { .. });
+                let (id, ns) = (a.id.clone(), a.netns.clone());
                 self.adopt(st, a).await;
+                if cni {
+                    // Its resolver died with the previous daemon.
+                    super::cni::restart_dns(self, st, &id, ns.as_deref());
+                }
             } else {
                 tracing::info!(attachment = %a.id, owner = %a.owner.key(), veth = %a.host_veth, "attachment is gone: removing its record");
                 let _ = self.nl.delete_link(&a.host_veth).await;

@@ -297,6 +297,33 @@ fn start_dns(d: &Shared, id: &str, fd: Option<&OwnedFd>) -> std::io::Result<Vec<
     Ok(tasks)
 }
 
+/// After a restart: the embedded DNS of an adopted CNI attachment on a user network, through
+/// the runtime's namespace path when the daemon can open it (a path in another mount namespace,
+/// as podman's, cannot be: that container's resolver stays down until its next ADD).
+pub fn restart_dns(d: &Shared, st: &mut super::State, id: &str, netns: Option<&std::path::Path>) {
+    let Some(a) = st.attachments.get(id) else { return };
+    if st.networks.get(&a.network_id).is_none_or(|n| n.default_bridge) || st.dns.contains_key(id) {
+        return;
+    }
+    let Some(path) = netns else { return };
+    let fd = match std::fs::File::open(path) {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            tracing::info!(attachment = %id, netns = %path.display(), error = %e, "CNI container's namespace not reachable: no resolver");
+            return;
+        }
+    };
+    if netns_path(Some(&fd)).is_err() {
+        return;
+    }
+    match start_dns(d, id, Some(&fd)) {
+        Ok(tasks) => {
+            st.dns.insert(id.to_string(), tasks);
+        }
+        Err(e) => tracing::warn!(attachment = %id, error = %e, "embedded DNS server for a CNI container"),
+    }
+}
+
 /// DEL: idempotent; succeeds when the attachment (or its namespace) is already gone.
 async fn del(d: &Shared, r: DelRequest) -> CniResult<()> {
     let mut st = d.state.lock().await;
