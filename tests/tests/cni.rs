@@ -555,7 +555,8 @@ fn podman_run_publish_iptables() {
 }
 
 /// The config keys with real packets: `hostIP` bindings answer on that address only, `mtu` is
-/// the pod's interface's and the path's, an `internal` network has no way out (nor in).
+/// the pod's interface's and the path's, an `internal` network has no way out (nor in),
+/// `icc: false` keeps pods apart, `gateway` is the pods' way out; the daemon found by `NETD_HOST`.
 fn config_keys(dataplane: &str) {
     let th = TestHost::new(&format!("cck{}", &dataplane[..1])).unwrap();
     let d = daemon(&th, dataplane);
@@ -641,15 +642,42 @@ fn config_keys(dataplane: &str) {
     assert!(probe::tcp_echo(&i2.path(), addr("198.51.100.2:9000"), b"x").is_err(), "no route, no way out");
     i2.exec_ok(&["ip", "route", "add", "default", "via", "203.0.113.129"]).unwrap();
     th.outside.exec_ok(&["ip", "route", "add", "203.0.113.128/26", "via", "198.51.100.1"]).unwrap();
+    // icc=false and gateway (a network made through NETD_HOST, no `socket` key): the pods get
+    // that gateway and reach outside through it, but not each other.
+    let mut rtc = runtime(
+        &th,
+        &d,
+        "iccnet",
+        "1.0.0",
+        json!({"network": "ckicc", "subnet": "203.0.113.192/26", "gateway": "203.0.113.254", "icc": false}),
+    );
+    rtc.plugin.as_object_mut().unwrap().remove("socket");
+    rtc.env.push(("NETD_HOST".into(), format!("unix://{}", d.socket.display())));
+    let j1 = Netns::new(&unique("ckc")).unwrap();
+    let j2 = Netns::new(&unique("ckc")).unwrap();
+    let _sj1 = probe::EchoServer::start(&j1.path(), addr("0.0.0.0:7000"), "j1").unwrap();
+    let rj1 = rtc.add("j1", &j1.path(), "eth0", &json!({}));
+    assert_eq!(rj1.code, 0, "{rj1:?}");
+    assert_eq!(rj1.json()["ips"][0]["gateway"], "203.0.113.254", "{}", rj1.stdout);
+    assert_eq!(rtc.add("j2", &j2.path(), "eth0", &json!({})).code, 0);
+    assert!(j2.exec_ok(&["ip", "route", "show", "default"]).unwrap().contains("via 203.0.113.254"));
+    let e = probe::tcp_echo(&j2.path(), addr("198.51.100.2:9000"), b"out").expect("icc=false pod to outside");
+    assert_eq!(e.peer, "198.51.100.1", "masqueraded");
+    let j1t: SocketAddr = format!("{}:7000", result_ip(&rj1.json())).parse().unwrap();
     let i2p = i2.path();
+    let j2p = j2.path();
     let target: SocketAddr = format!("{i1ip}:7000").parse().unwrap();
-    let (leave, enter) = std::thread::scope(|s| {
+    let (leave, enter, icc) = std::thread::scope(|s| {
         let a = s.spawn(|| probe::tcp_echo(&i2p, addr("198.51.100.2:9000"), b"x"));
         let b = s.spawn(|| probe::tcp_echo(&out, target, b"x"));
-        (a.join().unwrap(), b.join().unwrap())
+        let c = s.spawn(|| probe::tcp_echo(&j2p, j1t, b"x"));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
     assert!(leave.is_err(), "an internal pod reached outside: {leave:?}");
     assert!(enter.is_err(), "outside reached an internal pod: {enter:?}");
+    assert!(icc.is_err(), "pods of an icc=false network reached each other: {icc:?}");
+    assert_eq!(rtc.del("j1", &j1.path(), "eth0", &json!({})).code, 0);
+    assert_eq!(rtc.del("j2", &j2.path(), "eth0", &json!({})).code, 0);
     let e = probe::tcp_echo(&i2.path(), target, b"icc").expect("pod to pod with the route");
     assert_eq!(e.tag, "i1");
     assert_eq!(rti.del("i1", &i1.path(), "eth0", &json!({})).code, 0);
@@ -657,13 +685,13 @@ fn config_keys(dataplane: &str) {
 }
 
 #[test]
-fn config_keys_hostip_mtu_internal_ebpf() {
+fn config_keys_hostip_mtu_internal_icc_ebpf() {
     require_root!();
     config_keys("ebpf");
 }
 
 #[test]
-fn config_keys_hostip_mtu_internal_iptables() {
+fn config_keys_hostip_mtu_internal_icc_iptables() {
     require_root!();
     config_keys("iptables");
 }
