@@ -556,7 +556,8 @@ fn podman_run_publish_iptables() {
 
 /// The config keys with real packets: `hostIP` bindings answer on that address only, `mtu` is
 /// the pod's interface's and the path's, an `internal` network has no way out (nor in),
-/// `icc: false` keeps pods apart, `gateway` is the pods' way out; the daemon found by `NETD_HOST`.
+/// `icc: false` keeps pods apart, `gateway` is the pods' way out; networks are isolated and a
+/// pod's address is not reachable from outside (Docker 28); the daemon found by `NETD_HOST`.
 fn config_keys(dataplane: &str) {
     let th = TestHost::new(&format!("cck{}", &dataplane[..1])).unwrap();
     let d = daemon(&th, dataplane);
@@ -615,7 +616,6 @@ fn config_keys(dataplane: &str) {
             || String::from_utf8_lossy(&p.stdout).contains("mtu=1400"),
         "{p:?}"
     );
-    assert_eq!(rtm.del("m1", &m1.path(), "eth0", &json!({})).code, 0);
 
     // internal: no default route (nor routes in the result), the pods reach each other, nothing
     // leaves (even with a default route added by hand) and nothing comes in from outside.
@@ -667,15 +667,26 @@ fn config_keys(dataplane: &str) {
     let i2p = i2.path();
     let j2p = j2.path();
     let target: SocketAddr = format!("{i1ip}:7000").parse().unwrap();
-    let (leave, enter, icc) = std::thread::scope(|s| {
+    // Isolation between networks and Docker 28's direct-access protection: a pod of another
+    // network and the outside (routed to the subnet) cannot reach j1, the host can.
+    th.outside.exec_ok(&["ip", "route", "add", "203.0.113.192/26", "via", "198.51.100.1"]).unwrap();
+    let e = probe::tcp_echo(&host, j1t, b"h").expect("the host to a pod's address");
+    assert_eq!(e.tag, "j1");
+    let m1p = m1.path();
+    let (leave, enter, icc, other_net, direct) = std::thread::scope(|s| {
         let a = s.spawn(|| probe::tcp_echo(&i2p, addr("198.51.100.2:9000"), b"x"));
         let b = s.spawn(|| probe::tcp_echo(&out, target, b"x"));
         let c = s.spawn(|| probe::tcp_echo(&j2p, j1t, b"x"));
-        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+        let d = s.spawn(|| probe::tcp_echo(&m1p, j1t, b"x"));
+        let e = s.spawn(|| probe::tcp_echo(&out, j1t, b"x"));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap(), d.join().unwrap(), e.join().unwrap())
     });
     assert!(leave.is_err(), "an internal pod reached outside: {leave:?}");
     assert!(enter.is_err(), "outside reached an internal pod: {enter:?}");
     assert!(icc.is_err(), "pods of an icc=false network reached each other: {icc:?}");
+    assert!(other_net.is_err(), "a pod of another network reached j1: {other_net:?}");
+    assert!(direct.is_err(), "outside reached a pod's address directly: {direct:?}");
+    assert_eq!(rtm.del("m1", &m1.path(), "eth0", &json!({})).code, 0);
     assert_eq!(rtc.del("j1", &j1.path(), "eth0", &json!({})).code, 0);
     assert_eq!(rtc.del("j2", &j2.path(), "eth0", &json!({})).code, 0);
     let e = probe::tcp_echo(&i2.path(), target, b"icc").expect("pod to pod with the route");
