@@ -17,4 +17,5 @@ pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod ports;
+pub mod sdnotify;
 pub mod shim;

@@ -255,6 +255,11 @@ impl TestDaemon {
 
     /// `netd down ARGS...` (e.g. `--force`) and wait for the process to exit.
     pub fn down_with(&mut self, args: &[&str]) -> Result<()> {
+        self.down_output(args).map(drop)
+    }
+
+    /// As [`TestDaemon::down_with`]; what `netd down` printed.
+    pub fn down_output(&mut self, args: &[&str]) -> Result<Cli> {
         let r = self.cli(args);
         if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -273,7 +278,7 @@ impl TestDaemon {
         if r.code != 0 {
             bail!("netd down: {}{}", r.stdout, r.stderr);
         }
-        Ok(())
+        Ok(r)
     }
 
     /// `netd inspect NAME`, the one object.

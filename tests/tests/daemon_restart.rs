@@ -1,5 +1,9 @@
 //! Sandboxes outlive the daemon; a restarted daemon adopts them; churn leaves nothing behind.
-use std::time::{Duration, Instant};
+use std::{
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, require_root};
 
@@ -94,4 +98,51 @@ fn churn_200_sandboxes_leaves_nothing() {
     // The address pool is whole again: the next sandbox gets .2.
     d.ok(&["run", "-d", "--name", "after", "--", "sleep", "300"]);
     assert_eq!(d.inspect("after")["NetworkSettings"]["IPAddress"], "172.17.0.2");
+}
+
+/// `netd down` streams the teardown's progress (`k/N sandboxes stopped`) and returns once the
+/// daemon is gone; started by systemd (`NOTIFY_SOCKET`), the daemon reports `READY=1` once its
+/// socket serves and `STOPPING=1` when the teardown begins.
+#[test]
+fn down_streams_progress_and_notifies_systemd() {
+    require_root!();
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Dir(PathBuf::from(format!("/run/netd-test/{}", netd_tests::unique("sdn"))));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("notify.sock");
+    let rx = UnixDatagram::bind(&path).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).expect("a datagram on NOTIFY_SOCKET");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let th = TestHost::new("dprog").unwrap();
+    let mut d =
+        TestDaemon::start_env(&th, &[("NOTIFY_SOCKET", path.to_str().unwrap())], &["--dataplane", "none"]).unwrap();
+    assert_eq!(recv(), "READY=1");
+    assert!(std::os::unix::net::UnixStream::connect(&d.socket).is_ok(), "READY=1 before the socket serves");
+    let n = 12;
+    for i in 0..n {
+        d.ok(&["run", "-d", "--name", &format!("s{i}"), "-p", "80", "--", "sleep", "300"]);
+    }
+    let out = d.down_output(&["down"]).unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.last().copied(), Some(format!("{n}/{n} sandboxes stopped").as_str()), "{}", out.stdout);
+    let mut prev = 0;
+    for l in &lines {
+        let k: usize = l
+            .strip_suffix(&format!("/{n} sandboxes stopped"))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line {l:?}"));
+        assert!(k >= prev, "progress goes forward: {}", out.stdout);
+        prev = k;
+    }
+    assert!(!d.socket.exists(), "netd down returned before the daemon removed its socket");
+    assert_eq!(recv(), "STOPPING=1");
 }

@@ -187,8 +187,20 @@ where
 }
 
 async fn down(c: &Client, force: bool) -> R {
-    c.call("POST", if force { "/shutdown?force=1" } else { "/shutdown" }, None).await?;
-    // Wait (bounded) until the daemon has torn everything down and closed its socket.
+    // The daemon streams the teardown's progress until it is done.
+    let path = if force { "/shutdown?force=1&progress=1" } else { "/shutdown?progress=1" };
+    let mut out = std::io::stdout();
+    let r = c.stream("POST", path, |b| {
+        use std::io::Write;
+        let _ = out.write_all(b);
+        let _ = out.flush();
+    });
+    match r.await {
+        // The daemon exits right after the teardown: a cut stream is its end.
+        Ok(()) | Err(ClientError::Protocol(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Then (bounded) until it has closed its socket and exited.
     for _ in 0..1200 {
         if tokio::net::UnixStream::connect(&c.socket).await.is_err() {
             return Ok(());

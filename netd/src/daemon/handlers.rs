@@ -62,6 +62,15 @@ async fn handle(
         }
         return stream_logs(&d, r, req.flag("follow")).await.unwrap_or_else(|e| error_response(&e));
     }
+    // `netd down`: the teardown's progress, streamed until it is done.
+    if req.method == "POST" && req.path.trim_matches('/') == "shutdown" && req.flag("progress") {
+        if let Err(e) = shutdown_allowed(&d, &req).await {
+            return error_response(&e);
+        }
+        let resp = shutdown_progress(&d);
+        d.shutdown.notify_one();
+        return resp;
+    }
     let resp = match route(&d, &req).await {
         Ok((status, v)) => {
             let body =
@@ -139,6 +148,49 @@ fn allowed_methods(segs: &[&str]) -> Vec<&'static str> {
     m
 }
 
+/// `POST /shutdown` without `force` is refused while Docker endpoints are on netd networks.
+async fn shutdown_allowed(d: &Shared, req: &api::Request) -> ApiResult<()> {
+    if req.flag("force") {
+        return Ok(());
+    }
+    let st = d.state.lock().await;
+    let n = st.attachments.values().filter(|a| matches!(a.owner, crate::model::Owner::Docker { .. })).count();
+    if n > 0 && !d.cfg.up.live_restore {
+        return Err(ApiError::conflict(format!(
+            "{n} Docker endpoint(s) are on netd networks: remove those containers first, or use netd down --force (their interfaces go)"
+        )));
+    }
+    Ok(())
+}
+
+/// A line `k/N sandboxes stopped` as sandboxes stop (at most every 200 ms, and the last),
+/// then the stream ends when the teardown is done.
+fn shutdown_progress(d: &Shared) -> Response<api::Body> {
+    let mut rx = d.teardown_progress.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let mut shown = None;
+        loop {
+            let p = *rx.borrow_and_update();
+            if p.total > 0 && shown != Some(p.stopped) {
+                shown = Some(p.stopped);
+                if tx.send(Bytes::from(format!("{}/{} sandboxes stopped\n", p.stopped, p.total))).await.is_err() {
+                    return;
+                }
+            }
+            if p.done || rx.changed().await.is_err() {
+                return;
+            }
+            // At most a line per 200 ms, except the last.
+            let q = *rx.borrow();
+            if shown.is_some() && !q.done && q.stopped < q.total {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    api::stream_response(out)
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     api::decode_json(body).map_err(ApiError::bad)
 }
@@ -150,16 +202,7 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
         ("GET", ["version"]) => Ok((200, version())),
         ("GET", ["info"]) => Ok((200, d.info().await)),
         ("POST", ["shutdown"]) => {
-            if !req.flag("force") {
-                let st = d.state.lock().await;
-                let n =
-                    st.attachments.values().filter(|a| matches!(a.owner, crate::model::Owner::Docker { .. })).count();
-                if n > 0 && !d.cfg.up.live_restore {
-                    return Err(ApiError::conflict(format!(
-                        "{n} Docker endpoint(s) are on netd networks: remove those containers first, or use netd down --force (their interfaces go)"
-                    )));
-                }
-            }
+            shutdown_allowed(d, req).await?;
             d.shutdown.notify_one();
             Ok((204, Value::Null))
         }

@@ -162,6 +162,17 @@ pub struct Daemon {
     /// Where each sandbox's cgroup lives (`None`: no cgroup2 here; only main processes are
     /// signalled).
     pub cgroups: Option<crate::cgroup::Cgroups>,
+    /// How far the shutdown teardown is (`netd down` streams it).
+    pub teardown_progress: tokio::sync::watch::Sender<TeardownProgress>,
+}
+
+/// Sandboxes stopped so far of those running when the teardown began; `done` once the daemon
+/// has removed everything (it exits right after).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TeardownProgress {
+    pub stopped: usize,
+    pub total: usize,
+    pub done: bool,
 }
 
 pub type Shared = Arc<Daemon>;

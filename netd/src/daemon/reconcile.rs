@@ -154,6 +154,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         started: std::time::Instant::now(),
         saved_ip_forward,
         cgroups,
+        teardown_progress: tokio::sync::watch::Sender::new(Default::default()),
     });
 
     // Bridges and dataplane networks.
@@ -175,6 +176,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         .map_err(|e| err(format!("chmod {}: {e}", cfg.socket.display())))?;
     tracing::info!(socket = %cfg.socket.display(), dataplane = %cfg.up.dataplane, "netd is up");
     println!("netd is up: unix://{} (dataplane {})", cfg.socket.display(), cfg.up.dataplane);
+    // systemd's Type=notify: the socket serves from here on.
+    crate::sdnotify::notify("READY=1");
 
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| err(e.to_string()))?;
@@ -236,11 +239,23 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             _ = &mut stop => break,
         }
     }
+    crate::sdnotify::notify("STOPPING=1");
     // The plugin socket goes first: Docker must not find a dead one (every scan would dial it).
     drop(plugin);
     drop(listener);
     let _ = std::fs::remove_file(&cfg.socket);
     teardown(&daemon).await;
+    daemon.teardown_progress.send_modify(|p| p.done = true);
+    // Let `netd down` streams write their last line before the process exits (bounded).
+    if daemon.teardown_progress.receiver_count() > 0 {
+        for _ in 0..50 {
+            if daemon.teardown_progress.receiver_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(())
 }
 
@@ -589,6 +604,8 @@ pub async fn teardown(d: &Shared) {
         st.containers.values().filter(|c| c.state.status == Status::Running).map(|c| c.id.clone()).collect()
     };
     // Stop in parallel: joiners (container:NAME) first would be nicer, but every stop is safe.
+    let total = ids.len();
+    d.teardown_progress.send_modify(|p| *p = crate::daemon::TeardownProgress { stopped: 0, total, done: false });
     let mut tasks = Vec::new();
     for id in ids {
         let d = d.clone();
@@ -596,6 +613,7 @@ pub async fn teardown(d: &Shared) {
             if let Err(e) = d.stop(&id, None).await {
                 tracing::warn!(container = %id, error = %e, "stopping on shutdown");
             }
+            d.teardown_progress.send_modify(|p| p.stopped += 1);
         }));
     }
     for t in tasks {
