@@ -519,12 +519,27 @@ fn podman_run(dataplane: &str) {
     assert_eq!(m.trim(), "ext:198.51.100.1:hi", "masquerade");
     // Names: podman writes the resolver the result offers (127.0.0.11) into the container's
     // resolv.conf; netd answers another container's name (K8S_POD_NAME) there.
-    pm.ok(&["run", "-d", "--name", "db", "--network", "netdnet", "localhost/bb:1", "sleep", "300"]).unwrap();
+    pm.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "netdnet",
+        "--network-alias",
+        "pgsql",
+        "localhost/bb:1",
+        "sleep",
+        "300",
+    ])
+    .unwrap();
     let dbip = pm.ok(&["inspect", "db", "--format", "{{.NetworkSettings.Networks.netdnet.IPAddress}}"]).unwrap();
     let rc = pm.ok(&["exec", "web", "cat", "/etc/resolv.conf"]).unwrap();
     assert!(rc.lines().any(|l| l.trim() == "nameserver 127.0.0.11"), "{rc}");
     let l = pm.ok(&["exec", "web", "nslookup", "db"]).unwrap();
     assert!(l.lines().any(|x| x.trim() == format!("Address: {}", dbip.trim())), "db from web: {l}");
+    let l = pm.ok(&["exec", "web", "nslookup", "pgsql"]).unwrap();
+    assert!(l.lines().any(|x| x.trim() == format!("Address: {}", dbip.trim())), "--network-alias pgsql from web: {l}");
     pm.ok(&["rm", "-f", "-t", "0", "db"]).unwrap();
     // rm -f leaves nothing: no veth on the bridge, no attachment record, the port is free.
     let net: Value = serde_json::from_str(&d.ok(&["network", "inspect", "netdnet"])).unwrap();
@@ -534,6 +549,21 @@ fn podman_run(dataplane: &str) {
     assert!(bridge_ports(&th, &bridge).is_empty(), "veth left after rm -f");
     let recs = std::fs::read_dir(d.data_root().join("attachments")).map(|r| r.count()).unwrap_or(0);
     assert_eq!(recs, 0, "attachment record left after rm -f");
+    // Nor map entries / rules of the container.
+    if dataplane == "ebpf" {
+        for m in ["ENDPOINTS", "PUBLISHED_V4"] {
+            let o = std::process::Command::new("bpftool")
+                .args(["-j", "map", "dump", "pinned"])
+                .arg(d.bpffs.join("maps").join(m))
+                .output()
+                .unwrap();
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v.as_array().map_or(usize::MAX, Vec::len), 0, "{m} entries left after rm -f: {v}");
+        }
+    } else {
+        let rules = th.host.exec_ok(&["iptables-save"]).unwrap();
+        assert!(!rules.contains("203.0.113.2"), "rules of the container left after rm -f:\n{rules}");
+    }
     assert!(wget(&out, "http://198.51.100.1:8080/").is_empty(), "8080 still answers");
     let rt = runtime(&th, &d, "netdnet", "1.0.0", json!({"network": "netdnet"}));
     let c = Netns::new(&unique("cpp")).unwrap();
