@@ -25,9 +25,12 @@ pub mod map_names {
     /// One `u64`: `bpf_ktime_get_ns` of the last host flow that got another source port
     /// (0: none live), so the host's TCP segments are looked up only while one may exist.
     pub const HOST_NAT: &str = "HOST_NAT";
+    /// Ifindexes of the host's bridges that are Docker's own (docker0, `br-<12 hex>`, not
+    /// netd's): traffic between them and netd's bridges is dropped both ways.
+    pub const FOREIGN_BRIDGES: &str = "FOREIGN_BRIDGES";
 
     /// Every map, in pin order.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         PROG_STATS,
         DROP_STATS,
         CONFIG,
@@ -41,6 +44,7 @@ pub mod map_names {
         PORT_STATS,
         HOST_NAT,
         CT_UNASSURED,
+        FOREIGN_BRIDGES,
     ];
 }
 
@@ -50,6 +54,7 @@ pub mod capacity {
     pub const ENDPOINTS: u32 = 16_384;
     pub const NETWORKS: u32 = 1_024;
     pub const UPLINKS: u32 = 64;
+    pub const FOREIGN_BRIDGES: u32 = 1_024;
     pub const HOST_ADDRS: u32 = 1_024;
     pub const LINKS: u32 = 16_384;
     /// Two entries per translated flow (both directions).
@@ -262,9 +267,10 @@ pub mod prog_names {
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
     pub const SOCK_SENDMSG4: &str = "netd_sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
+    pub const TO_BRIDGE: &str = "netd_to_bridge";
 
-    pub const ALL: [&str; 7] =
-        [XDP_UPLINK, FROM_NETDEV, TO_NETDEV, FROM_CONTAINER, SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
+    pub const ALL: [&str; 8] =
+        [XDP_UPLINK, FROM_NETDEV, TO_NETDEV, FROM_CONTAINER, SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4, TO_BRIDGE];
 }
 
 /// Index of each entry point in [`map_names::PROG_STATS`] (a per-CPU array of [`PacketCount`]).
@@ -278,11 +284,12 @@ pub enum ProgId {
     SockConnect4 = 4,
     SockSendmsg4 = 5,
     SockRecvmsg4 = 6,
+    ToBridge = 7,
 }
 
 impl ProgId {
-    pub const COUNT: u32 = 7;
-    pub const ALL: [ProgId; 7] = [
+    pub const COUNT: u32 = 8;
+    pub const ALL: [ProgId; 8] = [
         ProgId::XdpUplink,
         ProgId::FromNetdev,
         ProgId::ToNetdev,
@@ -290,6 +297,7 @@ impl ProgId {
         ProgId::SockConnect4,
         ProgId::SockSendmsg4,
         ProgId::SockRecvmsg4,
+        ProgId::ToBridge,
     ];
 
     /// The ELF name of the entry point this counter belongs to.

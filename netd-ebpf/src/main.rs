@@ -9,12 +9,15 @@
 //! | `netd_sock_connect4`  | cgroup sock_addr connect4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_sendmsg4`  | cgroup sock_addr sendmsg4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_recvmsg4`  | cgroup sock_addr recvmsg4    | cgroup v2 (netns-cookie filtered)   |
+//! | `netd_to_bridge`      | TC classifier (tcx egress)   | each netd bridge                    |
 //!
 //! Published ports: DNAT on the uplink's ingress, delivered with `bpf_redirect_peer` straight
 //! into the sandbox; replies are translated back on the sandbox veth's ingress and routed to the
 //! uplink with `bpf_fib_lookup` + `bpf_redirect`. Masquerade: on the sandbox veth's ingress when
 //! the FIB says the packet leaves by an uplink. Hairpin, ICC and isolation also on the sandbox
-//! veth; Docker's raw-table protections in XDP. Nothing here needs netfilter.
+//! veth; Docker's raw-table protections in XDP. Isolation from Docker's own bridges (docker0,
+//! `br-<12 hex>`): on the sandbox veth for traffic the FIB sends into one, on the netd bridge's
+//! egress for traffic routed in from one. Nothing here needs netfilter.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -50,7 +53,10 @@ mod progs {
     use crate::{
         conntrack::{self, apply, insert_pair, key_of},
         icmp,
-        maps::{LINKS, UPLINKS, endpoint, in_daemon_netns, is_host_addr, network, published, published_exact},
+        maps::{
+            LINKS, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network, published,
+            published_exact,
+        },
         parse::{self, ParseError, Pkt},
         snat::pick_port,
         stats,
@@ -410,6 +416,13 @@ mod progs {
             stats::count_drop(DropReason::Isolation);
             return SHOT;
         }
+        // Into one of Docker's own bridge networks (docker0, `br-<12 hex>`): isolated from
+        // netd's networks as Docker isolates its bridge networks from each other.
+        let egress = fib_egress(&ctx, &p);
+        if egress.is_some_and(is_foreign_bridge) {
+            stats::count_drop(DropReason::Isolation);
+            return SHOT;
+        }
         if p.later_fragment
             && net.flags & NET_F_MASQUERADE != 0
             && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_ICMP)
@@ -451,7 +464,22 @@ mod progs {
             }
             return apply(&ctx, &mut p, &k, &same);
         }
-        masquerade(&ctx, &mut p, &k, here, &src.mac, &net.gateway_mac)
+        masquerade(&ctx, &mut p, &k, egress, here, &src.mac, &net.gateway_mac)
+    }
+
+    /// Egress of a netd bridge: what the host routes into it. Packets routed in from one of
+    /// Docker's own bridges (the ingress device of a forwarded packet is the bridge it came
+    /// up through) are dropped: Docker's FORWARD rules accept `-i docker0 ! -o docker0`, and
+    /// nothing else of netd sees them. Host-originated packets have no ingress device.
+    #[classifier]
+    pub fn netd_to_bridge(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::ToBridge, ctx.len() as u64);
+        let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
+        if from != 0 && is_foreign_bridge(from) {
+            stats::count_drop(DropReason::Isolation);
+            return SHOT;
+        }
+        OK
     }
 
     /// Hand a packet straight to a sandbox on the same bridge (no bridge, no netfilter: a
@@ -469,8 +497,16 @@ mod progs {
 
     /// Source NAT to the uplink's address for a new flow leaving by an uplink.
     #[inline(always)]
-    fn masquerade(ctx: &TcContext, p: &mut Pkt, k: &CtKey, here: u32, src_mac: &[u8; 6], gw_mac: &[u8; 6]) -> i32 {
-        let Some(egress) = fib_egress(ctx, p) else { return OK };
+    fn masquerade(
+        ctx: &TcContext,
+        p: &mut Pkt,
+        k: &CtKey,
+        egress: Option<u32>,
+        here: u32,
+        src_mac: &[u8; 6],
+        gw_mac: &[u8; 6],
+    ) -> i32 {
+        let Some(egress) = egress else { return OK };
         // SAFETY: read-only lookup.
         let Some(up) = (unsafe { UPLINKS.get(&egress).copied() }) else { return OK };
         if up.addr == 0 {

@@ -44,6 +44,18 @@ pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::with_max_entries(capac
 #[map(name = "UPLINKS")]
 pub static UPLINKS: HashMap<u32, UplinkInfo> = HashMap::with_max_entries(capacity::UPLINKS, 0);
 
+/// Ifindexes of Docker's own bridges (docker0, `br-<12 hex>`) in the daemon's namespace, netd's
+/// bridges left out by userspace: isolated from netd's networks both ways.
+#[map(name = "FOREIGN_BRIDGES")]
+pub static FOREIGN_BRIDGES: HashMap<u32, u32> = HashMap::with_max_entries(capacity::FOREIGN_BRIDGES, 0);
+
+/// Whether `ifindex` is one of Docker's own bridges.
+#[inline(always)]
+pub fn is_foreign_bridge(ifindex: u32) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { FOREIGN_BRIDGES.get(&ifindex).is_some() }
+}
+
 /// The host's own addresses (uplinks, bridge gateways): targets of hairpin and local access.
 #[map(name = "HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::HOST_ADDRS, 0);

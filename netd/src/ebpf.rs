@@ -64,6 +64,7 @@ pub fn attach_point(name: &str) -> &'static str {
         prog_names::SOCK_CONNECT4 => "cgroup v2 connect4 (daemon netns only, by cookie)",
         prog_names::SOCK_SENDMSG4 => "cgroup v2 sendmsg4 (daemon netns only, by cookie)",
         prog_names::SOCK_RECVMSG4 => "cgroup v2 recvmsg4 (daemon netns only, by cookie)",
+        prog_names::TO_BRIDGE => "tcx egress on each netd bridge",
         _ => "unknown",
     }
 }
@@ -298,6 +299,20 @@ impl Loaded {
             .try_into()
             .map_err(|source| EbpfError::Program { name, source })?;
         prog.detach(id).map_err(|source| EbpfError::Program { name, source })
+    }
+
+    /// TC egress on a netd bridge (isolation from Docker's own bridges), pinned as
+    /// `bridge-IF`. Without a pin directory the attachment lives as long as this object.
+    pub fn attach_bridge(&mut self, ifname: &str) -> Result<(), EbpfError> {
+        if self.pin_dir.is_some() {
+            return self.attach_tc_pinned(
+                prog_names::TO_BRIDGE,
+                ifname,
+                TcAttachType::Egress,
+                &format!("bridge-{ifname}"),
+            );
+        }
+        self.attach_tc(prog_names::TO_BRIDGE, ifname, TcAttachType::Egress).map(|_| ())
     }
 
     /// Leave every pinned attachment in place when this object goes (`--live-restore`, or a

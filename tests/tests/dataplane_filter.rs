@@ -378,6 +378,55 @@ fn path_mtu_on_established_flows(dataplane: &str) {
     assert_eq!(e.payload.iter().filter(|b| **b == b'z').count(), 60_000);
 }
 
+/// Issue 13: Docker's own bridge networks (docker0, `br-<12 hex>`, not netd's) and netd's
+/// networks do not reach each other, either way, as Docker isolates its bridge networks; any
+/// other bridge (a VM's, another runtime's) is not Docker's and stays reachable, as from a
+/// Docker container. The bridge gets its Docker name while netd runs (followed live). Without
+/// Docker here, no FORWARD rule of Docker's is involved: netd alone must drop.
+fn docker_bridges_are_isolated(dataplane: &str) {
+    let th = TestHost::new(&format!("fdb{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let web = d.inspect("web")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    // A bridge with an address and a namespace behind it (what docker0 and a container are).
+    let h = th.host.name.as_str();
+    ip(&["-n", h, "link", "add", "virbr7", "type", "bridge"]).unwrap();
+    ip(&["-n", h, "addr", "add", "203.0.113.1/24", "dev", "virbr7"]).unwrap();
+    ip(&["-n", h, "link", "set", "virbr7", "up"]).unwrap();
+    let ctr = Netns::new(&unique("fdbc")).unwrap();
+    ip(&["-n", h, "link", "add", "dbp0", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name]).unwrap();
+    ip(&["-n", h, "link", "set", "dbp0", "master", "virbr7", "up"]).unwrap();
+    ip(&["-n", &ctr.name, "addr", "add", "203.0.113.2/24", "dev", "eth0"]).unwrap();
+    ip(&["-n", &ctr.name, "link", "set", "eth0", "up"]).unwrap();
+    ip(&["-n", &ctr.name, "route", "add", "default", "via", "203.0.113.1"]).unwrap();
+    let _srv = probe::EchoServer::start(&ctr.path(), addr("203.0.113.2:7000"), "dctr").unwrap();
+    let from_sandbox = || {
+        let r = d.cli(&["exec", "web", "--", "timeout", "1", &pr, "tcp", "203.0.113.2:7000", "x"]);
+        if r.code == 0 && r.stdout.contains("dctr:") { "reached" } else { "blocked" }
+    };
+    let web_t = format!("{web}:7000");
+    let from_ctr = || {
+        let r = ctr.exec(&["timeout", "1", &pr, "tcp", &web_t, "x"]).unwrap();
+        if r.status.success() && String::from_utf8_lossy(&r.stdout).contains("web:") { "reached" } else { "blocked" }
+    };
+    observe("other-bridge-from-sandbox", dataplane, from_sandbox(), "reached");
+    // Now it is named like a Docker network's bridge.
+    ip(&["-n", h, "link", "set", "virbr7", "down"]).unwrap();
+    ip(&["-n", h, "link", "set", "virbr7", "name", "br-0123456789ab"]).unwrap();
+    ip(&["-n", h, "link", "set", "br-0123456789ab", "up"]).unwrap();
+    let followed = eventually(Duration::from_secs(6), || from_sandbox() == "blocked");
+    observe("docker-bridge-from-sandbox", dataplane, if followed { "blocked" } else { "reached" }, "blocked");
+    observe("sandbox-from-docker-bridge", dataplane, from_ctr(), "blocked");
+    // The sandbox still reaches the outside.
+    let _out = probe::EchoServer::start(&th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
+    let r = d.cli(&["exec", "web", "--", &pr, "tcp", "198.51.100.2:6000", "o"]);
+    observe("sandbox-to-outside", dataplane, r.stdout.trim(), "outside:198.51.100.1:o");
+    if dataplane == "ebpf" {
+        assert!(drops(&d)["isolation"].as_u64().unwrap() >= 2, "{}", drops(&d));
+    }
+}
+
 macro_rules! both {
     ($f:ident, $e:ident, $i:ident) => {
         #[test]
@@ -408,3 +457,4 @@ both!(
     iptables_linked_flows_ignore_forward_drop
 );
 both!(path_mtu_on_established_flows, ebpf_path_mtu_on_established_flows, iptables_path_mtu_on_established_flows);
+both!(docker_bridges_are_isolated, ebpf_docker_bridges_are_isolated, iptables_docker_bridges_are_isolated);

@@ -43,10 +43,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
 
 /// Scenarios that fail today for a known reason in netd (each one's own comment says why); the
 /// default run lists them as skipped instead of failing the suite on a gap that is on record.
-/// - `isolation_from_dockers_own_bridges`: neither dataplane knows Docker's bridges; in eBPF
-///   traffic routed from docker0 into a netd bridge is not filtered (nothing of netd sees it),
-///   in iptables netd's `NETD-FORWARD -i BR -j ACCEPT` precedes Docker's `-o docker0 -j DOCKER`.
-const KNOWN_GAPS: &[&str] = &["isolation_from_dockers_own_bridges"];
+const KNOWN_GAPS: &[&str] = &[];
 
 fn run_scenarios(dataplane: &str) {
     if let Some(why) = unavailable() {
@@ -70,8 +67,8 @@ fn run_scenarios(dataplane: &str) {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) || (!both && dataplane != "ebpf") {
             continue;
         }
-        // A known gap (issue 13, docs/design-notes.md "Not yet"): it fails under both
-        // dataplanes today, so it runs only when named in NETD_DOCKER_SCENARIOS.
+        // A known gap (docs/design-notes.md "Not yet"): it runs only when named in
+        // NETD_DOCKER_SCENARIOS.
         if only.is_none() && KNOWN_GAPS.contains(name) {
             eprintln!("[{dataplane}] scenario {name}: SKIPPED (known gap; NETD_DOCKER_SCENARIOS={name} runs it)");
             continue;

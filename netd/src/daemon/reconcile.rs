@@ -11,7 +11,7 @@ use tokio::net::UnixListener;
 
 use super::{Config, Daemon, Shared, State, networks};
 use crate::{
-    dataplane::{HostInfo, Uplink},
+    dataplane::{HostBridge, HostInfo, Uplink},
     ipam::Ipv4Net,
     model::{BridgeNet, Network, NetworkMode, Status, Store},
     netlink::Netlink,
@@ -100,7 +100,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     }
 
     // Uplinks: given, or the interfaces holding a default route.
-    let (uplinks, local_addrs) = resolve_uplinks(&nl, &cfg.up.uplink).await?;
+    let (uplinks, local_addrs, docker_bridges) = resolve_uplinks(&nl, &cfg.up.uplink).await?;
     // Only once the flags have checked out against the host (-b, --uplink).
     if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
         super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
@@ -121,6 +121,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     let host_info = HostInfo {
         uplinks,
         local_addrs,
+        docker_bridges,
         userland_proxy: cfg.up.userland_proxy,
         bpffs: cfg.up.bpffs.clone(),
         cgroup: cgroups.as_ref().map(|c| c.hook.clone()).or_else(|| cfg.up.cgroup.clone()),
@@ -347,7 +348,9 @@ fn configure_default_bridge(
     Ok(Some(n))
 }
 
-async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<(Vec<Uplink>, Vec<Ipv4Addr>), UpError> {
+type HostView = (Vec<Uplink>, Vec<Ipv4Addr>, Vec<HostBridge>);
+
+async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<HostView, UpError> {
     let links = nl.host_links().await.map_err(|e| err(format!("listing links: {e}")))?;
     if let Some(n) = given.iter().find(|g| !links.iter().any(|l| &l.name == *g)) {
         return Err(err(format!("uplink {n} not found")));
@@ -355,8 +358,9 @@ async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<(Vec<Uplink>,
     Ok(host_view(&links, given))
 }
 
-/// The uplinks and the local IPv4 addresses (127/8 aside) of a link listing.
-pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> (Vec<Uplink>, Vec<Ipv4Addr>) {
+/// The uplinks, the local IPv4 addresses (127/8 aside) and the bridges named like Docker's of a
+/// link listing.
+pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostView {
     let uplinks = crate::netlink::select_uplinks(links, given)
         .into_iter()
         .map(|l| Uplink { name: l.name.clone(), ifindex: l.index, addrs: l.addrs.clone(), kind: l.kind.clone() })
@@ -365,7 +369,12 @@ pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> (Vec<U
         links.iter().flat_map(|l| l.addrs.iter().copied()).filter(|a| !a.is_loopback()).collect();
     addrs.sort();
     addrs.dedup();
-    (uplinks, addrs)
+    let bridges = links
+        .iter()
+        .filter(|l| l.kind == "bridge" && crate::dataplane::is_docker_bridge_name(&l.name))
+        .map(|l| HostBridge { name: l.name.clone(), ifindex: l.index })
+        .collect();
+    (uplinks, addrs, bridges)
 }
 
 /// Follow the host's interfaces and addresses (rtnetlink): uplinks that appear get the
@@ -391,18 +400,21 @@ pub async fn follow_host(d: Shared) {
                 continue;
             }
         };
-        let (uplinks, addrs) = host_view(&links, &d.cfg.up.uplink);
+        let (uplinks, addrs, bridges) = host_view(&links, &d.cfg.up.uplink);
         let mut st = d.state.lock().await;
-        if st.host_info.uplinks == uplinks && st.host_info.local_addrs == addrs {
+        if st.host_info.uplinks == uplinks && st.host_info.local_addrs == addrs && st.host_info.docker_bridges == bridges
+        {
             continue;
         }
         tracing::info!(
             uplinks = ?uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
             addrs = ?addrs,
+            docker_bridges = ?bridges.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
             "host interfaces changed"
         );
         st.host_info.uplinks = uplinks;
         st.host_info.local_addrs = addrs;
+        st.host_info.docker_bridges = bridges;
         let hi = st.host_info.clone();
         if let Err(e) = st.dp.host_changed(&hi) {
             tracing::warn!(error = %e, "dataplane: following interface changes");

@@ -67,6 +67,11 @@ pub struct Ebpf {
     /// The host's local addresses in `HOST_ADDRS` (besides the gateways).
     local_addrs: HashSet<Ipv4Addr>,
     gateways: HashSet<Ipv4Addr>,
+    /// netd's bridges by network index: (name, ifindex), each with `netd_to_bridge` on its egress.
+    bridges: HashMap<u32, (String, u32)>,
+    /// The host's bridges named like Docker's (netd's among them); `FOREIGN_BRIDGES` holds
+    /// those that are not netd's.
+    docker_bridges: Vec<HostBridge>,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -232,6 +237,26 @@ impl Ebpf {
         Ok(())
     }
 
+    /// `FOREIGN_BRIDGES` = Docker's bridges that are not netd's (by ifindex and by name: a
+    /// network being replayed may not know its ifindex yet).
+    fn sync_foreign_bridges(&mut self) -> DpResult<()> {
+        let want: HashSet<u32> = self
+            .docker_bridges
+            .iter()
+            .filter(|b| !self.bridges.values().any(|(n, i)| *n == b.name || *i == b.ifindex))
+            .map(|b| b.ifindex)
+            .collect();
+        let mut m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::FOREIGN_BRIDGES)?;
+        let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
+        for k in have.iter().filter(|k| !want.contains(k)) {
+            let _ = m.remove(k);
+        }
+        for k in want.iter().filter(|k| !have.contains(k)) {
+            m.insert(*k, 1, 0).map_err(|e| err("FOREIGN_BRIDGES", e))?;
+        }
+        Ok(())
+    }
+
     fn published_key(p: &PortMapping) -> PublishedKey {
         PublishedKey { addr: be_addr(p.host_ip), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
     }
@@ -369,6 +394,8 @@ impl Dataplane for Ebpf {
             self.uplinks.push(up.clone());
         }
         self.set_local_addrs(host)?;
+        self.docker_bridges = host.docker_bridges.clone();
+        self.sync_foreign_bridges()?;
         // The sock_addr hooks: the given cgroup, else the cgroup2 root (mounted if needed).
         let cg = match &host.cgroup {
             Some(p) => p.clone(),
@@ -422,7 +449,11 @@ impl Dataplane for Ebpf {
         }
         self.live_networks.insert(net.index);
         self.gateways.insert(net.gateway);
-        self.host_addr(net.gateway, true)
+        self.host_addr(net.gateway, true)?;
+        // Isolation from Docker's own bridges: what is routed into this bridge from one.
+        self.l()?.attach_bridge(&net.bridge).map_err(|e| err(format!("attaching to {}", net.bridge), e))?;
+        self.bridges.insert(net.index, (net.bridge.clone(), net.bridge_ifindex));
+        self.sync_foreign_bridges()
     }
 
     fn network_removed(&mut self, net: &NetworkSpec) -> DpResult<()> {
@@ -432,6 +463,10 @@ impl Dataplane for Ebpf {
         }
         self.live_networks.remove(&net.index);
         self.gateways.remove(&net.gateway);
+        if let Some((name, _)) = self.bridges.remove(&net.index) {
+            self.l()?.unpin(&format!("bridge-{name}"));
+        }
+        self.sync_foreign_bridges()?;
         if self.local_addrs.contains(&net.gateway) {
             return Ok(());
         }
@@ -466,6 +501,8 @@ impl Dataplane for Ebpf {
             self.uplinks.push(n.clone());
         }
         self.set_local_addrs(host)?;
+        self.docker_bridges = host.docker_bridges.clone();
+        self.sync_foreign_bridges()?;
         if errors.is_empty() { Ok(()) } else { Err(err("uplinks", errors.join("; "))) }
     }
 
@@ -703,9 +740,10 @@ impl Dataplane for Ebpf {
         if let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(veth) = name.strip_prefix("veth-")
-                    && !self.veth_links.contains_key(veth)
-                {
+                let stale_veth = name.strip_prefix("veth-").is_some_and(|v| !self.veth_links.contains_key(v));
+                let stale_bridge =
+                    name.strip_prefix("bridge-").is_some_and(|b| !self.bridges.values().any(|(n, _)| n == b));
+                if stale_veth || stale_bridge {
                     tracing::info!(pin = %name, "removing stale pinned link");
                     self.l()?.unpin(&name);
                     n += 1;

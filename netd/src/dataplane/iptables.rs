@@ -6,6 +6,13 @@
 //! MASQUERADE rules, raw PREROUTING drops), netd uses its own `NETD-POSTROUTING` and `NETD-RAW`
 //! chains behind a single jump, so that a restarted daemon can flush and rebuild everything it
 //! owns without parsing other programs' rules; the rules themselves are Docker's.
+//!
+//! Isolation from Docker's *own* bridge networks (docker0, `br-<12 hex>`; netd's bridges
+//! aside) is netd's addition, in the mangle table's FORWARD (`NETD-ISOLATION-STAGE-1..3`, after
+//! Docker 20.10's `DOCKER-ISOLATION-STAGE-1/2`): dockerd inserts its filter FORWARD rules at the
+//! top whenever it starts or creates a network, and they accept `-i docker0 ! -o docker0`
+//! before any jump netd could keep there; mangle FORWARD runs before filter FORWARD and Docker
+//! leaves it alone, so both directions drop whichever daemon started last.
 use std::{collections::BTreeSet, io::Write, net::Ipv4Addr, process::Command};
 
 use super::*;
@@ -33,6 +40,7 @@ fn rh(table: &'static str, chain: &'static str, spec: impl Into<String>) -> Rule
 pub const FILTER_CHAINS: [&str; 6] = ["NETD", "NETD-USER", "NETD-FORWARD", "NETD-CT", "NETD-INTERNAL", "NETD-BRIDGE"];
 pub const NAT_CHAINS: [&str; 3] = ["NETD", "NETD-POSTROUTING", "NETD-LOOPBACK"];
 pub const RAW_CHAINS: [&str; 1] = ["NETD-RAW"];
+pub const MANGLE_CHAINS: [&str; 3] = ["NETD-ISOLATION-STAGE-1", "NETD-ISOLATION-STAGE-2", "NETD-ISOLATION-STAGE-3"];
 
 /// Jumps from the built-in chains into netd's.
 pub fn render_jumps(userland_proxy: bool) -> Vec<Rule> {
@@ -47,7 +55,25 @@ pub fn render_jumps(userland_proxy: bool) -> Vec<Rule> {
         },
         r("nat", "POSTROUTING", "-j NETD-POSTROUTING"),
         r("raw", "PREROUTING", "-j NETD-RAW"),
+        r("mangle", "FORWARD", "-j NETD-ISOLATION-STAGE-1"),
     ]
+}
+
+/// Isolation between netd's bridges and Docker's own (`foreign`: bridges named like Docker's
+/// that are not netd's), both ways: stage 1 sorts by the incoming bridge, stage 2 drops what
+/// goes from a netd bridge into a Docker bridge, stage 3 the other way round. Traffic between
+/// two netd bridges (netd's own isolation, in filter) or two Docker bridges (Docker's) passes.
+pub fn render_isolation(netd: &BTreeSet<String>, foreign: &BTreeSet<String>) -> Vec<Rule> {
+    let foreign: Vec<&String> = foreign.iter().filter(|f| !netd.contains(*f)).collect();
+    if foreign.is_empty() || netd.is_empty() {
+        return Vec::new();
+    }
+    let (s1, s2, s3) = (MANGLE_CHAINS[0], MANGLE_CHAINS[1], MANGLE_CHAINS[2]);
+    let mut v: Vec<Rule> = netd.iter().map(|b| r("mangle", s1, format!("-i {b} -j {s2}"))).collect();
+    v.extend(foreign.iter().map(|f| r("mangle", s1, format!("-i {f} -j {s3}"))));
+    v.extend(foreign.iter().map(|f| r("mangle", s2, format!("-o {f} -j DROP"))));
+    v.extend(netd.iter().map(|b| r("mangle", s3, format!("-o {b} -j DROP"))));
+    v
 }
 
 /// The daemon's fixed rules (new-daemon.md).
@@ -204,7 +230,7 @@ pub fn render_link(n: &NetworkSpec, l: &LinkRule) -> Vec<Rule> {
 /// An `iptables-restore --noflush` batch: `op` is `-A`/`-I` for adds (per rule) or `-D`.
 pub fn batch(rules: &[Rule], delete: bool, declare: &[(&'static str, &'static [&'static str])]) -> String {
     let mut out = String::new();
-    for table in ["raw", "nat", "filter"] {
+    for table in ["raw", "mangle", "nat", "filter"] {
         let decl: Vec<&str> =
             declare.iter().filter(|(t, _)| *t == table).flat_map(|(_, c)| c.iter().copied()).collect();
         let rs: Vec<&Rule> = rules.iter().filter(|r| r.table == table).collect();
@@ -244,6 +270,11 @@ pub struct Iptables {
     /// nft backend: the `ip` tables (raw, nat, filter) that did not exist before netd came up;
     /// `netd down` deletes them again when nothing but empty built-in chains remains.
     new_tables: Vec<&'static str>,
+    /// netd's bridges and the host's bridges named like Docker's, and the isolation rules
+    /// rendered from them (rebuilt as a whole when either changes).
+    bridges: BTreeSet<String>,
+    docker_bridges: BTreeSet<String>,
+    isolation: Vec<Rule>,
 }
 
 impl Iptables {
@@ -253,7 +284,29 @@ impl Iptables {
         } else {
             ("iptables-nft-restore", "iptables-nft")
         };
-        Self { restore, cmd, userland_proxy, loopback_jump: false, installed: BTreeSet::new(), new_tables: Vec::new() }
+        Self {
+            restore,
+            cmd,
+            userland_proxy,
+            loopback_jump: false,
+            installed: BTreeSet::new(),
+            new_tables: Vec::new(),
+            bridges: BTreeSet::new(),
+            docker_bridges: BTreeSet::new(),
+            isolation: Vec::new(),
+        }
+    }
+
+    /// Rebuild the mangle isolation chains when the bridges changed (one batch: declaring the
+    /// chains flushes them, the rules follow in the same commit).
+    fn sync_isolation(&mut self) -> DpResult<()> {
+        let rules = render_isolation(&self.bridges, &self.docker_bridges);
+        if rules == self.isolation {
+            return Ok(());
+        }
+        self.run_restore(&batch(&rules, false, &[("mangle", &MANGLE_CHAINS)]))?;
+        self.isolation = rules;
+        Ok(())
     }
 
     fn run_restore(&self, input: &str) -> DpResult<()> {
@@ -330,24 +383,31 @@ impl Dataplane for Iptables {
         Backend::Iptables
     }
 
-    fn init(&mut self, _host: &HostInfo) -> DpResult<()> {
+    fn init(&mut self, host: &HostInfo) -> DpResult<()> {
         if self.cmd == "iptables-nft" {
             let existing = nft_tables();
             // A previous daemon of ours may have left them: only record what is really absent.
-            self.new_tables = ["raw", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
+            self.new_tables =
+                ["raw", "mangle", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
         }
         // Whatever a previous daemon left: our jumps first, then our chains are (re)declared,
         // which flushes them, and rebuilt from the replayed state.
         self.remove_jumps();
         self.loopback_jump = false;
-        let declare: [(&'static str, &'static [&'static str]); 3] =
-            [("filter", &FILTER_CHAINS), ("nat", &NAT_CHAINS), ("raw", &RAW_CHAINS)];
+        let declare: [(&'static str, &'static [&'static str]); 4] =
+            [("filter", &FILTER_CHAINS), ("nat", &NAT_CHAINS), ("raw", &RAW_CHAINS), ("mangle", &MANGLE_CHAINS)];
         self.run_restore(&batch(&render_base(), false, &declare))?;
         self.installed = render_base().into_iter().collect();
         self.run_restore(&batch(&render_jumps(self.userland_proxy), false, &[]))?;
         // Docker sets the FORWARD policy to DROP when it enables forwarding.
         self.run_restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n")?;
+        self.docker_bridges = host.docker_bridges.iter().map(|b| b.name.clone()).collect();
         Ok(())
+    }
+
+    fn host_changed(&mut self, host: &HostInfo) -> DpResult<()> {
+        self.docker_bridges = host.docker_bridges.iter().map(|b| b.name.clone()).collect();
+        self.sync_isolation()
     }
 
     fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()> {
@@ -356,11 +416,15 @@ impl Dataplane for Iptables {
             let p = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge);
             std::fs::write(&p, "1").map_err(|e| DataplaneError::new(B, p, e))?;
         }
-        self.add(render_network(net, self.userland_proxy))
+        self.add(render_network(net, self.userland_proxy))?;
+        self.bridges.insert(net.bridge.clone());
+        self.sync_isolation()
     }
 
     fn network_removed(&mut self, net: &NetworkSpec) -> DpResult<()> {
-        self.remove(render_network(net, self.userland_proxy))
+        self.remove(render_network(net, self.userland_proxy))?;
+        self.bridges.remove(&net.bridge);
+        self.sync_isolation()
     }
 
     fn endpoint_added(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
@@ -431,7 +495,12 @@ impl Dataplane for Iptables {
         self.remove_jumps();
         self.loopback_jump = false;
         let mut input = String::new();
-        for (table, chains) in [("raw", &RAW_CHAINS[..]), ("nat", &NAT_CHAINS[..]), ("filter", &FILTER_CHAINS[..])] {
+        for (table, chains) in [
+            ("raw", &RAW_CHAINS[..]),
+            ("mangle", &MANGLE_CHAINS[..]),
+            ("nat", &NAT_CHAINS[..]),
+            ("filter", &FILTER_CHAINS[..]),
+        ] {
             input.push_str(&format!("*{table}\n"));
             for c in chains {
                 input.push_str(&format!(":{c} - [0:0]\n"));
@@ -444,6 +513,7 @@ impl Dataplane for Iptables {
         self.run_restore(&input)?;
         self.run_restore("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")?;
         self.installed.clear();
+        self.isolation.clear();
         // Tables iptables-nft created for us go too, if nobody else put a rule in them.
         for t in std::mem::take(&mut self.new_tables) {
             let rules = Command::new(self.cmd).args(["--wait", "-t", t, "-S"]).output();
@@ -807,6 +877,43 @@ mod tests {
             include_str!("testdata/usernet-portmap-natunprot.golden"),
             &scenario(&[docker0(), unprot.clone()], Some((&unprot, port(Ipv4Addr::UNSPECIFIED))), true),
         );
+    }
+
+    /// Docker's own bridges vs netd's: both directions drop, nothing between two netd bridges
+    /// or two Docker bridges, nothing at all without a Docker bridge; a netd bridge named like
+    /// Docker's (`br-<id>`) is netd's.
+    #[test]
+    fn isolation_from_dockers_bridges() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let netd = set(&["netd0", "br-aaaaaaaaaaaa"]);
+        assert!(render_isolation(&netd, &set(&["br-aaaaaaaaaaaa"])).is_empty());
+        assert!(render_isolation(&set(&[]), &set(&["docker0"])).is_empty());
+        let got = lines(&render_isolation(&netd, &set(&["docker0", "br-aaaaaaaaaaaa"])));
+        assert_eq!(
+            got,
+            [
+                "[mangle] -A NETD-ISOLATION-STAGE-1 -i br-aaaaaaaaaaaa -j NETD-ISOLATION-STAGE-2",
+                "[mangle] -A NETD-ISOLATION-STAGE-1 -i netd0 -j NETD-ISOLATION-STAGE-2",
+                "[mangle] -A NETD-ISOLATION-STAGE-1 -i docker0 -j NETD-ISOLATION-STAGE-3",
+                "[mangle] -A NETD-ISOLATION-STAGE-2 -o docker0 -j DROP",
+                "[mangle] -A NETD-ISOLATION-STAGE-3 -o br-aaaaaaaaaaaa -j DROP",
+                "[mangle] -A NETD-ISOLATION-STAGE-3 -o netd0 -j DROP",
+            ]
+        );
+        let b = batch(&render_isolation(&netd, &set(&["docker0"])), false, &[("mangle", &MANGLE_CHAINS)]);
+        assert!(b.starts_with("*mangle\n:NETD-ISOLATION-STAGE-1 - [0:0]\n"), "{b}");
+        assert!(lines(&render_jumps(true)).contains(&"[mangle] -A FORWARD -j NETD-ISOLATION-STAGE-1".to_string()));
+        for (name, docker) in [
+            ("docker0", true),
+            ("br-0123456789ab", true),
+            ("br-0123456789abc", false),
+            ("br-lan", false),
+            ("br-0123456789ag", false),
+            ("virbr0", false),
+            ("docker1", false),
+        ] {
+            assert_eq!(super::super::is_docker_bridge_name(name), docker, "{name}");
+        }
     }
 
     #[test]

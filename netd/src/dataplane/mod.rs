@@ -87,6 +87,12 @@ pub struct HostInfo {
     /// Every IPv4 address of the host namespace (Docker's `--dst-type LOCAL`), followed live.
     #[serde(default)]
     pub local_addrs: Vec<Ipv4Addr>,
+    /// Bridges named like Docker's own (`docker0`, `br-<12 hex>`), followed live. netd's own
+    /// bridges can match too (its user networks are `br-<id>`): each backend leaves out the
+    /// bridges of its networks. The rest are isolated from netd's networks both ways, as
+    /// Docker isolates its bridge networks from each other.
+    #[serde(default)]
+    pub docker_bridges: Vec<HostBridge>,
     /// `--userland-proxy` (iptables backend only; eBPF needs no proxy).
     pub userland_proxy: bool,
     /// Pin directory for maps and links (`--bpffs`).
@@ -107,6 +113,21 @@ pub struct Uplink {
     /// Link kind (`veth`, ... or empty for physical devices).
     #[serde(default)]
     pub kind: String,
+}
+
+/// A bridge of the host namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBridge {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+/// The names Docker's bridge driver gives its bridges: `docker0` and `br-` + the first 12 hex
+/// digits of the network id. (A Docker network created with `-o
+/// com.docker.network.bridge.name=X` cannot be told from any other bridge, and is not matched.)
+pub fn is_docker_bridge_name(name: &str) -> bool {
+    name == "docker0"
+        || name.strip_prefix("br-").is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `netd up --xdp`: where the uplink protections run.
