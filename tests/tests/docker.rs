@@ -548,6 +548,10 @@ fn icc_and_isolation(td: &mut TestDocker, _dp: &str) {
     assert!(tcp_from(td, "ctb", "cta:7000").is_some_and(|r| r.starts_with("cta:")), "by name on n1");
     let ns = td.exec("ctd", &["nslookup", "ctc"]).stdout;
     assert!(ns.contains(&c), "names still resolve under icc=false: {ns}");
+    // IPv4-only networks: no IPv6 on the container's interface (Docker 20.10 turns it off in
+    // every container namespace, whatever the driver; netd, on the host-side veth).
+    let v6 = td.exec("cta", &["sh", "-c", "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -6 addr"]).stdout;
+    assert_eq!(v6.trim(), "1", "IPv6 on a container of an IPv4-only network: {v6}");
     all_blocked(td, &[("ctd", &c), ("cta", &c), ("ctc", &a), ("ctb", &c)], "icc=false on n2; n1 and n2 isolated");
     let _srv = probe::EchoServer::start(&td.th.outside.path(), addr("198.51.100.2:6000"), "outside").unwrap();
     for ctr in ["cta", "ctc"] {

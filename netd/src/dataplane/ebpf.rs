@@ -237,15 +237,16 @@ impl Ebpf {
         Ok(())
     }
 
-    /// `FOREIGN_BRIDGES` = Docker's bridges that are not netd's (by ifindex and by name: a
-    /// network being replayed may not know its ifindex yet).
+    /// `FOREIGN_BRIDGES` = Docker's bridges that are not netd's. netd's: its networks' (by
+    /// name and ifindex), and those whose `bridge-NAME` link is pinned (a restarted daemon's
+    /// networks before their replay, so none of them is taken for Docker's meanwhile).
     fn sync_foreign_bridges(&mut self) -> DpResult<()> {
-        let want: HashSet<u32> = self
-            .docker_bridges
-            .iter()
-            .filter(|b| !self.bridges.values().any(|(n, i)| *n == b.name || *i == b.ifindex))
-            .map(|b| b.ifindex)
-            .collect();
+        let pins = self.pin_dir.as_ref().map(|d| d.join("links"));
+        let netd = |b: &HostBridge| {
+            self.bridges.values().any(|(n, i)| *n == b.name || *i == b.ifindex)
+                || pins.as_ref().is_some_and(|d| d.join(format!("bridge-{}", b.name)).exists())
+        };
+        let want: HashSet<u32> = self.docker_bridges.iter().filter(|b| !netd(b)).map(|b| b.ifindex).collect();
         let mut m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::FOREIGN_BRIDGES)?;
         let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
         for k in have.iter().filter(|k| !want.contains(k)) {
