@@ -54,23 +54,13 @@ pub fn status_column(state: &str, exit_code: i64, since_started: Option<i64>, si
     }
 }
 
-/// Seconds between an RFC 3339 UTC timestamp (as netd writes them) and `now`.
+/// Seconds between an RFC 3339 UTC timestamp (as netd writes them) and `now`; `None` for
+/// Docker's zero time (never started or finished).
 pub fn secs_since_rfc3339(ts: &str, now: i64) -> Option<i64> {
-    let b = ts.as_bytes();
-    if b.len() < 19 || ts.starts_with("0001-") {
+    if ts.starts_with("0001-") {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| ts.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, mo, d, h, mi, s) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
-    // days from civil (Howard Hinnant)
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(now - (days * 86_400 + h * 3600 + mi * 60 + s))
+    ts.parse::<jiff::Timestamp>().ok().map(|t| now - t.as_second())
 }
 
 /// `"python3 -m http.se…"`: quoted, 20 characters with an ellipsis unless `--no-trunc`.

@@ -22,60 +22,55 @@ pub enum IpamError {
     Invalid(String),
 }
 
-/// An IPv4 prefix: an address (kept as given, e.g. a gateway) and a length.
+/// An IPv4 prefix: an address (kept as given, e.g. a gateway) and a length. The arithmetic is
+/// `ipnet`'s; this type adds Docker's parsing rules and messages and serde as a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
-    len: u8,
-}
+pub struct Ipv4Net(ipnet::Ipv4Net);
 
 impl Ipv4Net {
     pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, IpamError> {
-        if len > 32 {
-            return Err(IpamError::InvalidCidr(format!("{addr}/{len}")));
-        }
-        Ok(Self { addr, len })
+        ipnet::Ipv4Net::new(addr, len).map(Self).map_err(|_| IpamError::InvalidCidr(format!("{addr}/{len}")))
     }
     pub fn addr(&self) -> Ipv4Addr {
-        self.addr
+        self.0.addr()
     }
     pub fn prefix_len(&self) -> u8 {
-        self.len
+        self.0.prefix_len()
     }
     pub fn mask(&self) -> u32 {
-        if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) }
+        u32::from(self.0.netmask())
     }
     pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+        self.0.network()
     }
     pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network()) | !self.mask())
+        self.0.broadcast()
     }
     /// The prefix with host bits cleared.
     pub fn trunc(&self) -> Self {
-        Self { addr: self.network(), len: self.len }
+        Self(self.0.trunc())
     }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.network())
+        self.0.contains(&ip)
     }
     pub fn contains_net(&self, other: &Ipv4Net) -> bool {
-        other.len >= self.len && self.contains(other.network())
+        self.0.contains(&other.0)
     }
     pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        self.contains(other.network()) || other.contains(self.network())
+        self.0.contains(&other.0.network()) || other.0.contains(&self.0.network())
     }
     /// First usable host address (the network address + 1; the address itself for /31, /32).
     pub fn first_host(&self) -> Ipv4Addr {
-        if self.len >= 31 { self.network() } else { Ipv4Addr::from(u32::from(self.network()) + 1) }
+        if self.prefix_len() >= 31 { self.network() } else { Ipv4Addr::from(u32::from(self.network()) + 1) }
     }
     pub fn size(&self) -> u64 {
-        1u64 << (32 - self.len)
+        1u64 << (32 - self.prefix_len())
     }
 }
 
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+        write!(f, "{}/{}", self.addr(), self.prefix_len())
     }
 }
 
@@ -138,7 +133,9 @@ pub fn expand(specs: &[PoolSpec]) -> Vec<Ipv4Net> {
         let end = start + s.base.size();
         let mut a = start;
         while a < end {
-            out.push(Ipv4Net { addr: Ipv4Addr::from(a as u32), len: s.size });
+            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(a as u32), s.size) {
+                out.push(n);
+            }
             a += step;
         }
     }
@@ -178,14 +175,14 @@ pub fn pick_free_subnet(pools: &[Ipv4Net], in_use: &[Ipv4Net]) -> Option<Ipv4Net
 /// `--bip 10.20.0.1/16`: the bridge address and its subnet (Docker's rules: a host address).
 pub fn parse_bip(s: &str) -> Result<(Ipv4Net, Ipv4Addr), IpamError> {
     let n: Ipv4Net = s.parse()?;
-    if n.len < 31 && (n.addr == n.network() || n.addr == n.broadcast()) {
+    if n.prefix_len() < 31 && (n.addr() == n.network() || n.addr() == n.broadcast()) {
         return Err(IpamError::Invalid(format!(
             "--bip {s}: the bridge address must be a host address of the subnet, e.g. {}/{}",
             n.first_host(),
-            n.len
+            n.prefix_len()
         )));
     }
-    Ok((n.trunc(), n.addr))
+    Ok((n.trunc(), n.addr()))
 }
 
 /// `--fixed-cidr`: must lie inside the bridge subnet.
@@ -238,7 +235,7 @@ impl Pool {
     pub fn new(subnet: Ipv4Net, gateway: Ipv4Addr, range: Option<Ipv4Net>) -> Self {
         let subnet = subnet.trunc();
         let mut used = BTreeSet::new();
-        if subnet.len < 31 {
+        if subnet.prefix_len() < 31 {
             used.insert(u32::from(subnet.network()));
             used.insert(u32::from(subnet.broadcast()));
         }
@@ -293,7 +290,7 @@ impl Pool {
     pub fn release(&mut self, ip: Ipv4Addr) {
         let v = u32::from(ip);
         let reserved = v == u32::from(self.gateway)
-            || (self.subnet.len < 31
+            || (self.subnet.prefix_len() < 31
                 && (v == u32::from(self.subnet.network()) || v == u32::from(self.subnet.broadcast())));
         if !reserved {
             self.used.remove(&v);

@@ -458,25 +458,16 @@ impl Store {
 
 /// RFC 3339 UTC timestamp with nanoseconds, as Docker prints `Created`.
 pub fn rfc3339_now() -> (String, i64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (rfc3339(now.as_secs() as i64, now.subsec_nanos()), now.as_secs() as i64)
+    let now = jiff::Timestamp::now();
+    (rfc3339_of(now), now.as_second())
 }
 
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    jiff::Timestamp::new(secs, nanos.min(999_999_999) as i32).map(rfc3339_of).unwrap_or_else(|_| ZERO_TIME.to_string())
+}
+
+fn rfc3339_of(t: jiff::Timestamp) -> String {
+    jiff::fmt::temporal::DateTimePrinter::new().precision(Some(9)).timestamp_to_string(&t)
 }
 
 #[cfg(test)]
