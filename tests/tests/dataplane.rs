@@ -206,19 +206,21 @@ fn ebpf_metrics_endpoint_serves_prometheus() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(ok, "published port answers");
-    let get = |path: &'static str| -> String {
+    let request = |method: &'static str, path: &'static str| -> String {
         netd_tests::in_netns(&th.host.path(), move || {
             let mut s =
                 std::net::TcpStream::connect_timeout(&addr("127.0.0.1:9323"), std::time::Duration::from_secs(3))
                     .expect("metrics port");
             s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+            s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+                .unwrap();
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             out
         })
         .unwrap()
     };
+    let get = |path| request("GET", path);
     let m = get("/metrics");
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
     let line = m
@@ -229,6 +231,8 @@ fn ebpf_metrics_endpoint_serves_prometheus() {
     assert!(packets >= 3, "the echo's packets were counted: {line}");
     assert!(m.contains("netd_publish_seconds_count 1\n"), "{m}");
     assert!(get("/other").starts_with("HTTP/1.1 404"));
+    let m = request("POST", "/metrics");
+    assert!(m.starts_with("HTTP/1.1 405") && m.to_ascii_lowercase().contains("\r\nallow: get\r\n"), "{m}");
 }
 
 #[test]
