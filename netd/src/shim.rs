@@ -292,6 +292,31 @@ pub fn is_alive(pid: i32, config: &Path) -> bool {
     args.len() >= 3 && args[1] == b"shim" && args[2] == config.as_os_str().as_encoded_bytes()
 }
 
+/// Signal a sandbox's main process `pid`, the child of supervisor `shim_pid`, through a pidfd:
+/// the pidfd pins one process, which is signalled only if it is still the supervisor's child, so
+/// a PID reused by another process after the command exited is never signalled (ESRCH instead).
+pub fn signal_command(pid: i32, shim_pid: i32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    if pid <= 0 {
+        return Err(nix::errno::Errno::ESRCH);
+    }
+    let fd = pidfd_open(pid).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ESRCH)))?;
+    if shim_pid > 0 && parent_of(pid) != Some(shim_pid) {
+        return Err(nix::errno::Errno::ESRCH);
+    }
+    // SAFETY: plain syscall on a pidfd we own; no siginfo.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig as libc::c_int, std::ptr::null::<u8>(), 0)
+    };
+    if rc < 0 { Err(nix::errno::Errno::last()) } else { Ok(()) }
+}
+
+/// The parent PID of `pid` (`/proc/PID/stat`, after the command name).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A pidfd for `pid` (readable when it exits), usable for processes that are not our children.
 pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; the returned fd is owned by us.
@@ -301,5 +326,25 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     } else {
         // SAFETY: a fresh fd from the kernel.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::{errno::Errno, sys::signal::Signal};
+
+    /// Only the supervisor's child is signalled: the same PID under another parent (what a
+    /// reused PID looks like) gets ESRCH and lives on.
+    #[test]
+    fn signal_command_checks_the_parent() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let me = std::process::id() as i32;
+        assert_eq!(super::signal_command(pid, me + 1, Signal::SIGKILL), Err(Errno::ESRCH));
+        assert!(child.try_wait().unwrap().is_none(), "signalled under the wrong parent");
+        assert_eq!(super::signal_command(pid, me, Signal::SIGKILL), Ok(()));
+        let st = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        assert_eq!(super::signal_command(0, me, Signal::SIGKILL), Err(Errno::ESRCH));
     }
 }

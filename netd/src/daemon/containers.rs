@@ -608,11 +608,11 @@ impl Daemon {
             (id, c.state.pid, c.state.shim_pid)
         };
         let t = t.unwrap_or(DEFAULT_STOP_TIMEOUT);
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        let _ = shim::signal_command(pid, shim_pid, nix::sys::signal::Signal::SIGTERM);
         if t >= 0 && self.wait_not_running(&id, shim_pid, Duration::from_secs(t as u64)).await {
             return Ok(());
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = shim::signal_command(pid, shim_pid, nix::sys::signal::Signal::SIGKILL);
         self.kill_all(&id);
         if self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await {
             Ok(())
@@ -652,7 +652,7 @@ impl Daemon {
             return Err(ApiError::conflict(format!("cannot kill container: {r}: container {id} is not running")));
         }
         let sig = parse_signal(signal).ok_or_else(|| ApiError::bad(format!("Invalid signal: {signal}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.state.pid), sig)
+        shim::signal_command(c.state.pid, c.state.shim_pid, sig)
             .map_err(|e| ApiError::internal(format!("cannot kill container: {r}: {e}")))?;
         Ok(())
     }

@@ -402,7 +402,9 @@ pub async fn follow_host(d: Shared) {
         };
         let (uplinks, addrs, bridges) = host_view(&links, &d.cfg.up.uplink);
         let mut st = d.state.lock().await;
-        if st.host_info.uplinks == uplinks && st.host_info.local_addrs == addrs && st.host_info.docker_bridges == bridges
+        if st.host_info.uplinks == uplinks
+            && st.host_info.local_addrs == addrs
+            && st.host_info.docker_bridges == bridges
         {
             continue;
         }
