@@ -160,15 +160,31 @@ pub fn prometheus(v: &Value) -> String {
     for d in v["drops"].as_array().into_iter().flatten() {
         s.push_str(&format!("netd_drops_total{{reason=\"{}\"}} {}\n", d[0].as_str().unwrap_or(""), d[1]));
     }
-    let p = &v["publish"];
-    if p.is_object() {
-        s.push_str("# HELP netd_publish_seconds Time to publish a sandbox's ports (allocation, reservation, dataplane).\n# TYPE netd_publish_seconds summary\n");
-        s.push_str(&format!("netd_publish_seconds_sum {}\n", p["total_us"].as_u64().unwrap_or(0) as f64 / 1e6));
-        s.push_str(&format!("netd_publish_seconds_count {}\n", p["count"].as_u64().unwrap_or(0)));
-        s.push_str(
-            "# HELP netd_publish_last_seconds Time the last publish took.\n# TYPE netd_publish_last_seconds gauge\n",
-        );
-        s.push_str(&format!("netd_publish_last_seconds {}\n", p["last_us"].as_u64().unwrap_or(0) as f64 / 1e6));
+    // The sandbox publish step, and Docker's Join + ProgramExternalConnectivity (the plugin's
+    // publish): the same summary and gauge each.
+    for (key, metric, help) in [
+        ("publish", "netd_publish", "Time to publish a sandbox's ports (allocation, reservation, dataplane)."),
+        (
+            "docker",
+            "netd_docker_publish",
+            "Time netd spent in Docker's Join + ProgramExternalConnectivity of one endpoint (its ports published).",
+        ),
+    ] {
+        let p = &v[key];
+        if !p.is_object() {
+            continue;
+        }
+        s.push_str(&format!("# HELP {metric}_seconds {help}\n# TYPE {metric}_seconds summary\n"));
+        s.push_str(&format!("{metric}_seconds_sum {}\n", p["total_us"].as_u64().unwrap_or(0) as f64 / 1e6));
+        s.push_str(&format!("{metric}_seconds_count {}\n", p["count"].as_u64().unwrap_or(0)));
+        s.push_str(&format!(
+            "# HELP {metric}_last_seconds Time the last one took.\n# TYPE {metric}_last_seconds gauge\n"
+        ));
+        s.push_str(&format!("{metric}_last_seconds {}\n", p["last_us"].as_u64().unwrap_or(0) as f64 / 1e6));
+        s.push_str(&format!(
+            "# HELP {metric}_last_ports Ports of the last one.\n# TYPE {metric}_last_ports gauge\n"
+        ));
+        s.push_str(&format!("{metric}_last_ports {}\n", p["last_ports"].as_u64().unwrap_or(0)));
     }
     s
 }
@@ -219,5 +235,28 @@ mod tests {
         let p = prometheus(&v);
         assert!(p.contains("netd_port_packets_total{proto=\"tcp\",host_ip=\"0.0.0.0\",host_port=\"8080\"} 3\n"));
         assert!(p.contains("netd_drops_total{reason=\"icc\"} 2\n"));
+        assert!(!p.contains("netd_docker_publish"), "no timing object, no timing metric: {p}");
+    }
+
+    #[test]
+    fn prometheus_publish_and_docker_timing() {
+        let t = |count, last, ports| json_timing(count, last, ports);
+        let v = serde_json::json!({"publish": t(2, 1500, 1), "docker": t(1, 2500, 32)});
+        let p = prometheus(&v);
+        for want in [
+            "netd_publish_seconds_count 2\n",
+            "netd_publish_last_seconds 0.0015\n",
+            "netd_docker_publish_seconds_sum 0.0025\n",
+            "netd_docker_publish_seconds_count 1\n",
+            "netd_docker_publish_last_seconds 0.0025\n",
+            "netd_docker_publish_last_ports 32\n",
+            "# TYPE netd_docker_publish_seconds summary\n",
+        ] {
+            assert!(p.contains(want), "{want} in {p}");
+        }
+    }
+
+    fn json_timing(count: u64, last_us: u64, ports: u64) -> Value {
+        serde_json::json!({"count": count, "last_ports": ports, "last_us": last_us, "max_us": last_us, "total_us": last_us * count})
     }
 }

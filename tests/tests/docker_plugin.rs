@@ -260,6 +260,11 @@ fn scenario(dp: &str) {
         (Some(1), Some(5)),
         "{stats}"
     );
+    // The same timing in the Prometheus exposition (what the metrics endpoint serves).
+    let prom = d.ok(&["stats", "--format", "prometheus"]);
+    for want in ["netd_docker_publish_seconds_count 1\n", "netd_docker_publish_last_ports 5\n"] {
+        assert!(prom.contains(want), "{want} in {prom}");
+    }
     if dp == "ebpf" {
         let p = stats["ports"].as_array().unwrap().iter().find(|p| p["host_port"] == 8080).cloned();
         assert!(p.is_some_and(|p| p["packets"].as_u64().unwrap_or(0) > 0), "netd stats counts the port: {stats}");
