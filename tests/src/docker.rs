@@ -356,32 +356,16 @@ impl TestDocker {
     /// The offline image: busybox-static applets, `netd-probe` with the libraries it links, and a
     /// page for `httpd` (`/www/index.html` = "ok").
     fn import_image(&self) -> Result<()> {
-        let rootfs = self.docker.root.join("rootfs");
-        for d in ["bin", "www", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(d))?;
-        }
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))?;
-        let list = Command::new(BUSYBOX).arg("--list").output()?;
-        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-            }
-        }
-        copy_with_libs(&probe_bin(), &rootfs, "bin/netd-probe")?;
-        std::fs::write(rootfs.join("www/index.html"), "ok\n")?;
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
-        let tar = self.docker.root.join("image.tar");
-        crate::daemon::Cli::from_output(
-            Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").output()?,
-        )
-        .ok()
-        .context("tar of the image rootfs")?;
+        self.import(IMAGE, &[(probe_bin(), "bin/netd-probe")])
+    }
+
+    /// Another offline image `tag`: what [`image_tar`] puts in it (the test image plus `bins`).
+    pub fn import(&self, tag: &str, bins: &[(PathBuf, &str)]) -> Result<()> {
+        let tar = image_tar(&self.docker.root.join("rootfs"), bins)?;
         let t = tar.display().to_string();
-        self.cli(&["import", "-c", "CMD [\"/bin/sh\"]", &t, IMAGE]).ok().context("docker import")?;
-        let _ = std::fs::remove_dir_all(&rootfs);
+        let r = self.cli(&["import", "-c", "CMD [\"/bin/sh\"]", &t, tag]).ok().context("docker import");
         let _ = std::fs::remove_file(&tar);
-        Ok(())
+        r.map(|_| ())
     }
 
     /// What this test left anywhere: processes naming its directories, its cgroups, its state
@@ -413,6 +397,35 @@ pub fn leftovers_of(ids: &(PathBuf, PathBuf, String)) -> Vec<String> {
 fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else { return Vec::new() };
     rd.flatten().map(|e| e.path().join(parent)).filter(|p| p.is_dir()).collect()
+}
+
+/// A rootfs tarball for an offline image (`DIR.tar`, DIR removed): busybox-static applets, each
+/// (binary, path in the image) of `bins` with the shared libraries it links, `/www/index.html` =
+/// "ok", `/etc/passwd` and `/etc/group`. Docker and podman import the same tarball.
+pub fn image_tar(rootfs: &Path, bins: &[(PathBuf, &str)]) -> Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(rootfs);
+    for d in ["bin", "www", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))?;
+    let list = Command::new(BUSYBOX).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    for (bin, dest) in bins {
+        copy_with_libs(bin, rootfs, dest)?;
+    }
+    std::fs::write(rootfs.join("www/index.html"), "ok\n")?;
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
+    let tar = rootfs.with_extension("tar");
+    crate::daemon::Cli::from_output(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(&tar).arg(".").output()?)
+        .ok()
+        .context("tar of the image rootfs")?;
+    let _ = std::fs::remove_dir_all(rootfs);
+    Ok(tar)
 }
 
 /// Copy an ELF binary to `rootfs/dest` with every shared library `ldd` lists (same paths).

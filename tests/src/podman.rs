@@ -109,6 +109,15 @@ impl Podman {
         }
     }
 
+    /// Another offline image `tag`: `podman import` of [`crate::docker::image_tar`] (busybox
+    /// applets plus `bins` with their libraries), the tarball Docker imports too.
+    pub fn import(&self, tag: &str, bins: &[(PathBuf, &str)]) -> Result<()> {
+        let tar = crate::docker::image_tar(&self.root.join("rootfs-extra"), bins)?;
+        let r = self.ok(&["import", "--change", "CMD=/bin/sh", &tar.display().to_string(), tag]);
+        let _ = std::fs::remove_file(&tar);
+        r.map(|_| ())
+    }
+
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let c = self.cmd(args);
         if c.code != 0 {

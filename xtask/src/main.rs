@@ -42,7 +42,8 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Measure eBPF vs iptables vs the raw path; writes DIR/report.md and SVG plots
+    /// Measure eBPF vs iptables vs the raw path, and Docker / podman on their own networks vs on
+    /// netd; writes DIR/report.md and SVG plots
     Bench {
         /// A smoke run (short figures, fewer sizes): finishes in a few minutes
         #[arg(long)]

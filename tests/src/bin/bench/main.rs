@@ -1,7 +1,10 @@
 //! `netd-bench`: `cargo xtask bench` runs `netd-bench run [--quick] [--out DIR]`, which builds
 //! worlds of namespaces (a host running `netd up` per dataplane, an outside client), measures
 //! every path interleaved across dataplanes so noise hits them alike, and writes
-//! `DIR/report.md` and SVG plots. `netd-bench serve PORT` is the server side.
+//! `DIR/report.md` and SVG plots. `netd-bench serve PORT` is the server side. The real runtimes'
+//! rows (Docker's bridge vs a netd network, podman's CNI chain vs netd-cni) are in `runtimes`.
+mod runtimes;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -32,7 +35,41 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| "bench".into());
             run(quick, out)
         }
-        _ => bail!("usage: netd-bench run [--quick] [--out DIR] | serve PORT"),
+        // Only the real-runtime rows (Docker, podman), to DIR/runtimes.md: `netd-bench
+        // runtimes [--quick] [--only docker|podman] [--out DIR]`.
+        Some("runtimes") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
+            let only = val("--only");
+            if !netd_tests::is_root() {
+                bail!("the bench creates network namespaces: run it as root");
+            }
+            let t0 = Instant::now();
+            let _ = LOAD0.set(loadavg());
+            let size = runtimes::Size::new(
+                quick,
+                Duration::from_millis(if quick { 500 } else { 3000 }),
+                if quick { 1 } else { 3 },
+            );
+            let mut md = format!(
+                "# netd bench: real runtimes only ({})\n\n",
+                if quick { "`netd-bench runtimes --quick`" } else { "`netd-bench runtimes`" }
+            );
+            if only.as_deref() != Some("podman") {
+                md.push_str(&runtimes::docker(size));
+                md.push('\n');
+            }
+            if only.as_deref() != Some("docker") {
+                md.push_str(&runtimes::podman(size));
+            }
+            md = md.replacen("\n\n", &format!("\n\n{}\n\n", load_note()), 1);
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("runtimes.md"), &md)?;
+            println!("{md}\nwrote {}/runtimes.md in {:.0}s", out.display(), t0.elapsed().as_secs_f64());
+            Ok(())
+        }
+        _ => bail!("usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | serve PORT"),
     }
 }
 
@@ -158,10 +195,39 @@ fn median(v: &[f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// The 1-minute load average before the bench started (see [`load_note`]).
+static LOAD0: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// The report's line on what else ran: the 1-minute load average before the bench and now. The
+/// bench itself keeps about one CPU busy (client and server alternate), so a load at start above
+/// half the CPUs means other work shared the machine and every figure is noisier.
+fn load_note() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let (l0, l1) = (*LOAD0.get().unwrap_or(&f64::NAN), loadavg());
+    let shared = l0 > cpus * 0.5;
+    format!(
+        "- machine load: 1-min load average {l0:.2} before the bench, {l1:.2} at the end ({}){}",
+        if shared { "other work was running" } else { "idle before the bench" },
+        if shared {
+            ": the machine was shared during this run, figures are noisy (compare ratios within one table, measured interleaved, rather than absolute values)"
+        } else {
+            ""
+        }
+    )
+}
+
 fn run(quick: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root (cargo xtask bench does)");
     }
+    let _ = LOAD0.set(loadavg());
     let t0 = Instant::now();
     let dur = Duration::from_millis(if quick { 500 } else { 3000 });
     let repeats = if quick { 1 } else { 3 };
@@ -304,8 +370,18 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         (t.elapsed().as_secs_f64() * 1000.0, publish_last_ms(d))
     };
     drop(worlds);
+    // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
+    let size = runtimes::Size::new(quick, dur, repeats);
+    println!("netd bench: Docker's bridge vs a netd network");
+    let docker_md = runtimes::docker(size);
+    println!("netd bench: podman's CNI chain vs netd-cni");
+    let podman_md = runtimes::podman(size);
     std::fs::create_dir_all(&out)?;
     let mut report = render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, t0.elapsed());
+    report.push('\n');
+    report.push_str(&docker_md);
+    report.push('\n');
+    report.push_str(&podman_md);
     report.push_str(&render_profile(&profile));
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("crr-vs-ports.svg"), svg_scaling(&scaling, &ns_list))?;
@@ -437,6 +513,7 @@ fn render(
         if quick { 1 } else { 3 }
     );
     let _ = writeln!(s, "- machine: {cpus} CPUs, kernel {}", kernel.trim());
+    let _ = writeln!(s, "{}", load_note());
     let _ = writeln!(
         s,
         "- netd {} (debug build of the tests crate load generator is not used: release)",
