@@ -181,9 +181,7 @@ pub fn prometheus(v: &Value) -> String {
             "# HELP {metric}_last_seconds Time the last one took.\n# TYPE {metric}_last_seconds gauge\n"
         ));
         s.push_str(&format!("{metric}_last_seconds {}\n", p["last_us"].as_u64().unwrap_or(0) as f64 / 1e6));
-        s.push_str(&format!(
-            "# HELP {metric}_last_ports Ports of the last one.\n# TYPE {metric}_last_ports gauge\n"
-        ));
+        s.push_str(&format!("# HELP {metric}_last_ports Ports of the last one.\n# TYPE {metric}_last_ports gauge\n"));
         s.push_str(&format!("{metric}_last_ports {}\n", p["last_ports"].as_u64().unwrap_or(0)));
     }
     s

@@ -92,11 +92,18 @@ impl Podman {
         Ok(p)
     }
 
-    /// `podman ARGS` inside the private mount namespace and the test's host netns.
+    /// `podman ARGS` inside the private mount namespace and the test's host netns (killed after
+    /// 120 s).
     pub fn cmd(&self, args: &[&str]) -> Cli {
+        self.cmd_within(120, args)
+    }
+
+    /// `podman ARGS`, killed after `secs` seconds (the bench's 1,000-port container takes
+    /// minutes with the `portmap` plugin).
+    pub fn cmd_within(&self, secs: u32, args: &[&str]) -> Cli {
         let r = self.root.display().to_string();
         let mut c = Command::new("timeout");
-        c.args(["120", "nsenter", "-t", &self.holder.id().to_string(), "-m", "-n", "--", "podman"])
+        c.args([&secs.to_string(), "nsenter", "-t", &self.holder.id().to_string(), "-m", "-n", "--", "podman"])
             .args(["--root", &format!("{r}/root"), "--runroot", &format!("{r}/runroot")])
             .args(args)
             .env("CONTAINERS_CONF", format!("{r}/containers.conf"))
@@ -119,7 +126,11 @@ impl Podman {
     }
 
     pub fn ok(&self, args: &[&str]) -> Result<String> {
-        let c = self.cmd(args);
+        self.ok_within(120, args)
+    }
+
+    pub fn ok_within(&self, secs: u32, args: &[&str]) -> Result<String> {
+        let c = self.cmd_within(secs, args);
         if c.code != 0 {
             bail!("podman {args:?}: exit {}: {}{}", c.code, c.stdout, c.stderr);
         }

@@ -69,7 +69,9 @@ fn main() -> Result<()> {
             println!("{md}\nwrote {}/runtimes.md in {:.0}s", out.display(), t0.elapsed().as_secs_f64());
             Ok(())
         }
-        _ => bail!("usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | serve PORT"),
+        _ => bail!(
+            "usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | serve PORT"
+        ),
     }
 }
 

@@ -339,15 +339,25 @@ fn docker_rows(z: Size) -> Result<String> {
     td.restart_dockerd_with(&["--userland-proxy=false"])?;
     docker_servers(&td)?;
     println!("  docker: restarted with --userland-proxy=false at {:.1}s", t0.elapsed().as_secs_f64());
-    let (none, many, fillers) = scaling(
+    let (none, many, fillers, filler_err) = scaling(
         z,
         &out,
         |side, n| {
             let base = if side == 0 { 20000 } else { 22000 };
             let (_, net, _) = DOCKER_SIDES[side];
             let spec = range(base, n);
-            let args =
-                ["run", "-d", "--init", "--name", &format!("filler{side}"), "--network", net, "-p", &spec, DOCKER_IMAGE];
+            let args = [
+                "run",
+                "-d",
+                "--init",
+                "--name",
+                &format!("filler{side}"),
+                "--network",
+                net,
+                "-p",
+                &spec,
+                DOCKER_IMAGE,
+            ];
             let mut args: Vec<String> = args.map(String::from).to_vec();
             args.extend(["sleep", "100000"].map(String::from));
             dk_own(&td, &args).map(|_| ())
@@ -428,6 +438,9 @@ fn docker_rows(z: Size) -> Result<String> {
         fillers.cell(0, 0),
         fillers.cell(1, 0)
     );
+    if let Some(e) = &filler_err {
+        let _ = writeln!(s, "The rows with {} other ports were not measured: {e}\n", z.ports);
+    }
     let _ = writeln!(
         s,
         "Ratios are netd / Docker; for CRR and throughput higher is better, for p50 and `docker run` lower is. The Join + ProgramExternalConnectivity figure is netd's own handler time (both calls, lock waits included, Docker's work between them not), exposed by `netd stats --format json` (`docker`) and the metrics endpoint (`netd_docker_publish_*`)."
@@ -436,19 +449,22 @@ fn docker_rows(z: Size) -> Result<String> {
 }
 
 /// CRR from outside at N=0 and N=`size.ports` other published ports on both sides, interleaved;
-/// `add(side, n)` starts the filler with n ports. Returns (none, many, filler start times).
+/// `add(side, n)` starts the filler with n ports. Returns (none, many, filler start times, why
+/// the rows with other ports are missing when a filler could not start).
 fn scaling(
     z: Size,
     out: &str,
     mut add: impl FnMut(usize, usize) -> Result<()>,
     ports: [u16; 2],
-) -> Result<(Row, Row, Row)> {
+) -> Result<(Row, Row, Row, Option<String>)> {
     let (mut none, mut many, mut fillers) = (Row::default(), Row::default(), Row::default());
     for n in [0, z.ports] {
         if n > 0 {
             for side in 0..2 {
                 let t = Instant::now();
-                add(side, n)?;
+                if let Err(e) = add(side, n) {
+                    return Ok((none, many, fillers, Some(format!("{e:#}"))));
+                }
                 fillers.push(side, t.elapsed().as_secs_f64() * 1000.0);
             }
         }
@@ -460,7 +476,7 @@ fn scaling(
             }
         }
     }
-    Ok((none, many, fillers))
+    Ok((none, many, fillers, None))
 }
 
 const PODMAN_IMAGE: &str = "localhost/netd-bench:1";
@@ -471,7 +487,9 @@ const PODMAN_SIDES: [(&str, &str, u16); 2] = [("cni", "cnibr", 9080), ("netd", "
 pub fn podman(size: Size) -> String {
     let head = "## Podman (CNI): its own `bridge` + `portmap` chain (iptables) vs netd-cni (eBPF)\n\n";
     if !netd_tests::podman::available() {
-        return format!("{head}Not measured in this run: podman, crun or busybox-static is not installed (`cargo xtask setup`).\n");
+        return format!(
+            "{head}Not measured in this run: podman, crun or busybox-static is not installed (`cargo xtask setup`).\n"
+        );
     }
     match podman_rows(size) {
         Ok(s) => format!("{head}{s}"),
@@ -554,7 +572,7 @@ fn podman_rows(z: Size) -> Result<String> {
             pm.ok(&["rm", "-f", "-t", "0", &cname])?;
         }
     }
-    let (none, many, fillers) = scaling(
+    let (none, many, fillers, filler_err) = scaling(
         z,
         &out,
         |side, n| {
@@ -562,8 +580,11 @@ fn podman_rows(z: Size) -> Result<String> {
             let (_, net, _) = PODMAN_SIDES[side];
             let spec = range(base, n);
             let name = format!("filler{side}");
-            pm.ok(&["run", "-d", "--name", &name, "--network", net, "-p", &spec, PODMAN_IMAGE, "sleep", "100000"])
-                .map(|_| ())
+            pm.ok_within(
+                1800,
+                &["run", "-d", "--name", &name, "--network", net, "-p", &spec, PODMAN_IMAGE, "sleep", "100000"],
+            )
+            .map(|_| ())
         },
         PODMAN_SIDES.map(|s| s.2),
     )?;
@@ -587,7 +608,13 @@ fn podman_rows(z: Size) -> Result<String> {
     table_row(&mut s, plan[0].0, &rows[0], 0, Goal::AtLeast(1.1));
     table_row(&mut s, plan[1].0, &rows[1], 0, Goal::None);
     table_row(&mut s, "TCP CRR from outside, no other published ports (ops/s)", &none, 0, Goal::None);
-    table_row(&mut s, &format!("TCP CRR from outside, {} other published ports (ops/s)", z.ports), &many, 0, Goal::None);
+    table_row(
+        &mut s,
+        &format!("TCP CRR from outside, {} other published ports (ops/s)", z.ports),
+        &many,
+        0,
+        Goal::None,
+    );
     flat_row(&mut s, &format!("CRR with {} other ports / with none", z.ports), &none, &many, 0.95);
     table_row(
         &mut s,
@@ -609,5 +636,8 @@ fn podman_rows(z: Size) -> Result<String> {
         fillers.cell(0, 0),
         fillers.cell(1, 0)
     );
+    if let Some(e) = &filler_err {
+        let _ = writeln!(s, "\nThe rows with {} other ports were not measured: {e}", z.ports);
+    }
     Ok(s)
 }
