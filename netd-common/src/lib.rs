@@ -221,9 +221,13 @@ pub const CT_F_REPLY: u8 = 1 << 5;
 
 /// At most this many flows (pairs) not yet established (TCP) or answered (UDP, ICMP): a SYN
 /// flood fills this share of `CT_V4` and no more, so the LRU never evicts established flows for
-/// it; beyond it new flows are dropped (`ct_full`) until the GC expires unanswered ones, as
-/// nf_conntrack drops when its early drop finds nothing to evict.
+/// it. At the cap a new flow evicts the oldest unanswered one, as nf_conntrack's early drop
+/// does (`ct_early_drop`); only when the oldest ones it looks at are all answered is the new
+/// flow dropped (`ct_full`) until the GC expires unanswered ones.
 pub const CT_UNASSURED_MAX: u64 = capacity::CT_V4 as u64 / 4;
+
+/// How many of the oldest recent new flows the early drop looks at for an unanswered one.
+pub const EARLY_DROP_TRIES: u32 = 8;
 
 /// A blind RST must fall within this distance of the last sequence number seen from its
 /// sender to close a flow (nf_conntrack checks the receiver's window; netd does not follow
@@ -262,6 +266,8 @@ pub const HAIRPIN_LOW_MAX: u16 = 32_767;
 pub mod prog_names {
     pub const XDP_UPLINK: &str = "netd_xdp_uplink";
     pub const FROM_NETDEV: &str = "netd_from_netdev";
+    /// The same for a layer-3 uplink (no Ethernet header).
+    pub const FROM_NETDEV_L3: &str = "netd_from_netdev_l3";
     pub const TO_NETDEV: &str = "netd_to_netdev";
     pub const FROM_CONTAINER: &str = "netd_from_container";
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
@@ -269,8 +275,18 @@ pub mod prog_names {
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
     pub const TO_BRIDGE: &str = "netd_to_bridge";
 
-    pub const ALL: [&str; 8] =
-        [XDP_UPLINK, FROM_NETDEV, TO_NETDEV, FROM_CONTAINER, SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4, TO_BRIDGE];
+    pub const ALL: [&str; 9] = [
+        XDP_UPLINK,
+        FROM_NETDEV,
+        TO_NETDEV,
+        FROM_CONTAINER,
+        SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
+        TO_BRIDGE,
+        // Counted as FromNetdev (same body): not a ProgId of its own.
+        FROM_NETDEV_L3,
+    ];
 }
 
 /// Index of each entry point in [`map_names::PROG_STATS`] (a per-CPU array of [`PacketCount`]).
@@ -334,11 +350,14 @@ pub enum DropReason {
     /// A new flow while the conntrack table holds [`CT_UNASSURED_MAX`] unanswered flows (a SYN
     /// flood): established flows keep their entries.
     CtFull = 9,
+    /// Not a drop of the packet counted: an unanswered flow evicted at [`CT_UNASSURED_MAX`] to
+    /// make room for a new one (nf_conntrack's early drop); its next packet starts over.
+    CtEarlyDrop = 10,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 10;
-    pub const ALL: [DropReason; 10] = [
+    pub const COUNT: u32 = 11;
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::DirectToSandbox,
         DropReason::LoopbackNotLo,
@@ -349,6 +368,7 @@ impl DropReason {
         DropReason::Internal,
         DropReason::FragUnknown,
         DropReason::CtFull,
+        DropReason::CtEarlyDrop,
     ];
 
     /// Label used in `netd stats` and in the Prometheus `reason` label.
@@ -364,6 +384,7 @@ impl DropReason {
             DropReason::Internal => "internal",
             DropReason::FragUnknown => "frag_unknown",
             DropReason::CtFull => "ct_full",
+            DropReason::CtEarlyDrop => "ct_early_drop",
         }
     }
 }

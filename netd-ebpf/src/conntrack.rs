@@ -15,11 +15,11 @@ use aya_ebpf::{
 };
 use netd_common::{
     CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_L2, CT_F_REPLY,
-    CT_F_RST, CT_F_SEEN, CT_UNASSURED_MAX, CtKey, CtValue, DropReason, IPPROTO_TCP, RST_WINDOW,
+    CT_F_RST, CT_F_SEEN, CT_UNASSURED_MAX, CtKey, CtValue, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP, RST_WINDOW,
 };
 
 use crate::{
-    maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, SCRATCH_FIB},
+    maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, NEW_FLOWS, NEW_FLOWS_HEAD, SCRATCH_FIB},
     nat,
     parse::{IP_OFF, Pkt},
     snat, stats,
@@ -87,28 +87,23 @@ fn partner_key(k: &CtKey, v: &CtValue) -> CtKey {
 /// A reply tuple held by this same flow (a race on its first packets, or its other half was
 /// evicted) or by an entry whose partner is gone is taken over.
 #[inline(always)]
-pub fn insert_pair(k1: &CtKey, v1: &CtValue, k2: &CtKey, v2: &CtValue) -> bool {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let v1 = &CtValue { last_seen_ns: now, ..*v1 };
-    let v2 = &CtValue { last_seen_ns: now, flags: v2.flags | CT_F_REPLY, ..*v2 };
-    // A new flow is unanswered: under a flood of them, refuse more rather than let the LRU
-    // evict established flows.
-    let Some(unassured) = CT_UNASSURED.get_ptr_mut(0) else { return false };
-    // SAFETY: one-entry array slot, valid for this program run.
-    // (Signed: the programs' decrements may run ahead of the GC's recount.)
-    if unsafe { *unassured } as i64 >= CT_UNASSURED_MAX as i64 {
-        stats::count_drop(DropReason::CtFull);
+pub fn insert_pair(k1: &CtKey, v1: &mut CtValue, k2: &CtKey, v2: &mut CtValue) -> bool {
+    // A new flow is unanswered: under a flood of them, evict the oldest unanswered one (or,
+    // failing that, refuse) rather than let the LRU evict established flows.
+    if !admit(k1) {
         return false;
     }
-    // SAFETY: as above. Not atomic (the bpf target has no fetch-add in core): a lost update
-    // between CPUs is corrected by the GC's recount.
-    unsafe { *unassured = (*unassured).wrapping_add(1) };
-    if CT_V4.insert(k1, v1, 0).is_err() {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // (Set in the callers' values: copies would cost stack.)
+    v1.last_seen_ns = now;
+    v2.last_seen_ns = now;
+    v2.flags |= CT_F_REPLY;
+    if CT_V4.insert(k1, &*v1, 0).is_err() {
         stats::count_drop(DropReason::CtInsert);
         return false;
     }
-    if CT_V4.insert(k2, v2, BPF_NOEXIST).is_err() {
+    if CT_V4.insert(k2, &*v2, BPF_NOEXIST).is_err() {
         let ours = match lookup(k2) {
             None => true,
             Some(o) => {
@@ -116,13 +111,73 @@ pub fn insert_pair(k1: &CtKey, v1: &CtValue, k2: &CtKey, v2: &CtValue) -> bool {
                 o.action != CT_ACT_HOSTFLOW && (pk == *k1 || !exists(&pk))
             }
         };
-        if !ours || CT_V4.insert(k2, v2, 0).is_err() {
+        if !ours || CT_V4.insert(k2, &*v2, 0).is_err() {
             let _ = CT_V4.remove(k1);
             stats::count_drop(DropReason::CtInsert);
             return false;
         }
     }
     true
+}
+
+/// Count a new (unanswered) flow, keyed `k` by its originator, against `CT_UNASSURED_MAX`; at
+/// the cap, make room by the early drop or refuse (false, counted `ct_full`). The flow becomes
+/// the newest of `NEW_FLOWS`, overwriting the oldest slot, which the early drop looked at first.
+#[inline(always)]
+fn admit(k: &CtKey) -> bool {
+    let Some(unassured) = CT_UNASSURED.get_ptr_mut(0) else { return false };
+    let Some(head) = NEW_FLOWS_HEAD.get_ptr_mut(0) else { return false };
+    // SAFETY: one-entry array slots, valid for this program run.
+    let h = unsafe { *head };
+    // (Signed: the programs' decrements may run ahead of the GC's recount.)
+    if unsafe { *unassured } as i64 >= CT_UNASSURED_MAX as i64 && !early_drop(h) {
+        stats::count_drop(DropReason::CtFull);
+        return false;
+    }
+    // SAFETY: as above. Not atomic (the bpf target has no fetch-add in core): a lost update
+    // between CPUs is corrected by the GC's recount (of the counter; a slot written twice).
+    unsafe {
+        *unassured = (*unassured).wrapping_add(1);
+        *head = h.wrapping_add(1);
+    }
+    let _ = NEW_FLOWS.set((h % CT_UNASSURED_MAX) as u32, k, 0);
+    true
+}
+
+/// nf_conntrack's early drop: at the cap of unanswered flows, evict the oldest one still
+/// unanswered among the `EARLY_DROP_TRIES` oldest recent new flows (a TCP flow whose originator
+/// never acknowledged, a UDP/ICMP flow never answered), both directions. False: all of them
+/// were answered (or gone), nothing evicted. A BPF-to-BPF call (stack, see `apply`).
+#[inline(never)]
+fn early_drop(head: u64) -> bool {
+    for i in 0..EARLY_DROP_TRIES as u64 {
+        let slot = ((head + i) % CT_UNASSURED_MAX) as u32;
+        let Some(k) = NEW_FLOWS.get(slot) else { return false };
+        let Some(v) = CT_V4.get_ptr(k) else { continue };
+        // SAFETY: map value pointer, valid for this program run (read before its removal).
+        let v = unsafe { &*v };
+        if v.flags & CT_F_REPLY != 0 || v.action == CT_ACT_HOSTFLOW {
+            continue; // a slot overwritten meanwhile by a reply key's pair: not this one
+        }
+        let answered = if k.proto == IPPROTO_TCP {
+            v.flags & CT_F_ACKED != 0
+        } else {
+            let pk = partner_key(k, v);
+            // SAFETY: read-only lookup.
+            unsafe { CT_V4.get(&pk) }.is_some_and(|r| r.flags & CT_F_SEEN != 0)
+        };
+        if answered {
+            continue;
+        }
+        remove_pair(k, v);
+        if let Some(u) = CT_UNASSURED.get_ptr_mut(0) {
+            // SAFETY: one-entry array slot, valid for this program run.
+            unsafe { *u = (*u).wrapping_sub(1) };
+        }
+        stats::count_drop(DropReason::CtEarlyDrop);
+        return true;
+    }
+    false
 }
 
 /// Whether a host flow got another source port lately (then the host's TCP segments are
@@ -178,7 +233,7 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
                 stats::count_drop(DropReason::SnatExhausted);
                 return TC_ACT_SHOT as i32;
             };
-            let fwd = CtValue {
+            let mut fwd = CtValue {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: port,
@@ -188,7 +243,7 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
                 ..Default::default()
             };
             let rk2 = CtKey { sport: p.dport, dport: port, ..rk };
-            let rev = CtValue {
+            let mut rev = CtValue {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
@@ -197,7 +252,7 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
                 flags: CT_F_HOSTNAT,
                 ..Default::default()
             };
-            if !insert_pair(&k, &fwd, &rk2, &rev) {
+            if !insert_pair(&k, &mut fwd, &rk2, &mut rev) {
                 return TC_ACT_SHOT as i32;
             }
             if let Some(t) = HOST_NAT.get_ptr_mut(0) {
@@ -351,6 +406,7 @@ pub fn frag_peer(p: &Pkt, ifindex: u32, dmac: &[u8; 6], smac: &[u8; 6]) {
         saddr: p.saddr,
         daddr: p.daddr,
         action: CT_ACT_PEER,
+        flags: CT_F_L2,
         ifindex,
         dmac: *dmac,
         smac: *smac,
@@ -373,7 +429,16 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
     let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
     // SAFETY: read-only lookup, copied out.
     let v = unsafe { FRAGS.get(&fk).copied() }?;
+    // A routed hop, as for its first fragment (a same-bridge `--link` hop is not one). One that
+    // cannot make it goes to the kernel untranslated (no ICMP error for a later fragment).
+    let routed = v.action == CT_ACT_FIB || (v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0);
+    if routed && p.ttl <= 1 {
+        return Some(TC_ACT_OK as i32);
+    }
     if nat::set_addr(ctx, p, true, v.saddr).is_err() || nat::set_addr(ctx, p, false, v.daddr).is_err() {
+        return Some(TC_ACT_SHOT as i32);
+    }
+    if routed && nat::dec_ttl(ctx, p).is_err() {
         return Some(TC_ACT_SHOT as i32);
     }
     stats::count_port(v.stats_slot, ctx.len() as u64);
@@ -458,15 +523,13 @@ pub fn deliver(ctx: &TcContext, v: &CtValue) -> i32 {
 pub fn redirect_fib(ctx: &TcContext) -> i32 {
     let Ok(saddr) = ctx.load::<u32>(IP_OFF + 12) else { return TC_ACT_OK as i32 };
     let Ok(daddr) = ctx.load::<u32>(IP_OFF + 16) else { return TC_ACT_OK as i32 };
-    // SAFETY: zeroed plain-old-data struct.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // The parameters in the per-CPU scratch slot, off the callers' stack (see `apply`; its FIB
+    // path does not come here).
+    let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return TC_ACT_OK as i32 };
+    // SAFETY: per-CPU map value, valid for this program run.
+    let fib = unsafe { &mut *fib };
     // tot_len 0: the kernel checks the MTU against the skb itself, which understands GSO
     // packets (a 64 KB TSO segment is fine; an explicit length would get FRAG_NEEDED).
-    fib.__bindgen_anon_3.ipv4_src = saddr;
-    fib.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: valid ctx and params pointers.
-    let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
-    redirect_with(ctx, rc, &mut fib)
+    let rc = fib_route(ctx, fib, saddr, daddr);
+    redirect_with(ctx, rc, fib)
 }

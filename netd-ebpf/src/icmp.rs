@@ -24,6 +24,22 @@ pub fn is_error(p: &Pkt) -> bool {
 /// None: not about a flow netd translates (the caller goes on as for any packet).
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
+    rewrite_error(ctx, p, false)
+}
+
+/// Translate an ICMP error the host itself sends (time exceeded for a packet whose last hop
+/// was toward a sandbox, after its DNAT) on its way out of an uplink: it already goes where the
+/// flow's client is, so only the rewrite (the client must see its own packet quoted, never the
+/// sandbox's address). None: not about a flow netd translates.
+#[inline(always)]
+pub fn translate_host_error(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
+    rewrite_error(ctx, p, true)
+}
+
+/// Rewrite an ICMP error about a tracked flow, then deliver it as the entry says (`in_place`:
+/// let it go on where it goes). None: about no translated flow.
+#[inline(always)]
+fn rewrite_error(ctx: &TcContext, p: &mut Pkt, in_place: bool) -> Option<i32> {
     let inner = p.l4 + 8;
     let vihl: u8 = ctx.load(inner).ok()?;
     if vihl >> 4 != 4 {
@@ -78,6 +94,9 @@ pub fn translate_error(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
     let src = if p.saddr == idaddr { v.saddr } else { p.saddr };
     if nat::set_addr(ctx, p, true, src).is_err() || nat::set_addr(ctx, p, false, v.daddr).is_err() {
         return Some(aya_ebpf::bindings::TC_ACT_SHOT as i32);
+    }
+    if in_place {
+        return Some(aya_ebpf::bindings::TC_ACT_OK as i32);
     }
     Some(deliver(ctx, &v))
 }

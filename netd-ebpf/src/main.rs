@@ -4,6 +4,7 @@
 //! |-----------------------|------------------------------|-------------------------------------|
 //! | `netd_xdp_uplink`     | XDP (frags-aware)            | each uplink, native mode            |
 //! | `netd_from_netdev`    | TC classifier (tcx ingress)  | each uplink                         |
+//! | `netd_from_netdev_l3` | TC classifier (tcx ingress)  | each layer-3 uplink (tun, WireGuard) |
 //! | `netd_to_netdev`      | TC classifier (tcx egress)   | each uplink                         |
 //! | `netd_from_container` | TC classifier (tcx ingress)  | each host-side sandbox veth         |
 //! | `netd_sock_connect4`  | cgroup sock_addr connect4    | cgroup v2 (netns-cookie filtered)   |
@@ -40,7 +41,7 @@ mod stats;
 mod progs {
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-        helpers::generated::bpf_get_socket_cookie,
+        helpers::generated::{bpf_get_socket_cookie, bpf_skb_change_head},
         macros::{cgroup_sock_addr, classifier, map, xdp},
         maps::LruHashMap,
         programs::{SockAddrContext, TcContext, XdpContext},
@@ -54,10 +55,10 @@ mod progs {
         conntrack::{self, apply, insert_pair, key_of},
         icmp,
         maps::{
-            LINKS, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network, published,
-            published_exact,
+            LINKS, SCRATCH_FIB, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network,
+            published, published_exact,
         },
-        parse::{self, ParseError, Pkt},
+        parse::{self, ETH_HLEN, ETH_P_IP, ParseError, Pkt},
         snat::pick_port,
         stats,
     };
@@ -114,8 +115,33 @@ mod progs {
     /// Uplink ingress: replies of masqueraded flows, and new connections to published ports.
     #[classifier]
     pub fn netd_from_netdev(ctx: TcContext) -> i32 {
+        from_netdev(&ctx)
+    }
+
+    /// The same on a layer-3 uplink (tun, WireGuard, PPP: packets start at the IP header). The
+    /// packet gets an Ethernet header first (`bpf_skb_change_head`, made for an L3 packet headed
+    /// for an L2 device), so one body serves both: a translated packet is redirected into a
+    /// sandbox's veth with it, and one passed to the stack is read from its IP header as before
+    /// (the stack skips the header it is given as the packet's MAC header).
+    #[classifier]
+    pub fn netd_from_netdev_l3(ctx: TcContext) -> i32 {
+        if ctx.skb.protocol() != u32::from(ETH_P_IP.to_be()) {
+            return OK;
+        }
+        // SAFETY: plain helper call on the valid context.
+        if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {
+            return OK;
+        }
+        if ctx.store(12, &ETH_P_IP.to_be(), 0).is_err() {
+            return OK;
+        }
+        from_netdev(&ctx)
+    }
+
+    #[inline(always)]
+    fn from_netdev(ctx: &TcContext) -> i32 {
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
-        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        let Some(mut p) = parse_tc(ctx) else { return OK };
         // Docker's protections, also here: the uplink may run without XDP (veth uplinks, where
         // native XDP costs more than it saves, see bench/report.md).
         if is_loopback(p.daddr) {
@@ -130,7 +156,7 @@ mod progs {
             return SHOT;
         }
         if p.later_fragment {
-            return match conntrack::apply_fragment(&ctx, &mut p) {
+            return match conntrack::apply_fragment(ctx, &mut p) {
                 Some(v) => v,
                 // May belong to a translated flow (a published port, a masqueraded reply):
                 // never passed on untranslated.
@@ -144,7 +170,7 @@ mod progs {
         }
         if !p.has_ports {
             if icmp::is_error(&p)
-                && let Some(v) = icmp::translate_error(&ctx, &mut p)
+                && let Some(v) = icmp::translate_error(ctx, &mut p)
             {
                 return v;
             }
@@ -152,7 +178,7 @@ mod progs {
         }
         let k = key_of(&p);
         if let Some(v) = conntrack::lookup_flow(&p, &k) {
-            return apply(&ctx, &mut p, &k, &v);
+            return apply(ctx, &mut p, &k, &v);
         }
         // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
         // only ICMP and published container ports); nat mode was dropped in XDP already.
@@ -166,7 +192,7 @@ mod progs {
                 stats::count_drop(DropReason::DirectToSandbox);
                 return SHOT;
             }
-            let fwd = CtValue {
+            let mut fwd = CtValue {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: p.sport,
@@ -178,7 +204,7 @@ mod progs {
                 ..Default::default()
             };
             let rk = k.reversed();
-            let rev = CtValue {
+            let mut rev = CtValue {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
@@ -186,10 +212,10 @@ mod progs {
                 action: CT_ACT_FIB,
                 ..Default::default()
             };
-            if !insert_pair(&k, &fwd, &rk, &rev) {
+            if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                 return SHOT;
             }
-            return apply(&ctx, &mut p, &k, &fwd);
+            return apply(ctx, &mut p, &k, &fwd);
         }
         if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
             return OK;
@@ -216,9 +242,9 @@ mod progs {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
-        let fwd = CtValue { sport: cport, ..fwd };
+        let mut fwd = CtValue { sport: cport, ..fwd };
         let rk = CtKey { saddr: pb.addr, daddr: p.saddr, sport: pb.port, dport: cport, proto: p.proto, _pad: [0; 3] };
-        let rev = CtValue {
+        let mut rev = CtValue {
             saddr: p.daddr,
             daddr: p.saddr,
             sport: p.dport,
@@ -226,10 +252,10 @@ mod progs {
             action: CT_ACT_FIB,
             ..Default::default()
         };
-        if !insert_pair(&k, &fwd, &rk, &rev) {
+        if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
             return SHOT;
         }
-        apply(&ctx, &mut p, &k, &fwd)
+        apply(ctx, &mut p, &k, &fwd)
     }
 
     /// Uplink egress: host-originated flows reserve their reply tuple against masquerade, and
@@ -239,6 +265,14 @@ mod progs {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
         if !p.has_ports || p.proto == IPPROTO_ICMP {
+            // The host's own ICMP error about a translated flow (its TTL ran out on the hop
+            // to a sandbox, after DNAT): the client must see its own packet quoted.
+            if icmp::is_error(&p)
+                && unsafe { (*ctx.skb.skb).ingress_ifindex } == 0
+                && let Some(v) = icmp::translate_host_error(&ctx, &mut p)
+            {
+                return v;
+            }
             return OK;
         }
         // UDP: every datagram; TCP: SYN, FIN and RST, and every segment only while a host flow
@@ -315,7 +349,7 @@ mod progs {
                     stats::count_drop(DropReason::SnatExhausted);
                     return SHOT;
                 };
-                let fwd = CtValue {
+                let mut fwd = CtValue {
                     saddr: dnet.gateway,
                     daddr: pb.addr,
                     sport: port,
@@ -335,7 +369,7 @@ mod progs {
                     proto: p.proto,
                     _pad: [0; 3],
                 };
-                let rev = CtValue {
+                let mut rev = CtValue {
                     saddr: p.daddr,
                     daddr: p.saddr,
                     sport: p.dport,
@@ -346,7 +380,7 @@ mod progs {
                     smac: net.gateway_mac,
                     ..Default::default()
                 };
-                if !insert_pair(&k, &fwd, &rk, &rev) {
+                if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                     return SHOT;
                 }
                 return apply(&ctx, &mut p, &k, &fwd);
@@ -369,7 +403,7 @@ mod progs {
             if p.has_ports && unsafe { LINKS.get(&lk).is_some() } {
                 // Both directions peer to peer, never through the bridge (where br_netfilter
                 // and a FORWARD policy of DROP would see them): a layer-2 hop, TTL untouched.
-                let same = CtValue {
+                let mut same = CtValue {
                     saddr: p.saddr,
                     daddr: p.daddr,
                     sport: p.sport,
@@ -382,7 +416,7 @@ mod progs {
                     ..Default::default()
                 };
                 let rk = k.reversed();
-                let rev = CtValue {
+                let mut rev = CtValue {
                     saddr: p.daddr,
                     daddr: p.saddr,
                     sport: p.dport,
@@ -394,7 +428,7 @@ mod progs {
                     smac: dst.mac,
                     ..Default::default()
                 };
-                insert_pair(&k, &same, &rk, &rev);
+                insert_pair(&k, &mut same, &rk, &mut rev);
                 conntrack::frag_peer(&p, dst.ifindex, &dst.mac, &src.mac);
                 return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
             }
@@ -439,7 +473,7 @@ mod progs {
         if net.flags & NET_F_MASQUERADE == 0 {
             // No NAT (routed mode, or masquerade off): still forwarded by BPF, tracked so the
             // replies come back straight into the sandbox.
-            let same = CtValue {
+            let mut same = CtValue {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: p.sport,
@@ -448,7 +482,7 @@ mod progs {
                 ..Default::default()
             };
             let rk = k.reversed();
-            let rev = CtValue {
+            let mut rev = CtValue {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
@@ -459,7 +493,7 @@ mod progs {
                 smac: net.gateway_mac,
                 ..Default::default()
             };
-            if !insert_pair(&k, &same, &rk, &rev) {
+            if !insert_pair(&k, &mut same, &rk, &mut rev) {
                 return SHOT;
             }
             return apply(&ctx, &mut p, &k, &same);
@@ -516,7 +550,7 @@ mod progs {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
-        let fwd = CtValue {
+        let mut fwd = CtValue {
             saddr: up.addr,
             daddr: p.daddr,
             sport: port,
@@ -525,7 +559,7 @@ mod progs {
             ..Default::default()
         };
         let rk = CtKey { saddr: p.daddr, daddr: up.addr, sport: p.dport, dport: port, proto: p.proto, _pad: [0; 3] };
-        let rev = CtValue {
+        let mut rev = CtValue {
             saddr: p.daddr,
             daddr: p.saddr,
             sport: p.dport,
@@ -536,7 +570,7 @@ mod progs {
             smac: *gw_mac,
             ..Default::default()
         };
-        if !insert_pair(k, &fwd, &rk, &rev) {
+        if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
         }
         apply(ctx, p, k, &fwd)
@@ -546,15 +580,19 @@ mod progs {
     #[inline(always)]
     fn fib_egress(ctx: &TcContext, p: &Pkt) -> Option<u32> {
         use aya_ebpf::{bindings::bpf_fib_lookup, helpers::generated::bpf_fib_lookup as fib_lookup};
-        // SAFETY: zeroed plain-old-data struct.
-        let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+        // In the per-CPU scratch slot (off the stack); `apply` fills it afresh afterwards.
+        let fib = SCRATCH_FIB.get_ptr_mut(0)?;
+        // SAFETY: per-CPU map value, valid for this program run.
+        let fib = unsafe { &mut *fib };
+        // SAFETY: plain-old-data.
+        *fib = unsafe { core::mem::zeroed() };
         fib.family = 2;
         fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
         fib.__bindgen_anon_3.ipv4_src = p.saddr;
         fib.__bindgen_anon_4.ipv4_dst = p.daddr;
         // BPF_FIB_LOOKUP_SKIP_NEIGH (1 << 3): only the route matters here.
         let rc =
-            unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
+            unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
         if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }
     }
 

@@ -77,6 +77,16 @@ pub static HOST_NAT: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "CT_UNASSURED")]
 pub static CT_UNASSURED: Array<u64> = Array::with_max_entries(1, 0);
 
+/// The originator keys of the last `CT_UNASSURED_MAX` new flows, oldest at `NEW_FLOWS_HEAD`:
+/// where the early drop looks for an unanswered flow to evict.
+#[map(name = "NEW_FLOWS")]
+pub static NEW_FLOWS: Array<CtKey> = Array::with_max_entries(netd_common::CT_UNASSURED_MAX as u32, 0);
+
+/// One `u64`: the next slot of `NEW_FLOWS` (a count of new flows; not atomic across CPUs, a
+/// lost update only makes one slot be written twice).
+#[map(name = "NEW_FLOWS_HEAD")]
+pub static NEW_FLOWS_HEAD: Array<u64> = Array::with_max_entries(1, 0);
+
 /// A fragmented datagram: (addresses, IP id, protocol) of its first fragment.
 #[repr(C)]
 #[derive(Clone, Copy)]

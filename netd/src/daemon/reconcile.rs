@@ -363,7 +363,13 @@ async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<HostView, UpE
 pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostView {
     let uplinks = crate::netlink::select_uplinks(links, given)
         .into_iter()
-        .map(|l| Uplink { name: l.name.clone(), ifindex: l.index, addrs: l.addrs.clone(), kind: l.kind.clone() })
+        .map(|l| Uplink {
+            name: l.name.clone(),
+            ifindex: l.index,
+            addrs: l.addrs.clone(),
+            kind: l.kind.clone(),
+            l3: l.l3 && !l.ether,
+        })
         .collect();
     let mut addrs: Vec<Ipv4Addr> =
         links.iter().flat_map(|l| l.addrs.iter().copied()).filter(|a| !a.is_loopback()).collect();

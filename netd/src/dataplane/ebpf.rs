@@ -207,6 +207,11 @@ impl Ebpf {
     }
 
     fn attach_uplink(&mut self, up: &Uplink) -> DpResult<()> {
+        if up.l3 {
+            self.l()?.attach_uplink_l3(&up.name).map_err(|e| err(format!("attaching to {}", up.name), e))?;
+            tracing::info!(uplink = %up.name, "eBPF programs attached (layer-3 device)");
+            return Ok(());
+        }
         let xdp = match self.xdp {
             XdpChoice::Native => Some(aya::programs::XdpMode::Driver),
             XdpChoice::Generic => Some(aya::programs::XdpMode::Skb),

@@ -113,6 +113,9 @@ pub struct Uplink {
     /// Link kind (`veth`, ... or empty for physical devices).
     #[serde(default)]
     pub kind: String,
+    /// No link-layer header (tun, WireGuard, PPP): the L3 program variant, no XDP.
+    #[serde(default)]
+    pub l3: bool,
 }
 
 /// A bridge of the host namespace.

@@ -304,8 +304,11 @@ pub struct HostLink {
     pub kind: String,
     /// The bridge (or bond) it is enslaved to.
     pub master: Option<u32>,
-    /// Ethernet framing (the programs parse an Ethernet header; L3 devices are not uplinks).
+    /// Ethernet framing.
     pub ether: bool,
+    /// A layer-3 device without link-layer header (tun, WireGuard, PPP, ipip): an uplink too,
+    /// served by the L3 variant of the uplink program.
+    pub l3: bool,
     pub addrs: Vec<Ipv4Addr>,
 }
 
@@ -331,8 +334,10 @@ impl Netlink {
                     _ => {}
                 }
             }
-            let ether = m.header.link_layer_type == rtnetlink::packet_route::link::LinkLayerType::Ether;
-            out.push(HostLink { name, index: m.header.index, kind, master, ether, addrs: Vec::new() });
+            use rtnetlink::packet_route::link::LinkLayerType as T;
+            let ether = m.header.link_layer_type == T::Ether;
+            let l3 = matches!(m.header.link_layer_type, T::None | T::Ppp | T::Tunnel);
+            out.push(HostLink { name, index: m.header.index, kind, master, ether, l3, addrs: Vec::new() });
         }
         let mut s = self.h.address().get().execute();
         while let Some(m) = s.try_next().await.map_err(nl)? {
@@ -375,15 +380,16 @@ pub fn is_sandbox_veth(name: &str) -> bool {
 }
 
 /// The uplinks among `links`: with `given` (`--uplink`), exactly those that exist; otherwise
-/// every link except `lo`, bridges, bridge (or bond) ports, sandbox veths and non-Ethernet
-/// devices (Docker's `! -o bridge`: everything that is not a bridge leads out).
+/// every link except `lo`, bridges, bridge (or bond) ports, sandbox veths and devices that are
+/// neither Ethernet nor plain layer 3 (Docker's `! -o bridge`: everything that is not a bridge
+/// leads out, VPN devices such as tun and WireGuard included).
 pub fn select_uplinks<'a>(links: &'a [HostLink], given: &[String]) -> Vec<&'a HostLink> {
     if !given.is_empty() {
         return given.iter().filter_map(|g| links.iter().find(|l| &l.name == g)).collect();
     }
     links
         .iter()
-        .filter(|l| l.name != "lo" && l.ether && l.kind != "bridge" && l.master.is_none() && !is_sandbox_veth(&l.name))
+        .filter(|l| l.name != "lo" && (l.ether || l.l3) && l.kind != "bridge" && l.master.is_none() && !is_sandbox_veth(&l.name))
         .collect()
 }
 
@@ -570,7 +576,7 @@ mod tests {
     use super::*;
 
     fn link(name: &str, kind: &str, master: Option<u32>, ether: bool) -> HostLink {
-        HostLink { name: name.into(), index: 0, kind: kind.into(), master, ether, addrs: Vec::new() }
+        HostLink { name: name.into(), index: 0, kind: kind.into(), master, ether, l3: false, addrs: Vec::new() }
     }
 
     #[test]
@@ -586,10 +592,12 @@ mod tests {
             link("veth0123abc", "veth", None, true), // a sandbox veth before it is enslaved
             link("vp0123abc", "veth", None, true),
             link("vethother", "veth", Some(9), true),
-            link("wg0", "wireguard", None, false),
+            HostLink { l3: true, ..link("wg0", "wireguard", None, false) },
+            HostLink { l3: true, ..link("tun0", "tun", None, false) },
+            link("sit0", "sit", None, false),
         ];
         let names = |v: Vec<&HostLink>| v.into_iter().map(|l| l.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(select_uplinks(&links, &[])), ["eth0", "lan0", "eth0.100"]);
+        assert_eq!(names(select_uplinks(&links, &[])), ["eth0", "lan0", "eth0.100", "wg0", "tun0"]);
         // --uplink: exactly the named ones that exist.
         let given = ["lan0".to_string(), "nosuch".to_string()];
         assert_eq!(names(select_uplinks(&links, &given)), ["lan0"]);
