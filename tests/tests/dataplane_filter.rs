@@ -427,6 +427,164 @@ fn docker_bridges_are_isolated(dataplane: &str) {
     }
 }
 
+/// A tun device in a namespace, served by a thread of this process acting as the network behind
+/// it: UDP datagrams to 203.0.113.2:6000 are echoed as `tun:<source address>:<payload>` (what a
+/// server behind a VPN sees), every other packet is handed to `rx`; `send` injects a packet as
+/// if it arrived through the device.
+struct TunPeer {
+    fd: std::sync::Arc<std::fs::File>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An IPv4 + UDP packet, checksums right.
+fn udp_packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ulen = 8 + payload.len();
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&(ulen as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(ulen as u16).to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    let c = match csum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let tot = (20 + ulen) as u16;
+    let mut iph = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    iph.extend_from_slice(&src);
+    iph.extend_from_slice(&dst);
+    let c = csum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    iph.extend_from_slice(&udp);
+    iph
+}
+
+impl TunPeer {
+    fn start(ns: &str, name: &str) -> TunPeer {
+        use std::{io::Read, os::fd::AsRawFd};
+        let name = name.to_string();
+        let file = in_netns(ns, move || {
+            let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").unwrap();
+            let mut ifr = [0u8; 40];
+            ifr[..name.len()].copy_from_slice(name.as_bytes());
+            // IFF_TUN | IFF_NO_PI
+            ifr[16..18].copy_from_slice(&0x1001u16.to_ne_bytes());
+            // SAFETY: TUNSETIFF with a 40-byte ifreq.
+            let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x400454ca, ifr.as_mut_ptr()) };
+            assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+            f
+        })
+        .unwrap();
+        let fd = std::sync::Arc::new(file);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (fd2, stop2) = (fd.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut pfd = libc::pollfd { fd: fd2.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: poll on one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                    continue;
+                }
+                let Ok(n) = (&*fd2).read(&mut buf) else { break };
+                let pk = buf[..n].to_vec();
+                let ihl = usize::from(pk[0] & 0x0f) * 4;
+                if pk.len() >= ihl + 8 && pk[0] >> 4 == 4 && pk[9] == 17 && pk[16..20] == [203, 0, 113, 2] {
+                    let dport = u16::from_be_bytes([pk[ihl + 2], pk[ihl + 3]]);
+                    if dport == 6000 {
+                        let sport = u16::from_be_bytes([pk[ihl], pk[ihl + 1]]);
+                        let src = [pk[12], pk[13], pk[14], pk[15]];
+                        let mut msg = format!("tun:{}.{}.{}.{}:", src[0], src[1], src[2], src[3]).into_bytes();
+                        msg.extend_from_slice(&pk[ihl + 8..]);
+                        let reply = udp_packet([203, 0, 113, 2], src, 6000, sport, &msg);
+                        let _ = std::io::Write::write(&mut &*fd2, &reply);
+                        continue;
+                    }
+                }
+                if tx.send(pk).is_err() {
+                    break;
+                }
+            }
+        });
+        TunPeer { fd, stop, rx, thread: Some(thread) }
+    }
+
+    fn send(&self, pk: &[u8]) {
+        std::io::Write::write_all(&mut &*self.fd, pk).unwrap();
+    }
+}
+
+impl Drop for TunPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Item 5, a VPN: the default route goes through a layer-3 device (tun, no Ethernet header).
+/// Sandbox traffic leaving through it is masqueraded to its address, and a published port
+/// answers a client behind it on that address.
+fn layer3_uplink(dataplane: &str) {
+    let th = TestHost::new(&format!("fl3{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "u1", "-p", "5354:7000/udp", "--", &pr, "serve", "--tag", "u1", "7000"]);
+    // The VPN comes up after `netd up`, and takes the default route.
+    let tun = TunPeer::start(&th.host.path(), "tunv0");
+    ip(&["-n", &th.host.name, "addr", "add", "203.0.113.1/24", "dev", "tunv0"]).unwrap();
+    ip(&["-n", &th.host.name, "link", "set", "tunv0", "up"]).unwrap();
+    ip(&["-n", &th.host.name, "route", "replace", "default", "dev", "tunv0"]).unwrap();
+    let mut seen = String::new();
+    eventually(Duration::from_secs(5), || {
+        let r = d.cli(&["exec", "u1", "--", &pr, "udp-connect", "203.0.113.2:6000", "vpn"]);
+        seen = r.stdout.trim().to_string();
+        seen == "tun:203.0.113.1:vpn"
+    });
+    observe("l3-uplink-masquerade", dataplane, &seen, "tun:203.0.113.1:vpn");
+    // A client behind the VPN to the published port on the tun's address.
+    let mut answer = String::from("nothing");
+    for _ in 0..5 {
+        tun.send(&udp_packet([203, 0, 113, 2], [203, 0, 113, 1], 41000, 5354, b"in"));
+        let end = Instant::now() + Duration::from_millis(700);
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok(pk) = tun.rx.recv_timeout(left) else { break };
+            let ihl = usize::from(pk[0] & 0x0f) * 4;
+            if pk.len() > ihl + 8 && pk[9] == 17 && u16::from_be_bytes([pk[ihl + 2], pk[ihl + 3]]) == 41000 {
+                answer = format!(
+                    "from {}.{}.{}.{}:{} {}",
+                    pk[12],
+                    pk[13],
+                    pk[14],
+                    pk[15],
+                    u16::from_be_bytes([pk[ihl], pk[ihl + 1]]),
+                    String::from_utf8_lossy(&pk[ihl + 8..])
+                );
+                break;
+            }
+        }
+        if answer != "nothing" {
+            break;
+        }
+    }
+    observe("l3-uplink-published-port", dataplane, &answer, "from 203.0.113.1:5354 u1:203.0.113.2:in");
+    if dataplane == "ebpf" {
+        let info = d.ok(&["info"]);
+        assert!(info.contains("tunv0"), "uplinks listed: {info}");
+    }
+}
+
 macro_rules! both {
     ($f:ident, $e:ident, $i:ident) => {
         #[test]
@@ -458,3 +616,4 @@ both!(
 );
 both!(path_mtu_on_established_flows, ebpf_path_mtu_on_established_flows, iptables_path_mtu_on_established_flows);
 both!(docker_bridges_are_isolated, ebpf_docker_bridges_are_isolated, iptables_docker_bridges_are_isolated);
+both!(layer3_uplink, ebpf_layer3_uplink, iptables_layer3_uplink);
