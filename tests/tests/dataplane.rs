@@ -945,3 +945,64 @@ fn iptables_udp_proxy_flows_end_when_idle_and_are_capped() {
     assert_eq!(e.payload, b"back");
     assert!(flows() <= 4);
 }
+
+/// A flow that starts on a freshly published port before the daemon's after-reply conntrack
+/// purge (which removes the port's stale translations) runs is not one of them: it keeps both
+/// its directions. `NETD_TEST_DEFERRED_DELAY_MS` holds the purge back so the flow is sure to
+/// start first (without it the race is real but rare: `run -d` returns before the purge).
+fn a_flow_started_before_the_purge_survives_it(dataplane: &str) {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+        time::{Duration, Instant},
+    };
+    let th = TestHost::new(&format!("fp{}", &dataplane[..1])).unwrap();
+    let d =
+        TestDaemon::start_env(&th, &[("NETD_TEST_DEFERRED_DELAY_MS", "2000")], &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let t0 = Instant::now();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let out = th.outside.path();
+    let mut s = netd_tests::in_netns(&out, || {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        loop {
+            match TcpStream::connect_timeout(&addr("198.51.100.1:8080"), Duration::from_secs(1)) {
+                Ok(s) => return s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+    })
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut talk = |msg: &str| -> String {
+        let mut buf = [0u8; 256];
+        s.write_all(msg.as_bytes())
+            .and_then(|_| s.read(&mut buf))
+            .map_or_else(|e| format!("error: {e}"), |n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let first = talk("before");
+    assert!(first.ends_with("before"), "exchange before the purge: {first:?}");
+    assert!(t0.elapsed() < Duration::from_millis(1900), "the flow started before the purge");
+    // The purge runs 2 s after the reply; then the flow must still work both ways.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(t0.elapsed()));
+    let after = talk("after");
+    assert!(after.ends_with("after"), "exchange after the purge: {after:?}");
+    // And the purge did run: a fresh connection works too.
+    assert_eq!(probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"new").unwrap().tag, "web");
+}
+
+#[test]
+fn ebpf_a_flow_started_before_the_purge_survives_it() {
+    require_root!();
+    a_flow_started_before_the_purge_survives_it("ebpf");
+}
+
+#[test]
+fn iptables_a_flow_started_before_the_purge_survives_it() {
+    require_root!();
+    a_flow_started_before_the_purge_survives_it("iptables");
+}

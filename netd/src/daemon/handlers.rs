@@ -90,6 +90,14 @@ async fn handle(
 fn after_reply(d: &Shared) {
     let d = d.clone();
     tokio::spawn(async move {
+        // A test hook: hold the work back so a test can start flows before it runs.
+        static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+        let delay = DELAY.get_or_init(|| {
+            std::env::var("NETD_TEST_DEFERRED_DELAY_MS").ok()?.parse().ok().map(std::time::Duration::from_millis)
+        });
+        if let Some(t) = delay {
+            tokio::time::sleep(*t).await;
+        }
         let mut st = d.state.lock().await;
         if let Err(e) = st.dp.deferred() {
             tracing::warn!(error = %e, "dataplane: deferred work");

@@ -158,9 +158,46 @@ impl Ebpf {
         let stale = |k: &CtKey, v: &CtValue| {
             [k.dport, v.sport].iter().any(|hp| fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
         };
-        let doomed: Vec<CtKey> =
-            self.ct_dump()?.into_iter().filter(|(k, v)| f(k, v) || stale(k, v)).map(|(k, _)| k).collect();
+        // The purge runs after the reply, so flows may start on the new binding while it dumps.
+        // Only an originator's entry carries its binding's slot; a reply entry (slot 0) goes with
+        // its stale originator, or alone when it has none (checked again in the map: the dump is
+        // not a snapshot, and a fresh flow's originator may be in buckets it had passed).
+        let all = self.ct_dump()?;
+        let present: HashSet<CtKey> =
+            if fresh.is_empty() { HashSet::new() } else { all.iter().map(|(k, _)| *k).collect() };
+        let mut doomed: Vec<CtKey> = Vec::new();
+        for (k, v) in &all {
+            if f(k, v) {
+                doomed.push(*k);
+            } else if stale(k, v) {
+                let partner = CtKey {
+                    saddr: v.daddr,
+                    daddr: v.saddr,
+                    sport: v.dport,
+                    dport: v.sport,
+                    proto: k.proto,
+                    _pad: [0; 3],
+                };
+                if v.flags & netd_common::CT_F_REPLY == 0 {
+                    doomed.extend([*k, partner]);
+                } else if !present.contains(&partner) && !self.ct_has(&partner)? {
+                    doomed.push(*k);
+                }
+            }
+        }
+        drop(all);
+        doomed.sort_unstable_by_key(|k| (k.saddr, k.daddr, k.sport, k.dport, k.proto));
+        doomed.dedup();
         self.ct_delete(&doomed)
+    }
+
+    fn ct_has(&mut self, k: &CtKey) -> DpResult<bool> {
+        let m: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
+        match m.get(k, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(err(map_names::CT_V4, e)),
+        }
     }
 
     /// The purge publishing leaves for after the reply (`deferred`).
