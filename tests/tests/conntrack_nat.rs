@@ -903,9 +903,8 @@ fn icmp_errors_from_a_router(dataplane: &str) {
     row("icmp: time exceeded from a router beyond the uplink (masquerade, UDP)", dataplane, &te_s);
     row("icmp: parameter problem from a router beyond the uplink (masquerade, UDP)", dataplane, &pp_s);
     assert_eq!(answered, "far:198.51.100.1:hello");
-    let want = |t: u8| {
-        format!("type {t} code 0 from 198.51.100.2 about {sb_ip}:{port} -> 203.0.113.2:6000, checksums valid")
-    };
+    let want =
+        |t: u8| format!("type {t} code 0 from 198.51.100.2 about {sb_ip}:{port} -> 203.0.113.2:6000, checksums valid");
     assert_eq!(te, vec![want(11)], "time exceeded");
     assert_eq!(pp, vec![want(12)], "parameter problem");
 }
@@ -944,7 +943,9 @@ fn host_time_exceeded_for_a_published_port(dataplane: &str) {
     assert_eq!(answered, "srv:198.51.100.2:hello");
     assert_eq!(
         got,
-        vec![format!("type 11 code 0 from 198.51.100.1 about 198.51.100.2:{port} -> 198.51.100.1:5354, checksums valid")]
+        vec![format!(
+            "type 11 code 0 from 198.51.100.1 about 198.51.100.2:{port} -> 198.51.100.1:5354, checksums valid"
+        )]
     );
 }
 

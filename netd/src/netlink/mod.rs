@@ -389,7 +389,9 @@ pub fn select_uplinks<'a>(links: &'a [HostLink], given: &[String]) -> Vec<&'a Ho
     }
     links
         .iter()
-        .filter(|l| l.name != "lo" && (l.ether || l.l3) && l.kind != "bridge" && l.master.is_none() && !is_sandbox_veth(&l.name))
+        .filter(|l| {
+            l.name != "lo" && (l.ether || l.l3) && l.kind != "bridge" && l.master.is_none() && !is_sandbox_veth(&l.name)
+        })
         .collect()
 }
 
