@@ -170,14 +170,7 @@ impl Ebpf {
             if f(k, v) {
                 doomed.push(*k);
             } else if stale(k, v) {
-                let partner = CtKey {
-                    saddr: v.daddr,
-                    daddr: v.saddr,
-                    sport: v.dport,
-                    dport: v.sport,
-                    proto: k.proto,
-                    _pad: [0; 3],
-                };
+                let partner = partner_of(k, v);
                 if v.flags & netd_common::CT_F_REPLY == 0 {
                     doomed.extend([*k, partner]);
                 } else if !present.contains(&partner) && !self.ct_has(&partner)? {
@@ -186,7 +179,7 @@ impl Ebpf {
             }
         }
         drop(all);
-        doomed.sort_unstable_by_key(|k| (k.saddr, k.daddr, k.sport, k.dport, k.proto));
+        doomed.sort_unstable_by_key(ct_order);
         doomed.dedup();
         self.ct_delete(&doomed)
     }
@@ -312,9 +305,16 @@ pub fn local_port_range() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
-/// How long a flow may stay idle (seconds), nf_conntrack's defaults by state, and whether it
-/// is established (TCP) or answered (UDP, ICMP): entries that are not are the ones a flood
-/// makes, counted against `CT_UNASSURED_MAX`. `a` is an entry, `b` its partner if present.
+/// The key of an entry's other direction (its translation, reversed).
+fn partner_of(k: &CtKey, v: &CtValue) -> CtKey {
+    CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] }
+}
+
+/// A total order on conntrack keys (for sorting and binary search; `_pad` is always zero).
+fn ct_order(k: &CtKey) -> (u32, u32, u16, u16, u8) {
+    (k.saddr, k.daddr, k.sport, k.dport, k.proto)
+}
+
 /// Give the heap's free pages back to the kernel after a GC pass: the pass's working set (up to
 /// 16 MiB with a full table) would otherwise stay in the daemon's RSS until the next pass.
 fn release_freed_memory() {
@@ -325,6 +325,9 @@ fn release_freed_memory() {
     }
 }
 
+/// How long a flow may stay idle (seconds), nf_conntrack's defaults by state, and whether it
+/// is established (TCP) or answered (UDP, ICMP): entries that are not are the ones a flood
+/// makes, counted against `CT_UNASSURED_MAX`. `a` is an entry, `b` its partner if present.
 pub fn ct_timeout(proto: u8, a: &CtValue, b: Option<&CtValue>) -> (u64, bool) {
     use netd_common::{CT_ACT_HOSTFLOW, CT_F_ACKED, CT_F_CLOSING, CT_F_RST, CT_F_SEEN, ct_timeout as t};
     if a.action == CT_ACT_HOSTFLOW {
@@ -808,15 +811,13 @@ impl Dataplane for Ebpf {
         // One sorted copy of the table, searched for partners: a full table (262,144 entries) is
         // 16 MiB here, where a HashMap beside the dump doubled it.
         let mut all = self.ct_dump()?;
-        let ord = |k: &CtKey| (k.saddr, k.daddr, k.sport, k.dport, k.proto);
-        all.sort_unstable_by_key(|(k, _)| ord(k));
+        all.sort_unstable_by_key(|(k, _)| ct_order(k));
         let mut doomed = Vec::new();
         let mut unassured = 0u64;
         let mut host_nat = false;
         for (k, v) in &all {
-            let partner =
-                CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
-            let p = all.binary_search_by_key(&ord(&partner), |(k, _)| ord(k)).ok().map(|i| &all[i].1);
+            let partner = partner_of(k, v);
+            let p = all.binary_search_by_key(&ct_order(&partner), |(k, _)| ct_order(k)).ok().map(|i| &all[i].1);
             let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
             let (timeout_s, assured) = ct_timeout(k.proto, v, p);
             if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
