@@ -274,8 +274,9 @@ pub mod prog_names {
     pub const SOCK_SENDMSG4: &str = "netd_sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
     pub const TO_BRIDGE: &str = "netd_to_bridge";
+    pub const FROM_FOREIGN_BRIDGE: &str = "netd_from_foreign_bridge";
 
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         XDP_UPLINK,
         FROM_NETDEV,
         TO_NETDEV,
@@ -284,6 +285,7 @@ pub mod prog_names {
         SOCK_SENDMSG4,
         SOCK_RECVMSG4,
         TO_BRIDGE,
+        FROM_FOREIGN_BRIDGE,
         // Counted as FromNetdev (same body): not a ProgId of its own.
         FROM_NETDEV_L3,
     ];
@@ -301,11 +303,12 @@ pub enum ProgId {
     SockSendmsg4 = 5,
     SockRecvmsg4 = 6,
     ToBridge = 7,
+    FromForeignBridge = 8,
 }
 
 impl ProgId {
-    pub const COUNT: u32 = 8;
-    pub const ALL: [ProgId; 8] = [
+    pub const COUNT: u32 = 9;
+    pub const ALL: [ProgId; 9] = [
         ProgId::XdpUplink,
         ProgId::FromNetdev,
         ProgId::ToNetdev,
@@ -314,6 +317,7 @@ impl ProgId {
         ProgId::SockSendmsg4,
         ProgId::SockRecvmsg4,
         ProgId::ToBridge,
+        ProgId::FromForeignBridge,
     ];
 
     /// The ELF name of the entry point this counter belongs to.

@@ -11,6 +11,7 @@
 //! | `netd_sock_sendmsg4`  | cgroup sock_addr sendmsg4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_recvmsg4`  | cgroup sock_addr recvmsg4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_to_bridge`      | TC classifier (tcx egress)   | each netd bridge                    |
+//! | `netd_from_foreign_bridge` | TC classifier (tcx ingress) | each of Docker's own bridges   |
 //!
 //! Published ports: DNAT on the uplink's ingress, delivered with `bpf_redirect_peer` straight
 //! into the sandbox; replies are translated back on the sandbox veth's ingress and routed to the
@@ -220,6 +221,13 @@ mod progs {
         if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
             return OK;
         }
+        dnat_published(ctx, &mut p, &k)
+    }
+
+    /// A new connection to one of the host's addresses: DNAT to the sandbox of the port
+    /// published there (the client's address kept), or OK (not netd's) when there is none.
+    #[inline(always)]
+    fn dnat_published(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
         let Some(pb) = published(p.proto, p.daddr, p.dport) else { return OK };
         let Some(ep) = endpoint(pb.addr) else { return OK };
         let Some(net) = network(ep.net) else { return OK };
@@ -252,10 +260,10 @@ mod progs {
             action: CT_ACT_FIB,
             ..Default::default()
         };
-        if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
+        if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
         }
-        apply(ctx, &mut p, &k, &fwd)
+        apply(ctx, p, k, &fwd)
     }
 
     /// Uplink egress: host-originated flows reserve their reply tuple against masquerade, and
@@ -385,6 +393,15 @@ mod progs {
                 }
                 return apply(&ctx, &mut p, &k, &fwd);
             }
+            // Not netd's port (one Docker publishes, a host service): netfilter may DNAT it into
+            // one of Docker's bridges, whose replies netd_to_bridge then lets in by this record.
+            if p.has_ports && p.proto != IPPROTO_ICMP {
+                let rk = k.reversed();
+                // SAFETY: read-only lookup (it also refreshes the entry's LRU age).
+                if unsafe { HOST_BOUND_V4.get(&rk).is_none() } {
+                    let _ = HOST_BOUND_V4.insert(&rk, &1, 0);
+                }
+            }
             return OK;
         }
 
@@ -505,15 +522,61 @@ mod progs {
     /// Docker's own bridges (the ingress device of a forwarded packet is the bridge it came
     /// up through) are dropped: Docker's FORWARD rules accept `-i docker0 ! -o docker0`, and
     /// nothing else of netd sees them. Host-originated packets have no ingress device.
+    ///
+    /// One exception, as with Docker's userland proxy: the replies of a flow a sandbox started to
+    /// one of the host's addresses, which netfilter DNATed to a port Docker publishes on its
+    /// bridge (`HOST_BOUND_V4`, recorded by `netd_from_container`; the reply arrives here after
+    /// netfilter's un-DNAT, from the address the sandbox connected to).
     #[classifier]
     pub fn netd_to_bridge(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToBridge, ctx.len() as u64);
         let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
         if from != 0 && is_foreign_bridge(from) {
+            if let Some(p) = parse_tc(&ctx)
+                && p.has_ports
+                && p.proto != IPPROTO_ICMP
+                && is_host_addr(p.saddr)
+                // SAFETY: read-only lookup.
+                && unsafe { HOST_BOUND_V4.get(&key_of(&p)).is_some() }
+            {
+                return OK;
+            }
             stats::count_drop(DropReason::Isolation);
             return SHOT;
         }
         OK
+    }
+
+    /// Flows sandboxes started to one of the host's addresses on a port netd does not publish,
+    /// keyed by their reply tuple (see `netd_to_bridge`). Not pinned: a restarted daemon's
+    /// programs start empty, and a flow's next packet from the sandbox records it again.
+    #[map(name = "HOST_BOUND_V4")]
+    static HOST_BOUND_V4: LruHashMap<CtKey, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+    /// Ingress of Docker's own bridges (docker0, `br-<12 hex>`): what Docker's containers send
+    /// up to the host. A connection to a port netd publishes, through one of the host's
+    /// addresses, is translated as if it came from the uplink: Docker's containers reach ports
+    /// published on other networks through the host's addresses (its userland proxy, on by
+    /// default, relays them). Nothing else is touched here; the isolation of netd's networks
+    /// is on their side (`netd_from_container`, `netd_to_bridge`).
+    #[classifier]
+    pub fn netd_from_foreign_bridge(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::FromForeignBridge, ctx.len() as u64);
+        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        if p.later_fragment {
+            return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
+        }
+        if !p.has_ports || p.proto == IPPROTO_ICMP {
+            return OK;
+        }
+        let k = key_of(&p);
+        if let Some(v) = conntrack::lookup_flow(&p, &k) {
+            return apply(&ctx, &mut p, &k, &v);
+        }
+        if !is_host_addr(p.daddr) || is_loopback(p.daddr) {
+            return OK;
+        }
+        dnat_published(&ctx, &mut p, &k)
     }
 
     /// Hand a packet straight to a sandbox on the same bridge (no bridge, no netfilter: a

@@ -66,6 +66,7 @@ pub fn attach_point(name: &str) -> &'static str {
         prog_names::SOCK_SENDMSG4 => "cgroup v2 sendmsg4 (daemon netns only, by cookie)",
         prog_names::SOCK_RECVMSG4 => "cgroup v2 recvmsg4 (daemon netns only, by cookie)",
         prog_names::TO_BRIDGE => "tcx egress on each netd bridge",
+        prog_names::FROM_FOREIGN_BRIDGE => "tcx ingress on each of Docker's own bridges",
         _ => "unknown",
     }
 }
@@ -324,6 +325,30 @@ impl Loaded {
             );
         }
         self.attach_tc(prog_names::TO_BRIDGE, ifname, TcAttachType::Egress).map(|_| ())
+    }
+
+    /// TC ingress on one of Docker's own bridges (ports netd publishes, reached from Docker's
+    /// containers through a host address), pinned as `foreign-IF`.
+    pub fn attach_foreign_bridge(&mut self, ifname: &str) -> Result<(), EbpfError> {
+        if self.pin_dir.is_some() {
+            return self.attach_tc_pinned(
+                prog_names::FROM_FOREIGN_BRIDGE,
+                ifname,
+                TcAttachType::Ingress,
+                &format!("foreign-{ifname}"),
+            );
+        }
+        self.attach_tc(prog_names::FROM_FOREIGN_BRIDGE, ifname, TcAttachType::Ingress).map(|_| ())
+    }
+
+    /// The names of the pinned links whose file name starts with `prefix` (a previous daemon's
+    /// included), without the prefix.
+    pub fn pinned_links(&self, prefix: &str) -> Vec<String> {
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+        rd.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(prefix).map(str::to_string))
+            .collect()
     }
 
     /// Leave every pinned attachment in place when this object goes (`--live-restore`, or a

@@ -31,6 +31,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("masquerade_seen_outside", masquerade_seen_outside, true),
     ("icc_and_isolation", icc_and_isolation, true),
     ("isolation_from_dockers_own_bridges", isolation_from_dockers_own_bridges, true),
+    ("published_ports_across_networks_via_host_address", published_ports_across_networks_via_host_address, true),
     ("internal_network", internal_network, true),
     ("docker_dns_on_netd_network", docker_dns_on_netd_network, true),
     ("connect_disconnect", connect_disconnect, true),
@@ -581,6 +582,43 @@ fn isolation_from_dockers_own_bridges(td: &mut TestDocker, _dp: &str) {
         assert!(tcp_from(td, ctr, "198.51.100.2:6000").is_some(), "{ctr} -> outside");
     }
     td.ok(&["rm", "-f", "cta", "ctd", "ctz", "cty"]);
+    td.ok(&["network", "rm", "n1", "n2", "dbr"]);
+}
+
+/// A container reaching a port that a container on ANOTHER network published, through the
+/// host's address (198.51.100.1:HPORT): netd networks, docker0 and a Docker `-d bridge` network,
+/// every direction. Docker is the reference: the same check between its own two bridge networks
+/// (docker0 -> a port published on `dbr`), whose answer every netd pair must give too. With
+/// `NETD_DOCKER_DRIVER=bridge` every pair is Docker's own, which pins the reference itself.
+fn published_ports_across_networks_via_host_address(td: &mut TestDocker, _dp: &str) {
+    netd_network(td, "n1", NET_A, &[]);
+    netd_network(td, "n2", NET_B, &[]);
+    td.ok(&["network", "create", "-d", "bridge", "dbr"]);
+    server(td, "pa", &["--network", "n1", "-p", "8090:7000"], &["7000"]);
+    server(td, "py", &["--network", "dbr", "-p", "8091:7000"], &["7000"]);
+    client(td, "cb", &["--network", "n2"]);
+    client(td, "cz", &[]); // docker0
+    // Each published port answers from outside first, so "blocked" below is not "not ready".
+    let out = td.th.outside.path();
+    for (port, tag) in [("8090", "pa"), ("8091", "py")] {
+        let (t, _) = echo_ns(&out, &format!("198.51.100.1:{port}")).unwrap_or_else(|| panic!("outside -> {port}"));
+        assert_eq!(t, tag);
+    }
+    // What each client observes: "reached" or "blocked".
+    let observe = |from: &str, port: &str| -> &'static str {
+        let r = td.exec(from, &["timeout", "3", "netd-probe", "tcp", &format!("198.51.100.1:{port}"), "x"]);
+        if r.code == 0 { "reached" } else { "blocked" }
+    };
+    let reference = observe("cz", "8091"); // Docker's bridge -> a port Docker published on dbr
+    let pairs = [("cz", "8090"), ("py", "8090"), ("cb", "8090"), ("pa", "8091"), ("cb", "8091")];
+    let got: Vec<(String, &str)> = pairs.iter().map(|(f, p)| (format!("{f} -> :{p}"), observe(f, p))).collect();
+    eprintln!("[{}] via the host address, Docker's own docker0 -> dbr: {reference}; {got:?}", driver());
+    for (what, o) in &got {
+        assert_eq!(*o, reference, "{what} via the host address: {o}, Docker's bridge gives {reference}");
+    }
+    // The sandbox's own published port through the host address (hairpin) always works.
+    assert!(tcp_from(td, "pa", "198.51.100.1:8090").is_some(), "pa -> its own published port");
+    td.ok(&["rm", "-f", "pa", "py", "cb", "cz"]);
     td.ok(&["network", "rm", "n1", "n2", "dbr"]);
 }
 

@@ -72,6 +72,8 @@ pub struct Ebpf {
     /// The host's bridges named like Docker's (netd's among them); `FOREIGN_BRIDGES` holds
     /// those that are not netd's.
     docker_bridges: Vec<HostBridge>,
+    /// Those of them (not netd's) with `netd_from_foreign_bridge` attached.
+    foreign_attached: Vec<HostBridge>,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -281,14 +283,44 @@ impl Ebpf {
             self.bridges.values().any(|(n, i)| *n == b.name || *i == b.ifindex)
                 || pins.as_ref().is_some_and(|d| d.join(format!("bridge-{}", b.name)).exists())
         };
-        let want: HashSet<u32> = self.docker_bridges.iter().filter(|b| !netd(b)).map(|b| b.ifindex).collect();
-        let mut m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::FOREIGN_BRIDGES)?;
-        let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
-        for k in have.iter().filter(|k| !want.contains(k)) {
-            let _ = m.remove(k);
+        let foreign: Vec<HostBridge> = self.docker_bridges.iter().filter(|b| !netd(b)).cloned().collect();
+        let want: HashSet<u32> = foreign.iter().map(|b| b.ifindex).collect();
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::FOREIGN_BRIDGES)?;
+            let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
+            for k in have.iter().filter(|k| !want.contains(k)) {
+                let _ = m.remove(k);
+            }
+            for k in want.iter().filter(|k| !have.contains(k)) {
+                m.insert(*k, 1, 0).map_err(|e| err("FOREIGN_BRIDGES", e))?;
+            }
         }
-        for k in want.iter().filter(|k| !have.contains(k)) {
-            m.insert(*k, 1, 0).map_err(|e| err("FOREIGN_BRIDGES", e))?;
+        // Their ingress program (ports netd publishes, reached from Docker's containers through
+        // a host address): attached to each new one, let go for each gone one (its pin too,
+        // also a previous daemon's).
+        let gone: Vec<HostBridge> =
+            self.foreign_attached.iter().filter(|b| !foreign.contains(b)).cloned().collect();
+        let l = self.l()?;
+        for b in &gone {
+            l.unpin(&format!("foreign-{}", b.name));
+        }
+        for name in l.pinned_links("foreign-") {
+            if !foreign.iter().any(|b| b.name == name) {
+                l.unpin(&format!("foreign-{name}"));
+            }
+        }
+        self.foreign_attached.retain(|b| foreign.contains(b));
+        let mut errors = Vec::new();
+        let new: Vec<HostBridge> = foreign.iter().filter(|b| !self.foreign_attached.contains(b)).cloned().collect();
+        for b in new {
+            match self.l()?.attach_foreign_bridge(&b.name) {
+                Ok(()) => self.foreign_attached.push(b),
+                // Gone meanwhile, or not attachable: the next change tries again.
+                Err(e) => errors.push(format!("{}: {e}", b.name)),
+            }
+        }
+        if !errors.is_empty() {
+            tracing::warn!(errors = ?errors, "attaching to Docker's bridges");
         }
         Ok(())
     }

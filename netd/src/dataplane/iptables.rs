@@ -69,7 +69,11 @@ pub fn render_isolation(netd: &BTreeSet<String>, foreign: &BTreeSet<String>) -> 
         return Vec::new();
     }
     let (s1, s2, s3) = (MANGLE_CHAINS[0], MANGLE_CHAINS[1], MANGLE_CHAINS[2]);
-    let mut v: Vec<Rule> = netd.iter().map(|b| r("mangle", s1, format!("-i {b} -j {s2}"))).collect();
+    // Published ports, either daemon's, stay reachable through the host's addresses (both
+    // directions of a DNATed connection): Docker's containers reach ports published on another
+    // network that way, through its userland proxy (on by default).
+    let mut v = vec![r("mangle", s1, "-m conntrack --ctstate DNAT -j RETURN")];
+    v.extend(netd.iter().map(|b| r("mangle", s1, format!("-i {b} -j {s2}"))));
     v.extend(foreign.iter().map(|f| r("mangle", s1, format!("-i {f} -j {s3}"))));
     v.extend(foreign.iter().map(|f| r("mangle", s2, format!("-o {f} -j DROP"))));
     v.extend(netd.iter().map(|b| r("mangle", s3, format!("-o {b} -j DROP"))));
@@ -892,6 +896,7 @@ mod tests {
         assert_eq!(
             got,
             [
+                "[mangle] -A NETD-ISOLATION-STAGE-1 -m conntrack --ctstate DNAT -j RETURN",
                 "[mangle] -A NETD-ISOLATION-STAGE-1 -i br-aaaaaaaaaaaa -j NETD-ISOLATION-STAGE-2",
                 "[mangle] -A NETD-ISOLATION-STAGE-1 -i netd0 -j NETD-ISOLATION-STAGE-2",
                 "[mangle] -A NETD-ISOLATION-STAGE-1 -i docker0 -j NETD-ISOLATION-STAGE-3",
