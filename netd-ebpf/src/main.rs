@@ -654,8 +654,7 @@ mod progs {
         fib.__bindgen_anon_3.ipv4_src = p.saddr;
         fib.__bindgen_anon_4.ipv4_dst = p.daddr;
         // BPF_FIB_LOOKUP_SKIP_NEIGH (1 << 3): only the route matters here.
-        let rc =
-            unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
+        let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
         if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }
     }
 

@@ -1006,3 +1006,60 @@ fn iptables_a_flow_started_before_the_purge_survives_it() {
     require_root!();
     a_flow_started_before_the_purge_survives_it("iptables");
 }
+
+/// Publishing host port P purges the stale translations of P, and only those: a sandbox's own
+/// masqueraded flow to a server's port P outside is not one of them. The server writes first
+/// after the publish (its segment would meet no translation if the flow's entries had gone,
+/// and the host would reset it), then the sandbox.
+fn an_outbound_flow_to_the_same_port_number_survives_publishing_it(dataplane: &str) {
+    use std::io::{Read, Write};
+    let th = TestHost::new(&format!("op{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "oa", "--", "sleep", "300"]);
+    let sandbox = d.inspect("oa")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    // A server outside on port 8080 that answers, then writes once more when told to.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let listener = th.outside.run(|| std::net::TcpListener::bind("198.51.100.2:8080")).unwrap().unwrap();
+    let server = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b)?;
+        s.write_all(&b)?;
+        go_rx.recv_timeout(std::time::Duration::from_secs(60)).map_err(std::io::Error::other)?;
+        s.write_all(b"late!")?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b)?;
+        Ok(b.to_vec())
+    });
+    let mut c = probe::tcp_connect_in(&sandbox, addr("198.51.100.2:8080")).expect("sandbox -> outside:8080");
+    c.write_all(b"hello").unwrap();
+    let mut b = [0u8; 5];
+    c.read_exact(&mut b).expect("first answer");
+    assert_eq!(&b, b"hello");
+    // Host port 8080 published by another sandbox; its purge runs right after the reply.
+    d.ok(&["run", "-d", "--name", "ob", "-p", "8080:7000", "--", &pr, "serve", "--tag", "ob", "7000"]);
+    wait_tcp_tag(&th.outside.path(), addr("198.51.100.1:8080"), "ob").unwrap();
+    d.ok(&["ps"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    go_tx.send(()).unwrap();
+    let mut b = [0u8; 5];
+    c.read_exact(&mut b).unwrap_or_else(|e| panic!("{dataplane}: the server's segment after the publish: {e}"));
+    assert_eq!(&b, b"late!");
+    c.write_all(b"more").unwrap();
+    let got = server.join().unwrap().unwrap_or_else(|e| panic!("{dataplane}: server side: {e}"));
+    assert_eq!(got, b"more");
+}
+
+#[test]
+fn ebpf_an_outbound_flow_to_the_same_port_number_survives_publishing_it() {
+    require_root!();
+    an_outbound_flow_to_the_same_port_number_survives_publishing_it("ebpf");
+}
+
+#[test]
+fn iptables_an_outbound_flow_to_the_same_port_number_survives_publishing_it() {
+    require_root!();
+    an_outbound_flow_to_the_same_port_number_survives_publishing_it("iptables");
+}

@@ -575,6 +575,35 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
         for (k, v) in pair(5353).into_iter().chain(pair(6000)) {
             c.insert(k, v, 0).unwrap();
         }
+        // A sandbox's own masqueraded flow to a server's port 5353 outside: not the binding's.
+        let k = CtKey {
+            saddr: be_addr(ip(SB)),
+            daddr: be_addr(ip(CLIENT)),
+            sport: be_port(41000),
+            dport: be_port(5353),
+            proto: 17,
+            _pad: [0; 3],
+        };
+        let v = CtValue {
+            saddr: be_addr(ip(HOST)),
+            daddr: k.daddr,
+            sport: k.sport,
+            dport: k.dport,
+            action: netd_common::CT_ACT_FIB,
+            ..Default::default()
+        };
+        let rk = CtKey { saddr: k.daddr, daddr: v.saddr, sport: k.dport, dport: k.sport, proto: 17, _pad: [0; 3] };
+        let rv = CtValue {
+            saddr: k.daddr,
+            daddr: k.saddr,
+            sport: k.dport,
+            dport: k.sport,
+            action: CT_ACT_PEER,
+            flags: netd_common::CT_F_REPLY,
+            ..Default::default()
+        };
+        c.insert(k, v, 0).unwrap();
+        c.insert(rk, rv, 0).unwrap();
     }
     let mut dp = Ebpf::with_loaded(l);
     let net = NetworkSpec {
@@ -605,7 +634,7 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
     dp.ports_added(&net, std::slice::from_ref(&port)).unwrap();
     // The binding is live at once; the stale flow's two entries go with the deferred pass
     // (the daemon runs it right after the reply), the other port's stay.
-    assert_eq!(dp.deferred().unwrap(), 2, "both directions of the stale 5353 flow");
+    assert_eq!(dp.deferred().unwrap(), 2, "both directions of the stale 5353 flow, not the sandbox's own");
     assert_eq!(dp.deferred().unwrap(), 0, "nothing left to do");
     // Publishing the same binding again (a restart's replay) purges nothing.
     dp.ports_added(&net, std::slice::from_ref(&port)).unwrap();

@@ -157,8 +157,20 @@ impl Ebpf {
         // bug). The latest binding of a port wins.
         let fresh: HashMap<(u8, u16), u32> =
             std::mem::take(&mut self.pending_publish).into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
+        // A binding's flows have the host's address on the host side: the originator's
+        // destination (the client connected to it), the reply entry's translated source. A
+        // sandbox's own flow to a server's port of the same number has neither.
+        // (`HOST_ADDRS`, the addresses the programs take for the host's.)
+        let host: HashSet<u32> = if fresh.is_empty() {
+            HashSet::new()
+        } else {
+            let m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::HOST_ADDRS)?;
+            m.keys().filter_map(Result::ok).collect()
+        };
         let stale = |k: &CtKey, v: &CtValue| {
-            [k.dport, v.sport].iter().any(|hp| fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot))
+            [(k.daddr, k.dport), (v.saddr, v.sport)].iter().any(|(ha, hp)| {
+                host.contains(ha) && fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot)
+            })
         };
         // The purge runs after the reply, so flows may start on the new binding while it dumps.
         // Only an originator's entry carries its binding's slot; a reply entry (slot 0) goes with
@@ -298,8 +310,7 @@ impl Ebpf {
         // Their ingress program (ports netd publishes, reached from Docker's containers through
         // a host address): attached to each new one, let go for each gone one (its pin too,
         // also a previous daemon's).
-        let gone: Vec<HostBridge> =
-            self.foreign_attached.iter().filter(|b| !foreign.contains(b)).cloned().collect();
+        let gone: Vec<HostBridge> = self.foreign_attached.iter().filter(|b| !foreign.contains(b)).cloned().collect();
         let l = self.l()?;
         for b in &gone {
             l.unpin(&format!("foreign-{}", b.name));

@@ -307,8 +307,7 @@ fn docker_rows(z: Size) -> Result<String> {
     // The floor of the 127.0.0.1 row: the same connections from the host straight to each
     // server's own address, with nothing translated and no proxy.
     let mut floor = Row::default();
-    let direct: Vec<String> =
-        DOCKER_SIDES.iter().map(|(side, net, _)| td.ip_of(&format!("srv-{side}"), net)).collect();
+    let direct: Vec<String> = DOCKER_SIDES.iter().map(|(side, net, _)| td.ip_of(&format!("srv-{side}"), net)).collect();
     for _ in 0..z.repeats {
         for (side, ip) in direct.iter().enumerate() {
             let s = measure(Fig::Crr, &host, a(&format!("{ip}:7000")), z.dur);
@@ -452,7 +451,8 @@ fn docker_rows(z: Size) -> Result<String> {
     );
     // What the 127.0.0.1 target asks for, against what no translation at all gives.
     if let (Some(dl), Some(nl), Some(fl)) =
-        (rows[3].med(0), rows[3].med(1), floor.med(0).into_iter().chain(floor.med(1)).reduce(f64::max)) {
+        (rows[3].med(0), rows[3].med(1), floor.med(0).into_iter().chain(floor.med(1)).reduce(f64::max))
+    {
         let _ = writeln!(
             s,
             "\n127.0.0.1 → published port: netd's {nl:.0} ops/s is {:.2}× the floor (a connection from the host straight to the container's address, {fl:.0} ops/s, the better side's); 3× Docker's {dl:.0} would be {:.0} ops/s, {:.2}× that floor, so the ≥ 3× target is above what any datapath can reach here: the floor itself is {:.2}× Docker's figure.",
