@@ -316,29 +316,15 @@ impl Loaded {
     /// TC egress on a netd bridge (isolation from Docker's own bridges), pinned as
     /// `bridge-IF`. Without a pin directory the attachment lives as long as this object.
     pub fn attach_bridge(&mut self, ifname: &str) -> Result<(), EbpfError> {
-        if self.pin_dir.is_some() {
-            return self.attach_tc_pinned(
-                prog_names::TO_BRIDGE,
-                ifname,
-                TcAttachType::Egress,
-                &format!("bridge-{ifname}"),
-            );
-        }
-        self.attach_tc(prog_names::TO_BRIDGE, ifname, TcAttachType::Egress).map(|_| ())
+        self.attach_tc_pinned(prog_names::TO_BRIDGE, ifname, TcAttachType::Egress, &format!("bridge-{ifname}"))
     }
 
     /// TC ingress on one of Docker's own bridges (ports netd publishes, reached from Docker's
-    /// containers through a host address), pinned as `foreign-IF`.
+    /// containers through a host address), pinned as `foreign-IF` (the same without a pin
+    /// directory).
     pub fn attach_foreign_bridge(&mut self, ifname: &str) -> Result<(), EbpfError> {
-        if self.pin_dir.is_some() {
-            return self.attach_tc_pinned(
-                prog_names::FROM_FOREIGN_BRIDGE,
-                ifname,
-                TcAttachType::Ingress,
-                &format!("foreign-{ifname}"),
-            );
-        }
-        self.attach_tc(prog_names::FROM_FOREIGN_BRIDGE, ifname, TcAttachType::Ingress).map(|_| ())
+        let rel = format!("foreign-{ifname}");
+        self.attach_tc_pinned(prog_names::FROM_FOREIGN_BRIDGE, ifname, TcAttachType::Ingress, &rel)
     }
 
     /// The names of the pinned links whose file name starts with `prefix` (a previous daemon's

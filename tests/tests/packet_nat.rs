@@ -532,6 +532,25 @@ fn later_fragments_follow_the_first_fragments_translation() {
     assert_eq!((r.retval, r.data_out == own_later), (TC_ACT_OK, true), "the host's own fragments pass untouched");
 }
 
+/// A conntrack key from readable parts.
+fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> CtKey {
+    CtKey {
+        saddr: be_addr(ip(src)),
+        daddr: be_addr(ip(dst)),
+        sport: be_port(sport),
+        dport: be_port(dport),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The reply direction of a translated entry `(k, v)`: keyed by the translated tuple reversed,
+/// translating back to `k` reversed, with `base`'s action, flags and slot.
+fn reply_entry(k: &CtKey, v: &CtValue, base: CtValue) -> (CtKey, CtValue) {
+    let rk = CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
+    (rk, CtValue { saddr: k.daddr, daddr: k.saddr, sport: k.dport, dport: k.sport, ..base })
+}
+
 #[test]
 fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
     require_root!();
@@ -557,16 +576,8 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
             stats_slot: 7,
             ..Default::default()
         };
-        let rk = CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: 17, _pad: [0; 3] };
-        let rv = CtValue {
-            saddr: k.daddr,
-            daddr: k.saddr,
-            sport: k.dport,
-            dport: k.sport,
-            action: netd_common::CT_ACT_FIB,
-            stats_slot: 7,
-            ..Default::default()
-        };
+        let (rk, rv) =
+            reply_entry(&k, &v, CtValue { action: netd_common::CT_ACT_FIB, stats_slot: 7, ..Default::default() });
         [(k, v), (rk, rv)]
     };
     {
@@ -576,32 +587,12 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
             c.insert(k, v, 0).unwrap();
         }
         // A sandbox's own masqueraded flow to a server's port 5353 outside: not the binding's.
-        let k = CtKey {
-            saddr: be_addr(ip(SB)),
-            daddr: be_addr(ip(CLIENT)),
-            sport: be_port(41000),
-            dport: be_port(5353),
-            proto: 17,
-            _pad: [0; 3],
-        };
-        let v = CtValue {
-            saddr: be_addr(ip(HOST)),
-            daddr: k.daddr,
-            sport: k.sport,
-            dport: k.dport,
-            action: netd_common::CT_ACT_FIB,
-            ..Default::default()
-        };
-        let rk = CtKey { saddr: k.daddr, daddr: v.saddr, sport: k.dport, dport: k.sport, proto: 17, _pad: [0; 3] };
-        let rv = CtValue {
-            saddr: k.daddr,
-            daddr: k.saddr,
-            sport: k.dport,
-            dport: k.sport,
-            action: CT_ACT_PEER,
-            flags: netd_common::CT_F_REPLY,
-            ..Default::default()
-        };
+        let k = tuple(SB, 41000, CLIENT, 5353, 17);
+        // Translated to the host's address, ports kept.
+        let (daddr, sport, dport, action) = (k.daddr, k.sport, k.dport, netd_common::CT_ACT_FIB);
+        let v = CtValue { saddr: be_addr(ip(HOST)), daddr, sport, dport, action, ..Default::default() };
+        let (rk, rv) =
+            reply_entry(&k, &v, CtValue { action: CT_ACT_PEER, flags: netd_common::CT_F_REPLY, ..Default::default() });
         c.insert(k, v, 0).unwrap();
         c.insert(rk, rv, 0).unwrap();
     }
