@@ -38,6 +38,9 @@ pub struct CreateRequest {
     pub extra_hosts: Vec<String>,
     pub links: Vec<String>,
     pub ip: Option<String>,
+    /// `--ip6`.
+    #[serde(rename = "IP6")]
+    pub ip6: Option<String>,
     pub mac_address: Option<String>,
     pub network_aliases: Vec<String>,
     pub auto_remove: bool,
@@ -73,6 +76,19 @@ pub struct NetworkCreateRequest {
     pub ip_range: Option<String>,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
+    /// `--ipv6`: a dual-stack network.
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    /// `--ipv4=false` (Docker 28's IPv6-only networks; refused by netd for now).
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: Option<bool>,
+    /// The IPv6 `--subnet`, `--gateway`, `--ip-range` (the v4 ones stay in the fields above).
+    #[serde(rename = "SubnetV6")]
+    pub subnet_v6: Option<String>,
+    #[serde(rename = "GatewayV6")]
+    pub gateway_v6: Option<String>,
+    #[serde(rename = "IPRangeV6")]
+    pub ip_range_v6: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -81,6 +97,8 @@ pub struct NetworkConnectRequest {
     pub container: String,
     pub aliases: Vec<String>,
     pub ip: Option<String>,
+    #[serde(rename = "IP6")]
+    pub ip6: Option<String>,
 }
 
 /// An HTTP request as the daemon sees it.

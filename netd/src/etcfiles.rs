@@ -35,13 +35,7 @@ pub fn parse_add_host(val: &str) -> Result<(String, HostIp), EtcError> {
 }
 
 /// `/etc/hosts` like etchosts.Build: localhost, IPv6 defaults, extra hosts, own records.
-pub fn hosts_file(
-    hostname: &str,
-    domainname: &str,
-    own: &[Ipv4Addr],
-    extra: &[(String, IpAddr)],
-    ipv6: bool,
-) -> String {
+pub fn hosts_file(hostname: &str, domainname: &str, own: &[IpAddr], extra: &[(String, IpAddr)], ipv6: bool) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n");
     if ipv6 {
         s.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");

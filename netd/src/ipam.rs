@@ -1,7 +1,15 @@
-//! IPv4 address management like Docker's default IPAM: subnets, the default address pools,
+//! Address management like Docker's default IPAM: subnets, the default address pools,
 //! per-network pools that hand out the lowest free address (never the network address, the
 //! broadcast address or the gateway), static addresses, and MAC addresses derived from IPs.
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+//! IPv6 (`Ipv6Net`, `Pool6`, `PoolSpec6`) follows the same rules: a v6 network's gateway is its
+//! first address (`::1`), sandboxes get `::2` on; without a subnet, a /64 of the default v6
+//! pools (a ULA /48 of the host, Docker 27+'s `deriveULABaseNetwork`).
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +175,89 @@ pub fn parse_address_pool(s: &str) -> Result<PoolSpec, IpamError> {
     Ok(PoolSpec { base: base.trunc(), size })
 }
 
+/// Any `--default-address-pool` entry: Docker takes both families in one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyPool {
+    V4(PoolSpec),
+    V6(PoolSpec6),
+}
+
+/// Parse `--default-address-pool base=CIDR,size=N` of either family.
+pub fn parse_address_pool_any(s: &str) -> Result<AnyPool, IpamError> {
+    let base = s.split(',').find_map(|kv| kv.strip_prefix("base=")).unwrap_or("");
+    if !base.contains(':') {
+        return parse_address_pool(s).map(AnyPool::V4);
+    }
+    let mut b6 = None;
+    let mut size = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("base", v)) => b6 = Some(v.parse::<Ipv6Net>()?),
+            Some(("size", v)) => {
+                size = Some(v.parse::<u8>().map_err(|_| IpamError::Invalid(format!("invalid size: {v}")))?)
+            }
+            _ => return Err(IpamError::Invalid(format!("unexpected key in address pool: {kv}"))),
+        }
+    }
+    let base = b6.ok_or_else(|| IpamError::Invalid("address pool requires base".into()))?;
+    let size = size.ok_or_else(|| IpamError::Invalid("address pool requires size".into()))?;
+    if size < base.prefix_len() || size > 128 {
+        return Err(IpamError::Invalid(format!("invalid pool size {size} for base {base}")));
+    }
+    Ok(AnyPool::V6(PoolSpec6 { base: base.trunc(), size }))
+}
+
+/// The daemon's pools for each family: `--default-address-pool` entries, else Docker's local
+/// defaults for IPv4; for IPv6, the given v6 entries, else the host's ULA /48 in /64s (Docker
+/// 27+ adds it whenever no v6 pool is configured).
+pub fn pools_from_config(given: &[String], ula_global_id: u64) -> Result<(Vec<PoolSpec>, Vec<PoolSpec6>), IpamError> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for g in given {
+        match parse_address_pool_any(g)? {
+            AnyPool::V4(p) => v4.push(p),
+            AnyPool::V6(p) => v6.push(p),
+        }
+    }
+    if given.is_empty() {
+        v4 = default_pool_specs();
+    }
+    if v6.is_empty() {
+        v6.push(ula_pool(ula_global_id));
+    }
+    Ok((v4, v6))
+}
+
+/// `fdXX:XXXX:XXXX::/48` split into /64s from a 40-bit Global ID (RFC 4193 §3.2).
+pub fn ula_pool(global_id: u64) -> PoolSpec6 {
+    let gid = u128::from(global_id & ((1 << 40) - 1));
+    let addr = Ipv6Addr::from((0xfdu128 << 120) | (gid << 80));
+    PoolSpec6 { base: Ipv6Net::new(addr, 48).expect("valid"), size: 64 }
+}
+
+/// The first v6 subnet of the pools overlapping nothing in use (routes, other networks). A
+/// pool is walked lazily (a /48 in /64s has 65,536 candidates), at most `LIMIT` per pool.
+pub fn pick_free_subnet6(pools: &[PoolSpec6], in_use: &[Ipv6Net]) -> Option<Ipv6Net> {
+    const LIMIT: u128 = 1 << 20;
+    for p in pools {
+        let step = if p.size >= 128 { 1u128 } else { 1u128 << (128 - u32::from(p.size)) };
+        let start = u128::from(p.base.network());
+        let count = if p.size - p.base.prefix_len() >= 127 {
+            LIMIT
+        } else {
+            (1u128 << (p.size - p.base.prefix_len())).min(LIMIT)
+        };
+        for i in 0..count {
+            let Some(a) = start.checked_add(i * step) else { break };
+            let Ok(n) = Ipv6Net::new(Ipv6Addr::from(a), p.size) else { break };
+            if !in_use.iter().any(|u| u.overlaps(&n)) {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
 /// The first pool subnet overlapping nothing in use (routes, other networks).
 pub fn pick_free_subnet(pools: &[Ipv4Net], in_use: &[Ipv4Net]) -> Option<Ipv4Net> {
     pools.iter().find(|p| !in_use.iter().any(|u| u.overlaps(p))).copied()
@@ -193,6 +284,175 @@ pub fn parse_fixed_cidr(s: &str, subnet: &Ipv4Net) -> Result<Ipv4Net, IpamError>
         return Err(IpamError::Invalid(format!("--fixed-cidr {s} is not inside the bridge subnet {}", subnet.trunc())));
     }
     Ok(r)
+}
+
+/// An IPv6 prefix (address kept as given, e.g. a gateway, and a length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Net(ipnet::Ipv6Net);
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, len: u8) -> Result<Self, IpamError> {
+        ipnet::Ipv6Net::new(addr, len).map(Self).map_err(|_| IpamError::InvalidCidr(format!("{addr}/{len}")))
+    }
+    pub fn addr(&self) -> Ipv6Addr {
+        self.0.addr()
+    }
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+    pub fn network(&self) -> Ipv6Addr {
+        self.0.network()
+    }
+    pub fn last(&self) -> Ipv6Addr {
+        self.0.broadcast()
+    }
+    pub fn trunc(&self) -> Self {
+        Self(self.0.trunc())
+    }
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        self.0.contains(&ip)
+    }
+    pub fn contains_net(&self, other: &Ipv6Net) -> bool {
+        self.0.contains(&other.0)
+    }
+    pub fn overlaps(&self, other: &Ipv6Net) -> bool {
+        self.0.contains(&other.0.network()) || other.0.contains(&self.0.network())
+    }
+    /// The gateway Docker picks: the subnet's first address after the anycast one (`::1`).
+    pub fn first_host(&self) -> Ipv6Addr {
+        if self.prefix_len() >= 127 { self.network() } else { Ipv6Addr::from(u128::from(self.network()) + 1) }
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr(), self.prefix_len())
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = IpamError;
+    fn from_str(s: &str) -> Result<Self, IpamError> {
+        let bad = || IpamError::InvalidCidr(s.to_string());
+        let (a, l) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let len: u8 = l.parse().map_err(|_| bad())?;
+        Self::new(addr, len).map_err(|_| bad())
+    }
+}
+
+/// A v6 base network split into subnets of one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec6 {
+    pub base: Ipv6Net,
+    pub size: u8,
+}
+
+/// Go's `netip.ParsePrefix` errors (what Docker's messages quote).
+pub fn go_parse_prefix(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let pre = format!("netip.ParsePrefix({s:?})");
+    let Some((a, l)) = s.rsplit_once('/') else { return Err(format!("{pre}: no '/'")) };
+    let addr: std::net::IpAddr = a.parse().map_err(|_| format!("{pre}: ParseAddr({a:?}): unable to parse IP"))?;
+    if l.is_empty() || (l.len() > 1 && l.starts_with('0')) || !l.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{pre}: bad bits after slash: {l:?}"));
+    }
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match l.parse::<u32>() {
+        Ok(n) if n <= max => Ok((addr, n as u8)),
+        _ => Err(format!("{pre}: prefix length out of range")),
+    }
+}
+
+/// Docker's `validateIPv6Subnet` (bridge driver): the messages it gives.
+pub fn validate_ipv6_subnet(addr: std::net::IpAddr, len: u8) -> Result<Ipv6Net, String> {
+    let shown = format!("{addr}/{len}");
+    let v6 = match addr {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => v6,
+        _ => return Err(format!("'{shown}' is not a valid IPv6 subnet")),
+    };
+    if v6.is_multicast() {
+        return Err(format!("multicast subnet '{shown}' is not allowed"));
+    }
+    let n = Ipv6Net::new(v6, len).map_err(|e| e.to_string())?;
+    let ll = Ipv6Net::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64).expect("valid");
+    if n.trunc() != ll && ll.overlaps(&n) {
+        return Err(format!("'{shown}' clashes with the Link-Local prefix 'fe80::/64'"));
+    }
+    Ok(n)
+}
+
+/// `--fixed-cidr-v6 P` (dockerd's `ValidateFixedCIDRV6`, whose error is wrapped twice).
+pub fn parse_fixed_cidr_v6(s: &str) -> Result<Ipv6Net, String> {
+    go_parse_prefix(s)
+        .and_then(|(a, l)| validate_ipv6_subnet(a, l))
+        .map_err(|e| format!("invalid fixed-cidr-v6: invalid fixed-cidr-v6: {e}"))
+}
+
+/// The v6 addresses of one network: lowest free from `range` (default the subnet), never the
+/// subnet-router anycast address (`::`) or the gateway.
+#[derive(Debug, Clone)]
+pub struct Pool6 {
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+    range: Ipv6Net,
+    used: BTreeSet<u128>,
+}
+
+impl Pool6 {
+    pub fn new(subnet: Ipv6Net, gateway: Ipv6Addr, range: Option<Ipv6Net>) -> Self {
+        let subnet = subnet.trunc();
+        let mut used = BTreeSet::new();
+        if subnet.prefix_len() < 127 {
+            used.insert(u128::from(subnet.network()));
+        }
+        used.insert(u128::from(gateway));
+        Self { subnet, gateway, range: range.map(|r| r.trunc()).unwrap_or(subnet), used }
+    }
+    pub fn subnet(&self) -> Ipv6Net {
+        self.subnet
+    }
+    pub fn allocate(&mut self) -> Result<Ipv6Addr, IpamError> {
+        let start = u128::from(self.range.network());
+        let end = u128::from(self.range.last());
+        // The used set is ordered: walk it from the start instead of probing 2^64 addresses.
+        let mut a = start;
+        for u in self.used.range(start..=end) {
+            if *u != a {
+                break;
+            }
+            if a == end {
+                return Err(IpamError::NoAvailable);
+            }
+            a += 1;
+        }
+        self.used.insert(a);
+        Ok(Ipv6Addr::from(a))
+    }
+    pub fn allocate_static(&mut self, ip: Ipv6Addr) -> Result<Ipv6Addr, IpamError> {
+        if !self.subnet.contains(ip) {
+            return Err(IpamError::OutOfRange);
+        }
+        if !self.used.insert(u128::from(ip)) {
+            return Err(IpamError::AlreadyAllocated);
+        }
+        Ok(ip)
+    }
+    pub fn restore(&mut self, ip: Ipv6Addr) -> Result<(), IpamError> {
+        if !self.subnet.contains(ip) {
+            return Err(IpamError::OutOfRange);
+        }
+        self.used.insert(u128::from(ip));
+        Ok(())
+    }
+    pub fn release(&mut self, ip: Ipv6Addr) {
+        let v = u128::from(ip);
+        if v != u128::from(self.gateway) && v != u128::from(self.subnet.network()) {
+            self.used.remove(&v);
+        }
+    }
 }
 
 /// Docker's bridge driver MAC: `02:42:` followed by the IPv4 address bytes.
@@ -382,6 +642,55 @@ mod tests {
         assert_eq!(IpamError::AlreadyAllocated.to_string(), "Address already in use");
         p.restore(Ipv4Addr::new(10, 55, 0, 129)).unwrap();
         assert_eq!(p.allocate().unwrap(), Ipv4Addr::new(10, 55, 0, 130));
+    }
+
+    #[test]
+    fn ipv6_pools_and_allocation() {
+        // Docker 27+: a ULA /48 split into /64s; the first free one.
+        let p = ula_pool(0x12_3456_789a);
+        assert_eq!(p.base.to_string(), "fd12:3456:789a::/48");
+        let first = pick_free_subnet6(&[p], &[]).unwrap();
+        assert_eq!(first.to_string(), "fd12:3456:789a::/64");
+        let second = pick_free_subnet6(&[p], &[first]).unwrap();
+        assert_eq!(second.to_string(), "fd12:3456:789a:1::/64");
+        let (v4, v6) = pools_from_config(&["base=10.10.0.0/16,size=24".into()], 1).unwrap();
+        assert_eq!((v4.len(), v6.len()), (1, 1), "a v4-only list still gets the ULA pool");
+        assert_eq!(v6[0].base.to_string(), "fd00:0:1::/48");
+        let (v4, v6) = pools_from_config(&["base=fd99::/56,size=64".into()], 1).unwrap();
+        assert_eq!((v4.len(), v6[0].base.to_string()), (0, "fd99::/56".to_string()));
+        let (v4, _) = pools_from_config(&[], 1).unwrap();
+        assert_eq!(v4, default_pool_specs());
+        assert!(parse_address_pool_any("base=fd99::/56,size=40").is_err());
+        // Gateway ::1, sandboxes from ::2, lowest free.
+        let sub: Ipv6Net = "fd00:1::/64".parse().unwrap();
+        let mut pool = Pool6::new(sub, sub.first_host(), None);
+        assert_eq!(pool.allocate().unwrap(), "fd00:1::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(pool.allocate().unwrap(), "fd00:1::3".parse::<Ipv6Addr>().unwrap());
+        pool.release("fd00:1::2".parse().unwrap());
+        assert_eq!(pool.allocate().unwrap(), "fd00:1::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(pool.allocate_static("fd00:1::3".parse().unwrap()), Err(IpamError::AlreadyAllocated));
+        assert_eq!(pool.allocate_static("fd00:2::3".parse().unwrap()), Err(IpamError::OutOfRange));
+        let mut ranged = Pool6::new(sub, sub.first_host(), Some("fd00:1::100/120".parse().unwrap()));
+        assert_eq!(ranged.allocate().unwrap(), "fd00:1::100".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn fixed_cidr_v6_errors_are_dockers() {
+        assert_eq!(parse_fixed_cidr_v6("2001:db8:1::/64").unwrap().to_string(), "2001:db8:1::/64");
+        assert_eq!(
+            parse_fixed_cidr_v6("2001:db8::1").unwrap_err(),
+            "invalid fixed-cidr-v6: invalid fixed-cidr-v6: netip.ParsePrefix(\"2001:db8::1\"): no '/'"
+        );
+        assert_eq!(
+            parse_fixed_cidr_v6("10.0.0.0/8").unwrap_err(),
+            "invalid fixed-cidr-v6: invalid fixed-cidr-v6: '10.0.0.0/8' is not a valid IPv6 subnet"
+        );
+        assert_eq!(
+            parse_fixed_cidr_v6("fe80::/80").unwrap_err(),
+            "invalid fixed-cidr-v6: invalid fixed-cidr-v6: 'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'"
+        );
+        assert!(parse_fixed_cidr_v6("2001:db8::/129").unwrap_err().ends_with("prefix length out of range"));
+        assert!(parse_fixed_cidr_v6("ff02::/16").unwrap_err().contains("multicast subnet"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -75,6 +75,26 @@ pub struct BridgeNet {
     pub gateway_mode: GatewayMode,
     pub host_binding_ipv4: Ipv4Addr,
     pub mtu: u32,
+    /// The IPv6 side (`--ipv6`): `None` on IPv4-only networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<BridgeNetV6>,
+}
+
+/// A dual-stack network's IPv6 prefix, gateway (on the bridge) and address range.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeNetV6 {
+    pub subnet: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
+    /// `--fixed-cidr-v6` (default bridge) / a v6 `--ip-range`.
+    #[serde(default)]
+    pub ip_range: Option<(Ipv6Addr, u8)>,
+    /// Given by the user (`--subnet`, `--fixed-cidr-v6`) rather than from the pools.
+    #[serde(default)]
+    pub user_subnet: bool,
+    /// `com.docker.network.bridge.gateway_mode_ipv6`.
+    #[serde(default)]
+    pub gateway_mode: GatewayMode,
 }
 
 impl Network {
@@ -95,6 +115,12 @@ impl Network {
             gateway_mode: b.gateway_mode,
             host_binding_ipv4: b.host_binding_ipv4,
             mtu: b.mtu,
+            ipv6: b.ipv6.as_ref().map(|v| crate::dataplane::NetworkSpecV6 {
+                subnet: v.subnet,
+                prefix_len: v.prefix_len,
+                gateway: v.gateway,
+                gateway_mode: v.gateway_mode,
+            }),
         })
     }
 }
@@ -114,6 +140,17 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// Requested with `--ip` / `network connect --ip` (kept across restarts).
     pub static_ip: Option<Ipv4Addr>,
+    /// The global IPv6 address on a dual-stack network, its prefix length and the network's
+    /// v6 gateway (`None` on IPv4-only networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix_len6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Requested with `--ip6` / `network connect --ip6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_ip6: Option<Ipv6Addr>,
 }
 
 /// Who owns an attachment: the front-end that asked for it and its key there. Every front-end
@@ -181,7 +218,8 @@ impl PortOpts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRequest {
     pub proto: crate::dataplane::Proto,
-    pub host_ip: Option<Ipv4Addr>,
+    /// Either family; `None`: the network's default (`0.0.0.0`, plus `[::]` as Docker does).
+    pub host_ip: Option<IpAddr>,
     pub host_port_start: u16,
     pub host_port_end: u16,
     pub container_port: u16,
@@ -206,6 +244,16 @@ pub struct Attachment {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// The IPv6 side on a dual-stack network (address, prefix length, gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix_len6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Where the v6 address came from (`Static`: `--ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source6: Option<AddressSource>,
     pub mac: [u8; 6],
     pub source: AddressSource,
     /// A default route via the gateway was added inside `netns`.
@@ -231,6 +279,10 @@ impl Attachment {
             mac: self.mac,
             aliases: self.aliases.clone(),
             static_ip: (self.source == AddressSource::Static).then_some(self.ip),
+            ip6: self.ip6,
+            prefix_len6: self.prefix_len6,
+            gateway6: self.gateway6,
+            static_ip6: self.ip6.filter(|_| self.source6 == Some(AddressSource::Static)),
         }
     }
 
@@ -247,6 +299,10 @@ impl Attachment {
             ip: ep.ip,
             prefix_len: ep.prefix_len,
             gateway: ep.gateway,
+            ip6: ep.ip6,
+            prefix_len6: ep.prefix_len6,
+            gateway6: ep.gateway6,
+            source6: ep.ip6.map(|_| if ep.static_ip6.is_some() { AddressSource::Static } else { AddressSource::Pool }),
             mac: ep.mac,
             source: if ep.static_ip.is_some() { AddressSource::Static } else { AddressSource::Pool },
             default_route: ep.ifname == "eth0",
@@ -494,6 +550,10 @@ mod tests {
             mac: [2, 0x42, 198, 51, 100, 7],
             aliases: vec!["a".into()],
             static_ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
+            ip6: Some("fd00:1::7".parse().unwrap()),
+            prefix_len6: 64,
+            gateway6: Some("fd00:1::1".parse().unwrap()),
+            static_ip6: None,
         };
         let a = Attachment::from_endpoint("c", &ep, None, Vec::new());
         assert_eq!(a.owner, Owner::Sandbox { id: "c".into() });

@@ -143,12 +143,13 @@ pub fn parse_port_spec(raw: &str) -> Result<Vec<PortBinding>, PortError> {
     Ok(out)
 }
 
-/// netd is IPv4-only for now: refuse IPv6 host addresses and SCTP clearly.
-pub fn check_supported(b: &PortBinding) -> Result<(), PortError> {
-    if let Some(IpAddr::V6(v6)) = b.host_ip {
+/// What netd's dataplanes cannot publish, refused clearly: SCTP, and IPv6 host addresses when
+/// the dataplane (`backend`) has no IPv6 (`ipv6` false).
+pub fn check_supported(b: &PortBinding, ipv6: bool, backend: &str) -> Result<(), PortError> {
+    if !ipv6 && let Some(IpAddr::V6(v6)) = b.host_ip {
         return Err(e(format!(
-            "IPv6 host addresses are not supported yet: [{v6}]:{}:{} (netd publishes IPv4 ports only)",
-            b.host_port_start, b.container_port
+            "IPv6 port bindings are not supported by the {backend} dataplane yet: [{v6}]:{}/{} (netd up --dataplane iptables has them)",
+            b.container_port, b.proto
         )));
     }
     if b.proto == PortProto::Sctp {
@@ -350,20 +351,25 @@ pub fn parse_reserved(s: &str) -> HashSet<u16> {
 /// with every specific address on the same port and protocol, and vice versa.
 #[derive(Debug, Default)]
 pub struct PortAllocator {
-    taken: HashSet<(Proto, Ipv4Addr, u16)>,
+    taken: HashSet<(Proto, IpAddr, u16)>,
 }
 
 impl PortAllocator {
-    pub fn is_allocated(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
-        if self.taken.contains(&(proto, ip, port)) || self.taken.contains(&(proto, Ipv4Addr::UNSPECIFIED, port)) {
+    /// Per address family: `0.0.0.0` conflicts with every IPv4 address, `::` with every IPv6
+    /// address (the held `[::]` sockets are `IPV6_V6ONLY`, so the two wildcards do not clash).
+    pub fn is_allocated(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
+        let any =
+            if ip.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) };
+        if self.taken.contains(&(proto, ip, port)) || self.taken.contains(&(proto, any, port)) {
             return true;
         }
-        ip.is_unspecified() && self.taken.iter().any(|(p, _, n)| *p == proto && *n == port)
+        ip.is_unspecified()
+            && self.taken.iter().any(|(p, a, n)| *p == proto && *n == port && a.is_ipv4() == ip.is_ipv4())
     }
-    pub fn mark(&mut self, proto: Proto, ip: Ipv4Addr, port: u16) {
+    pub fn mark(&mut self, proto: Proto, ip: IpAddr, port: u16) {
         self.taken.insert((proto, ip, port));
     }
-    pub fn unmark(&mut self, proto: Proto, ip: Ipv4Addr, port: u16) {
+    pub fn unmark(&mut self, proto: Proto, ip: IpAddr, port: u16) {
         self.taken.remove(&(proto, ip, port));
     }
     pub fn len(&self) -> usize {
@@ -432,9 +438,10 @@ mod tests {
         );
         assert_eq!(err("90-80"), "invalid containerPort: 90-80");
         assert_eq!(err("8080:"), "no port specified: 8080:<empty>");
-        assert!(check_supported(&one("[::1]:8080:80")).unwrap_err().to_string().contains("IPv6"));
-        assert!(check_supported(&one("80/sctp")).is_err());
-        assert!(check_supported(&one("80/udp")).is_ok());
+        assert!(check_supported(&one("[::1]:8080:80"), false, "ebpf").unwrap_err().to_string().contains("IPv6"));
+        assert!(check_supported(&one("[::1]:8080:80"), true, "iptables").is_ok());
+        assert!(check_supported(&one("80/sctp"), true, "iptables").is_err());
+        assert!(check_supported(&one("80/udp"), false, "ebpf").is_ok());
     }
 
     #[test]
@@ -493,16 +500,22 @@ mod tests {
     #[test]
     fn wildcard_conflicts_with_specific() {
         let mut a = PortAllocator::default();
-        let any = Ipv4Addr::UNSPECIFIED;
-        let lo = Ipv4Addr::LOCALHOST;
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let any6: IpAddr = "::".parse().unwrap();
+        let lo6: IpAddr = "::1".parse().unwrap();
         a.mark(Proto::Tcp, lo, 8080);
         assert!(a.is_allocated(Proto::Tcp, any, 8080));
         assert!(!a.is_allocated(Proto::Udp, any, 8080), "tcp and udp are independent");
-        assert!(!a.is_allocated(Proto::Tcp, Ipv4Addr::new(198, 51, 100, 1), 8080));
+        assert!(!a.is_allocated(Proto::Tcp, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 8080));
+        assert!(!a.is_allocated(Proto::Tcp, any6, 8080), "the families are independent");
         a.unmark(Proto::Tcp, lo, 8080);
         a.mark(Proto::Tcp, any, 8080);
         assert!(a.is_allocated(Proto::Tcp, lo, 8080));
-        assert_eq!(a.len(), 1);
+        assert!(!a.is_allocated(Proto::Tcp, lo6, 8080));
+        a.mark(Proto::Tcp, any6, 8080);
+        assert!(a.is_allocated(Proto::Tcp, lo6, 8080));
+        assert_eq!(a.len(), 2);
     }
 }
 
@@ -574,7 +587,7 @@ mod fuzz {
                 prop_assert!(!v.is_empty(), "{s:?}");
                 for b in &v {
                     prop_assert!(b.host_port_start <= b.host_port_end, "{s:?}: {b:?}");
-                    let _ = check_supported(b);
+                    let _ = check_supported(b, false, "ebpf");
                 }
             }
             if let Ok((a, b)) = parse_port_range(&s) {
@@ -603,13 +616,14 @@ mod fuzz {
             let ip4 = IpAddr::from(ip);
             let b = &parse_port_spec(&format!("{ip4}:{h}:{c}")).unwrap()[0];
             prop_assert_eq!((b.host_ip, b.host_port_start, b.container_port), (Some(ip4), h, c));
-            prop_assert!(check_supported(b).is_ok());
+            prop_assert!(check_supported(b, false, "ebpf").is_ok());
             let b = &parse_port_spec(&format!("{ip4}::{c}/udp")).unwrap()[0];
             prop_assert_eq!((b.host_ip, b.host_port_start, b.proto), (Some(ip4), 0, PortProto::Udp));
             let ip6 = IpAddr::from(v6);
             let b = &parse_port_spec(&format!("[{ip6}]:{h}:{c}")).unwrap()[0];
             prop_assert_eq!((b.host_ip, b.host_port_start), (Some(ip6), h));
-            prop_assert!(check_supported(b).unwrap_err().to_string().contains("IPv6"));
+            prop_assert!(check_supported(b, false, "ebpf").unwrap_err().to_string().contains("IPv6"));
+            prop_assert!(check_supported(b, true, "iptables").is_ok());
         }
 
         #[test]

@@ -209,14 +209,22 @@ pub enum NetworkCmd {
     Create {
         #[arg(short = 'd', long = "driver", default_value = "bridge")]
         driver: String,
+        /// Subnet in CIDR format (repeatable: one IPv4 and, with --ipv6, one IPv6)
         #[arg(long)]
-        subnet: Option<String>,
+        subnet: Vec<String>,
+        /// Gateway for a subnet (repeatable, one per family)
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
         #[arg(long = "ip-range")]
-        ip_range: Option<String>,
+        ip_range: Vec<String>,
         #[arg(long)]
         internal: bool,
+        /// Enable IPv6 on the network (a ULA /64 of the default pools unless --subnet gives one)
+        #[arg(long = "ipv6", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        ipv6: bool,
+        /// Enable IPv4 on the network (Docker 28's --ipv4=false makes an IPv6-only network)
+        #[arg(long = "ipv4", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        ipv4: bool,
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
         name: String,
@@ -246,6 +254,9 @@ pub enum NetworkCmd {
         alias: Vec<String>,
         #[arg(long = "ip")]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network
+        #[arg(long = "ip6")]
+        ip6: Option<String>,
         network: String,
         container: String,
     },
@@ -311,6 +322,9 @@ pub struct RunArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long = "ip")]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long = "ip6")]
+    pub ip6: Option<String>,
     #[arg(long = "mac-address")]
     pub mac_address: Option<String>,
     #[arg(long = "network-alias", alias = "net-alias")]
@@ -334,6 +348,15 @@ pub struct UpArgs {
     /// Allocate sandbox IPs of the default bridge from this subnet only
     #[arg(long = "fixed-cidr")]
     pub fixed_cidr: Option<String>,
+    /// Enable IPv6 on the default bridge (a ULA /64 of the default pools unless --fixed-cidr-v6)
+    #[arg(long = "ipv6", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ipv6: bool,
+    /// IPv6 subnet of the default bridge, e.g. fd00:1::/64 (with --ipv6)
+    #[arg(long = "fixed-cidr-v6")]
+    pub fixed_cidr_v6: Option<String>,
+    /// ip6tables rules for IPv6 networks (iptables dataplane; Docker 27+'s default: true)
+    #[arg(long = "ip6tables", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ip6tables: bool,
     /// MTU of the default bridge and its sandboxes
     #[arg(long = "mtu")]
     pub mtu: Option<u32>,
@@ -361,7 +384,7 @@ pub struct UpArgs {
     pub userland_proxy: bool,
     #[arg(long = "iptables-backend", value_enum, default_value_t = IptablesBackend::Nft)]
     pub iptables_backend: IptablesBackend,
-    /// Default address pools for user networks: base=CIDR,size=N
+    /// Default address pools for networks without a subnet (IPv4 and IPv6): base=CIDR,size=N
     #[arg(long = "default-address-pool")]
     pub default_address_pool: Vec<String>,
     /// Daemon configuration file (daemon.json keys)

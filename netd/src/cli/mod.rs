@@ -243,6 +243,7 @@ async fn run(c: &Client, a: RunArgs, start: bool) -> R {
         extra_hosts: a.add_host.clone(),
         links: a.link.clone(),
         ip: a.ip.clone(),
+        ip6: a.ip6.clone(),
         mac_address: a.mac_address.clone(),
         network_aliases: a.network_alias.clone(),
         auto_remove: a.rm,
@@ -491,7 +492,7 @@ async fn stats(c: &Client, format: StatsFormat) -> R {
 
 async fn network(c: &Client, cmd: NetworkCmd) -> R {
     match cmd {
-        NetworkCmd::Create { driver, subnet, gateway, ip_range, internal, opt, name } => {
+        NetworkCmd::Create { driver, subnet, gateway, ip_range, internal, opt, name, ipv6, ipv4 } => {
             let mut options = std::collections::BTreeMap::new();
             for o in opt {
                 let (k, v) = o
@@ -499,7 +500,34 @@ async fn network(c: &Client, cmd: NetworkCmd) -> R {
                     .ok_or_else(|| Failure::new(1, format!("invalid key/value pair format in driver options: {o}")))?;
                 options.insert(k.to_string(), v.to_string());
             }
-            let req = NetworkCreateRequest { name, driver, subnet, gateway, ip_range, internal, options };
+            // One value per address family (an IPv6 value has a ':').
+            let split = |flag: &str, v: Vec<String>| -> Result<(Option<String>, Option<String>), Failure> {
+                let (v6, v4): (Vec<String>, Vec<String>) = v.into_iter().partition(|x| x.contains(':'));
+                if v4.len() > 1 || v6.len() > 1 {
+                    return Err(Failure::new(
+                        1,
+                        format!("netd supports one --{flag} per address family (one IPv4, one IPv6)"),
+                    ));
+                }
+                Ok((v4.into_iter().next(), v6.into_iter().next()))
+            };
+            let (subnet, subnet_v6) = split("subnet", subnet)?;
+            let (gateway, gateway_v6) = split("gateway", gateway)?;
+            let (ip_range, ip_range_v6) = split("ip-range", ip_range)?;
+            let req = NetworkCreateRequest {
+                name,
+                driver,
+                subnet,
+                gateway,
+                ip_range,
+                internal,
+                options,
+                enable_ipv6: ipv6,
+                enable_ipv4: (!ipv4).then_some(false),
+                subnet_v6,
+                gateway_v6,
+                ip_range_v6,
+            };
             let v: Value = c.json("POST", "/networks/create", Some(&req)).await?;
             println!("{}", v["Id"].as_str().unwrap_or(""));
             Ok(())
@@ -546,8 +574,8 @@ async fn network(c: &Client, cmd: NetworkCmd) -> R {
             })
             .await
         }
-        NetworkCmd::Connect { alias, ip, network, container } => {
-            let req = NetworkConnectRequest { container, aliases: alias, ip };
+        NetworkCmd::Connect { alias, ip, ip6, network, container } => {
+            let req = NetworkConnectRequest { container, aliases: alias, ip, ip6 };
             c.call(
                 "POST",
                 &format!("/networks/{}/connect", enc(&network)),

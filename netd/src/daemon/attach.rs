@@ -30,7 +30,7 @@
 //!   A sandbox's attachments are persisted in its container record instead, committed with its
 //!   process, and adopted by the sandbox reconcile.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsFd,
     path::PathBuf,
 };
@@ -66,6 +66,9 @@ pub struct AttachRequest {
     /// The peer's name inside `netns` (ignored without one).
     pub ifname: String,
     pub address: AddressRequest,
+    /// `--ip6`: this IPv6 address on a dual-stack network (else the lowest free one of its v6
+    /// range); refused on an IPv4-only network.
+    pub ip6: Option<Ipv6Addr>,
     /// `None`: Docker's `02:42:` + the IPv4 bytes.
     pub mac: Option<[u8; 6]>,
     /// Add a default route via the network's gateway inside `netns`.
@@ -91,6 +94,7 @@ fn endpoint_spec(a: &Attachment, network_index: u32) -> EndpointSpec {
         host_veth: a.host_veth.clone(),
         host_ifindex: a.host_ifindex,
         ip: a.ip,
+        ip6: a.ip6,
         mac: a.mac,
     }
 }
@@ -128,6 +132,41 @@ impl Daemon {
                 (ip, AddressSource::External)
             }
         };
+        // The v6 address on a dual-stack network (static `--ip6`, else the lowest free).
+        let v6 = match (&b.ipv6, req.ip6) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                if let Some(p) = st.pools.get_mut(&net_id) {
+                    p.release(ip);
+                }
+                return Err(ApiError::bad(format!(
+                    "invalid endpoint settings:\nuser specified IPv6 address is not supported: IPv6 is not enabled on network {}",
+                    net.name
+                )));
+            }
+            (Some(v6), want) => {
+                let pool6 = st.pools6.entry(net_id.clone()).or_insert_with(|| Self::pool6_for(v6));
+                let r = match want {
+                    Some(w) => pool6
+                        .allocate_static(w)
+                        .map(|a| (a, AddressSource::Static))
+                        .map_err(|e| ApiError::bad(e.to_string())),
+                    None => pool6
+                        .allocate()
+                        .map(|a| (a, AddressSource::Pool))
+                        .map_err(|e| ApiError::internal(e.to_string())),
+                };
+                match r {
+                    Ok((a6, src)) => Some((a6, v6.prefix_len, v6.gateway, src)),
+                    Err(e) => {
+                        if let Some(p) = st.pools.get_mut(&net_id) {
+                            p.release(ip);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let mac = req.mac.unwrap_or_else(|| ipam::mac_from_ip(ip));
         let suffix: String = crate::names::new_id()[..7].to_string();
         let host_veth = format!("veth{suffix}");
@@ -135,8 +174,9 @@ impl Daemon {
         let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
         let r: Result<u32, String> = async {
             self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
-            // IPv4-only network (every network until --ipv6): no IPv6 on either end, as Docker
-            // 26+ does, so sandboxes cannot talk link-local IPv6 past --icc=false.
+            // No IPv6 on the host end (a bridge port needs none), and on an IPv4-only network
+            // none on the sandbox's end either, as Docker 26+ does, so sandboxes cannot talk
+            // link-local IPv6 past --icc=false.
             crate::netlink::disable_ipv6(&host_veth);
             super::crash_point("run:veth-created");
             self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
@@ -153,6 +193,8 @@ impl Daemon {
                         mtu: b.mtu,
                         gateway: req.default_route.then_some(b.gateway),
                         disable_ipv6: true,
+                        addr6: v6.map(|(a, p, _, _)| (a, p)),
+                        gateway6: v6.filter(|_| req.default_route).map(|(_, _, g, _)| g),
                     };
                     let ns = netns.clone();
                     tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))
@@ -175,6 +217,9 @@ impl Daemon {
         let release = |st: &mut State| {
             if let Some(p) = st.pools.get_mut(&net_id) {
                 p.release(ip);
+            }
+            if let (Some((a6, ..)), Some(p)) = (v6, st.pools6.get_mut(&net_id)) {
+                p.release(a6);
             }
         };
         let host_ifindex = match r {
@@ -200,6 +245,10 @@ impl Daemon {
             ip,
             prefix_len: b.prefix_len,
             gateway: b.gateway,
+            ip6: v6.map(|x| x.0),
+            prefix_len6: v6.map_or(0, |x| x.1),
+            gateway6: v6.map(|x| x.2),
+            source6: v6.map(|x| x.3),
             mac,
             source,
             default_route: req.default_route && req.netns.is_some(),
@@ -253,6 +302,9 @@ impl Daemon {
         if let Some(p) = st.pools.get_mut(&cur.network_id) {
             p.release(cur.ip);
         }
+        if let (Some(a6), Some(p)) = (cur.ip6, st.pools6.get_mut(&cur.network_id)) {
+            p.release(a6);
+        }
         st.attachments.remove(&cur.id);
         if !cur.owner.is_sandbox()
             && let Err(e) = self.store.remove_attachment(&cur.id)
@@ -272,22 +324,23 @@ impl Daemon {
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
-        let specs: Vec<(Proto, Ipv4Addr, u16, u16, u16)> = reqs
-            .iter()
-            .map(|r| {
-                (
-                    r.proto,
-                    r.host_ip.unwrap_or(b.host_binding_ipv4),
-                    r.host_port_start,
-                    r.host_port_end,
-                    r.container_port,
-                )
-            })
-            .collect();
         let t0 = std::time::Instant::now();
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
-        let maps =
-            allocate_ports(st, &specs, a.ip, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
+        let v6_ok = st.dp.ipv6();
+        if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
+            return Err(ApiError::bad(format!(
+                "IPv6 port bindings are not supported by the {} dataplane yet: [{}]:{}/{} (netd up --dataplane iptables has them)",
+                st.dp.backend(),
+                r.host_ip.expect("v6"),
+                r.container_port,
+                r.proto.as_str()
+            )));
+        }
+        // The implicit `[::]` twin of a binding without a host address (Docker 27+), for
+        // sandboxes: to the sandbox's v6 address, or proxied to its v4 one.
+        let implicit_v6 = v6_ok && a.owner.is_sandbox() && b.host_binding_ipv4.is_unspecified();
+        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied, implicit_v6);
+        let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
         if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
             unreserve_ports(st, &maps);
@@ -345,6 +398,16 @@ impl Daemon {
         }
         if let Some(p) = st.pools.get_mut(&a.network_id) {
             let _ = p.restore(a.ip);
+        }
+        if let Some(a6) = a.ip6 {
+            if !st.pools6.contains_key(&a.network_id)
+                && let Some(v6) = st.networks.get(&a.network_id).and_then(|n| n.bridge.as_ref()?.ipv6.clone())
+            {
+                st.pools6.insert(a.network_id.clone(), Self::pool6_for(&v6));
+            }
+            if let Some(p) = st.pools6.get_mut(&a.network_id) {
+                let _ = p.restore(a6);
+            }
         }
         for m in &a.ports {
             st.allocator.mark(m.proto, m.host_ip, m.host_port);
@@ -454,19 +517,24 @@ impl Daemon {
 }
 
 /// Try to reserve a host port the way Docker does: bind a socket (TCP bound, not listening;
-/// UDP bound) in the daemon's namespace and hold it while the binding exists.
+/// UDP bound) in the daemon's namespace and hold it while the binding exists. IPv6 sockets are
+/// `IPV6_V6ONLY`, so `[::]:8080` and `0.0.0.0:8080` are two bindings, as in Docker 27+.
 ///
 /// `proxied`: the socket becomes the userland proxy's listener. It then gets `SO_REUSEADDR`
 /// (as Docker's Go listeners), so that connections of a removed binding still closing
 /// (TIME_WAIT) do not keep the port from the next sandbox; a listener with it still refuses
 /// every other bind. A reservation that never listens keeps the plain bind, which refuses
 /// other `SO_REUSEADDR` binders too.
-pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16, proxied: bool) -> std::io::Result<HeldSocket> {
+pub fn bind_host_port(proto: Proto, ip: IpAddr, port: u16, proxied: bool) -> std::io::Result<HeldSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let addr = SocketAddrV4::new(ip, port);
+    let addr = SocketAddr::new(ip, port);
+    let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
     match proto {
         Proto::Tcp => {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+            if ip.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
             if proxied {
                 s.set_reuse_address(true)?;
             }
@@ -474,21 +542,90 @@ pub fn bind_host_port(proto: Proto, ip: Ipv4Addr, port: u16, proxied: bool) -> s
             Ok(HeldSocket::TcpRaw(s.into()))
         }
         Proto::Udp => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if ip.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
             s.bind(&addr.into())?;
             Ok(HeldSocket::Udp(s.into()))
         }
     }
 }
 
+/// One request after Docker's normalisation (`sortAndNormPBs`): the host addresses that must
+/// get the same host port (`0.0.0.0` and `[::]` for `-p 8080:80`), each with the sandbox
+/// address it leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingGroup {
+    pub proto: Proto,
+    pub start: u16,
+    pub end: u16,
+    pub container_port: u16,
+    /// (host ip, sandbox ip).
+    pub targets: Vec<(IpAddr, IpAddr)>,
+}
+
+/// Docker's expansion of port requests into bindings per family: a v4 binding when the host
+/// address is v4 or not given (then the network's default); a v6 one when the host address is
+/// v6, or not given with a `0.0.0.0` default (`[::]`, when `implicit_v6`), to the sandbox's v6
+/// address, else, with the userland proxy, to its v4 address (Docker's proxied binding); with
+/// neither the v6 binding is left out (Docker logs it and goes on).
+pub fn binding_groups(
+    reqs: &[PortRequest],
+    default_v4: Ipv4Addr,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    proxied: bool,
+    implicit_v6: bool,
+) -> Vec<BindingGroup> {
+    let v6_target = ip6.map(IpAddr::V6).or_else(|| proxied.then_some(IpAddr::V4(ip)));
+    reqs.iter()
+        .map(|r| {
+            let mut targets = Vec::new();
+            match r.host_ip {
+                Some(IpAddr::V4(h)) => targets.push((IpAddr::V4(h), IpAddr::V4(ip))),
+                Some(IpAddr::V6(h)) => {
+                    if let Some(t) = v6_target {
+                        targets.push((IpAddr::V6(h), t));
+                    }
+                }
+                None => {
+                    targets.push((IpAddr::V4(default_v4), IpAddr::V4(ip)));
+                    if implicit_v6 && let Some(t) = v6_target {
+                        targets.push((IpAddr::V6(Ipv6Addr::UNSPECIFIED), t));
+                    }
+                }
+            }
+            BindingGroup {
+                proto: r.proto,
+                start: r.host_port_start,
+                end: r.host_port_end,
+                container_port: r.container_port,
+                targets,
+            }
+        })
+        .collect()
+}
+
+/// Docker's message for a host port that cannot be bound.
+fn bind_error(proto: Proto, host_ip: IpAddr, port: u16, e: &std::io::Error) -> String {
+    let hp = crate::ports::format_host_addr(&host_ip.to_string(), &port.to_string());
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!("Bind for {hp} failed: port is already allocated")
+    } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+        format!("failed to bind host port {hp}/{}: cannot assign requested address", proto.as_str())
+    } else {
+        format!("failed to bind host port {hp}/{}: {e}", proto.as_str())
+    }
+}
+
 /// Allocate every binding of a request (all-or-nothing), holding a socket for each when
-/// `hold`. `specs`: (proto, host ip, host port start, end, container port); start 0 =
-/// ephemeral. `proxy_opt` false: the bindings never get a userland proxy
-/// ([`PortMapping::unproxied`]).
+/// `hold`. Each group gets one host port for all its host addresses (the first port of its
+/// range, or ephemeral, free for every one of them). `proxy_opt` false: the bindings never get
+/// a userland proxy ([`PortMapping::unproxied`]).
 fn allocate_ports(
     st: &mut State,
-    specs: &[(Proto, Ipv4Addr, u16, u16, u16)],
-    container_ip: Ipv4Addr,
+    groups: &[BindingGroup],
     net_index: u32,
     hold: bool,
     proxied: bool,
@@ -497,56 +634,59 @@ fn allocate_ports(
     let mut done: Vec<PortMapping> = Vec::new();
     let (lo, hi) = crate::ports::ephemeral_range();
     let reserved = crate::ports::reserved_ports();
-    for &(proto, host_ip, start, end, cport) in specs {
+    for g in groups {
+        if g.targets.is_empty() {
+            continue;
+        }
+        let (start, end) = (g.start, g.end);
         // Candidate ports: the given one, a range (first free), or ephemeral.
         let candidates: Box<dyn Iterator<Item = u16>> = if start == 0 {
             Box::new((lo..=hi).filter(|p| !reserved.contains(p)))
         } else {
             Box::new(start..=end.max(start))
         };
-        let mut got = None;
+        let mut got: Option<(u16, Vec<HeldSocket>)> = None;
         let mut last_err = None;
-        for port in candidates {
-            if st.allocator.is_allocated(proto, host_ip, port) {
-                last_err = Some(format!("Bind for {host_ip}:{port} failed: port is already allocated"));
-                continue;
-            }
-            match bind_host_port(proto, host_ip, port, proxied) {
-                Ok(sock) => {
-                    st.allocator.mark(proto, host_ip, port);
-                    if hold {
-                        st.held.insert((proto, host_ip, port), sock);
-                    }
-                    got = Some(port);
-                    break;
+        'ports: for port in candidates {
+            let mut socks = Vec::new();
+            for &(host_ip, _) in &g.targets {
+                if st.allocator.is_allocated(g.proto, host_ip, port) {
+                    let hp = crate::ports::format_host_addr(&host_ip.to_string(), &port.to_string());
+                    last_err = Some(format!("Bind for {hp} failed: port is already allocated"));
+                    continue 'ports;
                 }
-                Err(e) => {
-                    last_err = Some(if e.kind() == std::io::ErrorKind::AddrInUse {
-                        format!("Bind for {host_ip}:{port} failed: port is already allocated")
-                    } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-                        format!(
-                            "failed to bind host port {host_ip}:{port}/{}: cannot assign requested address",
-                            proto.as_str()
-                        )
-                    } else {
-                        format!("failed to bind host port {host_ip}:{port}/{}: {e}", proto.as_str())
-                    });
-                    if start != 0 && start == end {
-                        break;
+                match bind_host_port(g.proto, host_ip, port, proxied) {
+                    Ok(sock) => socks.push(sock),
+                    Err(e) => {
+                        last_err = Some(bind_error(g.proto, host_ip, port, &e));
+                        if start != 0 && start == end {
+                            break 'ports;
+                        }
+                        continue 'ports;
                     }
                 }
             }
+            got = Some((port, socks));
+            break;
         }
         match got {
-            Some(port) => done.push(PortMapping {
-                proto,
-                host_ip,
-                host_port: port,
-                container_ip,
-                container_port: cport,
-                network_index: net_index,
-                unproxied: !proxy_opt,
-            }),
+            Some((port, socks)) => {
+                for (&(host_ip, container_ip), sock) in g.targets.iter().zip(socks) {
+                    st.allocator.mark(g.proto, host_ip, port);
+                    if hold {
+                        st.held.insert((g.proto, host_ip, port), sock);
+                    }
+                    done.push(PortMapping {
+                        proto: g.proto,
+                        host_ip,
+                        host_port: port,
+                        container_ip,
+                        container_port: g.container_port,
+                        network_index: net_index,
+                        unproxied: !proxy_opt,
+                    });
+                }
+            }
             None => {
                 let msg = if start == 0 {
                     "all ports are allocated".to_string()
@@ -604,7 +744,7 @@ fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
         if st.proxies.contains_key(&key) || !proxied(cfg, st, m.network_index) {
             continue;
         }
-        let target = SocketAddrV4::new(m.container_ip, m.container_port);
+        let target = SocketAddr::new(m.container_ip, m.container_port);
         let r = match st.held.remove(&key) {
             Some(HeldSocket::TcpRaw(fd)) => super::proxy::tcp(fd, target),
             Some(HeldSocket::Udp(s)) => super::proxy::udp(s, target),
@@ -616,5 +756,58 @@ fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
             }
             Err(e) => tracing::warn!(port = m.host_port, error = %e, "userland proxy"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host_ip: Option<&str>) -> PortRequest {
+        PortRequest {
+            proto: Proto::Tcp,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+            host_port_start: 8080,
+            host_port_end: 8080,
+            container_port: 80,
+        }
+    }
+
+    fn targets(g: &[BindingGroup]) -> Vec<(String, String)> {
+        g.iter().flat_map(|g| g.targets.iter().map(|(h, c)| (h.to_string(), c.to_string()))).collect()
+    }
+
+    /// Docker's `sortAndNormPBs`: `-p 8080:80` is a v4 and a `[::]` binding with one port; on a
+    /// v4-only sandbox the v6 one goes to the v4 address through the proxy, or is left out.
+    #[test]
+    fn bindings_per_family_like_docker() {
+        let v4 = Ipv4Addr::new(10, 0, 0, 2);
+        let v6: Ipv6Addr = "fd00::2".parse().unwrap();
+        let any = Ipv4Addr::UNSPECIFIED;
+        let s = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        // Dual-stack sandbox.
+        let g = binding_groups(&[req(None)], any, v4, Some(v6), true, true);
+        assert_eq!(g.len(), 1, "one group: the same host port for both");
+        assert_eq!(targets(&g), s(&[("0.0.0.0", "10.0.0.2"), ("::", "fd00::2")]));
+        // v4-only sandbox: proxied to v4, or no v6 binding without the proxy.
+        assert_eq!(
+            targets(&binding_groups(&[req(None)], any, v4, None, true, true)),
+            s(&[("0.0.0.0", "10.0.0.2"), ("::", "10.0.0.2")])
+        );
+        assert_eq!(targets(&binding_groups(&[req(None)], any, v4, None, false, true)), s(&[("0.0.0.0", "10.0.0.2")]));
+        // Explicit addresses: one family each.
+        assert_eq!(
+            targets(&binding_groups(&[req(Some("::1"))], any, v4, Some(v6), true, true)),
+            s(&[("::1", "fd00::2")])
+        );
+        assert_eq!(
+            targets(&binding_groups(&[req(Some("127.0.0.1"))], any, v4, Some(v6), true, true)),
+            s(&[("127.0.0.1", "10.0.0.2")])
+        );
+        // No implicit `[::]` (a backend without IPv6, or a specific default address).
+        assert_eq!(
+            targets(&binding_groups(&[req(None)], any, v4, Some(v6), true, false)),
+            s(&[("0.0.0.0", "10.0.0.2")])
+        );
     }
 }

@@ -139,6 +139,7 @@ async fn ensure_network(d: &Shared, r: &AddRequest) -> CniResult<()> {
         ip_range: None,
         internal: c.internal.unwrap_or(false),
         options,
+        ..Default::default()
     };
     match d.network_create(req).await {
         Ok(_) => Ok(()),
@@ -178,7 +179,9 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         };
         let host_ip = match p.host_ip.as_str() {
             "" => None,
-            s => Some(s.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid IP address: {s}")))?),
+            s => {
+                Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid IP address: {s}")))?))
+            }
         };
         ports.push(PortRequest {
             proto,
@@ -217,6 +220,7 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 netns: Some(ns),
                 ifname: r.owner.ifname.clone(),
                 address,
+                ip6: None,
                 mac,
                 default_route: !net.internal,
                 aliases: r.names.clone(),

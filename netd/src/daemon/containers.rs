@@ -128,6 +128,38 @@ impl Daemon {
                 }
             }
         }
+        // `--ip6`: a dual-stack user network with a user subnet, inside its v6 subnet.
+        if let Some(ip6) = &req.ip6 {
+            let addr: std::net::Ipv6Addr =
+                ip6.parse().map_err(|_| ApiError::bad(format!("invalid IPv6 address: {ip6}")))?;
+            match &mode {
+                NetworkMode::Bridge(id) if !st.networks[id].default_bridge => {
+                    let n = &st.networks[id];
+                    let Some(v6) = n.bridge.as_ref().and_then(|b| b.ipv6.as_ref()) else {
+                        return Err(ApiError::bad(format!(
+                            "invalid endpoint settings:\nuser specified IPv6 address is not supported: IPv6 is not enabled on network {}",
+                            n.name
+                        )));
+                    };
+                    if !v6.user_subnet {
+                        return Err(ApiError::bad(
+                            "user specified IP address is supported only when connecting to networks with user configured subnets",
+                        ));
+                    }
+                    let spec = n.spec(0).and_then(|s| s.ipv6).expect("v6 network");
+                    if !spec.contains(addr) {
+                        return Err(ApiError::bad(format!(
+                            "invalid endpoint settings:\nno configured subnet contains IP address {addr}"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(ApiError::bad(
+                        "invalid endpoint settings:\nuser-specified IP address is supported on user-defined networks only",
+                    ));
+                }
+            }
+        }
         if let Some(mac) = &req.mac_address {
             crate::ipam::parse_mac(mac).map_err(|e| ApiError::bad(e.to_string()))?;
         }
@@ -143,7 +175,8 @@ impl Daemon {
         let mut exposed = Vec::new();
         for spec in &req.publish {
             for b in crate::ports::parse_port_spec(spec).map_err(|e| ApiError::bad(e.to_string()))? {
-                crate::ports::check_supported(&b).map_err(|e| ApiError::bad(e.to_string()))?;
+                crate::ports::check_supported(&b, st.dp.ipv6(), &st.dp.backend().to_string())
+                    .map_err(|e| ApiError::bad(e.to_string()))?;
                 let key = format!("{}/{}", b.container_port, b.proto);
                 if !exposed.contains(&key) {
                     exposed.push(key);
@@ -346,6 +379,7 @@ impl Daemon {
             nets.extend(c.extra_networks.iter().cloned());
             for (i, nid) in nets.iter().enumerate() {
                 let static_ip = if i == 0 { c.config.ip.as_deref().and_then(|s| s.parse().ok()) } else { None };
+                let static_ip6 = if i == 0 { c.config.ip6.as_deref().and_then(|s| s.parse().ok()) } else { None };
                 let aliases = if i == 0 { c.config.network_aliases.clone() } else { Vec::new() };
                 let ep = self
                     .attach_endpoint(
@@ -355,6 +389,7 @@ impl Daemon {
                         netns_path.as_ref().expect("bridge netns"),
                         i,
                         static_ip,
+                        static_ip6,
                         c.config.mac_address.as_deref().filter(|_| i == 0),
                         aliases,
                     )
@@ -748,7 +783,7 @@ impl Daemon {
                     (p, p)
                 }
             };
-            let host_ip: Option<Ipv4Addr> = if rb.host_ip.is_empty() {
+            let host_ip: Option<IpAddr> = if rb.host_ip.is_empty() {
                 None
             } else {
                 Some(rb.host_ip.parse().map_err(|_| ApiError::bad(format!("Invalid ip address: {}", rb.host_ip)))?)
@@ -838,7 +873,7 @@ impl Daemon {
         let hosts = if matches!(c.mode, NetworkMode::Host) && extra.is_empty() {
             std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
-            let own: Vec<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+            let own = super::netcrud::own_addrs(eps);
             crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, true)
         };
         let host_rc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

@@ -19,7 +19,7 @@
 //! so EDNS options pass through.
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, mpsc},
@@ -138,6 +138,8 @@ struct Entry {
     /// Lower-case names that resolve to `ip` (name, short id, aliases).
     names: Vec<String>,
     ip: Ipv4Addr,
+    /// The IPv6 address on a dual-stack network (AAAA records, ip6.arpa PTR).
+    ip6: Option<Ipv6Addr>,
 }
 
 impl View {
@@ -183,6 +185,7 @@ impl View {
                     sandbox: Some(c.name.clone()),
                     names,
                     ip: ep.ip,
+                    ip6: ep.ip6,
                 });
             }
         }
@@ -211,6 +214,7 @@ impl View {
                 sandbox: None,
                 names: a.aliases.iter().map(|x| x.to_ascii_lowercase()).collect(),
                 ip: a.ip,
+                ip6: a.ip6,
             });
         }
         v
@@ -236,7 +240,7 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
     let mut records = Vec::new();
     let mut known = false;
     for e in v.entries.iter().filter(|e| me.nets.contains(&e.net_id)) {
-        if qtype == RecordType::PTR && qn == ptr_name(e.ip) {
+        if qtype == RecordType::PTR && (qn == ptr_name(e.ip) || e.ip6.is_some_and(|a| qn == ptr_name6(a))) {
             known = true;
             let target = e.sandbox.as_deref().or(e.names.first().map(String::as_str)).unwrap_or_default();
             if let Ok(t) = Name::from_ascii(format!("{target}.{}.", e.net_name)) {
@@ -249,6 +253,11 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
             known = true;
             if qtype == RecordType::A || qtype == RecordType::ANY {
                 records.push(Record::from_rdata(name.clone(), TTL, RData::A(rdata::A(e.ip))));
+            }
+            if let Some(a6) = e.ip6
+                && (qtype == RecordType::AAAA || qtype == RecordType::ANY)
+            {
+                records.push(Record::from_rdata(name.clone(), TTL, RData::AAAA(rdata::AAAA(a6))));
             }
         }
     }
@@ -273,6 +282,16 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
 fn ptr_name(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+}
+
+/// `b.a.9.8....ip6.arpa` of an IPv6 address (nibbles, least significant first).
+fn ptr_name6(ip: Ipv6Addr) -> String {
+    let mut s = String::with_capacity(72);
+    for b in ip.octets().iter().rev() {
+        s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+    }
+    s.push_str("ip6.arpa");
+    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,6 +550,10 @@ mod tests {
     #[test]
     fn ptr_names() {
         assert_eq!(ptr_name(Ipv4Addr::new(10, 77, 0, 2)), "2.0.77.10.in-addr.arpa");
+        assert_eq!(
+            ptr_name6("2001:db8::567:89ab".parse().unwrap()),
+            "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
         assert_eq!(norm("Web."), "web");
     }
 }

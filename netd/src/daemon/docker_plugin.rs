@@ -198,7 +198,7 @@ fn port_requests(opts: &Map<String, Value>) -> ApiResult<Vec<PortRequest>> {
         let host_ip = match pm.get("HostIP").and_then(Value::as_str).unwrap_or("") {
             "" => None,
             s => match s.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(a)) => Some(a),
+                Ok(std::net::IpAddr::V4(a)) => Some(std::net::IpAddr::V4(a)),
                 Ok(std::net::IpAddr::V6(_)) => {
                     return Err(ApiError::bad(format!("IPv6 host addresses are not supported yet: {s}")));
                 }
@@ -363,6 +363,7 @@ impl Daemon {
                 gateway_mode: o.gateway_mode,
                 host_binding_ipv4: o.host_ip,
                 mtu: o.mtu,
+                ipv6: None,
             }),
             internal,
             options: generic,
@@ -455,6 +456,7 @@ impl Daemon {
                     netns: None,
                     ifname: String::new(),
                     address: AddressRequest::External(ip),
+                    ip6: None,
                     mac,
                     default_route: false,
                     aliases: Vec::new(),
@@ -581,7 +583,7 @@ mod tests {
             got,
             [
                 (Proto::Tcp, None, 8080, 8080, 80),
-                (Proto::Udp, Some(Ipv4Addr::LOCALHOST), 5353, 5353, 53),
+                (Proto::Udp, Some(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)), 5353, 5353, 53),
                 (Proto::Tcp, None, 9100, 9110, 91),
                 (Proto::Tcp, None, 0, 0, 92),
                 (Proto::Tcp, None, 7000, 7000, 93),

@@ -433,7 +433,16 @@ impl super::Daemon {
             networks.insert(
                 name,
                 json!({
-                    "IPAMConfig": ep.static_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                    "IPAMConfig": if ep.static_ip.is_none() && ep.static_ip6.is_none() { Value::Null } else {
+                        let mut m = serde_json::Map::new();
+                        if let Some(ip) = ep.static_ip {
+                            m.insert("IPv4Address".into(), json!(ip.to_string()));
+                        }
+                        if let Some(ip) = ep.static_ip6 {
+                            m.insert("IPv6Address".into(), json!(ip.to_string()));
+                        }
+                        Value::Object(m)
+                    },
                     "Links": if n.default_bridge && !c.config.links.is_empty() { json!(c.config.links) } else { Value::Null },
                     "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
                     "MacAddress": fmt_mac(ep.mac),
@@ -442,9 +451,9 @@ impl super::Daemon {
                     "Gateway": ep.gateway.to_string(),
                     "IPAddress": ep.ip.to_string(),
                     "IPPrefixLen": ep.prefix_len,
-                    "IPv6Gateway": "",
-                    "GlobalIPv6Address": "",
-                    "GlobalIPv6PrefixLen": 0,
+                    "IPv6Gateway": ep.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+                    "GlobalIPv6Address": ep.ip6.map(|a| a.to_string()).unwrap_or_default(),
+                    "GlobalIPv6PrefixLen": if ep.ip6.is_some() { ep.prefix_len6 } else { 0 },
                     "DNSNames": if n.default_bridge { Value::Null } else { json!(dns_names(c, &ep.aliases)) },
                 }),
             );
@@ -519,6 +528,9 @@ impl super::Daemon {
                 "IPPrefixLen": default_ep.map(|e| e.prefix_len).unwrap_or(0),
                 "MacAddress": default_ep.map(|e| fmt_mac(e.mac)).unwrap_or_default(),
                 "EndpointID": default_ep.map(|e| e.endpoint_id.clone()).unwrap_or_default(),
+                "IPv6Gateway": default_ep.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
+                "GlobalIPv6Address": default_ep.and_then(|e| e.ip6).map(|a| a.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": default_ep.filter(|e| e.ip6.is_some()).map_or(0, |e| e.prefix_len6),
                 "Networks": networks,
             },
             "Primary": primary.map(|e| e.ip.to_string()),

@@ -18,7 +18,7 @@ pub mod reconcile;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -98,12 +98,14 @@ pub struct State {
     pub allocator: PortAllocator,
     /// Address pools per bridge network id.
     pub pools: HashMap<String, ipam::Pool>,
+    /// IPv6 address pools per dual-stack network id.
+    pub pools6: HashMap<String, ipam::Pool6>,
     /// Held sockets per published binding: (proto, host ip, host port).
-    pub held: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), HeldSocket>,
+    pub held: HashMap<(crate::dataplane::Proto, IpAddr, u16), HeldSocket>,
     /// Embedded DNS server tasks per sandbox (user networks).
     pub dns: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     /// Userland proxy tasks per binding (iptables dataplane with --userland-proxy).
-    pub proxies: HashMap<(crate::dataplane::Proto, Ipv4Addr, u16), proxy::Proxy>,
+    pub proxies: HashMap<(crate::dataplane::Proto, IpAddr, u16), proxy::Proxy>,
     pub host_info: HostInfo,
     /// How long publishing took (host-port allocation and reservation plus the dataplane).
     pub publish_timing: PublishTiming,
@@ -164,6 +166,38 @@ pub struct Daemon {
     pub cgroups: Option<crate::cgroup::Cgroups>,
     /// How far the shutdown teardown is (`netd down` streams it).
     pub teardown_progress: tokio::sync::watch::Sender<TeardownProgress>,
+    /// Where subnets come from when none is given (`--default-address-pool`, both families).
+    pub addr_pools: AddrPools,
+}
+
+/// The default address pools of each family, resolved at start (Docker's
+/// `networkOptions`: the given pools, else the local defaults; plus the host's ULA /48 when
+/// no v6 pool is given).
+#[derive(Debug, Clone)]
+pub struct AddrPools {
+    /// Every candidate IPv4 subnet, in order.
+    pub v4: Vec<ipam::Ipv4Net>,
+    pub v6: Vec<ipam::PoolSpec6>,
+}
+
+impl AddrPools {
+    /// The pools for `--default-address-pool` values, with the host's ULA Global ID from
+    /// `<data-root>/ula-global-id` (40 random bits, made once: RFC 4193's pseudo-random Global
+    /// ID, stable for the host as Docker's, which hashes its engine id).
+    pub fn resolve(given: &[String], data_root: &Path) -> Result<Self, String> {
+        let f = data_root.join("ula-global-id");
+        let gid = match std::fs::read_to_string(&f).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok()) {
+            Some(g) => g,
+            None => {
+                let g = rand::random::<u64>() & ((1 << 40) - 1);
+                std::fs::write(&f, format!("{g:010x}\n")).map_err(|e| format!("writing {}: {e}", f.display()))?;
+                g
+            }
+        };
+        let (v4, v6) =
+            ipam::pools_from_config(given, gid).map_err(|e| format!("invalid --default-address-pool: {e}"))?;
+        Ok(Self { v4: ipam::expand(&v4), v6 })
+    }
 }
 
 /// Sandboxes stopped so far of those running when the teardown began; `done` once the daemon
@@ -253,9 +287,11 @@ pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String
     match b {
         Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
         Backend::Ebpf => Ok(Box::new(crate::dataplane::ebpf::Ebpf::default())),
-        Backend::Iptables => {
-            Ok(Box::new(crate::dataplane::iptables::Iptables::new(up.iptables_backend.as_str(), up.userland_proxy)))
-        }
+        Backend::Iptables => Ok(Box::new(crate::dataplane::iptables::Iptables::new(
+            up.iptables_backend.as_str(),
+            up.userland_proxy,
+            up.ip6tables,
+        ))),
     }
 }
 
@@ -296,7 +332,17 @@ pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
         }
     }
     for p in &up.default_address_pool {
-        crate::ipam::parse_address_pool(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;
+        crate::ipam::parse_address_pool_any(p).map_err(|e| format!("invalid --default-address-pool {p:?}: {e}"))?;
+    }
+    if let Some(v6) = &up.fixed_cidr_v6 {
+        crate::ipam::parse_fixed_cidr_v6(v6)?;
+    }
+    // Constructing a backend has no side effects: ask it whether it has IPv6.
+    if up.ipv6 && !new_backend(up.dataplane, &up)?.ipv6() {
+        return Err(format!(
+            "--ipv6: the {} dataplane does not support IPv6 yet (use --dataplane iptables)",
+            up.dataplane
+        ));
     }
     Ok(Config { up, socket, exe })
 }

@@ -79,6 +79,7 @@ impl Daemon {
             "com.docker.network.bridge.host_binding_ipv4",
             "com.docker.network.driver.mtu",
             "com.docker.network.bridge.gateway_mode_ipv4",
+            "com.docker.network.bridge.gateway_mode_ipv6",
         ];
         for k in r.options.keys() {
             if !known.contains(&k.as_str()) {
@@ -127,8 +128,7 @@ impl Daemon {
                 }
                 let mut taken = in_use.clone();
                 taken.extend(self.nl.ipv4_routes().await.unwrap_or_default());
-                let pools = ipam::default_pools();
-                let net = ipam::pick_free_subnet(&pools, &taken)
+                let net = ipam::pick_free_subnet(&self.addr_pools.v4, &taken)
                     .ok_or_else(|| ApiError::bad("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"))?;
                 (net, false)
             }
@@ -153,6 +153,7 @@ impl Daemon {
             }
             None => None,
         };
+        let ipv6 = self.network_v6(&mut st, &r).await?;
         let b = BridgeNet {
             index,
             bridge,
@@ -167,6 +168,7 @@ impl Daemon {
             gateway_mode,
             host_binding_ipv4: host_ip,
             mtu,
+            ipv6,
         };
         let n = Network {
             id: id.clone(),
@@ -180,6 +182,115 @@ impl Daemon {
         };
         self.install_network(&mut st, n).await?;
         Ok(id)
+    }
+
+    /// The IPv6 side of a new network (`--ipv6`, a v6 `--subnet`/`--gateway`/`--ip-range`):
+    /// given, or a /64 of the default v6 pools (Docker 27+), checked like Docker's
+    /// `validateIpamConfig` / `validateIPv6Subnet`.
+    async fn network_v6(
+        &self,
+        st: &mut super::State,
+        r: &NetworkCreateRequest,
+    ) -> ApiResult<Option<crate::model::BridgeNetV6>> {
+        if r.enable_ipv4 == Some(false) {
+            return Err(ApiError::bad(
+                "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet: every netd network has IPv4",
+            ));
+        }
+        if !r.enable_ipv6 {
+            if r.subnet_v6.is_some() || r.gateway_v6.is_some() || r.ip_range_v6.is_some() {
+                return Err(ApiError::bad(
+                    "an IPv6 --subnet, --gateway or --ip-range needs --ipv6 (netd enables IPv6 only when asked)",
+                ));
+            }
+            return Ok(None);
+        }
+        if !st.dp.ipv6() {
+            return Err(ApiError::bad(format!(
+                "IPv6 networks are not supported by the {} dataplane yet (netd up --dataplane iptables has them)",
+                st.dp.backend()
+            )));
+        }
+        let in_use: Vec<ipam::Ipv6Net> = st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref()?.ipv6.as_ref())
+            .filter_map(|v| ipam::Ipv6Net::new(v.subnet, v.prefix_len).ok())
+            .collect();
+        let (subnet, user_subnet) = match &r.subnet_v6 {
+            Some(s) => {
+                let net: ipam::Ipv6Net = s.parse().map_err(|e: ipam::IpamError| ApiError::bad(e.to_string()))?;
+                if net != net.trunc() {
+                    return Err(ApiError::bad(format!(
+                        "invalid network config:\ninvalid subnet {s}: it should be {}",
+                        net.trunc()
+                    )));
+                }
+                ipam::validate_ipv6_subnet(std::net::IpAddr::V6(net.addr()), net.prefix_len())
+                    .map_err(ApiError::bad)?;
+                if in_use.iter().any(|u| u.overlaps(&net)) {
+                    return Err(ApiError::bad(
+                        "invalid pool request: Pool overlaps with other one on this address space".to_string(),
+                    ));
+                }
+                (net, true)
+            }
+            None => {
+                if r.gateway_v6.is_some() || r.ip_range_v6.is_some() {
+                    return Err(ApiError::bad(
+                        "invalid pool request: gateway and ip-range require a subnet (--subnet)",
+                    ));
+                }
+                let mut taken = in_use.clone();
+                taken.extend(
+                    self.nl
+                        .ipv6_routes()
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(a, l)| ipam::Ipv6Net::new(a, l).ok()),
+                );
+                let net = ipam::pick_free_subnet6(&self.addr_pools.v6, &taken).ok_or_else(|| {
+                    ApiError::bad("could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network")
+                })?;
+                (net, false)
+            }
+        };
+        let gateway = match &r.gateway_v6 {
+            Some(g) => {
+                let gw: std::net::Ipv6Addr =
+                    g.parse().map_err(|_| ApiError::bad(format!("invalid gateway address {g:?}")))?;
+                if !subnet.contains(gw) {
+                    return Err(ApiError::bad(format!(
+                        "invalid network config:\ninvalid gateway {gw}: parent subnet {subnet} doesn't contain this address"
+                    )));
+                }
+                gw
+            }
+            None => subnet.first_host(),
+        };
+        let ip_range = match &r.ip_range_v6 {
+            Some(ir) => {
+                let rn: ipam::Ipv6Net = ir.parse().map_err(|e: ipam::IpamError| ApiError::bad(e.to_string()))?;
+                if !subnet.contains_net(&rn) {
+                    return Err(ApiError::bad(format!("no matching subnet for range {ir}")));
+                }
+                Some((rn.addr(), rn.prefix_len()))
+            }
+            None => None,
+        };
+        let gateway_mode: GatewayMode = match r.options.get("com.docker.network.bridge.gateway_mode_ipv6") {
+            Some(v) => v.parse().map_err(ApiError::bad)?,
+            None => GatewayMode::Nat,
+        };
+        Ok(Some(crate::model::BridgeNetV6 {
+            subnet: subnet.network(),
+            prefix_len: subnet.prefix_len(),
+            gateway,
+            ip_range,
+            user_subnet,
+            gateway_mode,
+        }))
     }
 
     /// The bridge driver's options (`-o`), Docker's parsing and messages.
@@ -221,6 +332,9 @@ impl Daemon {
             return Err(ApiError::internal(format!("saving state: {e}")));
         }
         st.pools.insert(n.id.clone(), Self::pool_for(&b));
+        if let Some(v6) = &b.ipv6 {
+            st.pools6.insert(n.id.clone(), Self::pool6_for(v6));
+        }
         st.networks.insert(n.id.clone(), n);
         Ok(())
     }
@@ -275,6 +389,7 @@ impl Daemon {
             tracing::warn!(bridge = %b.bridge, error = %e, "deleting bridge");
         }
         st.pools.remove(&n.id);
+        st.pools6.remove(&n.id);
         st.networks.remove(&n.id);
         let _ = self.store.remove_network(&n.id);
     }
@@ -325,7 +440,17 @@ impl Daemon {
             }
             c.insert("Gateway".into(), json!(b.gateway.to_string()));
             ipam_cfg.push(Value::Object(c));
+            if let Some(v6) = &b.ipv6 {
+                let mut c = serde_json::Map::new();
+                c.insert("Subnet".into(), json!(format!("{}/{}", v6.subnet, v6.prefix_len)));
+                if let Some((a, p)) = v6.ip_range {
+                    c.insert("IPRange".into(), json!(format!("{a}/{p}")));
+                }
+                c.insert("Gateway".into(), json!(v6.gateway.to_string()));
+                ipam_cfg.push(Value::Object(c));
+            }
         }
+        let v6addr = |ip6: Option<std::net::Ipv6Addr>, len: u8| ip6.map_or(String::new(), |a| format!("{a}/{len}"));
         let mut containers = serde_json::Map::new();
         if detail {
             for c in st.containers.values() {
@@ -337,7 +462,7 @@ impl Daemon {
                             "EndpointID": ep.endpoint_id,
                             "MacAddress": super::handlers::fmt_mac(ep.mac),
                             "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len),
-                            "IPv6Address": "",
+                            "IPv6Address": v6addr(ep.ip6, ep.prefix_len6),
                         }),
                     );
                 }
@@ -360,7 +485,7 @@ impl Daemon {
                         "EndpointID": a.id,
                         "MacAddress": super::handlers::fmt_mac(a.mac),
                         "IPv4Address": format!("{}/{}", a.ip, a.prefix_len),
-                        "IPv6Address": "",
+                        "IPv6Address": v6addr(a.ip6, a.prefix_len6),
                     }),
                 );
             }
@@ -378,7 +503,7 @@ impl Daemon {
             "Scope": "local",
             "Driver": n.driver,
             "EnableIPv4": n.bridge.is_some(),
-            "EnableIPv6": false,
+            "EnableIPv6": n.bridge.as_ref().is_some_and(|b| b.ipv6.is_some()),
             "IPAM": {"Driver": "default", "Options": null, "Config": ipam_cfg},
             "Internal": n.internal,
             "Attachable": false,
@@ -441,10 +566,22 @@ impl Daemon {
                 "user specified IP address is supported only when connecting to networks with user configured subnets"
             }));
         }
+        let static_ip6: Option<std::net::Ipv6Addr> = match &r.ip6 {
+            Some(s) => Some(s.parse().map_err(|_| ApiError::bad(format!("invalid IPv6 address: {s}")))?),
+            None => None,
+        };
+        if static_ip6.is_some() && n.bridge.as_ref().is_none_or(|b| b.ipv6.is_none()) {
+            return Err(ApiError::bad(format!(
+                "invalid endpoint settings:\nuser specified IPv6 address is not supported: IPv6 is not enabled on network {}",
+                n.name
+            )));
+        }
         if c.state.status == Status::Running {
             let netns = c.netns.clone().ok_or_else(|| ApiError::internal("sandbox has no network namespace"))?;
             let idx = c.endpoints.len();
-            let ep = self.attach_endpoint(&mut st, &cid, &nid, &netns, idx, static_ip, None, r.aliases.clone()).await?;
+            let ep = self
+                .attach_endpoint(&mut st, &cid, &nid, &netns, idx, static_ip, static_ip6, None, r.aliases.clone())
+                .await?;
             super::crash_point("connect:attached");
             let cc = st.containers.get_mut(&cid).expect("container");
             cc.endpoints.push(ep);
@@ -506,7 +643,7 @@ impl Daemon {
         if c.state.status != Status::Running {
             return;
         }
-        let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
+        let own: Vec<std::net::IpAddr> = own_addrs(&c.endpoints);
         let mut extra = Vec::new();
         for h in &c.config.extra_hosts {
             if let Ok((host, crate::etcfiles::HostIp::Ip(ip))) = crate::etcfiles::parse_add_host(h) {
@@ -517,4 +654,12 @@ impl Daemon {
         let path = self.cfg.runtime_dir(cid).join("hosts");
         let _ = std::fs::write(path, content);
     }
+}
+
+/// A sandbox's own addresses for /etc/hosts: each endpoint's IPv4 address, then its IPv6 one
+/// (Docker writes both lines for the container's names).
+pub fn own_addrs(eps: &[crate::model::Endpoint]) -> Vec<std::net::IpAddr> {
+    let mut v: Vec<std::net::IpAddr> = eps.iter().map(|e| std::net::IpAddr::V4(e.ip)).collect();
+    v.extend(eps.iter().filter_map(|e| e.ip6.map(std::net::IpAddr::V6)));
+    v
 }

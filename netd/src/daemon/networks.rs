@@ -47,8 +47,29 @@ impl Daemon {
             .add_address(&b.bridge, b.gateway, b.prefix_len)
             .await
             .map_err(|e| format!("adding {}/{} to {}: {e}", b.gateway, b.prefix_len, b.bridge))?;
+        if let Some(v6) = &b.ipv6 {
+            self.nl
+                .add_address6(&b.bridge, v6.gateway, v6.prefix_len)
+                .await
+                .map_err(|e| format!("adding {}/{} to {}: {e}", v6.gateway, v6.prefix_len, b.bridge))?;
+            // Docker enables IPv6 forwarding in the daemon's namespace for its v6 networks.
+            if self.cfg.up.ip_forward {
+                for k in ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding"] {
+                    if super::sysctl_read(k).as_deref() != Some("1") {
+                        super::sysctl_write(k, "1").map_err(|e| format!("enabling {k}: {e}"))?;
+                    }
+                }
+            }
+        }
         self.nl.set_up(&b.bridge).await.map_err(|e| format!("setting {} up: {e}", b.bridge))?;
         Ok(idx)
+    }
+
+    /// IPv6 address pool of a dual-stack network.
+    pub fn pool6_for(v6: &crate::model::BridgeNetV6) -> ipam::Pool6 {
+        let subnet = ipam::Ipv6Net::new(v6.subnet, v6.prefix_len).expect("valid v6 subnet");
+        let range = v6.ip_range.map(|(a, p)| ipam::Ipv6Net::new(a, p).expect("valid v6 range"));
+        ipam::Pool6::new(subnet, v6.gateway, range)
     }
 
     /// Address pool of a bridge network.
@@ -69,6 +90,7 @@ impl Daemon {
         netns: &Path,
         idx: usize,
         static_ip: Option<Ipv4Addr>,
+        static_ip6: Option<std::net::Ipv6Addr>,
         mac: Option<&str>,
         aliases: Vec<String>,
     ) -> ApiResult<Endpoint> {
@@ -83,6 +105,7 @@ impl Daemon {
                     netns: Some(netns.to_path_buf()),
                     ifname: format!("eth{idx}"),
                     address: static_ip.map_or(AddressRequest::Pool, AddressRequest::Static),
+                    ip6: static_ip6,
                     mac,
                     default_route: idx == 0,
                     aliases,
@@ -102,13 +125,16 @@ impl Daemon {
 
 /// Pick the default bridge's subnet like Docker: `--bip` as given, else 172.17.0.1/16 unless
 /// it overlaps a route of the host, else the first free subnet of the default pools.
-pub fn default_bridge_subnet(bip: Option<&str>, routes: &[Ipv4Net]) -> Result<(Ipv4Net, Ipv4Addr), String> {
+pub fn default_bridge_subnet(
+    bip: Option<&str>,
+    routes: &[Ipv4Net],
+    pools: &[Ipv4Net],
+) -> Result<(Ipv4Net, Ipv4Addr), String> {
     if let Some(bip) = bip {
         let (net, gw) = ipam::parse_bip(bip).map_err(|e| e.to_string())?;
         return Ok((net, gw));
     }
-    let pools = ipam::default_pools();
-    let net = ipam::pick_free_subnet(&pools, routes)
+    let net = ipam::pick_free_subnet(pools, routes)
         .ok_or("no free subnet in the default address pools for the default bridge")?;
     Ok((net, net.first_host()))
 }

@@ -8,7 +8,7 @@
 //! by ending docker-proxy).
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
     sync::Arc,
     time::Duration,
@@ -56,8 +56,9 @@ fn udp_max_flows() -> usize {
     })
 }
 
-/// Relay TCP connections accepted on `sock` (bound, not yet listening) to `target`.
-pub fn tcp(sock: OwnedFd, target: SocketAddrV4) -> std::io::Result<Proxy> {
+/// Relay TCP connections accepted on `sock` (bound, not yet listening) to `target`. The two may
+/// be of different families (a `[::]` binding of an IPv4-only sandbox, as docker-proxy does).
+pub fn tcp(sock: OwnedFd, target: SocketAddr) -> std::io::Result<Proxy> {
     // SAFETY: listen on a socket we own.
     if unsafe { libc::listen(sock.as_raw_fd(), 1024) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -79,7 +80,7 @@ pub fn tcp(sock: OwnedFd, target: SocketAddrV4) -> std::io::Result<Proxy> {
                     conns.spawn(async move {
                         if let Ok(Ok(mut out)) = tokio::time::timeout(
                             Duration::from_secs(5),
-                            tokio::net::TcpStream::connect(SocketAddr::V4(target)),
+                            tokio::net::TcpStream::connect(target),
                         )
                         .await
                         {
@@ -96,44 +97,72 @@ pub fn tcp(sock: OwnedFd, target: SocketAddrV4) -> std::io::Result<Proxy> {
     Ok(Proxy { stop: Some(tx), task })
 }
 
-/// Receive one datagram on `sock` with the local address it was sent to (IP_PKTINFO).
-fn recv_pktinfo(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<Ipv4Addr>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+/// Receive one datagram on `sock` with the local address it was sent to (IP_PKTINFO, or
+/// IPV6_PKTINFO on an IPv6 socket).
+fn recv_pktinfo(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-    let m = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let m = recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(std::io::Error::from)?;
     let mut local = None;
     for c in m.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
-            local = Some(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr)));
+        match c {
+            ControlMessageOwned::Ipv4PacketInfo(pi) => {
+                local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(pi) => {
+                local = Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
+            }
+            _ => {}
         }
     }
-    let from = m.address.map(|a| SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())));
+    let from = m.address.and_then(|a| {
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()))
+        } else {
+            a.as_sockaddr_in6().map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+        }
+    });
     let n = m.bytes;
     from.map(|f| (n, f, local)).ok_or_else(|| std::io::Error::other("datagram without a source address"))
 }
 
-/// Send `buf` to `to` from the local address `from` (IP_PKTINFO's `ipi_spec_dst`), so the reply
-/// leaves from the address the client sent to.
-fn send_from(sock: &UdpSocket, buf: &[u8], to: SocketAddr, from: Option<Ipv4Addr>) -> std::io::Result<usize> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg};
-    let SocketAddr::V4(to) = to else { return Err(std::io::Error::other("IPv6 client")) };
-    let dst = SockaddrIn::from(to);
+/// Send `buf` to `to` from the local address `from` (IP_PKTINFO's `ipi_spec_dst`, or
+/// IPV6_PKTINFO's `ipi6_addr`), so the reply leaves from the address the client sent to.
+fn send_from(sock: &UdpSocket, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, sendmsg};
     let iov = [std::io::IoSlice::new(buf)];
-    let pi;
-    let cmsgs: &[ControlMessage] = match from {
-        Some(a) if !a.is_unspecified() => {
-            pi = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr { s_addr: u32::from(a).to_be() },
-                ipi_addr: libc::in_addr { s_addr: 0 },
+    match to {
+        SocketAddr::V4(to) => {
+            let dst = SockaddrIn::from(to);
+            let pi;
+            let cmsgs: &[ControlMessage] = match from {
+                Some(IpAddr::V4(a)) if !a.is_unspecified() => {
+                    pi = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr { s_addr: u32::from(a).to_be() },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    &[ControlMessage::Ipv4PacketInfo(&pi)]
+                }
+                _ => &[],
             };
-            &[ControlMessage::Ipv4PacketInfo(&pi)]
+            sendmsg(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), Some(&dst)).map_err(std::io::Error::from)
         }
-        _ => &[],
-    };
-    sendmsg(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), Some(&dst)).map_err(std::io::Error::from)
+        SocketAddr::V6(to) => {
+            let dst = SockaddrIn6::from(to);
+            let pi;
+            let cmsgs: &[ControlMessage] = match from {
+                Some(IpAddr::V6(a)) if !a.is_unspecified() => {
+                    pi = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: a.octets() }, ipi6_ifindex: 0 };
+                    &[ControlMessage::Ipv6PacketInfo(&pi)]
+                }
+                _ => &[],
+            };
+            sendmsg(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), Some(&dst)).map_err(std::io::Error::from)
+        }
+    }
 }
 
 /// One client's flow: the upstream socket (connected to the sandbox) and when it last spoke.
@@ -147,10 +176,15 @@ struct Flow {
 /// Relay UDP datagrams received on `sock` to `target`, one upstream socket per client. Replies
 /// go back from the address and port the client sent to; a client's flow ends after
 /// [`udp_idle`] without a reply, and a later datagram from it starts a new one.
-pub fn udp(sock: std::net::UdpSocket, target: SocketAddrV4) -> std::io::Result<Proxy> {
+pub fn udp(sock: std::net::UdpSocket, target: SocketAddr) -> std::io::Result<Proxy> {
     sock.set_nonblocking(true)?;
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
-        .map_err(std::io::Error::from)?;
+    if sock.local_addr()?.is_ipv6() {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv6RecvPacketInfo, &true)
+            .map_err(std::io::Error::from)?;
+    } else {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+            .map_err(std::io::Error::from)?;
+    }
     let front = Arc::new(UdpSocket::from_std(sock)?);
     let (tx, mut rx) = oneshot::channel::<()>();
     let (idle, max) = (udp_idle(), udp_max_flows());
@@ -193,8 +227,9 @@ pub fn udp(sock: std::net::UdpSocket, target: SocketAddrV4) -> std::io::Result<P
                     f.relay.abort();
                 }
             }
-            let Ok(u) = UdpSocket::bind("0.0.0.0:0").await else { continue };
-            if u.connect(SocketAddr::V4(target)).await.is_err() {
+            let any: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+            let Ok(u) = UdpSocket::bind(any).await else { continue };
+            if u.connect(target).await.is_err() {
                 continue;
             }
             let up = Arc::new(u);

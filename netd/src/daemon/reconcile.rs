@@ -79,6 +79,14 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         store.save_network(&n).map_err(|e| err(format!("saving state: {e}")))?;
     }
     let routes = nl.ipv4_routes().await.map_err(|e| err(format!("listing routes: {e}")))?;
+    let addr_pools = super::AddrPools::resolve(&cfg.up.default_address_pool, &cfg.up.data_root).map_err(err)?;
+    let routes6: Vec<crate::ipam::Ipv6Net> = nl
+        .ipv6_routes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(a, l)| crate::ipam::Ipv6Net::new(a, l).ok())
+        .collect();
     // `-b BRIDGE`: an existing bridge whose own address becomes the default bridge's gateway.
     let adopted = match cfg.up.bridge.as_deref() {
         None | Some("none") => None,
@@ -94,13 +102,13 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             }
         }
     };
-    let default_bridge = configure_default_bridge(&cfg, &mut networks, &routes, adopted)?;
+    let default_bridge = configure_default_bridge(&cfg, &mut networks, &routes, &routes6, &addr_pools, adopted)?;
     if let Some(n) = &default_bridge {
         store.save_network(n).map_err(|e| err(format!("saving state: {e}")))?;
     }
 
     // Uplinks: given, or the interfaces holding a default route.
-    let (uplinks, local_addrs, docker_bridges) = resolve_uplinks(&nl, &cfg.up.uplink).await?;
+    let (uplinks, (local_addrs, local_addrs6), docker_bridges) = resolve_uplinks(&nl, &cfg.up.uplink).await?;
     // Only once the flags have checked out against the host (-b, --uplink).
     if cfg.up.ip_forward && saved_ip_forward.as_deref() != Some("1") {
         super::sysctl_write("net.ipv4.ip_forward", "1").map_err(|e| err(format!("enabling ip_forward: {e}")))?;
@@ -121,6 +129,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     let host_info = HostInfo {
         uplinks,
         local_addrs,
+        local_addrs6,
         docker_bridges,
         userland_proxy: cfg.up.userland_proxy,
         bpffs: cfg.up.bpffs.clone(),
@@ -129,6 +138,15 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         xdp: cfg.up.xdp,
     };
     let mut dp = super::new_backend(cfg.up.dataplane, &cfg.up).map_err(err)?;
+    // A backend without IPv6 refuses it up front, before anything is installed.
+    if !dp.ipv6()
+        && let Some(n) = networks.values().find(|n| n.bridge.as_ref().is_some_and(|b| b.ipv6.is_some()))
+    {
+        return Err(err(format!(
+            "network {} has IPv6 enabled, which the {} dataplane does not support yet (use --dataplane iptables)",
+            n.name, cfg.up.dataplane
+        )));
+    }
     dp.init(&host_info).map_err(|e| err(format!("dataplane: {e}")))?;
 
     let daemon = Arc::new(Daemon {
@@ -142,6 +160,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             dp,
             allocator: PortAllocator::default(),
             pools: HashMap::new(),
+            pools6: HashMap::new(),
             held: HashMap::new(),
             proxies: HashMap::new(),
             publish_timing: Default::default(),
@@ -156,6 +175,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         saved_ip_forward,
         cgroups,
         teardown_progress: tokio::sync::watch::Sender::new(Default::default()),
+        addr_pools,
     });
 
     // Bridges and dataplane networks.
@@ -166,6 +186,9 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             let Some(b) = &n.bridge else { continue };
             let idx = daemon.ensure_bridge(b).await.map_err(err)?;
             st.pools.insert(n.id.clone(), Daemon::pool_for(b));
+            if let Some(v6) = &b.ipv6 {
+                st.pools6.insert(n.id.clone(), Daemon::pool6_for(v6));
+            }
             st.dp.network_added(&n.spec(idx).expect("bridge")).map_err(|e| err(format!("dataplane: {e}")))?;
         }
     }
@@ -266,6 +289,8 @@ fn configure_default_bridge(
     cfg: &Config,
     networks: &mut BTreeMap<String, Network>,
     routes: &[Ipv4Net],
+    routes6: &[crate::ipam::Ipv6Net],
+    pools: &super::AddrPools,
     adopted: Option<(Ipv4Addr, u8)>,
 ) -> Result<Option<Network>, UpError> {
     let existing = networks.values().find(|n| n.default_bridge).map(|n| n.id.clone());
@@ -296,7 +321,44 @@ fn configure_default_bridge(
         (None, Some(p), None) if p.bridge == bridge => {
             (Ipv4Net::new(p.subnet, p.prefix_len).map_err(|e| err(e.to_string()))?, p.gateway)
         }
-        _ => networks::default_bridge_subnet(cfg.up.bip.as_deref(), &routes).map_err(err)?,
+        _ => networks::default_bridge_subnet(cfg.up.bip.as_deref(), &routes, &pools.v4).map_err(err)?,
+    };
+    // `--ipv6`: `--fixed-cidr-v6` as given (gateway ::1 of it), else the previous daemon's v6
+    // subnet, else a /64 of the default v6 pools (Docker 27+).
+    let ipv6 = if cfg.up.ipv6 {
+        let prev6 = prev.as_ref().filter(|p| p.bridge == bridge).and_then(|p| p.ipv6.clone());
+        let (sub6, user) = match (&cfg.up.fixed_cidr_v6, &prev6) {
+            (Some(f), _) => (crate::ipam::parse_fixed_cidr_v6(f).map_err(err)?.trunc(), true),
+            (None, Some(p)) if !p.user_subnet => {
+                (crate::ipam::Ipv6Net::new(p.subnet, p.prefix_len).map_err(|e| err(e.to_string()))?, false)
+            }
+            (None, _) => {
+                let mut taken: Vec<crate::ipam::Ipv6Net> = networks
+                    .values()
+                    .filter(|n| !n.default_bridge)
+                    .filter_map(|n| n.bridge.as_ref()?.ipv6.as_ref())
+                    .filter_map(|v| crate::ipam::Ipv6Net::new(v.subnet, v.prefix_len).ok())
+                    .collect();
+                taken.extend(routes6.iter().copied());
+                let n = crate::ipam::pick_free_subnet6(&pools.v6, &taken)
+                    .ok_or_else(|| err("no free IPv6 subnet in the default address pools for the default bridge"))?;
+                (n, false)
+            }
+        };
+        let gw6 = match &prev6 {
+            Some(p) if p.subnet == sub6.network() && p.prefix_len == sub6.prefix_len() => p.gateway,
+            _ => sub6.first_host(),
+        };
+        Some(crate::model::BridgeNetV6 {
+            subnet: sub6.network(),
+            prefix_len: sub6.prefix_len(),
+            gateway: gw6,
+            ip_range: None,
+            user_subnet: user,
+            gateway_mode: Default::default(),
+        })
+    } else {
+        None
     };
     let ip_range = match &cfg.up.fixed_cidr {
         Some(fc) => {
@@ -323,6 +385,7 @@ fn configure_default_bridge(
         gateway_mode: Default::default(),
         host_binding_ipv4: host_ip,
         mtu: cfg.up.mtu.unwrap_or(networks::DEFAULT_MTU),
+        ipv6,
     };
     let mut options = BTreeMap::new();
     options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
@@ -348,7 +411,7 @@ fn configure_default_bridge(
     Ok(Some(n))
 }
 
-type HostView = (Vec<Uplink>, Vec<Ipv4Addr>, Vec<HostBridge>);
+type HostView = (Vec<Uplink>, (Vec<Ipv4Addr>, Vec<std::net::Ipv6Addr>), Vec<HostBridge>);
 
 async fn resolve_uplinks(nl: &Netlink, given: &[String]) -> Result<HostView, UpError> {
     let links = nl.host_links().await.map_err(|e| err(format!("listing links: {e}")))?;
@@ -367,6 +430,7 @@ pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostVi
             name: l.name.clone(),
             ifindex: l.index,
             addrs: l.addrs.clone(),
+            addrs6: l.addrs6.clone(),
             kind: l.kind.clone(),
             l3: l.l3 && !l.ether,
         })
@@ -375,12 +439,16 @@ pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostVi
         links.iter().flat_map(|l| l.addrs.iter().copied()).filter(|a| !a.is_loopback()).collect();
     addrs.sort();
     addrs.dedup();
+    let mut addrs6: Vec<std::net::Ipv6Addr> =
+        links.iter().flat_map(|l| l.addrs6.iter().copied()).filter(|a| !a.is_loopback()).collect();
+    addrs6.sort();
+    addrs6.dedup();
     let bridges = links
         .iter()
         .filter(|l| l.kind == "bridge" && crate::dataplane::is_docker_bridge_name(&l.name))
         .map(|l| HostBridge { name: l.name.clone(), ifindex: l.index })
         .collect();
-    (uplinks, addrs, bridges)
+    (uplinks, (addrs, addrs6), bridges)
 }
 
 /// Follow the host's interfaces and addresses (rtnetlink): uplinks that appear get the
@@ -406,10 +474,11 @@ pub async fn follow_host(d: Shared) {
                 continue;
             }
         };
-        let (uplinks, addrs, bridges) = host_view(&links, &d.cfg.up.uplink);
+        let (uplinks, (addrs, addrs6), bridges) = host_view(&links, &d.cfg.up.uplink);
         let mut st = d.state.lock().await;
         if st.host_info.uplinks == uplinks
             && st.host_info.local_addrs == addrs
+            && st.host_info.local_addrs6 == addrs6
             && st.host_info.docker_bridges == bridges
         {
             continue;
@@ -422,6 +491,7 @@ pub async fn follow_host(d: Shared) {
         );
         st.host_info.uplinks = uplinks;
         st.host_info.local_addrs = addrs;
+        st.host_info.local_addrs6 = addrs6;
         st.host_info.docker_bridges = bridges;
         let hi = st.host_info.clone();
         if let Err(e) = st.dp.host_changed(&hi) {

@@ -104,12 +104,22 @@ fn link_key(l: &LinkRule) -> LinkKey {
 }
 
 /// The bindings as the programs key them: routed networks have no DNAT, so the container port
-/// opens under the sandbox's own address.
+/// opens under the sandbox's own address. IPv4 bindings only: this dataplane has no IPv6 yet
+/// ([`Dataplane::ipv6`] is false, so the daemon makes no v6 binding for it).
 fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
+    let v4 = ports.iter().filter(|p| p.host_ip.is_ipv4() && p.container_ip.is_ipv4());
     if net.gateway_mode != GatewayMode::Routed {
-        return ports.to_vec();
+        return v4.cloned().collect();
     }
-    ports.iter().map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
+    v4.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
+}
+
+/// The IPv4 address of a binding ([`map_keys`] keeps v4 bindings only).
+fn v4(ip: std::net::IpAddr) -> Ipv4Addr {
+    match ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
 }
 
 /// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_ns` returns).
@@ -337,7 +347,7 @@ impl Ebpf {
     }
 
     fn published_key(p: &PortMapping) -> PublishedKey {
-        PublishedKey { addr: be_addr(p.host_ip), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
+        PublishedKey { addr: be_addr(v4(p.host_ip)), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
     }
 }
 
@@ -627,10 +637,16 @@ impl Dataplane for Ebpf {
     }
 
     fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        if let Some(p) = ports.iter().find(|p| p.host_ip.is_ipv6() || p.container_ip.is_ipv6()) {
+            return Err(err(
+                "PUBLISHED_V4",
+                format!("IPv6 binding [{}]:{} is not supported by the ebpf dataplane yet", p.host_ip, p.host_port),
+            ));
+        }
         let ports = &map_keys(net, ports);
         let mut fresh: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
-            let key = (p.proto, p.host_ip, p.host_port);
+            let key = (p.proto, v4(p.host_ip), p.host_port);
             let slot = match self.slots.get(&key) {
                 Some(s) => *s,
                 None => {
@@ -646,7 +662,7 @@ impl Dataplane for Ebpf {
                 }
             };
             let v = PublishedValue {
-                addr: be_addr(p.container_ip),
+                addr: be_addr(v4(p.container_ip)),
                 port: be_port(p.container_port),
                 _pad: 0,
                 net: p.network_index,
@@ -709,13 +725,15 @@ impl Dataplane for Ebpf {
             let what = format!("published port {}:{}/{}", p.host_ip, p.host_port, p.proto.as_str());
             match m.get(&Self::published_key(p), 0) {
                 Err(_) => out.push(format!("{what} is missing from the PUBLISHED_V4 map")),
-                Ok(v) if v.addr != be_addr(p.container_ip) || v.port != be_port(p.container_port) => out.push(format!(
-                    "{what} in the PUBLISHED_V4 map leads to {}:{}, not {}:{}",
-                    Ipv4Addr::from(u32::from_be(v.addr)),
-                    u16::from_be(v.port),
-                    p.container_ip,
-                    p.container_port
-                )),
+                Ok(v) if v.addr != be_addr(v4(p.container_ip)) || v.port != be_port(p.container_port) => {
+                    out.push(format!(
+                        "{what} in the PUBLISHED_V4 map leads to {}:{}, not {}:{}",
+                        Ipv4Addr::from(u32::from_be(v.addr)),
+                        u16::from_be(v.port),
+                        p.container_ip,
+                        p.container_port
+                    ))
+                }
                 Ok(_) => {}
             }
         }
@@ -732,7 +750,7 @@ impl Dataplane for Ebpf {
                 let _ = m.remove(&Self::published_key(p));
             }
             self.live_published.remove(&Self::published_key(p));
-            if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
+            if let Some(s) = self.slots.remove(&(p.proto, v4(p.host_ip), p.host_port)) {
                 self.free_slots.push(s);
                 gone.push((p.proto.number(), be_port(p.host_port), s + 1));
             }
@@ -897,7 +915,7 @@ impl Dataplane for Ebpf {
         for ((proto, ip, port), slot) in sorted {
             let v = arr.get(&slot, 0).map_err(|e| err("PORT_STATS", e))?;
             let (packets, bytes) = v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
-            ports.push(PortStats { proto, host_ip: ip, host_port: port, packets, bytes });
+            ports.push(PortStats { proto, host_ip: ip.into(), host_port: port, packets, bytes });
         }
         let drops = l.drop_stats().map_err(|e| err("DROP_STATS", e))?;
         let drops = DropReason::ALL.iter().map(|r| (r.label().to_string(), drops[r.label()])).collect();

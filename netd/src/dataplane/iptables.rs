@@ -13,6 +13,13 @@
 //! top whenever it starts or creates a network, and they accept `-i docker0 ! -o docker0`
 //! before any jump netd could keep there; mangle FORWARD runs before filter FORWARD and Docker
 //! leaves it alone, so both directions drop whichever daemon started last.
+//!
+//! IPv6 (`--ipv6` networks, `--ip6tables`, default true): the same chains in ip6tables, with
+//! Docker 27+'s v6 rules (moby's `iptabler` ip6tables goldens): NAT66 masquerade of the
+//! network's prefix in `nat` mode, DNAT of v6 bindings with `! -s fe80::/10`, `OUTPUT ! -d
+//! ::1/128`, ICMPv6 in routed mode, the direct-access DROP per sandbox address; no loopback
+//! DROP (`::1` is not routable). A `[::]` binding of an IPv4-only sandbox gets no rule: the
+//! userland proxy serves it, as docker-proxy does.
 use std::{collections::BTreeSet, io::Write, net::Ipv4Addr, process::Command};
 
 use super::*;
@@ -22,6 +29,8 @@ const B: &str = "iptables";
 /// One rule: table and rule spec (without `-A CHAIN`/`-I CHAIN`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
+    /// An ip6tables rule.
+    pub v6: bool,
     pub table: &'static str,
     pub chain: &'static str,
     /// Insert at the head (Docker inserts per-port ACCEPTs before the network's DROP).
@@ -30,11 +39,17 @@ pub struct Rule {
 }
 
 fn r(table: &'static str, chain: &'static str, spec: impl Into<String>) -> Rule {
-    Rule { table, chain, head: false, spec: spec.into() }
+    Rule { v6: false, table, chain, head: false, spec: spec.into() }
 }
 
 fn rh(table: &'static str, chain: &'static str, spec: impl Into<String>) -> Rule {
-    Rule { table, chain, head: true, spec: spec.into() }
+    Rule { v6: false, table, chain, head: true, spec: spec.into() }
+}
+
+/// The same rule in ip6tables.
+fn six(mut rule: Rule) -> Rule {
+    rule.v6 = true;
+    rule
 }
 
 pub const FILTER_CHAINS: [&str; 6] = ["NETD", "NETD-USER", "NETD-FORWARD", "NETD-CT", "NETD-INTERNAL", "NETD-BRIDGE"];
@@ -42,8 +57,16 @@ pub const NAT_CHAINS: [&str; 3] = ["NETD", "NETD-POSTROUTING", "NETD-LOOPBACK"];
 pub const RAW_CHAINS: [&str; 1] = ["NETD-RAW"];
 pub const MANGLE_CHAINS: [&str; 3] = ["NETD-ISOLATION-STAGE-1", "NETD-ISOLATION-STAGE-2", "NETD-ISOLATION-STAGE-3"];
 
-/// Jumps from the built-in chains into netd's.
+/// Jumps from the built-in chains into netd's, both families (ip6tables: `::1/128` for the
+/// loopback exclusion).
 pub fn render_jumps(userland_proxy: bool) -> Vec<Rule> {
+    let v4 = render_jumps4(userland_proxy);
+    let v6: Vec<Rule> =
+        v4.iter().map(|j| six(Rule { spec: j.spec.replace("127.0.0.0/8", "::1/128"), ..j.clone() })).collect();
+    v4.into_iter().chain(v6).collect()
+}
+
+fn render_jumps4(userland_proxy: bool) -> Vec<Rule> {
     vec![
         r("filter", "FORWARD", "-j NETD-USER"),
         r("filter", "FORWARD", "-j NETD-FORWARD"),
@@ -77,16 +100,20 @@ pub fn render_isolation(netd: &BTreeSet<String>, foreign: &BTreeSet<String>) -> 
     v.extend(foreign.iter().map(|f| r("mangle", s1, format!("-i {f} -j {s3}"))));
     v.extend(foreign.iter().map(|f| r("mangle", s2, format!("-o {f} -j DROP"))));
     v.extend(netd.iter().map(|b| r("mangle", s3, format!("-o {b} -j DROP"))));
+    let v6: Vec<Rule> = v.iter().cloned().map(six).collect();
+    v.extend(v6);
     v
 }
 
 /// The daemon's fixed rules (new-daemon.md).
 pub fn render_base() -> Vec<Rule> {
-    vec![
+    let v4 = vec![
         r("filter", "NETD-FORWARD", "-j NETD-CT"),
         r("filter", "NETD-FORWARD", "-j NETD-INTERNAL"),
         r("filter", "NETD-FORWARD", "-j NETD-BRIDGE"),
-    ]
+    ];
+    let v6: Vec<Rule> = v4.iter().cloned().map(six).collect();
+    v4.into_iter().chain(v6).collect()
 }
 
 fn cidr(n: &NetworkSpec) -> String {
@@ -101,11 +128,13 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
     let sub = cidr(n);
     if n.internal {
         // usernet-internal.md: no DROP/BRIDGE/CT rules, the INTERNAL pair at the head.
-        return vec![
+        let mut v = vec![
             r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j {}", if n.icc { "ACCEPT" } else { "DROP" })),
             rh("filter", "NETD-INTERNAL", format!("! -s {sub} -o {br} -j DROP")),
             rh("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} -j DROP")),
         ];
+        v.extend(render_network6(n, userland_proxy));
+        return v;
     }
     let mut v = Vec::new();
     match n.gateway_mode {
@@ -135,15 +164,66 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
     if n.masquerade && n.gateway_mode != GatewayMode::Routed {
         v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
     }
+    v.extend(render_network6(n, userland_proxy));
     v
 }
 
-/// Docker's direct-access protection for a sandbox address in nat mode.
-pub fn render_endpoint(n: &NetworkSpec, ep: &EndpointSpec) -> Vec<Rule> {
-    if n.gateway_mode != GatewayMode::Nat {
-        return Vec::new();
+/// The ip6tables rules of a dual-stack network (none for an IPv4-only one): the v4 layout with
+/// the v6 prefix and the v6 gateway mode (Docker 27+: NAT66 masquerade whatever the prefix).
+fn render_network6(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
+    let Some(v6) = &n.ipv6 else { return Vec::new() };
+    let br = &n.bridge;
+    let sub = v6.cidr();
+    if n.internal {
+        // moby iptabler `internal=true` ip6tables golden.
+        return vec![
+            six(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j {}", if n.icc { "ACCEPT" } else { "DROP" }))),
+            six(rh("filter", "NETD-INTERNAL", format!("! -s {sub} ! -i {br} -o {br} -j DROP"))),
+            six(rh("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} ! -o {br} -j DROP"))),
+        ];
     }
-    vec![r("raw", "NETD-RAW", format!("-d {}/32 ! -i {} -j DROP", ep.ip, n.bridge))]
+    let mut v = Vec::new();
+    match v6.gateway_mode {
+        GatewayMode::NatUnprotected => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j ACCEPT"))),
+        GatewayMode::Routed => {
+            v.push(r("filter", "NETD", format!("-o {br} -p ipv6-icmp -j ACCEPT")));
+            v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")));
+        }
+        GatewayMode::Nat => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP"))),
+    }
+    v.extend([
+        r("filter", "NETD-BRIDGE", format!("-o {br} -j NETD")),
+        r("filter", "NETD-CT", format!("-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")),
+    ]);
+    if n.icc {
+        v.push(r("filter", "NETD-FORWARD", format!("-i {br} -j ACCEPT")));
+    } else {
+        v.push(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j DROP")));
+        v.push(r("filter", "NETD-FORWARD", format!("-i {br} ! -o {br} -j ACCEPT")));
+    }
+    if !userland_proxy {
+        v.push(rh("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
+    }
+    if n.masquerade && v6.gateway_mode != GatewayMode::Routed {
+        v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
+    }
+    v.into_iter().map(six).collect()
+}
+
+/// Docker's direct-access protection for a sandbox address in nat mode (each family by its
+/// own gateway mode).
+pub fn render_endpoint(n: &NetworkSpec, ep: &EndpointSpec) -> Vec<Rule> {
+    let mut v = Vec::new();
+    if n.gateway_mode == GatewayMode::Nat {
+        v.push(r("raw", "NETD-RAW", format!("-d {}/32 ! -i {} -j DROP", ep.ip, n.bridge)));
+    }
+    if let (Some(v6), Some(ip6)) = (&n.ipv6, ep.ip6)
+        && v6.gateway_mode == GatewayMode::Nat
+        && !n.internal
+    {
+        v.push(six(r("raw", "NETD-RAW", format!("-d {ip6}/128 ! -i {} -j DROP", n.bridge))));
+    }
+    v
 }
 
 /// The jump into `NETD-LOOPBACK` (nat OUTPUT to 127.0.0.0/8), installed with the first
@@ -158,6 +238,18 @@ pub fn loopback_jump() -> Rule {
 /// plus what the daemon-wide proxy-less setup gives every binding there: loopback DNAT
 /// (`NETD-LOOPBACK`) and masquerade of the loopback source onto the bridge.
 pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Vec<Rule> {
+    if p.is_cross_family() {
+        // A `[::]` binding of an IPv4-only sandbox: the userland proxy serves it (Docker's
+        // iptabler adds no rule for it either).
+        return Vec::new();
+    }
+    if let (std::net::IpAddr::V6(host), std::net::IpAddr::V6(ctr)) = (p.host_ip, p.container_ip) {
+        return render_port6(n, p, host, ctr, userland_proxy && !p.unproxied);
+    }
+    let (std::net::IpAddr::V4(host_ip), std::net::IpAddr::V4(container_ip)) = (p.host_ip, p.container_ip) else {
+        return Vec::new();
+    };
+    let p = &V4Port { host_ip, container_ip, ..V4Port::of(p) };
     let per_port_noproxy = userland_proxy && p.unproxied;
     let userland_proxy = userland_proxy && !p.unproxied;
     let br = &n.bridge;
@@ -213,6 +305,73 @@ pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Ve
     v
 }
 
+/// A binding's fields with its addresses as IPv4 (the v4 renderer's view).
+struct V4Port {
+    proto: Proto,
+    host_ip: Ipv4Addr,
+    host_port: u16,
+    container_ip: Ipv4Addr,
+    container_port: u16,
+    unproxied: bool,
+}
+
+impl V4Port {
+    fn of(p: &PortMapping) -> Self {
+        Self {
+            proto: p.proto,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: p.host_port,
+            container_ip: Ipv4Addr::UNSPECIFIED,
+            container_port: p.container_port,
+            unproxied: p.unproxied,
+        }
+    }
+}
+
+/// One v6 binding to a v6 sandbox address (moby's `setPerPortIptables` for IPv6): the
+/// per-port ACCEPT, DNAT with `! -s fe80::/10`, hairpin masquerade without the proxy; no
+/// loopback DROP.
+fn render_port6(
+    n: &NetworkSpec,
+    p: &PortMapping,
+    host: std::net::Ipv6Addr,
+    ctr: std::net::Ipv6Addr,
+    userland_proxy: bool,
+) -> Vec<Rule> {
+    let Some(v6) = &n.ipv6 else { return Vec::new() };
+    let br = &n.bridge;
+    let pr = p.proto.as_str();
+    let accept = rh(
+        "filter",
+        "NETD",
+        format!("-d {ctr}/128 ! -i {br} -o {br} -p {pr} -m {pr} --dport {} -j ACCEPT", p.container_port),
+    );
+    let mut v = Vec::new();
+    match v6.gateway_mode {
+        GatewayMode::Routed => return vec![six(accept)],
+        GatewayMode::NatUnprotected => {}
+        GatewayMode::Nat => v.push(accept),
+    }
+    let dst = if host.is_unspecified() { String::new() } else { format!("-d {host}/128 ") };
+    let inif = if userland_proxy { format!("! -i {br} ") } else { String::new() };
+    v.push(r(
+        "nat",
+        "NETD",
+        format!(
+            "! -s fe80::/10 {dst}{inif}-p {pr} -m {pr} --dport {} -j DNAT --to-destination [{ctr}]:{}",
+            p.host_port, p.container_port
+        ),
+    ));
+    if !userland_proxy {
+        v.push(r(
+            "nat",
+            "NETD-POSTROUTING",
+            format!("-s {ctr}/128 -d {ctr}/128 -p {pr} -m {pr} --dport {} -j MASQUERADE", p.container_port),
+        ));
+    }
+    v.into_iter().map(six).collect()
+}
+
 /// `--link` exceptions under icc=false (both directions of the exact port).
 pub fn render_link(n: &NetworkSpec, l: &LinkRule) -> Vec<Rule> {
     let br = &n.bridge;
@@ -265,6 +424,11 @@ pub fn batch(rules: &[Rule], delete: bool, declare: &[(&'static str, &'static [&
 pub struct Iptables {
     restore: &'static str,
     cmd: &'static str,
+    /// `ip6tables-restore` / `ip6tables` of the same backend.
+    restore6: &'static str,
+    cmd6: &'static str,
+    /// `--ip6tables`: v6 rules are installed (else v6 networks get none, as Docker).
+    ip6tables: bool,
     userland_proxy: bool,
     /// [`loopback_jump`] is in place.
     loopback_jump: bool,
@@ -274,6 +438,8 @@ pub struct Iptables {
     /// nft backend: the `ip` tables (raw, nat, filter) that did not exist before netd came up;
     /// `netd down` deletes them again when nothing but empty built-in chains remains.
     new_tables: Vec<&'static str>,
+    /// The same for the `ip6` family.
+    new_tables6: Vec<&'static str>,
     /// netd's bridges and the host's bridges named like Docker's, and the isolation rules
     /// rendered from them (rebuilt as a whole when either changes).
     bridges: BTreeSet<String>,
@@ -282,19 +448,23 @@ pub struct Iptables {
 }
 
 impl Iptables {
-    pub fn new(backend: &str, userland_proxy: bool) -> Self {
-        let (restore, cmd) = if backend == "legacy" {
-            ("iptables-legacy-restore", "iptables-legacy")
+    pub fn new(backend: &str, userland_proxy: bool, ip6tables: bool) -> Self {
+        let (restore, cmd, restore6, cmd6) = if backend == "legacy" {
+            ("iptables-legacy-restore", "iptables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy")
         } else {
-            ("iptables-nft-restore", "iptables-nft")
+            ("iptables-nft-restore", "iptables-nft", "ip6tables-nft-restore", "ip6tables-nft")
         };
         Self {
             restore,
             cmd,
+            restore6,
+            cmd6,
+            ip6tables,
             userland_proxy,
             loopback_jump: false,
             installed: BTreeSet::new(),
             new_tables: Vec::new(),
+            new_tables6: Vec::new(),
             bridges: BTreeSet::new(),
             docker_bridges: BTreeSet::new(),
             isolation: Vec::new(),
@@ -304,23 +474,54 @@ impl Iptables {
     /// Rebuild the mangle isolation chains when the bridges changed (one batch: declaring the
     /// chains flushes them, the rules follow in the same commit).
     fn sync_isolation(&mut self) -> DpResult<()> {
-        let rules = render_isolation(&self.bridges, &self.docker_bridges);
+        let rules: Vec<Rule> =
+            render_isolation(&self.bridges, &self.docker_bridges).into_iter().filter(|r| self.wants(r)).collect();
         if rules == self.isolation {
             return Ok(());
         }
-        self.run_restore(&batch(&rules, false, &[("mangle", &MANGLE_CHAINS)]))?;
+        let (v4, v6): (Vec<Rule>, Vec<Rule>) = rules.iter().cloned().partition(|r| !r.v6);
+        self.run_restore(&batch(&v4, false, &[("mangle", &MANGLE_CHAINS)]))?;
+        if self.ip6tables {
+            self.run_restore6(&batch(&v6, false, &[("mangle", &MANGLE_CHAINS)]))?;
+        }
         self.isolation = rules;
         Ok(())
     }
 
+    /// Whether a rule of this family is installed at all (`--ip6tables=false`: no v6 rules).
+    fn wants(&self, r: &Rule) -> bool {
+        !r.v6 || self.ip6tables
+    }
+
+    /// Apply an ip6tables-restore batch.
+    fn run_restore6(&self, input: &str) -> DpResult<()> {
+        self.run_restore_with(self.restore6, input)
+    }
+
+    /// Apply the rules of each family with its own restore (one batch per family).
+    fn run_rules(&self, rules: &[Rule], delete: bool) -> DpResult<()> {
+        let (v4, v6): (Vec<Rule>, Vec<Rule>) = rules.iter().cloned().partition(|r| !r.v6);
+        if !v4.is_empty() {
+            self.run_restore(&batch(&v4, delete, &[]))?;
+        }
+        if !v6.is_empty() {
+            self.run_restore6(&batch(&v6, delete, &[]))?;
+        }
+        Ok(())
+    }
+
     fn run_restore(&self, input: &str) -> DpResult<()> {
-        let mut child = Command::new(self.restore)
+        self.run_restore_with(self.restore, input)
+    }
+
+    fn run_restore_with(&self, restore: &'static str, input: &str) -> DpResult<()> {
+        let mut child = Command::new(restore)
             .args(["--noflush", "--wait"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| DataplaneError::new(B, format!("running {}", self.restore), e))?;
+            .map_err(|e| DataplaneError::new(B, format!("running {restore}"), e))?;
         child
             .stdin
             .take()
@@ -331,7 +532,7 @@ impl Iptables {
         if !out.status.success() {
             return Err(DataplaneError::new(
                 B,
-                format!("{} failed for:\n{input}", self.restore),
+                format!("{restore} failed for:\n{input}"),
                 String::from_utf8_lossy(&out.stderr).trim(),
             ));
         }
@@ -339,11 +540,11 @@ impl Iptables {
     }
 
     fn add(&mut self, rules: Vec<Rule>) -> DpResult<()> {
-        let new: Vec<Rule> = rules.into_iter().filter(|r| !self.installed.contains(r)).collect();
+        let new: Vec<Rule> = rules.into_iter().filter(|r| self.wants(r) && !self.installed.contains(r)).collect();
         if new.is_empty() {
             return Ok(());
         }
-        self.run_restore(&batch(&new, false, &[]))?;
+        self.run_rules(&new, false)?;
         self.installed.extend(new);
         Ok(())
     }
@@ -353,7 +554,7 @@ impl Iptables {
         if old.is_empty() {
             return Ok(());
         }
-        self.run_restore(&batch(&old, true, &[]))?;
+        self.run_rules(&old, true)?;
         for r in old {
             self.installed.remove(&r);
         }
@@ -364,13 +565,18 @@ impl Iptables {
     fn has(&self, rule: &Rule) -> bool {
         let args: Vec<String> =
             ["-t", rule.table, "-C", rule.chain].iter().map(|s| s.to_string()).chain(shell_words(&rule.spec)).collect();
-        Command::new(self.cmd).args(["--wait"]).args(&args).output().is_ok_and(|o| o.status.success())
+        let cmd = if rule.v6 { self.cmd6 } else { self.cmd };
+        Command::new(cmd).args(["--wait"]).args(&args).output().is_ok_and(|o| o.status.success())
     }
 
     fn remove_jumps(&self) {
         for j in render_jumps(true).into_iter().chain(render_jumps(false)).chain([loopback_jump()]) {
-            while self.has(&j) {
-                if self.run_restore(&batch(std::slice::from_ref(&j), true, &[])).is_err() {
+            if !self.wants(&j) {
+                continue;
+            }
+            // Bounded: a jump that cannot be deleted must not hang the daemon.
+            for _ in 0..16 {
+                if !self.has(&j) || self.run_rules(std::slice::from_ref(&j), true).is_err() {
                     break;
                 }
             }
@@ -387,12 +593,21 @@ impl Dataplane for Iptables {
         Backend::Iptables
     }
 
+    fn ipv6(&self) -> bool {
+        true
+    }
+
     fn init(&mut self, host: &HostInfo) -> DpResult<()> {
         if self.cmd == "iptables-nft" {
-            let existing = nft_tables();
+            let existing = nft_tables("ip");
             // A previous daemon of ours may have left them: only record what is really absent.
             self.new_tables =
                 ["raw", "mangle", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
+            if self.ip6tables {
+                let existing = nft_tables("ip6");
+                self.new_tables6 =
+                    ["raw", "mangle", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
+            }
         }
         // Whatever a previous daemon left: our jumps first, then our chains are (re)declared,
         // which flushes them, and rebuilt from the replayed state.
@@ -400,11 +615,20 @@ impl Dataplane for Iptables {
         self.loopback_jump = false;
         let declare: [(&'static str, &'static [&'static str]); 4] =
             [("filter", &FILTER_CHAINS), ("nat", &NAT_CHAINS), ("raw", &RAW_CHAINS), ("mangle", &MANGLE_CHAINS)];
-        self.run_restore(&batch(&render_base(), false, &declare))?;
-        self.installed = render_base().into_iter().collect();
-        self.run_restore(&batch(&render_jumps(self.userland_proxy), false, &[]))?;
-        // Docker sets the FORWARD policy to DROP when it enables forwarding.
+        let (base4, base6): (Vec<Rule>, Vec<Rule>) = render_base().into_iter().partition(|r| !r.v6);
+        self.run_restore(&batch(&base4, false, &declare))?;
+        self.installed = base4.into_iter().collect();
+        if self.ip6tables {
+            self.run_restore6(&batch(&base6, false, &declare))?;
+            self.installed.extend(base6);
+        }
+        let jumps: Vec<Rule> = render_jumps(self.userland_proxy).into_iter().filter(|r| self.wants(r)).collect();
+        self.run_rules(&jumps, false)?;
+        // Docker sets the FORWARD policy to DROP when it enables forwarding (both families).
         self.run_restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n")?;
+        if self.ip6tables {
+            self.run_restore6("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n")?;
+        }
         self.docker_bridges = host.docker_bridges.iter().map(|b| b.name.clone()).collect();
         Ok(())
     }
@@ -475,8 +699,16 @@ impl Dataplane for Iptables {
         let mut seen = BTreeSet::new();
         Ok(want
             .into_iter()
-            .filter(|r| seen.insert(r.clone()) && !self.has(r))
-            .map(|r| format!("rule missing in the {} table: -A {} {}", r.table, r.chain, r.spec))
+            .filter(|r| self.wants(r) && seen.insert(r.clone()) && !self.has(r))
+            .map(|r| {
+                format!(
+                    "rule missing in the {}{} table: -A {} {}",
+                    if r.v6 { "ip6 " } else { "" },
+                    r.table,
+                    r.chain,
+                    r.spec
+                )
+            })
             .collect())
     }
 
@@ -516,19 +748,28 @@ impl Dataplane for Iptables {
         }
         self.run_restore(&input)?;
         self.run_restore("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")?;
+        if self.ip6tables {
+            self.run_restore6(&input)?;
+            self.run_restore6("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")?;
+        }
         self.installed.clear();
         self.isolation.clear();
         // Tables iptables-nft created for us go too, if nobody else put a rule in them.
-        for t in std::mem::take(&mut self.new_tables) {
-            let rules = Command::new(self.cmd).args(["--wait", "-t", t, "-S"]).output();
-            let only_policies = rules.is_ok_and(|o| {
-                o.status.success()
-                    && String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .all(|l| l.starts_with("-P ") && l.ends_with(" ACCEPT"))
-            });
-            if only_policies {
-                let _ = Command::new("nft").args(["delete", "table", "ip", t]).output();
+        for (family, cmd, tables) in [
+            ("ip", self.cmd, std::mem::take(&mut self.new_tables)),
+            ("ip6", self.cmd6, std::mem::take(&mut self.new_tables6)),
+        ] {
+            for t in tables {
+                let rules = Command::new(cmd).args(["--wait", "-t", t, "-S"]).output();
+                let only_policies = rules.is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .all(|l| l.starts_with("-P ") && l.ends_with(" ACCEPT"))
+                });
+                if only_policies {
+                    let _ = Command::new("nft").args(["delete", "table", family, t]).output();
+                }
             }
         }
         Ok(())
@@ -550,10 +791,11 @@ fn flush_udp_host_ports(ports: &[PortMapping]) {
     }
 }
 
-/// Names of the nftables `ip` family tables of this namespace (`nft -j`, not scraped text).
-fn nft_tables() -> std::collections::HashSet<String> {
+/// Names of the nftables tables of a family (`ip`, `ip6`) of this namespace (`nft -j`, not
+/// scraped text).
+fn nft_tables(family: &str) -> std::collections::HashSet<String> {
     Command::new("nft")
-        .args(["-j", "list", "tables", "ip"])
+        .args(["-j", "list", "tables", family])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -602,23 +844,30 @@ mod tests {
             gateway_mode: GatewayMode::Nat,
             host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
             mtu: 1500,
+            ipv6: None,
         }
     }
 
     fn port(host_ip: Ipv4Addr) -> PortMapping {
         PortMapping {
             proto: Proto::Tcp,
-            host_ip,
+            host_ip: host_ip.into(),
             host_port: 8080,
-            container_ip: Ipv4Addr::new(192, 0, 2, 2),
+            container_ip: Ipv4Addr::new(192, 0, 2, 2).into(),
             container_port: 80,
             network_index: 2,
             unproxied: false,
         }
     }
 
+    /// The IPv4 rules, as `[table] -A CHAIN spec`.
     fn lines(rules: &[Rule]) -> Vec<String> {
-        rules.iter().map(|r| format!("[{}] -A {} {}", r.table, r.chain, r.spec)).collect()
+        rules.iter().filter(|r| !r.v6).map(|r| format!("[{}] -A {} {}", r.table, r.chain, r.spec)).collect()
+    }
+
+    /// The IPv6 rules, likewise.
+    fn lines6(rules: &[Rule]) -> Vec<String> {
+        rules.iter().filter(|r| r.v6).map(|r| format!("[{}] -A {} {}", r.table, r.chain, r.spec)).collect()
     }
 
     /// moby integration/network/bridge/iptablesdoc/generated/usernet-portmap.md, with Docker's
@@ -635,6 +884,7 @@ mod tests {
             host_veth: "v".into(),
             host_ifindex: 0,
             ip: Ipv4Addr::new(192, 0, 2, 2),
+            ip6: None,
             mac: [0; 6],
         };
         got.extend(lines(&render_endpoint(&n, &ep)));
@@ -771,11 +1021,22 @@ mod tests {
         }
     }
 
-    /// The batches netd applies for a scenario: init, the networks, the endpoint, the port.
+    /// The IPv4 batches netd applies for a scenario: init, the networks, the endpoint, the port.
     fn scenario(nets: &[NetworkSpec], port_on: Option<(&NetworkSpec, PortMapping)>, proxy: bool) -> Vec<String> {
-        let mut b = vec![batch(&render_base(), false, &[]), batch(&render_jumps(proxy), false, &[])];
+        scenario_family(nets, port_on, proxy, false)
+    }
+
+    /// The batches of one family (ip6tables: `v6`).
+    fn scenario_family(
+        nets: &[NetworkSpec],
+        port_on: Option<(&NetworkSpec, PortMapping)>,
+        proxy: bool,
+        v6: bool,
+    ) -> Vec<String> {
+        let fam = |rs: Vec<Rule>| -> Vec<Rule> { rs.into_iter().filter(|r| r.v6 == v6).collect() };
+        let mut b = vec![batch(&fam(render_base()), false, &[]), batch(&fam(render_jumps(proxy)), false, &[])];
         for n in nets {
-            b.push(batch(&render_network(n, proxy), false, &[]));
+            b.push(batch(&fam(render_network(n, proxy)), false, &[]));
         }
         if let Some((n, p)) = port_on {
             let ep = EndpointSpec {
@@ -783,11 +1044,18 @@ mod tests {
                 network_index: n.index,
                 host_veth: "veth0".into(),
                 host_ifindex: 0,
-                ip: p.container_ip,
+                ip: match p.container_ip {
+                    std::net::IpAddr::V4(a) => a,
+                    std::net::IpAddr::V6(_) => Ipv4Addr::new(192, 0, 2, 2),
+                },
+                ip6: match p.container_ip {
+                    std::net::IpAddr::V6(a) => Some(a),
+                    std::net::IpAddr::V4(_) => None,
+                },
                 mac: [0; 6],
             };
-            b.push(batch(&render_endpoint(n, &ep), false, &[]));
-            b.push(batch(&render_port(n, &p, proxy), false, &[]));
+            b.push(batch(&fam(render_endpoint(n, &ep)), false, &[]));
+            b.push(batch(&fam(render_port(n, &p, proxy)), false, &[]));
         }
         b
     }
@@ -880,6 +1148,109 @@ mod tests {
             "usernet-portmap-natunprot",
             include_str!("testdata/usernet-portmap-natunprot.golden"),
             &scenario(&[docker0(), unprot.clone()], Some((&unprot, port(Ipv4Addr::UNSPECIFIED))), true),
+        );
+    }
+
+    /// The dual-stack network of moby's `iptabler` unit test (`br-dummy`, fd49:efd7:54aa::/64).
+    fn dummy6(icc: bool, internal: bool, mode: GatewayMode) -> NetworkSpec {
+        NetworkSpec {
+            name: "dummy".into(),
+            bridge: "br-dummy".into(),
+            subnet: Ipv4Addr::new(192, 168, 0, 0),
+            gateway: Ipv4Addr::new(192, 168, 0, 1),
+            gateway_mode: mode,
+            masquerade: mode != GatewayMode::Routed && !internal,
+            ipv6: Some(NetworkSpecV6 {
+                subnet: "fd49:efd7:54aa::".parse().unwrap(),
+                prefix_len: 64,
+                gateway: "fd49:efd7:54aa::ffff".parse().unwrap(),
+                gateway_mode: mode,
+            }),
+            ..net(icc, internal)
+        }
+    }
+
+    fn port6(host: &str) -> PortMapping {
+        PortMapping {
+            proto: Proto::Tcp,
+            host_ip: host.parse().unwrap(),
+            host_port: 8080,
+            container_ip: "fd49:efd7:54aa::1".parse().unwrap(),
+            container_port: 80,
+            network_index: 2,
+            unproxied: false,
+        }
+    }
+
+    /// moby's iptabler ip6tables goldens (Docker 27+'s v6 rules) against netd's v6 batches,
+    /// for the tables `tables`; filter FORWARD is left out (netd also jumps to NETD-USER there).
+    fn assert_golden6(name: &str, text: &str, batches: &[String], tables: &[&str]) {
+        let keep = |k: &(String, String)| tables.contains(&k.0.as_str()) && !(k.0 == "filter" && k.1 == "FORWARD");
+        let got: std::collections::BTreeMap<_, _> =
+            simulate(batches).into_iter().filter(|(k, v)| keep(k) && !v.is_empty()).collect();
+        let want: std::collections::BTreeMap<_, _> = golden(text).into_iter().filter(|(k, _)| keep(k)).collect();
+        assert_eq!(got, want, "{name}");
+    }
+
+    #[test]
+    fn golden_ip6_usernet_portmap_proxy_noproxy_and_lo() {
+        let n = dummy6(true, false, GatewayMode::Nat);
+        assert_golden6(
+            "ip6 usernet-portmap",
+            include_str!("testdata/ip6-usernet-portmap.golden"),
+            &scenario_family(std::slice::from_ref(&n), Some((&n, port6("::"))), true, true),
+            &["raw", "filter", "nat"],
+        );
+        assert_golden6(
+            "ip6 usernet-portmap-noproxy",
+            include_str!("testdata/ip6-usernet-portmap-noproxy.golden"),
+            &scenario_family(std::slice::from_ref(&n), Some((&n, port6("::"))), false, true),
+            &["raw", "filter", "nat"],
+        );
+        assert_golden6(
+            "ip6 usernet-portmap-lo",
+            include_str!("testdata/ip6-usernet-portmap-lo.golden"),
+            &scenario_family(std::slice::from_ref(&n), Some((&n, port6("::1"))), true, true),
+            &["raw", "filter", "nat"],
+        );
+        // No IPv4 rule names a v6 address, and no v6 rule a v4 one.
+        let all = render_network(&n, true);
+        assert!(lines(&all).iter().all(|l| !l.contains("fd49")), "{:?}", lines(&all));
+        assert!(lines6(&all).iter().all(|l| !l.contains("192.168.")), "{:?}", lines6(&all));
+    }
+
+    #[test]
+    fn golden_ip6_routed_and_internal() {
+        let n = dummy6(false, false, GatewayMode::Routed);
+        // The unit test maps a host port in routed mode too (a DNAT netd never needs there):
+        // the filter table only.
+        assert_golden6(
+            "ip6 routed noicc",
+            include_str!("testdata/ip6-usernet-portmap-routed-noicc.golden"),
+            &scenario_family(std::slice::from_ref(&n), Some((&n, port6("::"))), true, true),
+            &["raw", "filter"],
+        );
+        let n = dummy6(true, true, GatewayMode::Nat);
+        assert_golden6(
+            "ip6 internal",
+            include_str!("testdata/ip6-usernet-internal.golden"),
+            &scenario_family(&[n], None, true, true),
+            &["filter", "nat"],
+        );
+    }
+
+    /// A `[::]` binding of an IPv4-only sandbox is the proxy's: no rule in either family.
+    #[test]
+    fn cross_family_binding_has_no_rules() {
+        let n = net(true, false);
+        let p = PortMapping { host_ip: "::".parse().unwrap(), ..port(Ipv4Addr::UNSPECIFIED) };
+        assert!(p.is_cross_family());
+        assert!(render_port(&n, &p, true).is_empty());
+        // An IPv4-only network renders no ip6tables rule at all; the jumps exist in both.
+        assert!(lines6(&render_network(&n, true)).is_empty());
+        assert!(
+            lines6(&render_jumps(true))
+                .contains(&"[nat] -A OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j NETD".to_string())
         );
     }
 

@@ -7,7 +7,7 @@
 //! ports and links; removals in the reverse order; `shutdown` last. Every call is idempotent:
 //! repeating an add is a no-op, removing what is absent is Ok (so reconcile after a crash can
 //! simply replay the desired state).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,10 @@ pub struct HostInfo {
     /// Every IPv4 address of the host namespace (Docker's `--dst-type LOCAL`), followed live.
     #[serde(default)]
     pub local_addrs: Vec<Ipv4Addr>,
+    /// Every IPv6 address of the host namespace (`::1` aside, link-local included), followed
+    /// live like `local_addrs`.
+    #[serde(default)]
+    pub local_addrs6: Vec<Ipv6Addr>,
     /// Bridges named like Docker's own (`docker0`, `br-<12 hex>`), followed live. netd's own
     /// bridges can match too (its user networks are `br-<id>`): each backend leaves out the
     /// bridges of its networks. The rest are isolated from netd's networks both ways, as
@@ -110,6 +114,9 @@ pub struct Uplink {
     pub name: String,
     pub ifindex: u32,
     pub addrs: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses, global ones first (NAT66 masquerades to the first global one).
+    #[serde(default)]
+    pub addrs6: Vec<Ipv6Addr>,
     /// Link kind (`veth`, ... or empty for physical devices).
     #[serde(default)]
     pub kind: String,
@@ -165,6 +172,34 @@ pub struct NetworkSpec {
     /// Default host address for `-p` on this network (`--ip`, `host_binding_ipv4`).
     pub host_binding_ipv4: Ipv4Addr,
     pub mtu: u32,
+    /// The network's IPv6 side (`--ipv6`); `None` on IPv4-only networks, whose sandboxes have
+    /// IPv6 disabled on their interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<NetworkSpecV6>,
+}
+
+/// The IPv6 side of a dual-stack bridge network: the bridge holds `gateway/prefix_len` (plus
+/// its link-local address), every sandbox gets one address of `subnet/prefix_len` and a
+/// default route via `gateway`. `gateway_mode` is Docker's `gateway_mode_ipv6` (`nat`
+/// masquerades whatever the prefix, ULA or global; `routed` does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpecV6 {
+    pub subnet: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
+    pub gateway_mode: GatewayMode,
+}
+
+impl NetworkSpecV6 {
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        let mask = if self.prefix_len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix_len)) };
+        u128::from(ip) & mask == u128::from(self.subnet) & mask
+    }
+    /// `subnet/len` with host bits cleared, as iptables prints it.
+    pub fn cidr(&self) -> String {
+        let mask = if self.prefix_len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix_len)) };
+        format!("{}/{}", Ipv6Addr::from(u128::from(self.subnet) & mask), self.prefix_len)
+    }
 }
 
 impl NetworkSpec {
@@ -183,17 +218,25 @@ pub struct EndpointSpec {
     pub host_veth: String,
     pub host_ifindex: u32,
     pub ip: Ipv4Addr,
+    /// The sandbox's global IPv6 address on a dual-stack network (`None` on IPv4-only ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
 }
 
-/// One published port, after allocation: host (ip, port) to sandbox (ip, port).
+/// One published port, after allocation: host (ip, port) to sandbox (ip, port). The two
+/// addresses are usually of one family: `0.0.0.0:8080 -> <sandbox v4>:80` and, on a dual-stack
+/// network, `[::]:8080 -> [<sandbox v6>]:80` (Docker makes both for `-p 8080:80`). A v6 host
+/// address with a v4 sandbox address is Docker's proxied binding (a v4-only sandbox published
+/// on `[::]`): the iptables dataplane serves it with the userland proxy only (no ip6tables
+/// rule), the eBPF dataplane translates v6 to v4 itself. Never v4 host, v6 sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     pub proto: Proto,
-    /// `0.0.0.0` for every host address.
-    pub host_ip: Ipv4Addr,
+    /// `0.0.0.0` / `::` for every host address of that family.
+    pub host_ip: IpAddr,
     pub host_port: u16,
-    pub container_ip: Ipv4Addr,
+    pub container_ip: IpAddr,
     pub container_port: u16,
     pub network_index: u32,
     /// No userland proxy serves this binding whatever `--userland-proxy` says (CNI: the runtime
@@ -201,6 +244,13 @@ pub struct PortMapping {
     /// proxy-less rules (loopback and hairpin by DNAT). The eBPF dataplane needs no proxy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unproxied: bool,
+}
+
+impl PortMapping {
+    /// Host and sandbox addresses of different families (a `[::]` binding of a v4-only sandbox).
+    pub fn is_cross_family(&self) -> bool {
+        self.host_ip.is_ipv4() != self.container_ip.is_ipv4()
+    }
 }
 
 /// An icc=false exception opened by `--link`: `src` may reach `dst:port/proto` (and its replies).
@@ -223,7 +273,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PortStats {
     pub proto: Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub packets: u64,
     pub bytes: u64,
@@ -247,6 +297,13 @@ impl DataplaneError {
 /// one at a time; they may block briefly (map updates, one `iptables-restore`).
 pub trait Dataplane: Send {
     fn backend(&self) -> Backend;
+    /// Whether this backend implements IPv6: dual-stack networks (v6 endpoints, NAT66,
+    /// isolation) and v6 port bindings (`[::]`, `[::1]`, proxied v6-to-v4). When false the
+    /// daemon refuses `--ipv6` networks and v6 `-p` addresses with a clear error and makes no
+    /// implicit `[::]` binding, so IPv6 never half-works.
+    fn ipv6(&self) -> bool {
+        false
+    }
     /// Attach programs / install base rules. `live` = state adopted from a previous daemon
     /// (pinned maps, existing rules) that must be kept, not rebuilt.
     fn init(&mut self, host: &HostInfo) -> DpResult<()>;

@@ -11,6 +11,9 @@ impl Dataplane for Noop {
     fn backend(&self) -> Backend {
         Backend::None
     }
+    fn ipv6(&self) -> bool {
+        true
+    }
     fn init(&mut self, _host: &HostInfo) -> DpResult<()> {
         Ok(())
     }

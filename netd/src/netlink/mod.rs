@@ -7,7 +7,7 @@
 //! is absent is Ok.
 pub mod conntrack;
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, BorrowedFd},
     path::Path,
 };
@@ -127,6 +127,40 @@ impl Netlink {
             Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
             Err(e) => Err(nl(e)),
         }
+    }
+
+    /// Give a link an IPv6 address without DAD (the bridge's v6 gateway; idempotent).
+    pub async fn add_address6(&self, name: &str, addr: Ipv6Addr, prefix: u8) -> Result<()> {
+        let i = self.index(name).await?;
+        ipv6_conf(name, "disable_ipv6", "0");
+        ipv6_conf(name, "accept_dad", "0");
+        match self.h.address().add(i, IpAddr::V6(addr), prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            Err(e) => Err(nl(e)),
+        }
+    }
+
+    /// IPv6 routes of the namespace's main table as prefixes (the default route aside), to
+    /// keep a pool's v6 subnet off prefixes the host already routes.
+    pub async fn ipv6_routes(&self) -> Result<Vec<(Ipv6Addr, u8)>> {
+        let mut s = self.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            let len = m.header.destination_prefix_length;
+            if len == 0 {
+                continue;
+            }
+            for a in &m.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet6(d)) = a
+                    && !d.is_unicast_link_local()
+                    && !d.is_multicast()
+                {
+                    out.push((*d, len));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// IPv4 addresses of a link with their prefix lengths.
@@ -310,6 +344,8 @@ pub struct HostLink {
     /// served by the L3 variant of the uplink program.
     pub l3: bool,
     pub addrs: Vec<Ipv4Addr>,
+    /// IPv6 addresses, global ones before link-local ones.
+    pub addrs6: Vec<Ipv6Addr>,
 }
 
 impl Netlink {
@@ -337,7 +373,16 @@ impl Netlink {
             use rtnetlink::packet_route::link::LinkLayerType as T;
             let ether = m.header.link_layer_type == T::Ether;
             let l3 = matches!(m.header.link_layer_type, T::None | T::Ppp | T::Tunnel);
-            out.push(HostLink { name, index: m.header.index, kind, master, ether, l3, addrs: Vec::new() });
+            out.push(HostLink {
+                name,
+                index: m.header.index,
+                kind,
+                master,
+                ether,
+                l3,
+                addrs: Vec::new(),
+                addrs6: Vec::new(),
+            });
         }
         let mut s = self.h.address().get().execute();
         while let Some(m) = s.try_next().await.map_err(nl)? {
@@ -348,7 +393,16 @@ impl Netlink {
                 {
                     l.addrs.push(*v4);
                 }
+                if let AddressAttribute::Address(IpAddr::V6(v6)) = a
+                    && let Some(l) = out.iter_mut().find(|l| l.index == m.header.index)
+                    && !l.addrs6.contains(v6)
+                {
+                    l.addrs6.push(*v6);
+                }
             }
+        }
+        for l in &mut out {
+            l.addrs6.sort_by_key(|a| a.is_unicast_link_local());
         }
         Ok(out)
     }
@@ -358,8 +412,11 @@ impl Netlink {
 /// changes; each message received means "look again". Call inside a tokio runtime.
 pub fn watch_links() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
     use futures::StreamExt;
-    let (conn, _h, mut msgs) =
-        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link, rtnetlink::MulticastGroup::Ipv4Ifaddr])?;
+    let (conn, _h, mut msgs) = rtnetlink::new_multicast_connection(&[
+        rtnetlink::MulticastGroup::Link,
+        rtnetlink::MulticastGroup::Ipv4Ifaddr,
+        rtnetlink::MulticastGroup::Ipv6Ifaddr,
+    ])?;
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
@@ -412,6 +469,20 @@ pub struct SandboxIface {
     pub gateway: Option<Ipv4Addr>,
     /// An IPv4-only network: IPv6 off on the interface (no link-local address, no IPv6 at all).
     pub disable_ipv6: bool,
+    /// A dual-stack network: the sandbox's global IPv6 address (added without DAD, as Docker
+    /// does) and, with `gateway`, a default IPv6 route via the network's v6 gateway.
+    pub addr6: Option<(Ipv6Addr, u8)>,
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+/// Set an IPv6 sysctl of an interface of the calling thread's namespace (best effort).
+pub fn ipv6_conf(ifname: &str, key: &str, value: &str) {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+    if let Err(e) = std::fs::write(&p, value)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%ifname, key, error = %e, "setting an IPv6 sysctl");
+    }
 }
 
 /// Turn IPv6 off on an interface of the calling thread's network namespace (best effort: a
@@ -444,7 +515,7 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             .execute()
             .await
             .map_err(nl)?;
-        if i.disable_ipv6 {
+        if i.disable_ipv6 && i.addr6.is_none() {
             disable_ipv6(&i.name);
         }
         match n.h.address().add(idx, IpAddr::V4(i.addr), i.prefix_len).execute().await {
@@ -452,9 +523,29 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             Err(e) if errno(&e) == Some(EEXIST) => {}
             Err(e) => return Err(nl(e)),
         }
+        if let Some((a6, p6)) = i.addr6 {
+            // Docker adds the address with IFA_F_NODAD: no DAD wait before it can be used; the
+            // address is the network's IPAM's, no router advertisement configures anything.
+            ipv6_conf(&i.name, "disable_ipv6", "0");
+            ipv6_conf(&i.name, "accept_dad", "0");
+            ipv6_conf(&i.name, "accept_ra", "0");
+            match n.h.address().add(idx, IpAddr::V6(a6), p6).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(e)),
+            }
+        }
         n.h.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await.map_err(nl)?;
         if let Some(gw) = i.gateway {
             let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
+            match n.h.route().add(r).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(e)),
+            }
+        }
+        if let Some(gw6) = i.gateway6 {
+            let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw6).output_interface(idx).build();
             match n.h.route().add(r).execute().await {
                 Ok(()) => {}
                 Err(e) if errno(&e) == Some(EEXIST) => {}
@@ -578,7 +669,16 @@ mod tests {
     use super::*;
 
     fn link(name: &str, kind: &str, master: Option<u32>, ether: bool) -> HostLink {
-        HostLink { name: name.into(), index: 0, kind: kind.into(), master, ether, l3: false, addrs: Vec::new() }
+        HostLink {
+            name: name.into(),
+            index: 0,
+            kind: kind.into(),
+            master,
+            ether,
+            l3: false,
+            addrs: Vec::new(),
+            addrs6: Vec::new(),
+        }
     }
 
     #[test]
