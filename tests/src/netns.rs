@@ -1,7 +1,7 @@
 //! Network namespace guards.
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsFd,
     process::{Command, Output},
 };
@@ -95,14 +95,18 @@ pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 's
 }
 
 /// The standard topology: a "host" namespace (where netd runs) and an "outside" namespace (a
-/// client on the LAN), joined by a veth: host `up0` 198.51.100.1/24, outside `out0`
-/// 198.51.100.2/24 (TEST-NET-2).
+/// client on the LAN), joined by a veth: host `up0` 198.51.100.1/24 and 2001:db8:100::1/64,
+/// outside `out0` 198.51.100.2/24 and 2001:db8:100::2/64 (documentation prefixes; the v6
+/// addresses without DAD, so they work at once), default routes of both families via the
+/// outside.
 pub struct TestHost {
     pub host: Netns,
     pub outside: Netns,
     pub uplink: &'static str,
     pub host_ip: Ipv4Addr,
     pub outside_ip: Ipv4Addr,
+    pub host_ip6: Ipv6Addr,
+    pub outside_ip6: Ipv6Addr,
 }
 
 impl TestHost {
@@ -116,6 +120,8 @@ impl TestHost {
             uplink: "up0",
             host_ip: Ipv4Addr::new(198, 51, 100, 1),
             outside_ip: Ipv4Addr::new(198, 51, 100, 2),
+            host_ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1),
+            outside_ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2),
         };
         ip(&[
             "-n",
@@ -138,6 +144,9 @@ impl TestHost {
         // The host's default route points at the outside namespace, so the uplink is detected
         // the way netd detects it on a real machine.
         ip(&["-n", &th.host.name, "route", "add", "default", "via", "198.51.100.2"])?;
+        ip(&["-n", &th.host.name, "-6", "addr", "add", "2001:db8:100::1/64", "dev", "up0", "nodad"])?;
+        ip(&["-n", &th.outside.name, "-6", "addr", "add", "2001:db8:100::2/64", "dev", "out0", "nodad"])?;
+        ip(&["-n", &th.host.name, "-6", "route", "add", "default", "via", "2001:db8:100::2"])?;
         Ok(th)
     }
 

@@ -62,7 +62,7 @@ impl EchoServer {
                                     if n == 0 {
                                         break;
                                     }
-                                    let mut reply = format!("{tag}:{}:", peer.ip()).into_bytes();
+                                    let mut reply = format!("{tag}:{}:", peer_text(peer.ip())).into_bytes();
                                     reply.extend_from_slice(&buf[..n]);
                                     if s.write_all(&reply).is_err() {
                                         break;
@@ -82,7 +82,7 @@ impl EchoServer {
                 let mut buf = [0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((n, peer)) = udp.recv_from(&mut buf) {
-                        let mut reply = format!("{tag}:{}:", peer.ip()).into_bytes();
+                        let mut reply = format!("{tag}:{}:", peer_text(peer.ip())).into_bytes();
                         reply.extend_from_slice(&buf[..n]);
                         let _ = udp.send_to(&reply, peer);
                     }
@@ -101,16 +101,32 @@ pub struct Echo {
     pub payload: Vec<u8>,
 }
 
+/// `TAG:PEER:payload`; an IPv6 peer comes in brackets (`TAG:[2001:db8::2]:payload`) and is
+/// returned without them.
 pub fn parse_echo(reply: &[u8]) -> Result<Echo> {
     let s = reply;
     let first = s.iter().position(|b| *b == b':').context("no tag in reply")?;
     let rest = &s[first + 1..];
-    let second = rest.iter().position(|b| *b == b':').context("no peer in reply")?;
+    let (peer, payload) = if rest.first() == Some(&b'[') {
+        let close = rest.iter().position(|b| *b == b']').context("no ] after an IPv6 peer")?;
+        (&rest[1..close], rest.get(close + 2..).unwrap_or_default())
+    } else {
+        let second = rest.iter().position(|b| *b == b':').context("no peer in reply")?;
+        (&rest[..second], &rest[second + 1..])
+    };
     Ok(Echo {
         tag: String::from_utf8_lossy(&s[..first]).into_owned(),
-        peer: String::from_utf8_lossy(&rest[..second]).into_owned(),
-        payload: rest[second + 1..].to_vec(),
+        peer: String::from_utf8_lossy(peer).into_owned(),
+        payload: payload.to_vec(),
     })
+}
+
+/// How an echo server writes the client's address: IPv4 (also v4-mapped) plain, IPv6 in brackets.
+pub fn peer_text(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    }
 }
 
 /// Connect from inside `netns_path` to `dst`, send `payload`, read the echo.
@@ -145,7 +161,7 @@ pub fn tcp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Ech
 pub fn udp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
     let payload = payload.to_vec();
     in_netns(netns_path, move || -> Result<Echo> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
         s.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut buf = [0u8; 65536];
         // A few tries: the first datagram may race ARP resolution.
@@ -164,7 +180,7 @@ pub fn udp_echo(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Ech
 pub fn udp_echo_connected(netns_path: &str, dst: SocketAddr, payload: &[u8]) -> Result<Echo> {
     let payload = payload.to_vec();
     in_netns(netns_path, move || -> Result<Echo> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
         s.connect(dst).with_context(|| format!("udp connect {dst}"))?;
         s.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut buf = [0u8; 65536];

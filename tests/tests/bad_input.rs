@@ -81,9 +81,20 @@ fn bad_cli_values_are_refused_without_state_change() {
         (vec!["-p", "8080:"], "no port specified: 8080:<empty>".into()),
         (vec!["-p", ""], "no port specified: <empty>".into()),
         (vec!["-p", "abc"], "invalid containerPort: abc".into()),
-        // Valid for Docker, refused by netd's dataplanes (IPv4 TCP/UDP only), clearly.
-        (vec!["-p", "[::1]:8080:80"], "IPv6 host addresses are not supported yet".into()),
+        // Malformed IPv6 host addresses (Docker's messages).
+        (vec!["-p", "[zz::1]:8080:80"], "invalid IP address: zz::1".into()),
+        (vec!["-p", "[::1:8080:80"], "invalid IP address [::1: missing ']' in address".into()),
+        (vec!["-p", "[fe80::1%eth0x]:8080:80"], "invalid IP address: fe80::1%eth0x".into()),
+        // Valid for Docker, refused by netd's dataplanes (TCP/UDP only), clearly.
         (vec!["-p", "80/sctp"], "sctp is not supported by netd's dataplanes".into()),
+        // --ip6.
+        (vec!["--network", "net1", "--ip6", "zz::1"], "invalid IPv6 address: zz::1".into()),
+        (vec!["--network", "net1", "--ip6", "10.80.0.5"], "invalid IPv6 address: 10.80.0.5".into()),
+        (vec!["--ip6", "fd00::5"], "user-specified IP address is supported on user-defined networks only".into()),
+        (
+            vec!["--network", "net1", "--ip6", "fd00::5"],
+            "user specified IPv6 address is not supported: IPv6 is not enabled on network net1".into(),
+        ),
         // --expose.
         (vec!["--expose", "80:80"], "invalid port format for --expose: 80:80".into()),
         (vec!["--expose", "90-80"], "invalid range format for --expose: 90-80".into()),
@@ -171,6 +182,32 @@ fn bad_cli_values_are_refused_without_state_change() {
             "no matching subnet for range 10.92.0.0/16",
         ),
         (create(&["--subnet", "10.92.0.0/24", "--ip-range", "nope"], "x1"), "invalid CIDR address: nope"),
+        // IPv6 subnets (Docker's validateIpamConfig / validateIPv6Subnet messages).
+        (
+            create(&["--ipv6", "--subnet", "fd00:92::1/64"], "x1"),
+            "invalid subnet fd00:92::1/64: it should be fd00:92::/64",
+        ),
+        (create(&["--ipv6", "--subnet", "fd00:92::/129"], "x1"), "invalid CIDR address: fd00:92::/129"),
+        (
+            create(&["--ipv6", "--subnet", "fe80::/80"], "x1"),
+            "'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'",
+        ),
+        (create(&["--ipv6", "--subnet", "ff00::/64"], "x1"), "multicast subnet 'ff00::/64' is not allowed"),
+        (
+            create(&["--ipv6", "--subnet", "fd00:92::/64", "--gateway", "fd00:93::1"], "x1"),
+            "invalid gateway fd00:93::1: parent subnet fd00:92::/64 doesn't contain this address",
+        ),
+        (create(&["--ipv6", "--gateway", "fd00:93::1"], "x1"), "gateway and ip-range require a subnet"),
+        (create(&["--subnet", "fd00:92::/64"], "x1"), "an IPv6 --subnet, --gateway or --ip-range needs --ipv6"),
+        (
+            create(&["--ipv6", "--subnet", "fd00:92::/64", "--subnet", "fd00:94::/64"], "x1"),
+            "netd supports one --subnet per address family",
+        ),
+        (
+            create(&["--ipv6", "--ipv4=false"], "x1"),
+            "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet",
+        ),
+        (create(&["--ipv6=maybe"], "x1"), "invalid value 'maybe' for '--ipv6"),
         // Drivers and options.
         (create(&["-d", "overlay"], "x1"), "plugin \"overlay\" not found"),
         (create(&["-o", "com.docker.network.driver.mtu=abc"], "x1"), "invalid MTU value \"abc\""),
@@ -606,6 +643,21 @@ fn bad_up_flags_are_refused_before_touching_anything() {
         (vec!["--metrics-addr", "nonsense"], "invalid --metrics-addr \"nonsense\": want IP:PORT"),
         (vec!["--default-address-pool", "base=10.0.0.0/8,size=4"], "invalid pool size 4 for base 10.0.0.0/8"),
         (vec!["--default-address-pool", "base=bogus,size=24"], "invalid CIDR address: bogus"),
+        (vec!["--default-address-pool", "base=fd00::/48,size=40"], "invalid pool size 40 for base fd00::/48"),
+        (
+            vec!["--ipv6", "--fixed-cidr-v6", "2001:db8::1"],
+            "invalid fixed-cidr-v6: invalid fixed-cidr-v6: netip.ParsePrefix(\"2001:db8::1\"): no '/'",
+        ),
+        (
+            vec!["--ipv6", "--fixed-cidr-v6", "10.0.0.0/8"],
+            "invalid fixed-cidr-v6: invalid fixed-cidr-v6: '10.0.0.0/8' is not a valid IPv6 subnet",
+        ),
+        (
+            vec!["--ipv6", "--fixed-cidr-v6", "2001:db8::/200"],
+            "netip.ParsePrefix(\"2001:db8::/200\"): prefix length out of range",
+        ),
+        (vec!["--ipv6", "--dataplane", "ebpf"], "the ebpf dataplane does not support IPv6 yet"),
+        (vec!["--ip6tables", "maybe"], "invalid value 'maybe' for '--ip6tables"),
         (vec!["--iptables-backend", "bogus"], "invalid value 'bogus' for '--iptables-backend"),
         (vec!["--log-level", "chatty"], "invalid value 'chatty' for '--log-level"),
         (vec!["--dataplane", "bogus"], "invalid value 'bogus' for '--dataplane"),

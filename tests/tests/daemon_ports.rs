@@ -117,7 +117,8 @@ fn invalid_specs_get_dockers_errors_and_change_nothing() {
         ("80/foo", "invalid proto: foo"),
         ("1.2.3.999:80:80", "invalid IP address: 1.2.3.999"),
         ("8000-8010:80-82", "invalid ranges specified for container and host Ports: 80-82 and 8000-8010"),
-        ("[::1]:8080:80", "IPv6 host addresses are not supported yet"),
+        ("[zz::1]:8080:80", "invalid IP address: zz::1"),
+        ("[::1:8080:80", "missing ']' in address"),
     ] {
         let r = d.cli(&["run", "-d", "-p", spec, "--", "true"]);
         assert_eq!(r.code, 125, "{spec}: {r:?}");

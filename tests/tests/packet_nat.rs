@@ -612,12 +612,13 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
         gateway_mode: GatewayMode::Nat,
         host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
         mtu: 1500,
+        ipv6: None,
     };
     let port = PortMapping {
         proto: Proto::Udp,
-        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_ip: Ipv4Addr::UNSPECIFIED.into(),
         host_port: 5353,
-        container_ip: ip(SB2),
+        container_ip: ip(SB2).into(),
         container_port: 53,
         network_index: 1,
         unproxied: false,

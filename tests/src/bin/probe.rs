@@ -1,7 +1,10 @@
 //! `netd-probe`: the test and demo workload.
 //!
-//! `netd-probe serve [--tag T] PORT...`   TCP and UDP echo on 0.0.0.0:PORT, replies `T:PEER:payload`
+//! `netd-probe serve [--tag T] PORT...`   TCP and UDP echo on [::]:PORT (dual-stack; 0.0.0.0:PORT
+//!                                         where IPv6 is off), replies `T:PEER:payload` (v4 peers
+//!                                         as plain IPv4)
 //! `netd-probe tcp ADDR:PORT [PAYLOAD]`    connect, send, print the echo (3 s timeout)
+//! `netd-probe tcp6|udp6 NAME:PORT [PAYLOAD]`   the same to the name's first IPv6 address (AAAA)
 //! `netd-probe udp ADDR:PORT [PAYLOAD]`    one datagram, print the echo (3 s, retried)
 //! `netd-probe udpc ADDR:PORT [PAYLOAD]`   the same from a connected socket (the kernel drops
 //!                                         replies from any other source address or port)
@@ -18,12 +21,23 @@ use std::{
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `tcp6`/`udp6`: a name resolves to its first IPv6 address instead of its first IPv4 one.
+static PREFER_V6: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("tcp") => client_tcp(&args[1..]),
         Some("udp") => client_udp(&args[1..], false),
+        Some("tcp6") => {
+            PREFER_V6.store(true, std::sync::atomic::Ordering::Relaxed);
+            client_tcp(&args[1..])
+        }
+        Some("udp6") => {
+            PREFER_V6.store(true, std::sync::atomic::Ordering::Relaxed);
+            client_udp(&args[1..], false)
+        }
         Some("udpc") => client_udp(&args[1..], true),
         Some("udp-df") => client_udp_df(&args[1..]),
         Some("udp-connect") => client_udp_connected(&args[1..]),
@@ -52,8 +66,13 @@ fn serve(args: &[String]) -> i32 {
     }
     let mut threads = Vec::new();
     for p in ports {
-        let t = TcpListener::bind(("0.0.0.0", p)).unwrap_or_else(|e| panic!("bind tcp {p}: {e}"));
-        let u = UdpSocket::bind(("0.0.0.0", p)).unwrap_or_else(|e| panic!("bind udp {p}: {e}"));
+        // Dual-stack where the namespace has IPv6 (v4 clients arrive as ::ffff:a.b.c.d).
+        let t = TcpListener::bind(("::", p))
+            .or_else(|_| TcpListener::bind(("0.0.0.0", p)))
+            .unwrap_or_else(|e| panic!("bind tcp {p}: {e}"));
+        let u = UdpSocket::bind(("::", p))
+            .or_else(|_| UdpSocket::bind(("0.0.0.0", p)))
+            .unwrap_or_else(|e| panic!("bind udp {p}: {e}"));
         println!("listening on {p}/tcp and {p}/udp");
         let tag1 = tag.clone();
         threads.push(std::thread::spawn(move || {
@@ -66,7 +85,7 @@ fn serve(args: &[String]) -> i32 {
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
             while let Ok((n, peer)) = u.recv_from(&mut buf) {
-                let mut reply = format!("{tag2}:{}:", peer.ip()).into_bytes();
+                let mut reply = format!("{tag2}:{}:", peer_text(peer.ip())).into_bytes();
                 reply.extend_from_slice(&buf[..n]);
                 let _ = u.send_to(&reply, peer);
             }
@@ -80,7 +99,7 @@ fn serve(args: &[String]) -> i32 {
 }
 
 fn echo_tcp(mut s: TcpStream, tag: &str) {
-    let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let peer = s.peer_addr().map(|a| peer_text(a.ip())).unwrap_or_default();
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = [0u8; 65536];
     while let Ok(n) = s.read(&mut buf) {
@@ -95,6 +114,15 @@ fn echo_tcp(mut s: TcpStream, tag: &str) {
     }
 }
 
+/// The client address in a reply: IPv4 (also v4-mapped) plain, IPv6 in brackets (as
+/// `netd_tests::probe::parse_echo` reads it).
+fn peer_text(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
 /// `ADDR:PORT` or `NAME:PORT` (resolved through the sandbox's /etc/hosts and resolv.conf).
 fn target(args: &[String]) -> Option<(SocketAddr, Vec<u8>)> {
     use std::net::ToSocketAddrs;
@@ -102,7 +130,13 @@ fn target(args: &[String]) -> Option<(SocketAddr, Vec<u8>)> {
     let addr: SocketAddr = match a.parse() {
         Ok(x) => x,
         Err(_) => match a.to_socket_addrs() {
-            Ok(mut it) => it.find(SocketAddr::is_ipv4)?,
+            Ok(mut it) => {
+                if PREFER_V6.load(std::sync::atomic::Ordering::Relaxed) {
+                    it.find(SocketAddr::is_ipv6)?
+                } else {
+                    it.find(SocketAddr::is_ipv4)?
+                }
+            }
             Err(e) => {
                 eprintln!("resolving {a}: {e}");
                 return None;
@@ -144,7 +178,7 @@ fn client_tcp(args: &[String]) -> i32 {
 
 fn client_udp(args: &[String], connected: bool) -> i32 {
     let Some((addr, payload)) = target(args) else { return 2 };
-    let s = match UdpSocket::bind("0.0.0.0:0") {
+    let s = match UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("udp bind: {e}");

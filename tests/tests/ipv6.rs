@@ -1,0 +1,267 @@
+//! IPv6 dual-stack, Docker 27+'s way, with real packets (issue 17): v6 networks and addresses,
+//! `[::]` / `[::1]` / `[v6]` published ports from outside, the host and `::1`, NAT66
+//! masquerade seen by an outside server, direct-access protection and isolation between v6
+//! networks, AAAA names, a v4-only sandbox published on `[::]` (userland proxy), and what the
+//! eBPF dataplane refuses until its v6 datapath lands. Addresses: ULA inside, 2001:db8::/32 on
+//! the uplink.
+use std::process::{Child, Stdio};
+
+use netd_tests::{TestDaemon, TestHost, addr, probe, probe_path as p, require_root};
+use serde_json::Value;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn echo(out: &str) -> probe::Echo {
+    probe::parse_echo(out.trim().as_bytes()).unwrap_or_else(|e| panic!("not an echo: {out:?}: {e:#}"))
+}
+
+/// The iptables dataplane (ip6tables), one daemon for every step.
+#[test]
+fn iptables_dual_stack() {
+    require_root!();
+    let th = TestHost::new("v6i").unwrap();
+    // An upstream DNS server reachable over IPv6 only (the daemon's --dns).
+    let _dns = Kill(
+        th.outside
+            .cmd(&[&p(), "dns-serve", "53", "--bind", "2001:db8:100::2", "v6up.test=203.0.113.9"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let d = TestDaemon::start(
+        &th,
+        &[
+            "--dataplane",
+            "iptables",
+            "--dns",
+            "2001:db8:100::2",
+            "--ipv6",
+            "--fixed-cidr-v6",
+            "fd00:17:1::/64",
+            "--default-address-pool",
+            "base=10.123.0.0/16,size=24",
+            "--default-address-pool",
+            "base=fd00:abcd::/56,size=64",
+        ],
+    )
+    .unwrap();
+    let pr = p();
+    let out = th.outside.path();
+    let host = th.host.path();
+
+    // The default bridge: v4 from the given pool (no --bip), v6 from --fixed-cidr-v6.
+    let br: Value = serde_json::from_str(&d.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(br[0]["EnableIPv6"], true, "{br}");
+    assert_eq!(br[0]["IPAM"]["Config"][0]["Subnet"], "10.123.0.0/24", "{br}");
+    assert_eq!(br[0]["IPAM"]["Config"][1]["Subnet"], "fd00:17:1::/64", "{br}");
+    assert_eq!(br[0]["IPAM"]["Config"][1]["Gateway"], "fd00:17:1::1", "{br}");
+    d.ok(&["run", "-d", "--name", "d0", "--", "sleep", "300"]);
+    let i = d.inspect("d0");
+    assert_eq!(i["NetworkSettings"]["GlobalIPv6Address"], "fd00:17:1::2", "{i}");
+    assert_eq!(i["NetworkSettings"]["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(i["NetworkSettings"]["IPv6Gateway"], "fd00:17:1::1");
+
+    // A user network with both subnets given, one from the pools (v4 and v6).
+    d.ok(&["network", "create", "--ipv6", "--subnet", "10.17.0.0/24", "--subnet", "fd00:17:2::/64", "v6net"]);
+    d.ok(&["network", "create", "--ipv6", "other"]);
+    let o: Value = serde_json::from_str(&d.ok(&["network", "inspect", "other"])).unwrap();
+    assert_eq!(o[0]["IPAM"]["Config"][0]["Subnet"], "10.123.1.0/24", "pools take effect: {o}");
+    assert_eq!(o[0]["IPAM"]["Config"][1]["Subnet"], "fd00:abcd::/64", "v6 pool: {o}");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "v6net",
+        "--network-alias",
+        "www",
+        "-p",
+        "8080:7000",
+        "-p",
+        "5353:7000/udp",
+        "-p",
+        "[::1]:8081:7000",
+        "-p",
+        "[2001:db8:100::1]:8082:7000",
+        "-p",
+        "9100-9101:7000-7001",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web",
+        "7000",
+        "7001",
+    ]);
+    let i = d.inspect("web");
+    let n = &i["NetworkSettings"]["Networks"]["v6net"];
+    assert_eq!(n["GlobalIPv6Address"], "fd00:17:2::2", "{i}");
+    assert_eq!(n["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(n["IPv6Gateway"], "fd00:17:2::1");
+    let hosts = d.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("fd00:17:2::2\t") && hosts.contains("10.17.0.2\t"), "{hosts}");
+    // `port`: both families, as Docker prints them.
+    let ports = d.ok(&["port", "web"]);
+    for l in [
+        "7000/tcp -> 0.0.0.0:8080",
+        "7000/tcp -> [::]:8080",
+        "7000/udp -> 0.0.0.0:5353",
+        "7000/udp -> [::]:5353",
+        "7000/tcp -> [::1]:8081",
+        "7000/tcp -> [2001:db8:100::1]:8082",
+        "7001/tcp -> [::]:9101",
+    ] {
+        assert!(ports.lines().any(|x| x == l), "no {l:?} in {ports}");
+    }
+    assert!(!ports.contains("0.0.0.0:8081") && !ports.contains("0.0.0.0:8082"), "{ports}");
+
+    // From outside, both families; the sandbox sees the client's own address (DNAT, no SNAT).
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"v4").expect("v4 8080 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web", "198.51.100.2"));
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"v6").expect("v6 8080 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web", "2001:db8:100::2"));
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5353"), b"u6").expect("v6 udp from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web", "2001:db8:100::2"));
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8082"), b"x").expect("[2001:db8:100::1]:8082");
+    assert_eq!(e.tag, "web");
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:9101"), b"x").expect("v6 range");
+    assert_eq!(e.tag, "web");
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8081"), b"x").is_err(), "[::1] binding from outside");
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8082"), b"x").is_err(), "v6-only binding over v4");
+    // From the host: ::1 and the host's own v6 address (the proxy serves local clients).
+    for a in ["[::1]:8080", "[::1]:8081", "[2001:db8:100::1]:8080", "[2001:db8:100::1]:8082", "127.0.0.1:8080"] {
+        let e = probe::tcp_echo(&host, addr(a), b"local").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
+        assert_eq!(e.tag, "web", "{a}");
+    }
+    let e = probe::udp_echo(&host, addr("[::1]:5353"), b"lu").expect("udp [::1]:5353 from the host");
+    assert_eq!(e.tag, "web");
+
+    // NAT66: the outside server sees the host's uplink address, for TCP and UDP.
+    let _srv = probe::EchoServer::start(&out, addr("[2001:db8:100::2]:6000"), "outside").unwrap();
+    let e = echo(&d.ok(&["exec", "web", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "nat66"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("outside", "2001:db8:100::1"));
+    let e = echo(&d.ok(&["exec", "web", "--", &pr, "udp", "[2001:db8:100::2]:6000", "nat66u"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("outside", "2001:db8:100::1"));
+
+    // Protection: the outside routes to the ULA prefix directly: dropped.
+    netd_tests::ip(&["-n", &th.outside.name, "-6", "route", "add", "fd00:17:2::/64", "via", "2001:db8:100::1"])
+        .unwrap();
+    assert!(probe::tcp_echo(&out, addr("[fd00:17:2::2]:7000"), b"direct").is_err(), "direct v6 access");
+
+    // ICC within the network over v6, by name (AAAA through the embedded DNS, aliases too),
+    // and isolation from another v6 network.
+    d.ok(&["run", "-d", "--name", "cc", "--network", "v6net", "--", "sleep", "300"]);
+    let e = echo(&d.ok(&["exec", "cc", "--", &pr, "tcp", "[fd00:17:2::2]:7000", "icc6"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web", "fd00:17:2::3"));
+    let e = echo(&d.ok(&["exec", "cc", "--", &pr, "tcp6", "web:7000", "aaaa"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web", "fd00:17:2::3"), "AAAA for the name");
+    let e = echo(&d.ok(&["exec", "cc", "--", &pr, "tcp6", "www:7000", "alias"]));
+    assert_eq!(e.tag, "web", "AAAA for the alias");
+    // Other names go to the upstream, over IPv6 (NAT66 from the sandbox's namespace).
+    let mut up = String::new();
+    for _ in 0..3 {
+        let r = d.cli(&["exec", "cc", "--", "getent", "hosts", "v6up.test"]);
+        up = r.stdout.clone();
+        if r.code == 0 {
+            break;
+        }
+    }
+    assert!(up.starts_with("203.0.113.9"), "forwarded over v6: {up:?}");
+    d.ok(&["run", "-d", "--name", "bb", "--network", "other", "--", "sleep", "300"]);
+    let r = d.cli(&["exec", "bb", "--", &pr, "tcp", "[fd00:17:2::2]:7000", "iso"]);
+    assert_ne!(r.code, 0, "v6 isolation between networks: {}", r.stdout);
+    assert_eq!(d.inspect("bb")["NetworkSettings"]["Networks"]["other"]["GlobalIPv6Address"], "fd00:abcd::2");
+
+    // A v4-only network: no IPv6 in the sandbox (Docker 26+), yet `[::]:8090` reaches it
+    // through the userland proxy, as docker-proxy does.
+    d.ok(&["network", "create", "v4net"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "v4",
+        "--network",
+        "v4net",
+        "-p",
+        "8090:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "v4",
+        "7000",
+    ]);
+    let off = d.ok(&["exec", "v4", "--", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(off.trim(), "1");
+    assert_eq!(d.inspect("v4")["NetworkSettings"]["Networks"]["v4net"]["GlobalIPv6Address"], "");
+    let ports = d.ok(&["port", "v4"]);
+    assert!(ports.lines().any(|l| l == "7000/tcp -> [::]:8090"), "{ports}");
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"to-v4").expect("v6 client to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let e = probe::tcp_echo(&host, addr("[::1]:8090"), b"to-v4").expect("::1 to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+
+    // Rules: NAT66 and the v6 DNAT are in ip6tables, and removing the sandbox removes them.
+    let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
+    assert!(ip6.contains("-A NETD-POSTROUTING -s fd00:17:2::/64 ! -o br-"), "{ip6}");
+    assert!(ip6.contains("--to-destination [fd00:17:2::2]:7000"), "{ip6}");
+    d.ok(&["rm", "-f", "web"]);
+    let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
+    assert!(!ip6.contains("[fd00:17:2::2]:7000") && !ip6.contains("fd00:17:2::2/128"), "{ip6}");
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"x").is_err(), "removed binding answered");
+    // The port is free again for a new binding of both families.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web2",
+        "--network",
+        "v6net",
+        "-p",
+        "8080:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web2",
+        "7000",
+    ]);
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"again").expect("republished v6 port");
+    assert_eq!(e.tag, "web2");
+    d.ok(&["rm", "-f", "web2", "cc", "bb", "v4", "d0"]);
+    for n in ["v6net", "other", "v4net"] {
+        d.ok(&["network", "rm", n]);
+    }
+    let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
+    assert!(!ip6.contains("fd00:17:2::") && !ip6.contains("fd00:abcd::"), "{ip6}");
+}
+
+/// Until the eBPF dataplane has its IPv6 datapath, netd says so instead of half-working: no
+/// `--ipv6` network, no v6 `-p` address, and `-p 8080:80` makes the IPv4 binding only.
+#[test]
+fn ebpf_refuses_ipv6_clearly() {
+    require_root!();
+    let th = TestHost::new("v6e").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    let pr = p();
+    let r = d.cli(&["network", "create", "--ipv6", "x6"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("IPv6 networks are not supported by the ebpf dataplane yet"), "{}", r.stderr);
+    for spec in ["[::1]:8080:7000", "[::]:8080:7000", "[2001:db8:100::1]:8080:7000"] {
+        let r = d.cli(&["run", "-d", "-p", spec, "--", "sleep", "300"]);
+        assert_ne!(r.code, 0, "{spec}");
+        assert!(r.stderr.contains("IPv6 port bindings are not supported by the ebpf dataplane yet"), "{}", r.stderr);
+    }
+    d.ok(&["run", "-d", "--name", "ww", "-p", "8080:7000", "--", &pr, "serve", "--tag", "ww", "7000"]);
+    assert_eq!(d.ok(&["port", "ww"]), "7000/tcp -> 0.0.0.0:8080\n");
+    let e = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8080"), b"v4").expect("v4 still works");
+    assert_eq!(e.tag, "ww");
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).lines().count(), 1, "the refused runs left nothing");
+}
