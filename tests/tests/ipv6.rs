@@ -34,7 +34,7 @@ fn iptables_dual_stack() {
             .spawn()
             .unwrap(),
     );
-    let d = TestDaemon::start(
+    let mut d = TestDaemon::start(
         &th,
         &[
             "--dataplane",
@@ -121,6 +121,8 @@ fn iptables_dual_stack() {
         assert!(ports.lines().any(|x| x == l), "no {l:?} in {ports}");
     }
     assert!(!ports.contains("0.0.0.0:8081") && !ports.contains("0.0.0.0:8082"), "{ports}");
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("0.0.0.0:8080->7000/tcp") && ps.contains("[::]:8080->7000/tcp"), "{ps}");
 
     // From outside, both families; the sandbox sees the client's own address (DNAT, no SNAT).
     let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"v4").expect("v4 8080 from outside");
@@ -191,6 +193,8 @@ fn iptables_dual_stack() {
         "v4net",
         "-p",
         "8090:7000",
+        "-p",
+        "5354:7000/udp",
         "--",
         &pr,
         "serve",
@@ -207,6 +211,66 @@ fn iptables_dual_stack() {
     assert_eq!(e.tag, "v4");
     let e = probe::tcp_echo(&host, addr("[::1]:8090"), b"to-v4").expect("::1 to a v4-only sandbox");
     assert_eq!(e.tag, "v4");
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5354"), b"u-v4").expect("v6 udp to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+
+    // Routed v6 (gateway_mode_ipv6=routed): the published container port is reachable at the
+    // sandbox's own v6 address, unmasqueraded both ways; other ports are not.
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:17:3::/64",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv6=routed",
+        "rt6",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rt",
+        "--network",
+        "rt6",
+        "-p",
+        "7000:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "rt",
+        "7000",
+        "7001",
+    ]);
+    netd_tests::ip(&["-n", &th.outside.name, "-6", "route", "add", "fd00:17:3::/64", "via", "2001:db8:100::1"])
+        .unwrap();
+    let e = probe::tcp_echo(&out, addr("[fd00:17:3::2]:7000"), b"routed").expect("routed v6 to the sandbox");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("rt", "2001:db8:100::2"));
+    assert!(probe::tcp_echo(&out, addr("[fd00:17:3::2]:7001"), b"x").is_err(), "unpublished routed port");
+    let e = echo(&d.ok(&["exec", "rt", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "out"]));
+    assert_eq!(e.peer, "fd00:17:3::2", "no NAT66 in routed mode");
+
+    // `network connect --ip6`: a second, dual-stack interface with the asked-for address.
+    d.ok(&["network", "connect", "--ip6", "fd00:17:3::99", "rt6", "v4"]);
+    let i = d.inspect("v4");
+    assert_eq!(i["NetworkSettings"]["Networks"]["rt6"]["GlobalIPv6Address"], "fd00:17:3::99", "{i}");
+    let e = echo(&d.ok(&["exec", "rt", "--", &pr, "tcp", "[fd00:17:3::99]:7000", "conn"]));
+    assert_eq!(e.tag, "v4");
+
+    // A killed and restarted daemon keeps the v6 addresses, bindings and rules.
+    d.kill9_and_restart().unwrap();
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"after").expect("v6 binding after a restart");
+    assert_eq!(e.tag, "web");
+    let e =
+        probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"after").expect("proxied v6 binding after a restart");
+    assert_eq!(e.tag, "v4");
+    d.ok(&["run", "-d", "--name", "dd", "--network", "v6net", "--", "sleep", "300"]);
+    assert_eq!(
+        d.inspect("dd")["NetworkSettings"]["Networks"]["v6net"]["GlobalIPv6Address"],
+        "fd00:17:2::4",
+        "restored v6 pool: no address handed out twice"
+    );
 
     // Rules: NAT66 and the v6 DNAT are in ip6tables, and removing the sandbox removes them.
     let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
@@ -235,8 +299,8 @@ fn iptables_dual_stack() {
     ]);
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"again").expect("republished v6 port");
     assert_eq!(e.tag, "web2");
-    d.ok(&["rm", "-f", "web2", "cc", "bb", "v4", "d0"]);
-    for n in ["v6net", "other", "v4net"] {
+    d.ok(&["rm", "-f", "web2", "cc", "bb", "v4", "d0", "rt", "dd"]);
+    for n in ["v6net", "other", "v4net", "rt6"] {
         d.ok(&["network", "rm", n]);
     }
     let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
