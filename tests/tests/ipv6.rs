@@ -329,3 +329,91 @@ fn ebpf_refuses_ipv6_clearly() {
     assert_eq!(e.tag, "ww");
     assert_eq!(d.ok(&["ps", "-a", "-q"]).lines().count(), 1, "the refused runs left nothing");
 }
+
+/// `--userland-proxy=false` (Docker's proxy-less DNAT and hairpin masquerade), `--icc=false`
+/// and `--internal` on v6 networks, with the iptables dataplane.
+#[test]
+fn iptables_ipv6_without_proxy_icc_false_and_internal() {
+    require_root!();
+    let th = TestHost::new("v6n").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "iptables", "--userland-proxy=false"]).unwrap();
+    let pr = p();
+    let out = th.outside.path();
+    d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:18:1::/64", "n1"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s1",
+        "--network",
+        "n1",
+        "-p",
+        "8080:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "s1",
+        "7000",
+    ]);
+    d.ok(&["run", "-d", "--name", "s2", "--network", "n1", "--", "sleep", "300"]);
+    // Published on [::] by DNAT alone; the client's address reaches the sandbox.
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"np").expect("v6 DNAT without the proxy");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("s1", "2001:db8:100::2"));
+    // Hairpin over v6: a neighbour through the host's v6 address (DNAT from the bridge too,
+    // masqueraded back). (A sandbox to its own published port needs the bridge port's hairpin
+    // mode, which netd sets for CNI attachments only, for v4 and v6 alike.)
+    let e = echo(&d.ok(&["exec", "s2", "--", &pr, "tcp", "[2001:db8:100::1]:8080", "hp"]));
+    assert_eq!(e.tag, "s1");
+    // Without the proxy a v4-only sandbox gets no [::] binding (Docker leaves it out).
+    d.ok(&["network", "create", "v4only"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s4",
+        "--network",
+        "v4only",
+        "-p",
+        "8090:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "s4",
+        "7000",
+    ]);
+    assert_eq!(d.ok(&["port", "s4"]), "7000/tcp -> 0.0.0.0:8090\n");
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"x").is_err());
+
+    // icc=false: no v6 between sandboxes of the network; out of it still works.
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:18:2::/64",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "noicc",
+    ]);
+    d.ok(&["run", "-d", "--name", "i1", "--network", "noicc", "--", &pr, "serve", "--tag", "i1", "7000"]);
+    d.ok(&["run", "-d", "--name", "i2", "--network", "noicc", "--", "sleep", "300"]);
+    let r = d.cli(&["exec", "i2", "--", &pr, "tcp", "[fd00:18:2::2]:7000", "icc"]);
+    assert_ne!(r.code, 0, "icc=false let v6 through: {}", r.stdout);
+    let _srv = probe::EchoServer::start(&out, addr("[2001:db8:100::2]:6000"), "outside").unwrap();
+    let e = echo(&d.ok(&["exec", "i2", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "out"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("outside", "2001:db8:100::1"));
+
+    // internal: v6 inside the network only, nothing out, nothing in.
+    d.ok(&["network", "create", "--ipv6", "--internal", "--subnet", "fd00:18:3::/64", "inner"]);
+    d.ok(&["run", "-d", "--name", "in1", "--network", "inner", "--", &pr, "serve", "--tag", "in1", "7000"]);
+    d.ok(&["run", "-d", "--name", "in2", "--network", "inner", "--", "sleep", "300"]);
+    let e = echo(&d.ok(&["exec", "in2", "--", &pr, "tcp", "[fd00:18:3::2]:7000", "inside"]));
+    assert_eq!(e.tag, "in1");
+    let r = d.cli(&["exec", "in2", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "leak"]);
+    assert_ne!(r.code, 0, "an internal v6 network reached outside: {}", r.stdout);
+    // And the networks are isolated from each other over v6.
+    let r = d.cli(&["exec", "i2", "--", &pr, "tcp", "[fd00:18:1::2]:7000", "cross"]);
+    assert_ne!(r.code, 0, "v6 between networks: {}", r.stdout);
+}
