@@ -257,6 +257,12 @@ fn iptables_dual_stack() {
     assert_eq!(i["NetworkSettings"]["Networks"]["rt6"]["GlobalIPv6Address"], "fd00:17:3::99", "{i}");
     let e = echo(&d.ok(&["exec", "rt", "--", &pr, "tcp", "[fd00:17:3::99]:7000", "conn"]));
     assert_eq!(e.tag, "v4");
+    // --ip6 needs a network with a user-given v6 subnet, as --ip does (Docker's message).
+    let r = d.cli(&["network", "connect", "--ip6", "fd00:abcd::77", "other", "v4"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("networks with user configured subnets"), "{}", r.stderr);
+    let r = d.cli(&["network", "connect", "--ip6", "fd00:99::1", "v4net", "rt"]);
+    assert!(r.stderr.contains("IPv6 is not enabled on network v4net"), "{}", r.stderr);
 
     // A killed and restarted daemon keeps the v6 addresses, bindings and rules.
     d.kill9_and_restart().unwrap();

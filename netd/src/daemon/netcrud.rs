@@ -576,6 +576,15 @@ impl Daemon {
                 n.name
             )));
         }
+        if static_ip6.is_some()
+            && (n.default_bridge || !n.bridge.as_ref().and_then(|b| b.ipv6.as_ref()).is_some_and(|v| v.user_subnet))
+        {
+            return Err(ApiError::bad(if n.default_bridge {
+                "invalid endpoint settings:\nuser-specified IP address is supported on user-defined networks only"
+            } else {
+                "user specified IP address is supported only when connecting to networks with user configured subnets"
+            }));
+        }
         if c.state.status == Status::Running {
             let netns = c.netns.clone().ok_or_else(|| ApiError::internal("sandbox has no network namespace"))?;
             let idx = c.endpoints.len();

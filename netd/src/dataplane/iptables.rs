@@ -1239,6 +1239,17 @@ mod tests {
         );
     }
 
+    /// `--ip6tables=false`: no ip6tables rule is installed or expected (Docker's flag).
+    #[test]
+    fn ip6tables_off_keeps_v4_rules_only() {
+        let off = Iptables::new("nft", true, false);
+        let on = Iptables::new("nft", true, true);
+        let rules = render_network(&dummy6(true, false, GatewayMode::Nat), true);
+        assert!(rules.iter().any(|r| r.v6) && rules.iter().any(|r| !r.v6));
+        assert!(rules.iter().all(|r| off.wants(r) == !r.v6));
+        assert!(rules.iter().all(|r| on.wants(r)));
+    }
+
     /// A `[::]` binding of an IPv4-only sandbox is the proxy's: no rule in either family.
     #[test]
     fn cross_family_binding_has_no_rules() {
