@@ -423,3 +423,68 @@ fn iptables_ipv6_without_proxy_icc_false_and_internal() {
     let r = d.cli(&["exec", "i2", "--", &pr, "tcp", "[fd00:18:1::2]:7000", "cross"]);
     assert_ne!(r.code, 0, "v6 between networks: {}", r.stdout);
 }
+
+/// One datagram from [2001:db8:100::2]:40123 (a fixed source port) to the host's v6 address.
+fn ask6(th: &TestHost, payload: &str) -> Option<String> {
+    let payload = payload.to_string();
+    netd_tests::in_netns(&th.outside.path(), move || {
+        let s = std::net::UdpSocket::bind("[2001:db8:100::2]:40123").ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(1))).ok()?;
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            s.send_to(payload.as_bytes(), "[2001:db8:100::1]:5353").ok()?;
+            if let Ok(n) = s.recv(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+/// The v6 twin of conntrack_flush.rs: a UDP host port moved to another sandbox is reached at
+/// once by a client that keeps its source port (the kernel's v6 conntrack entries of the port
+/// are deleted over ctnetlink).
+#[test]
+fn iptables_v6_udp_port_moves_to_a_new_sandbox() {
+    require_root!();
+    let th = TestHost::new("v6c").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "iptables"]).unwrap();
+    let pr = p();
+    d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:19::/64", "n6"]);
+    let run = |name: &str| {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "n6",
+            "-p",
+            "5353:5353/udp",
+            "--",
+            &pr,
+            "serve",
+            "--tag",
+            name,
+            "5353",
+        ]);
+    };
+    run("u1");
+    let r = ask6(&th, "one").expect("no answer from u1");
+    assert!(r.starts_with("u1:"), "{r}");
+    d.ok(&["rm", "-f", "u1"]);
+    // u1's v6 address goes to another sandbox: a stale translation would lead nowhere.
+    d.ok(&["run", "-d", "--name", "filler", "--network", "n6", "--", "sleep", "300"]);
+    run("u2");
+    let mut got = None;
+    for _ in 0..5 {
+        got = ask6(&th, "two");
+        if got.is_some() {
+            break;
+        }
+    }
+    let r = got.expect("the client's v6 flow still goes to the removed sandbox (stale conntrack)");
+    assert!(r.starts_with("u2:"), "{r}");
+}

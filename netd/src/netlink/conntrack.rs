@@ -1,11 +1,11 @@
 //! The kernel's conntrack table over ctnetlink (NETLINK_NETFILTER, subsystem CTNETLINK): dump
-//! the IPv4 entries and delete those a filter selects, as `conntrack -D` does, without needing
+//! the IPv4 and IPv6 entries and delete those a filter selects, as `conntrack -D` does, without needing
 //! the `conntrack` binary (often not installed on a real host). Used by the iptables dataplane to
 //! drop stale translations when a host port is (re)published or released. Acts on the network
 //! namespace of the calling thread (the daemon's).
 use std::{
     io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
@@ -26,6 +26,8 @@ const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
@@ -35,15 +37,15 @@ const CTA_ZONE: u16 = 18;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuple {
     pub proto: u8,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     /// Conntrack zone (0 unless set).
     pub zone: u16,
 }
 
-/// Delete every IPv4 entry whose original tuple `select` picks; returns how many went. An entry
+/// Delete every entry (IPv4 and IPv6) whose original tuple `select` picks; returns how many went. An entry
 /// that vanished between the dump and the delete is not an error.
 pub fn delete_where(select: impl Fn(&Tuple) -> bool) -> io::Result<usize> {
     let sock = Socket::open()?;
@@ -59,7 +61,7 @@ pub fn delete_where(select: impl Fn(&Tuple) -> bool) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Every IPv4 entry's original tuple.
+/// Every entry's original tuple (both families).
 pub fn list() -> io::Result<Vec<Tuple>> {
     Socket::open()?.dump()
 }
@@ -93,7 +95,8 @@ impl Socket {
         Ok(Self { fd, seq: std::cell::Cell::new(1) })
     }
 
-    fn send(&self, msg_type: u16, flags: u16, attrs: &[u8]) -> io::Result<u32> {
+    /// `family`: the nfgenmsg family (`AF_UNSPEC` dumps every family; a delete names its tuple's).
+    fn send(&self, msg_type: u16, flags: u16, family: u8, attrs: &[u8]) -> io::Result<u32> {
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
         let len = 16 + 4 + attrs.len();
@@ -103,8 +106,8 @@ impl Socket {
         m.extend_from_slice(&flags.to_ne_bytes());
         m.extend_from_slice(&seq.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes());
-        // nfgenmsg: family AF_INET, version 0, res_id 0.
-        m.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+        // nfgenmsg: family, version 0, res_id 0.
+        m.extend_from_slice(&[family, 0, 0, 0]);
         m.extend_from_slice(attrs);
         // SAFETY: sending a buffer we own to the kernel (destination: pid 0, the default).
         let r = unsafe { libc::send(self.fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
@@ -153,7 +156,7 @@ impl Socket {
     }
 
     fn dump(&self) -> io::Result<Vec<Tuple>> {
-        let seq = self.send(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, &[])?;
+        let seq = self.send(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, libc::AF_UNSPEC as u8, &[])?;
         let mut out = Vec::new();
         self.recv_until(seq, |_, body| {
             if let Some(t) = body.get(4..).and_then(parse_entry) {
@@ -165,7 +168,8 @@ impl Socket {
     }
 
     fn delete(&self, t: &Tuple) -> io::Result<()> {
-        let seq = self.send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, &entry_attrs(t))?;
+        let family = if t.src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u8;
+        let seq = self.send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, family, &entry_attrs(t))?;
         self.recv_until(seq, |_, _| Ok(true))
     }
 }
@@ -173,8 +177,20 @@ impl Socket {
 /// The attributes naming one entry: its original tuple (and zone when not 0).
 fn entry_attrs(t: &Tuple) -> Vec<u8> {
     let mut ip = Vec::new();
-    attr(&mut ip, CTA_IP_V4_SRC, &t.src.octets());
-    attr(&mut ip, CTA_IP_V4_DST, &t.dst.octets());
+    match (t.src, t.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            attr(&mut ip, CTA_IP_V4_SRC, &s.octets());
+            attr(&mut ip, CTA_IP_V4_DST, &d.octets());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(x) => x,
+                IpAddr::V4(x) => x.to_ipv6_mapped(),
+            };
+            attr(&mut ip, CTA_IP_V6_SRC, &v6(s).octets());
+            attr(&mut ip, CTA_IP_V6_DST, &v6(d).octets());
+        }
+    }
     let mut proto = Vec::new();
     attr(&mut proto, CTA_PROTO_NUM, &[t.proto]);
     attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
@@ -220,7 +236,8 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 fn parse_entry(b: &[u8]) -> Option<Tuple> {
-    let mut t = Tuple { proto: 0, src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, sport: 0, dport: 0, zone: 0 };
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut t = Tuple { proto: 0, src: any, dst: any, sport: 0, dport: 0, zone: 0 };
     let mut seen = false;
     for (ty, p) in attrs(b) {
         match ty {
@@ -230,9 +247,11 @@ fn parse_entry(b: &[u8]) -> Option<Tuple> {
                     match ty {
                         CTA_TUPLE_IP => {
                             for (ty, p) in attrs(p) {
-                                match (ty, <[u8; 4]>::try_from(p)) {
-                                    (CTA_IP_V4_SRC, Ok(a)) => t.src = Ipv4Addr::from(a),
-                                    (CTA_IP_V4_DST, Ok(a)) => t.dst = Ipv4Addr::from(a),
+                                match (ty, <[u8; 4]>::try_from(p), <[u8; 16]>::try_from(p)) {
+                                    (CTA_IP_V4_SRC, Ok(a), _) => t.src = Ipv4Addr::from(a).into(),
+                                    (CTA_IP_V4_DST, Ok(a), _) => t.dst = Ipv4Addr::from(a).into(),
+                                    (CTA_IP_V6_SRC, _, Ok(a)) => t.src = Ipv6Addr::from(a).into(),
+                                    (CTA_IP_V6_DST, _, Ok(a)) => t.dst = Ipv6Addr::from(a).into(),
                                     _ => {}
                                 }
                             }
@@ -266,8 +285,8 @@ mod tests {
     fn a_delete_request_parses_back_to_its_tuple() {
         let t = Tuple {
             proto: 17,
-            src: Ipv4Addr::new(198, 51, 100, 2),
-            dst: Ipv4Addr::new(198, 51, 100, 1),
+            src: Ipv4Addr::new(198, 51, 100, 2).into(),
+            dst: Ipv4Addr::new(198, 51, 100, 1).into(),
             sport: 40000,
             dport: 5353,
             zone: 3,
@@ -275,5 +294,7 @@ mod tests {
         let attrs = entry_attrs(&t);
         assert_eq!(parse_entry(&attrs), Some(t));
         assert_eq!(parse_entry(&attrs[..3]), None, "truncated");
+        let t6 = Tuple { src: "2001:db8:100::2".parse().unwrap(), dst: "2001:db8:100::1".parse().unwrap(), ..t };
+        assert_eq!(parse_entry(&entry_attrs(&t6)), Some(t6));
     }
 }
