@@ -311,6 +311,10 @@ fn iptables_dual_stack() {
     }
     let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
     assert!(!ip6.contains("fd00:17:2::") && !ip6.contains("fd00:abcd::"), "{ip6}");
+    // `netd down` removes every ip6tables chain and jump it made, and the FORWARD policy.
+    d.down().unwrap();
+    let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap();
+    assert!(!ip6.contains("NETD") && !ip6.contains(":FORWARD DROP"), "{ip6}");
 }
 
 /// Until the eBPF dataplane has its IPv6 datapath, netd says so instead of half-working: no
