@@ -492,3 +492,34 @@ fn iptables_v6_udp_port_moves_to_a_new_sandbox() {
     let r = got.expect("the client's v6 flow still goes to the removed sandbox (stale conntrack)");
     assert!(r.starts_with("u2:"), "{r}");
 }
+
+/// `--link` on a dual-stack default bridge with `--icc=false`: the linked sandbox reaches the
+/// target's exposed port over IPv6 too, nothing else does.
+#[test]
+fn iptables_links_under_icc_false_over_ipv6() {
+    require_root!();
+    let th = TestHost::new("v6l").unwrap();
+    let d = TestDaemon::start(
+        &th,
+        &["--dataplane", "iptables", "--ipv6", "--fixed-cidr-v6", "fd00:20::/64", "--icc=false"],
+    )
+    .unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "t1", "--expose", "7000", "--", &pr, "serve", "--tag", "t1", "7000", "7001"]);
+    d.ok(&["run", "-d", "--name", "t2", "--link", "t1", "--", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "t3", "--", "sleep", "300"]);
+    // Docker's icc=false DROP (`-i br -o br`) also drops the bridged neighbour discovery
+    // between sandboxes (ICMPv6, seen by ip6tables through br_netfilter), with netd's rules as
+    // with Docker's: the test gives the two ends each other's MAC, so it checks the link rules.
+    let mac = |n: &str| d.inspect(n)["NetworkSettings"]["MacAddress"].as_str().unwrap().to_string();
+    let (m1, m2) = (mac("t1"), mac("t2"));
+    d.ok(&["exec", "t2", "--", "ip", "-6", "neigh", "replace", "fd00:20::2", "lladdr", &m1, "dev", "eth0"]);
+    d.ok(&["exec", "t1", "--", "ip", "-6", "neigh", "replace", "fd00:20::3", "lladdr", &m2, "dev", "eth0"]);
+    d.ok(&["exec", "t3", "--", "ip", "-6", "neigh", "replace", "fd00:20::2", "lladdr", &m1, "dev", "eth0"]);
+    let e = echo(&d.ok(&["exec", "t2", "--", &pr, "tcp", "[fd00:20::2]:7000", "link6"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("t1", "fd00:20::3"));
+    let r = d.cli(&["exec", "t2", "--", &pr, "tcp", "[fd00:20::2]:7001", "x"]);
+    assert_ne!(r.code, 0, "a port the link does not name: {}", r.stdout);
+    let r = d.cli(&["exec", "t3", "--", &pr, "tcp", "[fd00:20::2]:7000", "x"]);
+    assert_ne!(r.code, 0, "an unlinked sandbox under icc=false: {}", r.stdout);
+}

@@ -427,6 +427,7 @@ impl Daemon {
                             dst: tep.ip,
                             proto,
                             port,
+                            v6: ep.ip6.zip(tep.ip6),
                         });
                     }
                 }

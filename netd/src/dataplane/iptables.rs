@@ -372,22 +372,32 @@ fn render_port6(
     v.into_iter().map(six).collect()
 }
 
-/// `--link` exceptions under icc=false (both directions of the exact port).
+/// `--link` exceptions under icc=false (both directions of the exact port), in ip6tables too
+/// when both ends have a v6 address (Docker's link rules per family).
 pub fn render_link(n: &NetworkSpec, l: &LinkRule) -> Vec<Rule> {
     let br = &n.bridge;
     let pr = l.proto.as_str();
-    vec![
-        rh(
-            "filter",
-            "NETD-FORWARD",
-            format!("-s {} -d {} -i {br} -o {br} -p {pr} -m {pr} --dport {} -j ACCEPT", l.src, l.dst, l.port),
-        ),
-        rh(
-            "filter",
-            "NETD-FORWARD",
-            format!("-s {} -d {} -i {br} -o {br} -p {pr} -m {pr} --sport {} -j ACCEPT", l.dst, l.src, l.port),
-        ),
-    ]
+    let pair = |src: &dyn std::fmt::Display, dst: &dyn std::fmt::Display| {
+        [
+            rh(
+                "filter",
+                "NETD-FORWARD",
+                format!("-s {src} -d {dst} -i {br} -o {br} -p {pr} -m {pr} --dport {} -j ACCEPT", l.port),
+            ),
+            rh(
+                "filter",
+                "NETD-FORWARD",
+                format!("-s {dst} -d {src} -i {br} -o {br} -p {pr} -m {pr} --sport {} -j ACCEPT", l.port),
+            ),
+        ]
+    };
+    let mut v = pair(&l.src, &l.dst).to_vec();
+    if let Some((s6, d6)) = l.v6
+        && n.ipv6.is_some()
+    {
+        v.extend(pair(&s6, &d6).into_iter().map(six));
+    }
+    v
 }
 
 /// An `iptables-restore --noflush` batch: `op` is `-A`/`-I` for adds (per rule) or `-D`.
@@ -1237,6 +1247,31 @@ mod tests {
             &scenario_family(&[n], None, true, true),
             &["filter", "nat"],
         );
+    }
+
+    /// `--link` under icc=false on a dual-stack bridge: the exact port both ways, per family.
+    #[test]
+    fn links_get_their_v6_pair_on_a_dual_stack_network() {
+        let n = dummy6(false, false, GatewayMode::Nat);
+        let mut l = LinkRule {
+            network_index: 2,
+            src: Ipv4Addr::new(192, 168, 0, 3),
+            dst: Ipv4Addr::new(192, 168, 0, 2),
+            proto: Proto::Tcp,
+            port: 80,
+            v6: Some(("fd49:efd7:54aa::3".parse().unwrap(), "fd49:efd7:54aa::2".parse().unwrap())),
+        };
+        let got = lines6(&render_link(&n, &l));
+        assert_eq!(
+            got,
+            [
+                "[filter] -A NETD-FORWARD -s fd49:efd7:54aa::3 -d fd49:efd7:54aa::2 -i br-dummy -o br-dummy -p tcp -m tcp --dport 80 -j ACCEPT",
+                "[filter] -A NETD-FORWARD -s fd49:efd7:54aa::2 -d fd49:efd7:54aa::3 -i br-dummy -o br-dummy -p tcp -m tcp --sport 80 -j ACCEPT",
+            ]
+        );
+        assert_eq!(lines(&render_link(&n, &l)).len(), 2);
+        l.v6 = None;
+        assert!(lines6(&render_link(&n, &l)).is_empty());
     }
 
     /// `--ip6tables=false`: no ip6tables rule is installed or expected (Docker's flag).

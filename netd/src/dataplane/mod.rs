@@ -261,6 +261,9 @@ pub struct LinkRule {
     pub dst: Ipv4Addr,
     pub proto: Proto,
     pub port: u16,
+    /// Both ends' IPv6 addresses on a dual-stack network: the exception holds for v6 too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v6: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 /// Counters a dataplane reports for `netd stats`.
