@@ -347,4 +347,101 @@ mod tests {
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
         assert_eq!(super::signal_command(0, me, Signal::SIGKILL), Err(Errno::ESRCH));
     }
+
+    /// The race `stop` and `kill` run into: they read the command's PID under the state lock
+    /// and signal it later; meanwhile the command may exit and its PID go to another process.
+    /// Here the PID really is reused (`clone3` with `set_tid` gives a new process exactly the
+    /// freed PID, under another parent), and neither SIGTERM nor SIGKILL reaches it.
+    #[test]
+    fn a_reused_pid_is_never_signalled() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: clone3 with set_tid needs root");
+            return;
+        }
+        /// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+        }
+        let me = std::process::id() as i32;
+        for _ in 0..5 {
+            // The sandbox's command, our child: we play its supervisor.
+            let mut cmd = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+            let pid = cmd.id() as i32;
+            cmd.kill().unwrap();
+            cmd.wait().unwrap(); // reaped: `pid` is free
+            // Another process takes `pid`, under another parent (a forked middleman).
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let tid: libc::pid_t = pid;
+            let args = CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                set_tid: &tid as *const libc::pid_t as u64,
+                set_tid_size: 1,
+                ..Default::default()
+            };
+            // SAFETY: the child only makes raw syscalls (no allocation, no locks) until it is
+            // killed: clone3, write, pause.
+            let middle = match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => unsafe {
+                    let rc = libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>());
+                    if rc == 0 {
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                    let v: i64 = if rc < 0 { -(*libc::__errno_location() as i64) } else { rc };
+                    libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), &v as *const i64 as *const libc::c_void, 8);
+                    loop {
+                        libc::pause();
+                    }
+                },
+                nix::unistd::ForkResult::Parent { child } => child,
+            };
+            drop(w);
+            let mut buf = [0u8; 8];
+            let n = nix::unistd::read(&r, &mut buf).unwrap();
+            assert_eq!(n, 8);
+            let got = i64::from_ne_bytes(buf);
+            let cleanup = |pid: Option<i32>| {
+                if let Some(p) = pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+                }
+                let _ = nix::sys::signal::kill(middle, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(middle, None);
+            };
+            if got == -(libc::EEXIST as i64) {
+                cleanup(None); // someone else took the PID first: try again
+                continue;
+            }
+            if got < 0 {
+                cleanup(None);
+                eprintln!("skipped: clone3 set_tid unsupported here (errno {})", -got);
+                return;
+            }
+            assert_eq!(got, pid as i64, "the new process has the freed PID");
+            assert_eq!(super::parent_of(pid), Some(middle.as_raw()), "under another parent");
+            let r1 = super::signal_command(pid, me, Signal::SIGTERM);
+            let r2 = super::signal_command(pid, me, Signal::SIGKILL);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+                .unwrap_or(false);
+            cleanup(Some(pid));
+            assert_eq!((r1, r2), (Err(Errno::ESRCH), Err(Errno::ESRCH)), "the reused PID was signalled");
+            assert!(alive, "the process that reused the PID was killed");
+            return;
+        }
+        panic!("the PID was taken by another process five times in a row");
+    }
 }

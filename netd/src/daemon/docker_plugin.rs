@@ -167,11 +167,12 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     api::decode_json(body).map_err(ApiError::bad)
 }
 
-/// `"203.0.113.2/24"` (Docker's IPAM strings), or a bare address.
+/// `"203.0.113.2/24"` (Docker's IPAM strings: the address with its prefix length, host bits
+/// kept), or a bare address (/32).
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    match s.split_once('/') {
-        Some((a, p)) => Some((a.parse().ok()?, p.parse().ok().filter(|p| *p <= 32)?)),
-        None => Some((s.parse().ok()?, 32)),
+    match s.parse::<ipnet::Ipv4Net>() {
+        Ok(n) => Some((n.addr(), n.prefix_len())),
+        Err(_) => Some((s.parse().ok()?, 32)),
     }
 }
 
@@ -601,5 +602,9 @@ mod tests {
         assert_eq!(parse_cidr("203.0.113.1"), Some((Ipv4Addr::new(203, 0, 113, 1), 32)));
         assert_eq!(parse_cidr("x/24"), None);
         assert_eq!(parse_cidr("1.2.3.4/33"), None);
+        assert_eq!(parse_cidr("1.2.3.4/"), None);
+        assert_eq!(parse_cidr("1.2.3.4/24/1"), None);
+        assert_eq!(parse_cidr("2001:db8::1/64"), None);
+        assert_eq!(parse_cidr(""), None);
     }
 }
