@@ -93,3 +93,51 @@ pub fn delete<K: aya::Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> 
     }
     Ok(done)
 }
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid `bpf_attr` element-command prefix whose key and value pointers
+    // point at buffers of the map's key and value sizes that live for the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut ElemAttr, size_of::<ElemAttr>() as u32) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// One entry of a (non per-CPU) map; `None` when the key is absent.
+pub fn lookup<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    let mut v = MaybeUninit::<V>::uninit();
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: v.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf_elem(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        // SAFETY: the kernel wrote the value; V is Pod.
+        Ok(()) => Ok(Some(unsafe { v.assume_init() })),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write one entry of a (non per-CPU) map (`BPF_ANY`).
+pub fn update<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        ..Default::default()
+    };
+    bpf_elem(BPF_MAP_UPDATE_ELEM, &mut attr)
+}

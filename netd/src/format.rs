@@ -184,6 +184,23 @@ pub fn prometheus(v: &Value) -> String {
         s.push_str(&format!("# HELP {metric}_last_ports Ports of the last one.\n# TYPE {metric}_last_ports gauge\n"));
         s.push_str(&format!("{metric}_last_ports {}\n", p["last_ports"].as_u64().unwrap_or(0)));
     }
+    // The daemon's state lock: how long requests waited for it and how long it was held.
+    let l = &v["lock"];
+    if l.is_object() {
+        let secs = |k: &str| l[k].as_u64().unwrap_or(0) as f64 / 1e6;
+        s.push_str("# HELP netd_state_lock_acquisitions_total Times the daemon's state lock was taken.\n# TYPE netd_state_lock_acquisitions_total counter\n");
+        s.push_str(&format!("netd_state_lock_acquisitions_total {}\n", l["count"].as_u64().unwrap_or(0)));
+        for (what, help) in [("wait", "waited for"), ("held", "held")] {
+            s.push_str(&format!(
+                "# HELP netd_state_lock_{what}_seconds_total Time the daemon's state lock was {help}, in all.\n# TYPE netd_state_lock_{what}_seconds_total counter\n"
+            ));
+            s.push_str(&format!("netd_state_lock_{what}_seconds_total {}\n", secs(&format!("{what}_total_us"))));
+            s.push_str(&format!(
+                "# HELP netd_state_lock_{what}_max_seconds The longest the daemon's state lock was {help}.\n# TYPE netd_state_lock_{what}_max_seconds gauge\n"
+            ));
+            s.push_str(&format!("netd_state_lock_{what}_max_seconds {}\n", secs(&format!("{what}_max_us"))));
+        }
+    }
     s
 }
 

@@ -122,6 +122,19 @@ pub enum Cmd {
         #[arg(long = "format", value_enum, default_value_t = StatsFormat::Table)]
         format: StatsFormat,
     },
+    /// Stream events (sandboxes, networks, published ports) as they happen, like `docker events`
+    #[command(alias = "events")]
+    Monitor {
+        /// Only these events: `type=container|network|port`, `event=ACTION` (repeatable)
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        /// Docker's text lines, or one JSON object per line
+        #[arg(long = "format", value_enum, default_value_t = MonitorFormat::Text)]
+        format: MonitorFormat,
+        /// Same as `--format json`
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage networks
     #[command(subcommand)]
     Network(NetworkCmd),
@@ -153,6 +166,13 @@ pub enum DebugCmd {
     },
     /// Write one man page per command (netd.1, netd-run.1, ...) into DIR
     Man { dir: PathBuf },
+}
+
+/// `netd monitor --format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorFormat {
+    Text,
+    Json,
 }
 
 /// `netd stats --format`.

@@ -139,6 +139,9 @@ pub async fn run_client(socket: PathBuf, cmd: Cmd) -> R {
         Cmd::Exec { env, workdir, container, cmd } => exec(&c, &container, &cmd, &env, workdir.as_deref()).await,
         Cmd::Port { container, port } => port_cmd(&c, &container, port.as_deref()).await,
         Cmd::Stats { format } => stats(&c, format).await,
+        Cmd::Monitor { filter, format, json } => {
+            monitor(&c, &filter, json || format == args::MonitorFormat::Json).await
+        }
         Cmd::Network(n) => network(&c, n).await,
         Cmd::Info => {
             let v: Value = c.json("GET", "/info", None::<&()>).await?;
@@ -478,6 +481,49 @@ fn exec_in(
             Err((126, format!("OCI runtime exec failed: exec failed: unable to start container process: {e}: unknown")))
         }
     }
+}
+
+/// `netd monitor`: the daemon's event stream, as Docker's text lines or JSON lines.
+async fn monitor(c: &Client, filters: &[String], json: bool) -> R {
+    let mut q: Vec<String> = Vec::new();
+    let (mut typ, mut action): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    for f in filters {
+        match f.split_once('=') {
+            Some(("type", v)) if matches!(v, "container" | "network" | "port") => typ.push(v),
+            Some(("event", v)) if !v.is_empty() => action.push(v),
+            _ => {
+                return Err(Failure::new(
+                    125,
+                    format!("invalid filter '{f}': want type=container|network|port or event=ACTION"),
+                ));
+            }
+        }
+    }
+    if !typ.is_empty() {
+        q.push(format!("type={}", enc(&typ.join(","))));
+    }
+    if !action.is_empty() {
+        q.push(format!("event={}", enc(&action.join(","))));
+    }
+    let path = if q.is_empty() { "/events".to_string() } else { format!("/events?{}", q.join("&")) };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = std::io::stdout();
+    c.stream("GET", &path, |b| {
+        buf.extend_from_slice(b);
+        while let Some(i) = buf.iter().position(|&x| x == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let line = &line[..line.len() - 1];
+            if json {
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
+            } else if let Ok(e) = serde_json::from_slice::<crate::daemon::events::Event>(line) {
+                let _ = writeln!(out, "{}", e.text());
+            }
+            let _ = out.flush();
+        }
+    })
+    .await
+    .map_err(Failure::from)
 }
 
 async fn stats(c: &Client, format: StatsFormat) -> R {

@@ -37,7 +37,7 @@ use std::{
 
 use super::{ApiError, ApiResult, Daemon, HeldSocket, Shared, State};
 use crate::{
-    dataplane::{EndpointSpec, PortMapping, Proto},
+    dataplane::{EndpointSpec, NetworkSpec, PortMapping, Proto},
     ipam,
     model::{AddressSource, Attachment, Owner, PortOpts, PortRequest},
 };
@@ -77,6 +77,58 @@ pub struct AttachRequest {
     pub port_opts: PortOpts,
 }
 
+/// An attachment's network and address, reserved under the state lock while its kernel
+/// objects are made without it ([`Daemon::attach_reserve`]).
+pub struct Reserved {
+    pub req: AttachRequest,
+    net: crate::model::Network,
+    b: crate::model::BridgeNet,
+    pub ip: Ipv4Addr,
+    /// On a dual-stack network: (address, prefix length, gateway, source).
+    v6: Option<(Ipv6Addr, u8, Ipv6Addr, AddressSource)>,
+    source: AddressSource,
+}
+
+/// Give a reservation's addresses back (its attachment never came up).
+pub fn attach_release(st: &mut State, r: &Reserved) {
+    if let Some(p) = st.pools.get_mut(&r.net.id) {
+        p.release(r.ip);
+    }
+    if let (Some((a6, ..)), Some(p)) = (r.v6, st.pools6.get_mut(&r.net.id)) {
+        p.release(a6);
+    }
+}
+
+/// Host ports allocated for a publish, to be programmed into the dataplane
+/// ([`Publishing::program`], no state lock needed) and committed ([`Daemon::publish_commit`]).
+pub struct Publishing {
+    spec: NetworkSpec,
+    pub maps: Vec<PortMapping>,
+    proxy: bool,
+    /// Time spent so far (lock waits excluded).
+    took: std::time::Duration,
+}
+
+impl Publishing {
+    /// Phase 2 of [`Daemon::publish`]: the dataplane. On failure the caller unreserves the
+    /// ports ([`unreserve_ports`]).
+    pub fn program(&mut self, dp: &super::Dp, name: &str) -> ApiResult<()> {
+        let t0 = std::time::Instant::now();
+        dp.ports_added(&self.spec, &self.maps).map_err(|e| {
+            ApiError::internal(format!("driver failed programming external connectivity on endpoint {name}: {e}"))
+        })?;
+        super::crash_point("publish:programmed");
+        self.took += t0.elapsed();
+        Ok(())
+    }
+}
+
+/// A network's dataplane spec and index (`None`: gone, or not a bridge network).
+pub fn net_of(st: &State, id: &str) -> Option<(NetworkSpec, u32)> {
+    let n = st.networks.get(id)?;
+    Some((n.spec(0)?, n.bridge.as_ref()?.index))
+}
+
 /// Every attachment whose owner matches.
 pub fn attachments_of<'a>(st: &'a State, f: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = &'a Attachment> + 'a {
     st.attachments.values().filter(move |a| f(&a.owner))
@@ -109,15 +161,31 @@ impl Daemon {
     }
 
     /// Join a namespace (or a veth peer for its owner to move) to a network. Undone on failure.
+    /// Holds the state lock throughout (the sandbox start runs the three phases itself:
+    /// [`Daemon::attach_reserve`] and [`Daemon::attach_commit`] under the lock,
+    /// [`Daemon::attach_kernel`] without it).
     pub async fn attach(self: &Shared, st: &mut State, req: AttachRequest) -> ApiResult<Attachment> {
+        let r = self.attach_reserve(st, req)?;
+        let dp = st.dp.clone();
+        let a = match self.attach_kernel(&dp, &r).await {
+            Ok(a) => a,
+            Err(e) => {
+                attach_release(st, &r);
+                return Err(e);
+            }
+        };
+        self.attach_commit(st, &r, a).await
+    }
+
+    /// Phase 1 of [`Daemon::attach`] (state lock held): the network and the address.
+    pub fn attach_reserve(&self, st: &mut State, req: AttachRequest) -> ApiResult<Reserved> {
         let net = st
             .networks
             .get(&req.network_id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", req.network_id)))?;
         let b = net.bridge.clone().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
-        let net_id = req.network_id.clone();
-        let pool = st.pools.entry(net_id.clone()).or_insert_with(|| Self::pool_for(&b));
+        let pool = st.pools.entry(req.network_id.clone()).or_insert_with(|| Self::pool_for(&b));
         let (ip, source) = match req.address {
             AddressRequest::Pool => {
                 (pool.allocate().map_err(|e| ApiError::internal(e.to_string()))?, AddressSource::Pool)
@@ -132,6 +200,7 @@ impl Daemon {
                 (ip, AddressSource::External)
             }
         };
+        let net_id = req.network_id.clone();
         // The v6 address on a dual-stack network (static `--ip6`, else the lowest free).
         let v6 = match (&b.ipv6, req.ip6) {
             (None, None) => None,
@@ -167,12 +236,20 @@ impl Daemon {
                 }
             }
         };
+        Ok(Reserved { req, net, b, ip, v6, source })
+    }
+
+    /// Phase 2 of [`Daemon::attach`] (no state lock needed): the veth pair, the peer's
+    /// namespace and configuration, the dataplane's endpoint. On failure the veth is gone again
+    /// (the address stays reserved: [`attach_release`]).
+    pub async fn attach_kernel(&self, dp: &super::Dp, r: &Reserved) -> ApiResult<Attachment> {
+        let (req, b, ip, v6) = (&r.req, &r.b, r.ip, r.v6);
         let mac = req.mac.unwrap_or_else(|| ipam::mac_from_ip(ip));
         let suffix: String = crate::names::new_id()[..7].to_string();
         let host_veth = format!("veth{suffix}");
         let peer_tmp = format!("vp{suffix}");
         let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
-        let r: Result<u32, String> = async {
+        let res: Result<u32, String> = async {
             self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
             // No IPv6 on the host end (a bridge port needs none), and on an IPv4-only network
             // none on the sandbox's end either, as Docker 26+ does, so sandboxes cannot talk
@@ -214,30 +291,21 @@ impl Daemon {
                 .ok_or_else(|| format!("{host_veth} vanished"))
         }
         .await;
-        let release = |st: &mut State| {
-            if let Some(p) = st.pools.get_mut(&net_id) {
-                p.release(ip);
-            }
-            if let (Some((a6, ..)), Some(p)) = (v6, st.pools6.get_mut(&net_id)) {
-                p.release(a6);
-            }
-        };
-        let host_ifindex = match r {
+        let host_ifindex = match res {
             Ok(i) => i,
             Err(e) => {
                 let _ = self.nl.delete_link(&host_veth).await;
-                release(st);
                 return Err(ApiError::internal(format!(
                     "failed to set up endpoint for {} on {}: {e}",
                     req.owner.key(),
-                    net.name
+                    r.net.name
                 )));
             }
         };
         let a = Attachment {
             id: req.id.clone().unwrap_or_else(crate::names::new_id),
             owner: req.owner.clone(),
-            network_id: net_id.clone(),
+            network_id: r.net.id.clone(),
             host_veth: host_veth.clone(),
             host_ifindex,
             netns: req.netns.clone(),
@@ -250,7 +318,7 @@ impl Daemon {
             gateway6: v6.map(|x| x.2),
             source6: v6.map(|x| x.3),
             mac,
-            source,
+            source: r.source,
             default_route: req.default_route && req.netns.is_some(),
             ports: Vec::new(),
             port_opts: req.port_opts,
@@ -258,18 +326,24 @@ impl Daemon {
             created: crate::model::rfc3339_now().0,
         };
         let bridge_ifindex = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
-        let spec = net.spec(bridge_ifindex).expect("bridge");
-        if let Err(e) = st.dp.endpoint_added(&spec, &endpoint_spec(&a, b.index)) {
+        let spec = r.net.spec(bridge_ifindex).expect("bridge");
+        if let Err(e) = dp.endpoint_added(&spec, &endpoint_spec(&a, b.index)) {
             let _ = self.nl.delete_link(&host_veth).await;
-            release(st);
             return Err(ApiError::internal(format!("dataplane: {e}")));
         }
+        Ok(a)
+    }
+
+    /// Phase 3 of [`Daemon::attach`] (state lock held): persist (other owners than sandboxes)
+    /// and register. Undone on failure (veth, dataplane, address).
+    pub async fn attach_commit(self: &Shared, st: &mut State, r: &Reserved, a: Attachment) -> ApiResult<Attachment> {
         if !a.owner.is_sandbox()
             && let Err(e) = self.store.save_attachment(&a)
         {
-            let _ = st.dp.endpoint_removed(&spec, &endpoint_spec(&a, b.index));
-            let _ = self.nl.delete_link(&host_veth).await;
-            release(st);
+            let spec = r.net.spec(0).expect("bridge");
+            let _ = st.dp.endpoint_removed(&spec, &endpoint_spec(&a, r.b.index)).await;
+            let _ = self.nl.delete_link(&a.host_veth).await;
+            attach_release(st, r);
             return Err(ApiError::internal(format!("saving state: {e}")));
         }
         st.attachments.insert(a.id.clone(), a.clone());
@@ -286,19 +360,30 @@ impl Daemon {
         if !cur.ports.is_empty() {
             self.unpublish(st, &cur.id, &cur.network_id, &cur.ports).await;
         }
-        if let Some(net) = st.networks.get(&cur.network_id).cloned()
-            && let Some(b) = &net.bridge
-        {
-            let spec = net.spec(0).expect("bridge");
-            let mut e = endpoint_spec(&cur, b.index);
+        let net = net_of(st, &cur.network_id);
+        let dp = st.dp.clone();
+        self.detach_kernel(&dp, &cur, net.as_ref()).await;
+        self.detach_commit(st, &cur);
+    }
+
+    /// The kernel half of [`Daemon::detach`] (no state lock needed): the dataplane's endpoint
+    /// (and, once this returns, every translation of its address) and the veth. `net`: the
+    /// network's spec and index ([`net_of`]), `None` when the network is gone.
+    pub async fn detach_kernel(&self, dp: &super::Dp, cur: &Attachment, net: Option<&(NetworkSpec, u32)>) {
+        if let Some((spec, index)) = net {
+            let mut e = endpoint_spec(cur, *index);
             e.host_ifindex = 0;
-            if let Err(e) = st.dp.endpoint_removed(&spec, &e) {
+            if let Err(e) = dp.endpoint_removed(spec, &e).await {
                 tracing::warn!(owner = %cur.owner.key(), error = %e, "dataplane: removing endpoint");
             }
         }
         if let Err(e) = self.nl.delete_link(&cur.host_veth).await {
             tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");
         }
+    }
+
+    /// The model half of [`Daemon::detach`] (state lock held): the address and the record.
+    pub fn detach_commit(&self, st: &mut State, cur: &Attachment) {
         if let Some(p) = st.pools.get_mut(&cur.network_id) {
             p.release(cur.ip);
         }
@@ -315,7 +400,19 @@ impl Daemon {
 
     /// Publish ports of attachment `id` (all-or-nothing). `name` is the endpoint's name in
     /// Docker's error text (`driver failed programming external connectivity on endpoint NAME`).
+    /// Holds the state lock throughout (a sandbox start runs the phases itself).
     pub fn publish(&self, st: &mut State, id: &str, reqs: &[PortRequest], name: &str) -> ApiResult<Vec<PortMapping>> {
+        let mut p = self.publish_reserve(st, id, reqs)?;
+        if let Err(e) = p.program(&st.dp.clone(), name) {
+            unreserve_ports(st, &p.maps);
+            return Err(e);
+        }
+        Ok(self.publish_commit(st, id, p))
+    }
+
+    /// Phase 1 of [`Daemon::publish`] (state lock held): host ports allocated and reserved.
+    pub fn publish_reserve(&self, st: &mut State, id: &str, reqs: &[PortRequest]) -> ApiResult<Publishing> {
+        let t0 = std::time::Instant::now();
         let a =
             st.attachments.get(id).cloned().ok_or_else(|| ApiError::not_found(format!("endpoint {id} not found")))?;
         let net = st
@@ -324,7 +421,6 @@ impl Daemon {
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
-        let t0 = std::time::Instant::now();
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
         let v6_ok = st.dp.ipv6();
         if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
@@ -342,18 +438,24 @@ impl Daemon {
         let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied, implicit_v6);
         let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
-        if let Err(e) = st.dp.ports_added(&net.spec(0).expect("bridge"), &maps) {
-            unreserve_ports(st, &maps);
-            return Err(ApiError::internal(format!(
-                "driver failed programming external connectivity on endpoint {name}: {e}"
-            )));
-        }
-        super::crash_point("publish:programmed");
-        if a.port_opts.userland_proxy {
+        Ok(Publishing {
+            spec: net.spec(0).expect("bridge"),
+            maps,
+            proxy: a.port_opts.userland_proxy,
+            took: t0.elapsed(),
+        })
+    }
+
+    /// Phase 3 of [`Daemon::publish`] (state lock held): proxies, timing, the attachment's
+    /// bindings. The bindings.
+    pub fn publish_commit(&self, st: &mut State, id: &str, p: Publishing) -> Vec<PortMapping> {
+        let t0 = std::time::Instant::now();
+        let maps = p.maps;
+        if p.proxy {
             start_proxies(&self.cfg, st, &maps);
         }
         if !maps.is_empty() {
-            st.publish_timing.record(maps.len(), t0.elapsed());
+            st.publish_timing.record(maps.len(), p.took + t0.elapsed());
         }
         if maps.len() > 256 {
             // A big range's transient allocations go back to the system, so RSS tracks what
@@ -361,12 +463,21 @@ impl Daemon {
             // SAFETY: glibc malloc_trim has no preconditions.
             unsafe { libc::malloc_trim(0) };
         }
+        let owner = st.attachments.get(id).map(|a| a.owner.key().to_string()).unwrap_or_default();
+        for m in &maps {
+            self.events.emit(
+                "port",
+                "publish",
+                &super::events::port_id(m),
+                &[("container", owner.clone()), ("target", format!("{}:{}", m.container_ip, m.container_port))],
+            );
+        }
         if let Some(aa) = st.attachments.get_mut(id) {
             aa.ports.extend(maps.iter().cloned());
             let aa = aa.clone();
             self.persist_attachment(&aa);
         }
-        Ok(maps)
+        maps
     }
 
     /// Remove bindings of attachment `id` on network `network_id` (the attachment need not be
@@ -377,11 +488,15 @@ impl Daemon {
             return;
         }
         if let Some(spec) = st.networks.get(network_id).and_then(|n| n.spec(0))
-            && let Err(e) = st.dp.ports_removed(&spec, maps)
+            && let Err(e) = st.dp.ports_removed(&spec, maps).await
         {
             tracing::warn!(error = %e, "dataplane: removing ports");
         }
         release_ports(st, maps).await;
+        let owner = st.attachments.get(id).map(|a| a.owner.key().to_string()).unwrap_or_default();
+        for m in maps {
+            self.events.emit("port", "unpublish", &super::events::port_id(m), &[("container", owner.clone())]);
+        }
         if let Some(a) = st.attachments.get_mut(id) {
             a.ports.retain(|m| !maps.contains(m));
             let a = a.clone();
@@ -701,8 +816,9 @@ fn allocate_ports(
     Ok(done)
 }
 
-/// Drop the reservations of bindings that have no proxy yet (a publish that failed halfway).
-fn unreserve_ports(st: &mut State, maps: &[PortMapping]) {
+/// Drop the reservations of bindings that have no proxy (any more): a publish that failed
+/// halfway, or a teardown that stopped the proxies itself.
+pub fn unreserve_ports(st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         st.allocator.unmark(m.proto, m.host_ip, m.host_port);
         st.held.remove(&(m.proto, m.host_ip, m.host_port));

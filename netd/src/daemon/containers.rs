@@ -8,7 +8,10 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::{ApiError, ApiResult, Daemon, Shared, State};
+use super::{
+    ApiError, ApiResult, Daemon, Shared, State,
+    attach::{AddressRequest, AttachRequest},
+};
 use crate::{
     api::{CreateRequest, CreateResponse},
     dataplane::{PortMapping, Proto},
@@ -257,6 +260,7 @@ impl Daemon {
             link_rules: Vec::new(),
         };
         self.store.save_container(&c).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
+        self.events.emit("container", "create", &id, &[("name", c.name.clone())]);
         st.containers.insert(id.clone(), c);
         Ok(CreateResponse { id, warnings })
     }
@@ -288,19 +292,25 @@ impl Daemon {
         Ok(())
     }
 
-    /// `POST /containers/{id}/start`.
+    /// `POST /containers/{id}/start`. The kernel work runs without the state lock (see
+    /// [`Daemon::bring_up`]); the sandbox's own lock keeps other operations on it out.
     pub async fn start(self: &Shared, r: &str) -> ApiResult<()> {
-        let mut st = self.state.lock().await;
-        let id = self.resolve_container(&st, r)?;
-        if st.containers[&id].state.status == Status::Running {
-            return Ok(()); // Docker: starting a running container is a no-op
-        }
-        match self.start_locked(&mut st, &id).await {
+        let id = {
+            let st = self.state.lock().await;
+            let id = self.resolve_container(&st, r)?;
+            if st.containers[&id].state.status == Status::Running {
+                return Ok(()); // Docker: starting a running container is a no-op
+            }
+            id
+        };
+        let _op = self.op_lock(&id).await;
+        match self.start_op(&id).await {
             Ok(()) => {
                 self.changed.notify_waiters();
                 Ok(())
             }
             Err(e) => {
+                let mut st = self.state.lock().await;
                 if let Some(c) = st.containers.get_mut(&id) {
                     c.state.error = e.message.clone();
                     let _ = self.store.save_container(c);
@@ -310,56 +320,123 @@ impl Daemon {
         }
     }
 
-    async fn start_locked(self: &Shared, st: &mut State, id: &str) -> ApiResult<()> {
-        let c = st.containers[id].clone();
-        // container:NAME needs NAME running.
-        let join_netns = match &c.mode {
-            NetworkMode::Container(tid) => {
-                if tid == id {
-                    return Err(ApiError::bad("cannot join own network namespace"));
-                }
-                let t =
-                    st.containers.get(tid).ok_or_else(|| ApiError::not_found(format!("No such container: {tid}")))?;
-                if t.state.status != Status::Running {
-                    return Err(ApiError::conflict(format!(
-                        "cannot join network namespace of a non running container: container {} is {}",
-                        t.name,
-                        t.state.status.as_str()
-                    )));
-                }
-                Some(PathBuf::from(format!("/proc/{}/ns/net", t.state.pid)))
-            }
-            _ => None,
-        };
-        self.check_links_running(st, &c)?;
-        let rt = self.cfg.runtime_dir(id);
-        std::fs::create_dir_all(&rt).map_err(|e| ApiError::internal(format!("creating {}: {e}", rt.display())))?;
+    /// Start sandbox `id` (its op lock held): checks and address reservations under the state
+    /// lock, then [`Daemon::bring_up`]; a failure rolls back what was done.
+    async fn start_op(self: &Shared, id: &str) -> ApiResult<()> {
         let mut undo = Undo::default();
-        let result = self.bring_up(st, &c, join_netns, &mut undo).await;
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.roll_back(st, id, undo).await;
-                Err(e)
+        let (c, join_netns, starting) = {
+            let mut st = self.state.lock().await;
+            let c = st
+                .containers
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("No such container: {id}")))?;
+            if c.state.status == Status::Running {
+                return Ok(()); // started meanwhile
+            }
+            // container:NAME needs NAME running.
+            let join_netns = match &c.mode {
+                NetworkMode::Container(tid) => {
+                    if tid == id {
+                        return Err(ApiError::bad("cannot join own network namespace"));
+                    }
+                    let t = st
+                        .containers
+                        .get(tid)
+                        .ok_or_else(|| ApiError::not_found(format!("No such container: {tid}")))?;
+                    if t.state.status != Status::Running {
+                        return Err(ApiError::conflict(format!(
+                            "cannot join network namespace of a non running container: container {} is {}",
+                            t.name,
+                            t.state.status.as_str()
+                        )));
+                    }
+                    Some(PathBuf::from(format!("/proc/{}/ns/net", t.state.pid)))
+                }
+                _ => None,
+            };
+            self.check_links_running(&st, &c)?;
+            // Every endpoint's address, reserved now; the networks stay while we start.
+            if let NetworkMode::Bridge(net_id) = &c.mode {
+                let nets: Vec<String> =
+                    std::iter::once(net_id.clone()).chain(c.extra_networks.iter().cloned()).collect();
+                for (i, nid) in nets.iter().enumerate() {
+                    let r = self.endpoint_request(&c, nid, i).and_then(|req| self.attach_reserve(&mut st, req));
+                    match r {
+                        Ok(r) => undo.reserved.push(r),
+                        Err(e) => {
+                            for r in &undo.reserved {
+                                super::attach::attach_release(&mut st, r);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                for nid in &nets {
+                    *st.starting.entry(nid.clone()).or_default() += 1;
+                }
+                (c, join_netns, nets)
+            } else {
+                (c, join_netns, Vec::new())
+            }
+        };
+        let rt = self.cfg.runtime_dir(id);
+        let mut result =
+            std::fs::create_dir_all(&rt).map_err(|e| ApiError::internal(format!("creating {}: {e}", rt.display())));
+        if result.is_ok() {
+            result = self.bring_up(&c, join_netns, &mut undo).await;
+        }
+        if result.is_err() {
+            self.roll_back(id, &mut undo).await;
+        }
+        let mut st = self.state.lock().await;
+        for nid in &starting {
+            if let Some(n) = st.starting.get_mut(nid) {
+                *n = n.saturating_sub(1);
             }
         }
+        result
     }
 
-    /// Everything `start` does after validation; records what to undo on failure.
-    async fn bring_up(
-        self: &Shared,
-        st: &mut State,
-        c: &Container,
-        join_netns: Option<PathBuf>,
-        undo: &mut Undo,
-    ) -> ApiResult<()> {
+    /// The attachment request of a sandbox's `i`th endpoint, on network `nid`.
+    fn endpoint_request(&self, c: &Container, nid: &str, i: usize) -> ApiResult<AttachRequest> {
+        let static_ip: Option<Ipv4Addr> =
+            if i == 0 { c.config.ip.as_deref().and_then(|s| s.parse().ok()) } else { None };
+        let mac = c.config.mac_address.as_deref().filter(|_| i == 0);
+        let mac = mac.map(|m| crate::ipam::parse_mac(m).map_err(|e| ApiError::bad(e.to_string()))).transpose()?;
+        Ok(AttachRequest {
+            id: None,
+            owner: crate::model::Owner::Sandbox { id: c.id.clone() },
+            network_id: nid.to_string(),
+            netns: Some(self.cfg.netns_dir().join(&c.id)),
+            ifname: format!("eth{i}"),
+            address: static_ip.map_or(AddressRequest::Pool, AddressRequest::Static),
+            ip6: if i == 0 { c.config.ip6.as_deref().and_then(|s| s.parse().ok()) } else { None },
+            mac,
+            default_route: i == 0,
+            aliases: if i == 0 { c.config.network_aliases.clone() } else { Vec::new() },
+            port_opts: crate::model::PortOpts::default(),
+        })
+    }
+
+    /// Everything `start` does after validation; records what to undo on failure. The state
+    /// lock is taken for short sections only: the namespace, veths, addresses, routes and the
+    /// dataplane's endpoints are made without it (their addresses were reserved), then ports,
+    /// link rules and /etc files under it, the process spawned without it, and the result
+    /// committed under it.
+    async fn bring_up(self: &Shared, c: &Container, join_netns: Option<PathBuf>, undo: &mut Undo) -> ApiResult<()> {
         let id = c.id.clone();
         let rt = self.cfg.runtime_dir(&id);
+        let dp = self.dp.clone();
         // 1. Network namespace.
         let netns_path = match &c.mode {
             NetworkMode::Bridge(_) | NetworkMode::None => {
                 let p = self.cfg.netns_dir().join(&id);
-                crate::netns::create(&p).map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?;
+                let pp = p.clone();
+                tokio::task::spawn_blocking(move || crate::netns::create(&pp))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?
+                    .map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?;
                 undo.netns = Some(p.clone());
                 super::crash_point("run:netns");
                 let pp = p.clone();
@@ -373,85 +450,94 @@ impl Daemon {
             NetworkMode::Host => None,
         };
         // 2. Endpoints (bridge mode): veth, address, routes, dataplane.
-        let mut endpoints = Vec::new();
-        if let NetworkMode::Bridge(net_id) = &c.mode {
-            let mut nets = vec![net_id.clone()];
-            nets.extend(c.extra_networks.iter().cloned());
-            for (i, nid) in nets.iter().enumerate() {
-                let static_ip = if i == 0 { c.config.ip.as_deref().and_then(|s| s.parse().ok()) } else { None };
-                let static_ip6 = if i == 0 { c.config.ip6.as_deref().and_then(|s| s.parse().ok()) } else { None };
-                let aliases = if i == 0 { c.config.network_aliases.clone() } else { Vec::new() };
-                let ep = self
-                    .attach_endpoint(
-                        st,
-                        &id,
-                        nid,
-                        netns_path.as_ref().expect("bridge netns"),
-                        i,
-                        static_ip,
-                        static_ip6,
-                        c.config.mac_address.as_deref().filter(|_| i == 0),
-                        aliases,
-                    )
-                    .await?;
-                undo.endpoints.push(ep.clone());
-                endpoints.push(ep);
-            }
-            super::crash_point("run:endpoint");
-        }
-        // 3. Published ports (bridge mode only; host mode discards them with a warning).
-        let mut ports = Vec::new();
-        if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
-            ports = self.publish_sandbox(st, c, ep)?;
-            undo.ports = ports.clone();
-            undo.ports_net = Some((net_id.clone(), ep.endpoint_id.clone()));
-        }
-        // 3b. --link on the default bridge: the exact (proto, port) pairs of the target's exposed
-        // ports are opened under icc=false (replies follow through conntrack).
-        let mut link_rules = Vec::new();
-        if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
-            for l in &c.config.links {
-                let name = l.split_once(':').map_or(l.as_str(), |(n, _)| n).trim_start_matches('/');
-                let Ok(tid) = self.resolve_container(st, name) else { continue };
-                let t = &st.containers[&tid];
-                let Some(tep) = t.endpoints.iter().find(|e| &e.network_id == net_id) else { continue };
-                for k in &t.exposed {
-                    let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
-                    let proto =
-                        if proto == "udp" { crate::dataplane::Proto::Udp } else { crate::dataplane::Proto::Tcp };
-                    if let Ok(port) = port.parse() {
-                        let idx = st.networks[net_id].bridge.as_ref().map_or(0, |b| b.index);
-                        link_rules.push(crate::dataplane::LinkRule {
-                            network_index: idx,
-                            src: ep.ip,
-                            dst: tep.ip,
-                            proto,
-                            port,
-                            v6: ep.ip6.zip(tep.ip6),
-                        });
-                    }
+        let mut pairs = Vec::new();
+        let mut reserved = std::mem::take(&mut undo.reserved).into_iter();
+        while let Some(r) = reserved.next() {
+            match self.attach_kernel(&dp, &r).await {
+                Ok(a) => {
+                    undo.made.push(a.clone());
+                    pairs.push((r, a));
+                }
+                Err(e) => {
+                    undo.reserved.push(r);
+                    undo.reserved.extend(reserved);
+                    return Err(e);
                 }
             }
-            if !link_rules.is_empty() {
-                let spec = st.networks[net_id].spec(0).expect("bridge");
-                st.dp.links_added(&spec, &link_rules).map_err(|e| ApiError::internal(format!("dataplane: {e}")))?;
-                undo.links = link_rules.clone();
-                undo.links_net = Some(net_id.clone());
-            }
         }
-        // 4. /etc files.
-        let files = self.write_etc_files(st, c, &endpoints, &rt)?;
+        if !pairs.is_empty() {
+            super::crash_point("run:endpoint");
+        }
+        // 3. Under the lock: the endpoints registered, published ports reserved, link rules,
+        // /etc files, the process's environment.
+        let (mut publishing, link_rules, files, env) = {
+            let mut st = self.state.lock().await;
+            for (r, a) in pairs {
+                let aid = a.id.clone();
+                undo.made.retain(|m| m.id != aid);
+                // On failure it undid itself.
+                let a = self.attach_commit(&mut st, &r, a).await?;
+                undo.endpoints.push(a.endpoint());
+            }
+            let endpoints = undo.endpoints.clone();
+            // Published ports (bridge mode only; host mode discards them with a warning).
+            let mut publishing = None;
+            if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
+                let p = self.publish_sandbox(&mut st, c, ep)?;
+                undo.ports = p.maps.clone();
+                undo.ports_net = Some((net_id.clone(), ep.endpoint_id.clone()));
+                publishing = Some(p);
+            }
+            // --link on the default bridge: the exact (proto, port) pairs of the target's
+            // exposed ports are opened under icc=false (replies follow through conntrack).
+            let mut link_rules = Vec::new();
+            if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
+                for l in &c.config.links {
+                    let name = l.split_once(':').map_or(l.as_str(), |(n, _)| n).trim_start_matches('/');
+                    let Ok(tid) = self.resolve_container(&st, name) else { continue };
+                    let t = &st.containers[&tid];
+                    let Some(tep) = t.endpoints.iter().find(|e| &e.network_id == net_id) else { continue };
+                    for k in &t.exposed {
+                        let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+                        let proto = if proto == "udp" { Proto::Udp } else { Proto::Tcp };
+                        if let Ok(port) = port.parse() {
+                            let idx = st.networks[net_id].bridge.as_ref().map_or(0, |b| b.index);
+                            link_rules.push(crate::dataplane::LinkRule {
+                                network_index: idx,
+                                src: ep.ip,
+                                dst: tep.ip,
+                                proto,
+                                port,
+                                v6: ep.ip6.zip(tep.ip6),
+                            });
+                        }
+                    }
+                }
+                if !link_rules.is_empty() {
+                    let spec = st.networks[net_id].spec(0).expect("bridge");
+                    st.dp.links_added(&spec, &link_rules).map_err(|e| ApiError::internal(format!("dataplane: {e}")))?;
+                    undo.links = link_rules.clone();
+                    undo.links_net = Some(net_id.clone());
+                }
+            }
+            let files = self.write_etc_files(&st, c, &endpoints, &rt)?;
+            let mut env: Vec<String> = Vec::new();
+            env.push(format!("PATH={}", shim::DEFAULT_PATH));
+            env.push(format!("HOSTNAME={}", c.hostname));
+            env.extend(self.link_env(&st, c));
+            env.extend(c.config.env.iter().cloned());
+            env.push("HOME=/root".into());
+            dedup_env(&mut env);
+            (publishing, link_rules, files, env)
+        };
+        // 4. The ports into the dataplane, without the state lock (reserved above).
+        if let Some(p) = publishing.as_mut() {
+            p.program(&dp, &c.name)?;
+        }
         // 5. The shim and the process.
         let log = self.store.log_file(&id);
         let exit_file = rt.join("exit.json");
         let _ = std::fs::remove_file(&exit_file);
-        let mut env: Vec<String> = Vec::new();
-        env.push(format!("PATH={}", shim::DEFAULT_PATH));
-        env.push(format!("HOSTNAME={}", c.hostname));
-        env.extend(self.link_env(st, c));
-        env.extend(c.config.env.iter().cloned());
-        env.push("HOME=/root".into());
-        dedup_env(&mut env);
         let uts = match (&c.mode, &c.config.hostname) {
             (NetworkMode::Host, None) => None,
             _ => Some((c.hostname.clone(), c.domainname.clone())),
@@ -483,7 +569,7 @@ impl Daemon {
         let (shim_pid, pid) = match tokio::task::spawn_blocking(move || shim::spawn(&exe, &cfgp)).await {
             Ok(Ok(p)) => p,
             Ok(Err((code, msg))) => {
-                if let Some(cc) = st.containers.get_mut(&id) {
+                if let Some(cc) = self.state.lock().await.containers.get_mut(&id) {
                     cc.state.exit_code = code;
                 }
                 return Err(ApiError { status: if code == 125 { 500 } else { 400 }, message: msg });
@@ -491,8 +577,10 @@ impl Daemon {
             Err(e) => return Err(ApiError::internal(format!("supervisor task: {e}"))),
         };
         super::crash_point("run:spawned");
-        // 6. Commit.
-        let cc = st.containers.get_mut(&id).expect("container");
+        // 6. Commit: saved first, so a failure leaves nothing but what roll_back undoes.
+        let mut st = self.state.lock().await;
+        let mut cc =
+            st.containers.get(&id).cloned().ok_or_else(|| ApiError::not_found(format!("No such container: {id}")))?;
         cc.state = RunState {
             status: Status::Running,
             pid,
@@ -502,35 +590,70 @@ impl Daemon {
             finished_at: cc.state.finished_at.clone(),
             error: String::new(),
         };
-        cc.endpoints = endpoints;
-        cc.ports = ports;
+        cc.endpoints = undo.endpoints.clone();
+        cc.ports = publishing.as_ref().map(|p| p.maps.clone()).unwrap_or_default();
         cc.link_rules = link_rules;
         cc.netns = netns_path.filter(|p| p.starts_with(self.cfg.netns_dir()));
-        self.store.save_container(cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
+        self.store.save_container(&cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
+        if let (Some(p), Some((_, eid))) = (publishing, undo.ports_net.as_ref()) {
+            self.publish_commit(&mut st, eid, p);
+        }
+        for ep in &cc.endpoints {
+            self.network_event(&st, "connect", &ep.network_id, &id);
+        }
+        self.events.emit("container", "start", &id, &[("name", cc.name.clone())]);
+        st.containers.insert(id.clone(), cc);
         *undo = Undo::default();
-        self.start_dns(st, &id);
+        self.start_dns(&mut st, &id);
+        drop(st);
         self.watch_exit(id, shim_pid, cfg_path);
         Ok(())
     }
 
-    /// Undo a partial start: ports, endpoints, namespace — in reverse order.
-    async fn roll_back(self: &Shared, st: &mut State, id: &str, undo: Undo) {
+    /// Undo a partial start: ports, endpoints, namespace — in reverse order; the kernel work
+    /// without the state lock, the model's reservations under it at the end.
+    async fn roll_back(self: &Shared, id: &str, undo: &mut Undo) {
+        let dp = self.dp.clone();
         if undo.cgroup {
             self.end_all(id).await;
         }
-        if let Some(nid) = &undo.links_net
-            && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
+        let (links_spec, ports_spec, eps) = {
+            let st = self.state.lock().await;
+            let spec = |nid: &Option<String>| nid.as_ref().and_then(|n| st.networks.get(n)).and_then(|n| n.spec(0));
+            let ports_net = undo.ports_net.as_ref().map(|(n, _)| n.clone());
+            let eps: Vec<(crate::model::Attachment, Option<(crate::dataplane::NetworkSpec, u32)>)> = undo
+                .endpoints
+                .iter()
+                .map(|ep| crate::model::Attachment::from_endpoint(id, ep, None, Vec::new()))
+                .chain(undo.made.iter().cloned())
+                .map(|a| {
+                    let n = super::attach::net_of(&st, &a.network_id);
+                    (a, n)
+                })
+                .collect();
+            (spec(&undo.links_net), spec(&ports_net), eps)
+        };
+        if let Some(spec) = &links_spec {
+            let _ = dp.links_removed(spec, &undo.links).await;
+        }
+        if let Some(spec) = &ports_spec
+            && !undo.ports.is_empty()
         {
-            let _ = st.dp.links_removed(&spec, &undo.links);
+            let _ = dp.ports_removed(spec, &undo.ports).await;
         }
-        if let Some((nid, eid)) = &undo.ports_net {
-            self.unpublish(st, eid, nid, &undo.ports).await;
-        }
-        for ep in undo.endpoints.iter().rev() {
-            self.detach_endpoint(st, id, ep).await;
+        for (a, net) in eps.iter().rev() {
+            self.detach_kernel(&dp, a, net.as_ref()).await;
         }
         if let Some(p) = &undo.netns {
             let _ = crate::netns::delete(p);
+        }
+        let mut st = self.state.lock().await;
+        super::attach::unreserve_ports(&mut st, &undo.ports);
+        for (a, _) in &eps {
+            self.detach_commit(&mut st, a);
+        }
+        for r in &undo.reserved {
+            super::attach::attach_release(&mut st, r);
         }
     }
 
@@ -561,69 +684,124 @@ impl Daemon {
         });
     }
 
-    /// The sandbox's process ended: record the status, tear its networking down, auto-remove.
+    /// The sandbox's process ended: record the status, tear its networking down (without the
+    /// state lock), auto-remove.
     pub async fn on_exit(self: &Shared, id: &str, shim_pid: i32) {
-        let mut st = self.state.lock().await;
-        let Some(c) = st.containers.get(id) else { return };
-        if c.state.shim_pid != shim_pid || c.state.status != Status::Running {
-            return; // a stale watcher (restarted since)
+        let _op = self.op_lock(id).await;
+        {
+            let st = self.state.lock().await;
+            let Some(c) = st.containers.get(id) else { return };
+            if c.state.shim_pid != shim_pid || c.state.status != Status::Running {
+                return; // a stale watcher (restarted since)
+            }
         }
         let rec = shim::read_exit(&self.cfg.runtime_dir(id).join("exit.json"));
-        self.teardown_networking(&mut st, id).await;
-        let Some(c) = st.containers.get_mut(id) else { return };
-        c.state.status = Status::Exited;
-        c.state.pid = 0;
-        c.state.shim_pid = 0;
-        match rec {
-            Some(r) => {
-                c.state.exit_code = r.exit_code;
-                c.state.finished_at = r.finished_at;
+        self.teardown_networking(id).await;
+        let auto_remove = {
+            let mut st = self.state.lock().await;
+            let Some(c) = st.containers.get_mut(id) else { return };
+            c.state.status = Status::Exited;
+            c.state.pid = 0;
+            c.state.shim_pid = 0;
+            match rec {
+                Some(r) => {
+                    c.state.exit_code = r.exit_code;
+                    c.state.finished_at = r.finished_at;
+                }
+                None => {
+                    c.state.exit_code = 255;
+                    c.state.finished_at = crate::model::rfc3339_now().0;
+                }
             }
-            None => {
-                c.state.exit_code = 255;
-                c.state.finished_at = crate::model::rfc3339_now().0;
-            }
-        }
-        let _ = self.store.save_container(c);
-        let auto_remove = c.config.auto_remove;
+            let _ = self.store.save_container(c);
+            self.events.emit(
+                "container",
+                "die",
+                id,
+                &[("exitCode", c.state.exit_code.to_string()), ("name", c.name.clone())],
+            );
+            c.config.auto_remove
+        };
         if auto_remove {
-            self.remove_locked(&mut st, id).await;
+            self.remove_sandbox(id).await;
         }
-        drop(st);
         self.changed.notify_waiters();
     }
 
     /// Remove a stopped sandbox's processes (whatever its main process left running, as
     /// Docker ends a container with its init), networking (endpoints, ports, namespace) and
     /// runtime files. Sandboxes joined with `container:` lose `eth0` with it and keep `lo`.
-    pub async fn teardown_networking(self: &Shared, st: &mut State, id: &str) {
-        let Some(c) = st.containers.get(id).cloned() else { return };
+    /// The caller holds the sandbox's op lock (or runs alone: start-up, shutdown). The kernel
+    /// work runs without the state lock; addresses and host ports are released only after it
+    /// (and after every translation of them is purged), under the lock.
+    pub async fn teardown_networking(self: &Shared, id: &str) {
+        type Net = Option<(crate::dataplane::NetworkSpec, u32)>;
+        let dp = self.dp.clone();
+        // 1. What to undo, and the bindings' proxies taken out (under the lock).
+        let (c, primary, proxies, eps) = {
+            let mut st = self.state.lock().await;
+            let Some(c) = st.containers.get(id).cloned() else { return };
+            Self::stop_dns(&mut st, id);
+            let primary = match &c.mode {
+                NetworkMode::Bridge(nid) => st.networks.get(nid).and_then(|n| n.spec(0)),
+                _ => None,
+            };
+            let proxies: Vec<super::proxy::Proxy> =
+                c.ports.iter().filter_map(|m| st.proxies.remove(&(m.proto, m.host_ip, m.host_port))).collect();
+            let eps: Vec<(crate::model::Attachment, Net)> = c
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    let a = st
+                        .attachments
+                        .get(&ep.endpoint_id)
+                        .cloned()
+                        .unwrap_or_else(|| crate::model::Attachment::from_endpoint(id, ep, None, Vec::new()));
+                    let n = super::attach::net_of(&st, &ep.network_id);
+                    (a, n)
+                })
+                .collect();
+            (c, primary, proxies, eps)
+        };
+        // 2. The kernel work, without the lock.
         self.end_all(id).await;
-        Self::stop_dns(st, id);
-        if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.link_rules.is_empty())
-            && let Some(spec) = st.networks.get(nid).and_then(|n| n.spec(0))
-            && let Err(e) = st.dp.links_removed(&spec, &c.link_rules)
+        if let (Some(spec), false) = (&primary, c.link_rules.is_empty())
+            && let Err(e) = dp.links_removed(spec, &c.link_rules).await
         {
             tracing::warn!(container = %id, error = %e, "dataplane: removing link rules");
         }
-        if let (NetworkMode::Bridge(nid), false) = (&c.mode, c.ports.is_empty()) {
-            let eid =
-                c.endpoints.iter().find(|e| &e.network_id == nid).map(|e| e.endpoint_id.clone()).unwrap_or_default();
-            self.unpublish(st, &eid, nid, &c.ports).await;
+        if matches!(c.mode, NetworkMode::Bridge(_)) && !c.ports.is_empty() {
+            if let Some(spec) = &primary
+                && let Err(e) = dp.ports_removed(spec, &c.ports).await
+            {
+                tracing::warn!(container = %id, error = %e, "dataplane: removing ports");
+            }
+            futures::future::join_all(proxies.into_iter().map(|p| p.stop())).await;
             super::crash_point("rm:unpublished");
         }
-        for ep in c.endpoints.iter().rev() {
-            self.detach_endpoint(st, id, ep).await;
+        for (a, net) in eps.iter().rev() {
+            self.detach_kernel(&dp, a, net.as_ref()).await;
         }
         if !c.endpoints.is_empty() {
             super::crash_point("rm:detached");
         }
-        if let Some(p) = &c.netns
-            && let Err(e) = crate::netns::delete(p)
-        {
-            tracing::warn!(container = %id, error = %e, "removing network namespace");
+        if let Some(p) = c.netns.clone() {
+            let r = tokio::task::spawn_blocking(move || crate::netns::delete(&p)).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(container = %id, error = %e, "removing network namespace");
+            }
         }
         let _ = std::fs::remove_dir_all(self.cfg.runtime_dir(id));
+        // 3. Commit: host ports and addresses released, the records gone.
+        let mut st = self.state.lock().await;
+        super::attach::unreserve_ports(&mut st, &c.ports);
+        for m in &c.ports {
+            self.events.emit("port", "unpublish", &super::events::port_id(m), &[("container", id.to_string())]);
+        }
+        for (a, _) in &eps {
+            self.detach_commit(&mut st, a);
+            self.network_event(&st, "disconnect", &a.network_id, id);
+        }
         if let Some(cc) = st.containers.get_mut(id) {
             cc.endpoints.clear();
             cc.ports.clear();
@@ -646,11 +824,13 @@ impl Daemon {
         let t = t.unwrap_or(DEFAULT_STOP_TIMEOUT);
         let _ = shim::signal_command(pid, shim_pid, nix::sys::signal::Signal::SIGTERM);
         if t >= 0 && self.wait_not_running(&id, shim_pid, Duration::from_secs(t as u64)).await {
+            self.events.emit("container", "stop", &id, &[]);
             return Ok(());
         }
         let _ = shim::signal_command(pid, shim_pid, nix::sys::signal::Signal::SIGKILL);
         self.kill_all(&id);
         if self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await {
+            self.events.emit("container", "stop", &id, &[]);
             Ok(())
         } else {
             Err(ApiError::internal(format!(
@@ -690,6 +870,7 @@ impl Daemon {
         let sig = parse_signal(signal).ok_or_else(|| ApiError::bad(format!("Invalid signal: {signal}")))?;
         shim::signal_command(c.state.pid, c.state.shim_pid, sig)
             .map_err(|e| ApiError::internal(format!("cannot kill container: {r}: {e}")))?;
+        self.events.emit("container", "kill", &id, &[("name", c.name.clone()), ("signal", (sig as i32).to_string())]);
         Ok(())
     }
 
@@ -733,43 +914,66 @@ impl Daemon {
 
     /// `DELETE /containers/{id}`.
     pub async fn remove(self: &Shared, r: &str, force: bool) -> ApiResult<()> {
-        let (id, running) = {
+        let id = {
             let st = self.state.lock().await;
-            let id = self.resolve_container(&st, r)?;
-            let running = st.containers[&id].state.status == Status::Running;
-            (id, running)
+            self.resolve_container(&st, r)?
         };
-        if running {
-            if !force {
-                return Err(ApiError::conflict(
-                    "cannot remove container \"/".to_string()
-                        + &self.state.lock().await.containers[&id].name
-                        + "\": container is running: stop the container before removing or force remove",
-                ));
+        // A running sandbox is stopped first (its exit path tears its networking down, under
+        // its op lock); a start that slips in between is caught by the check under the op lock.
+        for _ in 0..3 {
+            let (running, name, shim_pid) = {
+                let st = self.state.lock().await;
+                let Some(c) = st.containers.get(&id) else {
+                    return Err(ApiError::not_found(format!("No such container: {r}")));
+                };
+                (c.state.status == Status::Running, c.name.clone(), c.state.shim_pid)
+            };
+            if running {
+                if !force {
+                    return Err(ApiError::conflict(format!(
+                        "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+                    )));
+                }
+                self.kill(&id, "KILL").await.ok();
+                self.kill_all(&id);
+                self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await;
             }
-            self.kill(&id, "KILL").await.ok();
-            self.kill_all(&id);
-            let shim_pid = self.state.lock().await.containers.get(&id).map(|c| c.state.shim_pid).unwrap_or(0);
-            self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await;
+            let op = self.op_lock(&id).await;
+            let still = {
+                let st = self.state.lock().await;
+                match st.containers.get(&id) {
+                    None => return Ok(()), // removed meanwhile (--rm)
+                    Some(c) => c.state.status == Status::Running,
+                }
+            };
+            if still {
+                drop(op);
+                continue;
+            }
+            self.remove_sandbox(&id).await;
+            drop(op);
+            self.op_forget(&id);
+            self.changed.notify_waiters();
+            return Ok(());
         }
-        let mut st = self.state.lock().await;
-        self.remove_locked(&mut st, &id).await;
-        drop(st);
-        self.changed.notify_waiters();
-        Ok(())
+        Err(ApiError::conflict(format!("cannot remove container \"{r}\": it keeps being restarted")))
     }
 
-    pub async fn remove_locked(self: &Shared, st: &mut State, id: &str) {
-        self.teardown_networking(st, id).await;
+    /// Tear down and forget a stopped sandbox (its op lock held).
+    pub async fn remove_sandbox(self: &Shared, id: &str) {
+        self.teardown_networking(id).await;
         super::crash_point("rm:torn-down");
-        st.containers.remove(id);
+        if let Some(c) = self.state.lock().await.containers.remove(id) {
+            self.events.emit("container", "destroy", id, &[("name", c.name)]);
+        }
         if let Err(e) = self.store.remove_container(id) {
             tracing::warn!(container = %id, error = %e, "removing state");
         }
     }
 
-    /// Host-port allocation for a starting sandbox, all-or-nothing, on its primary endpoint.
-    fn publish_sandbox(&self, st: &mut State, c: &Container, ep: &Endpoint) -> ApiResult<Vec<PortMapping>> {
+    /// Host-port allocation for a starting sandbox, all-or-nothing, on its primary endpoint
+    /// (programmed into the dataplane and committed by the caller).
+    fn publish_sandbox(&self, st: &mut State, c: &Container, ep: &Endpoint) -> ApiResult<super::attach::Publishing> {
         let mut reqs = Vec::new();
         let proto = |p: &str| match p {
             "tcp" => Ok(Proto::Tcp),
@@ -813,7 +1017,7 @@ impl Daemon {
                 }
             }
         }
-        self.publish(st, &ep.endpoint_id, &reqs, &c.name)
+        self.publish_reserve(st, &ep.endpoint_id, &reqs)
     }
 
     /// Docker's link environment variables for this sandbox's `--link`s.
@@ -910,6 +1114,11 @@ struct Undo {
     links: Vec<crate::dataplane::LinkRule>,
     links_net: Option<String>,
     netns: Option<PathBuf>,
+    /// Addresses reserved whose veth was not made.
+    reserved: Vec<super::attach::Reserved>,
+    /// Veths made, not registered yet.
+    made: Vec<crate::model::Attachment>,
+    /// Registered endpoints.
     endpoints: Vec<Endpoint>,
     ports: Vec<PortMapping>,
     /// (network id, endpoint id) the ports were published on.

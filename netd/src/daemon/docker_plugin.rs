@@ -16,7 +16,7 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde::Deserialize;
@@ -104,12 +104,8 @@ pub async fn serve_conn(d: Shared, s: UnixStream) {
             };
             let body = serde_json::to_vec(&v).unwrap_or_default();
             let d2 = d.clone();
-            tokio::spawn(async move {
-                let mut st = d2.state.lock().await;
-                if let Err(e) = st.dp.deferred() {
-                    tracing::warn!(error = %e, "dataplane: deferred work");
-                }
-            });
+            // The purge after a publish, without the state lock.
+            tokio::spawn(async move { d2.dp.ct_flush().await });
             api::json_response(status, body)
         }
     })
@@ -485,8 +481,9 @@ impl Daemon {
     }
 
     async fn docker_join(self: &Shared, r: &EndpointReq) -> ApiResult<Value> {
-        let t0 = Instant::now();
         let mut st = self.state.lock().await;
+        let t0 = Instant::now();
+        let waited = st.waited;
         let a = docker_endpoint(&st, &r.endpoint_id)
             .ok_or_else(|| ApiError::not_found(format!("endpoint {} not found", r.endpoint_id)))?;
         let internal = st.networks.get(&a.network_id).is_some_and(|n| n.internal);
@@ -498,13 +495,14 @@ impl Daemon {
         if !internal {
             resp["Gateway"] = json!(a.gateway.to_string());
         }
-        st.docker_join.insert(a.id.clone(), t0.elapsed());
+        st.docker_join.insert(a.id.clone(), (t0.elapsed(), waited));
         Ok(resp)
     }
 
     async fn docker_program(self: &Shared, r: &EndpointReq) -> ApiResult<Value> {
-        let t0 = Instant::now();
         let mut st = self.state.lock().await;
+        let t0 = Instant::now();
+        let waited = st.waited;
         let a = docker_endpoint(&st, &r.endpoint_id)
             .ok_or_else(|| ApiError::not_found(format!("endpoint {} not found", r.endpoint_id)))?;
         if st.networks.get(&a.network_id).is_some_and(|n| n.internal) || !a.ports.is_empty() {
@@ -512,8 +510,8 @@ impl Daemon {
         }
         let reqs = port_requests(&r.options.clone().unwrap_or_default())?;
         let maps = self.publish(&mut st, &a.id, &reqs, &a.id[..a.id.len().min(12)])?;
-        let join = st.docker_join.remove(&a.id).unwrap_or(Duration::ZERO);
-        st.docker_timing.record(maps.len(), join + t0.elapsed());
+        let (join, join_waited) = st.docker_join.remove(&a.id).unwrap_or_default();
+        st.docker_timing.record_waited(maps.len(), join + t0.elapsed(), join_waited + waited);
         tracing::info!(endpoint = %a.id, ports = maps.len(), "docker: external connectivity programmed");
         Ok(json!({}))
     }

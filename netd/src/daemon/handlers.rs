@@ -62,6 +62,13 @@ async fn handle(
         }
         return stream_logs(&d, r, req.flag("follow")).await.unwrap_or_else(|e| error_response(&e));
     }
+    // `netd monitor`: events as JSON lines, until the client goes.
+    if req.path.trim_matches('/') == "events" {
+        if req.method != "GET" {
+            return error_response(&method_not_allowed(&req, &["GET"]));
+        }
+        return stream_events(&d, req.query.get("type").cloned(), req.query.get("event").cloned());
+    }
     // `netd down`: the teardown's progress, streamed until it is done.
     if req.method == "POST" && req.path.trim_matches('/') == "shutdown" && req.flag("progress") {
         if let Err(e) = shutdown_allowed(&d, &req).await {
@@ -98,10 +105,8 @@ fn after_reply(d: &Shared) {
         if let Some(t) = delay {
             tokio::time::sleep(*t).await;
         }
-        let mut st = d.state.lock().await;
-        if let Err(e) = st.dp.deferred() {
-            tracing::warn!(error = %e, "dataplane: deferred work");
-        }
+        // Without the state lock: the conntrack scan must not hold up other requests.
+        d.dp.ct_flush().await;
     });
 }
 
@@ -133,7 +138,7 @@ fn allowed_methods(segs: &[&str]) -> Vec<&'static str> {
         }
     };
     match segs {
-        ["_ping" | "version" | "info" | "networks" | "stats"] => add(true, "GET"),
+        ["_ping" | "version" | "info" | "networks" | "stats" | "events"] => add(true, "GET"),
         ["shutdown"] => add(true, "POST"),
         ["containers", id] => {
             add(*id == "json", "GET");
@@ -193,6 +198,37 @@ fn shutdown_progress(d: &Shared) -> Response<api::Body> {
             let q = *rx.borrow();
             if shown.is_some() && !q.done && q.stopped < q.total {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    api::stream_response(out)
+}
+
+/// Every event from now on (`type` and `event` filter them, comma-separated values), one JSON
+/// object per line.
+fn stream_events(d: &Shared, typ: Option<String>, action: Option<String>) -> Response<api::Body> {
+    let mut rx = d.events.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(e) => {
+                        if !super::events::matches(&e, typ.as_deref(), action.as_deref()) {
+                            continue;
+                        }
+                        let mut line = serde_json::to_vec(&e).unwrap_or_default();
+                        line.push(b'\n');
+                        if tx.send(Bytes::from(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "netd monitor: a slow client missed events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
             }
         }
     });
@@ -281,7 +317,7 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
         }
         ("GET", ["endpoints", id, "json"]) => Ok((200, d.endpoint_json(id).await?)),
         ("GET", ["stats"]) => {
-            let v = d.state.lock().await.stats_json().map_err(|e| ApiError::internal(e.to_string()))?;
+            let v = d.stats_json().await.map_err(|e| ApiError::internal(e.to_string()))?;
             Ok((200, v))
         }
         _ => match allowed_methods(&segs) {
@@ -347,6 +383,14 @@ async fn stream_logs(d: &Shared, r: &str, follow: bool) -> ApiResult<Response<ap
 }
 
 impl super::Daemon {
+    /// `GET /stats` and the metrics endpoint: the dataplane's counters, the publish timings and
+    /// how the state lock is used (`lock`: waits and hold times).
+    pub async fn stats_json(&self) -> crate::dataplane::DpResult<Value> {
+        let mut v = self.state.lock().await.stats_json()?;
+        v["lock"] = self.state.stats.json();
+        Ok(v)
+    }
+
     pub async fn info(&self) -> Value {
         let st = self.state.lock().await;
         let running = st.containers.values().filter(|c| c.state.status == Status::Running).count();

@@ -1,15 +1,21 @@
 //! The daemon: owns the model, the kernel objects (bridges, veths, namespaces) and the
 //! dataplane, and serves the API.
 //!
-//! Concurrency: one async mutex around [`State`]; every API operation takes it for its whole
-//! change, so operations are serialised and each leaves the model, the kernel and the dataplane
-//! consistent (a failed step rolls back what the operation did). Waiting (stop timeouts, logs
-//! follow, wait) happens outside the lock.
+//! Concurrency: one async mutex around [`State`] (the model: names, addresses, ports,
+//! attachments), held only for short critical sections. Sandbox start and teardown reserve what
+//! they need (address, name) under it, do the kernel work (namespace, veth, routes, map entries,
+//! process spawn; on removal the reverse) without it, and commit under it again, so runs and
+//! removals of different sandboxes overlap. Operations on one sandbox are serialised by its own
+//! lock ([`Daemon::op_lock`], taken before the state lock, never while holding it). The
+//! dataplane has its own lock ([`Dp`]), held for map updates only; conntrack scans (the GC, the
+//! purges after publish and removal) run under neither. Waiting (stop timeouts, logs follow,
+//! wait) happens outside every lock. A failed step rolls back what the operation did.
 pub mod attach;
 pub mod cni;
 pub mod containers;
 pub mod dns;
 pub mod docker_plugin;
+pub mod events;
 pub mod handlers;
 pub mod netcrud;
 pub mod networks;
@@ -27,7 +33,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::{
     cli::args::UpArgs,
-    dataplane::{Backend, Dataplane, HostInfo},
+    dataplane::{Backend, Dataplane, DpResult, EndpointSpec, HostInfo, LinkRule, NetworkSpec, PortMapping, Stats},
     ipam,
     model::{Container, Network, Store},
     netlink::Netlink,
@@ -94,7 +100,7 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     /// Every attachment (sandbox endpoints, Docker endpoints, CNI attachments) by id.
     pub attachments: BTreeMap<String, crate::model::Attachment>,
-    pub dp: Box<dyn Dataplane>,
+    pub dp: Dp,
     pub allocator: PortAllocator,
     /// Address pools per bridge network id.
     pub pools: HashMap<String, ipam::Pool>,
@@ -112,8 +118,11 @@ pub struct State {
     /// Docker's Join + ProgramExternalConnectivity inside netd, per endpoint (the plugin's
     /// publish latency).
     pub docker_timing: PublishTiming,
-    /// Time spent in each endpoint's Join, until its ProgramExternalConnectivity adds it up.
-    pub docker_join: HashMap<String, std::time::Duration>,
+    /// Time spent in each endpoint's Join and waited for the state lock before it, until its
+    /// ProgramExternalConnectivity adds them up.
+    pub docker_join: HashMap<String, (std::time::Duration, std::time::Duration)>,
+    /// Sandbox starts in flight per network id: the network cannot be removed under them.
+    pub starting: HashMap<String, usize>,
 }
 
 impl State {
@@ -124,6 +133,11 @@ impl State {
         v["docker"] = serde_json::to_value(self.docker_timing).unwrap_or_default();
         Ok(v)
     }
+
+    /// Whether a sandbox start holds addresses on network `id` (not yet committed).
+    pub fn starting_on(&self, id: &str) -> bool {
+        self.starting.get(id).is_some_and(|n| *n > 0)
+    }
 }
 
 /// Publish latency, as `netd stats` and the metrics endpoint report it (the bench reads it).
@@ -133,19 +147,179 @@ pub struct PublishTiming {
     pub count: u64,
     /// Ports of the last request.
     pub last_ports: usize,
+    /// The work, without the time spent waiting for the state lock (`*_wait_us`).
     pub last_us: u64,
     pub max_us: u64,
     pub total_us: u64,
+    /// Time the request waited for the state lock before its work began.
+    pub last_wait_us: u64,
+    pub max_wait_us: u64,
+    pub total_wait_us: u64,
 }
 
 impl PublishTiming {
     pub fn record(&mut self, ports: usize, took: std::time::Duration) {
+        self.record_waited(ports, took, std::time::Duration::ZERO);
+    }
+
+    pub fn record_waited(&mut self, ports: usize, took: std::time::Duration, waited: std::time::Duration) {
         let us = took.as_micros() as u64;
+        let w = waited.as_micros() as u64;
         self.count += 1;
         self.last_ports = ports;
         self.last_us = us;
         self.max_us = self.max_us.max(us);
         self.total_us += us;
+        self.last_wait_us = w;
+        self.max_wait_us = self.max_wait_us.max(w);
+        self.total_wait_us += w;
+    }
+}
+
+/// How the state lock is used (`netd stats` `lock`): acquisitions, time waited for it and time
+/// it was held, in microseconds.
+#[derive(Debug, Default)]
+pub struct LockStats {
+    count: std::sync::atomic::AtomicU64,
+    wait_total_us: std::sync::atomic::AtomicU64,
+    wait_max_us: std::sync::atomic::AtomicU64,
+    held_total_us: std::sync::atomic::AtomicU64,
+    held_max_us: std::sync::atomic::AtomicU64,
+}
+
+impl LockStats {
+    fn waited(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = d.as_micros() as u64;
+        self.count.fetch_add(1, Relaxed);
+        self.wait_total_us.fetch_add(us, Relaxed);
+        self.wait_max_us.fetch_max(us, Relaxed);
+    }
+
+    fn held(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = d.as_micros() as u64;
+        self.held_total_us.fetch_add(us, Relaxed);
+        self.held_max_us.fetch_max(us, Relaxed);
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "count": self.count.load(Relaxed),
+            "wait_total_us": self.wait_total_us.load(Relaxed),
+            "wait_max_us": self.wait_max_us.load(Relaxed),
+            "held_total_us": self.held_total_us.load(Relaxed),
+            "held_max_us": self.held_max_us.load(Relaxed),
+        })
+    }
+}
+
+/// The dataplane behind its own lock, shared by the state and by work done outside the state
+/// lock. Every method locks it for the one call (map updates, an `iptables-restore`); the
+/// removals then run the conntrack purge they queued without it ([`Dp::ct_run`]), and return
+/// once it is done, so an address or host port released after them has no stale translation.
+#[derive(Clone)]
+pub struct Dp {
+    inner: Arc<std::sync::Mutex<Box<dyn Dataplane>>>,
+    /// Serialises conntrack jobs; holds the sequence number of the last change purged.
+    ct: Arc<Mutex<u64>>,
+}
+
+impl Dp {
+    pub fn new(dp: Box<dyn Dataplane>) -> Self {
+        Self { inner: Arc::new(std::sync::Mutex::new(dp)), ct: Arc::new(Mutex::new(0)) }
+    }
+
+    fn g(&self) -> std::sync::MutexGuard<'_, Box<dyn Dataplane>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.g().backend()
+    }
+    pub fn ipv6(&self) -> bool {
+        self.g().ipv6()
+    }
+    pub fn network_added(&self, net: &NetworkSpec) -> DpResult<()> {
+        self.g().network_added(net)
+    }
+    pub fn network_removed(&self, net: &NetworkSpec) -> DpResult<()> {
+        self.g().network_removed(net)
+    }
+    pub fn endpoint_added(&self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
+        self.g().endpoint_added(net, ep)
+    }
+    pub fn ports_added(&self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        self.g().ports_added(net, ports)
+    }
+    pub fn links_added(&self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        self.g().links_added(net, links)
+    }
+    /// The endpoint's map entries and programs go, then (without the dataplane's lock) every
+    /// translation of its address.
+    pub async fn endpoint_removed(&self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
+        let r = self.g().endpoint_removed(net, ep);
+        self.ct_flush().await;
+        r
+    }
+    pub async fn ports_removed(&self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        let r = self.g().ports_removed(net, ports);
+        self.ct_flush().await;
+        r
+    }
+    pub async fn links_removed(&self, net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
+        let r = self.g().links_removed(net, links);
+        self.ct_flush().await;
+        r
+    }
+    pub fn stats(&self) -> DpResult<Stats> {
+        self.g().stats()
+    }
+    pub fn missing(&self, net: &NetworkSpec, ep: &EndpointSpec, ports: &[PortMapping]) -> DpResult<Vec<String>> {
+        self.g().missing(net, ep, ports)
+    }
+    pub fn host_changed(&self, host: &HostInfo) -> DpResult<()> {
+        self.g().host_changed(host)
+    }
+    pub fn prune(&self) -> DpResult<usize> {
+        self.g().prune()
+    }
+    pub fn shutdown(&self, keep: bool) -> DpResult<()> {
+        self.g().shutdown(keep)
+    }
+
+    /// Run the conntrack work queued so far (purges of removed endpoints, ports and links, and
+    /// of stale translations of freshly published ports), plus a GC pass when `gc`; the table
+    /// is scanned without the dataplane's lock (and callers hold no state lock). Jobs run one at
+    /// a time: a caller whose changes another job already covered returns at once, and one
+    /// scan serves every change queued while the previous one ran.
+    pub async fn ct_run(&self, gc: bool) -> DpResult<usize> {
+        let want = self.g().ct_seq();
+        let mut done = self.ct.lock().await;
+        if !gc && *done >= want {
+            return Ok(0);
+        }
+        let job = match self.g().ct_job(gc) {
+            Ok(Some(j)) => j,
+            Ok(None) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let seq = job.seq;
+        let r = match tokio::task::spawn_blocking(job.run).await {
+            Ok(r) => r,
+            Err(e) => Err(crate::dataplane::DataplaneError::new("dataplane", "conntrack job", e)),
+        };
+        *done = (*done).max(seq);
+        self.g().ct_done(seq);
+        r
+    }
+
+    /// [`Dp::ct_run`] without a GC pass, errors logged.
+    pub async fn ct_flush(&self) {
+        if let Err(e) = self.ct_run(false).await {
+            tracing::warn!(error = %e, "dataplane: conntrack purge");
+        }
     }
 }
 
@@ -154,6 +328,8 @@ pub struct Daemon {
     pub store: Store,
     pub nl: Netlink,
     pub state: StateLock,
+    /// The dataplane (the same one as `State::dp`), for work done without the state lock.
+    pub dp: Dp,
     /// Wakes every waiter when any sandbox changes state (wait, stop, logs --follow).
     pub changed: Notify,
     /// Set when shutdown was requested (`netd down`, SIGTERM).
@@ -168,6 +344,10 @@ pub struct Daemon {
     pub teardown_progress: tokio::sync::watch::Sender<TeardownProgress>,
     /// Where subnets come from when none is given (`--default-address-pool`, both families).
     pub addr_pools: AddrPools,
+    /// Per-sandbox operation locks ([`Daemon::op_lock`]).
+    pub ops: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// `netd monitor`'s event stream.
+    pub events: events::Events,
 }
 
 /// The default address pools of each family, resolved at start (Docker's
@@ -217,16 +397,22 @@ pub type Shared = Arc<Daemon>;
 pub struct StateLock {
     inner: Mutex<State>,
     view: arc_swap::ArcSwap<dns::View>,
+    pub stats: LockStats,
 }
 
 impl StateLock {
     pub fn new(st: State) -> Self {
         let view = arc_swap::ArcSwap::from_pointee(dns::View::build(&st));
-        Self { inner: Mutex::new(st), view }
+        Self { inner: Mutex::new(st), view, stats: LockStats::default() }
     }
 
     pub async fn lock(&self) -> StateGuard<'_> {
-        StateGuard { g: self.inner.lock().await, view: &self.view }
+        let t0 = std::time::Instant::now();
+        let g = self.inner.lock().await;
+        let now = std::time::Instant::now();
+        let waited = now - t0;
+        self.stats.waited(waited);
+        StateGuard { g, view: &self.view, stats: &self.stats, since: now, waited, dirty: false }
     }
 
     /// The model as of the last released guard.
@@ -238,6 +424,12 @@ impl StateLock {
 pub struct StateGuard<'a> {
     g: tokio::sync::MutexGuard<'a, State>,
     view: &'a arc_swap::ArcSwap<dns::View>,
+    stats: &'a LockStats,
+    since: std::time::Instant,
+    /// How long this guard's owner waited for the lock.
+    pub waited: std::time::Duration,
+    /// Borrowed mutably: the DNS snapshot is rebuilt when the guard goes.
+    dirty: bool,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
@@ -249,14 +441,19 @@ impl std::ops::Deref for StateGuard<'_> {
 
 impl std::ops::DerefMut for StateGuard<'_> {
     fn deref_mut(&mut self) -> &mut State {
+        self.dirty = true;
         &mut self.g
     }
 }
 
 impl Drop for StateGuard<'_> {
-    /// Still under the lock: the snapshot is a consistent picture of one state.
+    /// Still under the lock: the snapshot is a consistent picture of one state. Readers (the
+    /// many waiters of `wait`, `stop`, `logs -f`) change nothing and rebuild nothing.
     fn drop(&mut self) {
-        self.view.store(Arc::new(dns::View::build(&self.g)));
+        if self.dirty {
+            self.view.store(Arc::new(dns::View::build(&self.g)));
+        }
+        self.stats.held(self.since.elapsed());
     }
 }
 
@@ -356,6 +553,25 @@ pub fn validate_dns(d: &str) -> Result<(), String> {
 }
 
 impl Daemon {
+    /// The lock that serialises operations on sandbox `id` (start, teardown, removal, connect),
+    /// so that each runs its kernel work without the state lock while no other operation on the
+    /// same sandbox interleaves. Take it before the state lock, never while holding it.
+    pub async fn op_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+            ops.entry(id.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Forget the operation lock of a removed sandbox (when nobody else waits for it).
+    pub fn op_forget(&self, id: &str) {
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        if ops.get(id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            ops.remove(id);
+        }
+    }
+
     /// SIGKILL every process of sandbox `id` at once (its cgroup), without waiting.
     pub fn kill_all(&self, id: &str) {
         if let Some(cg) = &self.cgroups

@@ -335,6 +335,7 @@ impl Daemon {
         if let Some(v6) = &b.ipv6 {
             st.pools6.insert(n.id.clone(), Self::pool6_for(v6));
         }
+        self.events.emit("network", "create", &n.id, &[("name", n.name.clone()), ("type", n.driver.clone())]);
         st.networks.insert(n.id.clone(), n);
         Ok(())
     }
@@ -347,8 +348,25 @@ impl Daemon {
             .map_or(Ipv4Addr::UNSPECIFIED, |b| b.host_binding_ipv4)
     }
 
+    /// A `network connect|disconnect` event (Docker's attributes: the container, the
+    /// network's name and driver).
+    pub(super) fn network_event(&self, st: &super::State, action: &str, nid: &str, cid: &str) {
+        let (name, typ) = st.networks.get(nid).map_or_else(Default::default, |n| (n.name.clone(), n.driver.clone()));
+        self.events.emit("network", action, nid, &[("container", cid.to_string()), ("name", name), ("type", typ)]);
+    }
+
+    /// The op lock of the sandbox `r` refers to.
+    async fn sandbox_op(self: &Shared, r: &str) -> ApiResult<tokio::sync::OwnedMutexGuard<()>> {
+        let id = {
+            let st = self.state.lock().await;
+            self.resolve_container(&st, r)?
+        };
+        Ok(self.op_lock(&id).await)
+    }
+
     fn network_in_use(st: &super::State, id: &str) -> bool {
-        st.attachments.values().any(|a| a.network_id == id)
+        st.starting_on(id)
+            || st.attachments.values().any(|a| a.network_id == id)
             || st.containers.values().any(|c| {
                 c.endpoints.iter().any(|e| e.network_id == id)
                     || matches!(&c.mode, NetworkMode::Bridge(n) if n == id) && c.state.status == Status::Running
@@ -392,6 +410,7 @@ impl Daemon {
         st.pools6.remove(&n.id);
         st.networks.remove(&n.id);
         let _ = self.store.remove_network(&n.id);
+        self.events.emit("network", "destroy", &n.id, &[("name", n.name.clone()), ("type", n.driver.clone())]);
     }
 
     pub async fn network_prune(self: &Shared) -> ApiResult<Value> {
@@ -519,6 +538,8 @@ impl Daemon {
     /// `network connect NET CTR`: a running sandbox gets `ethN` on NET at once; a stopped one
     /// gets it at its next start.
     pub async fn network_connect(self: &Shared, net: &str, r: NetworkConnectRequest) -> ApiResult<()> {
+        // Not while a start or teardown of the sandbox runs (they work without the state lock).
+        let _op = self.sandbox_op(&r.container).await?;
         let mut st = self.state.lock().await;
         let nid = self.resolve_network(&st, net)?;
         let cid = self.resolve_container(&st, &r.container)?;
@@ -592,6 +613,7 @@ impl Daemon {
                 .attach_endpoint(&mut st, &cid, &nid, &netns, idx, static_ip, static_ip6, None, r.aliases.clone())
                 .await?;
             super::crash_point("connect:attached");
+            self.network_event(&st, "connect", &nid, &cid);
             let cc = st.containers.get_mut(&cid).expect("container");
             cc.endpoints.push(ep);
         }
@@ -604,6 +626,7 @@ impl Daemon {
     }
 
     pub async fn network_disconnect(self: &Shared, net: &str, ctr: &str) -> ApiResult<()> {
+        let _op = self.sandbox_op(ctr).await?;
         let mut st = self.state.lock().await;
         let nid = self.resolve_network(&st, net)?;
         let cid = self.resolve_container(&st, ctr)?;
@@ -623,6 +646,7 @@ impl Daemon {
                 st.containers.get_mut(&cid).expect("c").ports.clear();
             }
             self.detach_endpoint(&mut st, &cid, &ep).await;
+            self.network_event(&st, "disconnect", &nid, &cid);
             st.containers.get_mut(&cid).expect("c").endpoints.retain(|e| e.network_id != nid);
         }
         let cc = st.containers.get_mut(&cid).expect("container");

@@ -148,11 +148,13 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         )));
     }
     dp.init(&host_info).map_err(|e| err(format!("dataplane: {e}")))?;
+    let dp = super::Dp::new(dp);
 
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
         store,
         nl,
+        dp: dp.clone(),
         state: super::StateLock::new(State {
             containers: BTreeMap::new(),
             networks,
@@ -166,6 +168,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             publish_timing: Default::default(),
             docker_timing: Default::default(),
             docker_join: HashMap::new(),
+            starting: HashMap::new(),
             dns: HashMap::new(),
             host_info,
         }),
@@ -176,6 +179,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         cgroups,
         teardown_progress: tokio::sync::watch::Sender::new(Default::default()),
         addr_pools,
+        ops: Default::default(),
+        events: Default::default(),
     });
 
     // Bridges and dataplane networks.
@@ -236,10 +241,12 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             _ = gc.tick() => {
                 let d = daemon.clone();
                 tokio::spawn(async move {
-                    let mut st = d.state.lock().await;
-                    d.gc_docker_endpoints(&mut st).await;
-                    let _ = st.dp.deferred();
-                    match st.dp.gc() {
+                    {
+                        let mut st = d.state.lock().await;
+                        d.gc_docker_endpoints(&mut st).await;
+                    }
+                    // The conntrack scan runs without the state lock (and the dataplane's).
+                    match d.dp.ct_run(true).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(expired = n, "conntrack gc"),
                         Err(e) => tracing::warn!(error = %e, "conntrack gc"),
@@ -557,8 +564,12 @@ async fn reconcile_containers(d: &Shared) {
     for id in kill_stray_shims(&d.cfg.up.exec_root.join("containers"), &adopted) {
         d.end_all(&id).await;
     }
+    drop(st);
+    for id in &to_clean {
+        d.teardown_networking(id).await;
+    }
+    let mut st = d.state.lock().await;
     for id in to_clean {
-        d.teardown_networking(&mut st, &id).await;
         if let Some(c) = st.containers.get_mut(&id)
             && c.state.status == Status::Running
         {
@@ -633,7 +644,7 @@ async fn serve_metrics(d: Shared, s: tokio::net::TcpStream) {
             const TEXT: &str = "text/plain; version=0.0.4";
             match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/metrics") => {
-                    let v = d.state.lock().await.stats_json().unwrap_or_default();
+                    let v = d.stats_json().await.unwrap_or_default();
                     crate::api::response(200, TEXT, crate::format::prometheus(&v))
                 }
                 (_, "/metrics") => {
@@ -678,8 +689,7 @@ fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>)
 /// Stop everything and remove what netd created (unless `--live-restore`).
 pub async fn teardown(d: &Shared) {
     if d.cfg.up.live_restore {
-        let mut st = d.state.lock().await;
-        if let Err(e) = st.dp.shutdown(true) {
+        if let Err(e) = d.dp.shutdown(true) {
             tracing::warn!(error = %e, "dataplane shutdown");
         }
         if let Some(cg) = &d.cgroups {
@@ -709,12 +719,12 @@ pub async fn teardown(d: &Shared) {
     for t in tasks {
         let _ = t.await;
     }
+    let running: Vec<String> = {
+        let st = d.state.lock().await;
+        st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect()
+    };
+    futures::future::join_all(running.iter().map(|id| d.teardown_networking(id))).await;
     let mut st = d.state.lock().await;
-    let running: Vec<String> =
-        st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect();
-    for id in running {
-        d.teardown_networking(&mut st, &id).await;
-    }
     // Attachments of other owners (Docker endpoints, CNI) go with their networks.
     let rest: Vec<crate::model::Attachment> = st.attachments.values().cloned().collect();
     for a in &rest {

@@ -61,6 +61,16 @@ pub struct Ebpf {
     /// stale conntrack entries are removed after the reply (`deferred`), so publishing costs
     /// map updates only, not a scan of the whole conntrack table.
     pending_publish: Vec<(u8, u16, u32)>,
+    /// Translations to purge (of removed endpoints, bindings and links), queued for the next
+    /// conntrack job ([`Dataplane::ct_job`]), which scans the table without the lock.
+    pending_purge: PurgeSet,
+    /// Sequence number of the last queued conntrack change.
+    seq: u64,
+    /// Stats slots of removed bindings, reusable once the job purging their flows has run
+    /// (the purge matches flows by slot): (sequence number, slot).
+    quarantine: Vec<(u64, u32)>,
+    /// The conntrack maps' fds, shared with the jobs.
+    ct: Option<std::sync::Arc<CtMaps>>,
     /// Uplinks with programs attached, and how XDP is chosen for new ones.
     uplinks: Vec<Uplink>,
     xdp: XdpChoice,
@@ -159,92 +169,78 @@ impl Ebpf {
         BpfHashMap::try_from(m).map_err(|e| err(name, e))
     }
 
-    /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
-    /// the caller's predicate looks at both the key and the translation).
-    fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
-        // One pass, which also takes the stale translations of the bindings published since the
-        // last pass (never a stale translation for a (re)published port, moby#53384's class of
-        // bug). The latest binding of a port wins.
-        let fresh: HashMap<(u8, u16), u32> =
-            std::mem::take(&mut self.pending_publish).into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
-        // A binding's flows have the host's address on the host side: the originator's
-        // destination (the client connected to it), the reply entry's translated source. A
-        // sandbox's own flow to a server's port of the same number has neither.
-        // (`HOST_ADDRS`, the addresses the programs take for the host's.)
-        let host: HashSet<u32> = if fresh.is_empty() {
-            HashSet::new()
-        } else {
-            let m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::HOST_ADDRS)?;
-            m.keys().filter_map(Result::ok).collect()
-        };
-        let stale = |k: &CtKey, v: &CtValue| {
-            [(k.daddr, k.dport), (v.saddr, v.sport)].iter().any(|(ha, hp)| {
-                host.contains(ha) && fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot)
-            })
-        };
-        // The purge runs after the reply, so flows may start on the new binding while it dumps.
-        // Only an originator's entry carries its binding's slot; a reply entry (slot 0) goes with
-        // its stale originator, or alone when it has none (checked again in the map: the dump is
-        // not a snapshot, and a fresh flow's originator may be in buckets it had passed).
-        let all = self.ct_dump()?;
-        let present: HashSet<CtKey> =
-            if fresh.is_empty() { HashSet::new() } else { all.iter().map(|(k, _)| *k).collect() };
-        let mut doomed: Vec<CtKey> = Vec::new();
-        for (k, v) in &all {
-            if f(k, v) {
-                doomed.push(*k);
-            } else if stale(k, v) {
-                let partner = partner_of(k, v);
-                if v.flags & netd_common::CT_F_REPLY == 0 {
-                    doomed.extend([*k, partner]);
-                } else if !present.contains(&partner) && !self.ct_has(&partner)? {
-                    doomed.push(*k);
-                }
-            }
+    /// The conntrack maps, shared with jobs that run without the dataplane.
+    fn ct_maps(&mut self) -> DpResult<std::sync::Arc<CtMaps>> {
+        if let Some(c) = &self.ct {
+            return Ok(c.clone());
         }
-        drop(all);
-        doomed.sort_unstable_by_key(ct_order);
-        doomed.dedup();
-        self.ct_delete(&doomed)
-    }
-
-    fn ct_has(&mut self, k: &CtKey) -> DpResult<bool> {
-        let m: BpfHashMap<&mut MapData, CtKey, CtValue> = self.map(map_names::CT_V4)?;
-        match m.get(k, 0) {
-            Ok(_) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(err(map_names::CT_V4, e)),
-        }
-    }
-
-    /// The purge publishing leaves for after the reply (`deferred`).
-    fn purge_published(&mut self) -> DpResult<usize> {
-        if self.pending_publish.is_empty() {
-            return Ok(0);
-        }
-        self.purge_ct(|_, _| false)
-    }
-
-    /// The raw fd of a hash map (for the batch commands aya 0.14 lacks).
-    fn hash_fd(&self, name: &'static str) -> DpResult<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
         let l = self.loaded.as_ref().ok_or_else(|| err("state", "not initialised"))?;
-        match l.ebpf.map(name) {
-            Some(aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d)) => Ok(d.fd().as_fd()),
-            _ => Err(err(name, "missing hash map")),
-        }
+        let fd = |name: &'static str| -> DpResult<std::os::fd::OwnedFd> {
+            use std::os::fd::AsFd;
+            match l.ebpf.map(name) {
+                Some(aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d)) => {
+                    d.fd().as_fd().try_clone_to_owned().map_err(|e| err(name, e))
+                }
+                _ => Err(err(name, "missing map")),
+            }
+        };
+        let c = std::sync::Arc::new(CtMaps {
+            ct: fd(map_names::CT_V4)?,
+            unassured: fd(map_names::CT_UNASSURED)?,
+            host_nat: fd(map_names::HOST_NAT)?,
+        });
+        self.ct = Some(c.clone());
+        Ok(c)
     }
 
-    /// The whole conntrack table, a few thousand entries per syscall.
-    fn ct_dump(&self) -> DpResult<Vec<(CtKey, CtValue)>> {
-        crate::bpfbatch::dump(self.hash_fd(map_names::CT_V4)?).map_err(|e| err("CT_V4 lookup batch", e))
+    /// Delete every CT entry matching `f` now (and the stale translations of bindings published
+    /// since the last pass). Startup's prune only; changes queue theirs for a job.
+    fn purge_ct(&mut self, f: impl Fn(&CtKey, &CtValue) -> bool) -> DpResult<usize> {
+        let fresh = std::mem::take(&mut self.pending_publish);
+        let host = self.host_addrs(!fresh.is_empty())?;
+        let maps = self.ct_maps()?;
+        maps.purge(fresh, &host, f)
     }
 
-    fn ct_delete(&self, keys: &[CtKey]) -> DpResult<usize> {
-        if keys.is_empty() {
-            return Ok(0);
+    /// The keys of `HOST_ADDRS` when `want` (the stale-translation check needs them).
+    fn host_addrs(&mut self, want: bool) -> DpResult<HashSet<u32>> {
+        if !want {
+            return Ok(HashSet::new());
         }
-        crate::bpfbatch::delete(self.hash_fd(map_names::CT_V4)?, keys).map_err(|e| err("CT_V4 delete batch", e))
+        let m: BpfHashMap<&mut MapData, u32, u32> = self.map(map_names::HOST_ADDRS)?;
+        Ok(m.keys().filter_map(Result::ok).collect())
+    }
+
+    /// Queue a purge (run by the next job) and count the change.
+    fn queue_purge(&mut self, f: impl FnOnce(&mut PurgeSet)) {
+        f(&mut self.pending_purge);
+        self.seq += 1;
+    }
+
+    /// The queued purges and stale translations of fresh bindings, plus a GC pass when `gc`, as
+    /// one job: a scan of the table serves every change queued since the last.
+    fn take_job(&mut self, gc: bool) -> DpResult<Option<CtJob>> {
+        if self.pending_publish.is_empty() && self.pending_purge.is_empty() && !gc {
+            return Ok(None);
+        }
+        let maps = self.ct_maps()?;
+        if gc {
+            self.follow_port_range()?;
+        }
+        let fresh = std::mem::take(&mut self.pending_publish);
+        let host = self.host_addrs(!fresh.is_empty())?;
+        let purge = std::mem::take(&mut self.pending_purge);
+        let run = move || -> DpResult<usize> {
+            let mut n = 0;
+            if !fresh.is_empty() || !purge.is_empty() {
+                n += maps.purge(fresh, &host, |k, v| purge.matches(k, v))?;
+            }
+            if gc {
+                n += maps.gc()?;
+            }
+            Ok(n)
+        };
+        Ok(Some(CtJob { seq: self.seq, run: Box::new(run) }))
     }
 
     fn host_addr(&mut self, ip: Ipv4Addr, add: bool) -> DpResult<()> {
@@ -351,6 +347,164 @@ impl Ebpf {
     }
 }
 
+/// What queued purges remove: every translation of these sandbox addresses, of these bindings
+/// (by stats slot, and reply entries by host port) and between these `--link` pairs.
+#[derive(Default)]
+struct PurgeSet {
+    addrs: HashSet<u32>,
+    slots: HashSet<u32>,
+    ports: HashSet<(u8, u16)>,
+    pairs: Vec<(u32, u32)>,
+}
+
+impl PurgeSet {
+    fn is_empty(&self) -> bool {
+        self.addrs.is_empty() && self.slots.is_empty() && self.ports.is_empty() && self.pairs.is_empty()
+    }
+
+    fn matches(&self, k: &CtKey, v: &CtValue) -> bool {
+        let a = &self.addrs;
+        (a.contains(&k.saddr) || a.contains(&k.daddr) || a.contains(&v.saddr) || a.contains(&v.daddr))
+            || self.slots.contains(&v.stats_slot)
+            || (v.stats_slot == 0
+                && v.action == netd_common::CT_ACT_FIB
+                && (self.ports.contains(&(k.proto, k.dport)) || self.ports.contains(&(k.proto, v.sport))))
+            || self.pairs.iter().any(|&(s, d)| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))
+    }
+}
+
+/// The conntrack maps (own fds), used by jobs that run without the dataplane's lock.
+pub struct CtMaps {
+    ct: std::os::fd::OwnedFd,
+    unassured: std::os::fd::OwnedFd,
+    host_nat: std::os::fd::OwnedFd,
+}
+
+impl CtMaps {
+    /// The whole conntrack table, a few thousand entries per syscall.
+    fn dump(&self) -> DpResult<Vec<(CtKey, CtValue)>> {
+        use std::os::fd::AsFd;
+        crate::bpfbatch::dump(self.ct.as_fd()).map_err(|e| err("CT_V4 lookup batch", e))
+    }
+
+    fn delete(&self, keys: &[CtKey]) -> DpResult<usize> {
+        use std::os::fd::AsFd;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        crate::bpfbatch::delete(self.ct.as_fd(), keys).map_err(|e| err("CT_V4 delete batch", e))
+    }
+
+    fn has(&self, k: &CtKey) -> DpResult<bool> {
+        use std::os::fd::AsFd;
+        crate::bpfbatch::lookup::<CtKey, CtValue>(self.ct.as_fd(), k)
+            .map(|v| v.is_some())
+            .map_err(|e| err(map_names::CT_V4, e))
+    }
+
+    /// A one-entry `u64` array: its value, then `set` written when given.
+    fn cell(fd: &std::os::fd::OwnedFd, name: &'static str, set: Option<u64>) -> DpResult<u64> {
+        use std::os::fd::AsFd;
+        let old = crate::bpfbatch::lookup::<u32, u64>(fd.as_fd(), &0).map_err(|e| err(name, e))?.unwrap_or(0);
+        if let Some(v) = set {
+            crate::bpfbatch::update(fd.as_fd(), &0u32, &v).map_err(|e| err(name, e))?;
+        }
+        Ok(old)
+    }
+
+    /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
+    /// the caller's predicate looks at both the key and the translation), and the stale
+    /// translations of the bindings in `fresh` ((proto, host port, stats slot + 1), published
+    /// since the last pass): never a stale translation for a (re)published port, moby#53384's
+    /// class of bug. The latest binding of a port wins.
+    fn purge(
+        &self,
+        fresh: Vec<(u8, u16, u32)>,
+        host: &HashSet<u32>,
+        f: impl Fn(&CtKey, &CtValue) -> bool,
+    ) -> DpResult<usize> {
+        let fresh: HashMap<(u8, u16), u32> = fresh.into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
+        // A binding's flows have the host's address on the host side: the originator's
+        // destination (the client connected to it), the reply entry's translated source. A
+        // sandbox's own flow to a server's port of the same number has neither.
+        // (`host`: `HOST_ADDRS`, the addresses the programs take for the host's.)
+        let stale = |k: &CtKey, v: &CtValue| {
+            [(k.daddr, k.dport), (v.saddr, v.sport)].iter().any(|(ha, hp)| {
+                host.contains(ha) && fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot)
+            })
+        };
+        // The purge runs after the reply, so flows may start on the new binding while it dumps.
+        // Only an originator's entry carries its binding's slot; a reply entry (slot 0) goes with
+        // its stale originator, or alone when it has none (checked again in the map: the dump is
+        // not a snapshot, and a fresh flow's originator may be in buckets it had passed).
+        let all = self.dump()?;
+        let present: HashSet<CtKey> =
+            if fresh.is_empty() { HashSet::new() } else { all.iter().map(|(k, _)| *k).collect() };
+        let mut doomed: Vec<CtKey> = Vec::new();
+        for (k, v) in &all {
+            if f(k, v) {
+                doomed.push(*k);
+            } else if stale(k, v) {
+                let partner = partner_of(k, v);
+                if v.flags & netd_common::CT_F_REPLY == 0 {
+                    doomed.extend([*k, partner]);
+                } else if !present.contains(&partner) && !self.has(&partner)? {
+                    doomed.push(*k);
+                }
+            }
+        }
+        drop(all);
+        doomed.sort_unstable_by_key(ct_order);
+        doomed.dedup();
+        self.delete(&doomed)
+    }
+
+    /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle
+    /// longer than its state's timeout ([`ct_timeout`]: nf_conntrack's defaults, e.g. TCP
+    /// established 5 days, unanswered SYN 120 s, UDP unanswered 30 s). The pass also recounts
+    /// the unanswered flows the programs cap (`CT_UNASSURED`) and clears the host-NAT hint
+    /// when no host flow has another port any more.
+    /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
+    fn gc(&self) -> DpResult<usize> {
+        let now = monotonic_ns();
+        // One sorted copy of the table, searched for partners: a full table (262,144 entries) is
+        // 16 MiB here, where a HashMap beside the dump doubled it.
+        let mut all = self.dump()?;
+        all.sort_unstable_by_key(|(k, _)| ct_order(k));
+        let mut doomed = Vec::new();
+        let mut unassured = 0u64;
+        let mut host_nat = false;
+        for (k, v) in &all {
+            let partner = partner_of(k, v);
+            let p = all.binary_search_by_key(&ct_order(&partner), |(k, _)| ct_order(k)).ok().map(|i| &all[i].1);
+            let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
+            let (timeout_s, assured) = ct_timeout(k.proto, v, p);
+            if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
+                doomed.push(*k);
+            } else {
+                host_nat |= v.flags & netd_common::CT_F_HOSTNAT != 0;
+                // One per pair (the reply side), or per lone entry.
+                if !assured && (v.flags & netd_common::CT_F_REPLY != 0 || p.is_none()) {
+                    unassured += 1;
+                }
+            }
+        }
+        Self::cell(&self.unassured, map_names::CT_UNASSURED, Some(unassured))?;
+        if !host_nat {
+            let t = Self::cell(&self.host_nat, map_names::HOST_NAT, None)?;
+            // A host flow translated since the dump began is not in it: keep the hint a while.
+            if t != 0 && now.saturating_sub(t) > 30_000_000_000 {
+                Self::cell(&self.host_nat, map_names::HOST_NAT, Some(0))?;
+            }
+        }
+        drop(all);
+        let n = self.delete(&doomed);
+        drop(doomed);
+        release_freed_memory();
+        n
+    }
+}
+
 /// `net.ipv4.ip_local_port_range` of the calling thread's network namespace.
 pub fn local_port_range() -> Option<(u16, u16)> {
     let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
@@ -418,6 +572,14 @@ pub fn ct_timeout(proto: u8, a: &CtValue, b: Option<&CtValue>) -> (u64, bool) {
 }
 
 impl Ebpf {
+    fn run_job(&mut self, gc: bool) -> DpResult<usize> {
+        let Some(j) = self.take_job(gc)? else { return Ok(0) };
+        let seq = j.seq;
+        let r = (j.run)();
+        self.ct_done(seq);
+        r
+    }
+
     /// Write the host's ephemeral port range into `CONFIG` when it changed (at start and at
     /// every GC pass): SNAT draws its ports outside it.
     fn follow_port_range(&mut self) -> DpResult<()> {
@@ -435,18 +597,6 @@ impl Ebpf {
         }
         self.port_range = r;
         Ok(())
-    }
-
-    /// A one-entry `u64` array of the object.
-    fn cell(&mut self, name: &'static str, set: Option<u64>) -> DpResult<u64> {
-        let l = self.l()?;
-        let m = l.ebpf.map_mut(name).ok_or_else(|| err(name, "missing map"))?;
-        let mut arr: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(m).map_err(|e| err(name, e))?;
-        let old = arr.get(&0, 0).map_err(|e| err(name, e))?;
-        if let Some(v) = set {
-            arr.set(0, v, 0).map_err(|e| err(name, e))?;
-        }
-        Ok(old)
     }
 }
 
@@ -630,9 +780,12 @@ impl Dataplane for Ebpf {
             let _ = m.remove(&be_addr(ep.ip));
         }
         self.live_endpoints.remove(&be_addr(ep.ip));
-        // No translation may outlive the endpoint (a restarted sandbox gets a clean slate).
+        // No translation may outlive the endpoint (a restarted sandbox gets a clean slate): the
+        // next conntrack job, which the daemon runs before the address is reused.
         let a = be_addr(ep.ip);
-        self.purge_ct(|k, v| k.saddr == a || k.daddr == a || v.saddr == a || v.daddr == a)?;
+        self.queue_purge(|p| {
+            p.addrs.insert(a);
+        });
         Ok(())
     }
 
@@ -696,8 +849,11 @@ impl Dataplane for Ebpf {
             }
             fresh.push((p.proto.number(), be_port(p.host_port), slot + 1));
         }
-        // Stale translations of these ports go right after the reply (`deferred`).
-        self.pending_publish.extend(fresh);
+        // Stale translations of these ports go right after the reply (the next conntrack job).
+        if !fresh.is_empty() {
+            self.pending_publish.extend(fresh);
+            self.seq += 1;
+        }
         Ok(())
     }
 
@@ -751,20 +907,20 @@ impl Dataplane for Ebpf {
             }
             self.live_published.remove(&Self::published_key(p));
             if let Some(s) = self.slots.remove(&(p.proto, v4(p.host_ip), p.host_port)) {
-                self.free_slots.push(s);
-                gone.push((p.proto.number(), be_port(p.host_port), s + 1));
+                gone.push((p.proto.number(), be_port(p.host_port), s));
             }
         }
-        // One pass for the whole request: both directions of the ports' flows.
+        // Both directions of the ports' flows, by the next conntrack job (one scan for the
+        // whole request, and for whatever else is queued by then); the slots are reused after.
         if !gone.is_empty() {
-            let slots: std::collections::HashSet<u32> = gone.iter().map(|g| g.2).collect();
-            let ports: std::collections::HashSet<(u8, u16)> = gone.iter().map(|g| (g.0, g.1)).collect();
-            self.purge_ct(|k, v| {
-                slots.contains(&v.stats_slot)
-                    || (v.stats_slot == 0
-                        && v.action == netd_common::CT_ACT_FIB
-                        && (ports.contains(&(k.proto, k.dport)) || ports.contains(&(k.proto, v.sport))))
-            })?;
+            self.queue_purge(|q| {
+                for g in &gone {
+                    q.slots.insert(g.2 + 1);
+                    q.ports.insert((g.0, g.1));
+                }
+            });
+            let seq = self.seq;
+            self.quarantine.extend(gone.iter().map(|g| (seq, g.2)));
         }
         Ok(())
     }
@@ -790,15 +946,29 @@ impl Dataplane for Ebpf {
         for k in &keys {
             self.live_links.remove(k);
         }
-        for l in links {
-            let (s, d) = (be_addr(l.src), be_addr(l.dst));
-            self.purge_ct(|k, _| (k.saddr == s && k.daddr == d) || (k.saddr == d && k.daddr == s))?;
+        if !links.is_empty() {
+            self.queue_purge(|q| q.pairs.extend(links.iter().map(|l| (be_addr(l.src), be_addr(l.dst)))));
         }
         Ok(())
     }
 
+    /// The queued conntrack work, run here (tests; the daemon runs [`Dataplane::ct_job`]s).
     fn deferred(&mut self) -> DpResult<usize> {
-        self.purge_published()
+        self.run_job(false)
+    }
+
+    fn ct_seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn ct_job(&mut self, gc: bool) -> DpResult<Option<CtJob>> {
+        self.take_job(gc)
+    }
+
+    fn ct_done(&mut self, seq: u64) {
+        let (done, keep): (Vec<_>, Vec<_>) = self.quarantine.drain(..).partition(|(s, _)| *s <= seq);
+        self.quarantine = keep;
+        self.free_slots.extend(done.into_iter().map(|(_, slot)| slot));
     }
 
     fn prune(&mut self) -> DpResult<usize> {
@@ -860,50 +1030,10 @@ impl Dataplane for Ebpf {
         Ok(n)
     }
 
-    /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle
-    /// longer than its state's timeout ([`ct_timeout`]: nf_conntrack's defaults, e.g. TCP
-    /// established 5 days, unanswered SYN 120 s, UDP unanswered 30 s). The pass also recounts
-    /// the unanswered flows the programs cap (`CT_UNASSURED`), follows the host's port range
-    /// and clears the host-NAT hint when no host flow has another port any more.
-    /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
+    /// A GC pass ([`CtMaps::gc`]) with the queued purges, run here (tests; the daemon runs
+    /// [`Dataplane::ct_job`]s without the dataplane's lock). Also follows the host's port range.
     fn gc(&mut self) -> DpResult<usize> {
-        self.follow_port_range()?;
-        let now = monotonic_ns();
-        // One sorted copy of the table, searched for partners: a full table (262,144 entries) is
-        // 16 MiB here, where a HashMap beside the dump doubled it.
-        let mut all = self.ct_dump()?;
-        all.sort_unstable_by_key(|(k, _)| ct_order(k));
-        let mut doomed = Vec::new();
-        let mut unassured = 0u64;
-        let mut host_nat = false;
-        for (k, v) in &all {
-            let partner = partner_of(k, v);
-            let p = all.binary_search_by_key(&ct_order(&partner), |(k, _)| ct_order(k)).ok().map(|i| &all[i].1);
-            let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
-            let (timeout_s, assured) = ct_timeout(k.proto, v, p);
-            if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
-                doomed.push(*k);
-            } else {
-                host_nat |= v.flags & netd_common::CT_F_HOSTNAT != 0;
-                // One per pair (the reply side), or per lone entry.
-                if !assured && (v.flags & netd_common::CT_F_REPLY != 0 || p.is_none()) {
-                    unassured += 1;
-                }
-            }
-        }
-        self.cell(map_names::CT_UNASSURED, Some(unassured))?;
-        if !host_nat {
-            let t = self.cell(map_names::HOST_NAT, None)?;
-            // A host flow translated since the dump began is not in it: keep the hint a while.
-            if t != 0 && now.saturating_sub(t) > 30_000_000_000 {
-                self.cell(map_names::HOST_NAT, Some(0))?;
-            }
-        }
-        drop(all);
-        let n = self.ct_delete(&doomed);
-        drop(doomed);
-        release_freed_memory();
-        n
+        self.run_job(true)
     }
 
     fn stats(&self) -> DpResult<Stats> {
@@ -924,6 +1054,7 @@ impl Dataplane for Ebpf {
 
     fn shutdown(&mut self, keep: bool) -> DpResult<()> {
         self.veth_links.clear();
+        self.ct = None;
         if keep {
             // --live-restore: pins stay, the datapath runs on without the daemon.
             if let Some(l) = self.loaded.as_mut() {

@@ -296,8 +296,18 @@ impl DataplaneError {
     }
 }
 
-/// The contract every backend implements. Calls come from the daemon with its state lock held,
-/// one at a time; they may block briefly (map updates, one `iptables-restore`).
+/// Conntrack work a backend queued (purges after removals and publishes, a GC pass), to run
+/// without the dataplane's lock ([`Dataplane::ct_job`]).
+pub struct CtJob {
+    /// The sequence number of the last queued change the job covers.
+    pub seq: u64,
+    pub run: Box<dyn FnOnce() -> DpResult<usize> + Send>,
+}
+
+/// The contract every backend implements. Calls come from the daemon through its dataplane
+/// lock (`daemon::Dp`), one at a time; they may block briefly (map updates, one
+/// `iptables-restore`). Scans of the conntrack table are not done in them but queued and
+/// handed out as a [`CtJob`].
 pub trait Dataplane: Send {
     fn backend(&self) -> Backend;
     /// Whether this backend implements IPv6: dual-stack networks (v6 endpoints, NAT66,
@@ -345,6 +355,18 @@ pub trait Dataplane: Send {
     fn gc(&mut self) -> DpResult<usize> {
         Ok(0)
     }
+    /// The sequence number of the last conntrack change queued (0: this backend queues none).
+    fn ct_seq(&self) -> u64 {
+        0
+    }
+    /// Take the queued conntrack work, plus a GC pass when `gc`, as a job that runs without
+    /// the dataplane (`None`: nothing to do). Jobs are run one at a time, in the order taken.
+    fn ct_job(&mut self, _gc: bool) -> DpResult<Option<CtJob>> {
+        Ok(None)
+    }
+    /// The job covering changes up to `seq` has run: what it protected (stats slots of removed
+    /// bindings) may be reused.
+    fn ct_done(&mut self, _seq: u64) {}
     /// Remove everything this backend installed (`keep` = leave the datapath running for
     /// `--live-restore`, only drop the daemon's handles).
     fn shutdown(&mut self, keep: bool) -> DpResult<()>;

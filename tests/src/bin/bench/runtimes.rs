@@ -437,7 +437,7 @@ fn docker_rows(z: Size) -> Result<String> {
     let jmax = joinpec.iter().cloned().fold(0.0, f64::max);
     let _ = writeln!(
         s,
-        "| Join + ProgramExternalConnectivity with 32 ports inside netd (ms; `netd stats` `docker.last_us`) | – | {} | – | ≤ 5 ms | {} |",
+        "| Join + ProgramExternalConnectivity with 32 ports inside netd (ms; `netd stats` `docker.last_us`, the state-lock wait not included: `docker.last_wait_us`) | – | {} | – | ≤ 5 ms | {} |",
         jp.map_or("not measured".into(), |m| format!(
             "{m:.3} (max {jmax:.3}, {} run(s); its publish step {})",
             joinpec.len(),
