@@ -3,6 +3,7 @@
 //! every path interleaved across dataplanes so noise hits them alike, and writes
 //! `DIR/report.md` and SVG plots. `netd-bench serve PORT` is the server side. The real runtimes'
 //! rows (Docker's bridge vs a netd network, podman's CNI chain vs netd-cni) are in `runtimes`.
+mod control;
 mod runtimes;
 
 use std::{
@@ -69,8 +70,26 @@ fn main() -> Result<()> {
             println!("{md}\nwrote {}/runtimes.md in {:.0}s", out.display(), t0.elapsed().as_secs_f64());
             Ok(())
         }
+        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--out DIR]`.
+        Some("control") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let out = args
+                .iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "bench".into());
+            if !netd_tests::is_root() {
+                bail!("the bench creates network namespaces: run it as root");
+            }
+            let md = control::control(quick);
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("control.md"), &md)?;
+            println!("{md}\nwrote {}/control.md", out.display());
+            Ok(())
+        }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -372,6 +391,8 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         (t.elapsed().as_secs_f64() * 1000.0, publish_last_ms(d))
     };
     drop(worlds);
+    println!("netd bench: control plane");
+    let control_md = control::control(quick);
     // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
     let size = runtimes::Size::new(quick, dur, repeats);
     println!("netd bench: Docker's bridge vs a netd network");
@@ -380,6 +401,8 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let podman_md = runtimes::podman(size);
     std::fs::create_dir_all(&out)?;
     let mut report = render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, t0.elapsed());
+    report.push('\n');
+    report.push_str(&control_md);
     report.push('\n');
     report.push_str(&docker_md);
     report.push('\n');
