@@ -6,6 +6,8 @@
 //! **network byte order** exactly as they appear in packets; helpers convert.
 #![no_std]
 
+pub mod v6;
+
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod map_names {
     pub const PROG_STATS: &str = "PROG_STATS";

@@ -37,6 +37,8 @@ mod parse;
 mod snat;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod v6;
 
 #[cfg(target_arch = "bpf")]
 mod progs {
@@ -97,7 +99,7 @@ mod progs {
                 stats::count_drop(DropReason::Malformed);
                 xdp_action::XDP_PASS
             }
-            Err(ParseError::NotIpv4) => xdp_action::XDP_PASS,
+            Err(ParseError::NotIpv4) => crate::v6::xdp_uplink(&ctx),
         }
     }
 
@@ -119,6 +121,12 @@ mod progs {
         from_netdev(&ctx)
     }
 
+    /// Whether the frame is IPv6 (`skb->protocol`, no packet read): the IPv6 bodies take it.
+    #[inline(always)]
+    fn is_ipv6(ctx: &TcContext) -> bool {
+        ctx.skb.protocol() == u32::from(crate::v6::parse::ETH_P_IPV6.to_be())
+    }
+
     /// The same on a layer-3 uplink (tun, WireGuard, PPP: packets start at the IP header). The
     /// packet gets an Ethernet header first (`bpf_skb_change_head`, made for an L3 packet headed
     /// for an L2 device), so one body serves both: a translated packet is redirected into a
@@ -126,14 +134,17 @@ mod progs {
     /// (the stack skips the header it is given as the packet's MAC header).
     #[classifier]
     pub fn netd_from_netdev_l3(ctx: TcContext) -> i32 {
-        if ctx.skb.protocol() != u32::from(ETH_P_IP.to_be()) {
+        let proto = ctx.skb.protocol();
+        let ipv6 = proto == u32::from(crate::v6::parse::ETH_P_IPV6.to_be());
+        if proto != u32::from(ETH_P_IP.to_be()) && !ipv6 {
             return OK;
         }
         // SAFETY: plain helper call on the valid context.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {
             return OK;
         }
-        if ctx.store(12, &ETH_P_IP.to_be(), 0).is_err() {
+        let ethertype = if ipv6 { crate::v6::parse::ETH_P_IPV6 } else { ETH_P_IP };
+        if ctx.store(12, &ethertype.to_be(), 0).is_err() {
             return OK;
         }
         from_netdev(&ctx)
@@ -141,6 +152,18 @@ mod progs {
 
     #[inline(always)]
     fn from_netdev(ctx: &TcContext) -> i32 {
+        // (Each body counts itself: a map key on the entry's own frame would cost it 16 bytes
+        // of the 512 its body's calls share.)
+        if is_ipv6(ctx) {
+            return crate::v6::from_netdev(TcContext::new(ctx.skb.skb));
+        }
+        from_netdev_v4(TcContext::new(ctx.skb.skb))
+    }
+
+    /// The IPv4 body (a BPF-to-BPF call: its frame and the IPv6 body's never add up).
+    #[inline(never)]
+    fn from_netdev_v4(ctx: TcContext) -> i32 {
+        let ctx = &ctx;
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
         let Some(mut p) = parse_tc(ctx) else { return OK };
         // Docker's protections, also here: the uplink may run without XDP (veth uplinks, where
@@ -270,6 +293,14 @@ mod progs {
     /// get another source port when a sandbox flow holds theirs (see `conntrack::host_egress`).
     #[classifier]
     pub fn netd_to_netdev(ctx: TcContext) -> i32 {
+        if is_ipv6(&ctx) {
+            return crate::v6::to_netdev(ctx);
+        }
+        to_netdev_v4(ctx)
+    }
+
+    #[inline(never)]
+    fn to_netdev_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
         if !p.has_ports || p.proto == IPPROTO_ICMP {
@@ -307,6 +338,14 @@ mod progs {
     /// Host-side sandbox veth ingress: translated flows, hairpin, isolation, ICC, masquerade.
     #[classifier]
     pub fn netd_from_container(ctx: TcContext) -> i32 {
+        if is_ipv6(&ctx) {
+            return crate::v6::from_container(ctx);
+        }
+        from_container_v4(ctx)
+    }
+
+    #[inline(never)]
+    fn from_container_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
         let Some(mut p) = parse_tc(&ctx) else { return OK };
         if p.later_fragment

@@ -170,7 +170,12 @@ impl Loaded {
         std::fs::create_dir_all(dir.join("links")).map_err(|e| EbpfError::Pin(format!("creating links dir: {e}")))?;
         let mut loader = aya::EbpfLoader::new();
         let paths: Vec<(&'static str, PathBuf)> =
-            map_names::ALL.iter().chain(["SOCK_REV_V4", "FRAGS"].iter()).map(|n| (*n, maps.join(n))).collect();
+            map_names::ALL
+            .iter()
+            .chain(["SOCK_REV_V4", "FRAGS"].iter())
+            .chain(netd_common::v6::map_names::ALL.iter())
+            .map(|n| (*n, maps.join(n)))
+            .collect();
         for (n, p) in &paths {
             loader.map_pin_path(n, p.clone());
         }

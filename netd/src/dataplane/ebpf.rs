@@ -19,6 +19,9 @@ use netd_common::{
 use super::*;
 use crate::ebpf::Loaded;
 
+#[path = "ebpf_v6.rs"]
+mod v6;
+
 const B: &str = "ebpf";
 
 fn err(ctx: impl Into<String>, e: impl std::fmt::Display) -> DataplaneError {
@@ -188,6 +191,8 @@ impl Ebpf {
             ct: fd(map_names::CT_V4)?,
             unassured: fd(map_names::CT_UNASSURED)?,
             host_nat: fd(map_names::HOST_NAT)?,
+            ct6: fd(netd_common::v6::map_names::CT_V6).ok(),
+            unassured6: fd(netd_common::v6::map_names::CT_UNASSURED_V6).ok(),
         });
         self.ct = Some(c.clone());
         Ok(c)
@@ -378,6 +383,9 @@ pub struct CtMaps {
     ct: std::os::fd::OwnedFd,
     unassured: std::os::fd::OwnedFd,
     host_nat: std::os::fd::OwnedFd,
+    /// `CT_V6` and its unanswered count (see `ebpf_v6.rs`).
+    ct6: Option<std::os::fd::OwnedFd>,
+    unassured6: Option<std::os::fd::OwnedFd>,
 }
 
 impl CtMaps {
@@ -490,6 +498,9 @@ impl CtMaps {
             }
         }
         Self::cell(&self.unassured, map_names::CT_UNASSURED, Some(unassured))?;
+        drop(all);
+        let (n6, host_nat6) = self.gc_v6(now)?;
+        host_nat |= host_nat6;
         if !host_nat {
             let t = Self::cell(&self.host_nat, map_names::HOST_NAT, None)?;
             // A host flow translated since the dump began is not in it: keep the hint a while.
@@ -497,11 +508,10 @@ impl CtMaps {
                 Self::cell(&self.host_nat, map_names::HOST_NAT, Some(0))?;
             }
         }
-        drop(all);
         let n = self.delete(&doomed);
         drop(doomed);
         release_freed_memory();
-        n
+        Ok(n? + n6)
     }
 }
 

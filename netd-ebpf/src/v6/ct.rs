@@ -1,0 +1,395 @@
+//! IPv6 connection tracking (`CT_V6`), the same rules as `CT_V4` (see `crate::conntrack`):
+//! both directions of a flow inserted as a pair with rollback, reply tuples unique
+//! (`BPF_NOEXIST`, taken over only from the flow itself or an entry whose partner is gone), a
+//! SYN on a closed flow starts over, the unanswered-flow cap with nf_conntrack's early drop,
+//! state flags the userspace GC turns into timeouts, routed hops (hop limit) and fragments.
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::generated::{
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_redirect_peer,
+    },
+    programs::TcContext,
+};
+use netd_common::{
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_RST,
+    CT_F_SEEN, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP, RST_WINDOW,
+    v6::{Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6},
+};
+
+use super::{
+    maps::{CT_UNASSURED_V6, CT_V6, FRAGS_V6, NEW_FLOWS_HEAD_V6, NEW_FLOWS_V6, key_eq},
+    nat,
+    parse::Pkt6,
+};
+use crate::{maps::SCRATCH_FIB, stats};
+
+const AF_INET6: u8 = 10;
+const BPF_NOEXIST: u64 = 1;
+const OK: i32 = TC_ACT_OK as i32;
+const SHOT: i32 = TC_ACT_SHOT as i32;
+
+#[inline(always)]
+pub fn key_of(p: &Pkt6) -> CtKey6 {
+    CtKey6 { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto, _pad: [0; 3] }
+}
+
+/// The entry of `k`, in the map (valid for this program run; may be deleted meanwhile).
+#[inline(always)]
+pub fn get(k: &CtKey6) -> Option<&'static CtValue6> {
+    // SAFETY: map value pointer, valid for this program run.
+    CT_V6.get_ptr(k).map(|v| unsafe { &*v })
+}
+
+#[inline(always)]
+pub fn exists(k: &CtKey6) -> bool {
+    CT_V6.get_ptr(k).is_some()
+}
+
+/// The entry of a packet's tuple as conntrack sees it (a TCP SYN on a closed flow starts a
+/// new one: the old pair goes, the caller translates afresh).
+#[inline(always)]
+pub fn lookup_flow(p: &Pkt6, k: &CtKey6) -> Option<&'static CtValue6> {
+    let v = get(k)?;
+    if p.proto == IPPROTO_TCP && p.tcp_flags & 0x12 == 0x02 && v.flags & CT_F_CLOSING != 0 {
+        remove_pair(k, v);
+        return None;
+    }
+    Some(v)
+}
+
+/// Remove an entry and its other direction, if the partner still points back at it.
+#[inline(always)]
+pub fn remove_pair(k: &CtKey6, v: &CtValue6) {
+    let partner = v.partner_key(k.proto);
+    if let Some(pv) = get(&partner)
+        && key_eq(&pv.partner_key(k.proto), k)
+    {
+        let _ = CT_V6.remove(&partner);
+    }
+    let _ = CT_V6.remove(k);
+}
+
+/// Insert both directions of a flow, or neither (see `conntrack::insert_pair`).
+#[inline(always)]
+pub fn insert_pair(k1: &CtKey6, v1: &mut CtValue6, k2: &CtKey6, v2: &mut CtValue6) -> bool {
+    if !admit(k1) {
+        return false;
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    v1.last_seen_ns = now;
+    v2.last_seen_ns = now;
+    v2.flags |= CT_F_REPLY;
+    if CT_V6.insert(k1, &*v1, 0).is_err() {
+        stats::count_drop(DropReason::CtInsert);
+        return false;
+    }
+    if CT_V6.insert(k2, &*v2, BPF_NOEXIST).is_err() {
+        let ours = match get(k2) {
+            None => true,
+            Some(o) => {
+                let pk = o.partner_key(k2.proto);
+                o.action != CT_ACT_HOSTFLOW && (key_eq(&pk, k1) || !exists(&pk))
+            }
+        };
+        if !ours || CT_V6.insert(k2, &*v2, 0).is_err() {
+            let _ = CT_V6.remove(k1);
+            stats::count_drop(DropReason::CtInsert);
+            return false;
+        }
+    }
+    true
+}
+
+/// Count a new flow against `CT_UNASSURED_MAX_V6`; at the cap, early drop or refuse.
+#[inline(always)]
+fn admit(k: &CtKey6) -> bool {
+    let Some(unassured) = CT_UNASSURED_V6.get_ptr_mut(0) else { return false };
+    let Some(head) = NEW_FLOWS_HEAD_V6.get_ptr_mut(0) else { return false };
+    // SAFETY: one-entry array slots, valid for this program run.
+    let h = unsafe { *head };
+    if unsafe { *unassured } as i64 >= CT_UNASSURED_MAX_V6 as i64 && !early_drop(h) {
+        stats::count_drop(DropReason::CtFull);
+        return false;
+    }
+    // SAFETY: as above (not atomic: the GC recounts).
+    unsafe {
+        *unassured = (*unassured).wrapping_add(1);
+        *head = h.wrapping_add(1);
+    }
+    let _ = NEW_FLOWS_V6.set((h % CT_UNASSURED_MAX_V6) as u32, k, 0);
+    true
+}
+
+/// nf_conntrack's early drop over the oldest recent new IPv6 flows (see
+/// `conntrack::early_drop`).
+#[inline(never)]
+fn early_drop(head: u64) -> bool {
+    for i in 0..EARLY_DROP_TRIES as u64 {
+        let slot = ((head + i) % CT_UNASSURED_MAX_V6) as u32;
+        let Some(k) = NEW_FLOWS_V6.get(slot) else { return false };
+        let Some(v) = get(k) else { continue };
+        if v.flags & CT_F_REPLY != 0 || v.action == CT_ACT_HOSTFLOW {
+            continue;
+        }
+        let answered = if k.proto == IPPROTO_TCP {
+            v.flags & CT_F_ACKED != 0
+        } else {
+            get(&v.partner_key(k.proto)).is_some_and(|r| r.flags & CT_F_SEEN != 0)
+        };
+        if answered {
+            continue;
+        }
+        remove_pair(k, v);
+        if let Some(u) = CT_UNASSURED_V6.get_ptr_mut(0) {
+            // SAFETY: one-entry array slot.
+            unsafe { *u = (*u).wrapping_sub(1) };
+        }
+        stats::count_drop(DropReason::CtEarlyDrop);
+        return true;
+    }
+    false
+}
+
+/// Rewrite the packet to the entry's tuple and deliver it (see `conntrack::apply`): routed hops
+/// decrement the hop limit; a packet that cannot make the hop (hop limit 1, or too big for the
+/// egress device) goes to the kernel, which answers it (time exceeded, packet too big).
+#[inline(never)]
+pub fn apply(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
+    if v.action == CT_ACT_HOSTFLOW {
+        return OK;
+    }
+    if v.action == CT_ACT_FIB {
+        if p.hop <= 1 {
+            return OK;
+        }
+        let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return OK };
+        // SAFETY: per-CPU map value, valid for this program run.
+        let fib = unsafe { &mut *fib };
+        let rc = fib_route(ctx, fib, &v.saddr, &v.daddr);
+        // IPv6 routers never fragment: every packet too big gets "packet too big".
+        if too_big(ctx, rc, fib) {
+            return OK;
+        }
+        if let Err(verdict) = translate(ctx, p, k, v, true) {
+            return verdict;
+        }
+        return redirect_with(ctx, rc, fib);
+    }
+    let routed = v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0;
+    if let Err(verdict) = translate(ctx, p, k, v, routed) {
+        return verdict;
+    }
+    deliver(ctx, v)
+}
+
+#[inline(always)]
+fn translate(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6, routed: bool) -> Result<(), i32> {
+    if p.more_fragments && !p.later_fragment {
+        let fk = frag_key(p);
+        let _ = FRAGS_V6.insert(&fk, v, 0);
+    }
+    if rewrite(ctx, p, v).is_err() {
+        stats::count_drop(DropReason::Malformed);
+        return Err(SHOT);
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    touch(ctx, p, k);
+    if routed {
+        if p.hop <= 1 {
+            return Err(OK);
+        }
+        if nat::dec_hop(ctx, p).is_err() {
+            return Err(SHOT);
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn rewrite(ctx: &TcContext, p: &mut Pkt6, v: &CtValue6) -> Result<(), i64> {
+    nat::set_addr(ctx, p, true, &v.saddr)?;
+    nat::set_addr(ctx, p, false, &v.daddr)?;
+    nat::set_port(ctx, p, true, v.sport)?;
+    nat::set_port(ctx, p, false, v.dport)?;
+    Ok(())
+}
+
+/// Timestamp and state flags (see `conntrack::touch`).
+#[inline(always)]
+fn touch(ctx: &TcContext, p: &Pkt6, k: &CtKey6) {
+    let Some(e) = CT_V6.get_ptr_mut(k) else { return };
+    // SAFETY: map value pointer valid for this program run; racy updates are harmless.
+    unsafe {
+        (*e).last_seen_ns = bpf_ktime_get_ns();
+        let mut f = (*e).flags;
+        if p.proto == IPPROTO_TCP {
+            let seq = u32::from_be(ctx.load::<u32>(p.l4 as usize + 4).unwrap_or(0));
+            let fl = p.tcp_flags;
+            if fl & 0x04 != 0 {
+                if f & CT_F_SEEN == 0 || seq.wrapping_sub((*e).seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
+                    f |= CT_F_CLOSING | CT_F_RST;
+                }
+            } else {
+                if fl & 0x01 != 0 {
+                    f |= CT_F_CLOSING;
+                }
+                if fl & 0x12 == 0x10 {
+                    f |= CT_F_ACKED;
+                }
+                (*e).seq = seq;
+            }
+        }
+        let was = (*e).flags;
+        let done = if p.proto == IPPROTO_TCP {
+            was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
+        } else {
+            was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0
+        };
+        (*e).flags = f | CT_F_SEEN;
+        if done && let Some(u) = CT_UNASSURED_V6.get_ptr_mut(0) {
+            *u = (*u).wrapping_sub(1);
+        }
+    }
+}
+
+#[inline(always)]
+fn fib_route(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: &Addr6, daddr: &Addr6) -> i64 {
+    // SAFETY: plain-old-data; tot_len 0 (the kernel checks GSO packets itself).
+    *fib = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET6;
+    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    fib.__bindgen_anon_3.ipv6_src = *saddr;
+    fib.__bindgen_anon_4.ipv6_dst = *daddr;
+    // SAFETY: valid ctx and params pointers.
+    unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
+}
+
+/// The egress device of `saddr -> daddr` (route only, no neighbour), in the FIB scratch slot.
+#[inline(always)]
+pub fn fib_egress(ctx: &TcContext, saddr: &Addr6, daddr: &Addr6) -> Option<u32> {
+    let fib = SCRATCH_FIB.get_ptr_mut(0)?;
+    // SAFETY: per-CPU map value, valid for this program run.
+    let fib = unsafe { &mut *fib };
+    // SAFETY: plain-old-data.
+    *fib = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET6;
+    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    fib.__bindgen_anon_3.ipv6_src = *saddr;
+    fib.__bindgen_anon_4.ipv6_dst = *daddr;
+    // BPF_FIB_LOOKUP_SKIP_NEIGH (1 << 3).
+    let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
+    if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }
+}
+
+#[inline(always)]
+fn too_big(ctx: &TcContext, rc: i64, fib: &bpf_fib_lookup) -> bool {
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        return true;
+    }
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return false;
+    }
+    let mut mtu_len: u32 = 0;
+    // SAFETY: valid ctx and out pointer; BPF_MTU_CHK_SEGS.
+    unsafe { bpf_check_mtu(ctx.skb.skb.cast(), fib.ifindex, &mut mtu_len, 0, 1) > 0 }
+}
+
+#[inline(always)]
+fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        if crate::nat::set_macs(ctx, &fib.dmac, &fib.smac).is_err() {
+            return SHOT;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(fib.ifindex, 0) as i32 };
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET6 as u32;
+        nh.__bindgen_anon_1.ipv6_nh = unsafe { fib.__bindgen_anon_4.ipv6_dst };
+        // SAFETY: valid params pointer.
+        return unsafe {
+            bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32
+        };
+    }
+    OK
+}
+
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, v: &CtValue6) -> i32 {
+    match v.action {
+        CT_ACT_PEER => {
+            if crate::nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
+                return SHOT;
+            }
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 }
+        }
+        CT_ACT_FIB => redirect_fib(ctx),
+        _ => OK,
+    }
+}
+
+/// Route the rewritten packet and redirect it to the egress device.
+#[inline(always)]
+fn redirect_fib(ctx: &TcContext) -> i32 {
+    use crate::parse::IP_OFF;
+    let Ok(saddr) = ctx.load::<Addr6>(IP_OFF + 8) else { return OK };
+    let Ok(daddr) = ctx.load::<Addr6>(IP_OFF + 24) else { return OK };
+    let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return OK };
+    // SAFETY: per-CPU map value, valid for this program run.
+    let fib = unsafe { &mut *fib };
+    let rc = fib_route(ctx, fib, &saddr, &daddr);
+    redirect_with(ctx, rc, fib)
+}
+
+#[inline(always)]
+fn frag_key(p: &Pkt6) -> FragKey6 {
+    FragKey6 { saddr: p.saddr, daddr: p.daddr, id: p.frag_id, proto: p.proto, _pad: [0; 3] }
+}
+
+/// Remember an untranslated first fragment (to a host address), so its later fragments are
+/// told from fragments whose first one was never seen.
+#[inline(always)]
+pub fn frag_pass(p: &Pkt6) {
+    let fk = frag_key(p);
+    let v = CtValue6 { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PASS, ..Default::default() };
+    let _ = FRAGS_V6.insert(&fk, &v, 0);
+}
+
+/// A later fragment with no recorded translation: dropped and counted.
+#[inline(always)]
+pub fn frag_unknown() -> i32 {
+    stats::count_drop(DropReason::FragUnknown);
+    SHOT
+}
+
+/// A later fragment of a datagram whose first fragment was translated: same addresses, same
+/// delivery, same routed hop. None: its first fragment was not seen.
+#[inline(never)]
+pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt6) -> Option<i32> {
+    let fk = frag_key(p);
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &*FRAGS_V6.get_ptr(&fk)? };
+    let routed = v.action == CT_ACT_FIB || (v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0);
+    if routed && p.hop <= 1 {
+        return Some(OK);
+    }
+    if nat::set_addr(ctx, p, true, &v.saddr).is_err() || nat::set_addr(ctx, p, false, &v.daddr).is_err() {
+        return Some(SHOT);
+    }
+    if routed && nat::dec_hop(ctx, p).is_err() {
+        return Some(SHOT);
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    let verdict = deliver(ctx, v);
+    if !p.more_fragments {
+        let _ = FRAGS_V6.remove(&fk);
+    }
+    Some(verdict)
+}
