@@ -796,7 +796,7 @@ impl Dataplane for Ebpf {
         self.queue_purge(|p| {
             p.addrs.insert(a);
         });
-        Ok(())
+        self.endpoint6_removed(ep)
     }
 
     fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
