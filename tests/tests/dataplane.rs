@@ -893,6 +893,30 @@ fn iptables_without_userland_proxy_udp_hairpin_answers_from_the_published_addres
     d.ok(&["run", "-d", "--name", "c1", "--", "sleep", "300"]);
     let out = d.ok(&["exec", "c1", "--", &pr, "udpc", "198.51.100.1:5353", "hp"]);
     assert!(out.trim().starts_with("u1:"), "{out}");
+    // A sandbox reaching its own published port through the host's address: the DNATed packet
+    // leaves by the bridge port it came in by, which needs the port's hairpin mode (Docker sets
+    // it without the proxy); over TCP and UDP, and from a neighbour as before.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u2",
+        "-p",
+        "8082:7000",
+        "-p",
+        "5354:7000/udp",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "u2",
+        "7000",
+    ]);
+    for (mode, port) in [("tcp", 8082), ("udpc", 5354)] {
+        let r = d.cli(&["exec", "u2", "--", &pr, mode, &format!("198.51.100.1:{port}"), "own"]);
+        assert_eq!(r.code, 0, "{mode} to its own published port: {r:?}");
+        assert!(r.stdout.trim().starts_with("u2:"), "{r:?}");
+    }
 }
 
 /// Issue 15, item 3 (iptables with the userland proxy, the only mode with a UDP proxy): a

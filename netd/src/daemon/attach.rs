@@ -257,6 +257,12 @@ impl Daemon {
             crate::netlink::disable_ipv6(&host_veth);
             super::crash_point("run:veth-created");
             self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
+            // iptables without the userland proxy: a sandbox reaching its own published port
+            // through a host address is DNATed back out of the port it came in by, which needs
+            // the bridge port's hairpin mode (Docker sets it then). eBPF redirects hairpin itself.
+            if !self.cfg.up.userland_proxy && dp.backend() == crate::dataplane::Backend::Iptables {
+                self.nl.set_hairpin(&host_veth, true).await.map_err(|e| format!("hairpin mode on {host_veth}: {e}"))?;
+            }
             match &req.netns {
                 Some(netns) => {
                     let ns = std::fs::File::open(netns).map_err(|e| format!("opening {}: {e}", netns.display()))?;
