@@ -36,6 +36,16 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| "bench".into());
             run(quick, out)
         }
+        // Only the published-port and masquerade paths of raw, ebpf and iptables-nft, with the
+        // eBPF programs' profile, to DIR/profile.md: `netd-bench profile [--reps N] [--ms MS]
+        // [--out DIR]` (a short look at per-packet cost; the full report is `run`).
+        Some("profile") => {
+            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
+            let reps = val("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
+            let ms = val("--ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
+            profile_only(reps, Duration::from_millis(ms), out)
+        }
         // Only the real-runtime rows (Docker, podman), to DIR/runtimes.md: `netd-bench
         // runtimes [--quick] [--only docker|podman] [--out DIR]`.
         Some("runtimes") => {
@@ -89,7 +99,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -292,48 +302,10 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     // Raw baselines for the other paths: the same hop without netd (server in the host).
     let raw = &worlds[0];
     plan.push(("127.0.0.1 from the host", raw, raw.th.host.path(), a("127.0.0.1:7000"), tcp.clone()));
-    let mut res: Results = BTreeMap::new();
     // Run-time statistics of every BPF program while this fd is open (BPF_ENABLE_STATS; no
     // sysctl touched): the profile of the eBPF paths.
     let _stats_fd = enable_bpf_stats();
-    let mut profile: Profile = BTreeMap::new();
-    let figs_total: usize = plan.iter().map(|p| p.4.len()).sum::<usize>() * repeats;
-    let mut done = 0;
-    for r in 0..repeats {
-        // Interleaved: every figure of every path, then the next repeat.
-        for fig in [Fig::Rr, Fig::Crr, Fig::Stream, Fig::Udp] {
-            for (path, w, ns, dst, figs) in &plan {
-                if !figs.contains(&fig) {
-                    continue;
-                }
-                let profiled = w.name.starts_with("ebpf") && *path == "published port from outside";
-                let before = if profiled { prog_runtime() } else { BTreeMap::new() };
-                let s = measure(fig, ns, *dst, dur);
-                if profiled {
-                    let after = prog_runtime();
-                    let e = profile.entry((w.name.to_string(), fig)).or_default();
-                    e.0 += s.ops_per_s * dur.as_secs_f64();
-                    for (name, (ns1, c1)) in after {
-                        let (ns0, c0) = before.get(&name).copied().unwrap_or((0, 0));
-                        let x = e.1.entry(name).or_default();
-                        x.0 += ns1.saturating_sub(ns0);
-                        x.1 += c1.saturating_sub(c0);
-                    }
-                }
-                done += 1;
-                println!(
-                    "  [{done}/{figs_total}] rep {r} {path} / {} / {}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs {:.2} Gbit/s",
-                    w.name,
-                    fig.name(),
-                    s.ops_per_s,
-                    s.p50_us,
-                    s.p99_us,
-                    s.gbit_s
-                );
-                res.entry((path.to_string(), w.name.to_string(), fig)).or_default().push(s);
-            }
-        }
-    }
+    let (res, profile) = measure_plan(&plan, repeats, dur);
     let _ = &worlds[0].server_ns;
     // Scaling: CRR through the published port with N other published ports.
     let ns_list: Vec<usize> = if quick { vec![0, 1000] } else { vec![0, 100, 1000, 10000] };
@@ -390,6 +362,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         d.ok(&argv);
         (t.elapsed().as_secs_f64() * 1000.0, publish_last_ms(d))
     };
+    let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
     drop(worlds);
     println!("netd bench: control plane");
     let control_md = control::control(quick);
@@ -407,7 +380,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     report.push_str(&docker_md);
     report.push('\n');
     report.push_str(&podman_md);
-    report.push_str(&render_profile(&profile));
+    report.push_str(&render_profile(&profile, &sizes));
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("crr-vs-ports.svg"), svg_scaling(&scaling, &ns_list))?;
     std::fs::write(out.join("latency.svg"), svg_latency(&res))?;
@@ -419,8 +392,115 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// (dataplane, figure) -> (operations, program name -> (run time ns, runs)).
-type Profile = BTreeMap<(String, Fig), (f64, BTreeMap<String, (u64, u64)>)>;
+/// (path, dataplane, figure) -> (operations, program name -> (run time ns, runs)).
+type Profile = BTreeMap<(String, String, Fig), (f64, BTreeMap<String, (u64, u64)>)>;
+
+/// Each figure of each path of `plan`, interleaved (every figure of every path, then the next
+/// repeat) so noise hits every dataplane alike; on eBPF worlds, the run time of the world's own
+/// programs during each measurement.
+#[allow(clippy::type_complexity)]
+fn measure_plan(
+    plan: &[(&str, &World, String, SocketAddr, Vec<Fig>)],
+    repeats: usize,
+    dur: Duration,
+) -> (Results, Profile) {
+    let mut res: Results = BTreeMap::new();
+    let mut profile: Profile = BTreeMap::new();
+    let figs_total: usize = plan.iter().map(|p| p.4.len()).sum::<usize>() * repeats;
+    let mut done = 0;
+    for r in 0..repeats {
+        for fig in [Fig::Rr, Fig::Crr, Fig::Stream, Fig::Udp] {
+            for (path, w, ns, dst, figs) in plan {
+                if !figs.contains(&fig) {
+                    continue;
+                }
+                let profiled = w.name.starts_with("ebpf").then_some(w.d.as_ref()).flatten();
+                let before = profiled.map(prog_runtime).unwrap_or_default();
+                let s = measure(fig, ns, *dst, dur);
+                if let Some(d) = profiled {
+                    let after = prog_runtime(d);
+                    let e = profile.entry((path.to_string(), w.name.to_string(), fig)).or_default();
+                    e.0 += s.ops_per_s * dur.as_secs_f64();
+                    for (name, (ns1, c1)) in after {
+                        let (ns0, c0) = before.get(&name).copied().unwrap_or((0, 0));
+                        let x = e.1.entry(name).or_default();
+                        x.0 += ns1.saturating_sub(ns0);
+                        x.1 += c1.saturating_sub(c0);
+                    }
+                }
+                done += 1;
+                println!(
+                    "  [{done}/{figs_total}] rep {r} {path} / {} / {}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs {:.2} Gbit/s",
+                    w.name,
+                    fig.name(),
+                    s.ops_per_s,
+                    s.p50_us,
+                    s.p99_us,
+                    s.gbit_s
+                );
+                res.entry((path.to_string(), w.name.to_string(), fig)).or_default().push(s);
+            }
+        }
+    }
+    (res, profile)
+}
+
+/// `netd-bench profile`: the published port from outside and masquerade on raw, ebpf and
+/// iptables-nft, `reps` interleaved repeats of `dur` each, with the eBPF programs' profile.
+fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
+    if !netd_tests::is_root() {
+        bail!("the bench creates network namespaces: run it as root");
+    }
+    let _ = LOAD0.set(loadavg());
+    let t0 = Instant::now();
+    let worlds = vec![
+        world("raw", None)?,
+        world("ebpf", Some(&["--dataplane", "ebpf"]))?,
+        world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
+    ];
+    let pp = "published port from outside";
+    let mut plan: Vec<(&str, &World, String, SocketAddr, Vec<Fig>)> = Vec::new();
+    for w in &worlds {
+        let figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
+        if w.name == "raw" {
+            plan.push((pp, w, w.th.outside.path(), a("198.51.100.1:7000"), figs));
+        } else {
+            plan.push((pp, w, w.th.outside.path(), a("198.51.100.1:8080"), figs));
+            plan.push(("masquerade to outside", w, w.client_ns.clone(), a("198.51.100.2:7100"), vec![Fig::Rr]));
+        }
+    }
+    let _stats_fd = enable_bpf_stats();
+    let (res, profile) = measure_plan(&plan, reps, dur);
+    let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
+    drop(worlds);
+    let mut md = format!(
+        "# netd bench: per-packet profile (`netd-bench profile --reps {reps} --ms {}`)\n\n{}\n- took {:.0} s\n\n| path | figure | dataplane | ops/s (median) | p50 µs | vs iptables-nft ops/s | vs iptables-nft p50 |\n|---|---|---|---|---|---|---|\n",
+        dur.as_millis(),
+        load_note(),
+        t0.elapsed().as_secs_f64()
+    );
+    let med = |k: &(String, String, Fig), f: &dyn Fn(&Sample) -> f64| -> Option<f64> {
+        res.get(k).map(|v| median(&v.iter().map(f).collect::<Vec<_>>()))
+    };
+    for ((path, w, fig), _) in &res {
+        let nft = (path.clone(), "iptables-nft".to_string(), *fig);
+        let k = (path.clone(), w.clone(), *fig);
+        let (ops, p50) = (med(&k, &|x| x.ops_per_s).unwrap_or(0.0), med(&k, &|x| x.p50_us).unwrap_or(0.0));
+        let r = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}×", a / b));
+        let _ = writeln!(
+            md,
+            "| {path} | {} | {w} | {ops:.0} | {p50:.0} | {} | {} |",
+            fig.name(),
+            r(ops, med(&nft, &|x| x.ops_per_s)),
+            r(p50, med(&nft, &|x| x.p50_us))
+        );
+    }
+    md.push_str(&render_profile(&profile, &sizes));
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("profile.md"), &md)?;
+    println!("{md}\nwrote {}/profile.md", out.display());
+    Ok(())
+}
 
 /// BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): the kernel accounts run time and run count of every
 /// program while the returned fd stays open.
@@ -433,20 +513,48 @@ fn enable_bpf_stats() -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Run time and count per netd program name, summed over every loaded copy.
-fn prog_runtime() -> BTreeMap<String, (u64, u64)> {
+/// The ids of the programs `d` loaded: those using its own `PROG_STATS` map (every entry point
+/// counts itself there). Other daemons' copies of the same programs (another world of this
+/// bench, tests running meanwhile) are left out.
+fn daemon_progs(d: &TestDaemon) -> Vec<aya::programs::ProgramInfo> {
+    let Ok(stats) = aya::maps::MapInfo::from_pin(d.bpffs.join("maps").join(netd_common::map_names::PROG_STATS)) else {
+        return Vec::new();
+    };
+    let id = stats.id();
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.map_ids().ok().flatten().is_some_and(|m| m.contains(&id)))
+        .collect()
+}
+
+/// A program's full name (the kernel keeps 15 characters: `netd_from_conta`).
+fn full_name(p: &aya::programs::ProgramInfo) -> String {
+    let short = p.name_as_str().unwrap_or("?");
+    netd_common::prog_names::ALL.iter().find(|n| n.starts_with(short)).unwrap_or(&short).to_string()
+}
+
+/// Run time and count per program name of `d`'s own programs.
+fn prog_runtime(d: &TestDaemon) -> BTreeMap<String, (u64, u64)> {
     let mut m = BTreeMap::new();
-    let Ok(o) = std::process::Command::new("bpftool").args(["-j", "prog", "show"]).output() else { return m };
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    for p in v.as_array().into_iter().flatten() {
-        let name = p["name"].as_str().unwrap_or("");
-        if name.starts_with("netd_") {
-            let e: &mut (u64, u64) = m.entry(name.to_string()).or_default();
-            e.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            e.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
+    for p in daemon_progs(d) {
+        let e: &mut (u64, u64) = m.entry(full_name(&p)).or_default();
+        e.0 += p.run_time().as_nanos() as u64;
+        e.1 += p.run_count();
     }
     m
+}
+
+/// Per program name of `d`: (instructions the verifier processed, translated bytes, JIT bytes).
+fn prog_sizes(d: &TestDaemon) -> BTreeMap<String, (u32, u32, u32)> {
+    daemon_progs(d)
+        .into_iter()
+        .map(|p| {
+            (
+                full_name(&p),
+                (p.verified_instruction_count().unwrap_or(0), p.size_translated().unwrap_or(0), p.size_jitted()),
+            )
+        })
+        .collect()
 }
 
 /// One point of the scaling series.
@@ -480,35 +588,52 @@ fn daemon_maps_kb(d: &TestDaemon) -> f64 {
     total
 }
 
-fn render_profile(profile: &Profile) -> String {
+fn render_profile(profile: &Profile, sizes: &BTreeMap<String, (u32, u32, u32)>) -> String {
     let mut s = String::from(
-        "\n## Profile: time spent in netd's programs (published port from outside)\n\nKernel run-time statistics (BPF_ENABLE_STATS) of every netd program during the measurements above, per operation (a request/response for RR, a whole connection for CRR), against the time one operation took end to end.\n\n| dataplane | figure | program | runs per op | ns per run | ns per op |\n|---|---|---|---|---|---|\n",
+        "\n## Profile: time spent in netd's programs\n\nKernel run-time statistics (BPF_ENABLE_STATS) of the measured world's own programs (those using its daemon's maps; other daemons' copies are not counted) during the measurements above, per operation (a request/response for RR, a whole connection for CRR), against the time one operation took end to end.\n\n| path | dataplane | figure | program | runs per op | ns per run | ns per op |\n|---|---|---|---|---|---|---|\n",
     );
     let mut totals = Vec::new();
-    for ((w, fig), (ops, progs)) in profile {
+    for ((path, w, fig), (ops, progs)) in profile {
         if *ops <= 0.0 {
             continue;
         }
         let mut total = 0.0;
+        let mut runs = 0.0;
         for (name, (ns, cnt)) in progs {
             if *cnt == 0 {
                 continue;
             }
             let per_op = *ns as f64 / ops;
             total += per_op;
+            runs += *cnt as f64 / ops;
             let _ = writeln!(
                 s,
-                "| {w} | {} | {name} | {:.2} | {:.0} | {per_op:.0} |",
+                "| {path} | {w} | {} | {name} | {:.2} | {:.0} | {per_op:.0} |",
                 fig.name(),
                 *cnt as f64 / ops,
                 *ns as f64 / *cnt as f64
             );
         }
-        totals.push((w.clone(), fig.name(), total));
+        totals.push((path.clone(), w.clone(), fig.name(), total, runs));
     }
-    s.push_str("\n| dataplane | figure | netd programs per op (µs) |\n|---|---|---|\n");
-    for (w, f, t) in totals {
-        let _ = writeln!(s, "| {w} | {f} | {:.2} |", t / 1000.0);
+    s.push_str(
+        "\n| path | dataplane | figure | netd programs per op (µs) | program runs per op | ns per program run |\n|---|---|---|---|---|---|\n",
+    );
+    for (p, w, f, t, runs) in totals {
+        let _ = writeln!(
+            s,
+            "| {p} | {w} | {f} | {:.2} | {runs:.2} | {:.0} |",
+            t / 1000.0,
+            if runs > 0.0 { t / runs } else { 0.0 }
+        );
+    }
+    if !sizes.is_empty() {
+        s.push_str(
+            "\nProgram sizes as loaded (`bpftool prog show`: instructions the verifier processed, translated and JIT-compiled bytes):\n\n| program | verified insns | xlated bytes | jited bytes |\n|---|---|---|---|\n",
+        );
+        for (name, (v, x, j)) in sizes {
+            let _ = writeln!(s, "| {name} | {v} | {x} | {j} |");
+        }
     }
     s
 }
