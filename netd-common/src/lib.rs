@@ -30,9 +30,13 @@ pub mod map_names {
     /// Ifindexes of the host's bridges that are Docker's own (docker0, `br-<12 hex>`, not
     /// netd's): traffic between them and netd's bridges is dropped both ways.
     pub const FOREIGN_BRIDGES: &str = "FOREIGN_BRIDGES";
+    /// One `u32`: the generation of the host's routes and neighbours, bumped by userspace on
+    /// every change; a conntrack entry's cached FIB result is used only while its `fib_gen`
+    /// equals it (0: never cached).
+    pub const FIB_GEN: &str = "FIB_GEN";
 
     /// Every map, in pin order.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         PROG_STATS,
         DROP_STATS,
         CONFIG,
@@ -47,6 +51,7 @@ pub mod map_names {
         HOST_NAT,
         CT_UNASSURED,
         FOREIGN_BRIDGES,
+        FIB_GEN,
     ];
 }
 
@@ -182,9 +187,12 @@ pub struct CtValue {
     pub action: u8,
     /// `CT_F_*`.
     pub flags: u8,
-    pub _pad: u16,
-    /// Host-side veth for `CT_ACT_PEER`.
+    /// `CT_ACT_FIB`: the egress MTU of the cached route (see `fib_gen`).
+    pub fib_mtu: u16,
+    /// Host-side veth for `CT_ACT_PEER`; `CT_ACT_FIB`: the cached route's egress device.
     pub ifindex: u32,
+    /// `CT_ACT_PEER`: the sandbox's and its gateway's MAC; `CT_ACT_FIB`: the cached next hop's
+    /// and the egress device's.
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
     /// `PORT_STATS` slot + 1 (0: not a published-port flow).
@@ -192,6 +200,11 @@ pub struct CtValue {
     /// TCP: the sequence number of the last segment seen in this direction (RST window check).
     pub seq: u32,
     pub last_seen_ns: u64,
+    /// `CT_ACT_FIB`: the `FIB_GEN` at which `ifindex`, the MACs and `fib_mtu` were cached from
+    /// `bpf_fib_lookup` (0: nothing cached). A route or neighbour change bumps `FIB_GEN`, so a
+    /// stale cache is never used.
+    pub fib_gen: u32,
+    pub _pad: u32,
 }
 
 /// Deliver into a sandbox with `bpf_redirect_peer(ifindex)`.
@@ -440,7 +453,9 @@ const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 28);
 const _: () = assert!(core::mem::size_of::<UplinkInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<LinkKey>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
+// The programs write `dmac` and `smac` into a frame as one 12-byte block.
+const _: () = assert!(core::mem::offset_of!(CtValue, smac) == core::mem::offset_of!(CtValue, dmac) + 6);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<ProgId>() == 4);
 const _: () = assert!(core::mem::size_of::<DropReason>() == 4);

@@ -19,7 +19,7 @@ use netd_common::{
 };
 
 use crate::{
-    maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, NEW_FLOWS, NEW_FLOWS_HEAD, SCRATCH_FIB},
+    maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, NEW_FLOWS, NEW_FLOWS_HEAD, SCRATCH_FIB, fib_gen},
     nat,
     parse::{IP_OFF, Pkt},
     snat, stats,
@@ -33,24 +33,53 @@ pub fn key_of(p: &Pkt) -> CtKey {
     CtKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto, _pad: [0; 3] }
 }
 
+/// The entry of `k` in place (a map value, valid for the program run; never copied out: each
+/// copy costs 56 bytes of a call chain's 512).
 #[inline(always)]
-pub fn lookup(k: &CtKey) -> Option<CtValue> {
-    // SAFETY: read-only lookup, copied out.
-    unsafe { CT_V4.get(k).copied() }
+pub fn lookup(k: &CtKey) -> Option<&'static CtValue> {
+    // SAFETY: read-only lookup.
+    unsafe { CT_V4.get(k) }
 }
+
+/// A conntrack entry in place (a map value pointer, valid for the program run): the fast path
+/// reads and updates it without copying it out or looking it up again.
+pub type Entry = *mut CtValue;
 
 /// The entry of a packet's tuple, as conntrack sees it: a TCP SYN (no ACK) on a closed flow
 /// starts a new connection (like a SYN in TIME_WAIT), so the old pair goes and the caller
 /// translates afresh. Without this, a client reusing a source port would inherit a translation
 /// whose reply tuple may since have been handed to another flow.
 #[inline(always)]
-pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<CtValue> {
-    let v = lookup(k)?;
+pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<Entry> {
+    let e = CT_V4.get_ptr_mut(k)?;
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &*e };
     if p.proto == IPPROTO_TCP && p.tcp_flags & 0x12 == 0x02 && v.flags & CT_F_CLOSING != 0 {
-        remove_pair(k, &v);
+        remove_closed(k, v);
         return None;
     }
-    Some(v)
+    Some(e)
+}
+
+/// `remove_pair` for `lookup_flow`, as a BPF-to-BPF call: its keys stay off the stack of the
+/// program's frame, which heads every call chain (512 bytes in all).
+#[inline(never)]
+fn remove_closed(k: &CtKey, v: &CtValue) {
+    remove_pair(k, v);
+}
+
+/// Apply the entry just inserted under `k` (by `insert_pair`): found again in place, so the
+/// packet updates the stored entry as every later one does.
+#[inline(always)]
+pub fn apply_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
+    match CT_V4.get_ptr_mut(k) {
+        Some(e) => apply(ctx, p, e),
+        None => {
+            // Evicted again at once (a full LRU under a flood): no translation to apply.
+            stats::count_drop(DropReason::CtInsert);
+            TC_ACT_SHOT as i32
+        }
+    }
 }
 
 /// Remove an entry and its other direction (the partner is keyed by the reverse of the
@@ -107,7 +136,7 @@ pub fn insert_pair(k1: &CtKey, v1: &mut CtValue, k2: &CtKey, v2: &mut CtValue) -
         let ours = match lookup(k2) {
             None => true,
             Some(o) => {
-                let pk = partner_key(k2, &o);
+                let pk = partner_key(k2, o);
                 o.action != CT_ACT_HOSTFLOW && (pk == *k1 || !exists(&pk))
             }
         };
@@ -197,10 +226,11 @@ pub fn host_nat_active() -> bool {
 #[inline(always)]
 pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
     let k = key_of(p);
-    if let Some(v) = lookup(&k)
-        && v.flags & CT_F_HOSTNAT != 0
+    if let Some(e) = CT_V4.get_ptr_mut(&k)
+        // SAFETY: map value pointer, valid for this program run.
+        && unsafe { (*e).flags } & CT_F_HOSTNAT != 0
     {
-        return apply(ctx, p, &k, &v);
+        return apply(ctx, p, e);
     }
     let rk = k.reversed();
     // SAFETY: plain helper call.
@@ -259,7 +289,7 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
                 // SAFETY: one-entry array slot, valid for this program run.
                 unsafe { *t = now };
             }
-            return apply(ctx, p, &k, &fwd);
+            return apply_new(ctx, p, &k);
         }
     }
     TC_ACT_OK as i32
@@ -273,16 +303,39 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
 /// device). A packet leaving toward the FIB (from a sandbox) is handed over untranslated, so the
 /// ICMP error comes from the gateway to the sandbox as with Docker.
 ///
+/// The entry is the stored one (`e`, in place): its state is updated through it, and a FIB
+/// entry keeps the route it was last sent along (egress device, MACs, MTU) until `FIB_GEN`
+/// moves on, so an established flow makes no FIB lookup.
+///
 /// A BPF-to-BPF call, not inlined: the FIB parameters and the callers' entries would not fit
 /// one 512-byte frame in `netd_from_container`, which applies entries in several places.
 #[inline(never)]
-pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
+pub fn apply(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
+    // SAFETY: map value pointer, valid for this program run; concurrent updates from another
+    // CPU touch timestamps, flag bits and the cached route, each of which is fine to race.
+    let v = unsafe { &mut *e };
     if v.action == CT_ACT_HOSTFLOW {
         return TC_ACT_OK as i32;
     }
     if v.action == CT_ACT_FIB {
         if p.ttl <= 1 {
             return TC_ACT_OK as i32;
+        }
+        let cur = fib_gen();
+        if cur != 0 && v.fib_gen == cur {
+            // The cached route. The MTU check as below, its helper only for a packet longer
+            // than the route's MTU (a GSO packet may still be fine segment by segment).
+            if p.dont_fragment && ctx.len() > v.fib_mtu as u32 && mtu_exceeded(ctx, v.ifindex) {
+                return TC_ACT_OK as i32;
+            }
+            if let Err(verdict) = translate(ctx, p, v, true) {
+                return verdict;
+            }
+            if nat::set_macs12(ctx, entry_macs(v)).is_err() {
+                return TC_ACT_SHOT as i32;
+            }
+            // SAFETY: plain helper call.
+            return unsafe { bpf_redirect(v.ifindex, 0) as i32 };
         }
         // The FIB parameters live in a per-CPU scratch slot: this function's frame and its
         // callers' must fit 512 bytes together.
@@ -294,13 +347,21 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
         if p.dont_fragment && too_big(ctx, rc, fib) {
             return TC_ACT_OK as i32;
         }
-        if let Err(verdict) = translate(ctx, p, k, v, true) {
+        if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && cur != 0 {
+            v.ifindex = fib.ifindex;
+            v.dmac = fib.dmac;
+            v.smac = fib.smac;
+            // SAFETY: union field the lookup wrote (the egress MTU on success).
+            v.fib_mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+            v.fib_gen = cur;
+        }
+        if let Err(verdict) = translate(ctx, p, v, true) {
             return verdict;
         }
         return redirect_with(ctx, rc, fib);
     }
     let routed = v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0;
-    if let Err(verdict) = translate(ctx, p, k, v, routed) {
+    if let Err(verdict) = translate(ctx, p, v, routed) {
         return verdict;
     }
     deliver(ctx, v)
@@ -308,27 +369,24 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue) -> i32 {
 
 /// Rewrite to the entry's tuple, account, and make the routed hop (TTL). Err: the verdict.
 #[inline(always)]
-fn translate(ctx: &TcContext, p: &mut Pkt, k: &CtKey, v: &CtValue, routed: bool) -> Result<(), i32> {
+fn translate(ctx: &TcContext, p: &mut Pkt, v: &mut CtValue, routed: bool) -> Result<(), i32> {
     // The first fragment of a fragmented datagram: later fragments (no L4 header) get the
     // same address translation and delivery.
     if p.more_fragments && !p.later_fragment {
         let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
-        let _ = FRAGS.insert(&fk, v, 0);
+        let _ = FRAGS.insert(&fk, &*v, 0);
     }
-    if rewrite(ctx, p, v).is_err() {
+    // The routed hop's TTL decrement goes into the same header write.
+    let dec_ttl = routed && p.ttl > 1;
+    if nat::set_tuple(ctx, p, v.saddr, v.daddr, v.sport, v.dport, dec_ttl).is_err() {
         stats::count_drop(DropReason::Malformed);
         return Err(TC_ACT_SHOT as i32);
     }
     stats::count_port(v.stats_slot, ctx.len() as u64);
-    touch(ctx, p, k);
-    if routed {
-        if p.ttl <= 1 {
-            // Translated toward a sandbox: the kernel forwards it and answers time exceeded.
-            return Err(TC_ACT_OK as i32);
-        }
-        if nat::dec_ttl(ctx, p).is_err() {
-            return Err(TC_ACT_SHOT as i32);
-        }
+    touch(p, v);
+    if routed && !dec_ttl {
+        // Translated toward a sandbox: the kernel forwards it and answers time exceeded.
+        return Err(TC_ACT_OK as i32);
     }
     Ok(())
 }
@@ -357,9 +415,15 @@ fn too_big(ctx: &TcContext, rc: i64, fib: &bpf_fib_lookup) -> bool {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         return false;
     }
+    mtu_exceeded(ctx, fib.ifindex)
+}
+
+/// `bpf_check_mtu` with `BPF_MTU_CHK_SEGS` against the device `ifindex`.
+#[inline(always)]
+fn mtu_exceeded(ctx: &TcContext, ifindex: u32) -> bool {
     let mut mtu_len: u32 = 0;
     // SAFETY: valid ctx and out pointer; BPF_MTU_CHK_SEGS (1) requires mtu_len 0, len_diff 0.
-    let r = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), fib.ifindex, &mut mtu_len, 0, 1) };
+    let r = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), ifindex, &mut mtu_len, 0, 1) };
     r > 0
 }
 
@@ -448,64 +512,63 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
     Some(deliver(ctx, &v))
 }
 
-#[inline(always)]
-fn rewrite(ctx: &TcContext, p: &mut Pkt, v: &CtValue) -> Result<(), i64> {
-    nat::set_addr(ctx, p, true, v.saddr)?;
-    nat::set_addr(ctx, p, false, v.daddr)?;
-    nat::set_port(ctx, p, true, v.sport)?;
-    nat::set_port(ctx, p, false, v.dport)?;
-    Ok(())
-}
-
 /// Refresh the entry's timestamp and the state the GC's timeouts follow: seen in this
 /// direction, TCP established (an ACK without SYN), FIN, RST. A RST closes the flow only when
 /// its sequence number is near the last one seen from its sender (a blind RST does not).
+/// Through the stored entry (racy updates of a timestamp and flag bits are harmless).
 #[inline(always)]
-fn touch(ctx: &TcContext, p: &Pkt, k: &CtKey) {
-    if let Some(e) = CT_V4.get_ptr_mut(k) {
-        // SAFETY: map value pointer valid for this program run; racy updates of a timestamp
-        // and flag bits are harmless.
-        unsafe {
-            (*e).last_seen_ns = bpf_ktime_get_ns();
-            let mut f = (*e).flags;
-            if p.proto == IPPROTO_TCP {
-                let seq = u32::from_be(ctx.load::<u32>(p.l4 + 4).unwrap_or(0));
-                let fl = p.tcp_flags;
-                if fl & 0x04 != 0 {
-                    if f & CT_F_SEEN == 0 || seq.wrapping_sub((*e).seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
-                        f |= CT_F_CLOSING | CT_F_RST;
-                    }
-                } else {
-                    if fl & 0x01 != 0 {
-                        f |= CT_F_CLOSING;
-                    }
-                    if fl & 0x12 == 0x10 {
-                        f |= CT_F_ACKED;
-                    }
-                    (*e).seq = seq;
-                }
+fn touch(p: &Pkt, e: &mut CtValue) {
+    // SAFETY: plain helper call.
+    e.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    let was = e.flags;
+    let mut f = was;
+    if p.proto == IPPROTO_TCP {
+        let seq = p.seq;
+        let fl = p.tcp_flags;
+        if fl & 0x04 != 0 {
+            if f & CT_F_SEEN == 0 || seq.wrapping_sub(e.seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
+                f |= CT_F_CLOSING | CT_F_RST;
             }
-            // Answered (UDP, ICMP: the reply's first packet) or established (TCP: the
-            // originator's first ACK): no longer counted against CT_UNASSURED_MAX.
-            let was = (*e).flags;
-            let done = if p.proto == IPPROTO_TCP {
-                was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
-            } else {
-                was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0
-            };
-            (*e).flags = f | CT_F_SEEN;
-            if done && let Some(u) = CT_UNASSURED.get_ptr_mut(0) {
-                *u = (*u).wrapping_sub(1);
+        } else {
+            if fl & 0x01 != 0 {
+                f |= CT_F_CLOSING;
             }
+            if fl & 0x12 == 0x10 {
+                f |= CT_F_ACKED;
+            }
+            e.seq = seq;
         }
     }
+    // Answered (UDP, ICMP: the reply's first packet) or established (TCP: the originator's
+    // first ACK): no longer counted against CT_UNASSURED_MAX.
+    let done = if p.proto == IPPROTO_TCP {
+        was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
+    } else {
+        was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0
+    };
+    f |= CT_F_SEEN;
+    if f != was {
+        e.flags = f;
+    }
+    if done && let Some(u) = CT_UNASSURED.get_ptr_mut(0) {
+        // SAFETY: one-entry array slot, valid for this program run.
+        unsafe { *u = (*u).wrapping_sub(1) };
+    }
+}
+
+/// An entry's `dmac` and `smac` as the 12 bytes of an Ethernet header's addresses (they are
+/// adjacent in `CtValue`), read in place.
+#[inline(always)]
+fn entry_macs(v: &CtValue) -> &[u8; 12] {
+    // SAFETY: `smac` follows `dmac` in the `#[repr(C)]` layout (asserted in netd-common).
+    unsafe { &*(v.dmac.as_ptr() as *const [u8; 12]) }
 }
 
 #[inline(always)]
 pub fn deliver(ctx: &TcContext, v: &CtValue) -> i32 {
     match v.action {
         CT_ACT_PEER => {
-            if nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
+            if nat::set_macs12(ctx, entry_macs(v)).is_err() {
                 return TC_ACT_SHOT as i32;
             }
             // SAFETY: plain helper call.

@@ -98,7 +98,7 @@ fn rewrite_error(ctx: &TcContext, p: &mut Pkt, in_place: bool) -> Option<i32> {
     if in_place {
         return Some(aya_ebpf::bindings::TC_ACT_OK as i32);
     }
-    Some(deliver(ctx, &v))
+    Some(deliver(ctx, v))
 }
 
 /// An address of the quoted header: the field, the quoted IP checksum and the ICMP checksum.

@@ -55,7 +55,7 @@ mod progs {
     };
 
     use crate::{
-        conntrack::{self, apply, insert_pair, key_of},
+        conntrack::{self, apply, apply_new, insert_pair, key_of},
         icmp,
         maps::{
             LINKS, SCRATCH_FIB, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network,
@@ -103,15 +103,17 @@ mod progs {
         }
     }
 
+    /// Parse into `p` (the caller's, not a copy: stack). False: not ours, or malformed
+    /// (counted).
     #[inline(always)]
-    fn parse_tc(ctx: &TcContext) -> Option<Pkt> {
-        match parse::tc(ctx) {
-            Ok(p) => Some(p),
+    fn parse_tc(ctx: &TcContext, p: &mut Pkt) -> bool {
+        match parse::tc(ctx, p) {
+            Ok(()) => true,
             Err(ParseError::Malformed) => {
                 stats::count_drop(DropReason::Malformed);
-                None
+                false
             }
-            Err(ParseError::NotIpv4) => None,
+            Err(ParseError::NotIpv4) => false,
         }
     }
 
@@ -165,7 +167,10 @@ mod progs {
     fn from_netdev_v4(ctx: TcContext) -> i32 {
         let ctx = &ctx;
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
-        let Some(mut p) = parse_tc(ctx) else { return OK };
+        let mut p = Pkt::default();
+        if !parse_tc(ctx, &mut p) {
+            return OK;
+        }
         // Docker's protections, also here: the uplink may run without XDP (veth uplinks, where
         // native XDP costs more than it saves, see bench/report.md).
         if is_loopback(p.daddr) {
@@ -201,8 +206,8 @@ mod progs {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(v) = conntrack::lookup_flow(&p, &k) {
-            return apply(ctx, &mut p, &k, &v);
+        if let Some(e) = conntrack::lookup_flow(&p, &k) {
+            return apply(ctx, &mut p, e);
         }
         // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
         // only ICMP and published container ports); nat mode was dropped in XDP already.
@@ -239,7 +244,7 @@ mod progs {
             if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                 return SHOT;
             }
-            return apply(ctx, &mut p, &k, &fwd);
+            return apply_new(ctx, &mut p, &k);
         }
         if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
             return OK;
@@ -286,7 +291,7 @@ mod progs {
         if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
         }
-        apply(ctx, p, k, &fwd)
+        apply_new(ctx, p, k)
     }
 
     /// Uplink egress: host-originated flows reserve their reply tuple against masquerade, and
@@ -302,7 +307,10 @@ mod progs {
     #[inline(never)]
     fn to_netdev_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
-        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        let mut p = Pkt::default();
+        if !parse_tc(&ctx, &mut p) {
+            return OK;
+        }
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             // The host's own ICMP error about a translated flow (its TTL ran out on the hop
             // to a sandbox, after DNAT): the client must see its own packet quoted.
@@ -347,23 +355,44 @@ mod progs {
     #[inline(never)]
     fn from_container_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
-        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        let mut p = Pkt::default();
+        if !parse_tc(&ctx, &mut p) {
+            return OK;
+        }
+        // (A later fragment or an ICMP error has no ports: handled below.)
+        let k = key_of(&p);
+        if p.has_ports
+            && let Some(e) = conntrack::lookup_flow(&p, &k)
+        {
+            return apply(&ctx, &mut p, e);
+        }
+        // The rest in a BPF-to-BPF call, and a new flow's entry applied here, not inside it:
+        // its frame and `apply`'s would not fit 512 bytes together.
+        match from_container_new(&ctx, &mut p, &k) {
+            APPLY_NEW => apply_new(&ctx, &mut p, &k),
+            verdict => verdict,
+        }
+    }
+
+    /// "Apply the entry just inserted" (`apply_new`), left to the caller; no TC verdict.
+    const APPLY_NEW: i32 = i32::MIN;
+
+    /// A packet from a sandbox without a conntrack entry: later fragments, ICMP errors about a
+    /// translated flow, hairpin, isolation, ICC, masquerade (a new entry under `k` returns
+    /// [`APPLY_NEW`]). A BPF-to-BPF call (stack, see above).
+    #[inline(never)]
+    fn from_container_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
         if p.later_fragment
-            && let Some(verdict) = conntrack::apply_fragment(&ctx, &mut p)
+            && let Some(verdict) = conntrack::apply_fragment(ctx, p)
         {
             return verdict;
         }
-        if icmp::is_error(&p)
-            && let Some(v) = icmp::translate_error(&ctx, &mut p)
+        if icmp::is_error(p)
+            && let Some(v) = icmp::translate_error(ctx, p)
         {
             return v;
         }
-        let k = key_of(&p);
-        if p.has_ports
-            && let Some(v) = conntrack::lookup_flow(&p, &k)
-        {
-            return apply(&ctx, &mut p, &k, &v);
-        }
+        let k = *k;
         let Some(src) = endpoint(p.saddr) else { return OK };
         let Some(net) = network(src.net) else { return OK };
         let here = unsafe { (*ctx.skb.skb).ifindex };
@@ -430,7 +459,7 @@ mod progs {
                 if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                     return SHOT;
                 }
-                return apply(&ctx, &mut p, &k, &fwd);
+                return APPLY_NEW;
             }
             // Not netd's port (one Docker publishes, a host service): netfilter may DNAT it into
             // one of Docker's bridges, whose replies netd_to_bridge then lets in by this record.
@@ -451,7 +480,7 @@ mod progs {
                 return SHOT;
             }
             if net.flags & NET_F_ICC != 0 {
-                return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
+                return to_peer(ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
             }
             // icc=false: only the exact ports opened by --link (and their replies, via CT).
             let lk = LinkKey { src: p.saddr, dst: p.daddr, port: p.dport, proto: p.proto, _pad: 0 };
@@ -486,7 +515,7 @@ mod progs {
                 };
                 insert_pair(&k, &mut same, &rk, &mut rev);
                 conntrack::frag_peer(&p, dst.ifindex, &dst.mac, &src.mac);
-                return to_peer(&ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
+                return to_peer(ctx, &dst.mac, &net.gateway_mac, dst.ifindex);
             }
             stats::count_drop(DropReason::Icc);
             return SHOT;
@@ -508,7 +537,7 @@ mod progs {
         }
         // Into one of Docker's own bridge networks (docker0, `br-<12 hex>`): isolated from
         // netd's networks as Docker isolates its bridge networks from each other.
-        let egress = fib_egress(&ctx, &p);
+        let egress = fib_egress(ctx, &p);
         if egress.is_some_and(is_foreign_bridge) {
             stats::count_drop(DropReason::Isolation);
             return SHOT;
@@ -552,9 +581,9 @@ mod progs {
             if !insert_pair(&k, &mut same, &rk, &mut rev) {
                 return SHOT;
             }
-            return apply(&ctx, &mut p, &k, &same);
+            return APPLY_NEW;
         }
-        masquerade(&ctx, &mut p, &k, egress, here, &src.mac, &net.gateway_mac)
+        masquerade(p, &k, egress, here, &src.mac, &net.gateway_mac)
     }
 
     /// Egress of a netd bridge: what the host routes into it. Packets routed in from one of
@@ -571,7 +600,8 @@ mod progs {
         stats::count_prog(ProgId::ToBridge, ctx.len() as u64);
         let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
         if from != 0 && is_foreign_bridge(from) {
-            if let Some(p) = parse_tc(&ctx)
+            let mut p = Pkt::default();
+            if parse_tc(&ctx, &mut p)
                 && p.has_ports
                 && p.proto != IPPROTO_ICMP
                 && is_host_addr(p.saddr)
@@ -601,7 +631,10 @@ mod progs {
     #[classifier]
     pub fn netd_from_foreign_bridge(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromForeignBridge, ctx.len() as u64);
-        let Some(mut p) = parse_tc(&ctx) else { return OK };
+        let mut p = Pkt::default();
+        if !parse_tc(&ctx, &mut p) {
+            return OK;
+        }
         if p.later_fragment {
             return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
         }
@@ -609,8 +642,8 @@ mod progs {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(v) = conntrack::lookup_flow(&p, &k) {
-            return apply(&ctx, &mut p, &k, &v);
+        if let Some(e) = conntrack::lookup_flow(&p, &k) {
+            return apply(&ctx, &mut p, e);
         }
         if !is_host_addr(p.daddr) || is_loopback(p.daddr) {
             return OK;
@@ -631,17 +664,10 @@ mod progs {
         unsafe { aya_ebpf::helpers::generated::bpf_redirect_peer(ifindex, 0) as i32 }
     }
 
-    /// Source NAT to the uplink's address for a new flow leaving by an uplink.
+    /// Source NAT to the uplink's address for a new flow leaving by an uplink ([`APPLY_NEW`]
+    /// once its entries are in).
     #[inline(always)]
-    fn masquerade(
-        ctx: &TcContext,
-        p: &mut Pkt,
-        k: &CtKey,
-        egress: Option<u32>,
-        here: u32,
-        src_mac: &[u8; 6],
-        gw_mac: &[u8; 6],
-    ) -> i32 {
+    fn masquerade(p: &mut Pkt, k: &CtKey, egress: Option<u32>, here: u32, src_mac: &[u8; 6], gw_mac: &[u8; 6]) -> i32 {
         let Some(egress) = egress else { return OK };
         // SAFETY: read-only lookup.
         let Some(up) = (unsafe { UPLINKS.get(&egress).copied() }) else { return OK };
@@ -675,7 +701,7 @@ mod progs {
         if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
         }
-        apply(ctx, p, k, &fwd)
+        APPLY_NEW
     }
 
     /// The egress ifindex the FIB picks for this packet (before translation).

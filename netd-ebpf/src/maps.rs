@@ -102,6 +102,16 @@ pub struct FragKey {
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, CtValue> = LruHashMap::with_max_entries(16_384, 0);
 
+/// The host's route/neighbour generation (see `map_names::FIB_GEN`), written by userspace.
+#[map(name = "FIB_GEN")]
+pub static FIB_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The current route/neighbour generation (0: none published, nothing is cached).
+#[inline(always)]
+pub fn fib_gen() -> u32 {
+    FIB_GEN.get(0).copied().unwrap_or(0)
+}
+
 /// Scratch space for `bpf_fib_lookup` parameters (one per CPU): kept off the BPF stack.
 #[map(name = "SCRATCH_FIB")]
 pub static SCRATCH_FIB: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
@@ -155,14 +165,17 @@ pub fn published_exact(proto: u8, addr: u32, port: u16) -> bool {
     unsafe { PUBLISHED_V4.get(&k).is_some() }
 }
 
+/// In place (a map value, valid for the program run; userspace replaces entries whole):
+/// copies would cost stack the call chains do not have.
 #[inline(always)]
-pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
-    // SAFETY: read-only lookup, copied out.
-    unsafe { ENDPOINTS.get(&addr).copied() }
+pub fn endpoint(addr: u32) -> Option<&'static EndpointInfo> {
+    // SAFETY: read-only lookup.
+    unsafe { ENDPOINTS.get(&addr) }
 }
 
+/// In place, as [`endpoint`].
 #[inline(always)]
-pub fn network(idx: u32) -> Option<NetworkInfo> {
-    // SAFETY: read-only lookup, copied out.
-    unsafe { NETWORKS.get(&idx).copied() }
+pub fn network(idx: u32) -> Option<&'static NetworkInfo> {
+    // SAFETY: read-only lookup.
+    unsafe { NETWORKS.get(&idx) }
 }

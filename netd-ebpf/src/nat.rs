@@ -82,6 +82,13 @@ pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64
     Ok(())
 }
 
+/// Set both Ethernet addresses from 12 contiguous bytes (destination, then source), in one
+/// store.
+#[inline(always)]
+pub fn set_macs12(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
+    ctx.store(0, macs, 0)
+}
+
 /// A routed hop: decrement the TTL (the caller has checked it is above 1), fixing the header
 /// checksum over the 16-bit word the TTL shares with the protocol.
 #[inline(always)]
@@ -92,5 +99,103 @@ pub fn dec_ttl(ctx: &TcContext, p: &mut Pkt) -> Result<(), i64> {
     ctx.l3_csum_replace(IP_OFF + 10, old as u64, new as u64, 2)?;
     ctx.store(IP_OFF + 8, &ttl, 0)?;
     p.ttl = ttl;
+    Ok(())
+}
+
+/// One's complement sum folded to 32 bits (a `__wsum`, as `bpf_l4_csum_replace` takes a diff).
+#[inline(always)]
+fn fold32(mut s: u64) -> u32 {
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s as u32
+}
+
+/// Folded to 16 bits.
+#[inline(always)]
+fn fold16(s: u32) -> u16 {
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// TTL, protocol, header checksum and both addresses: the bytes of the IPv4 header NAT and a
+/// routed hop change, written with one store.
+#[repr(C)]
+struct IpMid {
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    saddr: u32,
+    daddr: u32,
+}
+
+/// Rewrite a packet with ports (TCP, UDP, ICMP echo; not a later fragment) to the tuple
+/// `saddr:sport -> daddr:dport`, and decrement its TTL when `dec_ttl` (a routed hop; the caller
+/// checked it is above 1), with as few helper calls as the checksums allow: the L4 checksum by
+/// difference (one call for the addresses, which its pseudo-header covers, one for the ports,
+/// which a CHECKSUM_PARTIAL packet's checksum field must not see), the IPv4 header checksum
+/// computed here, and one store for the header, one for the ports.
+#[inline(always)]
+pub fn set_tuple(
+    ctx: &TcContext,
+    p: &mut Pkt,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    dec_ttl: bool,
+) -> Result<(), i64> {
+    let addrs = p.saddr != saddr || p.daddr != daddr;
+    if p.proto == IPPROTO_ICMP {
+        // The echo id: only one of the two "ports" is in the packet.
+        set_port(ctx, p, true, sport)?;
+        set_port(ctx, p, false, dport)?;
+    } else if p.sport != sport || p.dport != dport {
+        let old = (p.sport as u32) | ((p.dport as u32) << 16);
+        let new = (sport as u32) | ((dport as u32) << 16);
+        if !(p.proto == IPPROTO_UDP && p.udp_csum_zero)
+            && let Some(coff) = l4_csum_off(p)
+        {
+            let mut flags = 4u64;
+            if p.proto == IPPROTO_UDP {
+                flags |= BPF_F_MARK_MANGLED_0 as u64;
+            }
+            ctx.l4_csum_replace(coff, old as u64, new as u64, flags)?;
+        }
+        ctx.store(p.l4, &new, 0)?;
+        p.sport = sport;
+        p.dport = dport;
+    }
+    if addrs && (p.proto == IPPROTO_TCP || (p.proto == IPPROTO_UDP && !p.udp_csum_zero)) {
+        let coff = l4_csum_off(p).unwrap_or(0);
+        let diff = fold32(!p.saddr as u64 + saddr as u64 + !p.daddr as u64 + daddr as u64);
+        // Size 0: `to` is the difference itself.
+        let mut flags = BPF_F_PSEUDO_HDR as u64;
+        if p.proto == IPPROTO_UDP {
+            flags |= BPF_F_MARK_MANGLED_0 as u64;
+        }
+        ctx.l4_csum_replace(coff, 0, diff as u64, flags)?;
+    }
+    if !addrs && !dec_ttl {
+        return Ok(());
+    }
+    let ttl = if dec_ttl { p.ttl - 1 } else { p.ttl };
+    let old_tp = u16::from_ne_bytes([p.ttl, p.proto]) as u32;
+    let new_tp = u16::from_ne_bytes([ttl, p.proto]) as u32;
+    // RFC 1624: HC' = ~(~HC + ~m + m'), over every changed 16-bit word.
+    let s = (!p.ip_csum) as u64
+        + (!(old_tp as u16)) as u64
+        + new_tp as u64
+        + (!p.saddr) as u64
+        + saddr as u64
+        + (!p.daddr) as u64
+        + daddr as u64;
+    let check = !fold16(fold32(s));
+    let mid = IpMid { ttl, proto: p.proto, check, saddr, daddr };
+    ctx.store(IP_OFF + 8, &mid, 0)?;
+    p.ttl = ttl;
+    p.ip_csum = check;
+    p.saddr = saddr;
+    p.daddr = daddr;
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn l3_xdp(ctx: &XdpContext) -> Result<L3, ParseError> {
 
 /// A parsed IPv4 packet in a TC context, with the L4 "ports" netd translates (for ICMP echo:
 /// the id as source port of requests and destination port of replies).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Pkt {
     pub proto: u8,
     pub l4: usize,
@@ -81,10 +81,123 @@ pub struct Pkt {
     pub icmp_type: u8,
     /// UDP checksum is 0 (not computed): must stay 0.
     pub udp_csum_zero: bool,
+    /// TCP: the sequence number (host byte order), 0 for others.
+    pub seq: u32,
+    /// The IPv4 header checksum as read (updated here by `nat::set_tuple`).
+    pub ip_csum: u16,
 }
 
+/// The common packet read straight from the linear data (no helper call): an IPv4 header
+/// without options and the whole L4 header in the linear area. None: anything else, which
+/// [`tc_slow`] reads (and judges) with `bpf_skb_load_bytes`. Same result as `tc_slow`.
 #[inline(always)]
-pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
+fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    const L4: usize = IP_OFF + 20;
+    if data + L4 + 8 > end {
+        return None;
+    }
+    // SAFETY: the first L4 + 8 bytes are within the linear data (checked above).
+    let (eth_type, vihl, ip_id, frag, ttl, proto, ip_csum, saddr, daddr) = unsafe {
+        (
+            *((data + 12) as *const u16),
+            *((data + IP_OFF) as *const u8),
+            *((data + IP_OFF + 4) as *const u16),
+            u16::from_be(*((data + IP_OFF + 6) as *const u16)),
+            *((data + IP_OFF + 8) as *const u8),
+            *((data + IP_OFF + 9) as *const u8),
+            *((data + IP_OFF + 10) as *const u16),
+            *((data + IP_OFF + 12) as *const u32),
+            *((data + IP_OFF + 16) as *const u32),
+        )
+    };
+    if u16::from_be(eth_type) != ETH_P_IP || vihl != 0x45 {
+        return None;
+    }
+    let mut p = Pkt {
+        proto,
+        l4: L4,
+        saddr,
+        daddr,
+        sport: 0,
+        dport: 0,
+        has_ports: false,
+        later_fragment: frag & 0x1fff != 0,
+        more_fragments: frag & 0x2000 != 0,
+        dont_fragment: frag & 0x4000 != 0,
+        ttl,
+        ip_id,
+        tcp_flags: 0,
+        icmp_type: 0,
+        udp_csum_zero: false,
+        seq: 0,
+        ip_csum,
+    };
+    if p.later_fragment {
+        return Some(p);
+    }
+    match proto {
+        IPPROTO_TCP => {
+            if data + L4 + 20 > end {
+                return None;
+            }
+            // SAFETY: the 20-byte TCP header is within the linear data (checked above).
+            unsafe {
+                p.sport = *((data + L4) as *const u16);
+                p.dport = *((data + L4 + 2) as *const u16);
+                p.seq = u32::from_be(*((data + L4 + 4) as *const u32));
+                p.tcp_flags = *((data + L4 + 13) as *const u8);
+            }
+            p.has_ports = true;
+        }
+        IPPROTO_UDP => {
+            // SAFETY: the 8-byte UDP header is within the linear data (checked first).
+            unsafe {
+                p.sport = *((data + L4) as *const u16);
+                p.dport = *((data + L4 + 2) as *const u16);
+                p.udp_csum_zero = *((data + L4 + 6) as *const u16) == 0;
+            }
+            p.has_ports = true;
+        }
+        IPPROTO_ICMP => {
+            // SAFETY: type and id are within the first 8 bytes (checked first).
+            let (ty, id) = unsafe { (*((data + L4) as *const u8), *((data + L4 + 4) as *const u16)) };
+            p.icmp_type = ty;
+            match ty {
+                8 => {
+                    p.sport = id;
+                    p.has_ports = true;
+                }
+                0 => {
+                    p.dport = id;
+                    p.has_ports = true;
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Some(p)
+}
+
+/// Parse into `out`. A BPF-to-BPF call, on purpose: the packet then lives in the caller's
+/// stack as one struct, read from there; inlined, the compiler keeps each field in a register
+/// or a spill slot of its own across the helper calls that follow, which costs the callers'
+/// frames (512 bytes for a whole call chain) more than a hundred bytes.
+#[inline(never)]
+pub fn tc(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
+    *out = match tc_direct(ctx) {
+        Some(p) => p,
+        None => tc_loads(ctx)?,
+    };
+    Ok(())
+}
+
+/// Any packet, through `bpf_skb_load_bytes` (headers outside the linear area, IP options,
+/// malformed headers).
+#[inline(always)]
+fn tc_loads(ctx: &TcContext) -> Result<Pkt, ParseError> {
     let eth_type: u16 = ctx.load(12).map_err(|_| ParseError::NotIpv4)?;
     if u16::from_be(eth_type) != ETH_P_IP {
         return Err(ParseError::NotIpv4);
@@ -103,6 +216,7 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
     // TTL and protocol in one load.
     let ttl_proto: [u8; 2] = ctx.load(IP_OFF + 8).map_err(|_| ParseError::Malformed)?;
     let (ttl, proto) = (ttl_proto[0], ttl_proto[1]);
+    let ip_csum: u16 = ctx.load(IP_OFF + 10).map_err(|_| ParseError::Malformed)?;
     let saddr: u32 = ctx.load(IP_OFF + 12).map_err(|_| ParseError::Malformed)?;
     let daddr: u32 = ctx.load(IP_OFF + 16).map_err(|_| ParseError::Malformed)?;
     let l4 = IP_OFF + ihl;
@@ -122,6 +236,8 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
         tcp_flags: 0,
         icmp_type: 0,
         udp_csum_zero: false,
+        seq: 0,
+        ip_csum,
     };
     if p.later_fragment {
         return Ok(p);
@@ -135,6 +251,7 @@ pub fn tc(ctx: &TcContext) -> Result<Pkt, ParseError> {
             p.has_ports = true;
             if proto == IPPROTO_TCP {
                 p.tcp_flags = ctx.load(l4 + 13).map_err(|_| ParseError::Malformed)?;
+                p.seq = u32::from_be(ctx.load::<u32>(l4 + 4).unwrap_or(0));
             } else {
                 let c: u16 = ctx.load(l4 + 6).map_err(|_| ParseError::Malformed)?;
                 p.udp_csum_zero = c == 0;

@@ -58,7 +58,7 @@ pub fn free(rk: &CtKey) -> bool {
             let now = unsafe { bpf_ktime_get_ns() };
             if v.flags & CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000 {
                 // The closed flow's own direction must not outlive its reply tuple.
-                conntrack::remove_pair(rk, &v);
+                conntrack::remove_pair(rk, v);
                 true
             } else {
                 false

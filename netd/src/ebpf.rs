@@ -71,6 +71,53 @@ pub fn attach_point(name: &str) -> &'static str {
     }
 }
 
+/// The route/neighbour generation the programs compare their cached FIB results with
+/// (`map_names::FIB_GEN`): [`FibGen::bump`] on every route or neighbour change makes every
+/// conntrack entry look its route up again on its next packet.
+pub struct FibGen {
+    fd: std::os::fd::OwnedFd,
+    generation: u32,
+}
+
+impl FibGen {
+    /// A new generation (never 0, which means "nothing cached").
+    pub fn bump(&mut self) -> std::io::Result<()> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.write(self.generation)
+    }
+
+    fn write(&self, generation: u32) -> std::io::Result<()> {
+        // bpf_attr for BPF_MAP_UPDATE_ELEM (2): map_fd, key, value, flags.
+        #[repr(C)]
+        struct Attr {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let key = 0u32;
+        let attr = Attr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: &key as *const u32 as u64,
+            value: &generation as *const u32 as u64,
+            flags: 0,
+        };
+        // SAFETY: a valid bpf_attr prefix whose pointers outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 2, &attr as *const Attr, std::mem::size_of::<Attr>() as u32) };
+        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+impl Drop for FibGen {
+    /// Nobody follows the routes any more (the daemon stops, its datapath may stay with
+    /// `--live-restore`): generation 0, the programs look routes up per packet again.
+    fn drop(&mut self) {
+        let _ = self.write(0);
+    }
+}
+
 /// A program of the object as the ELF describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramDesc {
@@ -257,6 +304,26 @@ impl Loaded {
         let mut arr: Array<&mut MapData, Config> =
             Array::try_from(map).map_err(|source| EbpfError::Map { name: "CONFIG", source })?;
         arr.set(0, cfg, 0).map_err(|source| EbpfError::Map { name: "CONFIG", source })
+    }
+
+    /// A handle on `FIB_GEN` that outlives `&mut self` (a dup of the map's fd), set to a fresh
+    /// generation: conntrack entries cached routes under an earlier daemon's generations, and
+    /// routes may have changed while no daemon ran.
+    pub fn fib_gen(&mut self) -> Result<FibGen, EbpfError> {
+        let map = self.ebpf.map(map_names::FIB_GEN).ok_or(EbpfError::MissingMap("FIB_GEN"))?;
+        let arr: Array<&MapData, u32> =
+            Array::try_from(map).map_err(|source| EbpfError::Map { name: "FIB_GEN", source })?;
+        let cur = arr.get(&0, 0).unwrap_or(0);
+        let aya::maps::Map::Array(md) = map else { return Err(EbpfError::MissingMap("FIB_GEN")) };
+        let fd = md.fd().as_fd().try_clone_to_owned().map_err(|e| EbpfError::Pin(format!("FIB_GEN fd: {e}")))?;
+        let mut g = FibGen { fd, generation: cur };
+        // Not one an earlier daemon of this pin directory could have left in an entry either.
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        g.generation = g.generation.wrapping_add((ts.tv_nsec as u32 >> 8) | 1);
+        g.bump().map_err(|e| EbpfError::Pin(format!("FIB_GEN: {e}")))?;
+        Ok(g)
     }
 
     /// XDP (native, falling back to generic) and both TC directions on an uplink.

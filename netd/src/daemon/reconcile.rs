@@ -148,6 +148,10 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         )));
     }
     dp.init(&host_info).map_err(|e| err(format!("dataplane: {e}")))?;
+    // Subscribed before anything else changes routes (the networks' bridges come next).
+    if let Some(bump) = dp.route_watcher() {
+        follow_routes(bump);
+    }
     let dp = super::Dp::new(dp);
 
     let daemon = Arc::new(Daemon {
@@ -456,6 +460,27 @@ pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostVi
         .map(|l| HostBridge { name: l.name.clone(), ifindex: l.index })
         .collect();
     (uplinks, (addrs, addrs6), bridges)
+}
+
+/// Call `bump` on every route, neighbour, link or address change of the daemon's namespace
+/// (each can change where a flow's packets go next), at once, without the state lock.
+fn follow_routes(mut bump: Box<dyn FnMut() + Send>) {
+    use futures::StreamExt;
+    use rtnetlink::MulticastGroup as G;
+    let (conn, _h, mut msgs) =
+        match rtnetlink::new_multicast_connection(&[G::Ipv4Route, G::Neigh, G::Link, G::Ipv4Ifaddr]) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "not following route changes: routes are looked up per packet");
+                return;
+            }
+        };
+    tokio::spawn(conn);
+    tokio::spawn(async move {
+        while msgs.next().await.is_some() {
+            bump();
+        }
+    });
 }
 
 /// Follow the host's interfaces and addresses (rtnetlink): uplinks that appear get the

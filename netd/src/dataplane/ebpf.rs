@@ -675,6 +675,20 @@ impl Dataplane for Ebpf {
         Ok(())
     }
 
+    fn route_watcher(&mut self) -> Option<Box<dyn FnMut() + Send>> {
+        match self.l().ok()?.fib_gen() {
+            Ok(mut g) => Some(Box::new(move || {
+                if let Err(e) = g.bump() {
+                    tracing::warn!(error = %e, "FIB_GEN: cached routes may be stale");
+                }
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "FIB_GEN: routes are looked up per packet");
+                None
+            }
+        }
+    }
+
     fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()> {
         let mask = if net.prefix_len == 0 { 0 } else { u32::MAX << (32 - net.prefix_len) };
         let mut flags = 0;

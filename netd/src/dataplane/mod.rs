@@ -340,6 +340,12 @@ pub trait Dataplane: Send {
     fn host_changed(&mut self, _host: &HostInfo) -> DpResult<()> {
         Ok(())
     }
+    /// Something to call on every change of the host's routes or neighbours (rtnetlink), from
+    /// outside the state lock: the eBPF dataplane's conntrack entries cache their routes (next
+    /// hop, MACs, MTU) and must look them up again. None: nothing is cached.
+    fn route_watcher(&mut self) -> Option<Box<dyn FnMut() + Send>> {
+        None
+    }
     /// Work a change left for after its reply (the eBPF dataplane's conntrack purge for freshly
     /// published ports): run by the daemon right after each request and by the GC tick.
     fn deferred(&mut self) -> DpResult<usize> {

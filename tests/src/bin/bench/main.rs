@@ -482,7 +482,7 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
     let med = |k: &(String, String, Fig), f: &dyn Fn(&Sample) -> f64| -> Option<f64> {
         res.get(k).map(|v| median(&v.iter().map(f).collect::<Vec<_>>()))
     };
-    for ((path, w, fig), _) in &res {
+    for (path, w, fig) in res.keys() {
         let nft = (path.clone(), "iptables-nft".to_string(), *fig);
         let k = (path.clone(), w.clone(), *fig);
         let (ops, p50) = (med(&k, &|x| x.ops_per_s).unwrap_or(0.0), med(&k, &|x| x.p50_us).unwrap_or(0.0));
