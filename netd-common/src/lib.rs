@@ -34,9 +34,15 @@ pub mod map_names {
     /// every change; a conntrack entry's cached FIB result is used only while its `fib_gen`
     /// equals it (0: never cached).
     pub const FIB_GEN: &str = "FIB_GEN";
+    /// The originator keys of the last new flows, a ring the early drop reads (with
+    /// [`CT_UNASSURED`], pinned so that a restarted daemon's programs still find the unanswered
+    /// flows of a flood that began before it).
+    pub const NEW_FLOWS: &str = "NEW_FLOWS";
+    /// One `u64`: the next slot of [`NEW_FLOWS`].
+    pub const NEW_FLOWS_HEAD: &str = "NEW_FLOWS_HEAD";
 
     /// Every map, in pin order.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 17] = [
         PROG_STATS,
         DROP_STATS,
         CONFIG,
@@ -52,6 +58,8 @@ pub mod map_names {
         CT_UNASSURED,
         FOREIGN_BRIDGES,
         FIB_GEN,
+        NEW_FLOWS,
+        NEW_FLOWS_HEAD,
     ];
 }
 
