@@ -97,7 +97,17 @@ fn iptables_thousand_sandboxes_in_parallel_batches() {
 
 fn ten_thousand_ports(dataplane: &str) {
     let th = TestHost::new(&format!("k2{}", &dataplane[..1])).unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    // iptables: without the userland proxy. With it, each port also gets its `[::]` twin (as
+    // Docker's proxy does), and the daemon holds one socket per binding: 20,000 descriptors,
+    // past this machine's hard RLIMIT_NOFILE of 20,000, which the daemon may not raise here (no
+    // CAP_SYS_RESOURCE). Known gap (docs/design-notes.md); the burst below goes through the
+    // 10,000 DNAT rules either way, never through the proxy.
+    let args: &[&str] = if dataplane == "iptables" {
+        &["--dataplane", "iptables", "--userland-proxy=false"]
+    } else {
+        &["--dataplane", dataplane]
+    };
+    let d = TestDaemon::start(&th, args).unwrap();
     let pr = p();
     d.ok(&["run", "-d", "--name", "filler", "-p", "20000-29999:20000-29999", "--", "sleep", "600"]);
     d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);

@@ -52,13 +52,22 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         tracing::info!(socket = %p.path.display(), "serving Docker's network plugin protocol");
         Some(p)
     };
-    // One held socket per published port (Docker's model): lift the fd limit to its maximum.
+    // One held socket per published port and address family (Docker's model; 10,000 ports are
+    // 20,000 sockets): lift the fd limit to the kernel's `fs.nr_open`, as Docker's unit does
+    // (`LimitNOFILE=infinity`), or at least the soft limit to the hard one without the privilege.
+    let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid pointers.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let want = libc::rlimit { rlim_cur: nr_open.max(lim.rlim_max), rlim_max: nr_open.max(lim.rlim_max) };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
     // Orphaned shims (after a daemon restart) are re-parented to us, so we can reap them.
