@@ -22,9 +22,7 @@ pub const fn addr6(octets: [u8; 16]) -> Addr6 {
 /// The octets of a wire-form address.
 pub const fn octets6(a: &Addr6) -> [u8; 16] {
     let (w0, w1, w2, w3) = (a[0].to_ne_bytes(), a[1].to_ne_bytes(), a[2].to_ne_bytes(), a[3].to_ne_bytes());
-    [
-        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0], w3[1], w3[2], w3[3],
-    ]
+    [w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0], w3[1], w3[2], w3[3]]
 }
 
 /// Map names (pinned under `<bpffs>/maps/` like the v4 ones).

@@ -216,8 +216,7 @@ impl Loaded {
         std::fs::create_dir_all(&maps).map_err(|e| EbpfError::Pin(format!("creating {}: {e}", maps.display())))?;
         std::fs::create_dir_all(dir.join("links")).map_err(|e| EbpfError::Pin(format!("creating links dir: {e}")))?;
         let mut loader = aya::EbpfLoader::new();
-        let paths: Vec<(&'static str, PathBuf)> =
-            map_names::ALL
+        let paths: Vec<(&'static str, PathBuf)> = map_names::ALL
             .iter()
             .chain(["SOCK_REV_V4", "FRAGS"].iter())
             .chain(netd_common::v6::map_names::ALL.iter())

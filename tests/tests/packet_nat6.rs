@@ -410,11 +410,11 @@ fn neighbour_discovery_passes_untouched_everywhere() {
     for flags in [NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT, NET_F_MASQUERADE | NET_F_PROTECT] {
         let l = setup_with(flags);
         let frames = [
-            nd(133, sb(), a("ff02::2")),              // router solicitation
-            nd(134, gw(), a("ff02::1")),              // router advertisement
-            nd(135, sb(), a("ff02::1:ff00:1")),       // neighbour solicitation (solicited-node)
-            nd(135, sb(), gw()),                      // unicast NS (NUD) to the gateway
-            nd(136, sb(), sb2()),                     // neighbour advertisement to a neighbour
+            nd(133, sb(), a("ff02::2")),                         // router solicitation
+            nd(134, gw(), a("ff02::1")),                         // router advertisement
+            nd(135, sb(), a("ff02::1:ff00:1")),                  // neighbour solicitation (solicited-node)
+            nd(135, sb(), gw()),                                 // unicast NS (NUD) to the gateway
+            nd(136, sb(), sb2()),                                // neighbour advertisement to a neighbour
             nd(135, Ipv6Addr::UNSPECIFIED, a("ff02::1:ff00:2")), // DAD
         ];
         for (i, f) in frames.iter().enumerate() {
@@ -476,8 +476,7 @@ fn hairpin6_snats_to_the_gateway_and_replies_come_back() {
     let o = check(&r.data_out);
     assert_eq!((o.src, o.dst, o.dport), (gw(), sb(), 7000), "DNAT to the target, SNAT to the gateway");
     let hairpin_range = |p: u16| {
-        p >= netd_common::SNAT_PORT_MIN
-            || (netd_common::HAIRPIN_LOW_MIN..=netd_common::HAIRPIN_LOW_MAX).contains(&p)
+        p >= netd_common::SNAT_PORT_MIN || (netd_common::HAIRPIN_LOW_MIN..=netd_common::HAIRPIN_LOW_MAX).contains(&p)
     };
     assert!(hairpin_range(o.sport), "never the original port: {}", o.sport);
     // The target's reply comes back to the client as the host's published port.
@@ -795,7 +794,8 @@ fn conntrack6_gc_expires_idle_and_closed_flows_in_pairs() {
             .chain(pair(TCP, 1005, 200, seen | CT_F_ACKED)) // established, 200 s: stays
             .chain(pair(TCP, 1007, 130, seen | CT_F_ACKED | CT_F_CLOSING)) // half-closed, 130 s: goes
             .chain(pair(UDP, 1009, 60, seen)) // answered UDP, 60 s: stays
-            .chain(pair(ICMP6, 1010, 40, seen)) // ICMPv6, 40 s: goes (30 s)
+            .chain(pair(ICMP6, 1010, 40, seen))
+        // ICMPv6, 40 s: goes (30 s)
         {
             c.insert(k, v, 0).unwrap();
         }

@@ -21,8 +21,7 @@ pub static PUBLISHED_V6: HashMap<PublishedKey6, PublishedValue6> =
 
 /// Sandbox IPv6 address -> host-side veth, network, MAC.
 #[map(name = "ENDPOINTS_V6")]
-pub static ENDPOINTS_V6: HashMap<Addr6, EndpointInfo> =
-    HashMap::with_max_entries(capacity::ENDPOINTS_V6, NO_PREALLOC);
+pub static ENDPOINTS_V6: HashMap<Addr6, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS_V6, NO_PREALLOC);
 
 /// Network index -> IPv6 subnet, gateway, flags (the network's `gateway_mode_ipv6`).
 #[map(name = "NETWORKS_V6")]

@@ -16,16 +16,16 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_SEEN, DropReason, EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT,
-    NET_F_ROUTED,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_SEEN, DropReason,
+    EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
     v6::{CtKey6, CtValue6, IPPROTO_ICMPV6, PublishedValue6},
 };
 
 use super::{
     ct, icmp,
     maps::{
-        CT_V6, NewFlow6, SCRATCH_PKT6, SCRATCH_V6, endpoint6, is_host_addr6, is_loopback6, is_multicast6, network6, published6,
-        published6_exact, uplink6,
+        CT_V6, NewFlow6, SCRATCH_PKT6, SCRATCH_V6, endpoint6, is_host_addr6, is_loopback6, is_multicast6, network6,
+        published6, published6_exact, uplink6,
     },
     parse::{self, Pkt6},
     snat::{pick_port, ports},
@@ -138,9 +138,8 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
 fn direct(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     let Some(ep) = endpoint6(&p.daddr) else { return OK };
     let Some(net) = network6(ep.net) else { return OK };
-    let open = net.flags & NET_F_ROUTED == 0
-        || p.proto == IPPROTO_ICMPV6
-        || published6_exact(p.proto, &p.daddr, p.dport);
+    let open =
+        net.flags & NET_F_ROUTED == 0 || p.proto == IPPROTO_ICMPV6 || published6_exact(p.proto, &p.daddr, p.dport);
     if !open {
         stats::count_drop(DropReason::DirectToSandbox);
         return SHOT;
@@ -250,11 +249,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
     // Traffic from addresses netd does not know (link-local, SLAAC) is the kernel's.
     let Some(src) = endpoint6(&p.saddr) else { return OK };
     let Some(net) = network6(src.net) else { return OK };
-    let here = Here {
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        src_mac: src.mac,
-        gw_mac: net.gateway_mac,
-    };
+    let here = Here { ifindex: unsafe { (*ctx.skb.skb).ifindex }, src_mac: src.mac, gw_mac: net.gateway_mac };
     // ::1 never arrives from a sandbox (the kernel drops it as martian): a forged frame must
     // not reach a port published on [::1].
     if is_loopback6(&p.daddr) {
@@ -418,7 +413,8 @@ fn masquerade(ctx: &TcContext, p: &mut Pkt6, egress: u32, here: &Here) -> i32 {
     };
     let Some(s) = scratch() else { return OK };
     s.k = ct::key_of(p);
-    s.fwd = CtValue6 { saddr: up, daddr: p.daddr, sport: port, dport: p.dport, action: CT_ACT_FIB, ..Default::default() };
+    s.fwd =
+        CtValue6 { saddr: up, daddr: p.daddr, sport: port, dport: p.dport, action: CT_ACT_FIB, ..Default::default() };
     s.rk = CtKey6 { saddr: p.daddr, daddr: up, sport: p.dport, dport: port, proto: p.proto, _pad: [0; 3] };
     s.rev = CtValue6 {
         saddr: p.daddr,

@@ -55,10 +55,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     // One held socket per published port and address family (Docker's model; 10,000 ports are
     // 20,000 sockets): lift the fd limit to the kernel's `fs.nr_open`, as Docker's unit does
     // (`LimitNOFILE=infinity`), or at least the soft limit to the hard one without the privilege.
-    let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1 << 20);
+    let nr_open: libc::rlim_t =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 20);
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid pointers.
     unsafe {

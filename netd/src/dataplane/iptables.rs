@@ -136,13 +136,29 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
         v.extend(render_network6(n, userland_proxy));
         return v;
     }
+    let mut v = render_bridged(br, &sub, n.gateway_mode, "icmp", n, userland_proxy);
+    v.extend(render_network6(n, userland_proxy));
+    v
+}
+
+/// A non-internal network's rules for one family (usernet-*.md; the ip6tables goldens have the
+/// same layout): direct access by gateway mode (`icmp`: the family's ICMP protocol name),
+/// conntrack ACCEPT, icc, and Docker's MASQUERADE rules at the head of POSTROUTING.
+fn render_bridged(
+    br: &str,
+    sub: &str,
+    mode: GatewayMode,
+    icmp: &str,
+    n: &NetworkSpec,
+    userland_proxy: bool,
+) -> Vec<Rule> {
     let mut v = Vec::new();
-    match n.gateway_mode {
+    match mode {
         // usernet-portmap-natunprot.md: anything may be routed to the sandboxes.
         GatewayMode::NatUnprotected => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j ACCEPT"))),
         // usernet-portmap-routed.md: ICMP, published container ports (per port), nothing else.
         GatewayMode::Routed => {
-            v.push(r("filter", "NETD", format!("-o {br} -p icmp -j ACCEPT")));
+            v.push(r("filter", "NETD", format!("-o {br} -p {icmp} -j ACCEPT")));
             v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")));
         }
         GatewayMode::Nat => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP"))),
@@ -157,14 +173,12 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j DROP")));
         v.push(r("filter", "NETD-FORWARD", format!("-i {br} ! -o {br} -j ACCEPT")));
     }
-    // Docker inserts a network's MASQUERADE rules at the head of POSTROUTING.
     if !userland_proxy {
         v.push(rh("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
     }
-    if n.masquerade && n.gateway_mode != GatewayMode::Routed {
+    if n.masquerade && mode != GatewayMode::Routed {
         v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
     }
-    v.extend(render_network6(n, userland_proxy));
     v
 }
 
@@ -182,32 +196,7 @@ fn render_network6(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
             six(rh("filter", "NETD-INTERNAL", format!("! -d {sub} -i {br} ! -o {br} -j DROP"))),
         ];
     }
-    let mut v = Vec::new();
-    match v6.gateway_mode {
-        GatewayMode::NatUnprotected => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j ACCEPT"))),
-        GatewayMode::Routed => {
-            v.push(r("filter", "NETD", format!("-o {br} -p ipv6-icmp -j ACCEPT")));
-            v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP")));
-        }
-        GatewayMode::Nat => v.push(r("filter", "NETD", format!("! -i {br} -o {br} -j DROP"))),
-    }
-    v.extend([
-        r("filter", "NETD-BRIDGE", format!("-o {br} -j NETD")),
-        r("filter", "NETD-CT", format!("-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")),
-    ]);
-    if n.icc {
-        v.push(r("filter", "NETD-FORWARD", format!("-i {br} -j ACCEPT")));
-    } else {
-        v.push(r("filter", "NETD-FORWARD", format!("-i {br} -o {br} -j DROP")));
-        v.push(r("filter", "NETD-FORWARD", format!("-i {br} ! -o {br} -j ACCEPT")));
-    }
-    if !userland_proxy {
-        v.push(rh("nat", "NETD-POSTROUTING", format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE")));
-    }
-    if n.masquerade && v6.gateway_mode != GatewayMode::Routed {
-        v.push(rh("nat", "NETD-POSTROUTING", format!("-s {sub} ! -o {br} -j MASQUERADE")));
-    }
-    v.into_iter().map(six).collect()
+    render_bridged(br, &sub.to_string(), v6.gateway_mode, "ipv6-icmp", n, userland_proxy).into_iter().map(six).collect()
 }
 
 /// Docker's direct-access protection for a sandbox address in nat mode (each family by its
