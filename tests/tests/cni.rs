@@ -736,3 +736,90 @@ fn config_keys_hostip_mtu_internal_icc_iptables() {
     require_root!();
     config_keys("iptables");
 }
+
+/// IPv6 through netd-cni: `"subnet6"` in the config makes a dual-stack network; ADD gives the
+/// container a v6 address and gateway (a second `ips` entry on the same interface) and a `::/0`
+/// route; CHECK verifies them (and fails once the v6 address is gone); portMappings reach the
+/// container over IPv6 from outside (no hostIP: `[::]` as well; hostIP `::`: IPv6 only), from
+/// the host's own v6 address and by hairpin; NAT66 masquerade; DEL closes the ports and frees
+/// the address. A container of an IPv4-only network has IPv6 off on its interface (Docker 26+).
+fn dual_stack(dataplane: &str) {
+    let th = TestHost::new(&format!("cv6{}", &dataplane[..1])).unwrap();
+    let d = daemon(&th, dataplane);
+    let rt = runtime(
+        &th,
+        &d,
+        "netd6",
+        "1.0.0",
+        json!({"network": "c6", "subnet": "203.0.113.0/25", "subnet6": "fd00:c6::/64"}),
+    );
+    let c1 = Netns::new(&unique("c6c")).unwrap();
+    let _s1 = probe::EchoServer::start(&c1.path(), addr("[::]:7000"), "c1").unwrap();
+    let maps = ports(json!([{"hostPort": 8080, "containerPort": 7000, "protocol": "tcp"},
+                            {"hostPort": 5353, "containerPort": 7000, "protocol": "udp"},
+                            {"hostPort": 8081, "containerPort": 7000, "protocol": "tcp", "hostIP": "::"}]));
+    let r = rt.add("v6a", &c1.path(), "eth0", &maps);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let j = r.json();
+    assert_eq!(j["ips"][1], json!({"address": "fd00:c6::2/64", "gateway": "fd00:c6::1", "interface": 2}), "{j}");
+    assert!(j["routes"].as_array().unwrap().contains(&json!({"dst": "::/0", "gw": "fd00:c6::1"})), "{j}");
+    let a6 = c1.exec_ok(&["ip", "-o", "-6", "addr", "show", "eth0"]).unwrap();
+    assert!(a6.contains("fd00:c6::2/64"), "{a6}");
+    let r6 = c1.exec_ok(&["ip", "-6", "route"]).unwrap();
+    assert!(r6.contains("default via fd00:c6::1 dev eth0"), "{r6}");
+    let host = th.host.path();
+    let out = th.outside.path();
+    let e = probe::tcp_echo(&host, addr("[fd00:c6::2]:7000"), b"direct").expect("container v6 from the host");
+    assert_eq!(e.tag, "c1");
+    // Published over IPv6 from outside; DNAT keeps the client's address.
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"dnat6").expect("[host v6]:8080 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("c1", "2001:db8:100::2"));
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5353"), b"u6").expect("udp [host v6]:5353 from outside");
+    assert_eq!(e.tag, "c1");
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8081"), b"only6").expect("hostIP :: from outside");
+    assert_eq!(e.tag, "c1");
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8081"), b"x").is_err(), "hostIP :: answered over IPv4");
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"v4").expect("v4 still published");
+    assert_eq!(e.tag, "c1");
+    let e = probe::tcp_echo(&host, addr("[2001:db8:100::1]:8080"), b"local6").expect("[host v6]:8080 from the host");
+    assert_eq!(e.tag, "c1");
+    let e = probe::tcp_echo(&c1.path(), addr("[2001:db8:100::1]:8080"), b"hairpin6").expect("v6 hairpin");
+    assert_eq!(e.tag, "c1");
+    // NAT66: the container reaching outside shows up as the host's v6 address.
+    let _ext = probe::EchoServer::start(&out, addr("[2001:db8:100::2]:9000"), "ext").unwrap();
+    let e = probe::tcp_echo(&c1.path(), addr("[2001:db8:100::2]:9000"), b"out6").expect("container to outside v6");
+    assert_eq!(e.peer, "2001:db8:100::1", "masqueraded to the uplink's v6 address");
+    // CHECK sees the v6 address and route; without the address it fails.
+    let c = rt.check("v6a", &c1.path(), "eth0", &json!({}));
+    assert_eq!(c.code, 0, "{c:?}");
+    c1.exec_ok(&["ip", "-6", "addr", "del", "fd00:c6::2/64", "dev", "eth0"]).unwrap();
+    let c = rt.check("v6a", &c1.path(), "eth0", &json!({}));
+    assert_ne!(c.code, 0, "CHECK passed without the v6 address");
+    assert!(c.err_msg().contains("fd00:c6::2"), "{c:?}");
+    // DEL: ports closed, the address free again for the next container.
+    assert_eq!(rt.del("v6a", &c1.path(), "eth0", &maps).code, 0);
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"x").is_err(), "v6 port open after DEL");
+    let c2 = Netns::new(&unique("c6c")).unwrap();
+    let r = rt.add("v6b", &c2.path(), "eth0", &json!({"ips": ["fd00:c6::9"]}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["ips"][1]["address"], "fd00:c6::9/64", "static v6 address from runtimeConfig.ips");
+    assert_eq!(rt.del("v6b", &c2.path(), "eth0", &json!({})).code, 0);
+    // An IPv4-only network: IPv6 off on the container's interface, and a v6 address refused.
+    let rt4 = runtime(&th, &d, "netd4", "1.0.0", json!({"network": "c4", "subnet": "203.0.113.128/25"}));
+    let c3 = Netns::new(&unique("c6c")).unwrap();
+    let r = rt4.add("v4a", &c3.path(), "eth0", &json!({"ips": ["fd00:c6::7"]}));
+    assert_ne!(r.code, 0, "a v6 address on a v4-only network: {r:?}");
+    assert!(r.err_msg().contains("IPv6 is not enabled"), "{r:?}");
+    let r = rt4.add("v4a", &c3.path(), "eth0", &json!({}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.json()["ips"].as_array().unwrap().len() == 1, "{}", r.stdout);
+    let off = c3.exec_ok(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]).unwrap();
+    assert_eq!(off.trim(), "1", "IPv6 on a v4-only network's interface");
+    assert_eq!(rt4.del("v4a", &c3.path(), "eth0", &json!({})).code, 0);
+}
+
+#[test]
+fn dual_stack_iptables() {
+    require_root!();
+    dual_stack("iptables");
+}

@@ -29,6 +29,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("network_create_inspect_rm", network_create_inspect_rm, true),
     ("published_ports_every_form", published_ports_every_form, true),
     ("masquerade_seen_outside", masquerade_seen_outside, true),
+    ("ipv6_dual_stack", ipv6_dual_stack, true),
     ("icc_and_isolation", icc_and_isolation, true),
     ("isolation_from_dockers_own_bridges", isolation_from_dockers_own_bridges, true),
     ("published_ports_across_networks_via_host_address", published_ports_across_networks_via_host_address, true),
@@ -533,6 +534,84 @@ fn masquerade_seen_outside(td: &mut TestDocker, _dp: &str) {
     assert_eq!(td.exec("m1", &["ping", "-c", "1", "-W", "2", "198.51.100.2"]).code, 0, "ping outside");
     td.ok(&["rm", "-f", "m1", "m2"]);
     td.ok(&["network", "rm", "masq", "nomasq"]);
+}
+
+/// `docker network create --ipv6 -d netd --subnet V4 --subnet V6`: Docker's IPAM gives netd the
+/// v6 pool and gateway (`IPv6Data`, on the bridge) and each endpoint its v6 address
+/// (`AddressIPv6`); Join's `GatewayIPv6` is the container's default v6 route. Over IPv6, with real
+/// packets: container to container, a `-p` port from outside (`[::]` binding, no SNAT) and from
+/// the host's `::1`, NAT66 masquerade seen by an outside server; v4 keeps working alongside.
+/// NETD_DOCKER_DRIVER=bridge gives the same answers once dockerd (20.10) runs with `--ipv6
+/// --fixed-cidr-v6 P --experimental --ip6tables` (without them, no v6 NAT or forwarding); only
+/// `docker port` differs (20.10 prints `:::8086`, netd `[::]:8086` as Docker 27+).
+fn ipv6_dual_stack(td: &mut TestDocker, _dp: &str) {
+    const V6: &str = "fd00:d0c:1::/64";
+    // Docker's own bridge driver (20.10) does IPv6 NAT and filtering only with these daemon flags
+    // (ip6tables is experimental there); netd's driver needs none of them.
+    let before = td.dockerd_args();
+    if !on_netd() {
+        let mut a: Vec<&str> = before.iter().map(String::as_str).collect();
+        a.extend(["--ipv6", "--fixed-cidr-v6", "fd00:d0c:ff::/64", "--experimental", "--ip6tables"]);
+        td.restart_dockerd_with(&a).expect("dockerd with --ipv6 --ip6tables");
+    }
+    let out = td.th.outside.path();
+    let _srv = probe::EchoServer::start(&out, addr("[2001:db8:100::2]:6000"), "outside").unwrap();
+    netd_network(td, "v6n", NET_A, &["--ipv6", "--subnet", V6]);
+    let v = td.inspect(&["network", "inspect", "v6n"]);
+    assert_eq!(v["EnableIPv6"], true, "{v}");
+    let cfg = v["IPAM"]["Config"].as_array().cloned().unwrap_or_default();
+    let c6 = cfg.iter().find(|c| c["Subnet"] == V6).unwrap_or_else(|| panic!("no {V6} in {v}"));
+    let gw6 = c6["Gateway"].as_str().unwrap_or("fd00:d0c:1::1").to_string();
+    assert_eq!(gw6, "fd00:d0c:1::1", "Docker's IPAM gateway: the first address");
+    // The bridge holds both gateways.
+    let a6 = td.th.host.exec_ok(&["ip", "-o", "-6", "addr"]).unwrap();
+    assert!(a6.contains(&format!("{gw6}/64")), "no bridge holds {gw6}: {a6}");
+    server(td, "w6", &["--network", "v6n", "-p", "8086:7000", "-p", "8087:7000/udp"], &["7000"]);
+    client(td, "c6", &["--network", "v6n"]);
+    let w = td.inspect(&["w6"]);
+    let ip6 = w["NetworkSettings"]["Networks"]["v6n"]["GlobalIPv6Address"].as_str().unwrap_or("").to_string();
+    assert!(ip6.starts_with("fd00:d0c:1::"), "v6 address from Docker's IPAM: {w}");
+    assert_eq!(w["NetworkSettings"]["Networks"]["v6n"]["IPv6Gateway"], gw6.as_str(), "{w}");
+    let eth0 = td.exec("c6", &["ip", "-o", "-6", "addr", "show", "eth0"]).stdout;
+    assert!(eth0.contains("fd00:d0c:1::") && eth0.contains("/64"), "{eth0}");
+    let r6 = td.exec("c6", &["ip", "-6", "route"]).stdout;
+    assert!(r6.contains(&format!("default via {gw6}")), "default v6 route via the gateway: {r6}");
+    // Container to container over IPv6.
+    let r = tcp_from(td, "c6", &format!("[{ip6}]:7000")).expect("c6 -> [w6]:7000");
+    assert!(r.starts_with("w6:"), "{r}");
+    // The published port over IPv6 from outside: DNAT to the v6 address keeps the client's.
+    let (tag, peer) = echo_ns(&out, "[2001:db8:100::1]:8086").expect("[host v6]:8086 from outside");
+    assert_eq!(tag, "w6");
+    assert_eq!(peer, "2001:db8:100::2", "DNAT keeps the v6 client's address");
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:8087"), b"u6").expect("v6 udp from outside");
+    assert_eq!(e.tag, "w6");
+    let (tag, _) = echo_ns(&out, "198.51.100.1:8086").expect("v4 still published");
+    assert_eq!(tag, "w6");
+    let host = td.th.host.path();
+    assert_eq!(echo_ns(&host, "[::1]:8086").map(|x| x.0).as_deref(), Some("w6"), "[::1]:8086 from the host");
+    if on_netd() {
+        let ip = td.ip_of("w6", "v6n");
+        let lines = netd_port(td, &ip);
+        for l in ["7000/tcp -> 0.0.0.0:8086", "7000/tcp -> [::]:8086", "7000/udp -> [::]:8087"] {
+            assert!(lines.iter().any(|x| x == l), "{l} missing: {lines:?}");
+        }
+    }
+    // Masquerade over IPv6 (NAT66 to the uplink's v6 address), and ICMPv6.
+    let r = tcp_from(td, "c6", "[2001:db8:100::2]:6000").expect("c6 -> outside over v6");
+    assert!(r.starts_with("outside:[2001:db8:100::1]:"), "masqueraded to the uplink's v6 address: {r}");
+    assert_eq!(td.exec("c6", &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:100::2"]).code, 0, "ping6 outside");
+    // IPv6 stays on for the container's interface of a v6 network.
+    let off = td.exec("c6", &["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]).stdout;
+    assert_eq!(off.trim(), "0", "IPv6 off on a v6 network's interface");
+    td.ok(&["rm", "-f", "w6", "c6"]);
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8086"), b"x").is_err(), "v6 port open after rm -f");
+    td.ok(&["network", "rm", "v6n"]);
+    let a6 = td.th.host.exec_ok(&["ip", "-o", "-6", "addr"]).unwrap();
+    assert!(!a6.contains(&format!("{gw6}/64")), "v6 gateway left after network rm: {a6}");
+    if !on_netd() {
+        let a: Vec<&str> = before.iter().map(String::as_str).collect();
+        td.restart_dockerd_with(&a).expect("dockerd with its usual flags");
+    }
 }
 
 /// ICC within a network, enable_icc=false (names still resolve), isolation between two netd

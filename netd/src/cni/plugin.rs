@@ -135,6 +135,7 @@ fn add(d: &Daemon, env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         create: conf.create.clone(),
         port_mappings: rc.port_mappings.clone(),
         ip: ip.map(|i| i.to_string()),
+        ip6: rc.ip6.map(|i| i.to_string()),
         mac,
         names,
     };
@@ -155,7 +156,8 @@ fn check(d: &Daemon, env: &Env, conf: &NetConf) -> Result<(), CniError> {
         ));
     }
     let ns = open_netns(&env.netns)?;
-    let req = wire::CheckRequest { owner: owner(env, conf), network: conf.network.clone(), address };
+    let address6 = spec::prev_address6(prev, &env.ifname);
+    let req = wire::CheckRequest { owner: owner(env, conf), network: conf.network.clone(), address, address6 };
     d.call("/cni/check", &req, Some(&ns))?;
     Ok(())
 }

@@ -206,6 +206,8 @@ pub struct RuntimeConfig {
     pub aliases: Vec<String>,
     /// A static IPv4 address (`ips`).
     pub ip: Option<Ipv4Addr>,
+    /// A static IPv6 address (`ips`), on a dual-stack network.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: Option<String>,
 }
 
@@ -372,6 +374,39 @@ fn parse_network_params(m: &Map<String, Value>) -> Result<NetworkParams, CniErro
         }
         _ => {}
     }
+    let ipv6 = opt_bool(m, "ipv6")?;
+    let subnet6 = opt_str(m, "subnet6")?
+        .map(|s| {
+            let n: crate::ipam::Ipv6Net = s
+                .parse()
+                .map_err(|_| invalid(format!("invalid \"subnet6\" {s:?}: want an IPv6 CIDR such as fd00:89::/64")))?;
+            crate::ipam::validate_ipv6_subnet(std::net::IpAddr::V6(n.addr()), n.prefix_len())
+                .map_err(|e| invalid(format!("invalid \"subnet6\": {e}")))?;
+            if n.prefix_len() > 126 {
+                return Err(invalid(format!(
+                    "invalid \"subnet6\" {s:?}: a /{} has no room for a gateway and an address",
+                    n.prefix_len()
+                )));
+            }
+            Ok(n.trunc())
+        })
+        .transpose()?;
+    let gateway6 = opt_str(m, "gateway6")?
+        .map(|g| {
+            g.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| invalid(format!("invalid \"gateway6\" {g:?}: not an IPv6 address")))
+        })
+        .transpose()?;
+    match (subnet6, gateway6) {
+        (None, Some(g)) => return Err(invalid(format!("\"gateway6\" {g} needs a \"subnet6\""))),
+        (Some(n), Some(g)) if !n.contains(g) => {
+            return Err(invalid(format!("\"gateway6\" {g} is not in \"subnet6\" {n}")));
+        }
+        _ => {}
+    }
+    if ipv6 == Some(false) && subnet6.is_some() {
+        return Err(invalid("\"subnet6\" needs \"ipv6\": true (or no \"ipv6\" key)"));
+    }
     let mtu = match m.get("mtu") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
@@ -385,6 +420,9 @@ fn parse_network_params(m: &Map<String, Value>) -> Result<NetworkParams, CniErro
         icc: opt_bool(m, "icc")?,
         internal: opt_bool(m, "internal")?,
         mtu,
+        ipv6: ipv6.or(subnet6.map(|_| true)),
+        subnet6: subnet6.map(|s| s.to_string()),
+        gateway6: gateway6.map(|g| g.to_string()),
     })
 }
 
@@ -425,7 +463,11 @@ fn parse_runtime_config(rc: &Map<String, Value>, name: &str, network: &str) -> R
         Some(Value::Array(a)) => {
             for e in a {
                 let s = e.as_str().ok_or_else(|| invalid(format!("\"ips\": {e} is not a string")))?;
-                out.ip = Some(parse_static_ip(s, out.ip)?);
+                if s.contains(':') {
+                    out.ip6 = Some(parse_static_ip6(s, out.ip6)?);
+                } else {
+                    out.ip = Some(parse_static_ip(s, out.ip)?);
+                }
             }
         }
         Some(other) => return Err(invalid(format!("\"ips\" must be an array, not {other}"))),
@@ -446,6 +488,16 @@ pub fn parse_static_ip(s: &str, already: Option<Ipv4Addr>) -> Result<Ipv4Addr, C
     let ip: Ipv4Addr = addr.parse().map_err(|_| invalid(format!("invalid static address {s:?}")))?;
     if let Some(prev) = already.filter(|p| *p != ip) {
         return Err(invalid(format!("static addresses {prev} and {ip}: a netd attachment has one IPv4 address")));
+    }
+    Ok(ip)
+}
+
+/// One static IPv6 address (`ips` entry): `ADDR` or `ADDR/N`.
+pub fn parse_static_ip6(s: &str, already: Option<std::net::Ipv6Addr>) -> Result<std::net::Ipv6Addr, CniError> {
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    let ip: std::net::Ipv6Addr = addr.parse().map_err(|_| invalid(format!("invalid static address {s:?}")))?;
+    if let Some(prev) = already.filter(|p| *p != ip) {
+        return Err(invalid(format!("static addresses {prev} and {ip}: a netd attachment has one IPv6 address")));
     }
     Ok(ip)
 }
@@ -476,9 +528,8 @@ fn parse_port_mapping(e: &Value) -> Result<PortMap, CniError> {
     };
     match host_ip.as_str() {
         "" => {}
-        s if s.contains(':') => return Err(bad("IPv6 host addresses are not supported yet".into())),
         s => {
-            s.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid IP address: {s}")))?;
+            s.parse::<std::net::IpAddr>().map_err(|_| bad(format!("invalid IP address: {s}")))?;
         }
     }
     Ok(PortMap { host_ip, host_port, container_port, protocol })
@@ -527,6 +578,16 @@ pub fn add_result(version: &str, r: &AddResponse, prev: Option<&Value>) -> Value
         ip["version"] = json!("4");
     }
     ips.push(ip);
+    if let Some(a6) = &r.address6 {
+        let mut ip = json!({"address": a6, "interface": base + 2});
+        if let Some(g) = &r.gateway6 {
+            ip["gateway"] = json!(g);
+        }
+        if legacy {
+            ip["version"] = json!("6");
+        }
+        ips.push(ip);
+    }
     for rt in &r.routes {
         let mut v = json!({"dst": rt.dst});
         if let Some(gw) = &rt.gw {
@@ -547,15 +608,27 @@ pub fn add_result(version: &str, r: &AddResponse, prev: Option<&Value>) -> Value
     json!({"cniVersion": version, "interfaces": interfaces, "ips": ips, "routes": routes, "dns": dns})
 }
 
-/// From a `prevResult` (any supported version): the address of the interface named `ifname`
-/// that lives in a sandbox, as `A.B.C.D/N`.
+/// From a `prevResult` (any supported version): the IPv4 address of the interface named
+/// `ifname` that lives in a sandbox, as `A.B.C.D/N`.
 pub fn prev_address(prev: &Value, ifname: &str) -> Option<String> {
+    prev_address_of(prev, ifname, false)
+}
+
+/// As [`prev_address`], its IPv6 address (`ADDR/N`).
+pub fn prev_address6(prev: &Value, ifname: &str) -> Option<String> {
+    prev_address_of(prev, ifname, true)
+}
+
+fn prev_address_of(prev: &Value, ifname: &str, v6: bool) -> Option<String> {
     let ifaces = prev["interfaces"].as_array()?;
     prev["ips"].as_array()?.iter().find_map(|ip| {
         let i = ip["interface"].as_u64()? as usize;
         let iface = ifaces.get(i)?;
-        (iface["name"] == ifname && iface.get("sandbox").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())))
-            .then(|| ip["address"].as_str().map(str::to_string))?
+        let a = ip["address"].as_str()?;
+        (a.contains(':') == v6
+            && iface["name"] == ifname
+            && iface.get("sandbox").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())))
+        .then(|| a.to_string())
     })
 }
 
@@ -685,10 +758,46 @@ mod tests {
                 "unsupported protocol",
             ),
             (
-                json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 80, "hostIP": "::"}]}}),
+                json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 80, "hostIP": "::x"}]}}),
                 Command::Add,
                 7,
-                "IPv6",
+                "invalid IP address: ::x",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "subnet6": "fd00::/129"}),
+                Command::Add,
+                7,
+                "invalid \"subnet6\"",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "subnet6": "fe80::/80"}),
+                Command::Add,
+                7,
+                "clashes with the Link-Local prefix",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "subnet6": "fd00:1::/64", "gateway6": "fd00:2::1"}),
+                Command::Add,
+                7,
+                "is not in \"subnet6\"",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "gateway6": "fd00:2::1"}),
+                Command::Add,
+                7,
+                "needs a \"subnet6\"",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "ipv6": false, "subnet6": "fd00:1::/64"}),
+                Command::Add,
+                7,
+                "needs \"ipv6\": true",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {"ips": ["fd00::2", "fd00::3"]}}),
+                Command::Add,
+                7,
+                "one IPv6 address",
             ),
             (
                 json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {"ips": ["10.0.0.2/24", "10.0.0.3/24"]}}),
@@ -743,6 +852,8 @@ mod tests {
             },
             address: "10.89.7.5/24".into(),
             gateway: Some("10.89.7.1".into()),
+            address6: None,
+            gateway6: None,
             routes: vec![Route { dst: "0.0.0.0/0".into(), gw: Some("10.89.7.1".into()) }],
             nameservers: vec!["127.0.0.11".into()],
             mtu: 1500,
@@ -777,6 +888,18 @@ mod tests {
         assert_eq!(r["interfaces"].as_array().unwrap().len(), 4);
         assert_eq!(r["ips"][1]["interface"], 3);
         assert_eq!(r["ips"][0]["address"], "10.1.0.2/24");
+        // Dual-stack: a second ips entry on the same interface, and the v6 default route.
+        let mut d = sample();
+        d.address6 = Some("fd00:89::2/64".into());
+        d.gateway6 = Some("fd00:89::1".into());
+        d.routes.push(Route { dst: "::/0".into(), gw: Some("fd00:89::1".into()) });
+        let r = add_result("1.0.0", &d, None);
+        assert_eq!(r["ips"][1], json!({"address": "fd00:89::2/64", "gateway": "fd00:89::1", "interface": 2}));
+        assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fd00:89::1"}));
+        assert_eq!(prev_address(&r, "eth0").as_deref(), Some("10.89.7.5/24"));
+        assert_eq!(prev_address6(&r, "eth0").as_deref(), Some("fd00:89::2/64"));
+        assert_eq!(add_result("0.4.0", &d, None)["ips"][1]["version"], "6");
+        assert_eq!(prev_address6(&add_result("1.0.0", &sample(), None), "eth0"), None);
     }
 
     #[test]

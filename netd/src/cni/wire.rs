@@ -13,6 +13,10 @@ pub struct NetworkParams {
     pub icc: Option<bool>,
     pub internal: Option<bool>,
     pub mtu: Option<u32>,
+    /// `"ipv6": true`: a dual-stack network (its v6 prefix from `subnet6` or netd's v6 pools).
+    pub ipv6: Option<bool>,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
 }
 
 impl NetworkParams {
@@ -23,6 +27,9 @@ impl NetworkParams {
             || self.icc.is_some()
             || self.internal.is_some()
             || self.mtu.is_some()
+            || self.ipv6.is_some()
+            || self.subnet6.is_some()
+            || self.gateway6.is_some()
     }
 }
 
@@ -58,6 +65,9 @@ pub struct AddRequest {
     pub port_mappings: Vec<PortMap>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// A static IPv6 address (`ips`), on a dual-stack network.
+    #[serde(default)]
+    pub ip6: Option<String>,
     #[serde(default)]
     pub mac: Option<String>,
     /// DNS names of the attachment (`aliases`, and the runtime's container name).
@@ -89,6 +99,11 @@ pub struct AddResponse {
     /// `A.B.C.D/N`.
     pub address: String,
     pub gateway: Option<String>,
+    /// On a dual-stack network: `ADDR/N` and the v6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub routes: Vec<Route>,
     pub nameservers: Vec<String>,
     pub mtu: u32,
@@ -105,6 +120,9 @@ pub struct CheckRequest {
     pub network: String,
     /// The container address of `prevResult` (`A.B.C.D/N`).
     pub address: Option<String>,
+    /// Its IPv6 address (`ADDR/N`), when it has one.
+    #[serde(default)]
+    pub address6: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

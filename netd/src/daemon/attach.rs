@@ -438,9 +438,10 @@ impl Daemon {
                 r.proto.as_str()
             )));
         }
-        // The implicit `[::]` twin of a binding without a host address (Docker 27+), for
-        // sandboxes: to the sandbox's v6 address, or proxied to its v4 one.
-        let implicit_v6 = v6_ok && a.owner.is_sandbox() && b.host_binding_ipv4.is_unspecified();
+        // The implicit `[::]` twin of a binding without a host address (Docker 27+): for
+        // sandboxes, to the sandbox's v6 address or proxied to its v4 one; for the other owners
+        // (Docker endpoints, CNI containers) when they have a v6 address, to it.
+        let implicit_v6 = v6_ok && (a.owner.is_sandbox() || a.ip6.is_some()) && b.host_binding_ipv4.is_unspecified();
         let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied, implicit_v6);
         let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");

@@ -9,7 +9,7 @@
 //! ([`crate::dataplane::PortMapping::unproxied`]).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
 };
@@ -139,6 +139,9 @@ async fn ensure_network(d: &Shared, r: &AddRequest) -> CniResult<()> {
         ip_range: None,
         internal: c.internal.unwrap_or(false),
         options,
+        enable_ipv6: c.ipv6.unwrap_or(false),
+        subnet_v6: c.subnet6.clone(),
+        gateway_v6: c.gateway6.clone(),
         ..Default::default()
     };
     match d.network_create(req).await {
@@ -169,6 +172,10 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         Some(s) => AddressRequest::Static(s.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid address {s:?}")))?),
         None => AddressRequest::Pool,
     };
+    let ip6 = match &r.ip6 {
+        Some(s) => Some(s.parse::<Ipv6Addr>().map_err(|_| bad(format!("invalid address {s:?}")))?),
+        None => None,
+    };
     let mac = r.mac.as_deref().map(crate::ipam::parse_mac).transpose().map_err(|e| bad(e.to_string()))?;
     let mut ports = Vec::with_capacity(r.port_mappings.len());
     for p in &r.port_mappings {
@@ -179,9 +186,7 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         };
         let host_ip = match p.host_ip.as_str() {
             "" => None,
-            s => {
-                Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid IP address: {s}")))?))
-            }
+            s => Some(s.parse::<std::net::IpAddr>().map_err(|_| bad(format!("invalid IP address: {s}")))?),
         };
         ports.push(PortRequest {
             proto,
@@ -220,7 +225,7 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 netns: Some(ns),
                 ifname: r.owner.ifname.clone(),
                 address,
-                ip6: None,
+                ip6,
                 mac,
                 default_route: !net.internal,
                 aliases: r.names.clone(),
@@ -270,17 +275,21 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
     drop(st);
     let bridge_mac = d.nl.link_mac(&b.bridge).await.ok().flatten().map(fmt_mac).unwrap_or_default();
     let host_mac = d.nl.link_mac(&a.host_veth).await.ok().flatten().map(fmt_mac).unwrap_or_default();
-    let routes = if net.internal {
-        Vec::new()
-    } else {
-        vec![Route { dst: "0.0.0.0/0".into(), gw: Some(a.gateway.to_string()) }]
-    };
+    let mut routes = Vec::new();
+    if !net.internal {
+        routes.push(Route { dst: "0.0.0.0/0".into(), gw: Some(a.gateway.to_string()) });
+        if let Some(g6) = a.gateway6 {
+            routes.push(Route { dst: "::/0".into(), gw: Some(g6.to_string()) });
+        }
+    }
     Ok(AddResponse {
         bridge: Iface { name: b.bridge.clone(), mac: bridge_mac, sandbox: None },
         host: Iface { name: a.host_veth.clone(), mac: host_mac, sandbox: None },
         container: Iface { name: a.ifname.clone(), mac: fmt_mac(a.mac), sandbox: Some(r.netns_path.clone()) },
         address: format!("{}/{}", a.ip, a.prefix_len),
         gateway: Some(a.gateway.to_string()),
+        address6: a.ip6.map(|x| format!("{x}/{}", a.prefix_len6)),
+        gateway6: a.gateway6.map(|g| g.to_string()),
         routes,
         nameservers,
         mtu: b.mtu,
@@ -354,6 +363,14 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
     {
         return Err(failed(format!("prevResult has address {want}, the attachment has {have}")));
     }
+    let have6 = a.ip6.map(|x| format!("{x}/{}", a.prefix_len6));
+    if r.address6.is_some() && r.address6 != have6 {
+        return Err(failed(format!(
+            "prevResult has address {}, the attachment has {}",
+            r.address6.as_deref().unwrap_or(""),
+            have6.as_deref().unwrap_or("no IPv6 address")
+        )));
+    }
     // Host side: the veth exists and is on the network's bridge.
     let bridge = st.networks.get(&a.network_id).and_then(|n| n.bridge.as_ref()).map(|b| b.bridge.clone());
     let ports = a.ports.clone();
@@ -388,6 +405,20 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
             a.ifname,
             fmt_mac(inside.mac),
             fmt_mac(a.mac)
+        )));
+    }
+    if let Some(a6) = a.ip6
+        && !inside.addrs6.contains(&(a6, a.prefix_len6))
+    {
+        return Err(failed(format!("interface {} does not have address {a6}/{}", a.ifname, a.prefix_len6)));
+    }
+    if a.default_route
+        && let Some(g6) = a.gateway6
+        && inside.default_gw6 != Some(g6)
+    {
+        return Err(failed(format!(
+            "no default IPv6 route via {g6} on {} in the container (found {:?})",
+            a.ifname, inside.default_gw6
         )));
     }
     if a.default_route && inside.default_gw != Some(a.gateway) {

@@ -14,7 +14,7 @@
 //!   unknown methods 404, unknown JSON fields are ignored, `EndpointOperInfo` is always 200.
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -31,7 +31,7 @@ use crate::{
     api,
     dataplane::Proto,
     ipam::Ipv4Net,
-    model::{BridgeNet, Network, Owner, PortOpts, PortRequest},
+    model::{BridgeNet, BridgeNetV6, Network, Owner, PortOpts, PortRequest},
 };
 
 /// Where `netd up` serves the plugin unless `--docker-plugin` says otherwise.
@@ -195,10 +195,7 @@ fn port_requests(opts: &Map<String, Value>) -> ApiResult<Vec<PortRequest>> {
         let host_ip = match pm.get("HostIP").and_then(Value::as_str).unwrap_or("") {
             "" => None,
             s => match s.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(a)) => Some(std::net::IpAddr::V4(a)),
-                Ok(std::net::IpAddr::V6(_)) => {
-                    return Err(ApiError::bad(format!("IPv6 host addresses are not supported yet: {s}")));
-                }
+                Ok(a) => Some(a),
                 Err(_) => return Err(ApiError::bad(format!("invalid host IP {s:?} in port mapping"))),
             },
         };
@@ -220,6 +217,97 @@ fn port_requests(opts: &Map<String, Value>) -> ApiResult<Vec<PortRequest>> {
         out.push(PortRequest { proto, host_ip, host_port_start: start, host_port_end: end, container_port: cport });
     }
     Ok(out)
+}
+
+/// The IPv6 side of a Docker network: `IPv6Data` from Docker's IPAM (one pool and its gateway,
+/// as the bridge driver takes them), or `None` on an IPv4-only network. `--ipv6` without v6 data
+/// (an IPAM that gave none) and v6 data on a dataplane without IPv6 are errors.
+fn docker_network_v6(
+    st: &State,
+    opts: &Map<String, Value>,
+    data: &[IpamData],
+    generic: &BTreeMap<String, String>,
+) -> ApiResult<Option<BridgeNetV6>> {
+    if !opt_true(opts, "com.docker.network.enable_ipv6") && data.is_empty() {
+        return Ok(None);
+    }
+    if !st.dp.ipv6() {
+        return Err(ApiError::bad(format!(
+            "IPv6 networks are not supported by the {} dataplane yet (netd up --dataplane iptables has them)",
+            st.dp.backend()
+        )));
+    }
+    let d = match data {
+        [d] => d,
+        [] => {
+            return Err(ApiError::bad(
+                "netd needs an IPv6 subnet from Docker's IPAM for --ipv6 (give --subnet with an IPv6 prefix)",
+            ));
+        }
+        _ => return Err(ApiError::bad("netd supports one IPv6 subnet per network")),
+    };
+    let subnet: ipnet::Ipv6Net =
+        d.pool.parse().map_err(|_| ApiError::bad(format!("invalid IPv6 pool {:?} from IPAM", d.pool)))?;
+    let subnet6 = crate::ipam::validate_ipv6_subnet(std::net::IpAddr::V6(subnet.addr()), subnet.prefix_len())
+        .map_err(ApiError::bad)?
+        .trunc();
+    if subnet.prefix_len() > 126 {
+        return Err(ApiError::bad(format!("netd needs an IPv6 subnet of /126 or larger from IPAM, got {}", d.pool)));
+    }
+    let gateway = match parse_cidr6(&d.gateway) {
+        Some((g, _)) if subnet6.contains(g) => g,
+        Some(_) => return Err(ApiError::bad(format!("no matching subnet for gateway {}", d.gateway))),
+        None => return Err(ApiError::bad("netd needs an IPv6 gateway address from Docker's IPAM")),
+    };
+    let overlap = st
+        .networks
+        .values()
+        .filter_map(|n| n.bridge.as_ref()?.ipv6.as_ref())
+        .filter_map(|v| crate::ipam::Ipv6Net::new(v.subnet, v.prefix_len).ok())
+        .any(|u| u.overlaps(&subnet6));
+    if overlap {
+        return Err(ApiError::bad("invalid pool request: Pool overlaps with other one on this address space"));
+    }
+    let gateway_mode = match generic.get("com.docker.network.bridge.gateway_mode_ipv6") {
+        Some(v) => v.parse().map_err(ApiError::bad)?,
+        None => crate::dataplane::GatewayMode::Nat,
+    };
+    Ok(Some(BridgeNetV6 {
+        subnet: subnet6.network(),
+        prefix_len: subnet6.prefix_len(),
+        gateway,
+        ip_range: None,
+        user_subnet: true,
+        gateway_mode,
+    }))
+}
+
+/// `Interface.AddressIPv6` of `CreateEndpoint` on network `b`: Docker's IPAM address (required
+/// on a dual-stack network, refused on an IPv4-only one).
+fn endpoint_ip6(b: &BridgeNet, s: &str) -> ApiResult<Option<Ipv6Addr>> {
+    match (&b.ipv6, s) {
+        (None, "") => Ok(None),
+        (None, s) => Err(ApiError::bad(format!("IPv6 address {s} on a network without IPv6"))),
+        (Some(_), "") => {
+            Err(ApiError::bad("netd needs the endpoint's IPv6 address from Docker's IPAM on an IPv6 network"))
+        }
+        (Some(v6), s) => {
+            let (a, plen) = parse_cidr6(s).ok_or_else(|| ApiError::bad(format!("invalid IPv6 address {s:?}")))?;
+            let net = crate::ipam::Ipv6Net::new(v6.subnet, v6.prefix_len).expect("valid v6 subnet");
+            if !net.contains(a) || (s.contains('/') && plen != v6.prefix_len) {
+                return Err(ApiError::bad(format!("address {s} is not in the network's subnet {net}")));
+            }
+            Ok(Some(a))
+        }
+    }
+}
+
+/// `"fd00::2/64"` (or a bare address: /128), as [`parse_cidr`] for IPv6.
+fn parse_cidr6(s: &str) -> Option<(Ipv6Addr, u8)> {
+    match s.parse::<ipnet::Ipv6Net>() {
+        Ok(n) => Some((n.addr(), n.prefix_len())),
+        Err(_) => Some((s.parse().ok()?, 128)),
+    }
 }
 
 fn docker_endpoint(st: &State, eid: &str) -> Option<crate::model::Attachment> {
@@ -286,9 +374,6 @@ impl Daemon {
             return Ok(json!({})); // a repeated call
         }
         let opts = r.options.unwrap_or_default();
-        if opt_true(&opts, "com.docker.network.enable_ipv6") || r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(ApiError::bad("netd does not support IPv6 networks yet (--ipv6)"));
-        }
         let v4 = r.ipv4_data.unwrap_or_default();
         let data = match v4.as_slice() {
             [d] => d,
@@ -339,6 +424,7 @@ impl Daemon {
         if overlap {
             return Err(ApiError::bad("invalid pool request: Pool overlaps with other one on this address space"));
         }
+        let ipv6 = docker_network_v6(&st, &opts, r.ipv6_data.as_deref().unwrap_or_default(), &generic)?;
         let index = st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.index)).max().unwrap_or(1) + 1;
         let n = Network {
             id: id.clone(),
@@ -360,7 +446,7 @@ impl Daemon {
                 gateway_mode: o.gateway_mode,
                 host_binding_ipv4: o.host_ip,
                 mtu: o.mtu,
-                ipv6: None,
+                ipv6,
             }),
             internal,
             options: generic,
@@ -420,9 +506,7 @@ impl Daemon {
         }
         self.gc_docker_endpoints(&mut st).await;
         let iface = r.interface.unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            return Err(ApiError::bad("netd does not support IPv6 addresses yet"));
-        }
+        let ip6 = endpoint_ip6(&b, &iface.address_ipv6)?;
         let (ip, plen) = match parse_cidr(&iface.address) {
             Some(x) if !iface.address.is_empty() => x,
             _ if iface.address.is_empty() => {
@@ -453,7 +537,7 @@ impl Daemon {
                     netns: None,
                     ifname: String::new(),
                     address: AddressRequest::External(ip),
-                    ip6: None,
+                    ip6,
                     mac,
                     default_route: false,
                     aliases: Vec::new(),
@@ -461,7 +545,7 @@ impl Daemon {
                 },
             )
             .await?;
-        tracing::info!(endpoint = %eid, ip = %ip, veth = %a.host_veth, "docker: endpoint created");
+        tracing::info!(endpoint = %eid, ip = %ip, ip6 = ?ip6, veth = %a.host_veth, "docker: endpoint created");
         // Docker takes a MAC from the driver only when it did not choose one.
         Ok(if mac.is_some() {
             json!({})
@@ -494,6 +578,9 @@ impl Daemon {
         });
         if !internal {
             resp["Gateway"] = json!(a.gateway.to_string());
+            if let Some(g6) = a.gateway6 {
+                resp["GatewayIPv6"] = json!(g6.to_string());
+            }
         }
         st.docker_join.insert(a.id.clone(), (t0.elapsed(), waited));
         Ok(resp)
@@ -590,7 +677,18 @@ mod tests {
         );
         let bad = |j: &str| port_requests(&serde_json::from_str(j).unwrap()).unwrap_err().message;
         assert!(bad(r#"{"com.docker.network.portmap": [{"Proto": 132, "Port": 80}]}"#).contains("sctp"));
-        assert!(bad(r#"{"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostIP": "::"}]}"#).contains("IPv6"));
+        let v6 = port_requests(
+            &serde_json::from_str(
+                r#"{"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostIP": "::", "HostPort": 8080}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v6[0].host_ip, Some(std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
+        assert!(
+            bad(r#"{"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostIP": "::x"}]}"#)
+                .contains("invalid host IP")
+        );
         assert!(port_requests(&Map::new()).unwrap().is_empty());
     }
 
@@ -604,5 +702,8 @@ mod tests {
         assert_eq!(parse_cidr("1.2.3.4/24/1"), None);
         assert_eq!(parse_cidr("2001:db8::1/64"), None);
         assert_eq!(parse_cidr(""), None);
+        assert_eq!(parse_cidr6("fd00:1::2/64"), Some(("fd00:1::2".parse().unwrap(), 64)));
+        assert_eq!(parse_cidr6("fd00:1::1"), Some(("fd00:1::1".parse().unwrap(), 128)));
+        assert_eq!(parse_cidr6("203.0.113.2/24"), None);
     }
 }

@@ -163,6 +163,26 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Global (non link-local) IPv6 addresses of a link with their prefix lengths.
+    pub async fn ipv6_addrs_cidr(&self, name: &str) -> Result<Vec<(Ipv6Addr, u8)>> {
+        let i = self.index(name).await?;
+        let mut s = self.h.address().get().set_link_index_filter(i).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.index != i {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(v6)) = a
+                    && !v6.is_unicast_link_local()
+                {
+                    out.push((*v6, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// IPv4 addresses of a link with their prefix lengths.
     pub async fn ipv4_addrs_cidr(&self, name: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
         let i = self.index(name).await?;
@@ -630,8 +650,12 @@ fn link_mac(m: &LinkMessage) -> Option<[u8; 6]> {
 pub struct IfaceState {
     pub mac: [u8; 6],
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Global IPv6 addresses.
+    pub addrs6: Vec<(Ipv6Addr, u8)>,
     /// Gateway of the main table's IPv4 default route through this interface.
     pub default_gw: Option<Ipv4Addr>,
+    /// Gateway of the main table's IPv6 default route through this interface.
+    pub default_gw6: Option<Ipv6Addr>,
 }
 
 /// `ifname` inside the namespace at `netns` (`None` when absent there). Blocking; call from
@@ -660,7 +684,23 @@ pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
                 default_gw = gw;
             }
         }
-        Ok(Some(IfaceState { mac: link_mac(&link).unwrap_or_default(), addrs, default_gw }))
+        let addrs6 = n.ipv6_addrs_cidr(&ifname).await?;
+        let mut s = n.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+        let mut default_gw6 = None;
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+                continue;
+            }
+            let oif = m.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx));
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
+                _ => None,
+            });
+            if oif && gw.is_some() {
+                default_gw6 = gw;
+            }
+        }
+        Ok(Some(IfaceState { mac: link_mac(&link).unwrap_or_default(), addrs, addrs6, default_gw, default_gw6 }))
     })?
 }
 
