@@ -103,6 +103,14 @@ pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'st
     .map_err(|_| NetnsError::Panicked)?
 }
 
+/// Whether the namespace at `path` has IPv6 on its loopback (`::1`): what Docker 26+ looks at to
+/// keep or drop the IPv6 lines of a container's /etc/hosts (`IPv6LoEnabled`). False when the
+/// kernel has no IPv6, or `net.ipv6.conf.lo.disable_ipv6` (or `all`) is 1 in the namespace.
+pub fn lo_ipv6_enabled(path: &Path) -> bool {
+    run_in(path, || std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6").is_ok_and(|v| v.trim() == "0"))
+        .unwrap_or(false)
+}
+
 /// Run a future on a single-threaded runtime on a thread inside the namespace at `path`
 /// (sockets it opens, e.g. netlink, belong to that namespace).
 pub fn block_on_in<T: Send + 'static, F>(path: &Path, f: impl FnOnce() -> F + Send + 'static) -> Result<T, NetnsError>

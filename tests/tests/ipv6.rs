@@ -523,3 +523,33 @@ fn iptables_links_under_icc_false_over_ipv6() {
     let r = d.cli(&["exec", "t3", "--", &pr, "tcp", "[fd00:20::2]:7000", "x"]);
     assert_ne!(r.code, 0, "an unlinked sandbox under icc=false: {}", r.stdout);
 }
+
+/// Docker 26+: a sandbox of an IPv4-only network has IPv6 off on its interface, and its
+/// /etc/hosts keeps the `::1`/`ip6-*` lines only while its namespace's loopback has IPv6
+/// (Docker's `IPv6Enabled` probe, asked again whenever the file is rebuilt: here at `network
+/// connect`, after IPv6 was turned off in the whole namespace).
+#[test]
+fn v4_only_sandbox_ipv6_off_and_hosts_lines() {
+    require_root!();
+    let th = TestHost::new("v6h").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "iptables"]).unwrap();
+    d.ok(&["network", "create", "--subnet", "10.26.0.0/24", "a26"]);
+    d.ok(&["network", "create", "--subnet", "10.26.1.0/24", "b26"]);
+    d.ok(&["run", "-d", "--name", "h26", "--network", "a26", "--", "sleep", "300"]);
+    let off = d.ok(&["exec", "h26", "--", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(off.trim(), "1", "IPv6 on the interface of a v4-only network");
+    let hosts = d.ok(&["exec", "h26", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("::1\tlocalhost ip6-localhost ip6-loopback"), "lo has IPv6: {hosts}");
+    // IPv6 off in the whole namespace (what `--sysctl net.ipv6.conf.all.disable_ipv6=1` does).
+    let pid = d.inspect("h26")["State"]["Pid"].as_i64().unwrap();
+    let ns = format!("/proc/{pid}/ns/net");
+    for k in ["all", "default", "lo"] {
+        let p = format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6");
+        netd_tests::in_netns(&ns, move || std::fs::write(&p, "1")).unwrap().unwrap();
+    }
+    d.ok(&["network", "connect", "b26", "h26"]);
+    let hosts = d.ok(&["exec", "h26", "--", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("::1") && !hosts.contains("ip6-"), "IPv6 lines with IPv6 off: {hosts}");
+    assert!(hosts.contains("127.0.0.1\tlocalhost") && hosts.contains("10.26.1."), "{hosts}");
+    d.ok(&["rm", "-f", "h26"]);
+}

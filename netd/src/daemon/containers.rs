@@ -1033,6 +1033,20 @@ impl Daemon {
         env
     }
 
+    /// Whether sandbox `c` gets the IPv6 lines of /etc/hosts (Docker 26+'s `IPv6Enabled`): its
+    /// namespace's loopback has IPv6; host mode: the daemon's namespace has it.
+    pub(super) fn sandbox_ipv6(&self, c: &Container) -> bool {
+        let ns = match &c.mode {
+            NetworkMode::Host => {
+                return std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+                    .is_ok_and(|v| v.trim() == "0");
+            }
+            NetworkMode::Container(t) => self.cfg.netns_dir().join(t),
+            _ => self.cfg.netns_dir().join(&c.id),
+        };
+        crate::netns::lo_ipv6_enabled(&ns)
+    }
+
     /// Write hosts / resolv.conf / hostname for the sandbox and return the bind list.
     fn write_etc_files(
         &self,
@@ -1079,7 +1093,7 @@ impl Daemon {
             std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
             let own = super::netcrud::own_addrs(eps);
-            crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, true)
+            crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, self.sandbox_ipv6(c))
         };
         let host_rc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns: Vec<String> = if c.config.dns.is_empty() { self.cfg.up.dns.clone() } else { c.config.dns.clone() };

@@ -683,7 +683,8 @@ impl Daemon {
                 extra.push((host, ip));
             }
         }
-        let content = crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, true);
+        // Docker 26+ (`rebuildHostsFile`): the IPv6 lines only when the loopback has IPv6.
+        let content = crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, self.sandbox_ipv6(c));
         let path = self.cfg.runtime_dir(cid).join("hosts");
         let _ = std::fs::write(path, content);
     }
