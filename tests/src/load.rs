@@ -140,7 +140,7 @@ pub fn tcp_stream(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Resul
 pub fn udp_rr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<Sample> {
     in_netns(ns, move || -> Result<Sample> {
         pin_cpu(cpu);
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
         s.connect(dst)?;
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
         let req = [b'u'; 64];
@@ -161,11 +161,17 @@ pub fn udp_rr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<Sa
 }
 
 /// The server side (`netd-bench serve PORT`): TCP echo (for RR/CRR), a TCP sink on PORT+1,
-/// UDP echo on PORT. One thread per connection; runs until killed.
+/// UDP echo on PORT. One thread per connection; runs until killed. Dual-stack (`[::]`, v4 clients
+/// as v4-mapped) where the namespace has IPv6, else `0.0.0.0`.
 pub fn serve(port: u16) -> Result<()> {
-    let echo = TcpListener::bind(("0.0.0.0", port))?;
-    let sink = TcpListener::bind(("0.0.0.0", port + 1))?;
-    let udp = UdpSocket::bind(("0.0.0.0", port))?;
+    let any: std::net::IpAddr = if TcpListener::bind(("::", 0)).is_ok() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    let echo = TcpListener::bind((any, port))?;
+    let sink = TcpListener::bind((any, port + 1))?;
+    let udp = UdpSocket::bind((any, port))?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while let Ok((n, peer)) = udp.recv_from(&mut buf) {

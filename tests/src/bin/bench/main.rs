@@ -80,6 +80,14 @@ fn main() -> Result<()> {
             println!("{md}\nwrote {}/runtimes.md in {:.0}s", out.display(), t0.elapsed().as_secs_f64());
             Ok(())
         }
+        // Only the IPv6 rows (published port from outside, masquerade; raw v6 hop, ebpf,
+        // iptables-nft with ip6tables), to DIR/v6.md: `netd-bench v6 [--quick] [--out DIR]`.
+        Some("v6") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
+            v6_only(quick, out)
+        }
         // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--out DIR]`.
         Some("control") => {
             let quick = args.iter().any(|a| a == "--quick");
@@ -99,7 +107,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -254,6 +262,88 @@ fn load_note() -> String {
     )
 }
 
+/// The default bridge's v6 prefix in the IPv6 worlds.
+const BENCH_V6: &str = "fd00:b6::/64";
+const PUB6: &str = "published port from outside (IPv6)";
+const MASQ6: &str = "masquerade to outside (IPv6)";
+
+/// The IPv6 worlds: the raw v6 hop and the two dataplanes with `--ipv6` (dual-stack default
+/// bridge, so `-p 8080:7000` also binds `[::]:8080` to the server's v6 address). A dataplane
+/// that refuses `--ipv6` is left out with a note (its rows then show nothing).
+fn worlds_v6(notes: &mut Vec<String>) -> Result<Vec<World>> {
+    let mut v = vec![world("raw", None)?];
+    for (name, dp) in [
+        ("ebpf", &["--dataplane", "ebpf"][..]),
+        ("iptables-nft", &["--dataplane", "iptables", "--iptables-backend", "nft"][..]),
+    ] {
+        let mut args = dp.to_vec();
+        args.extend(["--ipv6", "--fixed-cidr-v6", BENCH_V6]);
+        match world(name, Some(&args)) {
+            Ok(w) => v.push(w),
+            Err(e) => {
+                let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+                let n = format!("IPv6 rows of {name}: not measured ({why})");
+                println!("  {n}");
+                notes.push(n);
+            }
+        }
+    }
+    Ok(v)
+}
+
+type Plan<'a> = Vec<(&'static str, &'a World, String, SocketAddr, Vec<Fig>)>;
+
+/// The IPv6 paths of the v6 worlds: the published port from outside (TCP stream and CRR) and
+/// masquerade to the outside (CRR), each also as the raw v6 veth hop (outside -> a server in the
+/// host namespace, host namespace -> the outside server).
+fn plan_v6<'a>(worlds: &'a [World], plan: &mut Plan<'a>) {
+    for w in worlds {
+        let out_ns = w.th.outside.path();
+        if w.d.is_none() {
+            plan.push((PUB6, w, out_ns, a("[2001:db8:100::1]:7000"), vec![Fig::Crr, Fig::Stream]));
+            plan.push((MASQ6, w, w.th.host.path(), a("[2001:db8:100::2]:7100"), vec![Fig::Crr]));
+        } else {
+            plan.push((PUB6, w, out_ns, a("[2001:db8:100::1]:8080"), vec![Fig::Crr, Fig::Stream]));
+            plan.push((MASQ6, w, w.client_ns.clone(), a("[2001:db8:100::2]:7100"), vec![Fig::Crr]));
+        }
+    }
+}
+
+/// `netd-bench v6`: only the IPv6 rows, interleaved across the v6 worlds, to DIR/v6.md.
+fn v6_only(quick: bool, out: PathBuf) -> Result<()> {
+    if !netd_tests::is_root() {
+        bail!("the bench creates network namespaces: run it as root");
+    }
+    let _ = LOAD0.set(loadavg());
+    let t0 = Instant::now();
+    let dur = Duration::from_millis(if quick { 500 } else { 3000 });
+    let repeats = if quick { 1 } else { 3 };
+    let mut notes = Vec::new();
+    let worlds = worlds_v6(&mut notes)?;
+    let mut plan = Vec::new();
+    plan_v6(&worlds, &mut plan);
+    let (res, _) = measure_plan(&plan, repeats, dur);
+    drop(plan);
+    drop(worlds);
+    let mut md = format!(
+        "# netd bench: IPv6 rows only (`netd-bench v6{}`)\n\n- mode: {} (each figure {} s, medians over {repeats} repeat(s), min–max in brackets)\n{}\n- topology: as `run`: an outside namespace --veth-- a host namespace running `netd up --ipv6 --fixed-cidr-v6 {BENCH_V6}`, the server in a sandbox, `-p 8080:7000` reached at `[2001:db8:100::1]:8080`, masquerade from a sandbox to `[2001:db8:100::2]:7100`; raw: the same v6 veth hop without netd (server in the host namespace; the host namespace as the client)\n- took {:.0} s\n",
+        if quick { " --quick" } else { "" },
+        if quick { "--quick" } else { "full" },
+        if quick { "0.5" } else { "3" },
+        load_note(),
+        t0.elapsed().as_secs_f64()
+    );
+    for n in &notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md.push('\n');
+    md.push_str(&render_figs(&res));
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("v6.md"), &md)?;
+    println!("{md}\nwrote {}/v6.md", out.display());
+    Ok(())
+}
+
 fn run(quick: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root (cargo xtask bench does)");
@@ -272,7 +362,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         world("iptables-nft-noproxy", Some(&["--dataplane", "iptables", "--userland-proxy=false"]))?,
     ];
     // (path, world, ns, dst, figures)
-    let mut plan: Vec<(&str, &World, String, SocketAddr, Vec<Fig>)> = Vec::new();
+    let mut plan: Plan = Vec::new();
     let all = vec![Fig::Rr, Fig::Crr, Fig::Stream, Fig::Udp];
     let tcp = vec![Fig::Rr, Fig::Crr, Fig::Stream];
     for w in &worlds {
@@ -302,6 +392,10 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     // Raw baselines for the other paths: the same hop without netd (server in the host).
     let raw = &worlds[0];
     plan.push(("127.0.0.1 from the host", raw, raw.th.host.path(), a("127.0.0.1:7000"), tcp.clone()));
+    // The IPv6 rows, interleaved with the v4 ones (their own worlds: `--ipv6` daemons).
+    let mut v6_notes = Vec::new();
+    let worlds6 = worlds_v6(&mut v6_notes)?;
+    plan_v6(&worlds6, &mut plan);
     // Run-time statistics of every BPF program while this fd is open (BPF_ENABLE_STATS; no
     // sysctl touched): the profile of the eBPF paths.
     let _stats_fd = enable_bpf_stats();
@@ -363,7 +457,9 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         (t.elapsed().as_secs_f64() * 1000.0, publish_last_ms(d))
     };
     let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
+    drop(plan);
     drop(worlds);
+    drop(worlds6);
     println!("netd bench: control plane");
     let control_md = control::control(quick);
     // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
@@ -374,6 +470,9 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let podman_md = runtimes::podman(size);
     std::fs::create_dir_all(&out)?;
     let mut report = render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, t0.elapsed());
+    for n in &v6_notes {
+        report.push_str(&format!("\n- {n}\n"));
+    }
     report.push('\n');
     report.push_str(&control_md);
     report.push('\n');
@@ -459,7 +558,7 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
     ];
     let pp = "published port from outside";
-    let mut plan: Vec<(&str, &World, String, SocketAddr, Vec<Fig>)> = Vec::new();
+    let mut plan: Plan = Vec::new();
     for w in &worlds {
         let figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
         if w.name == "raw" {
@@ -638,50 +737,16 @@ fn render_profile(profile: &Profile, sizes: &BTreeMap<String, (u32, u32, u32)>) 
     s
 }
 
-#[allow(clippy::too_many_arguments)]
-fn render(
-    res: &Results,
-    scaling: &BTreeMap<(String, usize), Scale>,
-    ns_list: &[usize],
-    (run32_ms, publish32_ms): (f64, f64),
-    many: usize,
-    quick: bool,
-    took: Duration,
-) -> String {
+/// One table per figure: every path and dataplane measured, with the ratios to the raw hop and
+/// to iptables-nft of the same path.
+fn render_figs(res: &Results) -> String {
     let mut s = String::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let (d, t) = netd::model::rfc3339_now();
-    let _ = t;
-    let _ = writeln!(s, "# netd bench report\n");
-    let _ = writeln!(s, "- date: {}", &d[..19]);
-    let _ = writeln!(
-        s,
-        "- mode: {} (each figure {} s, medians over {} repeat(s), min–max in brackets)",
-        if quick { "--quick" } else { "full" },
-        if quick { "0.5" } else { "3" },
-        if quick { 1 } else { 3 }
-    );
-    let _ = writeln!(s, "- machine: {cpus} CPUs, kernel {}", kernel.trim());
-    let _ = writeln!(s, "{}", load_note());
-    let _ = writeln!(
-        s,
-        "- netd {} (debug build of the tests crate load generator is not used: release)",
-        env!("CARGO_PKG_VERSION")
-    );
-    let _ = writeln!(
-        s,
-        "- command: `cargo xtask bench{}`; took {:.0} s",
-        if quick { " --quick" } else { "" },
-        took.as_secs_f64()
-    );
-    let _ = writeln!(
-        s,
-        "- topology: an outside namespace --veth-- a host namespace running `netd up`, servers in sandboxes (`netd-bench serve`, pinned to CPU 1), clients pinned to CPU 0; the raw path is the same veth hop to a server in the host namespace with no program attached.\n"
-    );
     let mut paths: Vec<String> = res.keys().map(|k| k.0.clone()).collect();
     paths.dedup();
     for fig in [Fig::Rr, Fig::Crr, Fig::Stream, Fig::Udp] {
+        if !res.keys().any(|k| k.2 == fig) {
+            continue;
+        }
         let _ = writeln!(s, "## {}\n", fig.name());
         if fig == Fig::Stream {
             let _ = writeln!(s, "| path | dataplane | Gbit/s | vs raw | vs iptables-nft |\n|---|---|---|---|---|");
@@ -727,6 +792,51 @@ fn render(
         }
         s.push('\n');
     }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    res: &Results,
+    scaling: &BTreeMap<(String, usize), Scale>,
+    ns_list: &[usize],
+    (run32_ms, publish32_ms): (f64, f64),
+    many: usize,
+    quick: bool,
+    took: Duration,
+) -> String {
+    let mut s = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let (d, t) = netd::model::rfc3339_now();
+    let _ = t;
+    let _ = writeln!(s, "# netd bench report\n");
+    let _ = writeln!(s, "- date: {}", &d[..19]);
+    let _ = writeln!(
+        s,
+        "- mode: {} (each figure {} s, medians over {} repeat(s), min–max in brackets)",
+        if quick { "--quick" } else { "full" },
+        if quick { "0.5" } else { "3" },
+        if quick { 1 } else { 3 }
+    );
+    let _ = writeln!(s, "- machine: {cpus} CPUs, kernel {}", kernel.trim());
+    let _ = writeln!(s, "{}", load_note());
+    let _ = writeln!(
+        s,
+        "- netd {} (debug build of the tests crate load generator is not used: release)",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        s,
+        "- command: `cargo xtask bench{}`; took {:.0} s",
+        if quick { " --quick" } else { "" },
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "- topology: an outside namespace --veth-- a host namespace running `netd up`, servers in sandboxes (`netd-bench serve`, pinned to CPU 1), clients pinned to CPU 0; the raw path is the same veth hop to a server in the host namespace with no program attached.\n"
+    );
+    s.push_str(&render_figs(res));
     let _ = writeln!(s, "## Scaling: TCP CRR through a published port with N other published ports\n");
     let _ = writeln!(
         s,
