@@ -57,6 +57,20 @@ pub const NAT_CHAINS: [&str; 3] = ["NETD", "NETD-POSTROUTING", "NETD-LOOPBACK"];
 pub const RAW_CHAINS: [&str; 1] = ["NETD-RAW"];
 pub const MANGLE_CHAINS: [&str; 3] = ["NETD-ISOLATION-STAGE-1", "NETD-ISOLATION-STAGE-2", "NETD-ISOLATION-STAGE-3"];
 
+/// A filter chain nothing jumps to, holding one rule with a conntrack match for as long as netd
+/// runs. The kernel registers conntrack's hooks in a namespace only while some rule needs them
+/// (`nf_ct_netns_get`, taken by every conntrack match and NAT target). When a restarted daemon
+/// flushes its chains before replaying them, the last such rule would go for a moment: packets
+/// of established published flows are then neither tracked nor translated, reach the host's own
+/// stack and are answered with a RST. Re-declaring this chain and adding its rule in one
+/// transaction never lets the count reach zero, so the flush is harmless.
+pub const CT_HOLD_CHAIN: &str = "NETD-CT-HOLD";
+
+/// The batch that (re)creates [`CT_HOLD_CHAIN`]: its flush and its rule in one commit.
+pub fn ct_hold_batch() -> String {
+    format!("*filter\n:{c} - [0:0]\n-A {c} -m conntrack --ctstate INVALID -j RETURN\nCOMMIT\n", c = CT_HOLD_CHAIN)
+}
+
 /// Jumps from the built-in chains into netd's, both families (ip6tables: `::1/128` for the
 /// loopback exclusion).
 pub fn render_jumps(userland_proxy: bool) -> Vec<Rule> {
@@ -608,6 +622,12 @@ impl Dataplane for Iptables {
                     ["raw", "mangle", "nat", "filter"].into_iter().filter(|t| !existing.contains(*t)).collect();
             }
         }
+        // Conntrack stays registered through the rebuild below (see CT_HOLD_CHAIN): established
+        // flows a previous daemon published keep being translated while the chains are empty.
+        self.run_restore(&ct_hold_batch())?;
+        if self.ip6tables {
+            self.run_restore6(&ct_hold_batch())?;
+        }
         // Whatever a previous daemon left: our jumps first, then our chains are (re)declared,
         // which flushes them, and rebuilt from the replayed state.
         self.remove_jumps();
@@ -742,6 +762,10 @@ impl Dataplane for Iptables {
             }
             for c in chains {
                 input.push_str(&format!("-X {c}\n"));
+            }
+            if table == "filter" {
+                // Last, with everything else: nothing is left to keep translated.
+                input.push_str(&format!(":{CT_HOLD_CHAIN} - [0:0]\n-X {CT_HOLD_CHAIN}\n"));
             }
             input.push_str("COMMIT\n");
         }
