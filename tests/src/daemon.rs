@@ -145,7 +145,9 @@ impl TestDaemon {
             .stderr(log);
         let child = c.spawn().context("spawning netd up")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Loading and verifying the eBPF programs takes ~10 s on an idle 2-core machine and several
+        // times that when parallel tests build or verify too: bounded, with room.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return Ok(());
@@ -157,7 +159,7 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("netd up did not serve within 20s: {}", self.log())
+        bail!("netd up did not serve within 60s: {}", self.log())
     }
 
     /// `--docker-plugin none` unless the test runs netd in a private mount namespace (a Docker
