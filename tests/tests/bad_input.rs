@@ -656,7 +656,6 @@ fn bad_up_flags_are_refused_before_touching_anything() {
             vec!["--ipv6", "--fixed-cidr-v6", "2001:db8::/200"],
             "netip.ParsePrefix(\"2001:db8::/200\"): prefix length out of range",
         ),
-        (vec!["--ipv6", "--dataplane", "ebpf"], "the ebpf dataplane does not support IPv6 yet"),
         (vec!["--ip6tables", "maybe"], "invalid value 'maybe' for '--ip6tables"),
         (vec!["--iptables-backend", "bogus"], "invalid value 'bogus' for '--iptables-backend"),
         (vec!["--log-level", "chatty"], "invalid value 'chatty' for '--log-level"),

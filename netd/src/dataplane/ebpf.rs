@@ -46,7 +46,7 @@ pub struct Ebpf {
     pin_dir: Option<PathBuf>,
     bpffs_mounted: bool,
     /// Published port -> stats slot.
-    slots: HashMap<(Proto, Ipv4Addr, u16), u32>,
+    slots: HashMap<(Proto, std::net::IpAddr, u16), u32>,
     free_slots: Vec<u32>,
     next_slot: u32,
     /// cgroup2 mount we made ourselves (unmounted on shutdown).
@@ -56,6 +56,8 @@ pub struct Ebpf {
     live_endpoints: HashSet<u32>,
     live_published: HashSet<PublishedKey>,
     live_links: HashSet<LinkKey>,
+    /// The same for the IPv6 maps (`ebpf_v6.rs`).
+    v6: v6::State6,
     /// `SO_NETNS_COOKIE` written into `CONFIG` (kept to rewrite it with a new port range).
     netns_cookie: u64,
     /// The host's `ip_local_port_range` as last written into `CONFIG`.
@@ -125,6 +127,17 @@ fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
         return v4.cloned().collect();
     }
     v4.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
+}
+
+/// [`map_keys`] for the IPv6 bindings (`PUBLISHED_V6`), by the network's `gateway_mode_ipv6`.
+/// Cross-family bindings (`[::]` of a v4-only sandbox) are not in the maps: see
+/// [`PortMapping::is_cross_family`].
+fn map_keys6(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
+    let v6 = ports.iter().filter(|p| p.host_ip.is_ipv6() && p.container_ip.is_ipv6());
+    if net.ipv6.is_none_or(|n| n.gateway_mode != GatewayMode::Routed) {
+        return v6.cloned().collect();
+    }
+    v6.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
 }
 
 /// The IPv4 address of a binding ([`map_keys`] keeps v4 bindings only).
@@ -225,7 +238,8 @@ impl Ebpf {
     /// The queued purges and stale translations of fresh bindings, plus a GC pass when `gc`, as
     /// one job: a scan of the table serves every change queued since the last.
     fn take_job(&mut self, gc: bool) -> DpResult<Option<CtJob>> {
-        if self.pending_publish.is_empty() && self.pending_purge.is_empty() && !gc {
+        if self.pending_publish.is_empty() && self.v6.pending_publish.is_empty() && self.pending_purge.is_empty() && !gc
+        {
             return Ok(None);
         }
         let maps = self.ct_maps()?;
@@ -234,11 +248,16 @@ impl Ebpf {
         }
         let fresh = std::mem::take(&mut self.pending_publish);
         let host = self.host_addrs(!fresh.is_empty())?;
+        let fresh6 = std::mem::take(&mut self.v6.pending_publish);
+        let host6 = self.host_addrs6(!fresh6.is_empty())?;
         let purge = std::mem::take(&mut self.pending_purge);
         let run = move || -> DpResult<usize> {
             let mut n = 0;
             if !fresh.is_empty() || !purge.is_empty() {
                 n += maps.purge(fresh, &host, |k, v| purge.matches(k, v))?;
+            }
+            if !fresh6.is_empty() || !purge.is_empty() {
+                n += maps.purge6_fresh(fresh6, &host6, |k, v| purge.matches6(k, v))?;
             }
             if gc {
                 n += maps.gc()?;
@@ -347,6 +366,38 @@ impl Ebpf {
         Ok(())
     }
 
+    /// The stats slot of a binding (a new one for a new binding).
+    fn slot_for(&mut self, p: &PortMapping) -> DpResult<u32> {
+        let key = (p.proto, p.host_ip, p.host_port);
+        if let Some(s) = self.slots.get(&key) {
+            return Ok(*s);
+        }
+        let s = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        if s >= capacity::PORT_STATS {
+            return Err(err("PORT_STATS", "too many published ports"));
+        }
+        self.slots.insert(key, s);
+        Ok(s)
+    }
+
+    /// A fresh binding starts its counters at zero.
+    fn zero_stats(&mut self, slot: u32) -> DpResult<()> {
+        let l = self.l()?;
+        let m = l.ebpf.map_mut(map_names::PORT_STATS).ok_or_else(|| err("PORT_STATS", "missing"))?;
+        let mut arr: PerCpuArray<&mut MapData, PacketCount> =
+            PerCpuArray::try_from(m).map_err(|e| err("PORT_STATS", e))?;
+        let n = aya::util::nr_cpus().map_err(|(_, e)| err("nr_cpus", e))?;
+        let _ = arr.set(
+            slot,
+            aya::maps::PerCpuValues::try_from(vec![PacketCount::default(); n]).map_err(|e| err("PORT_STATS", e))?,
+            0,
+        );
+        Ok(())
+    }
+
     fn published_key(p: &PortMapping) -> PublishedKey {
         PublishedKey { addr: be_addr(v4(p.host_ip)), port: be_port(p.host_port), proto: p.proto.number(), _pad: 0 }
     }
@@ -360,11 +411,17 @@ struct PurgeSet {
     slots: HashSet<u32>,
     ports: HashSet<(u8, u16)>,
     pairs: Vec<(u32, u32)>,
+    /// Sandbox IPv6 addresses (`CT_V6`; `slots` and `ports` hold for both tables).
+    addrs6: HashSet<netd_common::v6::Addr6>,
 }
 
 impl PurgeSet {
     fn is_empty(&self) -> bool {
-        self.addrs.is_empty() && self.slots.is_empty() && self.ports.is_empty() && self.pairs.is_empty()
+        self.addrs.is_empty()
+            && self.slots.is_empty()
+            && self.ports.is_empty()
+            && self.pairs.is_empty()
+            && self.addrs6.is_empty()
     }
 
     fn matches(&self, k: &CtKey, v: &CtValue) -> bool {
@@ -615,6 +672,11 @@ impl Dataplane for Ebpf {
         Backend::Ebpf
     }
 
+    /// The IPv6 bodies of the programs, fed by the v6 maps (`ebpf_v6.rs`).
+    fn ipv6(&self) -> bool {
+        true
+    }
+
     fn init(&mut self, host: &HostInfo) -> DpResult<()> {
         // Maps and links are pinned under --bpffs: they outlive a crashed daemon, and the next
         // one adopts them (established flows keep their translations).
@@ -641,18 +703,21 @@ impl Dataplane for Ebpf {
             for (k, v) in entries {
                 let proto = if k.proto == 6 { Proto::Tcp } else { Proto::Udp };
                 let ip = Ipv4Addr::from(k.addr.to_ne_bytes());
-                self.slots.insert((proto, ip, u16::from_be(k.port)), v.stats_slot);
+                self.slots.insert((proto, ip.into(), u16::from_be(k.port)), v.stats_slot);
                 self.next_slot = self.next_slot.max(v.stats_slot + 1);
             }
+            self.adopt_published6()?;
             tracing::info!(ports = self.slots.len(), "adopted pinned eBPF state");
         }
         self.xdp = host.xdp;
         for up in &host.uplinks {
             self.uplink_info(up)?;
+            self.uplink_info6(up)?;
             self.attach_uplink(up)?;
             self.uplinks.push(up.clone());
         }
         self.set_local_addrs(host)?;
+        self.set_local_addrs6(host)?;
         self.docker_bridges = host.docker_bridges.clone();
         self.sync_foreign_bridges()?;
         // The sock_addr hooks: the given cgroup, else the cgroup2 root (mounted if needed).
@@ -723,6 +788,7 @@ impl Dataplane for Ebpf {
         self.live_networks.insert(net.index);
         self.gateways.insert(net.gateway);
         self.host_addr(net.gateway, true)?;
+        self.network6_added(net, info.gateway_mac, flags & (NET_F_ICC | NET_F_INTERNAL))?;
         // Isolation from Docker's own bridges: what is routed into this bridge from one.
         self.l()?.attach_bridge(&net.bridge).map_err(|e| err(format!("attaching to {}", net.bridge), e))?;
         self.bridges.insert(net.index, (net.bridge.clone(), net.bridge_ifindex));
@@ -736,6 +802,7 @@ impl Dataplane for Ebpf {
         }
         self.live_networks.remove(&net.index);
         self.gateways.remove(&net.gateway);
+        self.network6_removed(net)?;
         if let Some((name, _)) = self.bridges.remove(&net.index) {
             self.l()?.unpin(&format!("bridge-{name}"));
         }
@@ -754,6 +821,7 @@ impl Dataplane for Ebpf {
                 let mut m: BpfHashMap<&mut MapData, u32, UplinkInfo> = self.map(map_names::UPLINKS)?;
                 let _ = m.remove(&o.ifindex);
             }
+            self.uplink_gone6(o.ifindex)?;
             // Gone (or now a bridge port): its pinned links go, which detaches them.
             let l = self.l()?;
             for rel in [format!("xdp-{}", o.name), format!("tc-in-{}", o.name), format!("tc-out-{}", o.name)] {
@@ -771,9 +839,11 @@ impl Dataplane for Ebpf {
                 continue;
             }
             self.uplink_info(n)?;
+            self.uplink_info6(n)?;
             self.uplinks.push(n.clone());
         }
         self.set_local_addrs(host)?;
+        self.set_local_addrs6(host)?;
         self.docker_bridges = host.docker_bridges.clone();
         self.sync_foreign_bridges()?;
         if errors.is_empty() { Ok(()) } else { Err(err("uplinks", errors.join("; "))) }
@@ -786,6 +856,7 @@ impl Dataplane for Ebpf {
             m.insert(be_addr(ep.ip), info, 0).map_err(|e| err("ENDPOINTS", e))?;
         }
         self.live_endpoints.insert(be_addr(ep.ip));
+        self.endpoint6_added(net, ep)?;
         if !self.veth_links.contains_key(&ep.host_veth) {
             let id = self
                 .l()?
@@ -807,37 +878,20 @@ impl Dataplane for Ebpf {
         // No translation may outlive the endpoint (a restarted sandbox gets a clean slate): the
         // next conntrack job, which the daemon runs before the address is reused.
         let a = be_addr(ep.ip);
+        let a6 = ep.ip6.map(v6::be_addr6);
         self.queue_purge(|p| {
             p.addrs.insert(a);
+            p.addrs6.extend(a6);
         });
         self.endpoint6_removed(ep)
     }
 
     fn ports_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
-        if let Some(p) = ports.iter().find(|p| p.host_ip.is_ipv6() || p.container_ip.is_ipv6()) {
-            return Err(err(
-                "PUBLISHED_V4",
-                format!("IPv6 binding [{}]:{} is not supported by the ebpf dataplane yet", p.host_ip, p.host_port),
-            ));
-        }
+        let ports_in = ports;
         let ports = &map_keys(net, ports);
         let mut fresh: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
-            let key = (p.proto, v4(p.host_ip), p.host_port);
-            let slot = match self.slots.get(&key) {
-                Some(s) => *s,
-                None => {
-                    let s = self.free_slots.pop().unwrap_or_else(|| {
-                        self.next_slot += 1;
-                        self.next_slot - 1
-                    });
-                    if s >= capacity::PORT_STATS {
-                        return Err(err("PORT_STATS", "too many published ports"));
-                    }
-                    self.slots.insert(key, s);
-                    s
-                }
-            };
+            let slot = self.slot_for(p)?;
             let v = PublishedValue {
                 addr: be_addr(v4(p.container_ip)),
                 port: be_port(p.container_port),
@@ -857,22 +911,10 @@ impl Dataplane for Ebpf {
                 // Replayed after a restart: keep the counters and the established flows.
                 continue;
             }
-            // A fresh binding starts its counters at zero.
-            {
-                let l = self.l()?;
-                let m = l.ebpf.map_mut(map_names::PORT_STATS).ok_or_else(|| err("PORT_STATS", "missing"))?;
-                let mut arr: PerCpuArray<&mut MapData, PacketCount> =
-                    PerCpuArray::try_from(m).map_err(|e| err("PORT_STATS", e))?;
-                let n = aya::util::nr_cpus().map_err(|(_, e)| err("nr_cpus", e))?;
-                let _ = arr.set(
-                    slot,
-                    aya::maps::PerCpuValues::try_from(vec![PacketCount::default(); n])
-                        .map_err(|e| err("PORT_STATS", e))?,
-                    0,
-                );
-            }
+            self.zero_stats(slot)?;
             fresh.push((p.proto.number(), be_port(p.host_port), slot + 1));
         }
+        self.ports6_added(net, ports_in)?;
         // Stale translations of these ports go right after the reply (the next conntrack job).
         if !fresh.is_empty() {
             self.pending_publish.extend(fresh);
@@ -882,7 +924,7 @@ impl Dataplane for Ebpf {
     }
 
     fn missing(&mut self, net: &NetworkSpec, ep: &EndpointSpec, ports: &[PortMapping]) -> DpResult<Vec<String>> {
-        let mut out = Vec::new();
+        let mut out = self.missing6(net, ep, ports)?;
         {
             let m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
             if m.get(&net.index, 0).is_err() {
@@ -921,6 +963,7 @@ impl Dataplane for Ebpf {
     }
 
     fn ports_removed(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
+        let ports_in = ports;
         let ports = &map_keys(net, ports);
         let mut gone: Vec<(u8, u16, u32)> = Vec::new();
         for p in ports {
@@ -930,10 +973,11 @@ impl Dataplane for Ebpf {
                 let _ = m.remove(&Self::published_key(p));
             }
             self.live_published.remove(&Self::published_key(p));
-            if let Some(s) = self.slots.remove(&(p.proto, v4(p.host_ip), p.host_port)) {
+            if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
                 gone.push((p.proto.number(), be_port(p.host_port), s));
             }
         }
+        gone.extend(self.ports6_removed(net, ports_in)?);
         // Both directions of the ports' flows, by the next conntrack job (one scan for the
         // whole request, and for whatever else is queued by then); the slots are reused after.
         if !gone.is_empty() {
@@ -1024,6 +1068,7 @@ impl Dataplane for Ebpf {
         let links = std::mem::take(&mut self.live_links);
         n += stale::<LinkKey, u32>(self, map_names::LINKS, &links)?.len();
         self.live_links = links;
+        n += self.prune6()?;
         // No translation may outlive what it pointed at.
         if !gone_eps.is_empty() || !gone_pubs.is_empty() {
             let eps: HashSet<u32> = gone_eps.into_iter().collect();
@@ -1069,7 +1114,7 @@ impl Dataplane for Ebpf {
         for ((proto, ip, port), slot) in sorted {
             let v = arr.get(&slot, 0).map_err(|e| err("PORT_STATS", e))?;
             let (packets, bytes) = v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
-            ports.push(PortStats { proto, host_ip: ip.into(), host_port: port, packets, bytes });
+            ports.push(PortStats { proto, host_ip: ip, host_port: port, packets, bytes });
         }
         let drops = l.drop_stats().map_err(|e| err("DROP_STATS", e))?;
         let drops = DropReason::ALL.iter().map(|r| (r.label().to_string(), drops[r.label()])).collect();
