@@ -490,6 +490,7 @@ impl Daemon {
     /// Remove bindings of attachment `id` on network `network_id` (the attachment need not be
     /// registered any more): dataplane, then host ports, held sockets and proxies. Returns once
     /// the host ports can be bound again (the proxies and their connections are closed).
+    /// Holds the state lock throughout ([`Daemon::unpublish_unlocked`] does not).
     pub async fn unpublish(&self, st: &mut State, id: &str, network_id: &str, maps: &[PortMapping]) {
         if maps.is_empty() {
             return;
@@ -500,6 +501,13 @@ impl Daemon {
             tracing::warn!(error = %e, "dataplane: removing ports");
         }
         release_ports(st, maps).await;
+        self.unpublish_commit(st, id, maps);
+    }
+
+    /// The model half of an unpublish (state lock held, the dataplane and the proxies done):
+    /// host ports and held sockets released, events, the attachment's bindings.
+    fn unpublish_commit(&self, st: &mut State, id: &str, maps: &[PortMapping]) {
+        unreserve_ports(st, maps);
         let owner = st.attachments.get(id).map(|a| a.owner.key().to_string()).unwrap_or_default();
         for m in maps {
             self.events.emit("port", "unpublish", &super::events::port_id(m), &[("container", owner.clone())]);
@@ -509,6 +517,116 @@ impl Daemon {
             let a = a.clone();
             self.persist_attachment(&a);
         }
+    }
+
+    /// [`Daemon::attach`] with the state lock held only for the reservation and the commit: the
+    /// veth, the namespace's configuration and the dataplane's endpoint are made without it
+    /// (the Docker driver's CreateEndpoint, CNI ADD). `check` runs under the lock first
+    /// (a duplicate owner, ...). The network stays while the kernel work runs
+    /// (`State::starting`). The caller serialises operations on one owner
+    /// ([`Daemon::op_lock`] on [`attachment_op_key`]).
+    pub async fn attach_unlocked(
+        self: &Shared,
+        req: AttachRequest,
+        check: impl FnOnce(&State) -> ApiResult<()>,
+    ) -> ApiResult<Attachment> {
+        let r = {
+            let mut st = self.state.lock().await;
+            check(&st)?;
+            let r = self.attach_reserve(&mut st, req)?;
+            *st.starting.entry(r.req.network_id.clone()).or_default() += 1;
+            r
+        };
+        let res = self.attach_kernel(&self.dp, &r).await;
+        let mut st = self.state.lock().await;
+        if let Some(n) = st.starting.get_mut(&r.req.network_id) {
+            *n = n.saturating_sub(1);
+        }
+        match res {
+            Ok(a) => self.attach_commit(&mut st, &r, a).await,
+            Err(e) => {
+                attach_release(&mut st, &r);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Daemon::publish`] with the state lock held only while host ports are allocated and
+    /// committed; the dataplane is programmed without it. Also returns how long this waited
+    /// for the state lock.
+    pub async fn publish_unlocked(
+        &self,
+        id: &str,
+        reqs: &[PortRequest],
+        name: &str,
+    ) -> ApiResult<(Vec<PortMapping>, std::time::Duration)> {
+        let (mut p, mut waited) = {
+            let mut st = self.state.lock().await;
+            let w = st.waited;
+            (self.publish_reserve(&mut st, id, reqs)?, w)
+        };
+        let r = p.program(&self.dp, name);
+        let mut st = self.state.lock().await;
+        waited += st.waited;
+        if let Err(e) = r {
+            unreserve_ports(&mut st, &p.maps);
+            return Err(e);
+        }
+        Ok((self.publish_commit(&mut st, id, p), waited))
+    }
+
+    /// [`Daemon::unpublish`] of every binding of attachment `id`, with the state lock held only
+    /// to take the bindings and to release their host ports: the dataplane (and the conntrack
+    /// purge that follows a removal) and the proxies run without it.
+    pub async fn unpublish_unlocked(&self, id: &str) {
+        let (maps, spec, proxies) = {
+            let mut st = self.state.lock().await;
+            let Some(a) = st.attachments.get(id).cloned() else { return };
+            if a.ports.is_empty() {
+                return;
+            }
+            let spec = st.networks.get(&a.network_id).and_then(|n| n.spec(0));
+            let proxies = take_proxies(&mut st, &a.ports);
+            (a.ports, spec, proxies)
+        };
+        self.unpublish_kernel(spec.as_ref(), &maps, proxies).await;
+        let mut st = self.state.lock().await;
+        self.unpublish_commit(&mut st, id, &maps);
+    }
+
+    /// The kernel half of an unpublish: the dataplane's bindings, then the proxies (and every
+    /// connection they relay) stopped.
+    async fn unpublish_kernel(&self, spec: Option<&NetworkSpec>, maps: &[PortMapping], proxies: Vec<super::proxy::Proxy>) {
+        if let Some(spec) = spec
+            && !maps.is_empty()
+            && let Err(e) = self.dp.ports_removed(spec, maps).await
+        {
+            tracing::warn!(error = %e, "dataplane: removing ports");
+        }
+        futures::future::join_all(proxies.into_iter().map(|p| p.stop())).await;
+    }
+
+    /// [`Daemon::detach`] with the state lock held only to take what to undo and to release
+    /// the addresses, host ports and the record afterwards (nothing is reused before the
+    /// kernel objects are gone); the dataplane, the conntrack purge and the veth without it.
+    /// The caller serialises operations on one owner ([`Daemon::op_lock`]).
+    pub async fn detach_unlocked(self: &Shared, a: &Attachment) {
+        let (cur, net, spec, proxies) = {
+            let mut st = self.state.lock().await;
+            let cur = st.attachments.get(&a.id).cloned().unwrap_or_else(|| a.clone());
+            Self::stop_dns(&mut st, &cur.id);
+            let spec = st.networks.get(&cur.network_id).and_then(|n| n.spec(0));
+            let proxies = take_proxies(&mut st, &cur.ports);
+            let net = net_of(&st, &cur.network_id);
+            (cur, net, spec, proxies)
+        };
+        self.unpublish_kernel(spec.as_ref(), &cur.ports, proxies).await;
+        self.detach_kernel(&self.dp, &cur, net.as_ref()).await;
+        let mut st = self.state.lock().await;
+        if !cur.ports.is_empty() {
+            self.unpublish_commit(&mut st, &cur.id, &cur.ports);
+        }
+        self.detach_commit(&mut st, &cur);
     }
 
     /// Replay one attachment after a restart: its address, host ports (held sockets, proxies)
@@ -589,13 +707,17 @@ impl Daemon {
 
     /// What the dataplane lacks of attachment `a` (its endpoint, its network, its bindings), as
     /// the kernel has it: one sentence per missing piece (CNI CHECK).
-    pub async fn dataplane_missing(&self, st: &mut State, a: &Attachment) -> Result<Vec<String>, String> {
-        let net =
-            st.networks.get(&a.network_id).cloned().ok_or_else(|| format!("network {} not found", a.network_id))?;
+    /// `net`: the attachment's network as the model has it (`None`: gone). No state lock needed.
+    pub async fn dataplane_missing(
+        &self,
+        net: Option<&crate::model::Network>,
+        a: &Attachment,
+    ) -> Result<Vec<String>, String> {
+        let net = net.ok_or_else(|| format!("network {} not found", a.network_id))?;
         let b = net.bridge.as_ref().ok_or_else(|| format!("network {} has no bridge", net.name))?;
         let bidx = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
         let spec = net.spec(bidx).expect("bridge");
-        st.dp.missing(&spec, &endpoint_spec(a, b.index), &a.ports).map_err(|e| e.to_string())
+        self.dp.missing(&spec, &endpoint_spec(a, b.index), &a.ports).map_err(|e| e.to_string())
     }
 
     /// Whether attachment `id` is intact: its host veth exists and is on its network's bridge;
@@ -832,17 +954,27 @@ pub fn unreserve_ports(st: &mut State, maps: &[PortMapping]) {
     }
 }
 
-/// Release bindings: the reservation, the held socket and the userland proxy with every
-/// connection it relays. Returns once the host ports can be bound again.
+/// Stop the userland proxies of bindings: once this returns their host ports can be bound
+/// again (the caller unreserves them).
 async fn release_ports(st: &mut State, maps: &[PortMapping]) {
-    let mut stopping = Vec::new();
-    for m in maps {
-        if let Some(p) = st.proxies.remove(&(m.proto, m.host_ip, m.host_port)) {
-            stopping.push(p.stop());
-        }
+    let stopping = take_proxies(st, maps);
+    futures::future::join_all(stopping.into_iter().map(|p| p.stop())).await;
+}
+
+/// The userland proxies of bindings, taken out of the state to be stopped without its lock.
+fn take_proxies(st: &mut State, maps: &[PortMapping]) -> Vec<super::proxy::Proxy> {
+    maps.iter().filter_map(|m| st.proxies.remove(&(m.proto, m.host_ip, m.host_port))).collect()
+}
+
+/// The key of an attachment's operation lock ([`Daemon::op_lock`]) for owners other than
+/// sandboxes (whose lock is keyed by the sandbox id): a Docker endpoint's id, a CNI
+/// (container, interface, config).
+pub fn attachment_op_key(o: &Owner) -> String {
+    match o {
+        Owner::Sandbox { id } => id.clone(),
+        Owner::Docker { endpoint_id } => format!("docker/{endpoint_id}"),
+        Owner::Cni { container_id, ifname, config_name } => format!("cni/{config_name}/{container_id}/{ifname}"),
     }
-    futures::future::join_all(stopping).await;
-    unreserve_ports(st, maps);
 }
 
 /// Whether bindings on network `net_index` are served by the userland proxy: the iptables

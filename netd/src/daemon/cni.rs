@@ -197,27 +197,37 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         });
     }
     ensure_network(d, &r).await?;
-    let mut st = d.state.lock().await;
-    let net_id =
-        d.resolve_network(&st, &r.network).map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
-    let net = st.networks[&net_id].clone();
-    let Some(b) = net.bridge.clone() else {
-        return Err(bad(format!("network {} is not a bridge network: netd-cni attaches to bridge networks", net.name)));
-    };
+    // The state lock is held only to check, to reserve the address and host ports and to
+    // commit; the veth, the namespace's configuration, the dataplane and the resolver's
+    // sockets are made without it, so ADDs of different containers run in parallel. Calls
+    // for one (container, ifname, config) are serialised by its op lock.
     let who = owner(&r.owner);
-    if attach::by_owner(&st, &who).is_some() {
-        return Err(CniApiError::new(
-            409,
-            code::ATTACHMENT_EXISTS,
-            format!(
-                "container {} already has interface {} on network {} (config {})",
-                r.owner.container_id, r.owner.ifname, net.name, r.owner.config_name
-            ),
-        ));
-    }
+    let _op = d.op_lock(&attach::attachment_op_key(&who)).await;
+    let (net_id, net, b) = {
+        let st = d.state.lock().await;
+        let net_id =
+            d.resolve_network(&st, &r.network).map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
+        let net = st.networks[&net_id].clone();
+        let Some(b) = net.bridge.clone() else {
+            return Err(bad(format!(
+                "network {} is not a bridge network: netd-cni attaches to bridge networks",
+                net.name
+            )));
+        };
+        if attach::by_owner(&st, &who).is_some() {
+            return Err(CniApiError::new(
+                409,
+                code::ATTACHMENT_EXISTS,
+                format!(
+                    "container {} already has interface {} on network {} (config {})",
+                    r.owner.container_id, r.owner.ifname, net.name, r.owner.config_name
+                ),
+            ));
+        }
+        (net_id, net, b)
+    };
     let a = d
-        .attach(
-            &mut st,
+        .attach_unlocked(
             AttachRequest {
                 id: None,
                 owner: who,
@@ -231,23 +241,30 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 aliases: r.names.clone(),
                 port_opts: PortOpts::RESERVE_ONLY,
             },
+            |st| {
+                if st.networks.contains_key(&net_id) {
+                    Ok(())
+                } else {
+                    Err(ApiError::not_found(format!("network {} not found", net.name)))
+                }
+            },
         )
         .await
         .map_err(attach_error)?;
     if !ports.is_empty()
-        && let Err(e) = d.publish(&mut st, &a.id, &ports, &r.owner.container_id)
+        && let Err(e) = d.publish_unlocked(&a.id, &ports, &r.owner.container_id).await
     {
-        d.detach(&mut st, &a).await;
+        d.detach_unlocked(&a).await;
         let c = if e.message.contains("port is already allocated") { code::PORT_ALLOCATED } else { code::INTERNAL };
         return Err(CniApiError::new(e.status, c, e.message));
     }
     // The iptables dataplane has no userland proxy for these ports: a container reaching its own
     // published port through the host's address needs hairpin mode on its bridge port (as
     // Docker sets it without the proxy). The eBPF dataplane redirects hairpin traffic itself.
-    if st.dp.backend() == crate::dataplane::Backend::Iptables
+    if d.dp.backend() == crate::dataplane::Backend::Iptables
         && let Err(e) = d.nl.set_hairpin(&a.host_veth, true).await
     {
-        d.detach(&mut st, &a).await;
+        d.detach_unlocked(&a).await;
         return Err(CniApiError::new(500, code::INTERNAL, format!("setting hairpin mode on {}: {e}", a.host_veth)));
     }
     // Name resolution (user networks): netd's embedded DNS at 127.0.0.11 inside the pod, as for
@@ -255,24 +272,34 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
     // choice). Its upstream sockets are made in the pod's namespace through a descriptor the
     // resolver keeps until DEL.
     let mut nameservers = Vec::new();
-    if !net.default_bridge {
+    let dns = if net.default_bridge {
+        None
+    } else {
         match start_dns(d, &a.id, fd.as_ref()) {
             Ok(tasks) => {
-                st.dns.insert(a.id.clone(), tasks);
                 nameservers.push(super::dns::RESOLVER.to_string());
+                Some(tasks)
             }
-            Err(e) => tracing::warn!(attachment = %a.id, error = %e, "embedded DNS server for a CNI container"),
+            Err(e) => {
+                tracing::warn!(attachment = %a.id, error = %e, "embedded DNS server for a CNI container");
+                None
+            }
+        }
+    };
+    {
+        let mut st = d.state.lock().await;
+        if let Some(tasks) = dns {
+            st.dns.insert(a.id.clone(), tasks);
+        }
+        // The record keeps the runtime's path (the descriptor is gone after this request).
+        if let Some(x) = st.attachments.get_mut(&a.id) {
+            x.netns = Some(PathBuf::from(&r.netns_path));
+            let x = x.clone();
+            if let Err(e) = d.store.save_attachment(&x) {
+                tracing::warn!(attachment = %x.id, error = %e, "saving attachment state");
+            }
         }
     }
-    // The record keeps the runtime's path (the descriptor is gone after this request).
-    if let Some(x) = st.attachments.get_mut(&a.id) {
-        x.netns = Some(PathBuf::from(&r.netns_path));
-        let x = x.clone();
-        if let Err(e) = d.store.save_attachment(&x) {
-            tracing::warn!(attachment = %x.id, error = %e, "saving attachment state");
-        }
-    }
-    drop(st);
     let bridge_mac = d.nl.link_mac(&b.bridge).await.ok().flatten().map(fmt_mac).unwrap_or_default();
     let host_mac = d.nl.link_mac(&a.host_veth).await.ok().flatten().map(fmt_mac).unwrap_or_default();
     let mut routes = Vec::new();
@@ -338,11 +365,17 @@ pub fn restart_dns(d: &Shared, st: &mut super::State, id: &str, netns: Option<&s
 }
 
 /// DEL: idempotent; succeeds when the attachment (or its namespace) is already gone.
+/// The dataplane (and its conntrack purge) and the veth are removed without the state lock.
 async fn del(d: &Shared, r: DelRequest) -> CniResult<()> {
-    let mut st = d.state.lock().await;
-    if let Some(a) = attach::by_owner(&st, &owner(&r.owner)).cloned() {
-        d.detach(&mut st, &a).await;
+    let who = owner(&r.owner);
+    let key = attach::attachment_op_key(&who);
+    let op = d.op_lock(&key).await;
+    let a = attach::by_owner(&*d.state.lock().await, &who).cloned();
+    if let Some(a) = a {
+        d.detach_unlocked(&a).await;
     }
+    drop(op);
+    d.op_forget(&key);
     Ok(())
 }
 
@@ -428,10 +461,13 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
         )));
     }
     // The dataplane: the endpoint, the network and every binding, as the kernel holds them.
-    let mut st = d.state.lock().await;
-    let a = st.attachments.get(&a.id).cloned().ok_or_else(|| failed("the attachment went away".into()))?;
-    let missing = d.dataplane_missing(&mut st, &a).await.map_err(failed)?;
-    drop(st);
+    let (a, net) = {
+        let st = d.state.lock().await;
+        let a = st.attachments.get(&a.id).cloned().ok_or_else(|| failed("the attachment went away".into()))?;
+        let net = st.networks.get(&a.network_id).cloned();
+        (a, net)
+    };
+    let missing = d.dataplane_missing(net.as_ref(), &a).await.map_err(failed)?;
     if !missing.is_empty() {
         return Err(failed(format!(
             "the {} dataplane lacks what this container needs: {}",
@@ -446,8 +482,7 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
 /// netd's sandboxes or Docker's endpoints, nor another config's attachments.
 async fn gc(d: &Shared, r: GcRequest) -> CniResult<GcResponse> {
     let valid: BTreeSet<(String, String)> = r.valid.into_iter().collect();
-    let mut st = d.state.lock().await;
-    let victims: Vec<_> = attach::attachments_of(&st, |o| match o {
+    let victims: Vec<_> = attach::attachments_of(&*d.state.lock().await, |o| match o {
         Owner::Cni { container_id, ifname, config_name } => {
             *config_name == r.config_name && !valid.contains(&(container_id.clone(), ifname.clone()))
         }
@@ -457,7 +492,15 @@ async fn gc(d: &Shared, r: GcRequest) -> CniResult<GcResponse> {
     .collect();
     let mut out = GcResponse::default();
     for a in victims {
-        d.detach(&mut st, &a).await;
+        let key = attach::attachment_op_key(&a.owner);
+        let op = d.op_lock(&key).await;
+        // Removed meanwhile (a DEL).
+        if !d.state.lock().await.attachments.contains_key(&a.id) {
+            continue;
+        }
+        d.detach_unlocked(&a).await;
+        drop(op);
+        d.op_forget(&key);
         if let Owner::Cni { container_id, ifname, config_name } = &a.owner {
             out.removed.push(CniOwner {
                 container_id: container_id.clone(),

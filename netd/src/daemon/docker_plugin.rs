@@ -25,7 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::{
     ApiError, ApiResult, Daemon, Shared, State,
-    attach::{AddressRequest, AttachRequest},
+    attach::{AddressRequest, AttachRequest, attachment_op_key},
 };
 use crate::{
     api,
@@ -474,37 +474,58 @@ impl Daemon {
 
     /// Docker endpoints whose host veth is gone: their container (and its namespace, the veth
     /// with it) went away without `DeleteEndpoint` (dockerd or the container was killed).
-    pub async fn gc_docker_endpoints(self: &Shared, st: &mut State) {
-        let docker: Vec<_> =
-            st.attachments.values().filter(|a| matches!(a.owner, Owner::Docker { .. })).cloned().collect();
+    /// Takes the state lock only to list them and, per endpoint, for the detach's model half.
+    pub async fn gc_docker_endpoints(self: &Shared) {
+        let docker: Vec<_> = {
+            let st = self.state.lock().await;
+            st.attachments.values().filter(|a| matches!(a.owner, Owner::Docker { .. })).cloned().collect()
+        };
         if docker.is_empty() {
             return;
         }
         let Ok(links) = self.nl.links().await else { return };
         let names: std::collections::HashSet<String> = links.into_iter().map(|(n, _)| n).collect();
         for a in docker.iter().filter(|a| !names.contains(&a.host_veth)) {
+            let key = attachment_op_key(&a.owner);
+            let op = self.op_lock(&key).await;
+            // Deleted meanwhile (DeleteEndpoint, another GC pass).
+            if docker_endpoint(&*self.state.lock().await, &a.id).is_none() {
+                continue;
+            }
             tracing::info!(endpoint = %a.id, veth = %a.host_veth, "docker: endpoint's veth is gone: removing it");
-            self.detach(st, a).await;
+            self.detach_unlocked(a).await;
+            drop(op);
+            self.op_forget(&key);
         }
     }
 
+    /// CreateEndpoint: the veth and the dataplane's endpoint are made without the state lock
+    /// (held only to check, reserve the address and commit), so endpoints of different
+    /// containers are created in parallel; calls for one endpoint are serialised by its op lock.
     async fn docker_create_endpoint(self: &Shared, r: EndpointReq) -> ApiResult<Value> {
-        let mut st = self.state.lock().await;
         let eid = r.endpoint_id.clone();
         if eid.is_empty() || !eid.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ApiError::bad(format!("invalid EndpointID {eid:?}")));
         }
-        let net = st
-            .networks
-            .get(&r.network_id)
-            .filter(|n| n.driver == DRIVER)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("network {} not found", r.network_id)))?;
+        // Endpoints whose container went away without DeleteEndpoint (before taking this
+        // endpoint's op lock: the pass takes theirs).
+        self.gc_docker_endpoints().await;
+        let owner = Owner::Docker { endpoint_id: eid.clone() };
+        let _op = self.op_lock(&attachment_op_key(&owner)).await;
+        let net = {
+            let st = self.state.lock().await;
+            let net = st
+                .networks
+                .get(&r.network_id)
+                .filter(|n| n.driver == DRIVER)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("network {} not found", r.network_id)))?;
+            if docker_endpoint(&st, &eid).is_some() {
+                return Ok(json!({})); // a repeated call
+            }
+            net
+        };
         let b = net.bridge.clone().expect("bridge network");
-        if docker_endpoint(&st, &eid).is_some() {
-            return Ok(json!({})); // a repeated call
-        }
-        self.gc_docker_endpoints(&mut st).await;
         let iface = r.interface.unwrap_or_default();
         let ip6 = endpoint_ip6(&b, &iface.address_ipv6)?;
         let (ip, plen) = match parse_cidr(&iface.address) {
@@ -528,11 +549,10 @@ impl Daemon {
             m => Some(crate::ipam::parse_mac(m).map_err(|e| ApiError::bad(e.to_string()))?),
         };
         let a = self
-            .attach(
-                &mut st,
+            .attach_unlocked(
                 AttachRequest {
                     id: Some(eid.clone()),
-                    owner: Owner::Docker { endpoint_id: eid.clone() },
+                    owner,
                     network_id: net.id.clone(),
                     netns: None,
                     ifname: String::new(),
@@ -542,6 +562,14 @@ impl Daemon {
                     default_route: false,
                     aliases: Vec::new(),
                     port_opts: PortOpts::default(),
+                },
+                |st| {
+                    // The network went away meanwhile (it cannot while the kernel work runs).
+                    if st.networks.contains_key(&net.id) {
+                        Ok(())
+                    } else {
+                        Err(ApiError::not_found(format!("network {} not found", net.id)))
+                    }
                 },
             )
             .await?;
@@ -554,13 +582,19 @@ impl Daemon {
         })
     }
 
+    /// DeleteEndpoint: the dataplane (and its conntrack purge) and the veth without the state
+    /// lock.
     async fn docker_delete_endpoint(self: &Shared, eid: &str) -> ApiResult<Value> {
-        let mut st = self.state.lock().await;
-        if let Some(a) = docker_endpoint(&st, eid) {
-            self.detach(&mut st, &a).await;
-            st.docker_join.remove(eid);
+        let key = attachment_op_key(&Owner::Docker { endpoint_id: eid.to_string() });
+        let op = self.op_lock(&key).await;
+        let a = docker_endpoint(&*self.state.lock().await, eid);
+        if let Some(a) = a {
+            self.detach_unlocked(&a).await;
+            self.state.lock().await.docker_join.remove(eid);
             tracing::info!(endpoint = %eid, "docker: endpoint deleted");
         }
+        drop(op);
+        self.op_forget(&key);
         Ok(json!({}))
     }
 
@@ -586,29 +620,40 @@ impl Daemon {
         Ok(resp)
     }
 
+    /// ProgramExternalConnectivity: host ports allocated and committed under the state lock,
+    /// the dataplane programmed without it.
     async fn docker_program(self: &Shared, r: &EndpointReq) -> ApiResult<Value> {
-        let mut st = self.state.lock().await;
         let t0 = Instant::now();
-        let waited = st.waited;
-        let a = docker_endpoint(&st, &r.endpoint_id)
-            .ok_or_else(|| ApiError::not_found(format!("endpoint {} not found", r.endpoint_id)))?;
-        if st.networks.get(&a.network_id).is_some_and(|n| n.internal) || !a.ports.is_empty() {
-            return Ok(json!({})); // nothing to publish, or already published
-        }
+        let _op = self.op_lock(&attachment_op_key(&Owner::Docker { endpoint_id: r.endpoint_id.clone() })).await;
+        let (a, mut waited) = {
+            let st = self.state.lock().await;
+            let a = docker_endpoint(&st, &r.endpoint_id)
+                .ok_or_else(|| ApiError::not_found(format!("endpoint {} not found", r.endpoint_id)))?;
+            if st.networks.get(&a.network_id).is_some_and(|n| n.internal) || !a.ports.is_empty() {
+                return Ok(json!({})); // nothing to publish, or already published
+            }
+            (a, st.waited)
+        };
         let reqs = port_requests(&r.options.clone().unwrap_or_default())?;
-        let maps = self.publish(&mut st, &a.id, &reqs, &a.id[..a.id.len().min(12)])?;
+        let (maps, w) = self.publish_unlocked(&a.id, &reqs, &a.id[..a.id.len().min(12)]).await?;
+        waited += w;
+        let mut st = self.state.lock().await;
+        waited += st.waited;
         let (join, join_waited) = st.docker_join.remove(&a.id).unwrap_or_default();
-        st.docker_timing.record_waited(maps.len(), join + t0.elapsed(), join_waited + waited);
+        st.docker_timing.record_waited(maps.len(), join + t0.elapsed().saturating_sub(waited), join_waited + waited);
         tracing::info!(endpoint = %a.id, ports = maps.len(), "docker: external connectivity programmed");
         Ok(json!({}))
     }
 
+    /// RevokeExternalConnectivity: the dataplane's bindings (and the conntrack purge) without
+    /// the state lock.
     async fn docker_revoke(self: &Shared, eid: &str) -> ApiResult<Value> {
-        let mut st = self.state.lock().await;
-        if let Some(a) = docker_endpoint(&st, eid)
+        let _op = self.op_lock(&attachment_op_key(&Owner::Docker { endpoint_id: eid.to_string() })).await;
+        let a = docker_endpoint(&*self.state.lock().await, eid);
+        if let Some(a) = a
             && !a.ports.is_empty()
         {
-            self.unpublish(&mut st, &a.id, &a.network_id, &a.ports).await;
+            self.unpublish_unlocked(&a.id).await;
         }
         Ok(json!({}))
     }

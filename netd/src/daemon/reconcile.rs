@@ -252,10 +252,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
             _ = gc.tick() => {
                 let d = daemon.clone();
                 tokio::spawn(async move {
-                    {
-                        let mut st = d.state.lock().await;
-                        d.gc_docker_endpoints(&mut st).await;
-                    }
+                    d.gc_docker_endpoints().await;
                     // The conntrack scan runs without the state lock (and the dataplane's).
                     match d.dp.ct_run(true).await {
                         Ok(0) => {}
@@ -756,12 +753,11 @@ pub async fn teardown(d: &Shared) {
         st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect()
     };
     futures::future::join_all(running.iter().map(|id| d.teardown_networking(id))).await;
-    let mut st = d.state.lock().await;
-    // Attachments of other owners (Docker endpoints, CNI) go with their networks.
-    let rest: Vec<crate::model::Attachment> = st.attachments.values().cloned().collect();
-    for a in &rest {
-        d.detach(&mut st, a).await;
-    }
+    // Attachments of other owners (Docker endpoints, CNI) go with their networks, all at once
+    // (the kernel work without the state lock).
+    let rest: Vec<crate::model::Attachment> = d.state.lock().await.attachments.values().cloned().collect();
+    futures::future::join_all(rest.iter().map(|a| d.detach_unlocked(a))).await;
+    let st = d.state.lock().await;
     let nets: Vec<Network> = st.networks.values().cloned().collect();
     for n in &nets {
         if let Some(spec) = n.spec(0) {
