@@ -6,6 +6,7 @@
 //! **network byte order** exactly as they appear in packets; helpers convert.
 #![no_std]
 
+pub mod monitor;
 pub mod v6;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.

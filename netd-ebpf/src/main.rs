@@ -30,6 +30,8 @@ mod icmp;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod monitor;
+#[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
@@ -77,9 +79,24 @@ mod progs {
 
     #[xdp(frags)]
     pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
+        let v = xdp_uplink(&ctx);
+        // SAFETY: the program's context.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        crate::monitor::observe_xdp(
+            ctx.data(),
+            ctx.data_end(),
+            ifindex,
+            v == xdp_action::XDP_DROP,
+            ProgId::XdpUplink as u32,
+        );
+        v
+    }
+
+    #[inline(always)]
+    fn xdp_uplink(ctx: &XdpContext) -> u32 {
         let len = (ctx.data_end() - ctx.data()) as u64;
         stats::count_prog(ProgId::XdpUplink, len);
-        match parse::l3_xdp(&ctx) {
+        match parse::l3_xdp(ctx) {
             Ok(l3) => {
                 if is_loopback(l3.daddr) {
                     stats::count_drop(DropReason::LoopbackNotLo);
@@ -96,10 +113,10 @@ mod progs {
             }
             Err(ParseError::Malformed) => {
                 // Not ours to judge: count it, let the stack drop it.
-                stats::count_drop(DropReason::Malformed);
+                stats::count_passed(DropReason::Malformed);
                 xdp_action::XDP_PASS
             }
-            Err(ParseError::NotIpv4) => crate::v6::xdp_uplink(&ctx),
+            Err(ParseError::NotIpv4) => crate::v6::xdp_uplink(ctx),
         }
     }
 
@@ -110,7 +127,7 @@ mod progs {
         match parse::tc(ctx, p) {
             Ok(()) => true,
             Err(ParseError::Malformed) => {
-                stats::count_drop(DropReason::Malformed);
+                stats::count_passed(DropReason::Malformed);
                 false
             }
             Err(ParseError::NotIpv4) => false,
@@ -120,7 +137,8 @@ mod progs {
     /// Uplink ingress: replies of masqueraded flows, and new connections to published ports.
     #[classifier]
     pub fn netd_from_netdev(ctx: TcContext) -> i32 {
-        from_netdev(&ctx)
+        let v = from_netdev(&ctx);
+        crate::monitor::observe(ctx.skb.skb, v, ProgId::FromNetdev as u32, true)
     }
 
     /// Whether the frame is IPv6 (`skb->protocol`, no packet read): the IPv6 bodies take it.
@@ -149,7 +167,8 @@ mod progs {
         if ctx.store(12, &ethertype.to_be(), 0).is_err() {
             return OK;
         }
-        from_netdev(&ctx)
+        let v = from_netdev(&ctx);
+        crate::monitor::observe(ctx.skb.skb, v, ProgId::FromNetdev as u32, true)
     }
 
     #[inline(always)]
@@ -298,10 +317,9 @@ mod progs {
     /// get another source port when a sandbox flow holds theirs (see `conntrack::host_egress`).
     #[classifier]
     pub fn netd_to_netdev(ctx: TcContext) -> i32 {
-        if is_ipv6(&ctx) {
-            return crate::v6::to_netdev(ctx);
-        }
-        to_netdev_v4(ctx)
+        let skb = ctx.skb.skb;
+        let v = if is_ipv6(&ctx) { crate::v6::to_netdev(ctx) } else { to_netdev_v4(ctx) };
+        crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
     }
 
     #[inline(never)]
@@ -346,10 +364,9 @@ mod progs {
     /// Host-side sandbox veth ingress: translated flows, hairpin, isolation, ICC, masquerade.
     #[classifier]
     pub fn netd_from_container(ctx: TcContext) -> i32 {
-        if is_ipv6(&ctx) {
-            return crate::v6::from_container(ctx);
-        }
-        from_container_v4(ctx)
+        let skb = ctx.skb.skb;
+        let v = if is_ipv6(&ctx) { crate::v6::from_container(ctx) } else { from_container_v4(ctx) };
+        crate::monitor::observe(skb, v, ProgId::FromContainer as u32, true)
     }
 
     #[inline(never)]
@@ -597,11 +614,17 @@ mod progs {
     /// netfilter's un-DNAT, from the address the sandbox connected to).
     #[classifier]
     pub fn netd_to_bridge(ctx: TcContext) -> i32 {
+        let v = to_bridge(&ctx);
+        crate::monitor::observe(ctx.skb.skb, v, ProgId::ToBridge as u32, false)
+    }
+
+    #[inline(always)]
+    fn to_bridge(ctx: &TcContext) -> i32 {
         stats::count_prog(ProgId::ToBridge, ctx.len() as u64);
         let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
         if from != 0 && is_foreign_bridge(from) {
             let mut p = Pkt::default();
-            if parse_tc(&ctx, &mut p)
+            if parse_tc(ctx, &mut p)
                 && p.has_ports
                 && p.proto != IPPROTO_ICMP
                 && is_host_addr(p.saddr)

@@ -23,6 +23,14 @@ pub fn count_prog(prog: ProgId, bytes: u64) {
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
     add(&DROP_STATS, reason as u32, 0);
+    crate::monitor::note_drop(reason as u32);
+}
+
+/// A packet counted under `reason` but passed on (the stack judges it): no drop for
+/// `netd monitor` to report.
+#[inline(always)]
+pub fn count_passed(reason: DropReason) {
+    add(&DROP_STATS, reason as u32, 0);
 }
 
 /// `slot_plus_one` as stored in `CtValue::stats_slot` (0: not a published-port flow).

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{TestDaemon, TestHost, daemon::netd_bin, require_root};
+use netd_tests::{TestDaemon, TestHost, daemon::netd_bin, probe, require_root};
 use serde_json::Value;
 
 /// A running `netd monitor ARGS`, its lines on a channel; killed on drop.
@@ -145,4 +145,132 @@ fn monitor_streams_sandbox_network_and_port_events_like_docker_events() {
     let r = d.cli(&["monitor", "--filter", "colour=red"]);
     assert_eq!(r.code, 125, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("invalid filter"), "{}", r.stderr);
+}
+
+/// `netd ARGS` started in the background (killed when dropped): a client that would wait for
+/// a timeout the test has no use for.
+struct Bg(Child);
+
+impl Bg {
+    fn start(d: &TestDaemon, args: &[&str]) -> Self {
+        let c = Command::new(netd_bin())
+            .arg("-H")
+            .arg(format!("unix://{}", d.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("netd");
+        Self(c)
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The monitor clients the daemon counts (`netd stats`: `monitor.drop_clients`,
+/// `monitor.trace_clients`) and the flags it wrote into the programs' `MONITOR` map.
+fn monitor_stats(d: &TestDaemon) -> Value {
+    let v: Value = serde_json::from_str(&d.ok(&["stats", "--format", "json"])).unwrap();
+    v["monitor"].clone()
+}
+
+/// `netd monitor --type drop|trace` (eBPF): a packet dropped between two networks shows up with
+/// its reason, tuple, interface and sandboxes; a connection to a published port from outside
+/// shows up as traced packets; the programs' flags are cleared once the clients go; a daemon
+/// without the eBPF dataplane refuses with a clear error.
+#[test]
+fn ebpf_monitor_shows_drops_and_traces() {
+    require_root!();
+    let th = TestHost::new("mdp").unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    let pr = netd_tests::probe_path();
+    d.ok(&["network", "create", "--subnet", "10.78.0.0/24", "mfront"]);
+    d.ok(&["network", "create", "--subnet", "10.79.0.0/24", "mback"]);
+    d.ok(&["run", "-d", "--name", "src", "--network", "mfront", "--", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "dst", "--network", "mback", "-p", "8080:7000", "--", &pr, "serve", "--tag", "dst", "7000"]);
+    assert_eq!(monitor_stats(&d)["flags"], 0, "no client: the programs write nothing");
+    let mut drops = Monitor::start(&d, &["--type", "drop", "--json"]);
+    let mut traces = Monitor::start(&d, &["--type", "trace", "--json"]);
+    // Isolation: src (mfront) to dst (mback) is dropped by netd_from_container. Repeated until
+    // the monitor's subscription is live (bounded).
+    let isolation = |l: &str| l.contains("\"isolation\"") && l.contains("10.79.0.2");
+    let mut seen = false;
+    for _ in 0..10 {
+        let _probe = Bg::start(&d, &["exec", "src", "--", &pr, "tcp", "10.79.0.2:7000", "x"]);
+        if drops.until("an isolation drop", Duration::from_secs(2), isolation) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no isolation drop in `netd monitor --type drop`");
+    let e = ev(drops.seen.iter().rev().find(|l| isolation(l)).unwrap());
+    assert_eq!(e["type"], "drop");
+    assert_eq!(e["reason"], "isolation");
+    assert_eq!(e["verdict"], "drop");
+    assert_eq!(e["program"], "netd_from_container");
+    assert_eq!((e["family"].as_u64(), e["proto"].as_str()), (Some(4), Some("tcp")));
+    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("10.78.0.2"), Some("10.79.0.2")));
+    assert_eq!(e["dport"], 7000);
+    assert!(e["sport"].as_u64().unwrap() >= 1024, "{e}");
+    assert_eq!((e["src_sandbox"].as_str(), e["dst_sandbox"].as_str()), (Some("src"), Some("dst")));
+    assert!(e["interface"].as_str().unwrap().starts_with("veth"), "the sandbox's host veth: {e}");
+    // Only drops on the drop monitor.
+    assert!(drops.seen.iter().all(|l| ev(l)["type"] == "drop"), "{:#?}", drops.seen);
+    // Trace: a connection from outside to the published port, DNATed by netd_from_netdev and
+    // redirected into dst; dst's replies seen by netd_from_container.
+    let out = th.outside.path();
+    let e = probe::tcp_echo(&out, "198.51.100.1:8080".parse().unwrap(), b"traced").expect("published port");
+    assert_eq!(e.tag, "dst");
+    let dnat = |l: &str| {
+        let e = ev(l);
+        e["program"] == "netd_from_netdev" && e["dst"] == "10.79.0.2" && e["dport"] == 7000
+    };
+    assert!(traces.until("the published-port flow", Duration::from_secs(5), dnat), "no trace of the DNATed flow");
+    let e = ev(traces.seen.iter().find(|l| dnat(l)).unwrap());
+    assert_eq!((e["type"].as_str(), e["verdict"].as_str()), (Some("trace"), Some("redirect")), "{e}");
+    assert_eq!((e["src"].as_str(), e["proto"].as_str()), (Some("198.51.100.2"), Some("tcp")));
+    assert_eq!(e["dst_sandbox"], "dst");
+    assert!(e.get("reason").is_none(), "{e}");
+    assert!(
+        traces.until("a reply from dst", Duration::from_secs(5), |l| {
+            let e = ev(l);
+            e["program"] == "netd_from_container" && e["src_sandbox"] == "dst" || e["src"] == "198.51.100.1"
+        }),
+        "no trace of dst's replies"
+    );
+    // Text lines, as `cilium monitor` prints them.
+    let mut text = Monitor::start(&d, &["--type", "drop"]);
+    let mut seen = false;
+    for _ in 0..10 {
+        let _probe = Bg::start(&d, &["exec", "src", "--", &pr, "tcp", "10.79.0.2:7000", "x"]);
+        if text.until("a text drop line", Duration::from_secs(2), |l| l.contains(" drop (isolation) flow 10.78.0.2:")) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no text drop line");
+    let line = text.seen.iter().rev().find(|l| l.contains(" drop (isolation) ")).unwrap();
+    assert!(line.contains(" -> 10.79.0.2:7000 tcp on veth") && line.ends_with("(netd_from_container) src -> dst"), "{line}");
+    // With both kinds monitored the flags say so; once every client has gone they are clear.
+    assert_eq!(monitor_stats(&d)["flags"], 3, "{}", monitor_stats(&d));
+    drop((drops, traces, text));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor_stats(&d)["flags"] != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(monitor_stats(&d), serde_json::json!({"drop_clients": 0, "trace_clients": 0, "flags": 0}));
+    // A bad type is a usage error; a dataplane without events says so.
+    let r = d.cli(&["monitor", "--type", "colour"]);
+    assert_eq!(r.code, 125, "{}{}", r.stdout, r.stderr);
+    let th2 = TestHost::new("mdn").unwrap();
+    let none = TestDaemon::start(&th2, &["--dataplane", "none"]).unwrap();
+    let r = none.cli(&["monitor", "--type", "drop"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("dataplane events need the eBPF dataplane"), "{}", r.stderr);
 }

@@ -134,6 +134,10 @@ pub enum Cmd {
         /// Same as `--format json`
         #[arg(long)]
         json: bool,
+        /// The eBPF dataplane's events instead, like `cilium monitor`: dropped packets with
+        /// their reason, traced packets (repeatable)
+        #[arg(short = 't', long = "type", value_enum)]
+        types: Vec<DpEventType>,
     },
     /// Manage networks
     #[command(subcommand)]
@@ -166,6 +170,15 @@ pub enum DebugCmd {
     },
     /// Write one man page per command (netd.1, netd-run.1, ...) into DIR
     Man { dir: PathBuf },
+}
+
+/// `netd monitor --type`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpEventType {
+    /// Packets the programs dropped, with the reason
+    Drop,
+    /// Packets the per-packet programs passed or redirected
+    Trace,
 }
 
 /// `netd monitor --format`.

@@ -139,8 +139,16 @@ pub async fn run_client(socket: PathBuf, cmd: Cmd) -> R {
         Cmd::Exec { env, workdir, container, cmd } => exec(&c, &container, &cmd, &env, workdir.as_deref()).await,
         Cmd::Port { container, port } => port_cmd(&c, &container, port.as_deref()).await,
         Cmd::Stats { format } => stats(&c, format).await,
-        Cmd::Monitor { filter, format, json } => {
-            monitor(&c, &filter, json || format == args::MonitorFormat::Json).await
+        Cmd::Monitor { filter, format, json, types } => {
+            let json = json || format == args::MonitorFormat::Json;
+            if types.is_empty() {
+                monitor(&c, &filter, json).await
+            } else {
+                if !filter.is_empty() {
+                    return Err(Failure::new(125, "--filter applies to netd's own events, not to --type drop|trace"));
+                }
+                dp_monitor(&c, &types, json).await
+            }
         }
         Cmd::Network(n) => network(&c, n).await,
         Cmd::Info => {
@@ -517,6 +525,37 @@ async fn monitor(c: &Client, filters: &[String], json: bool) -> R {
                 let _ = out.write_all(line);
                 let _ = out.write_all(b"\n");
             } else if let Ok(e) = serde_json::from_slice::<crate::daemon::events::Event>(line) {
+                let _ = writeln!(out, "{}", e.text());
+            }
+            let _ = out.flush();
+        }
+    })
+    .await
+    .map_err(Failure::from)
+}
+
+/// `netd monitor --type drop|trace`: the dataplane's events, text lines or JSON lines.
+async fn dp_monitor(c: &Client, types: &[args::DpEventType], json: bool) -> R {
+    let mut t: Vec<&str> = types
+        .iter()
+        .map(|t| match t {
+            args::DpEventType::Drop => "drop",
+            args::DpEventType::Trace => "trace",
+        })
+        .collect();
+    t.sort_unstable();
+    t.dedup();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = std::io::stdout();
+    c.stream("GET", &format!("/monitor?type={}", enc(&t.join(","))), |b| {
+        buf.extend_from_slice(b);
+        while let Some(i) = buf.iter().position(|&x| x == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let line = &line[..line.len() - 1];
+            if json {
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
+            } else if let Ok(e) = serde_json::from_slice::<crate::daemon::dpmonitor::DpEvent>(line) {
                 let _ = writeln!(out, "{}", e.text());
             }
             let _ = out.flush();

@@ -69,6 +69,14 @@ async fn handle(
         }
         return stream_events(&d, req.query.get("type").cloned(), req.query.get("event").cloned());
     }
+    // `netd monitor --type drop|trace`: the dataplane's events as JSON lines.
+    if req.path.trim_matches('/') == "monitor" {
+        if req.method != "GET" {
+            return error_response(&method_not_allowed(&req, &["GET"]));
+        }
+        return stream_dp_events(&d, req.query.get("type").map(String::as_str).unwrap_or("drop,trace"))
+            .unwrap_or_else(|e| error_response(&e));
+    }
     // `netd down`: the teardown's progress, streamed until it is done.
     if req.method == "POST" && req.path.trim_matches('/') == "shutdown" && req.flag("progress") {
         if let Err(e) = shutdown_allowed(&d, &req).await {
@@ -138,7 +146,7 @@ fn allowed_methods(segs: &[&str]) -> Vec<&'static str> {
         }
     };
     match segs {
-        ["_ping" | "version" | "info" | "networks" | "stats" | "events"] => add(true, "GET"),
+        ["_ping" | "version" | "info" | "networks" | "stats" | "events" | "monitor"] => add(true, "GET"),
         ["shutdown"] => add(true, "POST"),
         ["containers", id] => {
             add(*id == "json", "GET");
@@ -233,6 +241,45 @@ fn stream_events(d: &Shared, typ: Option<String>, action: Option<String>) -> Res
         }
     });
     api::stream_response(out)
+}
+
+/// `type`: `drop`, `trace`, or both comma-separated. Errors before the stream starts (an
+/// unknown type, a dataplane without events).
+fn stream_dp_events(d: &Shared, types: &str) -> ApiResult<Response<api::Body>> {
+    let (mut drop, mut trace) = (false, false);
+    for t in types.split(',') {
+        match t {
+            "drop" => drop = true,
+            "trace" => trace = true,
+            _ => return Err(ApiError::bad(format!("invalid monitor type {t:?}: want drop or trace"))),
+        }
+    }
+    let mut sub = super::dpmonitor::subscribe(d, drop, trace)?;
+    let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = sub.rx.recv() => match r {
+                    Ok(e) => {
+                        if (e.typ == "drop" && !sub.drop) || (e.typ == "trace" && !sub.trace) {
+                            continue;
+                        }
+                        let mut line = serde_json::to_vec(&*e).unwrap_or_default();
+                        line.push(b'\n');
+                        if tx.send(Bytes::from(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "netd monitor: a slow client missed dataplane events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(api::stream_response(out))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -388,6 +435,7 @@ impl super::Daemon {
     pub async fn stats_json(&self) -> crate::dataplane::DpResult<Value> {
         let mut v = self.state.lock().await.stats_json()?;
         v["lock"] = self.state.stats.json();
+        v["monitor"] = self.dp_monitor.json();
         Ok(v)
     }
 

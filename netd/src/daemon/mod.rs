@@ -15,6 +15,7 @@ pub mod cni;
 pub mod containers;
 pub mod dns;
 pub mod docker_plugin;
+pub mod dpmonitor;
 pub mod events;
 pub mod handlers;
 pub mod netcrud;
@@ -288,6 +289,12 @@ impl Dp {
     pub fn shutdown(&self, keep: bool) -> DpResult<()> {
         self.g().shutdown(keep)
     }
+    pub fn set_monitor(&self, flags: u32) -> DpResult<()> {
+        self.g().set_monitor(flags)
+    }
+    pub fn take_events(&self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.g().take_events()
+    }
 
     /// Run the conntrack work queued so far (purges of removed endpoints, ports and links, and
     /// of stale translations of freshly published ports), plus a GC pass when `gc`; the table
@@ -348,6 +355,8 @@ pub struct Daemon {
     pub ops: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// `netd monitor`'s event stream.
     pub events: events::Events,
+    /// `netd monitor --type drop|trace`: the dataplane's events.
+    pub dp_monitor: dpmonitor::DpMonitor,
 }
 
 /// The default address pools of each family, resolved at start (Docker's

@@ -192,6 +192,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         addr_pools,
         ops: Default::default(),
         events: Default::default(),
+        dp_monitor: Default::default(),
     });
 
     // Bridges and dataplane networks.

@@ -677,6 +677,19 @@ impl Dataplane for Ebpf {
         true
     }
 
+    fn set_monitor(&mut self, flags: u32) -> DpResult<()> {
+        use netd_common::monitor::map_names::MONITOR;
+        let l = self.l()?;
+        let m = l.ebpf.map_mut(MONITOR).ok_or_else(|| err(MONITOR, "missing map"))?;
+        let mut a: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(m).map_err(|e| err(MONITOR, e))?;
+        a.set(0, flags, 0).map_err(|e| err(MONITOR, e))
+    }
+
+    fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        let m = self.loaded.as_mut()?.ebpf.take_map(netd_common::monitor::map_names::EVENTS)?;
+        aya::maps::RingBuf::try_from(m).ok()
+    }
+
     fn init(&mut self, host: &HostInfo) -> DpResult<()> {
         // Maps and links are pinned under --bpffs: they outlive a crashed daemon, and the next
         // one adopts them (established flows keep their translations).

@@ -373,6 +373,21 @@ pub trait Dataplane: Send {
     /// The job covering changes up to `seq` has run: what it protected (stats slots of removed
     /// bindings) may be reused.
     fn ct_done(&mut self, _seq: u64) {}
+    /// `netd monitor --type drop|trace`: what the programs report from now on
+    /// (`netd_common::monitor::F_*`; 0: nothing, the state without a monitor client). Err:
+    /// this backend has no dataplane events.
+    fn set_monitor(&mut self, _flags: u32) -> DpResult<()> {
+        Err(DataplaneError::new(
+            "monitor",
+            "netd monitor --type drop|trace",
+            format!("dataplane events need the eBPF dataplane (this daemon runs {})", self.backend()),
+        ))
+    }
+    /// The ring buffer the programs write `netd monitor`'s events to (taken once, by the
+    /// daemon's reader).
+    fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        None
+    }
     /// Remove everything this backend installed (`keep` = leave the datapath running for
     /// `--live-restore`, only drop the daemon's handles).
     fn shutdown(&mut self, keep: bool) -> DpResult<()>;
