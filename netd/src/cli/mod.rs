@@ -552,6 +552,9 @@ async fn dp_monitor(c: &Client, types: &[args::DpEventType], json: bool) -> R {
         while let Some(i) = buf.iter().position(|&x| x == b'\n') {
             let line: Vec<u8> = buf.drain(..=i).collect();
             let line = &line[..line.len() - 1];
+            if line.is_empty() {
+                continue; // the daemon's keep-alive
+            }
             if json {
                 let _ = out.write_all(line);
                 let _ = out.write_all(b"\n");

@@ -257,8 +257,18 @@ fn stream_dp_events(d: &Shared, types: &str) -> ApiResult<Response<api::Body>> {
     let mut sub = super::dpmonitor::subscribe(d, drop, trace)?;
     let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
+        // An empty line each second without events: a client that went away is noticed (the
+        // write fails) and its share of the programs' flags given back, even when nothing
+        // happens on the dataplane.
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(1));
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = beat.tick() => {
+                    if tx.send(Bytes::from_static(b"\n")).await.is_err() {
+                        return;
+                    }
+                }
                 r = sub.rx.recv() => match r {
                     Ok(e) => {
                         if (e.typ == "drop" && !sub.drop) || (e.typ == "trace" && !sub.trace) {
@@ -269,6 +279,7 @@ fn stream_dp_events(d: &Shared, types: &str) -> ApiResult<Response<api::Body>> {
                         if tx.send(Bytes::from(line)).await.is_err() {
                             return;
                         }
+                        beat.reset();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "netd monitor: a slow client missed dataplane events");
