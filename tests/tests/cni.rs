@@ -781,8 +781,12 @@ fn dual_stack(dataplane: &str) {
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8081"), b"x").is_err(), "hostIP :: answered over IPv4");
     let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"v4").expect("v4 still published");
     assert_eq!(e.tag, "c1");
-    let e = probe::tcp_echo(&host, addr("[2001:db8:100::1]:8080"), b"local6").expect("[host v6]:8080 from the host");
-    assert_eq!(e.tag, "c1");
+    // Host processes to a v6 published port: not yet on eBPF (no connect6 hook; design-notes).
+    if dataplane != "ebpf" {
+        let e =
+            probe::tcp_echo(&host, addr("[2001:db8:100::1]:8080"), b"local6").expect("[host v6]:8080 from the host");
+        assert_eq!(e.tag, "c1");
+    }
     let e = probe::tcp_echo(&c1.path(), addr("[2001:db8:100::1]:8080"), b"hairpin6").expect("v6 hairpin");
     assert_eq!(e.tag, "c1");
     // NAT66: the container reaching outside shows up as the host's v6 address.
@@ -822,4 +826,10 @@ fn dual_stack(dataplane: &str) {
 fn dual_stack_iptables() {
     require_root!();
     dual_stack("iptables");
+}
+
+#[test]
+fn dual_stack_ebpf() {
+    require_root!();
+    dual_stack("ebpf");
 }

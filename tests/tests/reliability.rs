@@ -371,7 +371,8 @@ fn iptables_restart_keeps_established_flows_translated() {
     // The flow is established (answered) before the daemon goes.
     let mut buf = [0u8; 256];
     let answered = (0..20).any(|_| {
-        sock.send(b"hello").is_ok() && sock.recv(&mut buf).is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).starts_with("web:"))
+        sock.send(b"hello").is_ok()
+            && sock.recv(&mut buf).is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).starts_with("web:"))
     });
     assert!(answered, "the published UDP port answers before the restart");
     sock.set_nonblocking(true).unwrap();
