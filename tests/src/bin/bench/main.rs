@@ -4,6 +4,7 @@
 //! `DIR/report.md` and SVG plots. `netd-bench serve PORT` is the server side. The real runtimes'
 //! rows (Docker's bridge vs a netd network, podman's CNI chain vs netd-cni) are in `runtimes`.
 mod control;
+mod floor;
 mod runtimes;
 
 use std::{
@@ -134,6 +135,9 @@ struct World {
     /// Namespace paths of the two sandboxes (server, client) when a daemon runs.
     server_ns: String,
     client_ns: String,
+    /// A raw world with a minimal program on its uplink (`floor`): the program's name and the
+    /// descriptors that keep it attached.
+    floor: Option<(&'static str, Vec<std::os::fd::OwnedFd>)>,
 }
 
 fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
@@ -150,7 +154,7 @@ fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
         ));
         std::thread::sleep(Duration::from_millis(300));
         let host = th.host.path();
-        return Ok(World { name, th, d: None, _servers: servers, server_ns: host.clone(), client_ns: host });
+        return Ok(World { name, th, d: None, _servers: servers, server_ns: host.clone(), client_ns: host, floor: None });
     };
     let d = TestDaemon::start(&th, args)?;
     let bb = bench_bin();
@@ -187,7 +191,20 @@ fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
         _servers: servers,
         server_ns: format!("/proc/{sp}/ns/net"),
         client_ns: format!("/proc/{cp}/ns/net"),
+        floor: None,
     })
+}
+
+/// A raw world with the minimal program `which` (`floor::EMPTY` / `floor::LOOKUP`) on both
+/// directions of its uplink: the per-run floor of a TC program on this machine.
+fn floor_world(name: &'static str, which: &'static str) -> Result<World> {
+    let mut w = world(name, None)?;
+    let fds = w.th.host.run(move || -> Result<Vec<std::os::fd::OwnedFd>> {
+        let idx = nix::net::if_::if_nametoindex("up0")?;
+        floor::attach(which, idx)
+    })??;
+    w.floor = Some((which, fds));
+    Ok(w)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -355,6 +372,8 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     println!("netd bench ({}): building worlds", if quick { "quick" } else { "full" });
     let worlds = vec![
         world("raw", None)?,
+        floor_world("raw+floor_empty", floor::EMPTY)?,
+        floor_world("raw+floor_lookup", floor::LOOKUP)?,
         world("ebpf", Some(&["--dataplane", "ebpf"]))?,
         world("ebpf-xdp", Some(&["--dataplane", "ebpf", "--xdp", "native"]))?,
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
@@ -369,6 +388,10 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         let out_ns = w.th.outside.path();
         match w.name {
             "raw" => plan.push(("published port from outside", w, out_ns, a("198.51.100.1:7000"), all.clone())),
+            // The per-run floor of a TC program (issue 19): the raw hop with a minimal program.
+            n if n.starts_with("raw+") => {
+                plan.push(("published port from outside", w, out_ns, a("198.51.100.1:7000"), vec![Fig::Rr]))
+            }
             "iptables-nft-noproxy" => {
                 plan.push(("127.0.0.1 from the host", w, w.th.host.path(), a("127.0.0.1:8080"), tcp.clone()));
             }
@@ -514,10 +537,11 @@ fn measure_plan(
                     continue;
                 }
                 let profiled = w.name.starts_with("ebpf").then_some(w.d.as_ref()).flatten();
-                let before = profiled.map(prog_runtime).unwrap_or_default();
+                let floor_runtime = |f: &(&'static str, _)| BTreeMap::from([(f.0.to_string(), floor::runtime(f.0))]);
+                let runtime = || profiled.map(prog_runtime).or_else(|| w.floor.as_ref().map(floor_runtime));
+                let before = runtime().unwrap_or_default();
                 let s = measure(fig, ns, *dst, dur);
-                if let Some(d) = profiled {
-                    let after = prog_runtime(d);
+                if let Some(after) = runtime() {
                     let e = profile.entry((path.to_string(), w.name.to_string(), fig)).or_default();
                     e.0 += s.ops_per_s * dur.as_secs_f64();
                     for (name, (ns1, c1)) in after {
@@ -554,6 +578,8 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
     let t0 = Instant::now();
     let worlds = vec![
         world("raw", None)?,
+        floor_world("raw+floor_empty", floor::EMPTY)?,
+        floor_world("raw+floor_lookup", floor::LOOKUP)?,
         world("ebpf", Some(&["--dataplane", "ebpf"]))?,
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
     ];
@@ -561,7 +587,7 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
     let mut plan: Plan = Vec::new();
     for w in &worlds {
         let figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
-        if w.name == "raw" {
+        if w.d.is_none() {
             plan.push((pp, w, w.th.outside.path(), a("198.51.100.1:7000"), figs));
         } else {
             plan.push((pp, w, w.th.outside.path(), a("198.51.100.1:8080"), figs));

@@ -1,0 +1,154 @@
+//! The per-run floor of a TC program on this machine (issue 19): two minimal programs,
+//! assembled here by hand and attached with TCX links to the raw path's uplink (ingress and
+//! egress of the host's `up0`), measured by the same kernel run-time statistics as netd's.
+//!
+//! - `floor_empty`: returns TC_ACT_OK at once. What the kernel's accounting and the TCX
+//!   dispatch cost per run, with no work at all.
+//! - `floor_lookup`: one `bpf_map_lookup_elem` of a 16-byte key that is present in a 65,536
+//!   entry LRU hash with 56-byte values (the shape of netd's conntrack, `CT_V4`), then TC_ACT_OK.
+//!   The least an established-flow program can do: it must find its flow.
+//!
+//! netd's programs also parse the packet, rewrite addresses and checksums and redirect; these two
+//! say how much of a run's time is there before any of that.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{Result, bail};
+
+pub const EMPTY: &str = "floor_empty";
+pub const LOOKUP: &str = "floor_lookup";
+
+const BPF_MAP_CREATE: i64 = 0;
+const BPF_MAP_UPDATE_ELEM: i64 = 2;
+const BPF_PROG_LOAD: i64 = 5;
+const BPF_LINK_CREATE: i64 = 28;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// One eBPF instruction: opcode, dst/src registers, offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (src << 4) | (dst & 0xf);
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..8].copy_from_slice(&imm.to_le_bytes());
+    b
+}
+
+/// The bpf(2) syscall with an attr buffer; the fd it returns, if any.
+fn bpf(cmd: i64, attr: &mut [u8]) -> std::io::Result<i64> {
+    // SAFETY: attr is a valid, writable buffer of the given size that outlives the call; the
+    // kernel reads (and for some commands writes) at most that many bytes.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+}
+
+fn put32(a: &mut [u8], off: usize, v: u32) {
+    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put64(a: &mut [u8], off: usize, v: u64) {
+    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: a new descriptor the kernel just returned to us; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// An LRU hash shaped like CT_V4 holding the all-zero key.
+fn conntrack_like_map() -> Result<OwnedFd> {
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_MAP_TYPE_LRU_HASH);
+    put32(&mut a, 4, 16);
+    put32(&mut a, 8, 56);
+    put32(&mut a, 12, 65_536);
+    let map = owned(bpf(BPF_MAP_CREATE, &mut a)?);
+    let (key, value) = ([0u8; 16], [0u8; 56]);
+    let mut u = [0u8; 32];
+    put32(&mut u, 0, map.as_raw_fd() as u32);
+    put64(&mut u, 8, key.as_ptr() as u64);
+    put64(&mut u, 16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut u)?;
+    Ok(map)
+}
+
+fn load(name: &str, insns: &[[u8; 8]], attach: u32) -> Result<OwnedFd> {
+    let code: Vec<u8> = insns.concat();
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_PROG_TYPE_SCHED_CLS);
+    put32(&mut a, 4, insns.len() as u32);
+    put64(&mut a, 8, code.as_ptr() as u64);
+    put64(&mut a, 16, license.as_ptr() as u64);
+    put32(&mut a, 24, 1);
+    put32(&mut a, 28, log.len() as u32);
+    put64(&mut a, 32, log.as_mut_ptr() as u64);
+    a[48..48 + name.len()].copy_from_slice(name.as_bytes());
+    put32(&mut a, 68, attach);
+    match bpf(BPF_PROG_LOAD, &mut a) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            bail!("loading {name}: {e}: {}", String::from_utf8_lossy(&log[..end]))
+        }
+    }
+}
+
+fn link(prog: &OwnedFd, ifindex: u32, attach: u32) -> Result<OwnedFd> {
+    let mut a = [0u8; 64];
+    put32(&mut a, 0, prog.as_raw_fd() as u32);
+    put32(&mut a, 4, ifindex);
+    put32(&mut a, 8, attach);
+    Ok(owned(bpf(BPF_LINK_CREATE, &mut a)?))
+}
+
+/// Load `which` (EMPTY or LOOKUP) and attach it to both directions of `ifindex` in the calling
+/// thread's network namespace. The returned descriptors hold everything: dropping them detaches.
+pub fn attach(which: &str, ifindex: u32) -> Result<Vec<OwnedFd>> {
+    // r0 = 0 (TC_ACT_OK); exit
+    let ret = [insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)];
+    let mut keep = Vec::new();
+    let body: Vec<[u8; 8]> = if which == LOOKUP {
+        let map = conntrack_like_map()?;
+        let mut v = vec![
+            // *(u64 *)(r10 - 8) = 0; *(u64 *)(r10 - 16) = 0: the 16-byte key on the stack
+            insn(0x7a, 10, 0, -8, 0),
+            insn(0x7a, 10, 0, -16, 0),
+            // r2 = r10; r2 += -16
+            insn(0xbf, 2, 10, 0, 0),
+            insn(0x07, 2, 0, 0, -16),
+            // r1 = map (ld_imm64, BPF_PSEUDO_MAP_FD)
+            insn(0x18, 1, 1, 0, map.as_raw_fd()),
+            insn(0, 0, 0, 0, 0),
+            // call bpf_map_lookup_elem
+            insn(0x85, 0, 0, 0, 1),
+        ];
+        v.extend(ret);
+        keep.push(map);
+        v
+    } else {
+        ret.to_vec()
+    };
+    for dir in [BPF_TCX_INGRESS, BPF_TCX_EGRESS] {
+        let prog = load(which, &body, dir)?;
+        keep.push(link(&prog, ifindex, dir)?);
+        keep.push(prog);
+    }
+    Ok(keep)
+}
+
+/// Run time (ns) and count of every loaded program named `name` (only this bench loads them).
+pub fn runtime(name: &str) -> (u64, u64) {
+    let mut t = (0, 0);
+    for p in aya::programs::loaded_programs().flatten() {
+        if p.name_as_str() == Some(name) {
+            t.0 += p.run_time().as_nanos() as u64;
+            t.1 += p.run_count();
+        }
+    }
+    t
+}
