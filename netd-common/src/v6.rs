@@ -42,6 +42,28 @@ pub mod map_names {
         [PUBLISHED_V6, ENDPOINTS_V6, NETWORKS_V6, UPLINKS_V6, HOST_ADDRS_V6, CT_V6, CT_UNASSURED_V6, FRAGS_V6];
 }
 
+/// The IPv6 bodies as programs of their own, reached from the v4 entry points by tail call
+/// through `V6_PROGS` (a program array): a daemon loads (and the kernel verifies) them only
+/// when it has an IPv6 network. Until then the entry points pass IPv6 frames to the kernel.
+pub mod progs {
+    pub const FROM_NETDEV_V6: &str = "netd_from_netdev_v6";
+    pub const TO_NETDEV_V6: &str = "netd_to_netdev_v6";
+    pub const FROM_CONTAINER_V6: &str = "netd_from_container_v6";
+    /// The program array (pinned with the maps: the programs a killed daemon put there go on
+    /// serving until the next one replaces them).
+    pub const V6_PROGS: &str = "V6_PROGS";
+    /// `V6_PROGS` slots.
+    pub const SLOT_FROM_NETDEV: u32 = 0;
+    pub const SLOT_TO_NETDEV: u32 = 1;
+    pub const SLOT_FROM_CONTAINER: u32 = 2;
+    /// (name, slot) of each.
+    pub const ALL: [(&str, u32); 3] = [
+        (FROM_NETDEV_V6, SLOT_FROM_NETDEV),
+        (TO_NETDEV_V6, SLOT_TO_NETDEV),
+        (FROM_CONTAINER_V6, SLOT_FROM_CONTAINER),
+    ];
+}
+
 /// Capacities (entries).
 pub mod capacity {
     pub const PUBLISHED_V6: u32 = 65_536;

@@ -48,7 +48,7 @@ mod progs {
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         helpers::generated::{bpf_get_socket_cookie, bpf_skb_change_head},
         macros::{cgroup_sock_addr, classifier, map, xdp},
-        maps::LruHashMap,
+        maps::{LruHashMap, ProgramArray},
         programs::{SockAddrContext, TcContext, XdpContext},
     };
     use netd_common::{
@@ -147,6 +147,43 @@ mod progs {
         ctx.skb.protocol() == u32::from(crate::v6::parse::ETH_P_IPV6.to_be())
     }
 
+    /// The IPv6 bodies, loaded by the daemon when it has an IPv6 network
+    /// (`netd_common::v6::progs`).
+    #[map(name = "V6_PROGS")]
+    static V6_PROGS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+
+    /// Hand the frame to the IPv6 body in `slot` (from the entry point's own frame, so no
+    /// BPF-to-BPF caller limits the stack). Not loaded: the kernel's, untouched.
+    #[inline(always)]
+    fn to_v6(ctx: &TcContext, slot: u32) -> i32 {
+        // SAFETY: a tail call with the program's own context; on failure control returns here.
+        unsafe { V6_PROGS.tail_call(ctx, slot) };
+        OK
+    }
+
+    // (A tail call does not come back: each v6 program reports its own verdict to the monitor,
+    // as its entry point does for IPv4.)
+    #[classifier]
+    pub fn netd_from_netdev_v6(ctx: TcContext) -> i32 {
+        let skb = ctx.skb.skb;
+        let v = crate::v6::from_netdev(ctx);
+        crate::monitor::observe(skb, v, ProgId::FromNetdev as u32, true)
+    }
+
+    #[classifier]
+    pub fn netd_to_netdev_v6(ctx: TcContext) -> i32 {
+        let skb = ctx.skb.skb;
+        let v = crate::v6::to_netdev(ctx);
+        crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
+    }
+
+    #[classifier]
+    pub fn netd_from_container_v6(ctx: TcContext) -> i32 {
+        let skb = ctx.skb.skb;
+        let v = crate::v6::from_container(ctx);
+        crate::monitor::observe(skb, v, ProgId::FromContainer as u32, true)
+    }
+
     /// The same on a layer-3 uplink (tun, WireGuard, PPP: packets start at the IP header). The
     /// packet gets an Ethernet header first (`bpf_skb_change_head`, made for an L3 packet headed
     /// for an L2 device), so one body serves both: a translated packet is redirected into a
@@ -176,7 +213,7 @@ mod progs {
         // (Each body counts itself: a map key on the entry's own frame would cost it 16 bytes
         // of the 512 its body's calls share.)
         if is_ipv6(ctx) {
-            return crate::v6::from_netdev(TcContext::new(ctx.skb.skb));
+            return to_v6(ctx, netd_common::v6::progs::SLOT_FROM_NETDEV);
         }
         from_netdev_v4(TcContext::new(ctx.skb.skb))
     }
@@ -318,7 +355,11 @@ mod progs {
     #[classifier]
     pub fn netd_to_netdev(ctx: TcContext) -> i32 {
         let skb = ctx.skb.skb;
-        let v = if is_ipv6(&ctx) { crate::v6::to_netdev(ctx) } else { to_netdev_v4(ctx) };
+        let v = if is_ipv6(&ctx) {
+            to_v6(&ctx, netd_common::v6::progs::SLOT_TO_NETDEV)
+        } else {
+            to_netdev_v4(ctx)
+        };
         crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
     }
 
@@ -365,7 +406,11 @@ mod progs {
     #[classifier]
     pub fn netd_from_container(ctx: TcContext) -> i32 {
         let skb = ctx.skb.skb;
-        let v = if is_ipv6(&ctx) { crate::v6::from_container(ctx) } else { from_container_v4(ctx) };
+        let v = if is_ipv6(&ctx) {
+            to_v6(&ctx, netd_common::v6::progs::SLOT_FROM_CONTAINER)
+        } else {
+            from_container_v4(ctx)
+        };
         crate::monitor::observe(skb, v, ProgId::FromContainer as u32, true)
     }
 

@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray, ProgramArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -21,7 +21,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names};
+use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names, v6::progs as V6};
 
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
@@ -67,6 +67,9 @@ pub fn attach_point(name: &str) -> &'static str {
         prog_names::SOCK_RECVMSG4 => "cgroup v2 recvmsg4 (daemon netns only, by cookie)",
         prog_names::TO_BRIDGE => "tcx egress on each netd bridge",
         prog_names::FROM_FOREIGN_BRIDGE => "tcx ingress on each of Docker's own bridges",
+        V6::FROM_NETDEV_V6 => "tail call (V6_PROGS) from netd_from_netdev[_l3], IPv6 frames",
+        V6::TO_NETDEV_V6 => "tail call (V6_PROGS) from netd_to_netdev, IPv6 frames",
+        V6::FROM_CONTAINER_V6 => "tail call (V6_PROGS) from netd_from_container, IPv6 frames",
         _ => "unknown",
     }
 }
@@ -195,6 +198,8 @@ pub struct Loaded {
     pin_dir: Option<PathBuf>,
     /// Pinned links this process holds, by pin path.
     pinned: HashMap<PathBuf, PinnedLink>,
+    /// Whether the IPv6 bodies are loaded and in `V6_PROGS` ([`Loaded::ensure_v6`]).
+    v6_loaded: bool,
 }
 
 impl Loaded {
@@ -205,7 +210,16 @@ impl Loaded {
 
     pub fn load_from(object: &[u8]) -> Result<Self, EbpfError> {
         raise_memlock();
-        let ebpf = Ebpf::load(object)?;
+        let mut l = Self::finish(Ebpf::load(object)?, None)?;
+        // Tests and tools run every body.
+        l.ensure_v6()?;
+        Ok(l)
+    }
+
+    /// Load the embedded object without its IPv6 bodies (see [`Loaded::ensure_v6`]).
+    pub fn load_without_v6() -> Result<Self, EbpfError> {
+        raise_memlock();
+        let ebpf = Ebpf::load(OBJECT)?;
         Self::finish(ebpf, None)
     }
 
@@ -218,7 +232,7 @@ impl Loaded {
         let mut loader = aya::EbpfLoader::new();
         let paths: Vec<(&'static str, PathBuf)> = map_names::ALL
             .iter()
-            .chain(["SOCK_REV_V4", "FRAGS"].iter())
+            .chain(["SOCK_REV_V4", "FRAGS", V6::V6_PROGS].iter())
             .chain(netd_common::v6::map_names::ALL.iter())
             .map(|n| (*n, maps.join(n)))
             .collect();
@@ -245,7 +259,61 @@ impl Loaded {
             };
             r.map_err(|source| EbpfError::Program { name, source })?;
         }
-        Ok(Self { ebpf, pin_dir, pinned: HashMap::new() })
+        Ok(Self { ebpf, pin_dir, pinned: HashMap::new(), v6_loaded: false })
+    }
+
+    /// Load the IPv6 bodies and put them in `V6_PROGS` (once; the verifier spends seconds on
+    /// them, which a daemon without an IPv6 network never pays). Returns whether it loaded them
+    /// now.
+    pub fn ensure_v6(&mut self) -> Result<bool, EbpfError> {
+        if self.v6_loaded {
+            return Ok(false);
+        }
+        let mut fds = Vec::new();
+        for (name, slot) in V6::ALL {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| EbpfError::Program { name, source })?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|source| EbpfError::Program { name, source })?;
+            }
+            let fd = prog
+                .fd()
+                .and_then(|fd| fd.try_clone().map_err(Into::into))
+                .map_err(|source| EbpfError::Program { name, source })?;
+            fds.push((slot, fd));
+        }
+        let map = self.ebpf.map_mut(V6::V6_PROGS).ok_or(EbpfError::MissingMap(V6::V6_PROGS))?;
+        let mut arr: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(map).map_err(|source| EbpfError::Map { name: V6::V6_PROGS, source })?;
+        for (slot, fd) in &fds {
+            arr.set(*slot, fd, 0).map_err(|source| EbpfError::Map { name: V6::V6_PROGS, source })?;
+        }
+        self.v6_loaded = true;
+        Ok(true)
+    }
+
+    /// Whether the IPv6 bodies are loaded.
+    pub fn v6_loaded(&self) -> bool {
+        self.v6_loaded
+    }
+
+    /// Empty `V6_PROGS` when this daemon has not loaded the IPv6 bodies (an earlier daemon's
+    /// stay in the pinned array until the replay shows whether any IPv6 network is left).
+    pub fn clear_v6_if_unused(&mut self) -> Result<(), EbpfError> {
+        if self.v6_loaded {
+            return Ok(());
+        }
+        let map = self.ebpf.map_mut(V6::V6_PROGS).ok_or(EbpfError::MissingMap(V6::V6_PROGS))?;
+        let mut arr: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(map).map_err(|source| EbpfError::Map { name: V6::V6_PROGS, source })?;
+        for (_, slot) in V6::ALL {
+            let _ = arr.clear_index(&slot);
+        }
+        Ok(())
     }
 
     fn link_pin(&self, rel: &str) -> Option<PathBuf> {
@@ -286,6 +354,7 @@ impl Loaded {
     pub fn verifier_stats(&self) -> Vec<(&'static str, Option<u32>, Option<u32>)> {
         prog_names::ALL
             .iter()
+            .chain(V6::ALL.iter().map(|(n, _)| n))
             .map(|name| {
                 let info = self.ebpf.program(name).and_then(|p| p.info().ok());
                 (

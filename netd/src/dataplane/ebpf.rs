@@ -1082,6 +1082,8 @@ impl Dataplane for Ebpf {
         n += stale::<LinkKey, u32>(self, map_names::LINKS, &links)?.len();
         self.live_links = links;
         n += self.prune6()?;
+        // No IPv6 network replayed: an earlier daemon's IPv6 bodies leave `V6_PROGS`.
+        self.l()?.clear_v6_if_unused().map_err(|e| err("V6_PROGS", e))?;
         // No translation may outlive what it pointed at.
         if !gone_eps.is_empty() || !gone_pubs.is_empty() {
             let eps: HashSet<u32> = gone_eps.into_iter().collect();

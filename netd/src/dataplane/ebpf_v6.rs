@@ -243,6 +243,10 @@ impl Ebpf {
     /// family-neutral `NET_F_ICC` / `NET_F_INTERNAL`; the rest follows `gateway_mode_ipv6`.
     pub(super) fn network6_added(&mut self, net: &NetworkSpec, gateway_mac: [u8; 6], mut flags: u32) -> DpResult<()> {
         let Some(n6) = net.ipv6 else { return Ok(()) };
+        let t0 = std::time::Instant::now();
+        if self.l()?.ensure_v6().map_err(|e| err("loading the IPv6 programs", e))? {
+            tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "IPv6 programs loaded (first IPv6 network)");
+        }
         if net.masquerade && n6.gateway_mode != GatewayMode::Routed {
             flags |= NET_F_MASQUERADE;
         }
