@@ -8,7 +8,7 @@
 //! Cost with nobody listening: one array read (the verifier inlines array lookups) per packet
 //! of the traced entry points, one per counted drop; no ring buffer access.
 use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::generated::bpf_map_lookup_elem,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -46,10 +46,19 @@ fn flags() -> u32 {
     slot(&MONITOR).map_or(0, |p| unsafe { *p })
 }
 
-/// A drop was counted with `reason`: remember it for [`observe`] while drops are monitored.
+/// Whether `netd up --bpf-log` asked for the programs' debug log (aya-log's level, a `.rodata`
+/// constant the loader sets: without the flag the verifier prunes every logging branch, so the
+/// log costs nothing at run time).
+#[inline(always)]
+fn bpf_log() -> bool {
+    aya_log_ebpf::macro_support::level_enabled(aya_log_ebpf::macro_support::Level::Debug)
+}
+
+/// A drop was counted with `reason`: remember it for [`observe`] while drops are monitored
+/// (or logged).
 #[inline(always)]
 pub fn note_drop(reason: u32) {
-    if flags() & F_DROP != 0
+    if (bpf_log() || flags() & F_DROP != 0)
         && let Some(p) = slot(&LAST_DROP)
     {
         // SAFETY: this CPU's slot.
@@ -63,6 +72,10 @@ pub fn note_drop(reason: u32) {
 #[inline(always)]
 pub fn observe(skb: *mut __sk_buff, verdict: i32, prog: u32, trace: bool) -> i32 {
     let drop = verdict == TC_ACT_SHOT as i32;
+    if drop && bpf_log() {
+        // SAFETY: the program's context.
+        log_drop(skb, unsafe { (*skb).ifindex }, prog);
+    }
     if !drop && !trace {
         return verdict;
     }
@@ -81,6 +94,26 @@ pub fn observe(skb: *mut __sk_buff, verdict: i32, prog: u32, trace: bool) -> i32
         emit(data, end, ifindex, meta(len, v, prog));
     }
     verdict
+}
+
+/// `netd up --bpf-log`: one debug line per dropped packet (program, reason, interface), read
+/// by the daemon through aya-log. The reason stays for [`emit`] when drops are also monitored.
+#[inline(never)]
+fn log_drop(ctx: *mut __sk_buff, ifindex: u32, prog: u32) {
+    let monitored = flags() & F_DROP != 0;
+    let reason = match slot(&LAST_DROP) {
+        // SAFETY: this CPU's slot.
+        Some(p) => unsafe {
+            let r = *p;
+            if !monitored {
+                *p = 0;
+            }
+            r
+        },
+        None => 0,
+    };
+    // `reason` is `DropReason + 1`; 0: none recorded.
+    aya_log_ebpf::debug!(&ctx, "drop: prog {} reason {} ifindex {}", prog, reason, ifindex);
 }
 
 /// The same for XDP (drops only).

@@ -2,7 +2,7 @@
 
 /// Print every program and map of the embedded object; with `verifier_log`, load each program
 /// in a throwaway network namespace and print the verifier's counts.
-pub fn ebpf_object(verifier_log: bool) -> anyhow::Result<()> {
+pub fn ebpf_object(verifier_log: bool, bpf_log: bool) -> anyhow::Result<()> {
     let (progs, maps) = crate::ebpf::describe(crate::ebpf::OBJECT)?;
     println!("eBPF object: {} bytes, {} programs, {} maps", crate::ebpf::OBJECT.len(), progs.len(), maps.len());
     println!();
@@ -18,7 +18,7 @@ pub fn ebpf_object(verifier_log: bool) -> anyhow::Result<()> {
     if verifier_log {
         // Load in a throwaway network namespace on a dedicated thread: nothing is attached, and
         // nothing of the caller's namespace is touched.
-        let (stats, t_v4, t_v6) = std::thread::spawn(|| -> anyhow::Result<_> {
+        let (stats, t_v4, t_v6) = std::thread::spawn(move || -> anyhow::Result<_> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
             // CPU time of this thread (the verifier runs in the loading thread's syscalls), which
             // a loaded machine does not distort as it does wall time.
@@ -30,7 +30,7 @@ pub fn ebpf_object(verifier_log: bool) -> anyhow::Result<()> {
                 tv(ru.ru_utime) + tv(ru.ru_stime)
             };
             let c0 = cpu();
-            let mut l = crate::ebpf::Loaded::load_without_v6()?;
+            let mut l = crate::ebpf::Loaded::load_without_v6(bpf_log)?;
             let c1 = cpu();
             l.ensure_v6()?;
             let c2 = cpu();

@@ -23,6 +23,58 @@ use aya::{
 };
 use netd_common::{Config, DropReason, PacketCount, ProgId, map_names, prog_names, v6::progs as V6};
 
+/// aya-log's level in the object (a `.rodata` constant patched at load): 0 turns every log
+/// statement off, and the verifier prunes them (no run-time cost); Debug (4) for `--bpf-log`.
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+const LOG_OFF: u8 = 0;
+const LOG_DEBUG: u8 = 4;
+
+/// `netd up --bpf-log`: read the programs' aya-log records and log them through `tracing`
+/// (target `netd::bpf`, at INFO so that they show under the daemon's default filter), with
+/// program and drop-reason numbers named. Poll the returned logger's descriptor and call
+/// `flush` when it is readable.
+pub fn bpf_logger(ebpf: &mut Ebpf) -> Result<aya_log::EbpfLogger<BpfLog>, aya_log::Error> {
+    aya_log::EbpfLogger::init_with_logger(ebpf, BpfLog)
+}
+
+/// Forwards aya-log's records to `tracing`.
+pub struct BpfLog;
+
+impl log::Log for BpfLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        let msg = r.args().to_string();
+        tracing::info!(target: "netd::bpf", "{}", describe_bpf_log(&msg));
+    }
+    fn flush(&self) {}
+}
+
+/// `drop: prog 3 reason 5 ifindex 7` → `netd_from_container: drop (isolation) on ifindex 7`.
+pub fn describe_bpf_log(msg: &str) -> String {
+    let w: Vec<&str> = msg.split_whitespace().collect();
+    if let ["drop:", "prog", p, "reason", r, "ifindex", i] = w.as_slice()
+        && let (Ok(p), Ok(r)) = (p.parse::<usize>(), r.parse::<usize>())
+    {
+        let prog = ProgId::ALL.get(p).map_or("unknown program", |p| p.prog_name());
+        let reason = r.checked_sub(1).and_then(|r| DropReason::ALL.get(r)).map_or("unknown", |r| r.label());
+        return format!("{prog}: drop ({reason}) on ifindex {i}");
+    }
+    msg.to_string()
+}
+
+#[cfg(test)]
+#[test]
+fn bpf_log_lines_are_named() {
+    assert_eq!(
+        describe_bpf_log("drop: prog 3 reason 5 ifindex 7"),
+        "netd_from_container: drop (isolation) on ifindex 7"
+    );
+    assert_eq!(describe_bpf_log("drop: prog 0 reason 0 ifindex 2"), "netd_xdp_uplink: drop (unknown) on ifindex 2");
+    assert_eq!(describe_bpf_log("something else"), "something else");
+}
+
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
@@ -209,22 +261,32 @@ impl Loaded {
     }
 
     pub fn load_from(object: &[u8]) -> Result<Self, EbpfError> {
+        Self::load_with_log(object, false)
+    }
+
+    /// Without pins; `bpf_log`: the programs' debug log statements kept (else pruned at load).
+    pub fn load_with_log(object: &[u8], bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
-        let mut l = Self::finish(Ebpf::load(object)?, None)?;
+        let level = if bpf_log { &LOG_DEBUG } else { &LOG_OFF };
+        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(object)?;
+        let mut l = Self::finish(ebpf, None)?;
         // Tests and tools run every body.
         l.ensure_v6()?;
         Ok(l)
     }
 
-    /// Load the embedded object without its IPv6 bodies (see [`Loaded::ensure_v6`]).
-    pub fn load_without_v6() -> Result<Self, EbpfError> {
+    /// Load the embedded object without its IPv6 bodies (see [`Loaded::ensure_v6`]);
+    /// `bpf_log` as for [`Loaded::load_with_log`].
+    pub fn load_without_v6(bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
-        let ebpf = Ebpf::load(OBJECT)?;
+        let level = if bpf_log { &LOG_DEBUG } else { &LOG_OFF };
+        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(OBJECT)?;
         Self::finish(ebpf, None)
     }
 
-    /// Load with maps pinned under `dir/maps` (created, or reused when present).
-    pub fn load_pinned(dir: &Path) -> Result<Self, EbpfError> {
+    /// Load with maps pinned under `dir/maps` (created, or reused when present). `bpf_log`:
+    /// the programs' debug log on (`netd up --bpf-log`; read it with [`bpf_logger`]).
+    pub fn load_pinned(dir: &Path, bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
         let maps = dir.join("maps");
         std::fs::create_dir_all(&maps).map_err(|e| EbpfError::Pin(format!("creating {}: {e}", maps.display())))?;
@@ -239,6 +301,7 @@ impl Loaded {
         for (n, p) in &paths {
             loader.map_pin_path(n, p.clone());
         }
+        loader.override_global(AYA_LOG_LEVEL, if bpf_log { &LOG_DEBUG } else { &LOG_OFF }, false);
         let ebpf = loader.load(OBJECT)?;
         Self::finish(ebpf, Some(dir.to_path_buf()))
     }

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         Cmd::Debug(DebugCmd::Man { dir }) => report(netd::cli::man::write_all(&dir)),
         // The supervisor must stay single-threaded until it forks: no runtime.
         Cmd::Shim { config } => netd::shim::main(&config),
-        Cmd::Debug(DebugCmd::EbpfObject { verifier_log }) => report(netd::debug::ebpf_object(verifier_log)),
+        Cmd::Debug(DebugCmd::EbpfObject { verifier_log, bpf_log }) => {
+            report(netd::debug::ebpf_object(verifier_log, bpf_log))
+        }
         Cmd::Up(up) => {
             netd::logging::init(up.log_level.directive());
             let socket = match cli::args::socket_path(cli.host.as_deref(), &up.exec_root) {

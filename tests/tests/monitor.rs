@@ -183,17 +183,33 @@ fn monitor_stats(d: &TestDaemon) -> Value {
 /// `netd monitor --type drop|trace` (eBPF): a packet dropped between two networks shows up with
 /// its reason, tuple, interface and sandboxes; a connection to a published port from outside
 /// shows up as traced packets; the programs' flags are cleared once the clients go; a daemon
-/// without the eBPF dataplane refuses with a clear error.
+/// without the eBPF dataplane refuses with a clear error. With `--bpf-log` the programs' aya-log
+/// line for the drop reaches the daemon's log.
 #[test]
 fn ebpf_monitor_shows_drops_and_traces() {
     require_root!();
     let th = TestHost::new("mdp").unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf", "--bpf-log"]).unwrap();
     let pr = netd_tests::probe_path();
     d.ok(&["network", "create", "--subnet", "10.78.0.0/24", "mfront"]);
     d.ok(&["network", "create", "--subnet", "10.79.0.0/24", "mback"]);
     d.ok(&["run", "-d", "--name", "src", "--network", "mfront", "--", "sleep", "300"]);
-    d.ok(&["run", "-d", "--name", "dst", "--network", "mback", "-p", "8080:7000", "--", &pr, "serve", "--tag", "dst", "7000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dst",
+        "--network",
+        "mback",
+        "-p",
+        "8080:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "dst",
+        "7000",
+    ]);
     assert_eq!(monitor_stats(&d)["flags"], 0, "no client: the programs write nothing");
     let mut drops = Monitor::start(&d, &["--type", "drop", "--json"]);
     let mut traces = Monitor::start(&d, &["--type", "trace", "--json"]);
@@ -220,6 +236,16 @@ fn ebpf_monitor_shows_drops_and_traces() {
     assert!(e["sport"].as_u64().unwrap() >= 1024, "{e}");
     assert_eq!((e["src_sandbox"].as_str(), e["dst_sandbox"].as_str()), (Some("src"), Some("dst")));
     assert!(e["interface"].as_str().unwrap().starts_with("veth"), "the sandbox's host veth: {e}");
+    // The programs' own debug log (aya-log), named by the daemon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.log().contains("netd_from_container: drop (isolation) on ifindex") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.log().contains("netd::bpf: netd_from_container: drop (isolation) on ifindex"),
+        "no aya-log line: {}",
+        netd_tests::daemon::tail(&d.log(), 30)
+    );
     // Only drops on the drop monitor.
     assert!(drops.seen.iter().all(|l| ev(l)["type"] == "drop"), "{:#?}", drops.seen);
     // Trace: a connection from outside to the published port, DNATed by netd_from_netdev and
@@ -256,7 +282,10 @@ fn ebpf_monitor_shows_drops_and_traces() {
     }
     assert!(seen, "no text drop line");
     let line = text.seen.iter().rev().find(|l| l.contains(" drop (isolation) ")).unwrap();
-    assert!(line.contains(" -> 10.79.0.2:7000 tcp on veth") && line.ends_with("(netd_from_container) src -> dst"), "{line}");
+    assert!(
+        line.contains(" -> 10.79.0.2:7000 tcp on veth") && line.ends_with("(netd_from_container) src -> dst"),
+        "{line}"
+    );
     // With both kinds monitored the flags say so; once every client has gone they are clear.
     assert_eq!(monitor_stats(&d)["flags"], 3, "{}", monitor_stats(&d));
     drop((drops, traces, text));

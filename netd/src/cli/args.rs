@@ -167,6 +167,10 @@ pub enum DebugCmd {
         /// print the verifier's processed instruction count
         #[arg(long)]
         verifier_log: bool,
+        /// Load with the programs' debug log on (as `netd up --bpf-log`): the counts then
+        /// include the log statements, which a normal load prunes
+        #[arg(long)]
+        bpf_log: bool,
     },
     /// Write one man page per command (netd.1, netd-run.1, ...) into DIR
     Man { dir: PathBuf },
@@ -446,6 +450,10 @@ pub struct UpArgs {
     /// Keep sandboxes and the dataplane running when the daemon stops
     #[arg(long = "live-restore")]
     pub live_restore: bool,
+    /// The eBPF programs' debug log (aya-log) in the daemon's log: one line per dropped packet
+    /// (program, reason, interface). Without it the log statements are pruned at load (no cost)
+    #[arg(long = "bpf-log")]
+    pub bpf_log: bool,
     #[arg(short = 'l', long = "log-level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
     /// Serve Prometheus metrics on ADDR:PORT

@@ -596,7 +596,12 @@ impl Daemon {
 
     /// The kernel half of an unpublish: the dataplane's bindings, then the proxies (and every
     /// connection they relay) stopped.
-    async fn unpublish_kernel(&self, spec: Option<&NetworkSpec>, maps: &[PortMapping], proxies: Vec<super::proxy::Proxy>) {
+    async fn unpublish_kernel(
+        &self,
+        spec: Option<&NetworkSpec>,
+        maps: &[PortMapping],
+        proxies: Vec<super::proxy::Proxy>,
+    ) {
         if let Some(spec) = spec
             && !maps.is_empty()
             && let Err(e) = self.dp.ports_removed(spec, maps).await

@@ -141,7 +141,9 @@ impl Names {
         self.owners.clear();
         for a in st.attachments.values() {
             let who = match &a.owner {
-                crate::model::Owner::Sandbox { id } => st.containers.get(id).map_or_else(|| id.clone(), |c| c.name.clone()),
+                crate::model::Owner::Sandbox { id } => {
+                    st.containers.get(id).map_or_else(|| id.clone(), |c| c.name.clone())
+                }
                 crate::model::Owner::Docker { endpoint_id } => {
                     format!("docker:{}", &endpoint_id[..endpoint_id.len().min(12)])
                 }
@@ -185,9 +187,8 @@ impl Names {
         let kind_drop = e.kind == KIND_DROP;
         DpEvent {
             typ: if kind_drop { "drop" } else { "trace" }.into(),
-            reason: kind_drop.then(|| {
-                DropReason::ALL.get(e.reason as usize).map_or("unknown", |r| r.label()).to_string()
-            }),
+            reason: kind_drop
+                .then(|| DropReason::ALL.get(e.reason as usize).map_or("unknown", |r| r.label()).to_string()),
             verdict: match e.verdict {
                 VERDICT_DROP => "drop",
                 VERDICT_REDIRECT => "redirect",
@@ -341,7 +342,14 @@ mod tests {
 
     #[test]
     fn decodes_and_prints_like_cilium_monitor() {
-        let mut e = MonitorEvent { kind: KIND_DROP, reason: DropReason::Isolation as u8, prog: 3, family: 4, proto: 6, ..Default::default() };
+        let mut e = MonitorEvent {
+            kind: KIND_DROP,
+            reason: DropReason::Isolation as u8,
+            prog: 3,
+            family: 4,
+            proto: 6,
+            ..Default::default()
+        };
         e.saddr[..4].copy_from_slice(&[10, 1, 0, 2]);
         e.daddr[..4].copy_from_slice(&[10, 2, 0, 2]);
         e.sport = 40000u16.to_be();

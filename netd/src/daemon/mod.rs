@@ -492,7 +492,11 @@ pub fn sysctl_write(key: &str, value: &str) -> std::io::Result<()> {
 pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String> {
     match b {
         Backend::None => Ok(Box::new(crate::dataplane::noop::Noop::default())),
-        Backend::Ebpf => Ok(Box::new(crate::dataplane::ebpf::Ebpf::default())),
+        Backend::Ebpf => {
+            let mut e = crate::dataplane::ebpf::Ebpf::default();
+            e.bpf_log = up.bpf_log;
+            Ok(Box::new(e))
+        }
         Backend::Iptables => Ok(Box::new(crate::dataplane::iptables::Iptables::new(
             up.iptables_backend.as_str(),
             up.userland_proxy,

@@ -39,6 +39,8 @@ pub fn be_port(p: u16) -> u16 {
 
 #[derive(Default)]
 pub struct Ebpf {
+    /// `netd up --bpf-log`: the programs' debug log on, read into the daemon's log.
+    pub bpf_log: bool,
     loaded: Option<Loaded>,
     /// Host-side veth -> its tcx link (None: pinned, detached by name).
     veth_links: HashMap<String, Option<SchedClassifierLinkId>>,
@@ -702,7 +704,20 @@ impl Dataplane for Ebpf {
         // away on shutdown; a directory inside a shared bpffs (/sys/fs/bpf/netd) only loses its pins.
         self.bpffs_mounted = !host.bpffs.parent().is_some_and(is_bpffs);
         let adopting = Loaded::has_pins(&host.bpffs);
-        let l = Loaded::load_pinned(&host.bpffs).map_err(|e| err("loading programs", e))?;
+        let mut l = Loaded::load_pinned(&host.bpffs, self.bpf_log).map_err(|e| err("loading programs", e))?;
+        if self.bpf_log {
+            let logger = crate::ebpf::bpf_logger(&mut l.ebpf).map_err(|e| err("--bpf-log", e))?;
+            let rt = tokio::runtime::Handle::try_current().map_err(|e| err("--bpf-log", e))?;
+            rt.spawn(async move {
+                // SAFETY: the logger owns its ring buffer's descriptor and lives inside the
+                // AsyncFd for as long as this task.
+                let Ok(mut fd) = (unsafe { tokio::io::unix::AsyncFd::register(logger) }) else { return };
+                while let Ok(mut g) = fd.readable_mut().await {
+                    g.get_inner_mut().flush();
+                    g.clear_ready();
+                }
+            });
+        }
         self.pin_dir = Some(host.bpffs.clone());
         self.netns_cookie = host.netns_cookie;
         self.loaded = Some(l);
