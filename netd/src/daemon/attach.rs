@@ -428,6 +428,14 @@ impl Daemon {
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
+        // The eBPF dataplane's v6 bindings are proxied for local clients ([`proxied6`]). Only
+        // a sandbox with a v6 address: the `[::]` twin of a v4-only sandbox's binding (Docker's
+        // proxied binding) is left out on eBPF for now, since it would add a listener and a
+        // proxy to every v4 binding (the eBPF 10,000-port load runs with the proxy option on).
+        let listen6 = a.port_opts.hold_socket
+            && a.port_opts.userland_proxy
+            && a.ip6.is_some()
+            && proxied6(&self.cfg, st, b.index);
         let v6_ok = st.dp.ipv6();
         if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
             return Err(ApiError::bad(format!(
@@ -442,8 +450,15 @@ impl Daemon {
         // sandboxes, to the sandbox's v6 address or proxied to its v4 one; for the other owners
         // (Docker endpoints, CNI containers) when they have a v6 address, to it.
         let implicit_v6 = v6_ok && (a.owner.is_sandbox() || a.ip6.is_some()) && b.host_binding_ipv4.is_unspecified();
-        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied, implicit_v6);
-        let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
+        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || listen6, implicit_v6);
+        let maps = allocate_ports(
+            st,
+            &groups,
+            b.index,
+            a.port_opts.hold_socket,
+            (proxied, listen6),
+            a.port_opts.userland_proxy,
+        )?;
         super::crash_point("publish:allocated");
         Ok(Publishing {
             spec: net.spec(0).expect("bridge"),
@@ -877,7 +892,7 @@ fn allocate_ports(
     groups: &[BindingGroup],
     net_index: u32,
     hold: bool,
-    proxied: bool,
+    (proxied, listen6): (bool, bool),
     proxy_opt: bool,
 ) -> ApiResult<Vec<PortMapping>> {
     let mut done: Vec<PortMapping> = Vec::new();
@@ -904,7 +919,7 @@ fn allocate_ports(
                     last_err = Some(format!("Bind for {hp} failed: port is already allocated"));
                     continue 'ports;
                 }
-                match bind_host_port(g.proto, host_ip, port, proxied) {
+                match bind_host_port(g.proto, host_ip, port, proxied || (listen6 && host_ip.is_ipv6())) {
                     Ok(sock) => socks.push(sock),
                     Err(e) => {
                         last_err = Some(bind_error(g.proto, host_ip, port, &e));
@@ -995,13 +1010,32 @@ fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
         })
 }
 
+/// Whether the IPv6 bindings on network `net_index` are served by the userland proxy beyond
+/// [`proxied`]: with the eBPF dataplane and `--userland-proxy`, outside of routed networks.
+/// Its programs translate outside clients (uplink ingress, before any socket) and sandboxes
+/// (hairpin), and host processes over v4 at the socket (connect4/sendmsg4/recvmsg4); host
+/// processes over v6 (`::1`, the host's v6 addresses) and the `[::]` binding of a v4-only
+/// sandbox are the proxy's, as with Docker's docker-proxy.
+fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
+    cfg.up.dataplane == crate::dataplane::Backend::Ebpf
+        && cfg.up.userland_proxy
+        && !st.networks.values().any(|n| {
+            n.bridge.as_ref().is_some_and(|b| {
+                b.index == net_index
+                    && (b.gateway_mode == crate::dataplane::GatewayMode::Routed
+                        || b.ipv6.as_ref().is_some_and(|v| v.gateway_mode == crate::dataplane::GatewayMode::Routed))
+            })
+        })
+}
+
 /// With the iptables dataplane and `--userland-proxy` (Docker's default), serve each binding
 /// from its held socket: loopback and hairpin traffic, which iptables does not NAT, reach the
 /// namespace through the daemon.
 fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         let key = (m.proto, m.host_ip, m.host_port);
-        if st.proxies.contains_key(&key) || !proxied(cfg, st, m.network_index) {
+        let serve = proxied(cfg, st, m.network_index) || (m.host_ip.is_ipv6() && proxied6(cfg, st, m.network_index));
+        if st.proxies.contains_key(&key) || m.unproxied || !serve {
             continue;
         }
         let target = SocketAddr::new(m.container_ip, m.container_port);

@@ -154,7 +154,15 @@ fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
         ));
         std::thread::sleep(Duration::from_millis(300));
         let host = th.host.path();
-        return Ok(World { name, th, d: None, _servers: servers, server_ns: host.clone(), client_ns: host, floor: None });
+        return Ok(World {
+            name,
+            th,
+            d: None,
+            _servers: servers,
+            server_ns: host.clone(),
+            client_ns: host,
+            floor: None,
+        });
     };
     let d = TestDaemon::start(&th, args)?;
     let bb = bench_bin();
