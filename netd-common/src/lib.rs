@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod monitor;
+pub mod tcp_window;
 pub mod v6;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
@@ -206,14 +207,20 @@ pub struct CtValue {
     pub smac: [u8; 6],
     /// `PORT_STATS` slot + 1 (0: not a published-port flow).
     pub stats_slot: u32,
-    /// TCP: the sequence number of the last segment seen in this direction (RST window check).
-    pub seq: u32,
+    /// TCP window tracking ([`tcp_window`]): the highest acknowledgement number this direction
+    /// sent (the next byte it expects, the left edge of its receive window); for the originator
+    /// until its first ACK, its SYN's end.
+    pub ack: u32,
     pub last_seen_ns: u64,
     /// `CT_ACT_FIB`: the `FIB_GEN` at which `ifindex`, the MACs and `fib_mtu` were cached from
     /// `bpf_fib_lookup` (0: nothing cached). A route or neighbour change bumps `FIB_GEN`, so a
     /// stale cache is never used.
     pub fib_gen: u32,
-    pub _pad: u32,
+    /// TCP window tracking ([`tcp_window`]): the window this direction sent with `ack`, in
+    /// units of 16 bytes (rounded up) in the top 12 bits, its SYN's window scale in the low 4
+    /// ([`CT_WSCALE_NONE`]: none announced).
+    pub wnd: u16,
+    pub _pad: u16,
 }
 
 /// Deliver into a sandbox with `bpf_redirect_peer(ifindex)`.
@@ -242,6 +249,11 @@ pub const CT_F_RST: u8 = 1 << 3;
 pub const CT_F_HOSTNAT: u8 = 1 << 4;
 /// The reply direction's entry of a pair (the other one is the originator's).
 pub const CT_F_REPLY: u8 = 1 << 5;
+/// TCP: this direction's SYN was seen (its window scale in `wnd` is valid, and the flow's
+/// windows are tracked; a flow without both is one picked up mid-stream, judged liberally).
+pub const CT_F_SYN: u8 = 1 << 6;
+/// `wnd`'s scale bits when the SYN announced no window scale.
+pub const CT_WSCALE_NONE: u16 = 15;
 
 /// At most this many flows (pairs) not yet established (TCP) or answered (UDP, ICMP): a SYN
 /// flood fills this share of `CT_V4` and no more, so the LRU never evicts established flows for
@@ -252,11 +264,6 @@ pub const CT_UNASSURED_MAX: u64 = capacity::CT_V4 as u64 / 4;
 
 /// How many of the oldest recent new flows the early drop looks at for an unanswered one.
 pub const EARLY_DROP_TRIES: u32 = 8;
-
-/// A blind RST must fall within this distance of the last sequence number seen from its
-/// sender to close a flow (nf_conntrack checks the receiver's window; netd does not follow
-/// windows and takes a fixed bound that covers window scaling up to 1 MiB).
-pub const RST_WINDOW: u32 = 1 << 20;
 
 /// Conntrack timeouts (seconds), nf_conntrack's defaults: an unanswered TCP SYN (SYN_SENT),
 /// answered but not established (SYN_RECV), established, half-closed (one FIN), closed
@@ -292,6 +299,8 @@ pub mod prog_names {
     pub const FROM_NETDEV: &str = "netd_from_netdev";
     /// The same for a layer-3 uplink (no Ethernet header).
     pub const FROM_NETDEV_L3: &str = "netd_from_netdev_l3";
+    /// The egress of a layer-3 uplink.
+    pub const TO_NETDEV_L3: &str = "netd_to_netdev_l3";
     pub const TO_NETDEV: &str = "netd_to_netdev";
     pub const FROM_CONTAINER: &str = "netd_from_container";
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
@@ -300,7 +309,7 @@ pub mod prog_names {
     pub const TO_BRIDGE: &str = "netd_to_bridge";
     pub const FROM_FOREIGN_BRIDGE: &str = "netd_from_foreign_bridge";
 
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         XDP_UPLINK,
         FROM_NETDEV,
         TO_NETDEV,
@@ -310,8 +319,9 @@ pub mod prog_names {
         SOCK_RECVMSG4,
         TO_BRIDGE,
         FROM_FOREIGN_BRIDGE,
-        // Counted as FromNetdev (same body): not a ProgId of its own.
+        // Counted as FromNetdev and ToNetdev (same bodies): not ProgIds of their own.
         FROM_NETDEV_L3,
+        TO_NETDEV_L3,
     ];
 }
 
@@ -381,11 +391,14 @@ pub enum DropReason {
     /// Not a drop of the packet counted: an unanswered flow evicted at [`CT_UNASSURED_MAX`] to
     /// make room for a new one (nf_conntrack's early drop); its next packet starts over.
     CtEarlyDrop = 10,
+    /// A TCP RST outside its receiver's window (a blind RST): nf_conntrack marks it invalid and
+    /// NAT never applies to it; the flow stays open.
+    InvalidRst = 11,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 11;
-    pub const ALL: [DropReason; 11] = [
+    pub const COUNT: u32 = 12;
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::DirectToSandbox,
         DropReason::LoopbackNotLo,
@@ -397,6 +410,7 @@ impl DropReason {
         DropReason::FragUnknown,
         DropReason::CtFull,
         DropReason::CtEarlyDrop,
+        DropReason::InvalidRst,
     ];
 
     /// Label used in `netd stats` and in the Prometheus `reason` label.
@@ -413,6 +427,7 @@ impl DropReason {
             DropReason::FragUnknown => "frag_unknown",
             DropReason::CtFull => "ct_full",
             DropReason::CtEarlyDrop => "ct_early_drop",
+            DropReason::InvalidRst => "invalid_rst",
         }
     }
 }

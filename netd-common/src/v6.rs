@@ -168,12 +168,14 @@ pub struct CtValue6 {
     pub dport: u16,
     pub action: u8,
     pub flags: u8,
-    pub _pad: u16,
+    /// TCP window tracking, as `CtValue::wnd` ([`crate::tcp_window`]).
+    pub wnd: u16,
     pub ifindex: u32,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
     pub stats_slot: u32,
-    pub seq: u32,
+    /// TCP window tracking, as `CtValue::ack`.
+    pub ack: u32,
     pub last_seen_ns: u64,
 }
 

@@ -15,14 +15,15 @@ use aya_ebpf::{
 };
 use netd_common::{
     CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_L2, CT_F_REPLY,
-    CT_F_RST, CT_F_SEEN, CT_UNASSURED_MAX, CtKey, CtValue, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP, RST_WINDOW,
+    CT_F_SEEN, CT_UNASSURED_MAX, CtKey, CtValue, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
+    tcp_window::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 use crate::{
     maps::{CT_UNASSURED, CT_V4, FRAGS, FragKey, HOST_NAT, NEW_FLOWS, NEW_FLOWS_HEAD, SCRATCH_FIB, fib_gen},
     nat,
     parse::{IP_OFF, Pkt},
-    snat, stats,
+    snat, stats, tcpwin,
 };
 
 const AF_INET: u8 = 2;
@@ -54,11 +55,42 @@ pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<Entry> {
     let e = CT_V4.get_ptr_mut(k)?;
     // SAFETY: map value pointer, valid for this program run.
     let v = unsafe { &*e };
-    if p.proto == IPPROTO_TCP && p.tcp_flags & 0x12 == 0x02 && v.flags & CT_F_CLOSING != 0 {
+    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
         remove_closed(k, v);
         return None;
     }
     Some(e)
+}
+
+/// A packet of a tracked flow (`lookup_flow`'s entry): its TCP window state first (a blind RST
+/// is dropped here, counted), then `apply`. None: no entry, a new flow.
+#[inline(always)]
+pub fn established(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> Option<i32> {
+    let e = lookup_flow(p, k)?;
+    if p.proto == IPPROTO_TCP && !track(ctx, p, e) {
+        return Some(TC_ACT_SHOT as i32);
+    }
+    Some(apply(ctx, p, e))
+}
+
+/// TCP window tracking for one segment of the flow whose entry is `e` (see
+/// `netd_common::tcp_window`): false, a blind RST (counted). Host-flow markers are not tracked.
+/// A BPF-to-BPF call from the programs' top level (never below `apply`, whose callers' frames
+/// leave it no room); only a RST looks up the other direction's entry.
+#[inline(never)]
+fn track(ctx: &TcContext, p: &Pkt, e: Entry) -> bool {
+    // SAFETY: map value pointer, valid for this program run; racy updates of the window fields
+    // and flag bits are harmless (the next segment writes them again).
+    let v = unsafe { &mut *e };
+    if v.action == CT_ACT_HOSTFLOW {
+        return true;
+    }
+    // The receiver's entry: keyed by the reverse of this direction's translation.
+    let (saddr, daddr, sport, dport) = (v.daddr, v.saddr, v.dport, v.sport);
+    tcpwin::track(ctx, p.l4, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
+        let pk = CtKey { saddr, daddr, sport, dport, proto: IPPROTO_TCP, _pad: [0; 3] };
+        lookup(&pk).map(|r| (r.flags, r.ack, r.wnd))
+    })
 }
 
 /// `remove_pair` for `lookup_flow`, as a BPF-to-BPF call: its keys stay off the stack of the
@@ -73,7 +105,13 @@ fn remove_closed(k: &CtKey, v: &CtValue) {
 #[inline(always)]
 pub fn apply_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
     match CT_V4.get_ptr_mut(k) {
-        Some(e) => apply(ctx, p, e),
+        Some(e) => {
+            // The first segment's window state (a SYN's above all).
+            if p.proto == IPPROTO_TCP && !track(ctx, p, e) {
+                return TC_ACT_SHOT as i32;
+            }
+            apply(ctx, p, e)
+        }
         None => {
             // Evicted again at once (a full LRU under a flood): no translation to apply.
             stats::count_drop(DropReason::CtInsert);
@@ -230,6 +268,9 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
         // SAFETY: map value pointer, valid for this program run.
         && unsafe { (*e).flags } & CT_F_HOSTNAT != 0
     {
+        if p.proto == IPPROTO_TCP && !track(ctx, p, e) {
+            return TC_ACT_SHOT as i32;
+        }
         return apply(ctx, p, e);
     }
     let rk = k.reversed();
@@ -513,30 +554,22 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
 }
 
 /// Refresh the entry's timestamp and the state the GC's timeouts follow: seen in this
-/// direction, TCP established (an ACK without SYN), FIN, RST. A RST closes the flow only when
-/// its sequence number is near the last one seen from its sender (a blind RST does not).
-/// Through the stored entry (racy updates of a timestamp and flag bits are harmless).
+/// direction, TCP established (an ACK without SYN), FIN. (A RST's effect and the windows are
+/// `track`'s, before the rewrite.) Through the stored entry (racy updates of a timestamp and
+/// flag bits are harmless).
 #[inline(always)]
 fn touch(p: &Pkt, e: &mut CtValue) {
     // SAFETY: plain helper call.
     e.last_seen_ns = unsafe { bpf_ktime_get_ns() };
     let was = e.flags;
     let mut f = was;
-    if p.proto == IPPROTO_TCP {
-        let seq = p.seq;
-        let fl = p.tcp_flags;
-        if fl & 0x04 != 0 {
-            if f & CT_F_SEEN == 0 || seq.wrapping_sub(e.seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
-                f |= CT_F_CLOSING | CT_F_RST;
-            }
-        } else {
-            if fl & 0x01 != 0 {
-                f |= CT_F_CLOSING;
-            }
-            if fl & 0x12 == 0x10 {
-                f |= CT_F_ACKED;
-            }
-            e.seq = seq;
+    let fl = p.tcp_flags;
+    if p.proto == IPPROTO_TCP && fl & TCP_RST == 0 {
+        if fl & TCP_FIN != 0 {
+            f |= CT_F_CLOSING;
+        }
+        if fl & (TCP_SYN | TCP_ACK) == TCP_ACK {
+            f |= CT_F_ACKED;
         }
     }
     // Answered (UDP, ICMP: the reply's first packet) or established (TCP: the originator's

@@ -6,6 +6,7 @@
 //! | `netd_from_netdev`    | TC classifier (tcx ingress)  | each uplink                         |
 //! | `netd_from_netdev_l3` | TC classifier (tcx ingress)  | each layer-3 uplink (tun, WireGuard) |
 //! | `netd_to_netdev`      | TC classifier (tcx egress)   | each uplink                         |
+//! | `netd_to_netdev_l3`   | TC classifier (tcx egress)   | each layer-3 uplink                 |
 //! | `netd_from_container` | TC classifier (tcx ingress)  | each host-side sandbox veth         |
 //! | `netd_sock_connect4`  | cgroup sock_addr connect4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_sendmsg4`  | cgroup sock_addr sendmsg4    | cgroup v2 (netns-cookie filtered)   |
@@ -40,6 +41,8 @@ mod snat;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
+mod tcpwin;
+#[cfg(target_arch = "bpf")]
 mod v6;
 
 #[cfg(target_arch = "bpf")]
@@ -57,7 +60,7 @@ mod progs {
     };
 
     use crate::{
-        conntrack::{self, apply, apply_new, insert_pair, key_of},
+        conntrack::{self, apply_new, insert_pair, key_of},
         icmp,
         maps::{
             LINKS, SCRATCH_FIB, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network,
@@ -262,8 +265,8 @@ mod progs {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(e) = conntrack::lookup_flow(&p, &k) {
-            return apply(ctx, &mut p, e);
+        if let Some(verdict) = conntrack::established(ctx, &mut p, &k) {
+            return verdict;
         }
         // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
         // only ICMP and published container ports); nat mode was dropped in XDP already.
@@ -370,6 +373,40 @@ mod progs {
         if !parse_tc(&ctx, &mut p) {
             return OK;
         }
+        to_netdev(ctx, p)
+    }
+
+    /// The same on a layer-3 uplink's egress (tun, WireGuard, PPP): the packet starts at its IP
+    /// header and is parsed and rewritten there (nothing can be prepended on the way out). IPv4
+    /// only: the IPv6 egress body parses an Ethernet header.
+    #[classifier]
+    pub fn netd_to_netdev_l3(ctx: TcContext) -> i32 {
+        if ctx.skb.protocol() != u32::from(ETH_P_IP.to_be()) {
+            return OK;
+        }
+        let skb = ctx.skb.skb;
+        let v = to_netdev_l3_v4(ctx);
+        crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
+    }
+
+    #[inline(never)]
+    fn to_netdev_l3_v4(ctx: TcContext) -> i32 {
+        stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
+        let mut p = Pkt::default();
+        match parse::tc_l3(&ctx, &mut p) {
+            Ok(()) => {}
+            Err(ParseError::Malformed) => {
+                stats::count_passed(DropReason::Malformed);
+                return OK;
+            }
+            Err(ParseError::NotIpv4) => return OK,
+        }
+        to_netdev(ctx, p)
+    }
+
+    /// The uplink egress body, after parsing (`p.l3`: where the IP header starts).
+    #[inline(always)]
+    fn to_netdev(ctx: TcContext, mut p: Pkt) -> i32 {
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             // The host's own ICMP error about a translated flow (its TTL ran out on the hop
             // to a sandbox, after DNAT): the client must see its own packet quoted.
@@ -424,9 +461,9 @@ mod progs {
         // (A later fragment or an ICMP error has no ports: handled below.)
         let k = key_of(&p);
         if p.has_ports
-            && let Some(e) = conntrack::lookup_flow(&p, &k)
+            && let Some(verdict) = conntrack::established(&ctx, &mut p, &k)
         {
-            return apply(&ctx, &mut p, e);
+            return verdict;
         }
         // The rest in a BPF-to-BPF call, and a new flow's entry applied here, not inside it:
         // its frame and `apply`'s would not fit 512 bytes together.
@@ -710,8 +747,8 @@ mod progs {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(e) = conntrack::lookup_flow(&p, &k) {
-            return apply(&ctx, &mut p, e);
+        if let Some(verdict) = conntrack::established(&ctx, &mut p, &k) {
+            return verdict;
         }
         if !is_host_addr(p.daddr) || is_loopback(p.daddr) {
             return OK;

@@ -116,6 +116,27 @@ pub fn fib_gen() -> u32 {
 #[map(name = "SCRATCH_FIB")]
 pub static SCRATCH_FIB: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
+/// Scratch space for TCP window tracking (`tcpwin`), one per CPU, kept off the BPF stack (the
+/// tracking runs where the call chains have little left): a SYN's options (read for its window
+/// scale), a header not read straight from the linear data, an IPv6 receiver's key.
+#[repr(C)]
+pub struct TcpScratch {
+    pub opts: [u8; 40],
+    pub hdr: [u8; 12],
+    pub _pad: u32,
+    pub key6: netd_common::v6::CtKey6,
+}
+
+#[map(name = "SCRATCH_TCP")]
+pub static SCRATCH_TCP: PerCpuArray<TcpScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The per-CPU `TcpScratch`.
+#[inline(always)]
+pub fn tcp_scratch() -> Option<&'static mut TcpScratch> {
+    // SAFETY: per-CPU map value, valid for this program run; nothing else runs on this CPU.
+    SCRATCH_TCP.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
+
 /// Packets/bytes per published port (slot from `PublishedValue::stats_slot`).
 #[map(name = "PORT_STATS")]
 pub static PORT_STATS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(capacity::PORT_STATS, 0);

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::{IP_OFF, Pkt};
+use crate::parse::Pkt;
 
 #[inline(always)]
 fn l4_csum_off(p: &Pkt) -> Option<usize> {
@@ -25,7 +25,7 @@ pub fn set_addr(ctx: &TcContext, p: &mut Pkt, src: bool, new: u32) -> Result<(),
     if old == new {
         return Ok(());
     }
-    let off = IP_OFF + if src { 12 } else { 16 };
+    let off = p.l3 as usize + if src { 12 } else { 16 };
     // TCP/UDP checksums cover the pseudo-header (addresses); ICMP's does not.
     if !p.later_fragment && (p.proto == IPPROTO_TCP || (p.proto == IPPROTO_UDP && !p.udp_csum_zero)) {
         let coff = l4_csum_off(p).unwrap_or(0);
@@ -35,7 +35,7 @@ pub fn set_addr(ctx: &TcContext, p: &mut Pkt, src: bool, new: u32) -> Result<(),
         }
         ctx.l4_csum_replace(coff, old as u64, new as u64, flags)?;
     }
-    ctx.l3_csum_replace(IP_OFF + 10, old as u64, new as u64, 4)?;
+    ctx.l3_csum_replace(p.l3 as usize + 10, old as u64, new as u64, 4)?;
     ctx.store(off, &new, 0)?;
     if src {
         p.saddr = new;
@@ -96,8 +96,8 @@ pub fn dec_ttl(ctx: &TcContext, p: &mut Pkt) -> Result<(), i64> {
     let old = u16::from_ne_bytes([p.ttl, p.proto]);
     let ttl = p.ttl - 1;
     let new = u16::from_ne_bytes([ttl, p.proto]);
-    ctx.l3_csum_replace(IP_OFF + 10, old as u64, new as u64, 2)?;
-    ctx.store(IP_OFF + 8, &ttl, 0)?;
+    ctx.l3_csum_replace(p.l3 as usize + 10, old as u64, new as u64, 2)?;
+    ctx.store(p.l3 as usize + 8, &ttl, 0)?;
     p.ttl = ttl;
     Ok(())
 }
@@ -192,7 +192,7 @@ pub fn set_tuple(
         + daddr as u64;
     let check = !fold16(fold32(s));
     let mid = IpMid { ttl, proto: p.proto, check, saddr, daddr };
-    ctx.store(IP_OFF + 8, &mid, 0)?;
+    ctx.store(p.l3 as usize + 8, &mid, 0)?;
     p.ttl = ttl;
     p.ip_csum = check;
     p.saddr = saddr;

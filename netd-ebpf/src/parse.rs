@@ -58,6 +58,8 @@ pub fn l3_xdp(ctx: &XdpContext) -> Result<L3, ParseError> {
 #[derive(Clone, Copy, Default)]
 pub struct Pkt {
     pub proto: u8,
+    /// Offset of the IPv4 header: `ETH_HLEN`, or 0 on a layer-3 device's egress.
+    pub l3: u8,
     pub l4: usize,
     pub saddr: u32,
     pub daddr: u32,
@@ -81,8 +83,6 @@ pub struct Pkt {
     pub icmp_type: u8,
     /// UDP checksum is 0 (not computed): must stay 0.
     pub udp_csum_zero: bool,
-    /// TCP: the sequence number (host byte order), 0 for others.
-    pub seq: u32,
     /// The IPv4 header checksum as read (updated here by `nat::set_tuple`).
     pub ip_csum: u16,
 }
@@ -117,6 +117,7 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
     }
     let mut p = Pkt {
         proto,
+        l3: IP_OFF as u8,
         l4: L4,
         saddr,
         daddr,
@@ -131,7 +132,6 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
         tcp_flags: 0,
         icmp_type: 0,
         udp_csum_zero: false,
-        seq: 0,
         ip_csum,
     };
     if p.later_fragment {
@@ -146,7 +146,6 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
             unsafe {
                 p.sport = *((data + L4) as *const u16);
                 p.dport = *((data + L4 + 2) as *const u16);
-                p.seq = u32::from_be(*((data + L4 + 4) as *const u32));
                 p.tcp_flags = *((data + L4 + 13) as *const u8);
             }
             p.has_ports = true;
@@ -189,20 +188,30 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
 pub fn tc(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
     *out = match tc_direct(ctx) {
         Some(p) => p,
-        None => tc_loads(ctx)?,
+        None => {
+            let eth_type: u16 = ctx.load(12).map_err(|_| ParseError::NotIpv4)?;
+            if u16::from_be(eth_type) != ETH_P_IP {
+                return Err(ParseError::NotIpv4);
+            }
+            tc_loads(ctx, IP_OFF)?
+        }
     };
     Ok(())
 }
 
-/// Any packet, through `bpf_skb_load_bytes` (headers outside the linear area, IP options,
-/// malformed headers).
+/// The same on a layer-3 device's egress (tun, WireGuard, PPP): the IPv4 header at offset 0,
+/// no Ethernet header (the caller checked the protocol). Rare: always through the loads.
+#[inline(never)]
+pub fn tc_l3(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
+    *out = tc_loads(ctx, 0)?;
+    Ok(())
+}
+
+/// Any packet whose IPv4 header starts at `ip`, through `bpf_skb_load_bytes` (headers outside
+/// the linear area, IP options, malformed headers).
 #[inline(always)]
-fn tc_loads(ctx: &TcContext) -> Result<Pkt, ParseError> {
-    let eth_type: u16 = ctx.load(12).map_err(|_| ParseError::NotIpv4)?;
-    if u16::from_be(eth_type) != ETH_P_IP {
-        return Err(ParseError::NotIpv4);
-    }
-    let vihl: u8 = ctx.load(IP_OFF).map_err(|_| ParseError::Malformed)?;
+fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
+    let vihl: u8 = ctx.load(ip).map_err(|_| ParseError::Malformed)?;
     if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
@@ -210,18 +219,19 @@ fn tc_loads(ctx: &TcContext) -> Result<Pkt, ParseError> {
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
-    let ip_id: u16 = ctx.load(IP_OFF + 4).map_err(|_| ParseError::Malformed)?;
-    let frag: u16 = ctx.load(IP_OFF + 6).map_err(|_| ParseError::Malformed)?;
+    let ip_id: u16 = ctx.load(ip + 4).map_err(|_| ParseError::Malformed)?;
+    let frag: u16 = ctx.load(ip + 6).map_err(|_| ParseError::Malformed)?;
     let frag = u16::from_be(frag);
     // TTL and protocol in one load.
-    let ttl_proto: [u8; 2] = ctx.load(IP_OFF + 8).map_err(|_| ParseError::Malformed)?;
+    let ttl_proto: [u8; 2] = ctx.load(ip + 8).map_err(|_| ParseError::Malformed)?;
     let (ttl, proto) = (ttl_proto[0], ttl_proto[1]);
-    let ip_csum: u16 = ctx.load(IP_OFF + 10).map_err(|_| ParseError::Malformed)?;
-    let saddr: u32 = ctx.load(IP_OFF + 12).map_err(|_| ParseError::Malformed)?;
-    let daddr: u32 = ctx.load(IP_OFF + 16).map_err(|_| ParseError::Malformed)?;
-    let l4 = IP_OFF + ihl;
+    let ip_csum: u16 = ctx.load(ip + 10).map_err(|_| ParseError::Malformed)?;
+    let saddr: u32 = ctx.load(ip + 12).map_err(|_| ParseError::Malformed)?;
+    let daddr: u32 = ctx.load(ip + 16).map_err(|_| ParseError::Malformed)?;
+    let l4 = ip + ihl;
     let mut p = Pkt {
         proto,
+        l3: ip as u8,
         l4,
         saddr,
         daddr,
@@ -236,7 +246,6 @@ fn tc_loads(ctx: &TcContext) -> Result<Pkt, ParseError> {
         tcp_flags: 0,
         icmp_type: 0,
         udp_csum_zero: false,
-        seq: 0,
         ip_csum,
     };
     if p.later_fragment {
@@ -251,7 +260,6 @@ fn tc_loads(ctx: &TcContext) -> Result<Pkt, ParseError> {
             p.has_ports = true;
             if proto == IPPROTO_TCP {
                 p.tcp_flags = ctx.load(l4 + 13).map_err(|_| ParseError::Malformed)?;
-                p.seq = u32::from_be(ctx.load::<u32>(l4 + 4).unwrap_or(0));
             } else {
                 let c: u16 = ctx.load(l4 + 6).map_err(|_| ParseError::Malformed)?;
                 p.udp_csum_zero = c == 0;

@@ -113,6 +113,7 @@ pub fn attach_point(name: &str) -> &'static str {
         prog_names::FROM_NETDEV => "tcx ingress on each uplink",
         prog_names::FROM_NETDEV_L3 => "tcx ingress on each layer-3 uplink (tun, WireGuard, PPP)",
         prog_names::TO_NETDEV => "tcx egress on each uplink",
+        prog_names::TO_NETDEV_L3 => "tcx egress on each layer-3 uplink (tun, WireGuard, PPP)",
         prog_names::FROM_CONTAINER => "tcx ingress on each host-side sandbox veth",
         prog_names::SOCK_CONNECT4 => "cgroup v2 connect4 (daemon netns only, by cookie)",
         prog_names::SOCK_SENDMSG4 => "cgroup v2 sendmsg4 (daemon netns only, by cookie)",
@@ -477,14 +478,14 @@ impl Loaded {
         Ok(mode)
     }
 
-    /// A layer-3 uplink (no Ethernet header: tun, WireGuard, PPP): the L3 variant of the ingress
-    /// program, which gives each packet an Ethernet header first, and no XDP. No egress program:
-    /// its host-flow bookkeeping parses an Ethernet header (a host flow and a sandbox flow on one
-    /// source port to one server are not told apart on such a device).
+    /// A layer-3 uplink (no Ethernet header: tun, WireGuard, PPP): the L3 variants of the
+    /// programs (ingress gives each packet an Ethernet header first; egress parses from the IP
+    /// header: host flows reserve their tuples against masquerade and get another source port on
+    /// a clash, the host's ICMP errors about translated flows are rewritten), and no XDP.
     pub fn attach_uplink_l3(&mut self, ifname: &str) -> Result<(), EbpfError> {
         self.unpin(&format!("xdp-{ifname}"));
-        self.unpin(&format!("tc-out-{ifname}"));
-        self.attach_tc_pinned(prog_names::FROM_NETDEV_L3, ifname, TcAttachType::Ingress, &format!("tc-in-{ifname}"))
+        self.attach_tc_pinned(prog_names::FROM_NETDEV_L3, ifname, TcAttachType::Ingress, &format!("tc-in-{ifname}"))?;
+        self.attach_tc_pinned(prog_names::TO_NETDEV_L3, ifname, TcAttachType::Egress, &format!("tc-out-{ifname}"))
     }
 
     /// TC ingress on a host-side sandbox veth. Returns the link id when not pinned (pinned

@@ -439,9 +439,16 @@ fn rst_and_flood(dataplane: &str) {
     s.write_all(b"yo").unwrap();
     assert_eq!(c.read(&mut buf).unwrap(), 2);
     let SocketAddr::V4(peer) = peer else { panic!() };
-    // A blind RST from the server's address to the host's masqueraded tuple, far off window.
+    // Blind RSTs from the server's address to the host's masqueraded tuple: one far off, one
+    // 512 KiB past the sandbox's next expected byte (its window is ~64 KiB; the old fixed
+    // 1 MiB bound around the last sequence number accepted it and closed the flow).
     let srv: SocketAddrV4 = "198.51.100.2:6100".parse().unwrap();
-    raw_send(&th.outside.path(), vec![tcp_seg(srv, peer, 0x1234_5678, 0, 0x04)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (snd, _) = tcp_queue_seqs(&s);
+    raw_send(
+        &th.outside.path(),
+        vec![tcp_seg(srv, peer, 0x1234_5678, 0, 0x04), tcp_seg(srv, peer, snd.wrapping_add(512 * 1024), 0, 0x04)],
+    );
     let flood_s = syn_flood(&th, &[Ipv4Addr::new(198, 51, 100, 2)], 140_000);
     // Right after the flood, a new client is served (nf_conntrack's early drop evicts an
     // unanswered flood entry for it; refusing it would make the flood a denial of service).
@@ -482,7 +489,7 @@ fn rst_and_flood(dataplane: &str) {
         String::new()
     };
     row(
-        "idle masqueraded TCP flow after a blind RST and a 140,000-SYN flood",
+        "idle masqueraded TCP flow after two blind RSTs (far off; 512 KiB past the window) and a 140,000-SYN flood",
         dataplane,
         &format!(
             "new connection right after the flood {}; 22 s later server->sandbox {late:?}, sandbox->server {back:?}, new connection to the published port {} ({:.0} s after the flood){extra}",
@@ -612,6 +619,163 @@ fn ebpf_flows_survive_blind_rst_and_syn_flood() {
 fn iptables_flows_survive_blind_rst_and_syn_flood() {
     require_root!();
     rst_and_flood("iptables");
+}
+
+// ---- item 8: TCP window tracking -----------------------------------------------------------
+
+/// The next sequence number a TCP socket sends and the next one it expects (`TCP_REPAIR`,
+/// read while the connection is idle; left without a window probe).
+fn tcp_queue_seqs(s: &TcpStream) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    const TCP_REPAIR: i32 = 19;
+    const TCP_REPAIR_QUEUE: i32 = 20;
+    const TCP_QUEUE_SEQ: i32 = 21;
+    const TCP_RECV_QUEUE: i32 = 1;
+    const TCP_SEND_QUEUE: i32 = 2;
+    const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+    let fd = s.as_raw_fd();
+    let set = |opt: i32, v: i32| {
+        // SAFETY: setsockopt with an int on a valid socket.
+        let r = unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, (&v as *const i32).cast(), 4) };
+        assert_eq!(r, 0, "setsockopt {opt}: {}", std::io::Error::last_os_error());
+    };
+    let get = || {
+        let mut v: u32 = 0;
+        let mut len: libc::socklen_t = 4;
+        // SAFETY: getsockopt into a u32 of the given length.
+        let r =
+            unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, (&mut v as *mut u32).cast(), &mut len) };
+        assert_eq!(r, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+        v
+    };
+    set(TCP_REPAIR, 1);
+    set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+    let snd = get();
+    set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
+    let rcv = get();
+    set(TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
+    (snd, rcv)
+}
+
+/// A counter of `/proc/net/{snmp,netstat}` (e.g. `Tcp: InSegs`, `TcpExt: TCPChallengeACK`)
+/// read in a namespace (`/proc/thread-self`: `/proc/net` is the main thread's namespace).
+fn net_counter(ns: &str, file: &'static str, proto: &'static str, field: &'static str) -> u64 {
+    in_netns(ns, move || {
+        let s = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap();
+        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
+        let i = h.split_whitespace().position(|x| x == field).unwrap();
+        v.split_whitespace().nth(i).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
+
+/// `Tcp: InSegs` of a namespace once it has stood still for 300 ms (bounded).
+fn settled_in_segs(ns: &str) -> u64 {
+    let mut before = net_counter(ns, "snmp", "Tcp", "InSegs");
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = net_counter(ns, "snmp", "Tcp", "InSegs");
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+}
+
+/// Item 8: RSTs against the receiver's window. A masqueraded flow from a sandbox, idle, gets
+/// RSTs from the server's address at three places relative to the sandbox's next expected
+/// byte: 512 KiB past it (outside its ~64 KiB window: nf_conntrack marks it invalid and does
+/// not translate it), 1,000 bytes past it (in the window: delivered, the sandbox answers with
+/// a challenge ACK and the flow goes on), and exactly at it (the sandbox's connection is reset).
+fn rst_window(dataplane: &str) {
+    let th = TestHost::new(&format!("rw{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    d.ok(&["run", "-d", "--name", "a1", "--", "sleep", "300"]);
+    let sb = sandbox_ns(&d, "a1");
+    let l = in_netns(&th.outside.path(), || TcpListener::bind("198.51.100.2:6200").unwrap()).unwrap();
+    let mut c = in_netns(&sb, || TcpStream::connect("198.51.100.2:6200").unwrap()).unwrap();
+    let (mut s, peer) = l.accept().unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let SocketAddr::V4(peer) = peer else { panic!() };
+    let srv: SocketAddrV4 = "198.51.100.2:6200".parse().unwrap();
+    let mut buf = [0u8; 64];
+    let talk = |c: &mut TcpStream, s: &mut TcpStream, m: &str| -> String {
+        let one = |from: &mut TcpStream, to: &mut TcpStream, m: &[u8]| {
+            let mut buf = [0u8; 64];
+            match from.write_all(m) {
+                Ok(()) => match to.read(&mut buf) {
+                    Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    Err(e) => format!("{:?}", e.kind()),
+                },
+                Err(e) => format!("write {:?}", e.kind()),
+            }
+        };
+        let a = one(c, s, m.as_bytes());
+        let b = one(s, c, m.to_uppercase().as_bytes());
+        format!("{a}/{b}")
+    };
+    assert_eq!(talk(&mut c, &mut s, "hi"), "hi/HI");
+    // Each RST: did it reach the sandbox's stack, did the sandbox answer with a challenge ACK.
+    let rst = |seq: u32| -> (bool, bool) {
+        let segs = settled_in_segs(&sb);
+        let acks = net_counter(&sb, "netstat", "TcpExt", "TCPChallengeACK");
+        raw_send(&th.outside.path(), vec![tcp_seg(srv, peer, seq, 0, 0x04)]);
+        std::thread::sleep(Duration::from_millis(300));
+        (
+            net_counter(&sb, "snmp", "Tcp", "InSegs") > segs,
+            net_counter(&sb, "netstat", "TcpExt", "TCPChallengeACK") > acks,
+        )
+    };
+    let (snd, _) = tcp_queue_seqs(&s);
+    let blind = rst(snd.wrapping_add(512 * 1024));
+    let after_blind = talk(&mut c, &mut s, "one");
+    let (snd, _) = tcp_queue_seqs(&s);
+    let inwin = rst(snd.wrapping_add(1000));
+    let after_inwin = talk(&mut c, &mut s, "two");
+    let (snd, _) = tcp_queue_seqs(&s);
+    let exact = rst(snd);
+    let after_exact = match c.write_all(b"three").and_then(|()| c.read(&mut buf)) {
+        Ok(n) => format!("read {n}"),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    let show = |(reached, challenged): (bool, bool)| {
+        format!(
+            "{}{}",
+            if reached { "reached the sandbox" } else { "not delivered" },
+            if challenged { ", challenge ACK" } else { "" }
+        )
+    };
+    let observed = format!(
+        "512 KiB past the window: {}, then data {after_blind}; 1,000 bytes in: {}, then data {after_inwin}; exact: {}, then the sandbox's socket {after_exact}",
+        show(blind),
+        show(inwin),
+        show(exact),
+    );
+    row("RSTs from the server to an idle masqueraded TCP flow, against the sandbox's window (8)", dataplane, &observed);
+    assert_eq!(blind, (false, false), "{observed}");
+    assert_eq!(after_blind, "one/ONE", "{observed}");
+    assert_eq!(inwin, (true, true), "{observed}");
+    assert_eq!(after_inwin, "two/TWO", "{observed}");
+    assert!(exact.0 && !exact.1, "{observed}");
+    assert_eq!(after_exact, "ConnectionReset", "{observed}");
+    if dataplane == "ebpf" {
+        assert!(drop_count(&d, "invalid_rst") >= 1, "{}", drops(&d));
+    }
+}
+
+#[test]
+fn ebpf_rsts_are_judged_against_the_receivers_window() {
+    require_root!();
+    rst_window("ebpf");
+}
+
+#[test]
+fn iptables_rsts_are_judged_against_the_receivers_window() {
+    require_root!();
+    rst_window("iptables");
 }
 
 // ---- item 9: fragments ---------------------------------------------------------------------

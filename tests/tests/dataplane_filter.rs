@@ -535,6 +535,21 @@ impl Drop for TunPeer {
     }
 }
 
+/// Send `msg` to `dst` and wait for an answer (4 tries, 700 ms each).
+fn udp_exchange(s: &std::net::UdpSocket, dst: std::net::SocketAddr, msg: &str) -> String {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(700)));
+    let mut buf = [0u8; 2048];
+    for _ in 0..4 {
+        if s.send_to(msg.as_bytes(), dst).is_err() {
+            continue;
+        }
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    "timeout".into()
+}
+
 /// Item 5, a VPN: the default route goes through a layer-3 device (tun, no Ethernet header).
 /// Sandbox traffic leaving through it is masqueraded to its address, and a published port
 /// answers a client behind it on that address.
@@ -581,6 +596,30 @@ fn layer3_uplink(dataplane: &str) {
         }
     }
     observe("l3-uplink-published-port", dataplane, &answer, "from 203.0.113.1:5354 u1:203.0.113.2:in");
+    // Item 4 through the tun: a sandbox flow and a host flow from one source port to one server
+    // behind it, in both orders; each gets its own replies (the later flow gets another source
+    // port, as nf_nat does; the uplink's egress program does it for the host's flows).
+    let sb = sandbox_ns(&d, "u1");
+    let server: std::net::SocketAddr = "203.0.113.2:6000".parse().unwrap();
+    let bind =
+        |ns: &str, port: u16| in_netns(ns, move || std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap()).unwrap();
+    let s1 = bind(&sb, 40000);
+    let a = udp_exchange(&s1, server, "sb1");
+    let h1 = bind(&th.host.path(), 40000);
+    let b = udp_exchange(&h1, server, "host1");
+    let c = udp_exchange(&s1, server, "sb2");
+    let h2 = bind(&th.host.path(), 41000);
+    let e = udp_exchange(&h2, server, "host2");
+    let s2 = bind(&sb, 41000);
+    let f = udp_exchange(&s2, server, "sb3");
+    let g = udp_exchange(&h2, server, "host3");
+    observe(
+        "l3-uplink-host-and-sandbox-flows-on-one-source-port",
+        dataplane,
+        &format!("sandbox first: {a} {b} {c}; host first: {e} {f} {g}"),
+        "sandbox first: tun:203.0.113.1:sb1 tun:203.0.113.1:host1 tun:203.0.113.1:sb2; \
+         host first: tun:203.0.113.1:host2 tun:203.0.113.1:sb3 tun:203.0.113.1:host3",
+    );
     if dataplane == "ebpf" {
         let info = d.ok(&["info"]);
         assert!(info.contains("tunv0"), "uplinks listed: {info}");

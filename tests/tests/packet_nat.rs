@@ -771,54 +771,178 @@ fn ct_get(l: &Loaded, k: &CtKey) -> Option<CtValue> {
     c.get(k, 0).ok()
 }
 
-/// A TCP segment with the given flags and sequence number (checksums valid).
-fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
-    let mut f = frame(6, src, dst, sport, dport, 5, b"");
-    let l4 = 14 + 20;
-    f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-    f[l4 + 13] = flags;
-    f[l4 + 16] = 0;
-    f[l4 + 17] = 0;
+/// A TCP segment: sequence and acknowledgement numbers, flags, window, a SYN's window scale
+/// option (with MSS and NOP before it, as Linux sends them) and `len` bytes of data.
+#[allow(clippy::too_many_arguments)]
+fn tcp_seg_opts(
+    src: [u8; 4],
+    dst: [u8; 4],
+    (sport, dport): (u16, u16),
+    (seq, ack): (u32, u32),
+    flags: u8,
+    win: u16,
+    wscale: Option<u8>,
+    len: usize,
+) -> Vec<u8> {
+    let mut opts = vec![2, 4, 0x05, 0xb4]; // MSS 1460
+    if let Some(ws) = wscale {
+        opts.extend_from_slice(&[1, 3, 3, ws]);
+    }
+    if flags & 0x02 == 0 {
+        opts.clear();
+    }
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&ack.to_be_bytes());
+    l4.extend_from_slice(&[(((20 + opts.len()) / 4) << 4) as u8, flags]);
+    l4.extend_from_slice(&win.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 0]);
+    l4.extend_from_slice(&opts);
+    l4.extend(std::iter::repeat_n(b'd', len));
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src);
     pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    let c = csum(&[pseudo.as_slice(), &f[l4..]].concat(), 0);
-    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let c = csum(&[pseudo.as_slice(), &l4].concat(), 0);
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = csum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
     f
 }
 
-#[test]
-fn a_blind_rst_does_not_close_a_flow_an_in_window_one_does() {
-    require_root!();
-    let l = setup();
-    let k = CtKey {
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+
+/// A TCP flow through the published port 8080 -> 172.17.0.2:7000 from CLIENT:`cport`: the
+/// client's segments go through `netd_from_netdev`, the sandbox's through
+/// `netd_from_container`. Returns (client's entry key, sandbox's entry key).
+fn client_and_sandbox_keys(cport: u16) -> (CtKey, CtKey) {
+    let c = CtKey {
         saddr: be_addr(ip(CLIENT)),
         daddr: be_addr(ip(HOST)),
-        sport: be_port(42000),
+        sport: be_port(cport),
         dport: be_port(8080),
         proto: 6,
         _pad: [0; 3],
     };
-    for (seq, flags) in [(1000u32, 0x02u8), (1001, 0x10), (5000, 0x18)] {
-        let r =
-            test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, seq, flags)).unwrap();
-        assert_eq!(r.retval, TC_ACT_REDIRECT);
-    }
-    let v = ct_get(&l, &k).unwrap();
-    assert_eq!(v.flags & netd_common::CT_F_ACKED, netd_common::CT_F_ACKED, "the ACK marks it established");
-    // RST far outside the window: delivered (the sandbox's stack judges it too), flow untouched.
-    let r =
-        test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 0x8000_0000, 0x04)).unwrap();
-    assert_eq!(r.retval, TC_ACT_REDIRECT);
-    assert_eq!(ct_get(&l, &k).unwrap().flags & netd_common::CT_F_CLOSING, 0, "a blind RST must not close the flow");
-    // A RST near the sender's sequence numbers closes it.
-    test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &tcp_frame(CLIENT, HOST, 42000, 8080, 5100, 0x04)).unwrap();
-    let f = ct_get(&l, &k).unwrap().flags;
-    assert_eq!(
-        f & (netd_common::CT_F_CLOSING | netd_common::CT_F_RST),
-        netd_common::CT_F_CLOSING | netd_common::CT_F_RST
-    );
+    let s = CtKey {
+        saddr: be_addr(ip(SB)),
+        daddr: be_addr(ip(CLIENT)),
+        sport: be_port(7000),
+        dport: be_port(cport),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    (c, s)
+}
+
+fn closing(l: &Loaded, k: &CtKey) -> u8 {
+    ct_get(l, k).unwrap().flags & (netd_common::CT_F_CLOSING | netd_common::CT_F_RST)
+}
+
+/// nf_conntrack's window tracking, in essence: after a handshake with window scaling (both
+/// SYNs announce scale 7) and some data, a RST is judged against its receiver's window (the
+/// highest ACK it sent, plus its window shifted by its scale): 512 KiB past it is dropped and
+/// counted (the old fixed 1 MiB bound took it), 60,000 bytes in (inside 502 << 7 = 64,256,
+/// kept as 512 << 7; outside the unscaled 502) passes without closing (the receiver's challenge ACK decides),
+/// exactly at it closes the flow. The sandbox's RSTs are judged against the client's window.
+#[test]
+fn rsts_are_judged_against_the_receivers_scaled_window() {
+    require_root!();
+    let l = setup();
+    let (ck, sk) = client_and_sandbox_keys(42000);
+    let from_client = |seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>, len: usize| {
+        let f = tcp_seg_opts(CLIENT, HOST, (42000, 8080), (seq, ack), flags, win, ws, len);
+        test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap().retval
+    };
+    let from_sandbox = |seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>, len: usize| {
+        let f = tcp_seg_opts(SB, CLIENT, (7000, 42000), (seq, ack), flags, win, ws, len);
+        test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap().retval
+    };
+    assert_eq!(from_client(1000, 0, SYN, 64240, Some(7), 0), TC_ACT_REDIRECT);
+    assert_ne!(from_sandbox(5000, 1001, SYN | ACK, 65160, Some(7), 0), TC_ACT_SHOT);
+    assert_eq!(from_client(1001, 5001, ACK, 502, None, 0), TC_ACT_REDIRECT);
+    assert_ne!(from_sandbox(5001, 1001, PSH_ACK, 509, None, 100), TC_ACT_SHOT);
+    assert_eq!(from_client(1001, 5101, ACK, 502, None, 0), TC_ACT_REDIRECT);
+    let (c, s) = (ct_get(&l, &ck).unwrap(), ct_get(&l, &sk).unwrap());
+    // Windows in units of 16 bytes (rounded up), the scale in the low 4 bits.
+    assert_eq!((c.ack, c.wnd >> 4, c.wnd & 15), (5101, 32, 7), "the client's window state");
+    assert_eq!((s.ack, s.wnd >> 4, s.wnd & 15), (1001, 32, 7), "the sandbox's window state");
+    let drops = || l.drop_stats().unwrap()["invalid_rst"];
+    let d0 = drops();
+
+    // From the sandbox to the client (window 502 << 7 from 5101).
+    assert_eq!(from_sandbox(5101 + 512 * 1024, 0, RST, 0, None, 0), TC_ACT_SHOT, "blind RST dropped");
+    assert_eq!(drops(), d0 + 1, "and counted");
+    assert_eq!(closing(&l, &sk) | closing(&l, &ck), 0, "a blind RST leaves the flow open");
+    assert_ne!(from_sandbox(5101 + 60_000, 0, RST, 0, None, 0), TC_ACT_SHOT, "in the scaled window: passes");
+    assert_eq!(closing(&l, &sk), 0, "an inexact RST in the window leaves the flow as it is");
+    assert_eq!(from_sandbox(5101 + 70_000, 0, RST, 0, None, 0), TC_ACT_SHOT, "past the scaled window");
+    // From the client to the sandbox (window 509 << 7 from 1001).
+    assert_eq!(from_client(1001 + 600_000, 0, RST, 0, None, 0), TC_ACT_SHOT);
+    assert_eq!(from_client(1001u32.wrapping_sub(10), 0, RST, 0, None, 0), TC_ACT_SHOT, "before the window");
+    assert_eq!(drops(), d0 + 4);
+    assert_eq!(closing(&l, &ck), 0);
+    // Exact: closes.
+    assert_ne!(from_sandbox(5101, 0, RST, 0, None, 0), TC_ACT_SHOT);
+    assert_eq!(closing(&l, &sk), netd_common::CT_F_CLOSING | netd_common::CT_F_RST, "an exact RST closes");
+}
+
+/// Window scaling applies only when both SYNs announce it (RFC 7323); a RST answering a SYN
+/// must acknowledge it; a flow picked up mid-stream (no SYN seen) is judged liberally, as
+/// nf_conntrack's pickup does.
+#[test]
+fn rst_window_needs_both_scales_and_answers_to_syns_must_ack_them() {
+    require_root!();
+    let l = setup();
+    let run_c = |cport: u16, seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>| {
+        let f = tcp_seg_opts(CLIENT, HOST, (cport, 8080), (seq, ack), flags, win, ws, 0);
+        test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap().retval
+    };
+    let run_s = |cport: u16, seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>| {
+        let f = tcp_seg_opts(SB, CLIENT, (7000, cport), (seq, ack), flags, win, ws, 0);
+        test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap().retval
+    };
+    // The sandbox's SYN-ACK has no window scale: the client's 502 is 502 bytes.
+    run_c(42100, 1000, 0, SYN, 64240, Some(7));
+    run_s(42100, 5000, 1001, SYN | ACK, 65160, None);
+    run_c(42100, 1001, 5001, ACK, 502, None);
+    assert_eq!(run_s(42100, 5001 + 60_000, 0, RST, 0, None), TC_ACT_SHOT, "unscaled: 60,000 is outside 502 (512)");
+    assert_ne!(run_s(42100, 5001 + 400, 0, RST, 0, None), TC_ACT_SHOT, "400 is inside");
+    let (_, sk) = client_and_sandbox_keys(42100);
+    assert_eq!(closing(&l, &sk), 0);
+
+    // A closed port: the sandbox answers the SYN with RST|ACK acknowledging it.
+    let (ck, sk) = client_and_sandbox_keys(42200);
+    run_c(42200, 9000, 0, SYN, 64240, Some(7));
+    assert_eq!(run_s(42200, 0, 12345, RST | ACK, 0, None), TC_ACT_SHOT, "a RST not acknowledging the SYN");
+    assert_eq!(closing(&l, &sk), 0);
+    assert_ne!(run_s(42200, 0, 9001, RST | ACK, 0, None), TC_ACT_SHOT, "the refusal passes");
+    assert_ne!(closing(&l, &sk), 0, "and closes the flow");
+    let _ = ck;
+
+    // Picked up mid-stream (first segment an ACK): any RST closes it.
+    let (ck, _) = client_and_sandbox_keys(42300);
+    assert_eq!(run_c(42300, 777_777, 1, ACK, 502, None), TC_ACT_REDIRECT);
+    run_s(42300, 1, 777_777, ACK, 502, None);
+    assert_eq!(run_c(42300, 0x4000_0000, 0, RST, 0, None), TC_ACT_REDIRECT, "liberal on pickup");
+    assert_ne!(closing(&l, &ck), 0);
 }
 
 #[test]

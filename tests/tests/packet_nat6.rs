@@ -665,34 +665,89 @@ fn later_fragments6_follow_the_first_fragments_translation() {
     assert_eq!(l.drop_stats().unwrap()["frag_unknown"], before + 2);
 }
 
-/// A TCP segment with the given flags and sequence number (checksum valid).
-fn tcp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
-    let mut u = l4(TCP, src, dst, sport, dport, b"");
-    u[4..8].copy_from_slice(&seq.to_be_bytes());
-    u[13] = flags;
-    u[16] = 0;
-    u[17] = 0;
+/// A TCP segment: sequence and acknowledgement numbers, flags, window, and for a SYN the MSS
+/// option and a window scale option (after a NOP, as Linux sends them) when `wscale` is given.
+#[allow(clippy::too_many_arguments)]
+fn tcp_seg6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    (sport, dport): (u16, u16),
+    (seq, ack): (u32, u32),
+    flags: u8,
+    win: u16,
+    wscale: Option<u8>,
+) -> Vec<u8> {
+    let mut opts = Vec::new();
+    if flags & 0x02 != 0 {
+        opts.extend_from_slice(&[2, 4, 0x05, 0xa0]); // MSS 1440
+        if let Some(ws) = wscale {
+            opts.extend_from_slice(&[1, 3, 3, ws]);
+        }
+    }
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&seq.to_be_bytes());
+    u.extend_from_slice(&ack.to_be_bytes());
+    u.extend_from_slice(&[(((20 + opts.len()) / 4) << 4) as u8, flags]);
+    u.extend_from_slice(&win.to_be_bytes());
+    u.extend_from_slice(&[0, 0, 0, 0]);
+    u.extend_from_slice(&opts);
     let c = csum(&[pseudo(src, dst, TCP, u.len()), u.clone()].concat(), 0);
     u[16..18].copy_from_slice(&c.to_be_bytes());
     frame_raw(TCP, src, dst, &[], &u)
 }
 
+/// `CT_V6` judges RSTs against the receiver's window as `CT_V4` does (the same
+/// `netd_common::tcp_window` logic): after a handshake with window scale 7 both ways, a RST
+/// 512 KiB past the client's next expected byte is dropped and counted (the old fixed 1 MiB
+/// bound took it and closed the flow), one 60,000 bytes in (inside 502 << 7) passes without
+/// closing, an exact one closes; a new SYN on the closed flow starts a fresh entry; a RST
+/// answering a SYN must acknowledge it.
 #[test]
-fn tcp_states6_syn_reuse_and_blind_rst() {
+fn rsts6_are_judged_against_the_receivers_window() {
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
     require_root!();
     let l = setup();
-    let k = key(TCP, client(), host(), 42000, 8080);
-    for (seq, flags) in [(1000u32, 0x02u8), (1001, 0x10), (5000, 0x18)] {
-        assert_eq!(run(&l, p::FROM_NETDEV, &tcp(client(), host(), 42000, 8080, seq, flags)).retval, TC_ACT_REDIRECT);
-    }
-    assert_eq!(ct_get(&l, &k).unwrap().flags & CT_F_ACKED, CT_F_ACKED, "the ACK marks it established");
-    run(&l, p::FROM_NETDEV, &tcp(client(), host(), 42000, 8080, 0x8000_0000, 0x04));
-    assert_eq!(ct_get(&l, &k).unwrap().flags & CT_F_CLOSING, 0, "a blind RST does not close the flow");
-    run(&l, p::FROM_NETDEV, &tcp(client(), host(), 42000, 8080, 5100, 0x04));
-    assert_eq!(ct_get(&l, &k).unwrap().flags & (CT_F_CLOSING | CT_F_RST), CT_F_CLOSING | CT_F_RST);
+    let c = |cport: u16, seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>| {
+        run(&l, p::FROM_NETDEV, &tcp_seg6(client(), host(), (cport, 8080), (seq, ack), flags, win, ws)).retval
+    };
+    let s = |cport: u16, seq: u32, ack: u32, flags: u8, win: u16, ws: Option<u8>| {
+        run(&l, p::FROM_CONTAINER, &tcp_seg6(sb(), client(), (7000, cport), (seq, ack), flags, win, ws)).retval
+    };
+    let ck = key(TCP, client(), host(), 42000, 8080);
+    let sk = key(TCP, sb(), client(), 7000, 42000);
+    let closing = |k: &CtKey6| ct_get(&l, k).unwrap().flags & (CT_F_CLOSING | CT_F_RST);
+    assert_eq!(c(42000, 1000, 0, SYN, 64240, Some(7)), TC_ACT_REDIRECT);
+    assert_ne!(s(42000, 5000, 1001, SYN | ACK, 64800, Some(7)), TC_ACT_SHOT);
+    assert_eq!(c(42000, 1001, 5001, ACK, 502, None), TC_ACT_REDIRECT);
+    assert_ne!(s(42000, 5001, 1001, ACK | 0x08, 509, None), TC_ACT_SHOT);
+    assert_eq!(c(42000, 1001, 5101, ACK, 502, None), TC_ACT_REDIRECT);
+    let v = ct_get(&l, &ck).unwrap();
+    assert_eq!(v.flags & CT_F_ACKED, CT_F_ACKED, "the ACK marks it established");
+    assert_eq!((v.ack, v.wnd >> 4, v.wnd & 15), (5101, 32, 7), "the client's window state");
+    let drops = || l.drop_stats().unwrap()["invalid_rst"];
+    let d0 = drops();
+    assert_eq!(s(42000, 5101 + 512 * 1024, 0, RST, 0, None), TC_ACT_SHOT, "blind RST dropped");
+    assert_eq!(c(42000, 1001 + 600_000, 0, RST, 0, None), TC_ACT_SHOT, "blind RST from the client dropped");
+    assert_eq!(drops(), d0 + 2, "and counted");
+    assert_eq!(closing(&ck) | closing(&sk), 0, "blind RSTs leave the flow open");
+    assert_ne!(s(42000, 5101 + 60_000, 0, RST, 0, None), TC_ACT_SHOT, "in the scaled window: passes");
+    assert_eq!(closing(&sk), 0, "an inexact RST in the window leaves the flow as it is");
+    assert_ne!(s(42000, 5101, 0, RST, 0, None), TC_ACT_SHOT);
+    assert_eq!(closing(&sk), CT_F_CLOSING | CT_F_RST, "an exact RST closes");
     // A new SYN on the closed flow: a fresh entry.
-    assert_eq!(run(&l, p::FROM_NETDEV, &tcp(client(), host(), 42000, 8080, 9000, 0x02)).retval, TC_ACT_REDIRECT);
-    assert_eq!(ct_get(&l, &k).unwrap().flags & CT_F_CLOSING, 0, "a fresh entry, not the closed one");
+    assert_eq!(c(42000, 9000, 0, SYN, 64240, Some(7)), TC_ACT_REDIRECT);
+    assert_eq!(closing(&ck), 0, "a fresh entry, not the closed one");
+    // A closed port: the sandbox answers a SYN with RST|ACK, which must acknowledge it.
+    let sk2 = key(TCP, sb(), client(), 7000, 42200);
+    assert_eq!(c(42200, 7000, 0, SYN, 64240, Some(7)), TC_ACT_REDIRECT);
+    assert_eq!(s(42200, 0, 12345, RST | ACK, 0, None), TC_ACT_SHOT, "a RST not acknowledging the SYN");
+    assert_eq!(closing(&sk2), 0);
+    assert_ne!(s(42200, 0, 7001, RST | ACK, 0, None), TC_ACT_SHOT, "the refusal passes");
+    assert_ne!(closing(&sk2), 0, "and closes the flow");
 }
 
 #[test]

@@ -15,8 +15,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_RST,
-    CT_F_SEEN, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP, RST_WINDOW,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_SEEN,
+    DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
+    tcp_window::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     v6::{Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6},
 };
 
@@ -25,7 +26,7 @@ use super::{
     nat,
     parse::Pkt6,
 };
-use crate::{maps::SCRATCH_FIB, stats};
+use crate::{maps::SCRATCH_FIB, stats, tcpwin};
 
 const AF_INET6: u8 = 10;
 const BPF_NOEXIST: u64 = 1;
@@ -54,7 +55,7 @@ pub fn exists(k: &CtKey6) -> bool {
 #[inline(always)]
 pub fn lookup_flow(p: &Pkt6, k: &CtKey6) -> Option<&'static CtValue6> {
     let v = get(k)?;
-    if p.proto == IPPROTO_TCP && p.tcp_flags & 0x12 == 0x02 && v.flags & CT_F_CLOSING != 0 {
+    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
         remove_pair(k, v);
         return None;
     }
@@ -157,9 +158,19 @@ fn early_drop(head: u64) -> bool {
 
 /// Rewrite the packet to the entry's tuple and deliver it (see `conntrack::apply`): routed hops
 /// decrement the hop limit; a packet that cannot make the hop (hop limit 1, or too big for the
-/// egress device) goes to the kernel, which answers it (time exceeded, packet too big).
-#[inline(never)]
+/// egress device) goes to the kernel, which answers it (time exceeded, packet too big). A TCP
+/// segment's window state comes first (`track`: a blind RST is dropped, counted), called from
+/// the caller's frame: below `apply_entry` the call chains have no room for it.
+#[inline(always)]
 pub fn apply(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
+    if p.proto == IPPROTO_TCP && v.action != CT_ACT_HOSTFLOW && !track(ctx, p, k) {
+        return SHOT;
+    }
+    apply_entry(ctx, p, k, v)
+}
+
+#[inline(never)]
+fn apply_entry(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
     if v.action == CT_ACT_HOSTFLOW {
         return OK;
     }
@@ -198,7 +209,7 @@ fn translate(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6, routed: bo
         return Err(SHOT);
     }
     stats::count_port(v.stats_slot, ctx.len() as u64);
-    touch(ctx, p, k);
+    touch(p, k);
     if routed {
         if p.hop <= 1 {
             return Err(OK);
@@ -219,29 +230,41 @@ fn rewrite(ctx: &TcContext, p: &mut Pkt6, v: &CtValue6) -> Result<(), i64> {
     Ok(())
 }
 
-/// Timestamp and state flags (see `conntrack::touch`).
+/// TCP window tracking for one segment of the flow stored under `k` (the shared logic of
+/// `crate::tcpwin`, as `CT_V4`'s): false, a blind RST (counted). Only a RST looks up the other
+/// direction's entry. A BPF-to-BPF call from `apply`'s caller.
+#[inline(never)]
+fn track(ctx: &TcContext, p: &Pkt6, k: &CtKey6) -> bool {
+    let Some(e) = CT_V6.get_ptr_mut(k) else { return true };
+    // SAFETY: map value pointer, valid for this program run; racy updates of the window fields
+    // and flag bits are harmless.
+    let v = unsafe { &mut *e };
+    // The receiver's entry, keyed by the reverse of this direction's translation (the key in
+    // per-CPU scratch: this runs below `apply`'s callers, and 40 bytes of stack are too many).
+    let (saddr, daddr, sport, dport) = (&v.saddr as *const Addr6, &v.daddr as *const Addr6, v.sport, v.dport);
+    tcpwin::track(ctx, p.l4 as usize, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
+        let s = crate::maps::tcp_scratch()?;
+        // SAFETY: the entry's own address fields, valid for this program run.
+        s.key6 = CtKey6 { saddr: unsafe { *daddr }, daddr: unsafe { *saddr }, sport: dport, dport: sport, proto: IPPROTO_TCP, _pad: [0; 3] };
+        get(&s.key6).map(|r| (r.flags, r.ack, r.wnd))
+    })
+}
+
+/// Timestamp and state flags (see `conntrack::touch`; a RST's effect is `track`'s).
 #[inline(always)]
-fn touch(ctx: &TcContext, p: &Pkt6, k: &CtKey6) {
+fn touch(p: &Pkt6, k: &CtKey6) {
     let Some(e) = CT_V6.get_ptr_mut(k) else { return };
     // SAFETY: map value pointer valid for this program run; racy updates are harmless.
     unsafe {
         (*e).last_seen_ns = bpf_ktime_get_ns();
         let mut f = (*e).flags;
-        if p.proto == IPPROTO_TCP {
-            let seq = u32::from_be(ctx.load::<u32>(p.l4 as usize + 4).unwrap_or(0));
-            let fl = p.tcp_flags;
-            if fl & 0x04 != 0 {
-                if f & CT_F_SEEN == 0 || seq.wrapping_sub((*e).seq).wrapping_add(RST_WINDOW) <= 2 * RST_WINDOW {
-                    f |= CT_F_CLOSING | CT_F_RST;
-                }
-            } else {
-                if fl & 0x01 != 0 {
-                    f |= CT_F_CLOSING;
-                }
-                if fl & 0x12 == 0x10 {
-                    f |= CT_F_ACKED;
-                }
-                (*e).seq = seq;
+        let fl = p.tcp_flags;
+        if p.proto == IPPROTO_TCP && fl & TCP_RST == 0 {
+            if fl & TCP_FIN != 0 {
+                f |= CT_F_CLOSING;
+            }
+            if fl & (TCP_SYN | TCP_ACK) == TCP_ACK {
+                f |= CT_F_ACKED;
             }
         }
         let was = (*e).flags;
