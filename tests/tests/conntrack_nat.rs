@@ -336,11 +336,15 @@ fn host_flow_clash(dataplane: &str) {
     // Host first, then a sandbox.
     let h2 = in_netns(&th.host.path(), || UdpSocket::bind("0.0.0.0:41000").unwrap()).unwrap();
     let e = udp_exchange(&h2, server, "host2");
+    // Past a conntrack GC pass (every 10 s): the host flow's record must still hold its tuple
+    // (eBPF: the marker was once written with a last-seen time of 0, which the first GC pass
+    // expired, and the sandbox's flow then took the tuple and the host's replies).
+    std::thread::sleep(Duration::from_secs(12));
     let s2 = in_netns(&sb, || UdpSocket::bind("0.0.0.0:41000").unwrap()).unwrap();
     let f = udp_exchange(&s2, server, "sb3");
     let g = udp_exchange(&h2, server, "host3");
     let obs = format!(
-        "sandbox first: sandbox {a:?}, host {b:?}, sandbox {c:?}; host first: host {e:?}, sandbox {f:?}, host {g:?}"
+        "sandbox first: sandbox {a:?}, host {b:?}, sandbox {c:?}; host first: host {e:?}, 12 s later (a GC pass) sandbox {f:?}, host {g:?}"
     );
     row("host and sandbox UDP flows from one source port to one server", dataplane, &obs);
     assert_eq!(a, "outside:198.51.100.1:sb1");
