@@ -623,6 +623,22 @@ fn config_keys(dataplane: &str) {
     }
     assert_eq!(rt.del("h1", &h1.path(), "eth0", &maps).code, 0);
 
+    // The config's "network" is a name: one that happens to prefix another network's id (here
+    // the none network's short id) is still created and used as a network of its own, never
+    // taken for that network (tests naming networks "c4" failed ~1 run in 100 that way).
+    let none_id: Value = serde_json::from_str(&d.ok(&["network", "inspect", "none"])).unwrap();
+    let short = none_id[0]["Id"].as_str().unwrap()[..12].to_string();
+    let rtp = runtime(&th, &d, "prefixnet", "1.0.0", json!({"network": short, "subnet": "203.0.113.192/27"}));
+    let p1 = Netns::new(&unique("ckc")).unwrap();
+    let r = rtp.add("p1", &p1.path(), "eth0", &json!({}));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.json()["ips"][0]["address"].as_str().unwrap().starts_with("203.0.113.19"), "{}", r.stdout);
+    let made: Value = serde_json::from_str(&d.ok(&["network", "inspect", &short])).unwrap();
+    assert_eq!(made[0]["Name"], short.as_str(), "{made}");
+    assert_eq!(made[0]["Driver"], "bridge", "{made}");
+    assert_eq!(rtp.del("p1", &p1.path(), "eth0", &json!({})).code, 0);
+    d.ok(&["network", "rm", &short]); // its subnet is the icc network's below
+
     // mtu: the network made from the config has it; the pod's interface, the host veth and the
     // path to outside carry 1400-byte packets and no bigger (DF).
     let rtm =

@@ -109,7 +109,7 @@ fn fmt_mac(m: [u8; 6]) -> String {
 async fn ensure_network(d: &Shared, r: &AddRequest) -> CniResult<()> {
     {
         let st = d.state.lock().await;
-        if d.resolve_network(&st, &r.network).is_ok() {
+        if d.resolve_network_exact(&st, &r.network).is_ok() {
             return Ok(());
         }
     }
@@ -206,7 +206,7 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
     let (net_id, net, b) = {
         let st = d.state.lock().await;
         let net_id =
-            d.resolve_network(&st, &r.network).map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
+            d.resolve_network_exact(&st, &r.network).map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
         let net = st.networks[&net_id].clone();
         let Some(b) = net.bridge.clone() else {
             return Err(bad(format!(

@@ -32,6 +32,18 @@ impl Daemon {
         }
     }
 
+    /// A network by its full id or exact name only, never by an id prefix: for names that come
+    /// from configuration (a CNI config's `network`), where a short name that happens to prefix
+    /// another network's id must still mean the network of that name.
+    pub fn resolve_network_exact(&self, st: &State, r: &str) -> ApiResult<String> {
+        st.networks
+            .values()
+            .find(|n| n.id == r)
+            .or_else(|| st.networks.values().find(|n| n.name == r))
+            .map(|n| n.id.clone())
+            .ok_or_else(|| ApiError::not_found(format!("network {r} not found")))
+    }
+
     /// Create (or adopt) the kernel bridge for a bridge network and give it its gateway.
     pub async fn ensure_bridge(&self, b: &BridgeNet) -> Result<u32, String> {
         let idx = if b.owned {
