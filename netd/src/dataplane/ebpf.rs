@@ -13,12 +13,15 @@ use aya::{
 use netd_common::{
     CONFIG_F_ENABLED, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC, NET_F_INTERNAL,
     NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PacketCount, PublishedKey, PublishedValue, UplinkInfo, capacity,
-    map_names,
+    map_names, v6::CtKey6,
 };
 
 use super::*;
 use crate::ebpf::Loaded;
+use netd_common::v6::map_names as m6;
 
+#[path = "ebpf_ct.rs"]
+mod ct;
 #[path = "ebpf_v6.rs"]
 mod v6;
 
@@ -219,7 +222,7 @@ impl Ebpf {
         let fresh = std::mem::take(&mut self.pending_publish);
         let host = self.host_addrs(!fresh.is_empty())?;
         let maps = self.ct_maps()?;
-        maps.purge(fresh, &host, f)
+        maps.purge_ct::<CtKey>(fresh, &host, f)
     }
 
     /// The keys of `HOST_ADDRS` when `want` (the stale-translation check needs them).
@@ -256,10 +259,10 @@ impl Ebpf {
         let run = move || -> DpResult<usize> {
             let mut n = 0;
             if !fresh.is_empty() || !purge.is_empty() {
-                n += maps.purge(fresh, &host, |k, v| purge.matches(k, v))?;
+                n += maps.purge_ct::<CtKey>(fresh, &host, |k, v| purge.matches(k, v))?;
             }
             if !fresh6.is_empty() || !purge.is_empty() {
-                n += maps.purge6_fresh(fresh6, &host6, |k, v| purge.matches6(k, v))?;
+                n += maps.purge_ct::<CtKey6>(fresh6, &host6, |k, v| purge.matches6(k, v))?;
             }
             if gc {
                 n += maps.gc()?;
@@ -448,27 +451,6 @@ pub struct CtMaps {
 }
 
 impl CtMaps {
-    /// The whole conntrack table, a few thousand entries per syscall.
-    fn dump(&self) -> DpResult<Vec<(CtKey, CtValue)>> {
-        use std::os::fd::AsFd;
-        crate::bpfbatch::dump(self.ct.as_fd()).map_err(|e| err("CT_V4 lookup batch", e))
-    }
-
-    fn delete(&self, keys: &[CtKey]) -> DpResult<usize> {
-        use std::os::fd::AsFd;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        crate::bpfbatch::delete(self.ct.as_fd(), keys).map_err(|e| err("CT_V4 delete batch", e))
-    }
-
-    fn has(&self, k: &CtKey) -> DpResult<bool> {
-        use std::os::fd::AsFd;
-        crate::bpfbatch::lookup::<CtKey, CtValue>(self.ct.as_fd(), k)
-            .map(|v| v.is_some())
-            .map_err(|e| err(map_names::CT_V4, e))
-    }
-
     /// A one-entry `u64` array: its value, then `set` written when given.
     fn cell(fd: &std::os::fd::OwnedFd, name: &'static str, set: Option<u64>) -> DpResult<u64> {
         use std::os::fd::AsFd;
@@ -479,53 +461,6 @@ impl CtMaps {
         Ok(old)
     }
 
-    /// Delete every CT entry matching `f` (both directions of a flow match on one of them, so
-    /// the caller's predicate looks at both the key and the translation), and the stale
-    /// translations of the bindings in `fresh` ((proto, host port, stats slot + 1), published
-    /// since the last pass): never a stale translation for a (re)published port, moby#53384's
-    /// class of bug. The latest binding of a port wins.
-    fn purge(
-        &self,
-        fresh: Vec<(u8, u16, u32)>,
-        host: &HashSet<u32>,
-        f: impl Fn(&CtKey, &CtValue) -> bool,
-    ) -> DpResult<usize> {
-        let fresh: HashMap<(u8, u16), u32> = fresh.into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
-        // A binding's flows have the host's address on the host side: the originator's
-        // destination (the client connected to it), the reply entry's translated source. A
-        // sandbox's own flow to a server's port of the same number has neither.
-        // (`host`: `HOST_ADDRS`, the addresses the programs take for the host's.)
-        let stale = |k: &CtKey, v: &CtValue| {
-            [(k.daddr, k.dport), (v.saddr, v.sport)].iter().any(|(ha, hp)| {
-                host.contains(ha) && fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot)
-            })
-        };
-        // The purge runs after the reply, so flows may start on the new binding while it dumps.
-        // Only an originator's entry carries its binding's slot; a reply entry (slot 0) goes with
-        // its stale originator, or alone when it has none (checked again in the map: the dump is
-        // not a snapshot, and a fresh flow's originator may be in buckets it had passed).
-        let all = self.dump()?;
-        let present: HashSet<CtKey> =
-            if fresh.is_empty() { HashSet::new() } else { all.iter().map(|(k, _)| *k).collect() };
-        let mut doomed: Vec<CtKey> = Vec::new();
-        for (k, v) in &all {
-            if f(k, v) {
-                doomed.push(*k);
-            } else if stale(k, v) {
-                let partner = partner_of(k, v);
-                if v.flags & netd_common::CT_F_REPLY == 0 {
-                    doomed.extend([*k, partner]);
-                } else if !present.contains(&partner) && !self.has(&partner)? {
-                    doomed.push(*k);
-                }
-            }
-        }
-        drop(all);
-        doomed.sort_unstable_by_key(ct_order);
-        doomed.dedup();
-        self.delete(&doomed)
-    }
-
     /// Conntrack expiry: a flow (both directions) goes when its newer direction has been idle
     /// longer than its state's timeout ([`ct_timeout`]: nf_conntrack's defaults, e.g. TCP
     /// established 5 days, unanswered SYN 120 s, UDP unanswered 30 s). The pass also recounts
@@ -534,43 +469,21 @@ impl CtMaps {
     /// The LRU map also evicts the oldest entries when full, so new flows never wedge.
     fn gc(&self) -> DpResult<usize> {
         let now = monotonic_ns();
-        // One sorted copy of the table, searched for partners: a full table (262,144 entries) is
-        // 16 MiB here, where a HashMap beside the dump doubled it.
-        let mut all = self.dump()?;
-        all.sort_unstable_by_key(|(k, _)| ct_order(k));
-        let mut doomed = Vec::new();
-        let mut unassured = 0u64;
-        let mut host_nat = false;
-        for (k, v) in &all {
-            let partner = partner_of(k, v);
-            let p = all.binary_search_by_key(&ct_order(&partner), |(k, _)| ct_order(k)).ok().map(|i| &all[i].1);
-            let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
-            let (timeout_s, assured) = ct_timeout(k.proto, v, p);
-            if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
-                doomed.push(*k);
-            } else {
-                host_nat |= v.flags & netd_common::CT_F_HOSTNAT != 0;
-                // One per pair (the reply side), or per lone entry.
-                if !assured && (v.flags & netd_common::CT_F_REPLY != 0 || p.is_none()) {
-                    unassured += 1;
-                }
-            }
+        let v4 = self.gc_ct::<CtKey>(now)?;
+        Self::cell(&self.unassured, map_names::CT_UNASSURED, Some(v4.unassured))?;
+        let v6 = self.gc_ct::<CtKey6>(now)?;
+        if let Some(fd) = &self.unassured6 {
+            Self::cell(fd, m6::CT_UNASSURED_V6, Some(v6.unassured))?;
         }
-        Self::cell(&self.unassured, map_names::CT_UNASSURED, Some(unassured))?;
-        drop(all);
-        let (n6, host_nat6) = self.gc_v6(now)?;
-        host_nat |= host_nat6;
-        if !host_nat {
+        if !(v4.host_nat || v6.host_nat) {
             let t = Self::cell(&self.host_nat, map_names::HOST_NAT, None)?;
             // A host flow translated since the dump began is not in it: keep the hint a while.
             if t != 0 && now.saturating_sub(t) > 30_000_000_000 {
                 Self::cell(&self.host_nat, map_names::HOST_NAT, Some(0))?;
             }
         }
-        let n = self.delete(&doomed);
-        drop(doomed);
         release_freed_memory();
-        Ok(n? + n6)
+        Ok(v4.deleted + v6.deleted)
     }
 }
 
@@ -579,16 +492,6 @@ pub fn local_port_range() -> Option<(u16, u16)> {
     let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
     Some((it.next()??, it.next()??))
-}
-
-/// The key of an entry's other direction (its translation, reversed).
-fn partner_of(k: &CtKey, v: &CtValue) -> CtKey {
-    CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] }
-}
-
-/// A total order on conntrack keys (for sorting and binary search; `_pad` is always zero).
-fn ct_order(k: &CtKey) -> (u32, u32, u16, u16, u8) {
-    (k.saddr, k.daddr, k.sport, k.dport, k.proto)
 }
 
 /// Give the heap's free pages back to the kernel after a GC pass: the pass's working set (up to

@@ -4,9 +4,8 @@
 //! (the same timeouts and unanswered-flow recount as `CT_V4`). The programs take every IPv6
 //! frame into their v6 bodies (`netd-ebpf/src/v6/`); with these maps empty they pass it.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, Ipv6Addr},
-    os::fd::AsFd,
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -15,7 +14,7 @@ use netd_common::{
     v6::{Addr6, CtKey6, CtValue6, NetworkInfo6, PublishedKey6, PublishedValue6, UplinkInfo6, addr6, map_names as m6},
 };
 
-use super::{CtMaps, Ebpf, PurgeSet, be_port, ct_timeout, err, map_keys6, release_freed_memory};
+use super::{Ebpf, PurgeSet, be_port, err, map_keys6};
 use crate::dataplane::{DpResult, EndpointSpec, GatewayMode, HostInfo, NetworkSpec, PortMapping, Proto, Uplink};
 
 /// What the daemon wrote into the v6 maps (or replayed), so `prune` knows what else is stale.
@@ -54,71 +53,6 @@ pub fn be_addr6(ip: std::net::Ipv6Addr) -> Addr6 {
     addr6(ip.octets())
 }
 
-/// A total order on v6 conntrack keys (`_pad` is always zero).
-fn ct6_order(k: &CtKey6) -> ([u32; 4], [u32; 4], u16, u16, u8) {
-    (k.saddr, k.daddr, k.sport, k.dport, k.proto)
-}
-
-impl CtMaps {
-    fn ct6_dump(&self) -> DpResult<Vec<(CtKey6, CtValue6)>> {
-        let Some(fd) = &self.ct6 else { return Ok(Vec::new()) };
-        crate::bpfbatch::dump(fd.as_fd()).map_err(|e| err("CT_V6 lookup batch", e))
-    }
-
-    fn ct6_delete(&self, keys: &[CtKey6]) -> DpResult<usize> {
-        let Some(fd) = &self.ct6 else { return Ok(0) };
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        crate::bpfbatch::delete(fd.as_fd(), keys).map_err(|e| err("CT_V6 delete batch", e))
-    }
-
-    /// Delete every `CT_V6` entry matching `f` (both directions match on one of them: the
-    /// predicate sees the key and the translation).
-    pub(super) fn purge6(&self, f: impl Fn(&CtKey6, &CtValue6) -> bool) -> DpResult<usize> {
-        let mut doomed: Vec<CtKey6> = self.ct6_dump()?.into_iter().filter(|(k, v)| f(k, v)).map(|(k, _)| k).collect();
-        doomed.sort_unstable_by_key(ct6_order);
-        doomed.dedup();
-        self.ct6_delete(&doomed)
-    }
-
-    /// One GC pass over `CT_V6` at `now` (see `CtMaps::gc`): flows idle longer than their
-    /// state's timeout go, both directions; the unanswered pairs are recounted into
-    /// `CT_UNASSURED_V6`. Returns (entries deleted, whether a host flow has another port).
-    pub(super) fn gc_v6(&self, now: u64) -> DpResult<(usize, bool)> {
-        if self.ct6.is_none() {
-            return Ok((0, false));
-        }
-        let mut all = self.ct6_dump()?;
-        all.sort_unstable_by_key(|(k, _)| ct6_order(k));
-        let mut doomed = Vec::new();
-        let mut unassured = 0u64;
-        let mut host_nat = false;
-        for (k, v) in &all {
-            let partner = v.partner_key(k.proto);
-            let p = all.binary_search_by_key(&ct6_order(&partner), |(k, _)| ct6_order(k)).ok().map(|i| &all[i].1);
-            let last = v.last_seen_ns.max(p.map_or(0, |p| p.last_seen_ns));
-            let (timeout_s, assured) = ct_timeout(k.proto, &v.state(), p.map(CtValue6::state).as_ref());
-            if now.saturating_sub(last) > timeout_s * 1_000_000_000 {
-                doomed.push(*k);
-            } else {
-                host_nat |= v.flags & netd_common::CT_F_HOSTNAT != 0;
-                if !assured && (v.flags & netd_common::CT_F_REPLY != 0 || p.is_none()) {
-                    unassured += 1;
-                }
-            }
-        }
-        if let Some(fd) = &self.unassured6 {
-            Self::cell(fd, m6::CT_UNASSURED_V6, Some(unassured))?;
-        }
-        drop(all);
-        let n = self.ct6_delete(&doomed)?;
-        drop(doomed);
-        release_freed_memory();
-        Ok((n, host_nat))
-    }
-}
-
 impl PurgeSet {
     /// [`PurgeSet::matches`] for `CT_V6` entries.
     pub(super) fn matches6(&self, k: &CtKey6, v: &CtValue6) -> bool {
@@ -128,52 +62,6 @@ impl PurgeSet {
             || (v.stats_slot == 0
                 && v.action == netd_common::CT_ACT_FIB
                 && (self.ports.contains(&(k.proto, k.dport)) || self.ports.contains(&(k.proto, v.sport))))
-    }
-}
-
-impl CtMaps {
-    fn has6(&self, k: &CtKey6) -> DpResult<bool> {
-        let Some(fd) = &self.ct6 else { return Ok(false) };
-        crate::bpfbatch::lookup::<CtKey6, CtValue6>(fd.as_fd(), k).map(|v| v.is_some()).map_err(|e| err(m6::CT_V6, e))
-    }
-
-    /// [`CtMaps::purge`] for `CT_V6`: every entry matching `f`, and the stale translations of
-    /// the v6 bindings in `fresh` (`host`: the keys of `HOST_ADDRS_V6`).
-    pub(super) fn purge6_fresh(
-        &self,
-        fresh: Vec<(u8, u16, u32)>,
-        host: &HashSet<Addr6>,
-        f: impl Fn(&CtKey6, &CtValue6) -> bool,
-    ) -> DpResult<usize> {
-        if self.ct6.is_none() {
-            return Ok(0);
-        }
-        let fresh: HashMap<(u8, u16), u32> = fresh.into_iter().map(|(pr, hp, s)| ((pr, hp), s)).collect();
-        let stale = |k: &CtKey6, v: &CtValue6| {
-            [(k.daddr, k.dport), (v.saddr, v.sport)].iter().any(|(ha, hp)| {
-                host.contains(ha) && fresh.get(&(k.proto, *hp)).is_some_and(|slot| v.stats_slot != *slot)
-            })
-        };
-        let all = self.ct6_dump()?;
-        let present: HashSet<CtKey6> =
-            if fresh.is_empty() { HashSet::new() } else { all.iter().map(|(k, _)| *k).collect() };
-        let mut doomed: Vec<CtKey6> = Vec::new();
-        for (k, v) in &all {
-            if f(k, v) {
-                doomed.push(*k);
-            } else if stale(k, v) {
-                let partner = v.partner_key(k.proto);
-                if v.flags & netd_common::CT_F_REPLY == 0 {
-                    doomed.extend([*k, partner]);
-                } else if !present.contains(&partner) && !self.has6(&partner)? {
-                    doomed.push(*k);
-                }
-            }
-        }
-        drop(all);
-        doomed.sort_unstable_by_key(ct6_order);
-        doomed.dedup();
-        self.ct6_delete(&doomed)
     }
 }
 
@@ -455,7 +343,7 @@ impl Ebpf {
             let eps: HashSet<Addr6> = gone_eps.into_iter().collect();
             let ports: HashSet<(u8, u16)> = gone_pubs.iter().map(|k| (k.proto, k.port)).collect();
             let maps = self.ct_maps()?;
-            n += maps.purge6(|k, v| {
+            n += maps.purge_ct::<CtKey6>(Vec::new(), &HashSet::new(), |k, v| {
                 eps.contains(&k.saddr)
                     || eps.contains(&k.daddr)
                     || eps.contains(&v.saddr)
