@@ -335,12 +335,7 @@ impl Loaded {
         }
         let mut fds = Vec::new();
         for (name, slot) in V6::ALL {
-            let prog: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(EbpfError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| EbpfError::Program { name, source })?;
+            let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
             if prog.fd().is_err() {
                 prog.load().map_err(|source| EbpfError::Program { name, source })?;
             }
@@ -508,12 +503,7 @@ impl Loaded {
         self.unpin(&format!("veth-{ifname}"));
         let Some(id) = id else { return Ok(()) };
         let name = prog_names::FROM_CONTAINER;
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EbpfError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| EbpfError::Program { name, source })?;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         prog.detach(id).map_err(|source| EbpfError::Program { name, source })
     }
 
@@ -553,12 +543,7 @@ impl Loaded {
         let name = prog_names::XDP_UPLINK;
         let pin = self.link_pin(&format!("xdp-{ifname}"));
         let adopted = pin.as_deref().and_then(Self::adopt);
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EbpfError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| EbpfError::Program { name, source })?;
+        let prog: &mut Xdp = program(&mut self.ebpf, name)?;
         let pe = |source| EbpfError::Program { name, source };
         let (id, mode) = match adopted.map(XdpLink::try_from) {
             Some(Ok(link)) => (prog.attach_to_link(link).map_err(pe)?, XdpMode::Driver),
@@ -584,12 +569,7 @@ impl Loaded {
         ifname: &str,
         dir: TcAttachType,
     ) -> Result<SchedClassifierLinkId, EbpfError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EbpfError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| EbpfError::Program { name, source })?;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         prog.attach(ifname, dir).map_err(|source| EbpfError::Program { name, source })
     }
 
@@ -607,12 +587,7 @@ impl Loaded {
             return Ok(());
         };
         let adopted = Self::adopt(&pin);
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EbpfError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| EbpfError::Program { name, source })?;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         let pe = |source| EbpfError::Program { name, source };
         let id = match adopted.map(SchedClassifierLink::try_from) {
             Some(Ok(link)) => prog.attach_to_link(link).map_err(pe)?,
@@ -635,12 +610,7 @@ impl Loaded {
         for (i, name) in
             [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4].into_iter().enumerate()
         {
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(EbpfError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| EbpfError::Program { name, source })?;
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             // With bpf_link (kernel >= 5.7, what aya uses here) the kernel attaches in multi
             // mode itself and the attach flags must be 0 ("Single"); several daemons (one per
             // network namespace) can share a cgroup, each program acting only on its own
@@ -775,6 +745,17 @@ pub fn current_netns_cookie() -> std::io::Result<u64> {
         libc::close(fd);
         if rc < 0 { Err(err) } else { Ok(cookie) }
     }
+}
+
+/// The program `name` of the object, as its kind `P` (SchedClassifier, Xdp, CgroupSockAddr).
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, EbpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })
 }
 
 #[cfg(test)]
