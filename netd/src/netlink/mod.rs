@@ -18,7 +18,7 @@ use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{LinkAttribute, LinkInfo, LinkMessage},
-        route::{RouteAddress, RouteAttribute},
+        route::{RouteAddress, RouteAttribute, RouteMessage},
     },
 };
 
@@ -658,6 +658,29 @@ pub struct IfaceState {
     pub default_gw6: Option<Ipv6Addr>,
 }
 
+impl Netlink {
+    /// The gateway of the main table's default route through interface `idx`, in the address
+    /// family of the dump request `req`.
+    async fn default_gateway(&self, req: RouteMessage, idx: u32) -> Result<Option<RouteAddress>> {
+        let mut s = self.h.route().get(req).execute();
+        let mut found = None;
+        while let Some(m) = s.try_next().await.map_err(nl)? {
+            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+                continue;
+            }
+            let oif = m.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx));
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(g) => Some(g.clone()),
+                _ => None,
+            });
+            if oif && gw.is_some() {
+                found = gw;
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// `ifname` inside the namespace at `netns` (`None` when absent there). Blocking; call from
 /// `spawn_blocking`.
 pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
@@ -669,37 +692,15 @@ pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
         let Some(link) = n.link_by_name(&ifname).await? else { return Ok(None) };
         let idx = link.header.index;
         let addrs = n.ipv4_addrs_cidr(&ifname).await?;
-        let mut s = n.h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
-        let mut default_gw = None;
-        while let Some(m) = s.try_next().await.map_err(nl)? {
-            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
-                continue;
-            }
-            let oif = m.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx));
-            let gw = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
-                _ => None,
-            });
-            if oif && gw.is_some() {
-                default_gw = gw;
-            }
-        }
+        let default_gw = match n.default_gateway(RouteMessageBuilder::<Ipv4Addr>::new().build(), idx).await? {
+            Some(RouteAddress::Inet(g)) => Some(g),
+            _ => None,
+        };
         let addrs6 = n.ipv6_addrs_cidr(&ifname).await?;
-        let mut s = n.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
-        let mut default_gw6 = None;
-        while let Some(m) = s.try_next().await.map_err(nl)? {
-            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
-                continue;
-            }
-            let oif = m.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx));
-            let gw = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
-                _ => None,
-            });
-            if oif && gw.is_some() {
-                default_gw6 = gw;
-            }
-        }
+        let default_gw6 = match n.default_gateway(RouteMessageBuilder::<Ipv6Addr>::new().build(), idx).await? {
+            Some(RouteAddress::Inet6(g)) => Some(g),
+            _ => None,
+        };
         Ok(Some(IfaceState { mac: link_mac(&link).unwrap_or_default(), addrs, addrs6, default_gw, default_gw6 }))
     })?
 }
