@@ -36,10 +36,21 @@ pub mod map_names {
     /// One `u64`: unanswered `CT_V6` pairs (see `map_names::CT_UNASSURED`).
     pub const CT_UNASSURED_V6: &str = "CT_UNASSURED_V6";
     pub const FRAGS_V6: &str = "FRAGS_V6";
+    /// `LinkKey6` -> 1: the `--link` exceptions under icc=false between v6 addresses.
+    pub const LINKS_V6: &str = "LINKS_V6";
 
     /// Every pinned v6 map.
-    pub const ALL: [&str; 8] =
-        [PUBLISHED_V6, ENDPOINTS_V6, NETWORKS_V6, UPLINKS_V6, HOST_ADDRS_V6, CT_V6, CT_UNASSURED_V6, FRAGS_V6];
+    pub const ALL: [&str; 9] = [
+        PUBLISHED_V6,
+        ENDPOINTS_V6,
+        NETWORKS_V6,
+        UPLINKS_V6,
+        HOST_ADDRS_V6,
+        CT_V6,
+        CT_UNASSURED_V6,
+        FRAGS_V6,
+        LINKS_V6,
+    ];
 }
 
 /// The IPv6 bodies as programs of their own, reached from the v4 entry points by tail call
@@ -49,6 +60,8 @@ pub mod progs {
     pub const FROM_NETDEV_V6: &str = "netd_from_netdev_v6";
     pub const TO_NETDEV_V6: &str = "netd_to_netdev_v6";
     pub const FROM_CONTAINER_V6: &str = "netd_from_container_v6";
+    /// The uplink egress body on a layer-3 uplink (tun, WireGuard, PPP: no Ethernet header).
+    pub const TO_NETDEV_L3_V6: &str = "netd_to_netdev_l3_v6";
     /// The program array (pinned with the maps: the programs a killed daemon put there go on
     /// serving until the next one replaces them).
     pub const V6_PROGS: &str = "V6_PROGS";
@@ -56,11 +69,13 @@ pub mod progs {
     pub const SLOT_FROM_NETDEV: u32 = 0;
     pub const SLOT_TO_NETDEV: u32 = 1;
     pub const SLOT_FROM_CONTAINER: u32 = 2;
+    pub const SLOT_TO_NETDEV_L3: u32 = 3;
     /// (name, slot) of each.
-    pub const ALL: [(&str, u32); 3] = [
+    pub const ALL: [(&str, u32); 4] = [
         (FROM_NETDEV_V6, SLOT_FROM_NETDEV),
         (TO_NETDEV_V6, SLOT_TO_NETDEV),
         (FROM_CONTAINER_V6, SLOT_FROM_CONTAINER),
+        (TO_NETDEV_L3_V6, SLOT_TO_NETDEV_L3),
     ];
 }
 
@@ -75,6 +90,7 @@ pub mod capacity {
     /// 112 bytes of key and value instead of 64.
     pub const CT_V6: u32 = 131_072;
     pub const FRAGS_V6: u32 = 8_192;
+    pub const LINKS_V6: u32 = 16_384;
 }
 
 /// Like [`crate::CT_UNASSURED_MAX`], for `CT_V6`.
@@ -203,6 +219,18 @@ pub struct FragKey6 {
     pub _pad: [u8; 3],
 }
 
+/// Key of `LINKS_V6` (`LinkKey`'s twin): under icc=false, `src` may open `dst:port/proto`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LinkKey6 {
+    pub src: Addr6,
+    pub dst: Addr6,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<LinkKey6>() == 36);
 const _: () = assert!(core::mem::size_of::<PublishedKey6>() == 20);
 const _: () = assert!(core::mem::size_of::<PublishedValue6>() == 32);
 const _: () = assert!(core::mem::size_of::<NetworkInfo6>() == 52);
@@ -221,6 +249,7 @@ mod user {
     unsafe impl aya::Pod for super::CtKey6 {}
     unsafe impl aya::Pod for super::CtValue6 {}
     unsafe impl aya::Pod for super::FragKey6 {}
+    unsafe impl aya::Pod for super::LinkKey6 {}
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ mod progs {
     /// The IPv6 bodies, loaded by the daemon when it has an IPv6 network
     /// (`netd_common::v6::progs`).
     #[map(name = "V6_PROGS")]
-    static V6_PROGS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+    static V6_PROGS: ProgramArray = ProgramArray::with_max_entries(4, 0);
 
     /// Hand the frame to the IPv6 body in `slot` (from the entry point's own frame, so no
     /// BPF-to-BPF caller limits the stack). Not loaded: the kernel's, untouched.
@@ -177,6 +177,13 @@ mod progs {
     pub fn netd_to_netdev_v6(ctx: TcContext) -> i32 {
         let skb = ctx.skb.skb;
         let v = crate::v6::to_netdev(ctx);
+        crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
+    }
+
+    #[classifier]
+    pub fn netd_to_netdev_l3_v6(ctx: TcContext) -> i32 {
+        let skb = ctx.skb.skb;
+        let v = crate::v6::to_netdev_l3(ctx);
         crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
     }
 
@@ -377,15 +384,19 @@ mod progs {
     }
 
     /// The same on a layer-3 uplink's egress (tun, WireGuard, PPP): the packet starts at its IP
-    /// header and is parsed and rewritten there (nothing can be prepended on the way out). IPv4
-    /// only: the IPv6 egress body parses an Ethernet header.
+    /// header and is parsed and rewritten there (nothing can be prepended on the way out). IPv6
+    /// packets go to the IPv6 egress body's layer-3 twin (`netd_to_netdev_l3_v6`).
     #[classifier]
     pub fn netd_to_netdev_l3(ctx: TcContext) -> i32 {
-        if ctx.skb.protocol() != u32::from(ETH_P_IP.to_be()) {
-            return OK;
-        }
+        let proto = ctx.skb.protocol();
         let skb = ctx.skb.skb;
-        let v = to_netdev_l3_v4(ctx);
+        let v = if proto == u32::from(ETH_P_IP.to_be()) {
+            to_netdev_l3_v4(ctx)
+        } else if proto == u32::from(crate::v6::parse::ETH_P_IPV6.to_be()) {
+            to_v6(&ctx, netd_common::v6::progs::SLOT_TO_NETDEV_L3)
+        } else {
+            return OK;
+        };
         crate::monitor::observe(skb, v, ProgId::ToNetdev as u32, false)
     }
 

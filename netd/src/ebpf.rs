@@ -123,6 +123,7 @@ pub fn attach_point(name: &str) -> &'static str {
         V6::FROM_NETDEV_V6 => "tail call (V6_PROGS) from netd_from_netdev[_l3], IPv6 frames",
         V6::TO_NETDEV_V6 => "tail call (V6_PROGS) from netd_to_netdev, IPv6 frames",
         V6::FROM_CONTAINER_V6 => "tail call (V6_PROGS) from netd_from_container, IPv6 frames",
+        V6::TO_NETDEV_L3_V6 => "tail call (V6_PROGS) from netd_to_netdev_l3, IPv6 packets",
         _ => "unknown",
     }
 }

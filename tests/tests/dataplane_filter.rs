@@ -470,6 +470,50 @@ fn udp_packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]
     iph
 }
 
+/// An IPv6 + UDP packet (no extension headers), checksum right.
+fn udp6_packet(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ulen = 8 + payload.len();
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&(ulen as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(ulen as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    pseudo.extend_from_slice(&udp);
+    let c = match csum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut ip6 = vec![0x60, 0, 0, 0];
+    ip6.extend_from_slice(&(ulen as u16).to_be_bytes());
+    ip6.extend_from_slice(&[17, 64]);
+    ip6.extend_from_slice(&src.octets());
+    ip6.extend_from_slice(&dst.octets());
+    ip6.extend_from_slice(&udp);
+    ip6
+}
+
+/// The server behind the tun: `[2001:db8:300::2]:6000` (IPv6) as `203.0.113.2:6000` is for IPv4.
+const TUN_SERVER6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x300, 0, 0, 0, 0, 2);
+
+/// `[src]:sport` of an IPv6 UDP packet to `TUN_SERVER6:6000` (no extension headers).
+fn to_tun_server6(pk: &[u8]) -> Option<(std::net::Ipv6Addr, u16)> {
+    if pk.len() < 48 || pk[0] >> 4 != 6 || pk[6] != 17 || pk[24..40] != TUN_SERVER6.octets() {
+        return None;
+    }
+    if u16::from_be_bytes([pk[42], pk[43]]) != 6000 {
+        return None;
+    }
+    let src: [u8; 16] = pk[8..24].try_into().ok()?;
+    Some((src.into(), u16::from_be_bytes([pk[40], pk[41]])))
+}
+
 impl TunPeer {
     fn start(ns: &str, name: &str) -> TunPeer {
         use std::{io::Read, os::fd::AsRawFd};
@@ -512,6 +556,13 @@ impl TunPeer {
                         let _ = std::io::Write::write(&mut &*fd2, &reply);
                         continue;
                     }
+                }
+                if let Some((src, sport)) = to_tun_server6(&pk) {
+                    let mut msg = format!("tun:[{src}]:").into_bytes();
+                    msg.extend_from_slice(&pk[48..]);
+                    let reply = udp6_packet(TUN_SERVER6, src, 6000, sport, &msg);
+                    let _ = std::io::Write::write(&mut &*fd2, &reply);
+                    continue;
                 }
                 if tx.send(pk).is_err() {
                     break;
@@ -626,6 +677,75 @@ fn layer3_uplink(dataplane: &str) {
     }
 }
 
+/// The IPv6 twin of `layer3_uplink` (issue 17): through a tun holding the v6 default route,
+/// a dual-stack sandbox's flows are masqueraded (NAT66) to the tun's address, a published port
+/// answers a client behind it, and a host flow and a sandbox flow from one source port to one
+/// server each get their own replies, in both orders (the layer-3 egress program reserves the
+/// host's v6 tuples, as `netd_to_netdev`'s IPv6 body does on Ethernet uplinks).
+fn layer3_uplink_ipv6(dataplane: &str) {
+    let th = TestHost::new(&format!("fl6{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--ipv6", "--fixed-cidr-v6", "fd00:33::/64"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "u1", "-p", "5354:7000/udp", "--", &pr, "serve", "--tag", "u1", "7000"]);
+    let tun = TunPeer::start(&th.host.path(), "tunv6");
+    ip(&["-n", &th.host.name, "-6", "addr", "add", "2001:db8:300::1/64", "dev", "tunv6", "nodad"]).unwrap();
+    ip(&["-n", &th.host.name, "link", "set", "tunv6", "up"]).unwrap();
+    ip(&["-n", &th.host.name, "-6", "route", "replace", "default", "dev", "tunv6"]).unwrap();
+    let mut seen = String::new();
+    eventually(Duration::from_secs(5), || {
+        let r = d.cli(&["exec", "u1", "--", &pr, "udp-connect", "[2001:db8:300::2]:6000", "vpn"]);
+        seen = r.stdout.trim().to_string();
+        seen == "tun:[2001:db8:300::1]:vpn"
+    });
+    observe("l3-uplink-masquerade-v6", dataplane, &seen, "tun:[2001:db8:300::1]:vpn");
+    // A client behind the VPN to the published port on the tun's v6 address.
+    let client: std::net::Ipv6Addr = "2001:db8:300::2".parse().unwrap();
+    let host6: std::net::Ipv6Addr = "2001:db8:300::1".parse().unwrap();
+    let mut answer = String::from("nothing");
+    for _ in 0..5 {
+        tun.send(&udp6_packet(client, host6, 41000, 5354, b"in"));
+        let end = Instant::now() + Duration::from_millis(700);
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok(pk) = tun.rx.recv_timeout(left) else { break };
+            if pk.len() > 48 && pk[0] >> 4 == 6 && pk[6] == 17 && u16::from_be_bytes([pk[42], pk[43]]) == 41000 {
+                let src: [u8; 16] = pk[8..24].try_into().unwrap();
+                answer = format!(
+                    "from [{}]:{} {}",
+                    std::net::Ipv6Addr::from(src),
+                    u16::from_be_bytes([pk[40], pk[41]]),
+                    String::from_utf8_lossy(&pk[48..])
+                );
+                break;
+            }
+        }
+        if answer != "nothing" {
+            break;
+        }
+    }
+    observe("l3-uplink-published-port-v6", dataplane, &answer, "from [2001:db8:300::1]:5354 u1:[2001:db8:300::2]:in");
+    // A sandbox flow and a host flow from one source port to the server behind the tun.
+    let sb = sandbox_ns(&d, "u1");
+    let server: std::net::SocketAddr = "[2001:db8:300::2]:6000".parse().unwrap();
+    let bind = |ns: &str, port: u16| in_netns(ns, move || std::net::UdpSocket::bind(("::", port)).unwrap()).unwrap();
+    let s1 = bind(&sb, 40000);
+    let a = udp_exchange(&s1, server, "sb1");
+    let h1 = bind(&th.host.path(), 40000);
+    let b = udp_exchange(&h1, server, "host1");
+    let c = udp_exchange(&s1, server, "sb2");
+    let h2 = bind(&th.host.path(), 41000);
+    let e = udp_exchange(&h2, server, "host2");
+    let s2 = bind(&sb, 41000);
+    let f = udp_exchange(&s2, server, "sb3");
+    let g = udp_exchange(&h2, server, "host3");
+    let t = "tun:[2001:db8:300::1]";
+    observe(
+        "l3-uplink-host-and-sandbox-flows-on-one-source-port-v6",
+        dataplane,
+        &format!("sandbox first: {a} {b} {c}; host first: {e} {f} {g}"),
+        &format!("sandbox first: {t}:sb1 {t}:host1 {t}:sb2; host first: {t}:host2 {t}:sb3 {t}:host3"),
+    );
+}
+
 macro_rules! both {
     ($f:ident, $e:ident, $i:ident) => {
         #[test]
@@ -658,3 +778,4 @@ both!(
 both!(path_mtu_on_established_flows, ebpf_path_mtu_on_established_flows, iptables_path_mtu_on_established_flows);
 both!(docker_bridges_are_isolated, ebpf_docker_bridges_are_isolated, iptables_docker_bridges_are_isolated);
 both!(layer3_uplink, ebpf_layer3_uplink, iptables_layer3_uplink);
+both!(layer3_uplink_ipv6, ebpf_layer3_uplink_ipv6, iptables_layer3_uplink_ipv6);

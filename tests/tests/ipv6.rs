@@ -520,12 +520,7 @@ fn v6_udp_port_moves_to_a_new_sandbox(dataplane: &str) {
     assert!(r.starts_with("u2:"), "{r}");
 }
 
-// (eBPF: `LinkRule.v6` is not in its maps yet.)
-#[test]
-fn iptables_links_under_icc_false_over_ipv6() {
-    require_root!();
-    links_under_icc_false_over_ipv6("iptables");
-}
+both!(links_under_icc_false_over_ipv6, ebpf_links_under_icc_false_over_ipv6, iptables_links_under_icc_false_over_ipv6);
 
 /// `--link` on a dual-stack default bridge with `--icc=false`: the linked sandbox reaches the
 /// target's exposed port over IPv6 too, nothing else does.
@@ -541,6 +536,7 @@ fn links_under_icc_false_over_ipv6(dataplane: &str) {
     // Docker's icc=false DROP (`-i br -o br`) also drops the bridged neighbour discovery
     // between sandboxes (ICMPv6, seen by ip6tables through br_netfilter), with netd's rules as
     // with Docker's: the test gives the two ends each other's MAC, so it checks the link rules.
+    // (eBPF passes neighbour discovery under icc=false, as ARP: the entries change nothing.)
     let mac = |n: &str| d.inspect(n)["NetworkSettings"]["MacAddress"].as_str().unwrap().to_string();
     let (m1, m2) = (mac("t1"), mac("t2"));
     d.ok(&["exec", "t2", "--", "ip", "-6", "neigh", "replace", "fd00:20::2", "lladdr", &m1, "dev", "eth0"]);
@@ -582,4 +578,201 @@ fn v4_only_sandbox_ipv6_off_and_hosts_lines() {
     assert!(!hosts.contains("::1") && !hosts.contains("ip6-"), "IPv6 lines with IPv6 off: {hosts}");
     assert!(hosts.contains("127.0.0.1\tlocalhost") && hosts.contains("10.26.1."), "{hosts}");
     d.ok(&["rm", "-f", "h26"]);
+}
+
+/// A counter of `/proc/net/snmp` (`Tcp: InSegs`, both families) or, with `proto` empty,
+/// `/proc/net/snmp6` (`Icmp6InRouterSolicits`), read inside a namespace.
+fn snmp(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    netd_tests::in_netns(ns, move || {
+        if proto.is_empty() {
+            let s = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+            return s
+                .lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or_else(|| panic!("no {field} in snmp6"));
+        }
+        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
+        let i = h.split_whitespace().position(|x| x == field).unwrap();
+        v.split_whitespace().nth(i).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
+
+/// The counter once it has stood still for half a second (bounded).
+fn settled(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    let mut before = snmp(ns, proto, field);
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = snmp(ns, proto, field);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+}
+
+/// A router solicitation from `ns`'s `ifname` (its link-local source) to ff02::2, hop limit 255
+/// as RFC 4861 requires (a raw ICMPv6 socket: the kernel fills the checksum).
+fn send_router_solicitation(ns: &str, ifname: &str) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    netd_tests::in_netns(ns, move || {
+        // SAFETY: plain socket calls on a fresh raw socket with zeroed, filled-in structs.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+            assert!(fd >= 0, "raw ICMPv6 socket: {}", std::io::Error::last_os_error());
+            let idx = libc::if_nametoindex(ifname.as_ptr());
+            let hops: libc::c_int = 255;
+            let sz = std::mem::size_of::<libc::c_int>() as u32;
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                (&hops as *const libc::c_int).cast(),
+                sz,
+            );
+            let ifi = idx as libc::c_int;
+            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, (&ifi as *const libc::c_int).cast(), sz);
+            let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+            sa.sin6_family = libc::AF_INET6 as u16;
+            sa.sin6_addr.s6_addr = "ff02::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+            sa.sin6_scope_id = idx;
+            let rs = [133u8, 0, 0, 0, 0, 0, 0, 0];
+            let n = libc::sendto(
+                fd,
+                rs.as_ptr().cast(),
+                rs.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            );
+            assert_eq!(n, rs.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    })
+    .unwrap();
+}
+
+both!(forged_v6_frames_and_ndp, ebpf_forged_v6_frames_and_ndp, iptables_forged_v6_frames_and_ndp);
+
+/// Neighbour discovery across the bridge (a sandbox resolves its gateway and a neighbour, ping6
+/// both ways, a router solicitation reaches the host) and forged IPv6 frames with real packets:
+/// from sandboxes, a source address of the gateway, of another sandbox or made up, to a
+/// sandbox of an icc=false network (bridged) and from another network (routed); from outside,
+/// straight to the sandbox's v6 address and with `::1` either side. None reaches it.
+fn forged_v6_frames_and_ndp(dataplane: &str) {
+    use netd_tests::frames::{mac_of, send_raw, syn6_frame};
+    let th = TestHost::new(&format!("v6f{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let bridge = |n: &str| format!("com.docker.network.bridge.name={n}");
+    let icc_off = "com.docker.network.bridge.enable_icc=false";
+    d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:21:1::/64", "-o", icc_off, "-o", &bridge("brf6a"), "fa"]);
+    d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:21:2::/64", "-o", &bridge("brf6b"), "fb"]);
+    let run = |name: &str, net: &str, serve: bool| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", net];
+        if name == "web" {
+            a.extend(["-p", "8080:7000"]);
+        }
+        if serve {
+            a.extend(["--", pr.as_str(), "serve", "--tag", name, "7000"]);
+        } else {
+            a.extend(["--", "sleep", "300"]);
+        }
+        d.ok(&a);
+    };
+    run("web", "fa", true); // fd00:21:1::2
+    run("atk", "fa", false); // ::3
+    run("s3", "fa", false); // ::4
+    run("nb", "fb", true); // fd00:21:2::2
+    run("atk2", "fb", false); // fd00:21:2::3
+    let ns = |n: &str| d.inspect(n)["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let host = th.host.path();
+    let (mac_a, mac_b) = (mac_of(&host, "brf6a"), mac_of(&host, "brf6b"));
+    let fmt_mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+
+    // Neighbour discovery: the sandbox resolves its gateway (NS/NA across the veth and the
+    // bridge, under icc=false too) and pings it; on an icc=true network a neighbour too.
+    for (sb, gw, mac) in [("atk", "fd00:21:1::1", mac_a), ("atk2", "fd00:21:2::1", mac_b)] {
+        d.ok(&["exec", sb, "--", "ip", "-6", "neigh", "flush", "dev", "eth0"]);
+        let r = d.cli(&["exec", sb, "--", "ping", "-6", "-c", "1", "-W", "3", gw]);
+        assert_eq!(r.code, 0, "{sb} ping6 {gw}: {} {}", r.stdout, r.stderr);
+        let n = d.ok(&["exec", sb, "--", "ip", "-6", "neigh", "show", gw, "dev", "eth0"]);
+        assert!(n.contains(&format!("lladdr {}", fmt_mac(mac))), "{sb} resolved {gw}: {n:?}");
+    }
+    let r = d.cli(&["exec", "atk2", "--", "ping", "-6", "-c", "1", "-W", "3", "fd00:21:2::2"]);
+    assert_eq!(r.code, 0, "ping6 a neighbour: {} {}", r.stdout, r.stderr);
+    let n = d.ok(&["exec", "atk2", "--", "ip", "-6", "neigh", "show", "fd00:21:2::2", "dev", "eth0"]);
+    let nb_mac = fmt_mac(mac_of(&ns("nb"), "eth0"));
+    assert!(n.contains(&format!("lladdr {nb_mac}")), "atk2 resolved nb: {n:?}");
+    let e = echo(&d.ok(&["exec", "atk2", "--", &pr, "tcp", "[fd00:21:2::2]:7000", "nd"]));
+    assert_eq!(e.tag, "nb");
+    // A router solicitation from a sandbox reaches the host (the bridge answers as a router
+    // would; RFC 4861 wants hop limit 255, so nothing may have routed it).
+    let rs_before = snmp(&host, "", "Icmp6InRouterSolicits");
+    send_router_solicitation(&ns("atk"), "eth0");
+    send_router_solicitation(&ns("atk2"), "eth0");
+    let mut rs_after = rs_before;
+    for _ in 0..20 {
+        rs_after = snmp(&host, "", "Icmp6InRouterSolicits");
+        if rs_after >= rs_before + 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(rs_after >= rs_before + 2, "router solicitations reaching the host: {rs_before} -> {rs_after}");
+
+    // Forged frames toward web ([fd00:21:1::2]:7000).
+    let web = "fd00:21:1::2".parse().unwrap();
+    let v6 = |s: &str| -> std::net::Ipv6Addr { s.parse().unwrap() };
+    let web_ns = ns("web");
+    let web_mac = mac_of(&web_ns, "eth0");
+    let before = settled(&web_ns, "Tcp", "InSegs");
+    // From a neighbour on the icc=false network, bridged to web's MAC: the gateway's address,
+    // another sandbox's (not linked), a made-up one of the subnet, a link-local one.
+    let atk_ns = ns("atk");
+    let atk_mac = mac_of(&atk_ns, "eth0");
+    let mut frames = Vec::new();
+    for src in ["fd00:21:1::1", "fd00:21:1::4", "fd00:21:1::99", "fe80::99"] {
+        frames.extend((0..3).map(|_| syn6_frame(web_mac, atk_mac, v6(src), web, 7000)));
+    }
+    send_raw(&atk_ns, "eth0", frames);
+    // From another network, routed through its gateway's MAC: its gateway's address, web's
+    // gateway's, a made-up one.
+    let atk2_ns = ns("atk2");
+    let atk2_mac = mac_of(&atk2_ns, "eth0");
+    let mut frames = Vec::new();
+    for src in ["fd00:21:2::1", "fd00:21:1::1", "fd00:21:2::99"] {
+        frames.extend((0..3).map(|_| syn6_frame(mac_b, atk2_mac, v6(src), web, 7000)));
+    }
+    send_raw(&atk2_ns, "eth0", frames);
+    // From outside at the host's MAC: straight to web's address, to ::1, from ::1.
+    let out = th.outside.path();
+    let (up_mac, out_mac) = (mac_of(&host, "up0"), mac_of(&out, "out0"));
+    netd_tests::ip(&["-n", &th.outside.name, "-6", "route", "add", "fd00:21:1::/64", "via", "2001:db8:100::1"])
+        .unwrap();
+    let client = v6("2001:db8:100::2");
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        frames.push(syn6_frame(up_mac, out_mac, client, web, 7000));
+        frames.push(syn6_frame(up_mac, out_mac, client, v6("::1"), 8080));
+        frames.push(syn6_frame(up_mac, out_mac, v6("::1"), web, 7000));
+    }
+    send_raw(&out, "out0", frames);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = snmp(&web_ns, "Tcp", "InSegs");
+    assert_eq!(after, before, "forged v6 segments reached web");
+    // The counter is web's: a real client moves it (the published port over v6).
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"real").expect("v6 published port");
+    assert_eq!(e.tag, "web");
+    assert!(snmp(&web_ns, "Tcp", "InSegs") > after, "web's counter did not move");
+    if dataplane == "ebpf" {
+        let dr = drops(&d);
+        let n = |r: &str| dr[r].as_u64().unwrap_or(0);
+        assert!(n("icc") >= 12, "bridged forged frames: {dr}");
+        assert!(n("isolation") >= 9, "routed forged frames: {dr}");
+        assert!(n("direct_to_sandbox") >= 3 && n("loopback_not_lo") >= 3, "from outside: {dr}");
+    }
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
 use netd_common::{
     EndpointInfo,
     v6::{
-        Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6, NetworkInfo6, PublishedKey6, PublishedValue6,
+        Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6, LinkKey6, NetworkInfo6, PublishedKey6, PublishedValue6,
         UplinkInfo6, capacity,
     },
 };
@@ -34,6 +34,10 @@ pub static UPLINKS_V6: HashMap<u32, UplinkInfo6> = HashMap::with_max_entries(cap
 /// The host's own IPv6 addresses (every local one, plus the networks' v6 gateways).
 #[map(name = "HOST_ADDRS_V6")]
 pub static HOST_ADDRS_V6: HashMap<Addr6, u32> = HashMap::with_max_entries(capacity::HOST_ADDRS_V6, 0);
+
+/// The `--link` exceptions under icc=false (`LINKS`' twin): `src` may open `dst:port/proto`.
+#[map(name = "LINKS_V6")]
+pub static LINKS_V6: HashMap<LinkKey6, u32> = HashMap::with_max_entries(capacity::LINKS_V6, NO_PREALLOC);
 
 /// IPv6 connection tracking and NAT, both directions of each flow (LRU, as `CT_V4`).
 #[map(name = "CT_V6")]
@@ -130,6 +134,14 @@ pub fn published6(proto: u8, addr: &Addr6, port: u16) -> Option<&'static Publish
         }
         PUBLISHED_V6.get(&PublishedKey6 { addr: [0; 4], ..k })
     }
+}
+
+/// Whether a `--link` opened `dst:port/proto` to `src` (icc=false).
+#[inline(always)]
+pub fn linked6(src: &Addr6, dst: &Addr6, port: u16, proto: u8) -> bool {
+    let k = LinkKey6 { src: *src, dst: *dst, port, proto, _pad: 0 };
+    // SAFETY: read-only lookup.
+    unsafe { LINKS_V6.get(&k).is_some() }
 }
 
 /// Exact published entry only (routed mode opens sandbox ports under their own address).

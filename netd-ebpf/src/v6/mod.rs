@@ -9,4 +9,4 @@ pub mod parse;
 pub mod progs;
 pub mod snat;
 
-pub use progs::{from_container, from_netdev, to_netdev, xdp_uplink};
+pub use progs::{from_container, from_netdev, to_netdev, to_netdev_l3, xdp_uplink};

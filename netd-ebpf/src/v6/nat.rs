@@ -15,7 +15,6 @@ use super::{
     maps::eq6,
     parse::{ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Pkt6},
 };
-use crate::parse::IP_OFF;
 
 #[inline(always)]
 pub fn l4_csum_off(proto: u8, l4: usize) -> Option<usize> {
@@ -54,7 +53,7 @@ pub fn set_addr(ctx: &TcContext, p: &mut Pkt6, src: bool, new: &Addr6) -> Result
         }
         ctx.l4_csum_replace(coff, 0, diff16(&old, new), flags)?;
     }
-    ctx.store(IP_OFF + if src { 8 } else { 24 }, new, 0)?;
+    ctx.store(p.l3 as usize + if src { 8 } else { 24 }, new, 0)?;
     if src {
         p.saddr = *new;
     } else {
@@ -100,7 +99,7 @@ pub fn set_port(ctx: &TcContext, p: &mut Pkt6, src: bool, new: u16) -> Result<()
 #[inline(always)]
 pub fn dec_hop(ctx: &TcContext, p: &mut Pkt6) -> Result<(), i64> {
     let hop = p.hop - 1;
-    ctx.store(IP_OFF + 7, &hop, 0)?;
+    ctx.store(p.l3 as usize + 7, &hop, 0)?;
     p.hop = hop;
     Ok(())
 }

@@ -39,6 +39,8 @@ pub enum ParseError6 {
 pub struct Pkt6 {
     pub saddr: Addr6,
     pub daddr: Addr6,
+    /// Offset of the IPv6 header (after the Ethernet header; 0 on a layer-3 device).
+    pub l3: u32,
     /// Upper-layer protocol (after the extension headers).
     pub proto: u8,
     pub hop: u8,
@@ -87,7 +89,19 @@ pub fn is_ipv6(ctx: &TcContext) -> bool {
 /// paths end at one return.
 #[inline(never)]
 pub fn tc_into(ctx: &TcContext, out: &mut Pkt6) -> u32 {
-    match tc(ctx) {
+    parsed_into(tc(ctx, IP_OFF), out)
+}
+
+/// [`tc_into`] for a packet that starts at its IPv6 header (a layer-3 device's egress; the
+/// caller has checked `skb->protocol`).
+#[inline(never)]
+pub fn tc_l3_into(ctx: &TcContext, out: &mut Pkt6) -> u32 {
+    parsed_into(tc(ctx, 0), out)
+}
+
+#[inline(always)]
+fn parsed_into(r: Result<Pkt6, ParseError6>, out: &mut Pkt6) -> u32 {
+    match r {
         Ok(p) => {
             *out = p;
             0
@@ -98,25 +112,26 @@ pub fn tc_into(ctx: &TcContext, out: &mut Pkt6) -> u32 {
 }
 
 #[inline(always)]
-fn tc(ctx: &TcContext) -> Result<Pkt6, ParseError6> {
-    if !is_ipv6(ctx) {
+fn tc(ctx: &TcContext, l3: usize) -> Result<Pkt6, ParseError6> {
+    if l3 != 0 && !is_ipv6(ctx) {
         return Err(ParseError6::NotOurs);
     }
-    let vtc: u8 = ctx.load(IP_OFF).map_err(|_| ParseError6::Malformed)?;
+    let vtc: u8 = ctx.load(l3).map_err(|_| ParseError6::Malformed)?;
     if vtc >> 4 != 6 {
         return Err(ParseError6::Malformed);
     }
-    let nh_hop: [u8; 2] = ctx.load(IP_OFF + 6).map_err(|_| ParseError6::Malformed)?;
-    let saddr: Addr6 = ctx.load(IP_OFF + 8).map_err(|_| ParseError6::Malformed)?;
-    let daddr: Addr6 = ctx.load(IP_OFF + 24).map_err(|_| ParseError6::Malformed)?;
+    let nh_hop: [u8; 2] = ctx.load(l3 + 6).map_err(|_| ParseError6::Malformed)?;
+    let saddr: Addr6 = ctx.load(l3 + 8).map_err(|_| ParseError6::Malformed)?;
+    let daddr: Addr6 = ctx.load(l3 + 24).map_err(|_| ParseError6::Malformed)?;
     let mut p = Pkt6 {
         saddr,
         daddr,
+        l3: l3 as u32,
         proto: nh_hop[0],
         hop: nh_hop[1],
         sport: 0,
         dport: 0,
-        l4: (IP_OFF + IP6_HLEN) as u32,
+        l4: (l3 + IP6_HLEN) as u32,
         frag_id: 0,
         has_ports: false,
         later_fragment: false,
@@ -125,7 +140,7 @@ fn tc(ctx: &TcContext) -> Result<Pkt6, ParseError6> {
         icmp_type: 0,
         udp_csum_zero: false,
     };
-    let mut off = IP_OFF + IP6_HLEN;
+    let mut off = l3 + IP6_HLEN;
     let mut nh = nh_hop[0];
     let mut known = false;
     for _ in 0..MAX_EXT {

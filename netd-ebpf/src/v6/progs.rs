@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_SEEN, DropReason,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_L2, CT_F_SEEN, DropReason,
     EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
     v6::{CtKey6, CtValue6, IPPROTO_ICMPV6, PublishedValue6},
 };
@@ -24,8 +24,8 @@ use netd_common::{
 use super::{
     ct, icmp,
     maps::{
-        CT_V6, NewFlow6, SCRATCH_PKT6, SCRATCH_V6, endpoint6, is_host_addr6, is_loopback6, is_multicast6, network6,
-        published6, published6_exact, uplink6,
+        CT_V6, NewFlow6, SCRATCH_PKT6, SCRATCH_V6, endpoint6, is_host_addr6, is_loopback6, is_multicast6, linked6,
+        network6, published6, published6_exact, uplink6,
     },
     parse::{self, Pkt6},
     snat::{pick_port, ports},
@@ -246,8 +246,9 @@ pub fn from_container(ctx: TcContext) -> i32 {
     {
         return ct::apply(ctx, p, &k, v);
     }
-    // Traffic from addresses netd does not know (link-local, SLAAC) is the kernel's.
-    let Some(src) = endpoint6(&p.saddr) else { return OK };
+    // Traffic from addresses netd does not know (link-local, SLAAC) is the kernel's, unless it
+    // is for a sandbox's address (a forged source must not slip past ICC and isolation).
+    let Some(src) = endpoint6(&p.saddr) else { return unknown_source(ctx, p) };
     let Some(net) = network6(src.net) else { return OK };
     let here = Here { ifindex: unsafe { (*ctx.skb.skb).ifindex }, src_mac: src.mac, gw_mac: net.gateway_mac };
     // ::1 never arrives from a sandbox (the kernel drops it as martian): a forged frame must
@@ -277,7 +278,10 @@ pub fn from_container(ctx: TcContext) -> i32 {
         if net.flags & NET_F_ICC != 0 {
             return to_peer(ctx, dst);
         }
-        // icc=false (`--link` exceptions are IPv4 only, as Docker's links).
+        // icc=false: only the exact ports opened by `--link` (and their replies, via CT_V6).
+        if p.has_ports && p.proto != IPPROTO_ICMPV6 && linked6(&p.saddr, &p.daddr, p.dport, p.proto) {
+            return link(ctx, p, dst, &here);
+        }
         stats::count_drop(DropReason::Icc);
         return SHOT;
     }
@@ -315,6 +319,29 @@ pub fn from_container(ctx: TcContext) -> i32 {
     masquerade(ctx, p, egress.unwrap_or(0), &here)
 }
 
+/// A packet from a sandbox whose source is no sandbox address (the gateway's, another
+/// network's, made up, link-local) to a sandbox's address: what Docker's rules do with it,
+/// whatever its source. A frame to the sandbox's own MAC is bridged (ICC decides: the bridge
+/// delivers it when icc=true); anything else is routed through the host toward it, which the
+/// isolation rules (and the per-sandbox raw DROP) stop. Otherwise the kernel's.
+#[inline(never)]
+fn unknown_source(ctx: &TcContext, p: &Pkt6) -> i32 {
+    let Some(dst) = endpoint6(&p.daddr) else { return OK };
+    let Some(net) = network6(dst.net) else { return OK };
+    let m = &dst.mac;
+    let bridged = ctx.load::<u32>(0).is_ok_and(|a| a == u32::from_ne_bytes([m[0], m[1], m[2], m[3]]))
+        && ctx.load::<u16>(4).is_ok_and(|b| b == u16::from_ne_bytes([m[4], m[5]]));
+    if bridged {
+        if net.flags & NET_F_ICC != 0 {
+            return OK;
+        }
+        stats::count_drop(DropReason::Icc);
+    } else {
+        stats::count_drop(DropReason::Isolation);
+    }
+    SHOT
+}
+
 /// Same network, icc=true: straight into the peer's veth.
 #[inline(always)]
 fn to_peer(ctx: &TcContext, dst: &EndpointInfo) -> i32 {
@@ -323,6 +350,43 @@ fn to_peer(ctx: &TcContext, dst: &EndpointInfo) -> i32 {
     }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect_peer(dst.ifindex, 0) as i32 }
+}
+
+/// A `--link` flow under icc=false: tracked, both directions peer to peer (never through the
+/// bridge), a layer-2 hop (hop limit untouched), as the v4 body does.
+#[inline(never)]
+fn link(ctx: &TcContext, p: &mut Pkt6, dst: &EndpointInfo, here: &Here) -> i32 {
+    let Some(s) = scratch() else { return OK };
+    s.k = ct::key_of(p);
+    s.fwd = CtValue6 {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        sport: p.sport,
+        dport: p.dport,
+        action: CT_ACT_PEER,
+        flags: CT_F_L2,
+        ifindex: dst.ifindex,
+        dmac: dst.mac,
+        smac: here.src_mac,
+        ..Default::default()
+    };
+    s.rk = s.k.reversed();
+    s.rev = CtValue6 {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        action: CT_ACT_PEER,
+        flags: CT_F_L2,
+        ifindex: here.ifindex,
+        dmac: here.src_mac,
+        smac: dst.mac,
+        ..Default::default()
+    };
+    if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
+        return SHOT;
+    }
+    ct::apply(ctx, p, &s.k, &s.fwd)
 }
 
 /// A sandbox to a published port through a host address: DNAT to the target, SNAT to the
@@ -441,6 +505,30 @@ pub fn to_netdev(ctx: TcContext) -> i32 {
     let ctx = &ctx;
     stats::count_prog(netd_common::ProgId::ToNetdev, ctx.len() as u64);
     let Some(p) = parse_tc(ctx) else { return OK };
+    to_netdev_body(ctx, p)
+}
+
+/// The same on a layer-3 uplink's egress (tun, WireGuard, PPP): the packet starts at its IPv6
+/// header (`Pkt6::l3` = 0), parsed and rewritten there.
+#[inline(never)]
+pub fn to_netdev_l3(ctx: TcContext) -> i32 {
+    let ctx = &ctx;
+    stats::count_prog(netd_common::ProgId::ToNetdev, ctx.len() as u64);
+    // SAFETY: per-CPU map value, valid for this program run.
+    let Some(p) = SCRATCH_PKT6.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else { return OK };
+    match parse::tc_l3_into(ctx, p) {
+        0 => {}
+        2 => {
+            stats::count_passed(DropReason::Malformed);
+            return OK;
+        }
+        _ => return OK,
+    }
+    to_netdev_body(ctx, p)
+}
+
+#[inline(always)]
+fn to_netdev_body(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     // SAFETY: reading the context's skb.
     let ingress = unsafe { (*ctx.skb.skb).ingress_ifindex };
     if !p.has_ports || p.proto == IPPROTO_ICMPV6 {

@@ -418,6 +418,8 @@ struct PurgeSet {
     pairs: Vec<(u32, u32)>,
     /// Sandbox IPv6 addresses (`CT_V6`; `slots` and `ports` hold for both tables).
     addrs6: HashSet<netd_common::v6::Addr6>,
+    /// The v6 ends of removed `--link` pairs.
+    pairs6: Vec<(netd_common::v6::Addr6, netd_common::v6::Addr6)>,
 }
 
 impl PurgeSet {
@@ -427,6 +429,7 @@ impl PurgeSet {
             && self.ports.is_empty()
             && self.pairs.is_empty()
             && self.addrs6.is_empty()
+            && self.pairs6.is_empty()
     }
 
     fn matches(&self, k: &CtKey, v: &CtValue) -> bool {
@@ -931,7 +934,7 @@ impl Dataplane for Ebpf {
             m.insert(k, 1, 0).map_err(|e| err("LINKS", e))?;
         }
         self.live_links.extend(keys);
-        Ok(())
+        self.links6_added(links)
     }
 
     fn links_removed(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
@@ -946,9 +949,12 @@ impl Dataplane for Ebpf {
             self.live_links.remove(k);
         }
         if !links.is_empty() {
-            self.queue_purge(|q| q.pairs.extend(links.iter().map(|l| (be_addr(l.src), be_addr(l.dst)))));
+            self.queue_purge(|q| {
+                q.pairs.extend(links.iter().map(|l| (be_addr(l.src), be_addr(l.dst))));
+                q.pairs6.extend(links.iter().filter_map(|l| l.v6).map(|(s, d)| (v6::be_addr6(s), v6::be_addr6(d))));
+            });
         }
-        Ok(())
+        self.links6_removed(links)
     }
 
     /// The queued conntrack work, run here (tests; the daemon runs [`Dataplane::ct_job`]s).

@@ -11,11 +11,16 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use netd_common::{
     EndpointInfo, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
-    v6::{Addr6, CtKey6, CtValue6, NetworkInfo6, PublishedKey6, PublishedValue6, UplinkInfo6, addr6, map_names as m6},
+    v6::{
+        Addr6, CtKey6, CtValue6, LinkKey6, NetworkInfo6, PublishedKey6, PublishedValue6, UplinkInfo6, addr6,
+        map_names as m6,
+    },
 };
 
 use super::{Ebpf, PurgeSet, be_port, err, map_keys6};
-use crate::dataplane::{DpResult, EndpointSpec, GatewayMode, HostInfo, NetworkSpec, PortMapping, Proto, Uplink};
+use crate::dataplane::{
+    DpResult, EndpointSpec, GatewayMode, HostInfo, LinkRule, NetworkSpec, PortMapping, Proto, Uplink,
+};
 
 /// What the daemon wrote into the v6 maps (or replayed), so `prune` knows what else is stale.
 #[derive(Default)]
@@ -27,6 +32,7 @@ pub(super) struct State6 {
     live_networks: HashSet<u32>,
     live_endpoints: HashSet<Addr6>,
     live_published: HashSet<PublishedKey6>,
+    live_links: HashSet<LinkKey6>,
     /// The host's v6 addresses in `HOST_ADDRS_V6` (besides the gateways), and the gateways.
     local_addrs: HashSet<Ipv6Addr>,
     gateways: HashSet<Ipv6Addr>,
@@ -42,6 +48,12 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
         IpAddr::V6(a) => a,
         IpAddr::V4(a) => a.to_ipv6_mapped(),
     }
+}
+
+/// The v6 exception of a `--link` rule whose ends both have v6 addresses.
+fn link_key6(l: &LinkRule) -> Option<LinkKey6> {
+    let (src, dst) = l.v6?;
+    Some(LinkKey6 { src: be_addr6(src), dst: be_addr6(dst), port: be_port(l.port), proto: l.proto.number(), _pad: 0 })
 }
 
 fn published_key6(p: &PortMapping) -> PublishedKey6 {
@@ -62,6 +74,7 @@ impl PurgeSet {
             || (v.stats_slot == 0
                 && v.action == netd_common::CT_ACT_FIB
                 && (self.ports.contains(&(k.proto, k.dport)) || self.ports.contains(&(k.proto, v.sport))))
+            || self.pairs6.iter().any(|(s, d)| (k.saddr == *s && k.daddr == *d) || (k.saddr == *d && k.daddr == *s))
     }
 }
 
@@ -252,6 +265,38 @@ impl Ebpf {
         Ok(gone)
     }
 
+    /// The v6 side of `--link` exceptions (`LinkRule.v6`) into `LINKS_V6`.
+    pub(super) fn links6_added(&mut self, links: &[LinkRule]) -> DpResult<()> {
+        let keys: Vec<LinkKey6> = links.iter().filter_map(link_key6).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut m: BpfHashMap<&mut MapData, LinkKey6, u32> = self.map6(m6::LINKS_V6)?;
+        for k in &keys {
+            m.insert(k, 1, 0).map_err(|e| err(m6::LINKS_V6, e))?;
+        }
+        self.v6.live_links.extend(keys);
+        Ok(())
+    }
+
+    /// Out of `LINKS_V6` (their flows are purged with the v4 pairs, by the next conntrack job).
+    pub(super) fn links6_removed(&mut self, links: &[LinkRule]) -> DpResult<()> {
+        let keys: Vec<LinkKey6> = links.iter().filter_map(link_key6).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, LinkKey6, u32> = self.map6(m6::LINKS_V6)?;
+            for k in &keys {
+                let _ = m.remove(k);
+            }
+        }
+        for k in &keys {
+            self.v6.live_links.remove(k);
+        }
+        Ok(())
+    }
+
     /// A restarted daemon's v6 bindings keep their counter slots.
     pub(super) fn adopt_published6(&mut self) -> DpResult<()> {
         let entries: Vec<(PublishedKey6, PublishedValue6)> = {
@@ -338,6 +383,9 @@ impl Ebpf {
         let pubs = std::mem::take(&mut self.v6.live_published);
         let gone_pubs = stale::<PublishedKey6, PublishedValue6>(self, m6::PUBLISHED_V6, &pubs)?;
         self.v6.live_published = pubs;
+        let links = std::mem::take(&mut self.v6.live_links);
+        n += stale::<LinkKey6, u32>(self, m6::LINKS_V6, &links)?.len();
+        self.v6.live_links = links;
         n += gone_eps.len() + gone_pubs.len();
         if !gone_eps.is_empty() || !gone_pubs.is_empty() {
             let eps: HashSet<Addr6> = gone_eps.into_iter().collect();

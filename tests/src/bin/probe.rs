@@ -277,7 +277,7 @@ fn client_udp_df(args: &[String]) -> i32 {
 fn client_udp_connected(args: &[String]) -> i32 {
     let Some((addr, payload)) = target(args) else { return 2 };
     let r = (|| -> std::io::Result<String> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
         s.connect(addr)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.send(&payload)?;
