@@ -746,25 +746,31 @@ mod progs {
     /// is on their side (`netd_from_container`, `netd_to_bridge`).
     #[classifier]
     pub fn netd_from_foreign_bridge(ctx: TcContext) -> i32 {
+        let v = from_foreign_bridge(&ctx);
+        crate::monitor::observe(ctx.skb.skb, v, ProgId::FromForeignBridge as u32, true)
+    }
+
+    #[inline(always)]
+    fn from_foreign_bridge(ctx: &TcContext) -> i32 {
         stats::count_prog(ProgId::FromForeignBridge, ctx.len() as u64);
         let mut p = Pkt::default();
-        if !parse_tc(&ctx, &mut p) {
+        if !parse_tc(ctx, &mut p) {
             return OK;
         }
         if p.later_fragment {
-            return conntrack::apply_fragment(&ctx, &mut p).unwrap_or(OK);
+            return conntrack::apply_fragment(ctx, &mut p).unwrap_or(OK);
         }
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             return OK;
         }
         let k = key_of(&p);
-        if let Some(verdict) = conntrack::established(&ctx, &mut p, &k) {
+        if let Some(verdict) = conntrack::established(ctx, &mut p, &k) {
             return verdict;
         }
         if !is_host_addr(p.daddr) || is_loopback(p.daddr) {
             return OK;
         }
-        dnat_published(&ctx, &mut p, &k)
+        dnat_published(ctx, &mut p, &k)
     }
 
     /// Hand a packet straight to a sandbox on the same bridge (no bridge, no netfilter: a

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{TestDaemon, TestHost, daemon::netd_bin, probe, require_root};
+use netd_tests::{Netns, TestDaemon, TestHost, daemon::netd_bin, ip, probe, require_root, unique};
 use serde_json::Value;
 
 /// A running `netd monitor ARGS`, its lines on a channel; killed on drop.
@@ -270,6 +270,37 @@ fn ebpf_monitor_shows_drops_and_traces() {
         }),
         "no trace of dst's replies"
     );
+    // A Docker container (a namespace behind a bridge named like a Docker network's) reaching
+    // the published port through the host's address on its bridge: DNATed by
+    // netd_from_foreign_bridge, which traces it too.
+    let h = th.host.name.as_str();
+    ip(&["-n", h, "link", "add", "br-00000000feed", "type", "bridge"]).unwrap();
+    ip(&["-n", h, "addr", "add", "203.0.113.1/24", "dev", "br-00000000feed"]).unwrap();
+    ip(&["-n", h, "link", "set", "br-00000000feed", "up"]).unwrap();
+    let ctr = Netns::new(&unique("mfb")).unwrap();
+    ip(&["-n", h, "link", "add", "mfbp0", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name]).unwrap();
+    ip(&["-n", h, "link", "set", "mfbp0", "master", "br-00000000feed", "up"]).unwrap();
+    ip(&["-n", &ctr.name, "addr", "add", "203.0.113.2/24", "dev", "eth0"]).unwrap();
+    ip(&["-n", &ctr.name, "link", "set", "eth0", "up"]).unwrap();
+    let foreign = |l: &str| {
+        let e = ev(l);
+        e["program"] == "netd_from_foreign_bridge" && e["src"] == "203.0.113.2" && e["dst"] == "10.79.0.2"
+    };
+    // (The daemon follows the new bridge live: bounded retries until its program is on it.)
+    let mut reached = None;
+    for _ in 0..10 {
+        if let Ok(e) = probe::tcp_echo(&ctr.path(), "203.0.113.1:8080".parse().unwrap(), b"fb") {
+            reached = Some(e);
+            if traces.until("the foreign bridge's flow", Duration::from_secs(2), foreign) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(reached.expect("published port from the Docker bridge").tag, "dst");
+    let e = ev(traces.seen.iter().find(|l| foreign(l)).expect("no trace from netd_from_foreign_bridge"));
+    assert_eq!((e["type"].as_str(), e["dport"].as_u64()), (Some("trace"), Some(7000)), "{e}");
+    assert_eq!((e["interface"].as_str(), e["dst_sandbox"].as_str()), (Some("br-00000000feed"), Some("dst")), "{e}");
     // Text lines, as `cilium monitor` prints them.
     let mut text = Monitor::start(&d, &["--type", "drop"]);
     let mut seen = false;
