@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     os::{
         fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-        unix::process::{CommandExt, ExitStatusExt},
+        unix::process::CommandExt,
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -149,6 +149,71 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
             std::process::exit(1);
         }
     };
+    // (path, is a directory) as C strings, made before fork.
+    let masks: Vec<(std::ffi::CString, bool)> = cfg
+        .mask
+        .iter()
+        .filter(|p| p.exists())
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok().map(|c| (c, p.is_dir())))
+        .collect();
+    // The command starts directly inside the sandbox's cgroup (clone3 with CLONE_INTO_CGROUP):
+    // a process that moves itself by writing `cgroup.procs` waits for an RCU grace period
+    // (the cgroup threadgroup lock's write side), 20-30 ms per `netd run`. Kernels without
+    // it (before 5.7) take the std spawn below, which writes `cgroup.procs` before exec.
+    let spawned = match cfg.cgroup.as_ref() {
+        Some(cg) => match fastspawn::Prepared::new(cfg, &log, &masks) {
+            Ok(p) => p.spawn(cg),
+            Err(e) => Err(fastspawn::SpawnError::Exec(e)),
+        },
+        None => Err(fastspawn::SpawnError::Unsupported),
+    };
+    let child_pid: i32 = match spawned {
+        Ok(pid) => pid,
+        Err(fastspawn::SpawnError::Exec(e)) => exec_failed(cfg, &mut report, &e),
+        Err(fastspawn::SpawnError::Cgroup(e)) => {
+            let _ = writeln!(report, "err 125 joining the sandbox's cgroup: {e}");
+            std::process::exit(1);
+        }
+        Err(fastspawn::SpawnError::Unsupported) => match std_spawn(cfg, &log, &masks, &mut report) {
+            Ok(c) => c.id() as i32,
+            Err(e) => exec_failed(cfg, &mut report, &e),
+        },
+    };
+    let _ = writeln!(report, "ok {} {}", std::process::id(), child_pid);
+    drop(report);
+    let code = fastspawn::wait(child_pid);
+    let _ = crate::model::write_json(
+        &cfg.exit_file,
+        &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
+        crate::model::Durability::No,
+    );
+    std::process::exit(0);
+}
+
+/// The command could not be started: report Docker's code and message, record the exit, end.
+fn exec_failed(cfg: &ShimConfig, report: &mut File, e: &std::io::Error) -> ! {
+    let (code, what) = match e.kind() {
+        std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
+        std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+        _ => (126, "exec failed"),
+    };
+    let _ = writeln!(report, "err {code} failed to create task for container: exec: \"{}\": {what}", cfg.cmd[0]);
+    let _ = crate::model::write_json(
+        &cfg.exit_file,
+        &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
+        crate::model::Durability::No,
+    );
+    std::process::exit(1);
+}
+
+/// The portable spawn (std's `Command`): the child joins the sandbox's cgroup by writing
+/// `cgroup.procs` before exec. Used where clone3's CLONE_INTO_CGROUP is not available.
+fn std_spawn(
+    cfg: &ShimConfig,
+    log: &File,
+    masks: &[(std::ffi::CString, bool)],
+    report: &mut File,
+) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(&cfg.cmd[0]);
     cmd.args(&cfg.cmd[1..]).env_clear();
     let mut has_path = false;
@@ -163,7 +228,7 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
     cmd.current_dir(cfg.workdir.as_deref().unwrap_or("/"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-        .stderr(Stdio::from(log));
+        .stderr(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()));
     // The cgroup's process list, opened before fork (O_CLOEXEC): the child writes "0" (itself)
     // before exec, so no process of the sandbox ever runs outside it.
     let cgroup_procs = match cfg.cgroup.as_ref().map(|p| OpenOptions::new().write(true).open(p.join("cgroup.procs"))) {
@@ -175,13 +240,7 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
         }
     };
     let cgroup_fd = cgroup_procs.as_ref().map(|f| f.as_raw_fd());
-    // (path, is a directory) as C strings, made before fork.
-    let masks: Vec<(std::ffi::CString, bool)> = cfg
-        .mask
-        .iter()
-        .filter(|p| p.exists())
-        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok().map(|c| (c, p.is_dir())))
-        .collect();
+    let masks = masks.to_vec();
     // SAFETY: only async-signal-safe calls between fork and exec (the supervisor is single
     // threaded): restore default signal dispositions, then hide the masked paths in a mount
     // namespace of the command's own.
@@ -193,64 +252,259 @@ fn supervise(cfg: &ShimConfig, report: OwnedFd) -> ! {
                 return Err(std::io::Error::last_os_error());
             }
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            if !masks.is_empty() {
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for (p, dir) in &masks {
-                    let rc = if *dir {
-                        libc::mount(
-                            c"tmpfs".as_ptr(),
-                            p.as_ptr(),
-                            c"tmpfs".as_ptr(),
-                            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                            c"size=4k,mode=0".as_ptr().cast(),
-                        )
-                    } else {
-                        libc::mount(
-                            c"/dev/null".as_ptr(),
-                            p.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        )
-                    };
-                    if rc != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
+            if fastspawn::mask_paths(&masks) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let (code, what) = match e.kind() {
-                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
-                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
-                _ => (126, "exec failed"),
+    let child = cmd.spawn();
+    drop(cgroup_procs);
+    child
+}
+
+/// Starting the command with clone3(CLONE_INTO_CGROUP) and execve, without std's `Command`
+/// (which cannot pass a cgroup). Everything the child needs is prepared before the clone; the
+/// child makes only async-signal-safe calls until exec.
+mod fastspawn {
+    use std::{
+        ffi::{CString, c_char},
+        fs::File,
+        os::fd::{AsRawFd, OwnedFd},
+        path::Path,
+    };
+
+    pub enum SpawnError {
+        /// No CLONE_INTO_CGROUP here (or no cgroup): use the portable spawn.
+        Unsupported,
+        /// The sandbox's cgroup could not be opened.
+        Cgroup(std::io::Error),
+        /// The command could not be started (chdir, mount or exec failed in the child).
+        Exec(std::io::Error),
+    }
+
+    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    pub struct Prepared {
+        /// Where to try the program, in PATH order (one entry when it has a slash).
+        candidates: Vec<CString>,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        workdir: CString,
+        log: i32,
+        masks: Vec<(CString, bool)>,
+    }
+
+    impl Prepared {
+        pub fn new(cfg: &super::ShimConfig, log: &File, masks: &[(CString, bool)]) -> Result<Self, std::io::Error> {
+            let bad = |_| std::io::Error::from_raw_os_error(libc::EINVAL);
+            let mut envp = Vec::new();
+            let mut path = None;
+            for kv in &cfg.env {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                if k == "PATH" {
+                    path = Some(v.to_string());
+                }
+                envp.push(CString::new(format!("{k}={v}")).map_err(bad)?);
+            }
+            if path.is_none() {
+                envp.push(CString::new(format!("PATH={}", super::DEFAULT_PATH)).map_err(bad)?);
+            }
+            let prog = &cfg.cmd[0];
+            let candidates = if prog.contains('/') {
+                vec![CString::new(prog.as_str()).map_err(bad)?]
+            } else {
+                let path = path.as_deref().unwrap_or(super::DEFAULT_PATH);
+                path.split(':')
+                    .map(|d| if d.is_empty() { "." } else { d })
+                    .map(|d| CString::new(format!("{d}/{prog}")).map_err(bad))
+                    .collect::<Result<_, _>>()?
             };
-            let _ =
-                writeln!(report, "err {code} failed to create task for container: exec: \"{}\": {what}", cfg.cmd[0]);
-            let _ = crate::model::write_json_atomic(
-                &cfg.exit_file,
-                &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
-            );
-            std::process::exit(1);
+            Ok(Self {
+                candidates,
+                argv: cfg.cmd.iter().map(|a| CString::new(a.as_str()).map_err(bad)).collect::<Result<_, _>>()?,
+                envp,
+                workdir: CString::new(cfg.workdir.as_deref().unwrap_or("/")).map_err(bad)?,
+                log: log.as_raw_fd(),
+                masks: masks.to_vec(),
+            })
         }
-    };
-    let _ = writeln!(report, "ok {} {}", std::process::id(), child.id());
-    drop(report);
-    let code = match child.wait() {
-        Ok(st) => st.code().map(i64::from).unwrap_or_else(|| 128 + i64::from(st.signal().unwrap_or(0))),
-        Err(_) => 255,
-    };
-    let _ = crate::model::write_json_atomic(
-        &cfg.exit_file,
-        &ExitRecord { exit_code: code, finished_at: crate::model::rfc3339_now().0 },
-    );
-    std::process::exit(0);
+
+        /// Start the command inside cgroup `cg`; its PID.
+        pub fn spawn(&self, cg: &Path) -> Result<i32, SpawnError> {
+            let dir = match std::fs::File::open(cg) {
+                Ok(d) => d,
+                Err(e) => return Err(SpawnError::Cgroup(e)),
+            };
+            let mut argv: Vec<*const c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+            argv.push(std::ptr::null());
+            let mut envp: Vec<*const c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
+            envp.push(std::ptr::null());
+            // The exec error travels back on a close-on-exec pipe: EOF means exec succeeded.
+            let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Exec(e.into()))?;
+            let args = CloneArgs {
+                flags: CLONE_INTO_CGROUP,
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: dir.as_raw_fd() as u64,
+                ..Default::default()
+            };
+            // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack) of a single-threaded
+            // process; the child only makes async-signal-safe calls on memory prepared above,
+            // then execs or _exits.
+            let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) };
+            if pid == 0 {
+                unsafe { self.child(&argv, &envp, wr.as_raw_fd()) }
+            }
+            drop(wr);
+            if pid < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF) => {
+                        Err(SpawnError::Unsupported)
+                    }
+                    _ => Err(SpawnError::Cgroup(e)),
+                };
+            }
+            let pid = pid as i32;
+            let mut buf = [0u8; 4];
+            let n = read_full(&rd, &mut buf);
+            if n == 4 {
+                // The child failed and exits: reap it, report why.
+                wait(pid);
+                return Err(SpawnError::Exec(std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))));
+            }
+            Ok(pid)
+        }
+
+        /// In the child: stdio, working directory, signals, masks, then exec along the PATH.
+        unsafe fn child(&self, argv: &[*const c_char], envp: &[*const c_char], report: i32) -> ! {
+            unsafe {
+                let fail = |errno: i32| -> ! {
+                    let b = errno.to_ne_bytes();
+                    libc::write(report, b.as_ptr().cast(), 4);
+                    libc::_exit(127)
+                };
+                let errno = || *libc::__errno_location();
+                // stdin stays /dev/null (the supervisor's); output to the log.
+                if libc::dup2(self.log, 1) < 0 || libc::dup2(self.log, 2) < 0 {
+                    fail(errno());
+                }
+                if libc::chdir(self.workdir.as_ptr()) != 0 {
+                    fail(errno());
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                if mask_paths(&self.masks) != 0 {
+                    fail(errno());
+                }
+                // execvp's rule: EACCES anywhere wins over a later ENOENT.
+                let mut err = libc::ENOENT;
+                let mut eacces = false;
+                for c in &self.candidates {
+                    libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    err = errno();
+                    match err {
+                        libc::EACCES => eacces = true,
+                        libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                        _ => break,
+                    }
+                }
+                if eacces && matches!(err, libc::ENOENT | libc::ENOTDIR) {
+                    err = libc::EACCES;
+                }
+                fail(err)
+            }
+        }
+    }
+
+    /// Hide `masks` in a mount namespace of the caller's own (async-signal-safe): 0 or -1.
+    pub fn mask_paths(masks: &[(CString, bool)]) -> i32 {
+        if masks.is_empty() {
+            return 0;
+        }
+        // SAFETY: plain syscalls on C strings made before fork.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return -1;
+            }
+            for (p, dir) in masks {
+                let rc = if *dir {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        p.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=4k,mode=0".as_ptr().cast(),
+                    )
+                } else {
+                    libc::mount(c"/dev/null".as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                };
+                if rc != 0 {
+                    return -1;
+                }
+            }
+        }
+        0
+    }
+
+    fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+        let mut got = 0;
+        while got < buf.len() {
+            // SAFETY: reading into our buffer.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        got
+    }
+
+    /// Wait for child `pid`; its exit code as a shell reports it (128 + signal).
+    pub fn wait(pid: i32) -> i64 {
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if r == pid {
+                break;
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return 255;
+        }
+        if libc::WIFEXITED(status) {
+            i64::from(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            128 + i64::from(libc::WTERMSIG(status))
+        } else {
+            255
+        }
+    }
+
 }
 
 /// Spawn a shim for `config` and wait for its one-line report: `(shim_pid, pid)` or the error

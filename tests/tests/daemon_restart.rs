@@ -144,5 +144,8 @@ fn down_streams_progress_and_notifies_systemd() {
         prev = k;
     }
     assert!(!d.socket.exists(), "netd down returned before the daemon removed its socket");
+    // The sandboxes' host veths went in the teardown's one batch deletion.
+    let links = th.host.exec_ok(&["ip", "-o", "link", "show"]).unwrap();
+    assert!(!links.lines().any(|l| l.contains(": veth")), "veths left after netd down:\n{links}");
     assert_eq!(recv(), "STOPPING=1");
 }

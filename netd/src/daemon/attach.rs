@@ -249,52 +249,55 @@ impl Daemon {
         let host_veth = format!("veth{suffix}");
         let peer_tmp = format!("vp{suffix}");
         let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
+        let bridge_ifindex = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
         let res: Result<u32, String> = async {
-            self.nl.create_veth(&host_veth, &peer_tmp, b.mtu).await.map_err(|e| format!("creating veth: {e}"))?;
+            let ns = match &req.netns {
+                Some(p) => Some(std::fs::File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
+                None => None,
+            };
+            if bridge_ifindex == 0 {
+                return Err(format!("bridge {} not found", b.bridge));
+            }
+            // The pair in one request: the host end on the bridge, the peer inside the
+            // sandbox's namespace under its final name and MAC (for a Docker endpoint, which
+            // Docker moves itself, under a temporary name here).
+            let host_index = self
+                .nl
+                .create_veth_on_bridge(&host_veth, bridge_ifindex, b.mtu, &ifname, mac, ns.as_ref().map(|f| f.as_fd()))
+                .await
+                .map_err(|e| format!("creating veth: {e}"))?;
             // No IPv6 on the host end (a bridge port needs none), and on an IPv4-only network
             // none on the sandbox's end either, as Docker 26+ does, so sandboxes cannot talk
             // link-local IPv6 past --icc=false.
             crate::netlink::disable_ipv6(&host_veth);
             super::crash_point("run:veth-created");
-            self.nl.set_master(&host_veth, &b.bridge).await.map_err(|e| format!("attaching to {}: {e}", b.bridge))?;
             // iptables without the userland proxy: a sandbox reaching its own published port
             // through a host address is DNATed back out of the port it came in by, which needs
             // the bridge port's hairpin mode (Docker sets it then). eBPF redirects hairpin itself.
             if !self.cfg.up.userland_proxy && dp.backend() == crate::dataplane::Backend::Iptables {
                 self.nl.set_hairpin(&host_veth, true).await.map_err(|e| format!("hairpin mode on {host_veth}: {e}"))?;
             }
-            match &req.netns {
-                Some(netns) => {
-                    let ns = std::fs::File::open(netns).map_err(|e| format!("opening {}: {e}", netns.display()))?;
-                    self.nl.move_to_netns(&peer_tmp, ns.as_fd()).await.map_err(|e| format!("moving veth: {e}"))?;
-                    let iface = crate::netlink::SandboxIface {
-                        tmp_name: peer_tmp.clone(),
-                        name: ifname.clone(),
-                        mac,
-                        addr: ip,
-                        prefix_len: b.prefix_len,
-                        mtu: b.mtu,
-                        gateway: req.default_route.then_some(b.gateway),
-                        disable_ipv6: true,
-                        addr6: v6.map(|(a, p, _, _)| (a, p)),
-                        gateway6: v6.filter(|_| req.default_route).map(|(_, _, g, _)| g),
-                    };
-                    let ns = netns.clone();
-                    tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))
-                        .await
-                        .map_err(|e| format!("configuring {ifname}: {e}"))?
-                        .map_err(|e| format!("configuring {ifname}: {e}"))?;
-                }
-                None => {
-                    self.nl.set_mac(&peer_tmp, mac).await.map_err(|e| format!("setting the MAC of {peer_tmp}: {e}"))?;
-                }
+            if let Some(netns) = &req.netns {
+                let iface = crate::netlink::SandboxIface {
+                    tmp_name: ifname.clone(),
+                    name: ifname.clone(),
+                    mac,
+                    addr: ip,
+                    prefix_len: b.prefix_len,
+                    mtu: b.mtu,
+                    gateway: req.default_route.then_some(b.gateway),
+                    disable_ipv6: true,
+                    addr6: v6.map(|(a, p, _, _)| (a, p)),
+                    gateway6: v6.filter(|_| req.default_route).map(|(_, _, g, _)| g),
+                };
+                let ns = netns.clone();
+                tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))
+                    .await
+                    .map_err(|e| format!("configuring {ifname}: {e}"))?
+                    .map_err(|e| format!("configuring {ifname}: {e}"))?;
             }
-            self.nl.set_up(&host_veth).await.map_err(|e| format!("setting {host_veth} up: {e}"))?;
-            self.nl
-                .link_index(&host_veth)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{host_veth} vanished"))
+            self.nl.set_up_index(host_index).await.map_err(|e| format!("setting {host_veth} up: {e}"))?;
+            Ok(host_index)
         }
         .await;
         let host_ifindex = match res {
@@ -331,7 +334,6 @@ impl Daemon {
             aliases: req.aliases.clone(),
             created: crate::model::rfc3339_now().0,
         };
-        let bridge_ifindex = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
         let spec = r.net.spec(bridge_ifindex).expect("bridge");
         if let Err(e) = dp.endpoint_added(&spec, &endpoint_spec(&a, b.index)) {
             let _ = self.nl.delete_link(&host_veth).await;
@@ -382,6 +384,11 @@ impl Daemon {
             if let Err(e) = dp.endpoint_removed(spec, &e).await {
                 tracing::warn!(owner = %cur.owner.key(), error = %e, "dataplane: removing endpoint");
             }
+        }
+        // At shutdown the veths go in one batch at the end (see `Daemon::deferred_links`).
+        if let Some(later) = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            later.push(cur.host_veth.clone());
+            return;
         }
         if let Err(e) = self.nl.delete_link(&cur.host_veth).await {
             tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");

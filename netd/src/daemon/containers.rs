@@ -439,11 +439,15 @@ impl Daemon {
                     .map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?;
                 undo.netns = Some(p.clone());
                 super::crash_point("run:netns");
-                let pp = p.clone();
-                tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&pp, None))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("bringing lo up: {e}")))?
-                    .map_err(|e| ApiError::internal(format!("bringing lo up: {e}")))?;
+                // `lo` comes up with the first endpoint's configuration (same thread, same
+                // netlink socket inside the namespace); without endpoints, on its own.
+                if undo.reserved.is_empty() {
+                    let pp = p.clone();
+                    tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&pp, None))
+                        .await
+                        .map_err(|e| ApiError::internal(format!("bringing lo up: {e}")))?
+                        .map_err(|e| ApiError::internal(format!("bringing lo up: {e}")))?;
+                }
                 Some(p)
             }
             NetworkMode::Container(_) => join_netns.clone(),
@@ -562,7 +566,7 @@ impl Daemon {
             cgroup,
         };
         let cfg_path = rt.join("shim.json");
-        crate::model::write_json_atomic(&cfg_path, &shim_cfg)
+        crate::model::write_json(&cfg_path, &shim_cfg, crate::model::Durability::No)
             .map_err(|e| ApiError::internal(format!("writing shim config: {e}")))?;
         let exe = self.cfg.exe.clone();
         let cfgp = cfg_path.clone();

@@ -357,6 +357,10 @@ pub struct Daemon {
     pub events: events::Events,
     /// `netd monitor --type drop|trace`: the dataplane's events.
     pub dp_monitor: dpmonitor::DpMonitor,
+    /// The shutdown teardown: host veths are not deleted one by one (each deletion waits for
+    /// an RCU grace period under the kernel's rtnl lock, so N sandboxes took N of them in a
+    /// row) but collected here and deleted in one batch at the end.
+    pub deferred_links: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 /// The default address pools of each family, resolved at start (Docker's

@@ -193,6 +193,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         ops: Default::default(),
         events: Default::default(),
         dp_monitor: Default::default(),
+        deferred_links: Default::default(),
     });
 
     // Bridges and dataplane networks.
@@ -716,6 +717,72 @@ fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>)
     killed
 }
 
+/// The link group the shutdown puts the sandboxes' host veths in to delete them in one request
+/// ("netd" in ASCII; only links netd made are ever put in it, right before they go).
+const TEARDOWN_LINK_GROUP: u32 = 0x6e65_7464;
+
+/// Stop sandboxes `ids` at shutdown as `netd stop` does (SIGTERM, up to the stop timeout, then
+/// SIGKILL), all at once and with one waiter: a waiter per sandbox woke on every exit, N×N
+/// wake-ups for N sandboxes. `netd down` streams the count as they stop.
+async fn stop_all(d: &Shared, ids: &[String]) {
+    use nix::sys::signal::Signal;
+    let total = ids.len();
+    d.teardown_progress.send_modify(|p| *p = crate::daemon::TeardownProgress { stopped: 0, total, done: false });
+    let signal_all = |sig: Signal| {
+        let d = d.clone();
+        async move {
+            let st = d.state.lock().await;
+            let mut running = Vec::new();
+            for id in ids {
+                if let Some(c) = st.containers.get(id)
+                    && c.state.status == Status::Running
+                {
+                    let _ = crate::shim::signal_command(c.state.pid, c.state.shim_pid, sig);
+                    running.push(id.clone());
+                }
+            }
+            running
+        }
+    };
+    let wait_all = |timeout: std::time::Duration| {
+        let d = d.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let notified = d.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let left = {
+                    let st = d.state.lock().await;
+                    ids.iter()
+                        .filter(|id| st.containers.get(*id).is_some_and(|c| c.state.status == Status::Running))
+                        .count()
+                };
+                d.teardown_progress.send_modify(|p| p.stopped = total - left);
+                if left == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return left;
+                }
+            }
+        }
+    };
+    let termed = signal_all(Signal::SIGTERM).await;
+    let left = wait_all(std::time::Duration::from_secs(super::containers::DEFAULT_STOP_TIMEOUT as u64)).await;
+    if left > 0 {
+        for id in signal_all(Signal::SIGKILL).await {
+            d.kill_all(&id);
+        }
+        if wait_all(std::time::Duration::from_secs(10)).await > 0 {
+            tracing::warn!("stopping on shutdown: some sandboxes did not stop");
+        }
+    }
+    let st = d.state.lock().await;
+    for id in termed {
+        if st.containers.get(&id).is_some_and(|c| c.state.status != Status::Running) {
+            d.events.emit("container", "stop", &id, &[]);
+        }
+    }
+}
+
 /// Stop everything and remove what netd created (unless `--live-restore`).
 pub async fn teardown(d: &Shared) {
     if d.cfg.up.live_restore {
@@ -733,22 +800,9 @@ pub async fn teardown(d: &Shared) {
         let st = d.state.lock().await;
         st.containers.values().filter(|c| c.state.status == Status::Running).map(|c| c.id.clone()).collect()
     };
-    // Stop in parallel: joiners (container:NAME) first would be nicer, but every stop is safe.
-    let total = ids.len();
-    d.teardown_progress.send_modify(|p| *p = crate::daemon::TeardownProgress { stopped: 0, total, done: false });
-    let mut tasks = Vec::new();
-    for id in ids {
-        let d = d.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = d.stop(&id, None).await {
-                tracing::warn!(container = %id, error = %e, "stopping on shutdown");
-            }
-            d.teardown_progress.send_modify(|p| p.stopped += 1);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    // Host veths are deleted in one batch at the end.
+    *d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    stop_all(d, &ids).await;
     let running: Vec<String> = {
         let st = d.state.lock().await;
         st.containers.values().filter(|c| !c.endpoints.is_empty() || c.netns.is_some()).map(|c| c.id.clone()).collect()
@@ -758,6 +812,10 @@ pub async fn teardown(d: &Shared) {
     // (the kernel work without the state lock).
     let rest: Vec<crate::model::Attachment> = d.state.lock().await.attachments.values().cloned().collect();
     futures::future::join_all(rest.iter().map(|a| d.detach_unlocked(a))).await;
+    let veths = d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    if let Err(e) = d.nl.delete_links(&veths, TEARDOWN_LINK_GROUP).await {
+        tracing::warn!(error = %e, "deleting the sandboxes' veths");
+    }
     let st = d.state.lock().await;
     let nets: Vec<Network> = st.networks.values().cloned().collect();
     for n in &nets {

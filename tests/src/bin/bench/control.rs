@@ -26,6 +26,12 @@ impl Size {
     pub fn new(quick: bool) -> Self {
         if quick { Self { runs: 20, many: 100, workers: 8 } } else { Self { runs: 100, many: 1000, workers: 8 } }
     }
+
+    /// `--sandboxes N`: how many sandboxes `netd down` tears down (e.g. the 1,000 of the
+    /// target with `--quick`'s short latency series).
+    pub fn sandboxes(self, many: Option<usize>) -> Self {
+        Self { many: many.unwrap_or(self.many), ..self }
+    }
 }
 
 struct Row {
@@ -127,8 +133,8 @@ fn measure(dataplane: &'static str, size: Size) -> Result<Row> {
 }
 
 /// The control-plane section of the report (markdown).
-pub fn control(quick: bool) -> String {
-    let size = Size::new(quick);
+pub fn control(quick: bool, sandboxes: Option<usize>) -> String {
+    let size = Size::new(quick).sandboxes(sandboxes);
     let load0 = super::loadavg();
     let mut rows = Vec::new();
     let mut s = String::new();

@@ -89,7 +89,7 @@ fn main() -> Result<()> {
             let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
             v6_only(quick, out)
         }
-        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--out DIR]`.
+        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--sandboxes N] [--out DIR]`.
         Some("control") => {
             let quick = args.iter().any(|a| a == "--quick");
             let out = args
@@ -101,14 +101,18 @@ fn main() -> Result<()> {
             if !netd_tests::is_root() {
                 bail!("the bench creates network namespaces: run it as root");
             }
-            let md = control::control(quick);
+            let sandboxes = match args.iter().position(|a| a == "--sandboxes").and_then(|i| args.get(i + 1)) {
+                Some(n) => Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("--sandboxes: not a number: {n}"))?),
+                None => None,
+            };
+            let md = control::control(quick, sandboxes);
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("control.md"), &md)?;
             println!("{md}\nwrote {}/control.md", out.display());
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -492,7 +496,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     drop(worlds);
     drop(worlds6);
     println!("netd bench: control plane");
-    let control_md = control::control(quick);
+    let control_md = control::control(quick, None);
     // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
     let size = runtimes::Size::new(quick, dur, repeats);
     println!("netd bench: Docker's bridge vs a netd network");
