@@ -203,6 +203,7 @@ fn bad_cli_values_are_refused_without_state_change() {
             create(&["--ipv6", "--subnet", "fd00:92::/64", "--subnet", "fd00:94::/64"], "x1"),
             "netd supports one --subnet per address family",
         ),
+        (create(&["--ipv4=false"], "x1"), "IPv4 or IPv6 must be enabled"),
         (
             create(&["--ipv6", "--ipv4=false"], "x1"),
             "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet",

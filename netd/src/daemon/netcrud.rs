@@ -193,6 +193,10 @@ impl Daemon {
         r: &NetworkCreateRequest,
     ) -> ApiResult<Option<crate::model::BridgeNetV6>> {
         if r.enable_ipv4 == Some(false) {
+            // Docker's bridge driver: neither family is no network at all.
+            if !r.enable_ipv6 {
+                return Err(ApiError::bad("IPv4 or IPv6 must be enabled"));
+            }
             return Err(ApiError::bad(
                 "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet: every netd network has IPv4",
             ));

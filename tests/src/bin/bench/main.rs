@@ -353,6 +353,9 @@ fn v6_only(quick: bool, out: PathBuf) -> Result<()> {
     plan_v6(&worlds, &mut plan);
     let (res, _) = measure_plan(&plan, repeats, dur);
     drop(plan);
+    // The v4 scaling row's twin: flat at 10,000 published ports (both families each).
+    let ns_list: Vec<usize> = if quick { vec![0, 10000] } else { vec![0, 1000, 10000] };
+    let scaling = scaling_v6(&worlds, &ns_list, repeats, dur);
     drop(worlds);
     let mut md = format!(
         "# netd bench: IPv6 rows only (`netd-bench v6{}`)\n\n- mode: {} (each figure {} s, medians over {repeats} repeat(s), min–max in brackets)\n{}\n- topology: as `run`: an outside namespace --veth-- a host namespace running `netd up --ipv6 --fixed-cidr-v6 {BENCH_V6}`, the server in a sandbox, `-p 8080:7000` reached at `[2001:db8:100::1]:8080`, masquerade from a sandbox to `[2001:db8:100::2]:7100`; raw: the same v6 veth hop without netd (server in the host namespace; the host namespace as the client)\n- took {:.0} s\n",
@@ -367,10 +370,58 @@ fn v6_only(quick: bool, out: PathBuf) -> Result<()> {
     }
     md.push('\n');
     md.push_str(&render_figs(&res));
+    md.push_str(&scaling);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("v6.md"), &md)?;
     println!("{md}\nwrote {}/v6.md", out.display());
     Ok(())
+}
+
+/// IPv6 scaling: TCP CRR from outside through `[2001:db8:100::1]:8080` with N other ports
+/// published on `[::]`, per dataplane world, as a markdown table.
+fn scaling_v6(worlds: &[World], ns_list: &[usize], repeats: usize, dur: Duration) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Scaling (IPv6): TCP CRR through `[::]:8080` with N other ports published on `[::]`\n\n| dataplane | N | CRR ops/s | vs N=0 | `netd run` with one -p (ms) | daemon RSS (kB) | BPF maps (kB) |\n|---|---|---|---|---|---|---|"
+    );
+    for w in worlds {
+        let Some(d) = w.d.as_ref() else { continue };
+        let mut base = 0.0;
+        for &n in ns_list {
+            if n > 0 {
+                // `[::]` only: N entries of `PUBLISHED_V6` (and N held sockets: both families
+                // would be 2N, past a 20,000-fd hard limit without CAP_SYS_RESOURCE).
+                let spec = format!("[::]:20000-{}:20000-{}", 20000 + n - 1, 20000 + n - 1);
+                d.ok(&["run", "-d", "--name", "filler", "-p", &spec, "--", "sleep", "100000"]);
+            }
+            let mut crr = Vec::new();
+            for _ in 0..repeats {
+                crr.push(measure(Fig::Crr, &w.th.outside.path(), a("[2001:db8:100::1]:8080"), dur).ops_per_s);
+            }
+            let t = Instant::now();
+            d.ok(&["run", "-d", "--name", "one", "-p", "19999:7000", "--", "sleep", "100000"]);
+            let run_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let c = median(&crr);
+            if n == 0 {
+                base = c;
+            }
+            let (rss, maps) = (d.rss_kb().unwrap_or(0) as f64, daemon_maps_kb(d));
+            d.ok(&["rm", "-f", "one"]);
+            println!("  scaling v6 {} N={n}: CRR {c:.0}/s, run with one -p {run_ms:.1} ms, RSS {rss:.0} kB", w.name);
+            let _ = writeln!(
+                s,
+                "| {} | {n} | {c:.0} | {:.2}× | {run_ms:.1} | {rss:.0} | {maps:.0} |",
+                w.name,
+                if base > 0.0 { c / base } else { 0.0 }
+            );
+            if n > 0 {
+                d.ok(&["rm", "-f", "filler"]);
+            }
+        }
+    }
+    s
 }
 
 fn run(quick: bool, out: PathBuf) -> Result<()> {
@@ -494,6 +545,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
     drop(plan);
     drop(worlds);
+    let scaling6 = scaling_v6(&worlds6, &ns_list, repeats, dur);
     drop(worlds6);
     println!("netd bench: control plane");
     let control_md = control::control(quick, None);
@@ -508,6 +560,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     for n in &v6_notes {
         report.push_str(&format!("\n- {n}\n"));
     }
+    report.push_str(&scaling6);
     report.push('\n');
     report.push_str(&control_md);
     report.push('\n');
