@@ -306,10 +306,13 @@ pub mod prog_names {
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
     pub const SOCK_SENDMSG4: &str = "netd_sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
+    pub const SOCK_CONNECT6: &str = "netd_sock_connect6";
+    pub const SOCK_SENDMSG6: &str = "netd_sock_sendmsg6";
+    pub const SOCK_RECVMSG6: &str = "netd_sock_recvmsg6";
     pub const TO_BRIDGE: &str = "netd_to_bridge";
     pub const FROM_FOREIGN_BRIDGE: &str = "netd_from_foreign_bridge";
 
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
         XDP_UPLINK,
         FROM_NETDEV,
         TO_NETDEV,
@@ -319,6 +322,9 @@ pub mod prog_names {
         SOCK_RECVMSG4,
         TO_BRIDGE,
         FROM_FOREIGN_BRIDGE,
+        SOCK_CONNECT6,
+        SOCK_SENDMSG6,
+        SOCK_RECVMSG6,
         // Counted as FromNetdev and ToNetdev (same bodies): not ProgIds of their own.
         FROM_NETDEV_L3,
         TO_NETDEV_L3,
@@ -338,11 +344,14 @@ pub enum ProgId {
     SockRecvmsg4 = 6,
     ToBridge = 7,
     FromForeignBridge = 8,
+    SockConnect6 = 9,
+    SockSendmsg6 = 10,
+    SockRecvmsg6 = 11,
 }
 
 impl ProgId {
-    pub const COUNT: u32 = 9;
-    pub const ALL: [ProgId; 9] = [
+    pub const COUNT: u32 = 12;
+    pub const ALL: [ProgId; 12] = [
         ProgId::XdpUplink,
         ProgId::FromNetdev,
         ProgId::ToNetdev,
@@ -352,6 +361,9 @@ impl ProgId {
         ProgId::SockRecvmsg4,
         ProgId::ToBridge,
         ProgId::FromForeignBridge,
+        ProgId::SockConnect6,
+        ProgId::SockSendmsg6,
+        ProgId::SockRecvmsg6,
     ];
 
     /// The ELF name of the entry point this counter belongs to.

@@ -11,6 +11,9 @@
 //! | `netd_sock_connect4`  | cgroup sock_addr connect4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_sendmsg4`  | cgroup sock_addr sendmsg4    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_sock_recvmsg4`  | cgroup sock_addr recvmsg4    | cgroup v2 (netns-cookie filtered)   |
+//! | `netd_sock_connect6`  | cgroup sock_addr connect6    | cgroup v2 (netns-cookie filtered)   |
+//! | `netd_sock_sendmsg6`  | cgroup sock_addr sendmsg6    | cgroup v2 (netns-cookie filtered)   |
+//! | `netd_sock_recvmsg6`  | cgroup sock_addr recvmsg6    | cgroup v2 (netns-cookie filtered)   |
 //! | `netd_to_bridge`      | TC classifier (tcx egress)   | each netd bridge                    |
 //! | `netd_from_foreign_bridge` | TC classifier (tcx ingress) | each of Docker's own bridges   |
 //!
@@ -892,6 +895,127 @@ mod progs {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
             let k = SockRevKey { cookie, addr: pb.addr, port: pb.port, _pad: 0 };
             let _ = SOCK_REV_V4.insert(&k, &SockRevValue { addr: ip, port, _pad: 0 }, 0);
+        }
+        1
+    }
+
+    /// Per socket: the address an IPv6 UDP client sent to before translation (for recvmsg6).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SockRevKey6 {
+        pub cookie: u64,
+        pub addr: [u32; 4],
+        pub port: u16,
+        pub _pad: [u16; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SockRevValue6 {
+        pub addr: [u32; 4],
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    #[map(name = "SOCK_REV_V6")]
+    static SOCK_REV_V6: LruHashMap<SockRevKey6, SockRevValue6> = LruHashMap::with_max_entries(65_536, 0);
+
+    /// `::ffff:0:0/96` (an IPv4 address on a dual-stack socket): its IPv4 address.
+    #[inline(always)]
+    fn v4_mapped(a: &[u32; 4]) -> Option<u32> {
+        (a[0] == 0 && a[1] == 0 && a[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])).then_some(a[3])
+    }
+
+    /// The connect4/sendmsg4 translation for IPv6 sockets: `::1` or a host v6 address to the
+    /// sandbox of a `PUBLISHED_V6` binding; a v4-mapped address (a dual-stack socket reaching
+    /// an IPv4 host address) through `PUBLISHED_V4`, to the sandbox's v4-mapped address, as the
+    /// kernel then talks IPv4 for the socket (the v4 hooks do not run for it).
+    #[inline(always)]
+    fn sock_translate6(ctx: &SockAddrContext, prog: ProgId, remember: bool) -> i32 {
+        if !in_daemon_netns(ctx) {
+            return 1;
+        }
+        stats::count_prog(prog, 0);
+        // SAFETY: the context pointer is valid for the program's run.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        let proto = sa.protocol as u8;
+        if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+            return 1;
+        }
+        let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let port = sa.user_port as u16;
+        // SAFETY: plain helper call on the valid context (only when a translation is kept).
+        let cookie = || unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        if let Some(v4) = v4_mapped(&ip) {
+            if !is_loopback(v4) && !is_host_addr(v4) {
+                return 1;
+            }
+            let Some(pb) = published(proto, v4, port) else { return 1 };
+            sa.user_ip6[3] = pb.addr;
+            sa.user_port = pb.port as u32;
+            if remember {
+                let k = SockRevKey { cookie: cookie(), addr: pb.addr, port: pb.port, _pad: 0 };
+                let _ = SOCK_REV_V4.insert(&k, &SockRevValue { addr: v4, port, _pad: 0 }, 0);
+            }
+            return 1;
+        }
+        if !crate::v6::maps::is_loopback6(&ip) && !crate::v6::maps::is_host_addr6(&ip) {
+            return 1;
+        }
+        let Some(pb) = crate::v6::maps::published6(proto, &ip, port) else { return 1 };
+        let (to, to_port) = (pb.addr, pb.port);
+        sa.user_ip6[0] = to[0];
+        sa.user_ip6[1] = to[1];
+        sa.user_ip6[2] = to[2];
+        sa.user_ip6[3] = to[3];
+        sa.user_port = to_port as u32;
+        if remember {
+            let k = SockRevKey6 { cookie: cookie(), addr: to, port: to_port, _pad: [0; 3] };
+            let _ = SOCK_REV_V6.insert(&k, &SockRevValue6 { addr: ip, port, _pad: 0 }, 0);
+        }
+        1
+    }
+
+    #[cgroup_sock_addr(connect6)]
+    pub fn netd_sock_connect6(ctx: SockAddrContext) -> i32 {
+        sock_translate6(&ctx, ProgId::SockConnect6, true)
+    }
+
+    /// (A v4-mapped destination never gets here: the kernel sends it as IPv4, through sendmsg4.)
+    #[cgroup_sock_addr(sendmsg6)]
+    pub fn netd_sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+        sock_translate6(&ctx, ProgId::SockSendmsg6, true)
+    }
+
+    /// UDP replies on IPv6 sockets (v4-mapped ones too, remembered by sendmsg4 or connect6).
+    #[cgroup_sock_addr(recvmsg6)]
+    pub fn netd_sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+        if !in_daemon_netns(&ctx) {
+            return 1;
+        }
+        stats::count_prog(ProgId::SockRecvmsg6, 0);
+        // SAFETY: as above.
+        let sa = unsafe { &mut *ctx.sock_addr };
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let port = sa.user_port as u16;
+        if let Some(v4) = v4_mapped(&ip) {
+            let k = SockRevKey { cookie, addr: v4, port, _pad: 0 };
+            // SAFETY: read-only lookup.
+            if let Some(v) = unsafe { SOCK_REV_V4.get(&k) } {
+                sa.user_ip6[3] = v.addr;
+                sa.user_port = v.port as u32;
+            }
+            return 1;
+        }
+        let k = SockRevKey6 { cookie, addr: ip, port, _pad: [0; 3] };
+        // SAFETY: read-only lookup, copied out.
+        if let Some(v) = unsafe { SOCK_REV_V6.get(&k).copied() } {
+            sa.user_ip6[0] = v.addr[0];
+            sa.user_ip6[1] = v.addr[1];
+            sa.user_ip6[2] = v.addr[2];
+            sa.user_ip6[3] = v.addr[3];
+            sa.user_port = v.port as u32;
         }
         1
     }

@@ -118,6 +118,9 @@ pub fn attach_point(name: &str) -> &'static str {
         prog_names::SOCK_CONNECT4 => "cgroup v2 connect4 (daemon netns only, by cookie)",
         prog_names::SOCK_SENDMSG4 => "cgroup v2 sendmsg4 (daemon netns only, by cookie)",
         prog_names::SOCK_RECVMSG4 => "cgroup v2 recvmsg4 (daemon netns only, by cookie)",
+        prog_names::SOCK_CONNECT6 => "cgroup v2 connect6 (daemon netns only, by cookie)",
+        prog_names::SOCK_SENDMSG6 => "cgroup v2 sendmsg6 (daemon netns only, by cookie)",
+        prog_names::SOCK_RECVMSG6 => "cgroup v2 recvmsg6 (daemon netns only, by cookie)",
         prog_names::TO_BRIDGE => "tcx egress on each netd bridge",
         prog_names::FROM_FOREIGN_BRIDGE => "tcx ingress on each of Docker's own bridges",
         V6::FROM_NETDEV_V6 => "tail call (V6_PROGS) from netd_from_netdev[_l3], IPv6 frames",
@@ -296,7 +299,7 @@ impl Loaded {
         let mut loader = aya::EbpfLoader::new();
         let paths: Vec<(&'static str, PathBuf)> = map_names::ALL
             .iter()
-            .chain(["SOCK_REV_V4", "FRAGS", V6::V6_PROGS].iter())
+            .chain(["SOCK_REV_V4", "SOCK_REV_V6", "FRAGS", V6::V6_PROGS].iter())
             .chain(netd_common::v6::map_names::ALL.iter())
             .map(|n| (*n, maps.join(n)))
             .collect();
@@ -599,18 +602,20 @@ impl Loaded {
         self.pin_link(fd, pin)
     }
 
-    /// The three sock_addr hooks on a cgroup v2 directory.
+    /// The sock_addr hooks (connect, sendmsg, recvmsg for each family) on a cgroup v2 directory.
     pub fn attach_cgroup<F: AsFd>(&mut self, cgroup: F) -> Result<(), EbpfError> {
-        let pins: Vec<Option<PathBuf>> =
-            [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4]
-                .iter()
-                .map(|n| self.link_pin(&format!("cgroup-{n}")))
-                .collect();
+        const HOOKS: [&str; 6] = [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+            prog_names::SOCK_CONNECT6,
+            prog_names::SOCK_SENDMSG6,
+            prog_names::SOCK_RECVMSG6,
+        ];
+        let pins: Vec<Option<PathBuf>> = HOOKS.iter().map(|n| self.link_pin(&format!("cgroup-{n}"))).collect();
         // A previous daemon's hooks: attach ours first, then let go of theirs (no gap).
         let old: Vec<FdLink> = pins.iter().flatten().filter_map(|p| Self::adopt(p)).collect();
-        for (i, name) in
-            [prog_names::SOCK_CONNECT4, prog_names::SOCK_SENDMSG4, prog_names::SOCK_RECVMSG4].into_iter().enumerate()
-        {
+        for (i, name) in HOOKS.into_iter().enumerate() {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             // With bpf_link (kernel >= 5.7, what aya uses here) the kernel attaches in multi
             // mode itself and the attach flags must be 0 ("Single"); several daemons (one per

@@ -797,10 +797,20 @@ fn dual_stack(dataplane: &str) {
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8081"), b"x").is_err(), "hostIP :: answered over IPv4");
     let e = probe::tcp_echo(&out, addr("198.51.100.1:8080"), b"v4").expect("v4 still published");
     assert_eq!(e.tag, "c1");
-    // Host processes to a v6 published port: not yet on eBPF (no connect6 hook; design-notes).
-    if dataplane != "ebpf" {
-        let e =
-            probe::tcp_echo(&host, addr("[2001:db8:100::1]:8080"), b"local6").expect("[host v6]:8080 from the host");
+    // Host processes to a v6 published port (no proxy for CNI bindings): the host's v6 address
+    // (ip6tables' OUTPUT DNAT, eBPF's connect6 hook), and `::1` on eBPF only (ip6tables cannot
+    // DNAT loopback traffic; the reference `portmap` plugin has the same limit).
+    let mut local = vec!["[2001:db8:100::1]:8080"];
+    if dataplane == "ebpf" {
+        local.push("[::1]:8080");
+    }
+    for a in local {
+        let e = probe::tcp_echo(&host, addr(a), b"local6").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
+        assert_eq!(e.tag, "c1");
+    }
+    if dataplane == "ebpf" {
+        let u = probe::udp_socket_in(&host, addr("[::]:0")).unwrap();
+        let e = probe::udp_echo_on(&u, addr("[::1]:5353"), b"lu6").expect("udp [::1]:5353 from the host");
         assert_eq!(e.tag, "c1");
     }
     let e = probe::tcp_echo(&c1.path(), addr("[2001:db8:100::1]:8080"), b"hairpin6").expect("v6 hairpin");

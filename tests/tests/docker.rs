@@ -544,7 +544,7 @@ fn masquerade_seen_outside(td: &mut TestDocker, _dp: &str) {
 /// NETD_DOCKER_DRIVER=bridge gives the same answers once dockerd (20.10) runs with `--ipv6
 /// --fixed-cidr-v6 P --experimental --ip6tables` (without them, no v6 NAT or forwarding); only
 /// `docker port` differs (20.10 prints `:::8086`, netd `[::]:8086` as Docker 27+).
-fn ipv6_dual_stack(td: &mut TestDocker, dp: &str) {
+fn ipv6_dual_stack(td: &mut TestDocker, _dp: &str) {
     const V6: &str = "fd00:d0c:1::/64";
     // Docker's own bridge driver (20.10) does IPv6 NAT and filtering only with these daemon flags
     // (ip6tables is experimental there); netd's driver needs none of them.
@@ -595,11 +595,9 @@ fn ipv6_dual_stack(td: &mut TestDocker, dp: &str) {
     assert_eq!(e.tag, "w6");
     let (tag, _) = echo_ns(&out, "198.51.100.1:8086").expect("v4 still published");
     assert_eq!(tag, "w6");
-    // From the host's `::1`: not yet on eBPF (no connect6 hook; design-notes "Not yet on eBPF").
-    if !(on_netd() && dp == "ebpf") {
-        let host = td.th.host.path();
-        assert_eq!(echo_ns(&host, "[::1]:8086").map(|x| x.0).as_deref(), Some("w6"), "[::1]:8086 from the host");
-    }
+    // From the host's `::1` (Docker's proxy; netd's eBPF dataplane: the connect6 hook).
+    let host = td.th.host.path();
+    assert_eq!(echo_ns(&host, "[::1]:8086").map(|x| x.0).as_deref(), Some("w6"), "[::1]:8086 from the host");
     if on_netd() {
         let ip = td.ip_of("w6", "v6n");
         let lines = netd_port(td, &ip);

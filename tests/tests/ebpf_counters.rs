@@ -71,9 +71,16 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
     for _ in 0..3 {
         connect(&th.host.path(), "198.51.100.2:7002".parse().unwrap());
     }
+    // The same over IPv6 (`::1` of each namespace): connect6 counts the host netns' only.
+    let _lo6 = probe::EchoServer::start(&th.host.path(), "[::1]:7003".parse().unwrap(), "lo6").unwrap();
+    let _lo6o = probe::EchoServer::start(&th.outside.path(), "[::1]:7003".parse().unwrap(), "lo6o").unwrap();
+    for _ in 0..2 {
+        connect(&th.host.path(), "[::1]:7003".parse().unwrap());
+    }
     let mid = loaded.prog_stats().unwrap();
     for _ in 0..4 {
         connect(&th.outside.path(), "198.51.100.1:7000".parse().unwrap());
+        connect(&th.outside.path(), "[::1]:7003".parse().unwrap());
     }
 
     let mut after = loaded.prog_stats().unwrap();
@@ -94,5 +101,7 @@ fn programs_count_real_packets_on_veth_and_cgroup() {
         3,
         "connects from another netns in the same cgroup must be ignored (netns cookie check)"
     );
+    assert_eq!(mid[p::SOCK_CONNECT6].packets, 2, "connect6 counts the 2 connects in the daemon netns");
+    assert_eq!(after[p::SOCK_CONNECT6].packets, 2, "connect6: connects from another netns must be ignored");
     drop(loaded); // detach before the cgroup goes
 }
