@@ -162,8 +162,8 @@ fn dual_stack(dataplane: &str) {
     assert_eq!(e.tag, "web");
     assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8081"), b"x").is_err(), "[::1] binding from outside");
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8082"), b"x").is_err(), "v6-only binding over v4");
-    // From the host: ::1 and the host's own v6 address (the proxy serves local clients, under
-    // both dataplanes: eBPF translates the host's v4 clients at the socket, not v6 ones).
+    // From the host: ::1 and the host's own v6 address (iptables: the userland proxy; eBPF:
+    // translated at the socket by the connect6 hook, as v4 clients by connect4).
     for a in ["[::1]:8080", "[::1]:8081", "[2001:db8:100::1]:8080", "[2001:db8:100::1]:8082", "127.0.0.1:8080"] {
         let e = probe::tcp_echo(&host, addr(a), b"local").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
         assert_eq!(e.tag, "web", "{a}");
@@ -212,7 +212,8 @@ fn dual_stack(dataplane: &str) {
     assert_eq!(d.inspect("bb")["NetworkSettings"]["Networks"]["other"]["GlobalIPv6Address"], "fd00:abcd::2");
 
     // A v4-only network: no IPv6 in the sandbox (Docker 26+), yet `[::]:8090` reaches it
-    // through the userland proxy, as docker-proxy does.
+    // through the userland proxy, as docker-proxy does (both dataplanes: the eBPF one has no
+    // v6 -> v4 translation in its programs; its `[::]` twin listens and relays).
     d.ok(&["network", "create", "v4net"]);
     d.ok(&[
         "run",
@@ -236,18 +237,32 @@ fn dual_stack(dataplane: &str) {
     assert_eq!(off.trim(), "1");
     assert_eq!(d.inspect("v4")["NetworkSettings"]["Networks"]["v4net"]["GlobalIPv6Address"], "");
     let ports = d.ok(&["port", "v4"]);
-    // (iptables: through the proxy, as Docker; eBPF: not made yet, see design-notes.)
-    let cross = !ebpf;
-    assert_eq!(ports.lines().any(|l| l == "7000/tcp -> [::]:8090"), cross, "{ports}");
-    if cross {
-        let e =
-            probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"to-v4").expect("v6 client to a v4-only sandbox");
-        assert_eq!(e.tag, "v4");
-        let e = probe::tcp_echo(&host, addr("[::1]:8090"), b"to-v4").expect("::1 to a v4-only sandbox");
-        assert_eq!(e.tag, "v4");
-        let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5354"), b"u-v4").expect("v6 udp to a v4-only sandbox");
-        assert_eq!(e.tag, "v4");
+    for l in ["7000/tcp -> 0.0.0.0:8090", "7000/tcp -> [::]:8090", "7000/udp -> 0.0.0.0:5354", "7000/udp -> [::]:5354"] {
+        assert!(ports.lines().any(|x| x == l), "no {l:?} in {ports}");
     }
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"to-v4").expect("v6 client to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let e = probe::tcp_echo(&host, addr("[::1]:8090"), b"to-v4").expect("::1 to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let e = probe::tcp_echo(&host, addr("[2001:db8:100::1]:8090"), b"to-v4").expect("host v6 address to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5354"), b"u-v4").expect("v6 udp to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let u = probe::udp_socket_in(&host, addr("[::]:0")).unwrap();
+    let e = probe::udp_echo_on(&u, addr("[::1]:5354"), b"u-v4").expect("udp ::1 to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    // And over v4 as before, from outside (DNAT keeps the client's address) and from the host's
+    // loopback (iptables: the `[::]` twin's socket is dual-stack and proxies both halves;
+    // eBPF: connect4/sendmsg4).
+    let e = probe::tcp_echo(&out, addr("198.51.100.1:8090"), b"to-v4").expect("v4 client to a v4-only sandbox");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("v4", "198.51.100.2"));
+    let e = probe::tcp_echo(&host, addr("127.0.0.1:8090"), b"lo4").expect("127.0.0.1 to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let u4 = probe::udp_socket_in(&host, addr("0.0.0.0:0")).unwrap();
+    let e = probe::udp_echo_on(&u4, addr("127.0.0.1:5354"), b"lu4").expect("udp 127.0.0.1 to a v4-only sandbox");
+    assert_eq!(e.tag, "v4");
+    let e = probe::udp_echo_on(&u, addr("[::ffff:127.0.0.1]:5354"), b"lm4").expect("udp v4-mapped loopback");
+    assert_eq!(e.tag, "v4");
 
     // Routed v6 (gateway_mode_ipv6=routed): the published container port is reachable at the
     // sandbox's own v6 address, unmasqueraded both ways; other ports are not.
@@ -303,11 +318,17 @@ fn dual_stack(dataplane: &str) {
     d.kill9_and_restart().unwrap();
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"after").expect("v6 binding after a restart");
     assert_eq!(e.tag, "web");
-    if cross {
-        let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"after")
-            .expect("proxied v6 binding after a restart");
-        assert_eq!(e.tag, "v4");
+    let e =
+        probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"after").expect("proxied v6 binding after a restart");
+    assert_eq!(e.tag, "v4");
+    let e = probe::tcp_echo(&host, addr("[::1]:8081"), b"after").expect("[::1] binding after a restart");
+    assert_eq!(e.tag, "web");
+    for a in ["127.0.0.1:8090", "[::1]:8090"] {
+        let e = probe::tcp_echo(&host, addr(a), b"after").unwrap_or_else(|e| panic!("{a} after a restart: {e:#}"));
+        assert_eq!(e.tag, "v4", "{a}");
     }
+    let e = probe::udp_echo(&host, addr("127.0.0.1:5354"), b"after").expect("udp 127.0.0.1 after a restart");
+    assert_eq!(e.tag, "v4");
     d.ok(&["run", "-d", "--name", "dd", "--network", "v6net", "--", "sleep", "300"]);
     assert_eq!(
         d.inspect("dd")["NetworkSettings"]["Networks"]["v6net"]["GlobalIPv6Address"],
@@ -369,9 +390,11 @@ both!(
 /// proxy either way), `--icc=false` and `--internal` on v6 networks.
 fn ipv6_without_proxy_icc_false_and_internal(dataplane: &str) {
     let th = TestHost::new(&format!("v6n{}", &dataplane[..1])).unwrap();
+    let ebpf = dataplane == "ebpf";
     let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--userland-proxy=false"]).unwrap();
     let pr = p();
     let out = th.outside.path();
+    let host = th.host.path();
     d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:18:1::/64", "n1"]);
     d.ok(&[
         "run",
@@ -382,6 +405,10 @@ fn ipv6_without_proxy_icc_false_and_internal(dataplane: &str) {
         "n1",
         "-p",
         "8080:7000",
+        "-p",
+        "5353:7000/udp",
+        "-p",
+        "[::1]:8081:7000",
         "--",
         &pr,
         "serve",
@@ -393,6 +420,33 @@ fn ipv6_without_proxy_icc_false_and_internal(dataplane: &str) {
     // Published on [::] by DNAT alone; the client's address reaches the sandbox.
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"np").expect("v6 DNAT without the proxy");
     assert_eq!((e.tag.as_str(), e.peer.as_str()), ("s1", "2001:db8:100::2"));
+    // Host processes over v6, no proxy: the host's v6 address (ip6tables' OUTPUT DNAT; eBPF's
+    // connect6/sendmsg6/recvmsg6), and on eBPF `::1` too (ip6tables cannot DNAT loopback
+    // traffic, Docker's limit without its proxy). A UDP client sees replies come from the
+    // address it sent to (recvmsg6 restores it), connected or not.
+    let mut local: Vec<&str> = vec!["[2001:db8:100::1]:8080"];
+    if ebpf {
+        local.extend(["[::1]:8080", "[::1]:8081"]);
+    }
+    for a in &local {
+        let e = probe::tcp_echo(&host, addr(a), b"local6").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
+        assert_eq!(e.tag, "s1", "{a}");
+    }
+    let u = probe::udp_socket_in(&host, addr("[::]:0")).unwrap();
+    let mut local: Vec<&str> = vec!["[2001:db8:100::1]:5353"];
+    if ebpf {
+        local.push("[::1]:5353");
+    }
+    for a in &local {
+        let e = probe::udp_echo_on(&u, addr(a), b"u6").unwrap_or_else(|e| panic!("udp {a} from the host: {e:#}"));
+        assert_eq!(e.tag, "s1", "{a}");
+        let e = probe::udp_echo_connected(&host, addr(a), b"c6").unwrap_or_else(|e| panic!("connected {a}: {e:#}"));
+        assert_eq!(e.tag, "s1", "{a}");
+    }
+    if ebpf {
+        // `[::1]:8081` is a loopback binding: not on the host's other addresses.
+        assert!(probe::tcp_echo(&host, addr("[2001:db8:100::1]:8081"), b"x").is_err());
+    }
     // Hairpin over v6: a neighbour through the host's v6 address (DNAT from the bridge too,
     // masqueraded back). (A sandbox to its own published port needs the bridge port's hairpin
     // mode, which netd sets for CNI attachments only, for v4 and v6 alike.)
@@ -409,6 +463,8 @@ fn ipv6_without_proxy_icc_false_and_internal(dataplane: &str) {
         "v4only",
         "-p",
         "8090:7000",
+        "-p",
+        "5355:7000/udp",
         "--",
         &pr,
         "serve",
@@ -416,8 +472,22 @@ fn ipv6_without_proxy_icc_false_and_internal(dataplane: &str) {
         "s4",
         "7000",
     ]);
-    assert_eq!(d.ok(&["port", "s4"]), "7000/tcp -> 0.0.0.0:8090\n");
+    let ports = d.ok(&["port", "s4"]);
+    assert!(ports.contains("7000/tcp -> 0.0.0.0:8090\n") && !ports.contains("[::]"), "{ports}");
     assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"x").is_err());
+    // A dual-stack socket reaching the v4 binding through v4-mapped addresses (the kernel talks
+    // IPv4 for it): as the host's v4 clients (ip6tables/iptables: OUTPUT DNAT; eBPF: connect6
+    // and recvmsg6 on the mapped address, sendmsg4 for the datagrams).
+    let e = probe::tcp_echo(&host, addr("[::ffff:198.51.100.1]:8090"), b"m").expect("v4-mapped host address");
+    assert_eq!(e.tag, "s4");
+    let e = probe::udp_echo_on(&u, addr("[::ffff:198.51.100.1]:5355"), b"mu").expect("v4-mapped udp");
+    assert_eq!(e.tag, "s4");
+    let e = probe::udp_echo_connected(&host, addr("[::ffff:198.51.100.1]:5355"), b"mc").expect("v4-mapped udp, connected");
+    assert_eq!(e.tag, "s4");
+    if ebpf {
+        let e = probe::tcp_echo(&host, addr("[::ffff:127.0.0.1]:8090"), b"m").expect("v4-mapped loopback");
+        assert_eq!(e.tag, "s4");
+    }
 
     // icc=false: no v6 between sandboxes of the network; out of it still works.
     d.ok(&[

@@ -435,13 +435,12 @@ impl Daemon {
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
-        // The eBPF dataplane's v6 bindings are proxied for local clients ([`proxied6`]). Only
-        // a sandbox with a v6 address: the `[::]` twin of a v4-only sandbox's binding (Docker's
-        // proxied binding) is left out on eBPF for now, since it would add a listener and a
-        // proxy to every v4 binding (the eBPF 10,000-port load runs with the proxy option on).
+        // The eBPF dataplane proxies a v4-only sandbox's v6 bindings (its `[::]` twin, Docker's
+        // proxied binding; [`proxied6`]); a sandbox with a v6 address needs no proxy there (its
+        // programs and the connect6/sendmsg6/recvmsg6 hooks translate every client).
         let listen6 = a.port_opts.hold_socket
             && a.port_opts.userland_proxy
-            && a.ip6.is_some()
+            && a.ip6.is_none()
             && proxied6(&self.cfg, st, b.index);
         let v6_ok = st.dp.ipv6();
         if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
@@ -678,11 +677,20 @@ impl Daemon {
         }
         for m in &a.ports {
             st.allocator.mark(m.proto, m.host_ip, m.host_port);
+            // The `0.0.0.0` half of a shared pair: the `[::]` half's socket holds it.
+            let twin = shared_twin(&a.ports, m);
+            if twin == Some(Twin::V4Half) {
+                continue;
+            }
             // A plain bind, as before the proxy listeners had SO_REUSEADDR: with it, TCP flows
             // DNATed through the port were reset across a kill -9 and restart under load
             // (reliability.rs iptables_kill9_under_load_loses_nothing).
+            let b = match twin {
+                Some(_) => bind_dual_stack(m.proto, m.host_port, false),
+                None => bind_host_port(m.proto, m.host_ip, m.host_port, false),
+            };
             if a.port_opts.hold_socket
-                && let Ok(s) = bind_host_port(m.proto, m.host_ip, m.host_port, false)
+                && let Ok(s) = b
             {
                 st.held.insert((m.proto, m.host_ip, m.host_port), s);
             }
@@ -823,6 +831,51 @@ pub fn bind_host_port(proto: Proto, ip: IpAddr, port: u16, proxied: bool) -> std
     }
 }
 
+/// Which half of a shared `0.0.0.0`/`[::]` pair a binding is (see [`allocate_ports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Twin {
+    V4Half,
+    V6Half,
+}
+
+/// Whether `m` is half of a `0.0.0.0`/`[::]` pair to one v4 sandbox address (the `[::]` twin
+/// of a v4-only sandbox's binding) among `maps`: such a pair is held by one dual-stack socket.
+fn shared_twin(maps: &[PortMapping], m: &PortMapping) -> Option<Twin> {
+    if !m.host_ip.is_unspecified() || !m.container_ip.is_ipv4() {
+        return None;
+    }
+    let paired = maps.iter().any(|o| {
+        o.proto == m.proto
+            && o.host_port == m.host_port
+            && o.container_ip == m.container_ip
+            && o.container_port == m.container_port
+            && o.host_ip.is_unspecified()
+            && o.host_ip.is_ipv6() != m.host_ip.is_ipv6()
+    });
+    paired.then_some(if m.host_ip.is_ipv6() { Twin::V6Half } else { Twin::V4Half })
+}
+
+/// A socket on `[::]:port` that also takes IPv4 (`IPV6_V6ONLY` off): the host port of both
+/// halves of a shared pair, reserved (and proxied) through one descriptor.
+fn bind_dual_stack(proto: Proto, port: u16, proxied: bool) -> std::io::Result<HeldSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    let (ty, pr) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let s = Socket::new(Domain::IPV6, ty, Some(pr))?;
+    s.set_only_v6(false)?;
+    if proxied && proto == Proto::Tcp {
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(match proto {
+        Proto::Tcp => HeldSocket::TcpRaw(s.into()),
+        Proto::Udp => HeldSocket::Udp(s.into()),
+    })
+}
+
 /// One request after Docker's normalisation (`sortAndNormPBs`): the host addresses that must
 /// get the same host port (`0.0.0.0` and `[::]` for `-p 8080:80`), each with the sandbox
 /// address it leads to.
@@ -916,20 +969,37 @@ fn allocate_ports(
         } else {
             Box::new(start..=end.max(start))
         };
-        let mut got: Option<(u16, Vec<HeldSocket>)> = None;
+        // `0.0.0.0` and its `[::]` twin to one v4-only sandbox: one dual-stack socket holds
+        // (and proxies) both, one descriptor per port instead of two.
+        let shared = g.targets.len() == 2
+            && g.targets[0].0 == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            && g.targets[1].0 == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            && g.targets[0].1 == g.targets[1].1
+            && g.targets[1].1.is_ipv4();
+        let mut got: Option<(u16, Vec<Option<HeldSocket>>)> = None;
         let mut last_err = None;
         'ports: for port in candidates {
             let mut socks = Vec::new();
-            for &(host_ip, _) in &g.targets {
+            for (i, &(host_ip, _)) in g.targets.iter().enumerate() {
                 if st.allocator.is_allocated(g.proto, host_ip, port) {
                     let hp = crate::ports::format_host_addr(&host_ip.to_string(), &port.to_string());
                     last_err = Some(format!("Bind for {hp} failed: port is already allocated"));
                     continue 'ports;
                 }
-                match bind_host_port(g.proto, host_ip, port, proxied || (listen6 && host_ip.is_ipv6())) {
-                    Ok(sock) => socks.push(sock),
-                    Err(e) => {
-                        last_err = Some(bind_error(g.proto, host_ip, port, &e));
+                let listen = proxied || (listen6 && host_ip.is_ipv6());
+                let b = match (shared, i) {
+                    (true, 0) => {
+                        socks.push(None);
+                        continue;
+                    }
+                    // (Errors name the v4 address, as the separate v4 bind did.)
+                    (true, _) => bind_dual_stack(g.proto, port, listen).map_err(|e| (g.targets[0].0, e)),
+                    _ => bind_host_port(g.proto, host_ip, port, listen).map_err(|e| (host_ip, e)),
+                };
+                match b {
+                    Ok(sock) => socks.push(Some(sock)),
+                    Err((ip, e)) => {
+                        last_err = Some(bind_error(g.proto, ip, port, &e));
                         if start != 0 && start == end {
                             break 'ports;
                         }
@@ -944,7 +1014,7 @@ fn allocate_ports(
             Some((port, socks)) => {
                 for (&(host_ip, container_ip), sock) in g.targets.iter().zip(socks) {
                     st.allocator.mark(g.proto, host_ip, port);
-                    if hold {
+                    if hold && let Some(sock) = sock {
                         st.held.insert((g.proto, host_ip, port), sock);
                     }
                     done.push(PortMapping {
@@ -1017,12 +1087,11 @@ fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
         })
 }
 
-/// Whether the IPv6 bindings on network `net_index` are served by the userland proxy beyond
-/// [`proxied`]: with the eBPF dataplane and `--userland-proxy`, outside of routed networks.
-/// Its programs translate outside clients (uplink ingress, before any socket) and sandboxes
-/// (hairpin), and host processes over v4 at the socket (connect4/sendmsg4/recvmsg4); host
-/// processes over v6 (`::1`, the host's v6 addresses) and the `[::]` binding of a v4-only
-/// sandbox are the proxy's, as with Docker's docker-proxy.
+/// Whether the cross-family bindings on network `net_index` (v6 host address to a v4-only
+/// sandbox, [`PortMapping::is_cross_family`]) are served by the userland proxy beyond
+/// [`proxied`]: with the eBPF dataplane and `--userland-proxy`, outside of routed networks, as
+/// Docker's docker-proxy carries them. Every other binding is the programs' (outside clients at
+/// the uplink, sandboxes on their veth, host processes at the socket with the cgroup hooks).
 fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
     cfg.up.dataplane == crate::dataplane::Backend::Ebpf
         && cfg.up.userland_proxy
@@ -1041,7 +1110,7 @@ fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
 fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         let key = (m.proto, m.host_ip, m.host_port);
-        let serve = proxied(cfg, st, m.network_index) || (m.host_ip.is_ipv6() && proxied6(cfg, st, m.network_index));
+        let serve = proxied(cfg, st, m.network_index) || (m.is_cross_family() && proxied6(cfg, st, m.network_index));
         if st.proxies.contains_key(&key) || m.unproxied || !serve {
             continue;
         }
