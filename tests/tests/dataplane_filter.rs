@@ -261,6 +261,56 @@ fn forged_loopback_from_a_sandbox(dataplane: &str) {
     if dataplane == "ebpf" {
         assert!(drops(&d)["loopback_not_lo"].as_u64().unwrap() >= 10, "{}", drops(&d));
     }
+    // Forged sources to web itself. Docker's FORWARD rules judge by interface, not address: a
+    // frame bridged to web's MAC from its own bridge meets icc=false, one routed from the other
+    // network meets isolation, whatever source address it claims (the gateway's, a made-up
+    // one, a sandbox's of the other network).
+    let web_ip = ip4(d.inspect("web")["NetworkSettings"]["IPAddress"].as_str().unwrap());
+    let web_mac = mac(d.inspect("web")["NetworkSettings"]["MacAddress"].as_str().unwrap());
+    let net_of = |name: &str, net: &str| {
+        let v = d.inspect(name);
+        let n = &v["NetworkSettings"]["Networks"][net];
+        (ip4(n["IPAddress"].as_str().unwrap()), ip4(n["Gateway"].as_str().unwrap()))
+    };
+    let ((atk_ip, bridge_gw), (atk2_ip, other_gw)) = (net_of("atk", "bridge"), net_of("atk2", "other"));
+    let bridge_of = |gw: [u8; 4]| {
+        let gw = format!("{}.{}.{}.{}", gw[0], gw[1], gw[2], gw[3]);
+        let addrs = th.host.exec_ok(&["ip", "-o", "-4", "addr", "show"]).unwrap();
+        let b = addrs.lines().find(|l| l.contains(&format!(" {gw}/"))).and_then(|l| l.split_whitespace().nth(1));
+        mac_of(&th.host.path(), b.unwrap())
+    };
+    let before = settled(&web_ns, "Tcp", "InSegs");
+    let (atk_ns, atk2_ns) = (sandbox_ns(&d, "atk"), sandbox_ns(&d, "atk2"));
+    let atk_mac = mac_of(&atk_ns, "eth0");
+    let bridged: Vec<Vec<u8>> = [bridge_gw, [10, 99, 0, 5], atk2_ip]
+        .iter()
+        .flat_map(|src| (0..3).map(move |_| syn_frame(web_mac, atk_mac, *src, web_ip, 7001)))
+        .collect();
+    send_raw(&atk_ns, "eth0", bridged);
+    let atk2_mac = mac_of(&atk2_ns, "eth0");
+    let other_gw_mac = bridge_of(other_gw);
+    let routed: Vec<Vec<u8>> = [other_gw, [10, 99, 0, 5], atk_ip]
+        .iter()
+        .flat_map(|src| (0..3).map(move |_| syn_frame(other_gw_mac, atk2_mac, *src, web_ip, 7001)))
+        .collect();
+    send_raw(&atk2_ns, "eth0", routed);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = snmp(&web_ns, "Tcp", "InSegs");
+    observe(
+        "sandbox-forged-sources-to-a-sandbox",
+        dataplane,
+        if after > before { "reached" } else { "not-reached" },
+        "not-reached",
+    );
+    if dataplane == "ebpf" {
+        let dr = drops(&d);
+        assert!(dr["icc"].as_u64().unwrap() >= 6 && dr["isolation"].as_u64().unwrap() >= 6, "{dr}");
+    }
+}
+
+fn mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    [v[0], v[1], v[2], v[3], v[4], v[5]]
 }
 
 /// Item 10: under `--icc=false`, no subnet broadcast between sandboxes and no IPv6 at all on
