@@ -8,6 +8,12 @@ use netd::cli::{
 };
 
 fn main() -> ExitCode {
+    // `netd shim CONFIG` (the supervisor, when no `netd-shim` is installed next to netd): one
+    // start per sandbox, so without building the CLI's parser.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == "shim" {
+        netd::shim::main(std::path::Path::new(&args[2]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),

@@ -510,7 +510,10 @@ mod fastspawn {
 /// Spawn a shim for `config` and wait for its one-line report: `(shim_pid, pid)` or the error
 /// (with Docker's exit code: 125 daemon-side, 126 not executable, 127 not found).
 pub fn spawn(netd_exe: &Path, config: &Path) -> Result<(i32, i32), (i64, String)> {
-    let out = Command::new(netd_exe)
+    // `netd-shim` next to `netd` when it was built (small, quick to start), else `netd shim`.
+    let small = netd_exe.with_file_name("netd-shim");
+    let exe = if small.is_file() { small.as_path() } else { netd_exe };
+    let out = Command::new(exe)
         .arg("shim")
         .arg(config)
         .stdin(Stdio::null())

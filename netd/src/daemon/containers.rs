@@ -700,6 +700,9 @@ impl Daemon {
             }
         }
         let rec = shim::read_exit(&self.cfg.runtime_dir(id).join("exit.json"));
+        // At shutdown, a bounded number of teardowns at once (see `Daemon::teardown_slots`).
+        let shutting_down = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let _slot = if shutting_down { self.teardown_slots.acquire().await.ok() } else { None };
         self.teardown_networking(id).await;
         let auto_remove = {
             let mut st = self.state.lock().await;

@@ -361,6 +361,10 @@ pub struct Daemon {
     /// an RCU grace period under the kernel's rtnl lock, so N sandboxes took N of them in a
     /// row) but collected here and deleted in one batch at the end.
     pub deferred_links: std::sync::Mutex<Option<Vec<String>>>,
+    /// Sandboxes torn down at once during the shutdown: a bounded number, so they finish one
+    /// after another and `netd down`'s count moves steadily (1,000 teardowns started together
+    /// advanced in lockstep: the count stayed at 0 for most of the teardown).
+    pub teardown_slots: tokio::sync::Semaphore,
 }
 
 /// The default address pools of each family, resolved at start (Docker's

@@ -194,6 +194,7 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         events: Default::default(),
         dp_monitor: Default::default(),
         deferred_links: Default::default(),
+        teardown_slots: tokio::sync::Semaphore::new(16),
     });
 
     // Bridges and dataplane networks.
