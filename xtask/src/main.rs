@@ -48,6 +48,9 @@ enum Task {
         /// A smoke run (short figures, fewer sizes): finishes in a few minutes
         #[arg(long)]
         quick: bool,
+        /// Skip the Docker and podman rows (the core rows only, e.g. on an idle machine)
+        #[arg(long)]
+        no_runtimes: bool,
         /// Where the report goes
         #[arg(long, default_value = "bench")]
         out: PathBuf,
@@ -63,7 +66,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf { verifier_log } => build_ebpf(verifier_log),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
-        Task::Bench { quick, out } => bench(quick, &out),
+        Task::Bench { quick, no_runtimes, out } => bench(quick, no_runtimes, &out),
         Task::Man { out } => man(out),
     }
 }
@@ -159,12 +162,12 @@ fn test(args: &[String]) -> Result<()> {
     }
     run(&mut c)?;
     // The bench's smoke run, so CI exercises it (no thresholds: figures go to target/).
-    bench(true, &target_dir()?.join("bench-quick"))?;
+    bench(true, false, &target_dir()?.join("bench-quick"))?;
     eprintln!("xtask test: done in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
 }
 
-fn bench(quick: bool, out: &Path) -> Result<()> {
+fn bench(quick: bool, no_runtimes: bool, out: &Path) -> Result<()> {
     setup::run()?;
     // Release builds: the load generator must not be the bottleneck.
     run(cargo().args(["build", "--release", "--package", "netd", "--package", "netd-tests", "--bins"]))?;
@@ -172,6 +175,9 @@ fn bench(quick: bool, out: &Path) -> Result<()> {
     c.arg("run").arg("--out").arg(out);
     if quick {
         c.arg("--quick");
+    }
+    if no_runtimes {
+        c.arg("--no-runtimes");
     }
     run(&mut c)
 }

@@ -1,4 +1,4 @@
-//! `netd-bench`: `cargo xtask bench` runs `netd-bench run [--quick] [--out DIR]`, which builds
+//! `netd-bench`: `cargo xtask bench` runs `netd-bench run [--quick] [--no-runtimes] [--out DIR]`, which builds
 //! worlds of namespaces (a host running `netd up` per dataplane, an outside client), measures
 //! every path interleaved across dataplanes so noise hits them alike, and writes
 //! `DIR/report.md` and SVG plots. `netd-bench serve PORT` is the server side. The real runtimes'
@@ -29,13 +29,15 @@ fn main() -> Result<()> {
         Some("serve") => load::serve(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(7000)),
         Some("run") => {
             let quick = args.iter().any(|a| a == "--quick");
+            // `--no-runtimes`: skip the Docker and podman rows (the core rows on an idle machine).
+            let runtimes = !args.iter().any(|a| a == "--no-runtimes");
             let out = args
                 .iter()
                 .position(|a| a == "--out")
                 .and_then(|i| args.get(i + 1))
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "bench".into());
-            run(quick, out)
+            run(quick, runtimes, out)
         }
         // Only the published-port and masquerade paths of raw, ebpf and iptables-nft, with the
         // eBPF programs' profile, to DIR/profile.md: `netd-bench profile [--reps N] [--ms MS]
@@ -112,7 +114,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -424,7 +426,7 @@ fn scaling_v6(worlds: &[World], ns_list: &[usize], repeats: usize, dur: Duration
     s
 }
 
-fn run(quick: bool, out: PathBuf) -> Result<()> {
+fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root (cargo xtask bench does)");
     }
@@ -551,12 +553,18 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     let control_md = control::control(quick, None);
     // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
     let size = runtimes::Size::new(quick, dur, repeats);
-    println!("netd bench: Docker's bridge vs a netd network");
-    let docker_md = runtimes::docker(size);
-    println!("netd bench: podman's CNI chain vs netd-cni");
-    let podman_md = runtimes::podman(size);
+    let (docker_md, podman_md) = if with_runtimes {
+        println!("netd bench: Docker's bridge vs a netd network");
+        let docker_md = runtimes::docker(size);
+        println!("netd bench: podman's CNI chain vs netd-cni");
+        (docker_md, runtimes::podman(size))
+    } else {
+        let skipped = "## Real runtimes\n\nNot run (`--no-runtimes`): `netd-bench runtimes` measures them on their own.\n";
+        (skipped.to_string(), String::new())
+    };
     std::fs::create_dir_all(&out)?;
-    let mut report = render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, t0.elapsed());
+    let mut report =
+        render(&res, &scaling, &ns_list, (run32_ms, publish32_ms), many, quick, with_runtimes, t0.elapsed());
     for n in &v6_notes {
         report.push_str(&format!("\n- {n}\n"));
     }
@@ -894,6 +902,7 @@ fn render(
     (run32_ms, publish32_ms): (f64, f64),
     many: usize,
     quick: bool,
+    with_runtimes: bool,
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -919,8 +928,9 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "- command: `cargo xtask bench{}`; took {:.0} s",
+        "- command: `cargo xtask bench{}{}`; took {:.0} s",
         if quick { " --quick" } else { "" },
+        if with_runtimes { "" } else { " --no-runtimes" },
         took.as_secs_f64()
     );
     let _ = writeln!(
