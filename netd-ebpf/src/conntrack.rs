@@ -8,7 +8,7 @@ use aya_ebpf::{
         bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
-        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh,
         bpf_redirect_peer,
     },
     programs::TcContext,
@@ -27,11 +27,76 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
+
+/// The entries' clock: CLOCK_MONOTONIC as the GC reads it, at the kernel's tick resolution
+/// (`bpf_ktime_get_coarse_ns` reads no clock source; the timeouts it serves are seconds).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
 const BPF_NOEXIST: u64 = 1;
+
+/// A zeroed conntrack entry, written as seven words: `CtValue::default()` is a call to a byte
+/// loop on the bpf target (no inline memset), 56 iterations per entry. Volatile, so the stores
+/// are not merged back into that call. See [`ct_value!`].
+#[inline(always)]
+pub fn ct_zero() -> CtValue {
+    const _: () = assert!(core::mem::size_of::<CtValue>() == 56 && core::mem::align_of::<CtValue>() == 8);
+    let mut v = core::mem::MaybeUninit::<CtValue>::uninit();
+    let w = v.as_mut_ptr() as *mut u64;
+    // SAFETY: seven aligned words cover the entry; all-zero is a valid `CtValue`.
+    unsafe {
+        for i in 0..7 {
+            w.add(i).write_volatile(0);
+        }
+        v.assume_init()
+    }
+}
+
+/// `CtValue { field: value, .., ..Default::default() }` without the byte-loop memset: a
+/// [`ct_zero`] entry with the given fields set.
+#[macro_export]
+macro_rules! ct_value {
+    ($($f:ident : $v:expr),* $(,)?) => {{
+        let mut v = $crate::conntrack::ct_zero();
+        $( v.$f = $v; )*
+        v
+    }};
+}
+
+/// A conntrack key, built without zeroing its padding byte by byte: the bpf target has no
+/// inline memset, so `CtKey { .., _pad: [0; 3] }` costs a call to a byte loop. The protocol
+/// and the padding are one 32-bit word here (little-endian: the protocol is its low byte).
+#[inline(always)]
+pub fn ct_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> CtKey {
+    let mut k = core::mem::MaybeUninit::<CtKey>::uninit();
+    let w = k.as_mut_ptr() as *mut u32;
+    // SAFETY: four aligned words cover the 16-byte key (layout asserted below); each is written.
+    unsafe {
+        w.write(saddr);
+        w.add(1).write(daddr);
+        w.add(2).write(u32::from(sport) | (u32::from(dport) << 16));
+        w.add(3).write(u32::from(proto));
+        k.assume_init()
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<CtKey>() == 16 && core::mem::align_of::<CtKey>() == 4);
+    assert!(core::mem::offset_of!(CtKey, daddr) == 4 && core::mem::offset_of!(CtKey, sport) == 8);
+    assert!(core::mem::offset_of!(CtKey, dport) == 10 && core::mem::offset_of!(CtKey, proto) == 12);
+};
+
+/// `k` reversed (the other direction's tuple).
+#[inline(always)]
+pub fn reversed(k: &CtKey) -> CtKey {
+    ct_key(k.daddr, k.saddr, k.dport, k.sport, k.proto)
+}
 
 #[inline(always)]
 pub fn key_of(p: &Pkt) -> CtKey {
-    CtKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto, _pad: [0; 3] }
+    ct_key(p.saddr, p.daddr, p.sport, p.dport, p.proto)
 }
 
 /// The entry of `k` in place (a map value, valid for the program run; never copied out: each
@@ -67,10 +132,16 @@ pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<Entry> {
 #[inline(always)]
 pub fn established(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> Option<i32> {
     let e = lookup_flow(p, k)?;
+    Some(established_entry(ctx, p, e))
+}
+
+/// `established` for an entry the caller looked up (`lookup_flow`).
+#[inline(always)]
+pub fn established_entry(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
     if p.proto == IPPROTO_TCP && !track(ctx, p, e) {
-        return Some(TC_ACT_SHOT as i32);
+        return TC_ACT_SHOT as i32;
     }
-    Some(apply(ctx, p, e))
+    apply(ctx, p, e)
 }
 
 /// TCP window tracking for one segment of the flow whose entry is `e` (see
@@ -88,7 +159,7 @@ fn track(ctx: &TcContext, p: &Pkt, e: Entry) -> bool {
     // The receiver's entry: keyed by the reverse of this direction's translation.
     let (saddr, daddr, sport, dport) = (v.daddr, v.saddr, v.dport, v.sport);
     tcpwin::track(ctx, p.l4, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
-        let pk = CtKey { saddr, daddr, sport, dport, proto: IPPROTO_TCP, _pad: [0; 3] };
+        let pk = ct_key(saddr, daddr, sport, dport, IPPROTO_TCP);
         lookup(&pk).map(|r| (r.flags, r.ack, r.wnd))
     })
 }
@@ -125,7 +196,7 @@ pub fn apply_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
 #[inline(always)]
 pub fn remove_pair(k: &CtKey, v: &CtValue) {
     let partner =
-        CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] };
+        ct_key(v.daddr, v.saddr, v.dport, v.sport, k.proto);
     if let Some(pv) = lookup(&partner)
         && pv.daddr == k.saddr
         && pv.dport == k.sport
@@ -146,7 +217,7 @@ pub fn exists(k: &CtKey) -> bool {
 /// The key of the entry that `v` (stored under `k`) pairs with: the reverse of its translation.
 #[inline(always)]
 fn partner_key(k: &CtKey, v: &CtValue) -> CtKey {
-    CtKey { saddr: v.daddr, daddr: v.saddr, sport: v.dport, dport: v.sport, proto: k.proto, _pad: [0; 3] }
+    ct_key(v.daddr, v.saddr, v.dport, v.sport, k.proto)
 }
 
 /// Insert both directions of a flow, or neither. The reply side goes in with `BPF_NOEXIST`, as
@@ -160,8 +231,7 @@ pub fn insert_pair(k1: &CtKey, v1: &mut CtValue, k2: &CtKey, v2: &mut CtValue) -
     if !admit(k1) {
         return false;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     // (Set in the callers' values: copies would cost stack.)
     v1.last_seen_ns = now;
     v2.last_seen_ns = now;
@@ -273,12 +343,11 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
         }
         return apply(ctx, p, e);
     }
-    let rk = k.reversed();
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let rk = reversed(&k);
+    let now = now();
     match CT_V4.get_ptr_mut(&rk) {
         None if new_flow => {
-            let v = CtValue { action: CT_ACT_HOSTFLOW, flags: CT_F_SEEN, last_seen_ns: now, ..Default::default() };
+            let v = ct_value! { action: CT_ACT_HOSTFLOW, flags: CT_F_SEEN, last_seen_ns: now };
             let _ = CT_V4.insert(&rk, &v, BPF_NOEXIST);
         }
         None => {}
@@ -304,24 +373,22 @@ pub fn host_egress(ctx: &TcContext, p: &mut Pkt, new_flow: bool) -> i32 {
                 stats::count_drop(DropReason::SnatExhausted);
                 return TC_ACT_SHOT as i32;
             };
-            let mut fwd = CtValue {
+            let mut fwd = ct_value! {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: port,
                 dport: p.dport,
                 action: CT_ACT_PASS,
                 flags: CT_F_HOSTNAT,
-                ..Default::default()
             };
-            let rk2 = CtKey { sport: p.dport, dport: port, ..rk };
-            let mut rev = CtValue {
+            let rk2 = ct_key(rk.saddr, rk.daddr, p.dport, port, rk.proto);
+            let mut rev = ct_value! {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
                 dport: p.sport,
                 action: CT_ACT_PASS,
                 flags: CT_F_HOSTNAT,
-                ..Default::default()
             };
             if !insert_pair(&k, &mut fwd, &rk2, &mut rev) {
                 return TC_ACT_SHOT as i32;
@@ -390,8 +457,8 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
         }
         if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && cur != 0 {
             v.ifindex = fib.ifindex;
-            v.dmac = fib.dmac;
-            v.smac = fib.smac;
+            copy6(&mut v.dmac, &fib.dmac);
+            copy6(&mut v.smac, &fib.smac);
             // SAFETY: union field the lookup wrote (the egress MTU on success).
             v.fib_mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
             v.fib_gen = cur;
@@ -436,14 +503,27 @@ fn translate(ctx: &TcContext, p: &mut Pkt, v: &mut CtValue, routed: bool) -> Res
 /// egress MTU, which understands GSO packets).
 #[inline(always)]
 fn fib_route(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: u32, daddr: u32) -> i64 {
-    // SAFETY: plain-old-data; every field the lookup reads starts at zero (tot_len 0 above all).
-    *fib = unsafe { core::mem::zeroed() };
+    // Every field the lookup reads starts at zero (tot_len 0 above all).
+    zero_fib(fib);
     fib.family = AF_INET;
     fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: valid ctx and params pointers.
     unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
+}
+
+/// Zero the FIB parameters as eight words: `*fib = zeroed()` is a call to a byte loop on the bpf
+/// target (no inline memset), 64 iterations per lookup. Volatile, so the stores are not merged
+/// back into that call.
+#[inline(always)]
+pub fn zero_fib(fib: &mut bpf_fib_lookup) {
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
+    let w = fib as *mut bpf_fib_lookup as *mut u64;
+    for i in 0..8 {
+        // SAFETY: within the 64-byte, 8-aligned parameters; all-zero is a valid value.
+        unsafe { w.add(i).write_volatile(0) };
+    }
 }
 
 /// Whether the packet exceeds the egress device's MTU: the FIB's own check (non-GSO) and
@@ -495,7 +575,7 @@ fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
 #[inline(always)]
 pub fn frag_pass(p: &Pkt) {
     let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
-    let v = CtValue { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PASS, ..Default::default() };
+    let v = ct_value! { saddr: p.saddr, daddr: p.daddr, action: CT_ACT_PASS };
     let _ = FRAGS.insert(&fk, &v, 0);
 }
 
@@ -507,15 +587,14 @@ pub fn frag_peer(p: &Pkt, ifindex: u32, dmac: &[u8; 6], smac: &[u8; 6]) {
         return;
     }
     let fk = FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 };
-    let v = CtValue {
+    let v = ct_value! {
         saddr: p.saddr,
         daddr: p.daddr,
         action: CT_ACT_PEER,
         flags: CT_F_L2,
-        ifindex,
+        ifindex: ifindex,
         dmac: *dmac,
         smac: *smac,
-        ..Default::default()
     };
     let _ = FRAGS.insert(&fk, &v, 0);
 }
@@ -559,8 +638,7 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
 /// flag bits are harmless).
 #[inline(always)]
 fn touch(p: &Pkt, e: &mut CtValue) {
-    // SAFETY: plain helper call.
-    e.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    e.last_seen_ns = now();
     let was = e.flags;
     let mut f = was;
     let fl = p.tcp_flags;
@@ -586,6 +664,16 @@ fn touch(p: &Pkt, e: &mut CtValue) {
     if done && let Some(u) = CT_UNASSURED.get_ptr_mut(0) {
         // SAFETY: one-entry array slot, valid for this program run.
         unsafe { *u = (*u).wrapping_sub(1) };
+    }
+}
+
+/// A MAC address copied byte by byte (volatile: a 6-byte copy is otherwise a call to a byte
+/// loop on the bpf target).
+#[inline(always)]
+fn copy6(dst: &mut [u8; 6], src: &[u8; 6]) {
+    for i in 0..6 {
+        // SAFETY: in bounds of both arrays.
+        unsafe { dst.as_mut_ptr().add(i).write_volatile(src[i]) };
     }
 }
 

@@ -6,7 +6,7 @@
 //! the ICMP checksum follows every change. Without this a sandbox whose UDP datagram hits a
 //! closed port waits for a timeout instead of getting ECONNREFUSED.
 use aya_ebpf::programs::TcContext;
-use netd_common::{CT_ACT_HOSTFLOW, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{CT_ACT_HOSTFLOW, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     conntrack::{self, deliver},
@@ -70,7 +70,7 @@ fn rewrite_error(ctx: &TcContext, p: &mut Pkt, in_place: bool) -> Option<i32> {
     };
     // The error travels against the packet it quotes: the entry of its direction is keyed by
     // the quoted tuple reversed, and says how that direction is translated.
-    let k = CtKey { saddr: idaddr, daddr: isaddr, sport: idport, dport: isport, proto: iproto, _pad: [0; 3] };
+    let k = crate::conntrack::ct_key(idaddr, isaddr, idport, isport, iproto);
     let v = conntrack::lookup(&k)?;
     if v.action == CT_ACT_HOSTFLOW {
         return None;

@@ -50,6 +50,8 @@ mod v6;
 
 #[cfg(target_arch = "bpf")]
 mod progs {
+    use core::mem::MaybeUninit;
+
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         helpers::generated::{bpf_get_socket_cookie, bpf_skb_change_head},
@@ -58,12 +60,13 @@ mod progs {
         programs::{SockAddrContext, TcContext, XdpContext},
     };
     use netd_common::{
-        CT_ACT_FIB, CT_ACT_PEER, CT_F_L2, CtKey, CtValue, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LinkKey,
+        CT_ACT_FIB, CT_ACT_PEER, CT_F_L2, CtKey, DropReason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LinkKey,
         NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED, ProgId,
     };
 
     use crate::{
         conntrack::{self, apply_new, insert_pair, key_of},
+        ct_value,
         icmp,
         maps::{
             LINKS, SCRATCH_FIB, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network,
@@ -126,10 +129,10 @@ mod progs {
         }
     }
 
-    /// Parse into `p` (the caller's, not a copy: stack). False: not ours, or malformed
-    /// (counted).
+    /// Parse into `p` (the caller's slot, not a copy: stack; see `MaybeUninit`). False: not
+    /// ours, or malformed (counted).
     #[inline(always)]
-    fn parse_tc(ctx: &TcContext, p: &mut Pkt) -> bool {
+    fn parse_tc(ctx: &TcContext, p: *mut Pkt) -> bool {
         match parse::tc(ctx, p) {
             Ok(()) => true,
             Err(ParseError::Malformed) => {
@@ -236,17 +239,29 @@ mod progs {
     fn from_netdev_v4(ctx: TcContext) -> i32 {
         let ctx = &ctx;
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
-        let mut p = Pkt::default();
-        if !parse_tc(ctx, &mut p) {
+        let mut slot = MaybeUninit::<Pkt>::uninit();
+        if !parse_tc(ctx, slot.as_mut_ptr()) {
             return OK;
         }
+        // SAFETY: written whole by `parse_tc`.
+        let p = unsafe { &mut *slot.as_mut_ptr() };
         // Docker's protections, also here: the uplink may run without XDP (veth uplinks, where
         // native XDP costs more than it saves, see bench/report.md).
         if is_loopback(p.daddr) {
             stats::count_drop(DropReason::LoopbackNotLo);
             return SHOT;
         }
-        if let Some(ep) = endpoint(p.daddr)
+        // The flow's entry first: an entry that rewrites the destination (a published port, a
+        // masqueraded flow's reply) was made for one of the host's addresses, never a sandbox's,
+        // so the protection below (a hash lookup per packet) cannot apply to it.
+        let k = key_of(p);
+        let e = if p.has_ports { conntrack::lookup_flow(p, &k) } else { None };
+        // SAFETY: map value pointer, valid for this program run.
+        let dnat = e.is_some_and(|e| unsafe { (*e).daddr } != p.daddr);
+        // The destination's endpoint when it is a sandbox address (once: the protection and
+        // the unprotected path below).
+        let dst = if dnat { None } else { endpoint(p.daddr) };
+        if let Some(ep) = dst
             && let Some(net) = network(ep.net)
             && net.flags & NET_F_PROTECT != 0
         {
@@ -254,7 +269,7 @@ mod progs {
             return SHOT;
         }
         if p.later_fragment {
-            return match conntrack::apply_fragment(ctx, &mut p) {
+            return match conntrack::apply_fragment(ctx, p) {
                 Some(v) => v,
                 // May belong to a translated flow (a published port, a masqueraded reply):
                 // never passed on untranslated.
@@ -264,23 +279,22 @@ mod progs {
         }
         if p.more_fragments && is_host_addr(p.daddr) {
             // Untranslated unless a translation below overwrites it.
-            conntrack::frag_pass(&p);
+            conntrack::frag_pass(p);
         }
         if !p.has_ports {
-            if icmp::is_error(&p)
-                && let Some(v) = icmp::translate_error(ctx, &mut p)
+            if icmp::is_error(p)
+                && let Some(v) = icmp::translate_error(ctx, p)
             {
                 return v;
             }
             return OK;
         }
-        let k = key_of(&p);
-        if let Some(verdict) = conntrack::established(ctx, &mut p, &k) {
-            return verdict;
+        if let Some(e) = e {
+            return conntrack::established_entry(ctx, p, e);
         }
         // Straight to a sandbox address: routed and nat-unprotected networks allow it (routed:
         // only ICMP and published container ports); nat mode was dropped in XDP already.
-        if let Some(ep) = endpoint(p.daddr)
+        if let Some(ep) = dst
             && let Some(net) = network(ep.net)
             && net.flags & NET_F_PROTECT == 0
         {
@@ -290,7 +304,7 @@ mod progs {
                 stats::count_drop(DropReason::DirectToSandbox);
                 return SHOT;
             }
-            let mut fwd = CtValue {
+            let mut fwd = ct_value! {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: p.sport,
@@ -299,26 +313,24 @@ mod progs {
                 ifindex: ep.ifindex,
                 dmac: ep.mac,
                 smac: net.gateway_mac,
-                ..Default::default()
             };
-            let rk = k.reversed();
-            let mut rev = CtValue {
+            let rk = conntrack::reversed(&k);
+            let mut rev = ct_value! {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
                 dport: p.sport,
                 action: CT_ACT_FIB,
-                ..Default::default()
             };
             if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                 return SHOT;
             }
-            return apply_new(ctx, &mut p, &k);
+            return apply_new(ctx, p, &k);
         }
         if p.proto == IPPROTO_ICMP || !is_host_addr(p.daddr) {
             return OK;
         }
-        dnat_published(ctx, &mut p, &k)
+        dnat_published(ctx, p, &k)
     }
 
     /// A new connection to one of the host's addresses: DNAT to the sandbox of the port
@@ -328,18 +340,6 @@ mod progs {
         let Some(pb) = published(p.proto, p.daddr, p.dport) else { return OK };
         let Some(ep) = endpoint(pb.addr) else { return OK };
         let Some(net) = network(ep.net) else { return OK };
-        let fwd = CtValue {
-            saddr: p.saddr,
-            daddr: pb.addr,
-            sport: p.sport,
-            dport: pb.port,
-            action: CT_ACT_PEER,
-            ifindex: ep.ifindex,
-            dmac: ep.mac,
-            smac: net.gateway_mac,
-            stats_slot: pb.stats_slot + 1,
-            ..Default::default()
-        };
         // The client's port toward the sandbox, unless another flow's reply tuple holds it (the
         // same client ip:port to another host port of the same sandbox port): then another one,
         // as nf_nat does, so neither flow loses its replies.
@@ -347,15 +347,24 @@ mod progs {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
-        let mut fwd = CtValue { sport: cport, ..fwd };
-        let rk = CtKey { saddr: pb.addr, daddr: p.saddr, sport: pb.port, dport: cport, proto: p.proto, _pad: [0; 3] };
-        let mut rev = CtValue {
+        let mut fwd = ct_value! {
+            saddr: p.saddr,
+            daddr: pb.addr,
+            sport: cport,
+            dport: pb.port,
+            action: CT_ACT_PEER,
+            ifindex: ep.ifindex,
+            dmac: ep.mac,
+            smac: net.gateway_mac,
+            stats_slot: pb.stats_slot + 1,
+        };
+        let rk = conntrack::ct_key(pb.addr, p.saddr, pb.port, cport, p.proto);
+        let mut rev = ct_value! {
             saddr: p.daddr,
             daddr: p.saddr,
             sport: p.dport,
             dport: p.sport,
             action: CT_ACT_FIB,
-            ..Default::default()
         };
         if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
@@ -379,11 +388,18 @@ mod progs {
     #[inline(never)]
     fn to_netdev_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
-        let mut p = Pkt::default();
-        if !parse_tc(&ctx, &mut p) {
+        // Forwarded packets (a sandbox's, redirected here by `netd_from_container`, or routed
+        // by the kernel) came in on some device: nothing below is for them (host flows and the
+        // host's own ICMP errors only), so they leave without being parsed.
+        if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
             return OK;
         }
-        to_netdev(ctx, p)
+        let mut slot = MaybeUninit::<Pkt>::uninit();
+        if !parse_tc(&ctx, slot.as_mut_ptr()) {
+            return OK;
+        }
+        // SAFETY: written whole by `parse_tc`.
+        to_netdev(ctx, unsafe { &mut *slot.as_mut_ptr() })
     }
 
     /// The same on a layer-3 uplink's egress (tun, WireGuard, PPP): the packet starts at its IP
@@ -406,8 +422,8 @@ mod progs {
     #[inline(never)]
     fn to_netdev_l3_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
-        let mut p = Pkt::default();
-        match parse::tc_l3(&ctx, &mut p) {
+        let mut slot = MaybeUninit::<Pkt>::uninit();
+        match parse::tc_l3(&ctx, slot.as_mut_ptr()) {
             Ok(()) => {}
             Err(ParseError::Malformed) => {
                 stats::count_passed(DropReason::Malformed);
@@ -415,18 +431,19 @@ mod progs {
             }
             Err(ParseError::NotIpv4) => return OK,
         }
-        to_netdev(ctx, p)
+        // SAFETY: written whole by `tc_l3`.
+        to_netdev(ctx, unsafe { &mut *slot.as_mut_ptr() })
     }
 
     /// The uplink egress body, after parsing (`p.l3`: where the IP header starts).
     #[inline(always)]
-    fn to_netdev(ctx: TcContext, mut p: Pkt) -> i32 {
+    fn to_netdev(ctx: TcContext, p: &mut Pkt) -> i32 {
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             // The host's own ICMP error about a translated flow (its TTL ran out on the hop
             // to a sandbox, after DNAT): the client must see its own packet quoted.
-            if icmp::is_error(&p)
+            if icmp::is_error(p)
                 && unsafe { (*ctx.skb.skb).ingress_ifindex } == 0
-                && let Some(v) = icmp::translate_host_error(&ctx, &mut p)
+                && let Some(v) = icmp::translate_host_error(&ctx, p)
             {
                 return v;
             }
@@ -450,7 +467,7 @@ mod progs {
         if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
             return OK;
         }
-        conntrack::host_egress(&ctx, &mut p, new_flow)
+        conntrack::host_egress(&ctx, p, new_flow)
     }
 
     /// Host-side sandbox veth ingress: translated flows, hairpin, isolation, ICC, masquerade.
@@ -468,21 +485,23 @@ mod progs {
     #[inline(never)]
     fn from_container_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
-        let mut p = Pkt::default();
-        if !parse_tc(&ctx, &mut p) {
+        let mut slot = MaybeUninit::<Pkt>::uninit();
+        if !parse_tc(&ctx, slot.as_mut_ptr()) {
             return OK;
         }
+        // SAFETY: written whole by `parse_tc`.
+        let p = unsafe { &mut *slot.as_mut_ptr() };
         // (A later fragment or an ICMP error has no ports: handled below.)
-        let k = key_of(&p);
+        let k = key_of(p);
         if p.has_ports
-            && let Some(verdict) = conntrack::established(&ctx, &mut p, &k)
+            && let Some(verdict) = conntrack::established(&ctx, p, &k)
         {
             return verdict;
         }
         // The rest in a BPF-to-BPF call, and a new flow's entry applied here, not inside it:
         // its frame and `apply`'s would not fit 512 bytes together.
-        match from_container_new(&ctx, &mut p, &k) {
-            APPLY_NEW => apply_new(&ctx, &mut p, &k),
+        match from_container_new(&ctx, p, &k) {
+            APPLY_NEW => apply_new(&ctx, p, &k),
             verdict => verdict,
         }
     }
@@ -562,7 +581,7 @@ mod progs {
                     stats::count_drop(DropReason::SnatExhausted);
                     return SHOT;
                 };
-                let mut fwd = CtValue {
+                let mut fwd = ct_value! {
                     saddr: dnet.gateway,
                     daddr: pb.addr,
                     sport: port,
@@ -572,17 +591,9 @@ mod progs {
                     dmac: dst.mac,
                     smac: dnet.gateway_mac,
                     stats_slot: pb.stats_slot + 1,
-                    ..Default::default()
                 };
-                let rk = CtKey {
-                    saddr: pb.addr,
-                    daddr: dnet.gateway,
-                    sport: pb.port,
-                    dport: port,
-                    proto: p.proto,
-                    _pad: [0; 3],
-                };
-                let mut rev = CtValue {
+                let rk = conntrack::ct_key(pb.addr, dnet.gateway, pb.port, port, p.proto);
+                let mut rev = ct_value! {
                     saddr: p.daddr,
                     daddr: p.saddr,
                     sport: p.dport,
@@ -591,7 +602,6 @@ mod progs {
                     ifindex: here,
                     dmac: src.mac,
                     smac: net.gateway_mac,
-                    ..Default::default()
                 };
                 if !insert_pair(&k, &mut fwd, &rk, &mut rev) {
                     return SHOT;
@@ -601,7 +611,7 @@ mod progs {
             // Not netd's port (one Docker publishes, a host service): netfilter may DNAT it into
             // one of Docker's bridges, whose replies netd_to_bridge then lets in by this record.
             if p.has_ports && p.proto != IPPROTO_ICMP {
-                let rk = k.reversed();
+                let rk = conntrack::reversed(&k);
                 // SAFETY: read-only lookup (it also refreshes the entry's LRU age).
                 if unsafe { HOST_BOUND_V4.get(&rk).is_none() } {
                     let _ = HOST_BOUND_V4.insert(&rk, &1, 0);
@@ -625,7 +635,7 @@ mod progs {
             if p.has_ports && unsafe { LINKS.get(&lk).is_some() } {
                 // Both directions peer to peer, never through the bridge (where br_netfilter
                 // and a FORWARD policy of DROP would see them): a layer-2 hop, TTL untouched.
-                let mut same = CtValue {
+                let mut same = ct_value! {
                     saddr: p.saddr,
                     daddr: p.daddr,
                     sport: p.sport,
@@ -635,10 +645,9 @@ mod progs {
                     ifindex: dst.ifindex,
                     dmac: dst.mac,
                     smac: src.mac,
-                    ..Default::default()
                 };
-                let rk = k.reversed();
-                let mut rev = CtValue {
+                let rk = conntrack::reversed(&k);
+                let mut rev = ct_value! {
                     saddr: p.daddr,
                     daddr: p.saddr,
                     sport: p.dport,
@@ -648,7 +657,6 @@ mod progs {
                     ifindex: here,
                     dmac: src.mac,
                     smac: dst.mac,
-                    ..Default::default()
                 };
                 insert_pair(&k, &mut same, &rk, &mut rev);
                 conntrack::frag_peer(&p, dst.ifindex, &dst.mac, &src.mac);
@@ -695,16 +703,15 @@ mod progs {
         if net.flags & NET_F_MASQUERADE == 0 {
             // No NAT (routed mode, or masquerade off): still forwarded by BPF, tracked so the
             // replies come back straight into the sandbox.
-            let mut same = CtValue {
+            let mut same = ct_value! {
                 saddr: p.saddr,
                 daddr: p.daddr,
                 sport: p.sport,
                 dport: p.dport,
                 action: CT_ACT_FIB,
-                ..Default::default()
             };
-            let rk = k.reversed();
-            let mut rev = CtValue {
+            let rk = conntrack::reversed(&k);
+            let mut rev = ct_value! {
                 saddr: p.daddr,
                 daddr: p.saddr,
                 sport: p.dport,
@@ -713,7 +720,6 @@ mod progs {
                 ifindex: here,
                 dmac: src.mac,
                 smac: net.gateway_mac,
-                ..Default::default()
             };
             if !insert_pair(&k, &mut same, &rk, &mut rev) {
                 return SHOT;
@@ -780,24 +786,26 @@ mod progs {
     #[inline(always)]
     fn from_foreign_bridge(ctx: &TcContext) -> i32 {
         stats::count_prog(ProgId::FromForeignBridge, ctx.len() as u64);
-        let mut p = Pkt::default();
-        if !parse_tc(ctx, &mut p) {
+        let mut slot = MaybeUninit::<Pkt>::uninit();
+        if !parse_tc(ctx, slot.as_mut_ptr()) {
             return OK;
         }
+        // SAFETY: written whole by `parse_tc`.
+        let p = unsafe { &mut *slot.as_mut_ptr() };
         if p.later_fragment {
-            return conntrack::apply_fragment(ctx, &mut p).unwrap_or(OK);
+            return conntrack::apply_fragment(ctx, p).unwrap_or(OK);
         }
         if !p.has_ports || p.proto == IPPROTO_ICMP {
             return OK;
         }
-        let k = key_of(&p);
-        if let Some(verdict) = conntrack::established(ctx, &mut p, &k) {
+        let k = key_of(p);
+        if let Some(verdict) = conntrack::established(ctx, p, &k) {
             return verdict;
         }
         if !is_host_addr(p.daddr) || is_loopback(p.daddr) {
             return OK;
         }
-        dnat_published(ctx, &mut p, &k)
+        dnat_published(ctx, p, &k)
     }
 
     /// Hand a packet straight to a sandbox on the same bridge (no bridge, no netfilter: a
@@ -827,16 +835,15 @@ mod progs {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
-        let mut fwd = CtValue {
+        let mut fwd = ct_value! {
             saddr: up.addr,
             daddr: p.daddr,
             sport: port,
             dport: p.dport,
             action: CT_ACT_FIB,
-            ..Default::default()
         };
-        let rk = CtKey { saddr: p.daddr, daddr: up.addr, sport: p.dport, dport: port, proto: p.proto, _pad: [0; 3] };
-        let mut rev = CtValue {
+        let rk = conntrack::ct_key(p.daddr, up.addr, p.dport, port, p.proto);
+        let mut rev = ct_value! {
             saddr: p.daddr,
             daddr: p.saddr,
             sport: p.dport,
@@ -845,7 +852,6 @@ mod progs {
             ifindex: here,
             dmac: *src_mac,
             smac: *gw_mac,
-            ..Default::default()
         };
         if !insert_pair(k, &mut fwd, &rk, &mut rev) {
             return SHOT;
@@ -861,8 +867,7 @@ mod progs {
         let fib = SCRATCH_FIB.get_ptr_mut(0)?;
         // SAFETY: per-CPU map value, valid for this program run.
         let fib = unsafe { &mut *fib };
-        // SAFETY: plain-old-data.
-        *fib = unsafe { core::mem::zeroed() };
+        conntrack::zero_fib(fib);
         fib.family = 2;
         fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
         fib.__bindgen_anon_3.ipv4_src = p.saddr;

@@ -184,9 +184,12 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
 /// stack as one struct, read from there; inlined, the compiler keeps each field in a register
 /// or a spill slot of its own across the helper calls that follow, which costs the callers'
 /// frames (512 bytes for a whole call chain) more than a hundred bytes.
+///
+/// `out` may be uninitialized (a `MaybeUninit` slot: zeroing it first costs a byte loop, as the
+/// bpf target has no inline memset): it is written whole on success, untouched on error.
 #[inline(never)]
-pub fn tc(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
-    *out = match tc_direct(ctx) {
+pub fn tc(ctx: &TcContext, out: *mut Pkt) -> Result<(), ParseError> {
+    let p = match tc_direct(ctx) {
         Some(p) => p,
         None => {
             let eth_type: u16 = ctx.load(12).map_err(|_| ParseError::NotIpv4)?;
@@ -196,14 +199,18 @@ pub fn tc(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
             tc_loads(ctx, IP_OFF)?
         }
     };
+    // SAFETY: the caller's slot, valid for a write.
+    unsafe { out.write(p) };
     Ok(())
 }
 
 /// The same on a layer-3 device's egress (tun, WireGuard, PPP): the IPv4 header at offset 0,
 /// no Ethernet header (the caller checked the protocol). Rare: always through the loads.
 #[inline(never)]
-pub fn tc_l3(ctx: &TcContext, out: &mut Pkt) -> Result<(), ParseError> {
-    *out = tc_loads(ctx, 0)?;
+pub fn tc_l3(ctx: &TcContext, out: *mut Pkt) -> Result<(), ParseError> {
+    let p = tc_loads(ctx, 0)?;
+    // SAFETY: as in `tc`.
+    unsafe { out.write(p) };
     Ok(())
 }
 

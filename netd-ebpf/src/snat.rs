@@ -3,7 +3,7 @@
 //! tuple is free in `CT_V4`, and random ports are drawn outside the host's ephemeral range
 //! (`net.ipv4.ip_local_port_range` of the daemon's netns, kept in `CONFIG` by userspace), so
 //! no host socket picks one of them afterwards.
-use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
 use netd_common::{CT_F_CLOSING, CtKey, DEFAULT_PORT_RANGE, SNAT_FLOOR, SNAT_TRIES};
 
 use crate::{conntrack, maps::config};
@@ -24,7 +24,7 @@ fn host_range() -> (u32, u32) {
 /// reused, so short connections do not exhaust the range.
 #[inline(always)]
 pub fn pick_port(proto: u8, daddr: u32, new_saddr: u32, dport: u16, orig: u16, keep: bool) -> Option<u16> {
-    let mut rk = CtKey { saddr: daddr, daddr: new_saddr, sport: dport, dport: orig, proto, _pad: [0; 3] };
+    let mut rk = conntrack::ct_key(daddr, new_saddr, dport, orig, proto);
     if keep && free(&rk) {
         return Some(orig);
     }
@@ -54,8 +54,7 @@ pub fn free(rk: &CtKey) -> bool {
     match conntrack::lookup(rk) {
         None => true,
         Some(v) => {
-            // SAFETY: plain helper call.
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = conntrack::now();
             if v.flags & CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000 {
                 // The closed flow's own direction must not outlive its reply tuple.
                 conntrack::remove_pair(rk, v);
