@@ -30,6 +30,8 @@
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
+mod forged;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -506,28 +508,14 @@ mod progs {
         }
     }
 
-    /// A sandbox's packet from an address that is no sandbox's (forged: the gateway's, another
-    /// sandbox's network's, made up) to a sandbox: Docker's FORWARD rules judge by interface,
-    /// not address, so netd judges by where the frame goes. Bridged to the target's own MAC, it
-    /// is on the target's bridge: ICC decides. Sent to a gateway, it would be routed across:
-    /// isolation drops it. To anything else, the kernel's. (A call: its frame is not the
-    /// caller's.)
+    /// A sandbox's packet from an address that is no sandbox's, to a sandbox: judged by where the
+    /// frame goes ([`crate::forged::to_sandbox`]); to anything else, the kernel's. (A call: its
+    /// frame is not the caller's.)
     #[inline(never)]
     fn unknown_source(ctx: &TcContext, p: &Pkt) -> i32 {
         let Some(dst) = endpoint(p.daddr) else { return OK };
         let Some(net) = network(dst.net) else { return OK };
-        let m = &dst.mac;
-        let bridged = ctx.load::<u32>(0).is_ok_and(|a| a == u32::from_ne_bytes([m[0], m[1], m[2], m[3]]))
-            && ctx.load::<u16>(4).is_ok_and(|b| b == u16::from_ne_bytes([m[4], m[5]]));
-        if bridged {
-            if net.flags & NET_F_ICC != 0 {
-                return OK;
-            }
-            stats::count_drop(DropReason::Icc);
-        } else {
-            stats::count_drop(DropReason::Isolation);
-        }
-        SHOT
+        crate::forged::to_sandbox(ctx, &dst.mac, net.flags & NET_F_ICC != 0)
     }
 
     /// "Apply the entry just inserted" (`apply_new`), left to the caller; no TC verdict.

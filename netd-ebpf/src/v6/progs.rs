@@ -328,18 +328,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
 fn unknown_source(ctx: &TcContext, p: &Pkt6) -> i32 {
     let Some(dst) = endpoint6(&p.daddr) else { return OK };
     let Some(net) = network6(dst.net) else { return OK };
-    let m = &dst.mac;
-    let bridged = ctx.load::<u32>(0).is_ok_and(|a| a == u32::from_ne_bytes([m[0], m[1], m[2], m[3]]))
-        && ctx.load::<u16>(4).is_ok_and(|b| b == u16::from_ne_bytes([m[4], m[5]]));
-    if bridged {
-        if net.flags & NET_F_ICC != 0 {
-            return OK;
-        }
-        stats::count_drop(DropReason::Icc);
-    } else {
-        stats::count_drop(DropReason::Isolation);
-    }
-    SHOT
+    crate::forged::to_sandbox(ctx, &dst.mac, net.flags & NET_F_ICC != 0)
 }
 
 /// Same network, icc=true: straight into the peer's veth.
