@@ -286,18 +286,18 @@ mod fastspawn {
     /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
     #[repr(C)]
     #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
+    pub(super) struct CloneArgs {
+        pub flags: u64,
+        pub pidfd: u64,
+        pub child_tid: u64,
+        pub parent_tid: u64,
+        pub exit_signal: u64,
+        pub stack: u64,
+        pub stack_size: u64,
+        pub tls: u64,
+        pub set_tid: u64,
+        pub set_tid_size: u64,
+        pub cgroup: u64,
     }
 
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -615,21 +615,7 @@ mod tests {
             eprintln!("skipped: clone3 with set_tid needs root");
             return;
         }
-        /// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-        }
+        use super::fastspawn::CloneArgs;
         let me = std::process::id() as i32;
         for _ in 0..5 {
             // The sandbox's command, our child: we play its supervisor.
