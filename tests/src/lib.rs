@@ -51,3 +51,38 @@ pub fn unique(tag: &str) -> String {
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{tag}{}x{n}", std::process::id() % 100_000)
 }
+
+/// A counter of /proc/net/snmp (`Tcp: InSegs`, `Udp: InDatagrams`), or with an empty `proto` of
+/// /proc/net/snmp6 (`Icmp6InRouterSolicits`), read inside a namespace (`/proc/thread-self`:
+/// `/proc/net` is the main thread's namespace, not this thread's).
+pub fn snmp(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    in_netns(ns, move || {
+        if proto.is_empty() {
+            let s = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+            return s
+                .lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or_else(|| panic!("no {field} in snmp6"));
+        }
+        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
+        let i = h.split_whitespace().position(|x| x == field).unwrap();
+        v.split_whitespace().nth(i).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
+
+/// The counter once it has stood still for half a second (bounded).
+pub fn settled(ns: &str, proto: &'static str, field: &'static str) -> u64 {
+    let mut before = snmp(ns, proto, field);
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = snmp(ns, proto, field);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+}

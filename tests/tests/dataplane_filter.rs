@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netd_tests::{
     Netns, TestDaemon, TestHost, addr,
     frames::{csum, mac_of, send_raw, syn_frame},
-    in_netns, ip, probe, probe_path as p, require_root, unique,
+    in_netns, ip, probe, probe_path as p, require_root, settled, snmp, unique,
 };
 use serde_json::Value;
 
@@ -56,32 +56,6 @@ fn ip4(s: &str) -> [u8; 4] {
     [v[0], v[1], v[2], v[3]]
 }
 
-/// A counter of /proc/net/snmp (`Tcp: InSegs`, `Udp: InDatagrams`), read inside a namespace
-/// (`/proc/thread-self`: `/proc/net` is the main thread's namespace, not this thread's).
-fn snmp(ns: &str, proto: &'static str, field: &'static str) -> u64 {
-    in_netns(ns, move || {
-        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
-        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
-        let i = h.split_whitespace().position(|x| x == field).unwrap();
-        v.split_whitespace().nth(i).unwrap().parse().unwrap()
-    })
-    .unwrap()
-}
-
-/// The counter once it has stood still for half a second (bounded).
-fn settled(ns: &str, proto: &'static str, field: &'static str) -> u64 {
-    let mut before = snmp(ns, proto, field);
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = snmp(ns, proto, field);
-        if now == before {
-            break;
-        }
-        before = now;
-    }
-    before
-}
 
 /// Item 1: a sandbox on an `--internal` network reaches no published port, neither through the
 /// host's uplink address nor through its own gateway.

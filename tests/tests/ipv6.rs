@@ -6,7 +6,7 @@
 //! 2001:db8::/32 on the uplink.
 use std::process::{Child, Stdio};
 
-use netd_tests::{TestDaemon, TestHost, addr, probe, probe_path as p, require_root};
+use netd_tests::{TestDaemon, TestHost, addr, probe, probe_path as p, require_root, settled, snmp};
 use serde_json::Value;
 
 struct Kill(Child);
@@ -650,39 +650,6 @@ fn v4_only_sandbox_ipv6_off_and_hosts_lines() {
     d.ok(&["rm", "-f", "h26"]);
 }
 
-/// A counter of `/proc/net/snmp` (`Tcp: InSegs`, both families) or, with `proto` empty,
-/// `/proc/net/snmp6` (`Icmp6InRouterSolicits`), read inside a namespace.
-fn snmp(ns: &str, proto: &'static str, field: &'static str) -> u64 {
-    netd_tests::in_netns(ns, move || {
-        if proto.is_empty() {
-            let s = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
-            return s
-                .lines()
-                .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().parse().ok()))
-                .unwrap_or_else(|| panic!("no {field} in snmp6"));
-        }
-        let s = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-        let mut rows = s.lines().filter(|l| l.starts_with(&format!("{proto}:")));
-        let (h, v) = (rows.next().unwrap(), rows.next().unwrap());
-        let i = h.split_whitespace().position(|x| x == field).unwrap();
-        v.split_whitespace().nth(i).unwrap().parse().unwrap()
-    })
-    .unwrap()
-}
-
-/// The counter once it has stood still for half a second (bounded).
-fn settled(ns: &str, proto: &'static str, field: &'static str) -> u64 {
-    let mut before = snmp(ns, proto, field);
-    for _ in 0..20 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let now = snmp(ns, proto, field);
-        if now == before {
-            break;
-        }
-        before = now;
-    }
-    before
-}
 
 /// A router solicitation from `ns`'s `ifname` (its link-local source) to ff02::2, hop limit 255
 /// as RFC 4861 requires (a raw ICMPv6 socket: the kernel fills the checksum).
