@@ -379,7 +379,15 @@ mod progs {
     #[classifier]
     pub fn netd_to_netdev(ctx: TcContext) -> i32 {
         let skb = ctx.skb.skb;
-        let v = if is_ipv6(&ctx) {
+        // Forwarded packets (a sandbox's, redirected here by `netd_from_container`, or routed
+        // by the kernel) came in on some device: nothing in either family's body is for them
+        // (host flows and the host's own ICMP errors only), so they leave without being parsed
+        // and, for IPv6, without the tail call.
+        // SAFETY: reading the context's skb.
+        let v = if unsafe { (*skb).ingress_ifindex } != 0 {
+            stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
+            OK
+        } else if is_ipv6(&ctx) {
             to_v6(&ctx, netd_common::v6::progs::SLOT_TO_NETDEV)
         } else {
             to_netdev_v4(ctx)
@@ -390,12 +398,7 @@ mod progs {
     #[inline(never)]
     fn to_netdev_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::ToNetdev, ctx.len() as u64);
-        // Forwarded packets (a sandbox's, redirected here by `netd_from_container`, or routed
-        // by the kernel) came in on some device: nothing below is for them (host flows and the
-        // host's own ICMP errors only), so they leave without being parsed.
-        if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
-            return OK;
-        }
+        // (Forwarded packets left in `netd_to_netdev`.)
         let mut slot = MaybeUninit::<Pkt>::uninit();
         if !parse_tc(&ctx, slot.as_mut_ptr()) {
             return OK;

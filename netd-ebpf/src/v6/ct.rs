@@ -9,7 +9,7 @@ use aya_ebpf::{
         bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
-        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh,
         bpf_redirect_peer,
     },
     programs::TcContext,
@@ -50,16 +50,29 @@ pub fn exists(k: &CtKey6) -> bool {
     CT_V6.get_ptr(k).is_some()
 }
 
+/// A conntrack entry in place (a map value pointer, valid for the program run): a packet's
+/// window tracking, rewrite and timestamp all go through it, one lookup per packet (see
+/// `conntrack::Entry`).
+pub type Entry6 = *mut CtValue6;
+
+/// The entry of `k` in place.
+#[inline(always)]
+pub fn get_mut(k: &CtKey6) -> Option<Entry6> {
+    CT_V6.get_ptr_mut(k)
+}
+
 /// The entry of a packet's tuple as conntrack sees it (a TCP SYN on a closed flow starts a
 /// new one: the old pair goes, the caller translates afresh).
 #[inline(always)]
-pub fn lookup_flow(p: &Pkt6, k: &CtKey6) -> Option<&'static CtValue6> {
-    let v = get(k)?;
+pub fn lookup_flow(p: &Pkt6, k: &CtKey6) -> Option<Entry6> {
+    let e = get_mut(k)?;
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &*e };
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
         remove_pair(k, v);
         return None;
     }
-    Some(v)
+    Some(e)
 }
 
 /// Remove an entry and its other direction, if the partner still points back at it.
@@ -81,7 +94,7 @@ pub fn insert_pair(k1: &CtKey6, v1: &mut CtValue6, k2: &CtKey6, v2: &mut CtValue
         return false;
     }
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = crate::conntrack::now();
     v1.last_seen_ns = now;
     v2.last_seen_ns = now;
     v2.flags |= CT_F_REPLY;
@@ -162,15 +175,32 @@ fn early_drop(head: u64) -> bool {
 /// segment's window state comes first (`track`: a blind RST is dropped, counted), called from
 /// the caller's frame: below `apply_entry` the call chains have no room for it.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
-    if p.proto == IPPROTO_TCP && v.action != CT_ACT_HOSTFLOW && !track(ctx, p, k) {
+pub fn apply(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
+    // SAFETY: map value pointer, valid for this program run.
+    if p.proto == IPPROTO_TCP && unsafe { (*e).action } != CT_ACT_HOSTFLOW && !track(ctx, p, e) {
         return SHOT;
     }
-    apply_entry(ctx, p, k, v)
+    apply_entry(ctx, p, e)
+}
+
+/// Apply the entry just inserted under `k` (by `insert_pair`), found again in place so the
+/// packet updates the stored entry as every later one does.
+#[inline(always)]
+pub fn apply_new(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6) -> i32 {
+    match get_mut(k) {
+        Some(e) => apply(ctx, p, e),
+        None => {
+            // Evicted again at once (a full LRU under a flood): no translation to apply.
+            stats::count_drop(DropReason::CtInsert);
+            SHOT
+        }
+    }
 }
 
 #[inline(never)]
-fn apply_entry(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
+fn apply_entry(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
+    // SAFETY: map value pointer, valid for this program run (racy updates are harmless).
+    let v = unsafe { &*e };
     if v.action == CT_ACT_HOSTFLOW {
         return OK;
     }
@@ -186,20 +216,22 @@ fn apply_entry(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6) -> i32 {
         if too_big(ctx, rc, fib) {
             return OK;
         }
-        if let Err(verdict) = translate(ctx, p, k, v, true) {
+        if let Err(verdict) = translate(ctx, p, e, true) {
             return verdict;
         }
         return redirect_with(ctx, rc, fib);
     }
     let routed = v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0;
-    if let Err(verdict) = translate(ctx, p, k, v, routed) {
+    if let Err(verdict) = translate(ctx, p, e, routed) {
         return verdict;
     }
     deliver(ctx, v)
 }
 
 #[inline(always)]
-fn translate(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6, routed: bool) -> Result<(), i32> {
+fn translate(ctx: &TcContext, p: &mut Pkt6, e: Entry6, routed: bool) -> Result<(), i32> {
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &*e };
     if p.more_fragments && !p.later_fragment {
         let fk = frag_key(p);
         let _ = FRAGS_V6.insert(&fk, v, 0);
@@ -209,7 +241,7 @@ fn translate(ctx: &TcContext, p: &mut Pkt6, k: &CtKey6, v: &CtValue6, routed: bo
         return Err(SHOT);
     }
     stats::count_port(v.stats_slot, ctx.len() as u64);
-    touch(p, k);
+    touch(p, e);
     if routed {
         if p.hop <= 1 {
             return Err(OK);
@@ -234,8 +266,7 @@ fn rewrite(ctx: &TcContext, p: &mut Pkt6, v: &CtValue6) -> Result<(), i64> {
 /// `crate::tcpwin`, as `CT_V4`'s): false, a blind RST (counted). Only a RST looks up the other
 /// direction's entry. A BPF-to-BPF call from `apply`'s caller.
 #[inline(never)]
-fn track(ctx: &TcContext, p: &Pkt6, k: &CtKey6) -> bool {
-    let Some(e) = CT_V6.get_ptr_mut(k) else { return true };
+fn track(ctx: &TcContext, p: &Pkt6, e: Entry6) -> bool {
     // SAFETY: map value pointer, valid for this program run; racy updates of the window fields
     // and flag bits are harmless.
     let v = unsafe { &mut *e };
@@ -252,11 +283,10 @@ fn track(ctx: &TcContext, p: &Pkt6, k: &CtKey6) -> bool {
 
 /// Timestamp and state flags (see `conntrack::touch`; a RST's effect is `track`'s).
 #[inline(always)]
-fn touch(p: &Pkt6, k: &CtKey6) {
-    let Some(e) = CT_V6.get_ptr_mut(k) else { return };
+fn touch(p: &Pkt6, e: Entry6) {
     // SAFETY: map value pointer valid for this program run; racy updates are harmless.
     unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_ns();
+        (*e).last_seen_ns = crate::conntrack::now();
         let mut f = (*e).flags;
         let fl = p.tcp_flags;
         if p.proto == IPPROTO_TCP && fl & TCP_RST == 0 {

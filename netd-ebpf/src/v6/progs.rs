@@ -12,7 +12,7 @@
 //! - neighbour discovery (RS/RA/NS/NA/redirect) and MLD pass untouched everywhere.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::generated::{bpf_ktime_get_ns, bpf_redirect_peer},
+    helpers::generated::bpf_redirect_peer,
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
@@ -120,8 +120,8 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         return OK;
     }
     let k = ct::key_of(p);
-    if let Some(v) = ct::lookup_flow(p, &k) {
-        return ct::apply(ctx, p, &k, v);
+    if let Some(e) = ct::lookup_flow(p, &k) {
+        return ct::apply(ctx, p, e);
     }
     if endpoint6(&p.daddr).is_some() {
         return direct(ctx, p);
@@ -169,7 +169,7 @@ fn direct(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// A new connection to a published port on one of the host's addresses.
@@ -209,7 +209,7 @@ fn dnat(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// Where a sandbox's packet came in: its veth, MAC and gateway MAC (the reply direction's
@@ -242,9 +242,9 @@ pub fn from_container(ctx: TcContext) -> i32 {
     }
     let k = ct::key_of(p);
     if p.has_ports
-        && let Some(v) = ct::lookup_flow(p, &k)
+        && let Some(e) = ct::lookup_flow(p, &k)
     {
-        return ct::apply(ctx, p, &k, v);
+        return ct::apply(ctx, p, e);
     }
     // Traffic from addresses netd does not know (link-local, SLAAC) is the kernel's, unless it
     // is for a sandbox's address (a forged source must not slip past ICC and isolation).
@@ -375,7 +375,7 @@ fn link(ctx: &TcContext, p: &mut Pkt6, dst: &EndpointInfo, here: &Here) -> i32 {
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// A sandbox to a published port through a host address: DNAT to the target, SNAT to the
@@ -417,7 +417,7 @@ fn hairpin(ctx: &TcContext, p: &mut Pkt6, pb: &PublishedValue6, here: &Here) -> 
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// No NAT (`routed`, or masquerade off): forwarded by BPF, tracked so replies come back
@@ -449,7 +449,7 @@ fn forward(ctx: &TcContext, p: &mut Pkt6, here: &Here) -> i32 {
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// NAT66: source to the uplink's IPv6 address for a new flow leaving by an uplink (Docker
@@ -483,7 +483,7 @@ fn masquerade(ctx: &TcContext, p: &mut Pkt6, egress: u32, here: &Here) -> i32 {
     if !ct::insert_pair(&s.k, &mut s.fwd, &s.rk, &mut s.rev) {
         return SHOT;
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }
 
 /// Uplink egress, IPv6: the host's own flows from an uplink address reserve their tuple (and
@@ -544,14 +544,14 @@ fn to_netdev_body(ctx: &TcContext, p: &mut Pkt6) -> i32 {
 #[inline(always)]
 fn host_egress(ctx: &TcContext, p: &mut Pkt6, new_flow: bool) -> i32 {
     let k = ct::key_of(p);
-    if let Some(v) = ct::get(&k)
-        && v.flags & CT_F_HOSTNAT != 0
+    if let Some(e) = ct::get_mut(&k)
+        && unsafe { (*e).flags } & CT_F_HOSTNAT != 0
     {
-        return ct::apply(ctx, p, &k, v);
+        return ct::apply(ctx, p, e);
     }
     let rk = k.reversed();
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = crate::conntrack::now();
     let Some(e) = CT_V6.get_ptr_mut(&rk) else {
         if new_flow {
             let v = CtValue6 { action: CT_ACT_HOSTFLOW, flags: CT_F_SEEN, last_seen_ns: now, ..Default::default() };
@@ -610,7 +610,7 @@ fn host_flow_nat(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     }
     if let Some(t) = HOST_NAT.get_ptr_mut(0) {
         // SAFETY: one-entry array slot.
-        unsafe { *t = bpf_ktime_get_ns() };
+        unsafe { *t = crate::conntrack::now() };
     }
-    ct::apply(ctx, p, &s.k, &s.fwd)
+    ct::apply_new(ctx, p, &s.k)
 }

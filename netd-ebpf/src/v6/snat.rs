@@ -1,7 +1,7 @@
 //! Source-port choice for IPv6 translations: the same rules as `crate::snat` against `CT_V6`
 //! (the original port when its reply tuple is free and `keep`, else random ports outside the
 //! host's ephemeral range; a tuple closed over a second ago counts as free).
-use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
 use netd_common::{
     CT_F_CLOSING, DEFAULT_PORT_RANGE, SNAT_FLOOR, SNAT_TRIES,
     v6::{Addr6, CtKey6},
@@ -69,7 +69,7 @@ fn free(rk: &CtKey6) -> bool {
         None => true,
         Some(v) => {
             // SAFETY: plain helper call.
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = crate::conntrack::now();
             if v.flags & CT_F_CLOSING != 0 && now.saturating_sub(v.last_seen_ns) > 1_000_000_000 {
                 ct::remove_pair(rk, v);
                 true
