@@ -206,7 +206,46 @@ impl TestDaemon {
                 tail(&self.log(), 40)
             );
         }
+        self.wait_serving(args, &r.stdout);
         r.stdout
+    }
+
+    /// After `run -d ... PROBE serve [--tag T] PORT...`: wait (bounded) until the probe says it
+    /// listens on every port (`netd logs`), as a user waits for a service before using it. `run
+    /// -d` returns once the command is started; under load the probe binary takes a while to
+    /// bind, and a client connecting before it does is refused.
+    fn wait_serving(&self, args: &[&str], stdout: &str) {
+        if args.first() != Some(&"run") || !args.iter().any(|a| *a == "-d" || *a == "--detach") {
+            return;
+        }
+        let Some(at) = args.iter().position(|a| *a == "serve") else { return };
+        if at == 0 || !args[at - 1].ends_with("probe") {
+            return;
+        }
+        let mut ports = 0;
+        let mut it = args[at + 1..].iter();
+        while let Some(a) = it.next() {
+            if *a == "--tag" {
+                it.next();
+            } else if a.parse::<u16>().is_ok() {
+                ports += 1;
+            }
+        }
+        let name = match args.iter().position(|a| *a == "--name") {
+            Some(i) if i + 1 < at => args[i + 1].to_string(),
+            _ => stdout.trim().to_string(),
+        };
+        if ports == 0 || name.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let r = self.cli(&["logs", &name]);
+            if r.code != 0 || r.stdout.matches("listening on ").count() >= ports {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kill the daemon with SIGKILL (sandboxes survive) and start it again.
