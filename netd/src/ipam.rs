@@ -461,6 +461,21 @@ pub fn mac_from_ip(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// A random locally administered unicast MAC (Docker's `GenerateRandomMAC`), for a sandbox
+/// without an IPv4 address to derive one from (IPv6-only networks).
+pub fn random_mac() -> [u8; 6] {
+    use rand::RngExt;
+    let mut m = [0u8; 6];
+    rand::rng().fill(&mut m);
+    m[0] = (m[0] & 0xfe) | 0x02;
+    m
+}
+
+/// A sandbox's MAC: `02:42:` + its IPv4 address, or random without one.
+pub fn mac_for(ip: Option<Ipv4Addr>) -> [u8; 6] {
+    ip.map_or_else(random_mac, mac_from_ip)
+}
+
 /// Parse `--mac-address` (Docker: `invalid MAC address`).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], IpamError> {
     let parts: Vec<&str> = s.split([':', '-']).collect();

@@ -63,6 +63,23 @@ pub struct BridgeNet {
     pub bridge: String,
     /// Created by netd (removed on teardown) rather than adopted with `-b`.
     pub owned: bool,
+    /// The IPv4 side: `None` on IPv6-only networks (`--ipv4=false`, Docker 28). Flattened, so
+    /// the persisted layout of a network with IPv4 is the one of before (`subnet`, `gateway`,
+    /// ... at the top level), and a file without them loads as IPv6-only.
+    #[serde(flatten)]
+    pub ipv4: Option<BridgeNetV4>,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub host_binding_ipv4: Ipv4Addr,
+    pub mtu: u32,
+    /// The IPv6 side (`--ipv6`): `None` on IPv4-only networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<BridgeNetV6>,
+}
+
+/// A network's IPv4 prefix, gateway (on the bridge) and address range.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeNetV4 {
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
@@ -70,14 +87,25 @@ pub struct BridgeNet {
     pub ip_range: Option<(Ipv4Addr, u8)>,
     /// Whether the subnet was given by the user (shown in IPAM.Config).
     pub user_subnet: bool,
-    pub icc: bool,
-    pub masquerade: bool,
+    /// `com.docker.network.bridge.gateway_mode_ipv4`.
     pub gateway_mode: GatewayMode,
-    pub host_binding_ipv4: Ipv4Addr,
-    pub mtu: u32,
-    /// The IPv6 side (`--ipv6`): `None` on IPv4-only networks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<BridgeNetV6>,
+}
+
+impl BridgeNet {
+    /// Whether `--ip` (a static v4 address) may be asked for: a user-given v4 subnet.
+    pub fn user_subnet4(&self) -> bool {
+        self.ipv4.as_ref().is_some_and(|v| v.user_subnet)
+    }
+    /// Whether the network publishes container ports directly (routed gateway mode) rather
+    /// than through NAT: the v4 side's mode, or the v6 side's on an IPv6-only network.
+    pub fn routed(&self) -> bool {
+        let mode = match (&self.ipv4, &self.ipv6) {
+            (Some(v4), _) => v4.gateway_mode,
+            (None, Some(v6)) => v6.gateway_mode,
+            (None, None) => GatewayMode::Nat,
+        };
+        mode == GatewayMode::Routed
+    }
 }
 
 /// A dual-stack network's IPv6 prefix, gateway (on the bridge) and address range.
@@ -106,13 +134,15 @@ impl Network {
             name: self.name.clone(),
             bridge: b.bridge.clone(),
             bridge_ifindex,
-            subnet: b.subnet,
-            prefix_len: b.prefix_len,
-            gateway: b.gateway,
+            ipv4: b.ipv4.as_ref().map(|v| crate::dataplane::NetworkSpecV4 {
+                subnet: v.subnet,
+                prefix_len: v.prefix_len,
+                gateway: v.gateway,
+                gateway_mode: v.gateway_mode,
+            }),
             icc: b.icc,
             masquerade: b.masquerade,
             internal: self.internal,
-            gateway_mode: b.gateway_mode,
             host_binding_ipv4: b.host_binding_ipv4,
             mtu: b.mtu,
             ipv6: b.ipv6.as_ref().map(|v| crate::dataplane::NetworkSpecV6 {
@@ -133,9 +163,14 @@ pub struct Endpoint {
     pub host_veth: String,
     /// `eth0`, `eth1`, ... inside the sandbox.
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    /// The IPv4 address, its prefix length and the network's gateway (`None` on IPv6-only
+    /// networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
     pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     pub mac: [u8; 6],
     pub aliases: Vec<String>,
     /// Requested with `--ip` / `network connect --ip` (kept across restarts).
@@ -241,9 +276,13 @@ pub struct Attachment {
     pub netns: Option<PathBuf>,
     /// The peer's name: inside `netns`, or its temporary name in the daemon's namespace.
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    /// The IPv4 side (address, prefix length, gateway); `None` on IPv6-only networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
     pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     /// The IPv6 side on a dual-stack network (address, prefix length, gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -278,7 +317,7 @@ impl Attachment {
             gateway: self.gateway,
             mac: self.mac,
             aliases: self.aliases.clone(),
-            static_ip: (self.source == AddressSource::Static).then_some(self.ip),
+            static_ip: self.ip.filter(|_| self.source == AddressSource::Static),
             ip6: self.ip6,
             prefix_len6: self.prefix_len6,
             gateway6: self.gateway6,
@@ -610,9 +649,9 @@ mod tests {
             endpoint_id: "e".into(),
             host_veth: "veth1234567".into(),
             ifname: "eth0".into(),
-            ip: Ipv4Addr::new(198, 51, 100, 7),
+            ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
             prefix_len: 24,
-            gateway: Ipv4Addr::new(198, 51, 100, 1),
+            gateway: Some(Ipv4Addr::new(198, 51, 100, 1)),
             mac: [2, 0x42, 198, 51, 100, 7],
             aliases: vec!["a".into()],
             static_ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
@@ -630,6 +669,67 @@ mod tests {
         let o = Owner::Cni { container_id: "x".into(), ifname: "eth1".into(), config_name: "c1".into() };
         let back: Owner = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
         assert_eq!(back, o);
+    }
+
+    #[test]
+    fn bridge_net_v4_is_optional_and_keeps_the_old_layout() {
+        // A network file as netd wrote it before IPv4 became optional: the v4 side flat.
+        let old = r#"{"index":2,"bridge":"br-x","owned":true,"subnet":"198.51.100.0","prefix_len":24,
+            "gateway":"198.51.100.1","ip_range":null,"user_subnet":true,"icc":true,"masquerade":true,
+            "gateway_mode":"nat","host_binding_ipv4":"0.0.0.0","mtu":1500}"#;
+        let b: BridgeNet = serde_json::from_str(old).unwrap();
+        let v4 = b.ipv4.clone().expect("v4 side");
+        assert_eq!((v4.subnet, v4.prefix_len, v4.gateway), ("198.51.100.0".parse().unwrap(), 24, "198.51.100.1".parse().unwrap()));
+        assert!(b.user_subnet4() && !b.routed() && b.ipv6.is_none());
+        // Written back in the same flat layout.
+        let v: serde_json::Value = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["subnet"], "198.51.100.0");
+        assert_eq!(v["gateway_mode"], "nat");
+        // IPv6-only: no v4 key at all, read back as such.
+        let six = BridgeNet {
+            ipv4: None,
+            ipv6: Some(BridgeNetV6 {
+                subnet: "fd00:6::".parse().unwrap(),
+                prefix_len: 64,
+                gateway: "fd00:6::1".parse().unwrap(),
+                ip_range: None,
+                user_subnet: true,
+                gateway_mode: GatewayMode::Routed,
+            }),
+            ..b
+        };
+        let v = serde_json::to_value(&six).unwrap();
+        assert!(v.get("subnet").is_none() && v.get("gateway").is_none());
+        let back: BridgeNet = serde_json::from_value(v).unwrap();
+        assert!(back.ipv4.is_none() && !back.user_subnet4() && back.routed());
+        assert_eq!(back.ipv6.unwrap().gateway, "fd00:6::1".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn v6_only_endpoint_has_no_v4_fields() {
+        let ep = Endpoint {
+            network_id: "n".into(),
+            endpoint_id: "e".into(),
+            host_veth: "veth7654321".into(),
+            ifname: "eth0".into(),
+            ip: None,
+            prefix_len: 0,
+            gateway: None,
+            mac: [2, 0, 0, 0, 0, 1],
+            aliases: Vec::new(),
+            static_ip: None,
+            ip6: Some("fd00:6::2".parse().unwrap()),
+            prefix_len6: 64,
+            gateway6: Some("fd00:6::1".parse().unwrap()),
+            static_ip6: None,
+        };
+        let v = serde_json::to_value(&ep).unwrap();
+        assert!(v.get("ip").is_none() && v.get("gateway").is_none());
+        let back: Endpoint = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ep);
+        let a = Attachment::from_endpoint("c", &ep, None, Vec::new());
+        assert_eq!((a.ip, a.gateway, a.source), (None, None, AddressSource::Pool));
+        assert_eq!(a.endpoint(), ep);
     }
 
     #[test]

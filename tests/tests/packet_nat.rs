@@ -554,7 +554,7 @@ fn reply_entry(k: &CtKey, v: &CtValue, base: CtValue) -> (CtKey, CtValue) {
 #[test]
 fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
     require_root!();
-    use netd::dataplane::{Dataplane, GatewayMode, NetworkSpec, PortMapping, Proto, ebpf::Ebpf};
+    use netd::dataplane::{Dataplane, GatewayMode, NetworkSpec, NetworkSpecV4, PortMapping, Proto, ebpf::Ebpf};
     let mut l = setup();
     // UDP flows translated by an earlier binding (stats slot 7) of host port 5353, and one of
     // another port that must stay.
@@ -603,13 +603,10 @@ fn republishing_a_port_purges_its_stale_translations_after_the_reply() {
         name: "bridge".into(),
         bridge: "lo".into(),
         bridge_ifindex: 1,
-        subnet: ip(GW),
-        prefix_len: 24,
-        gateway: ip(GW),
+        ipv4: Some(NetworkSpecV4 { subnet: ip(GW), prefix_len: 24, gateway: ip(GW), gateway_mode: GatewayMode::Nat }),
         icc: true,
         masquerade: true,
         internal: false,
-        gateway_mode: GatewayMode::Nat,
         host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
         mtu: 1500,
         ipv6: None,

@@ -83,7 +83,8 @@ pub struct Reserved {
     pub req: AttachRequest,
     net: crate::model::Network,
     b: crate::model::BridgeNet,
-    pub ip: Ipv4Addr,
+    /// The v4 address (`None` on an IPv6-only network).
+    pub ip: Option<Ipv4Addr>,
     /// On a dual-stack network: (address, prefix length, gateway, source).
     v6: Option<(Ipv6Addr, u8, Ipv6Addr, AddressSource)>,
     source: AddressSource,
@@ -91,8 +92,8 @@ pub struct Reserved {
 
 /// Give a reservation's addresses back (its attachment never came up).
 pub fn attach_release(st: &mut State, r: &Reserved) {
-    if let Some(p) = st.pools.get_mut(&r.net.id) {
-        p.release(r.ip);
+    if let (Some(ip), Some(p)) = (r.ip, st.pools.get_mut(&r.net.id)) {
+        p.release(ip);
     }
     if let (Some((a6, ..)), Some(p)) = (r.v6, st.pools6.get_mut(&r.net.id)) {
         p.release(a6);
@@ -185,27 +186,42 @@ impl Daemon {
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", req.network_id)))?;
         let b = net.bridge.clone().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
-        let pool = st.pools.entry(req.network_id.clone()).or_insert_with(|| Self::pool_for(&b));
-        let (ip, source) = match req.address {
-            AddressRequest::Pool => {
-                (pool.allocate().map_err(|e| ApiError::internal(e.to_string()))?, AddressSource::Pool)
+        let (ip, source) = match (&b.ipv4, Self::pool_for(&b)) {
+            (Some(v4), Some(fresh)) => {
+                let pool = st.pools.entry(req.network_id.clone()).or_insert(fresh);
+                let (ip, source) = match req.address {
+                    AddressRequest::Pool => {
+                        (pool.allocate().map_err(|e| ApiError::internal(e.to_string()))?, AddressSource::Pool)
+                    }
+                    AddressRequest::Static(ip) => {
+                        (pool.allocate_static(ip).map_err(|e| ApiError::bad(e.to_string()))?, AddressSource::Static)
+                    }
+                    AddressRequest::External(ip) => {
+                        pool.restore(ip).map_err(|_| {
+                            ApiError::bad(format!("address {ip} is not in the subnet {}/{}", v4.subnet, v4.prefix_len))
+                        })?;
+                        (ip, AddressSource::External)
+                    }
+                };
+                (Some(ip), source)
             }
-            AddressRequest::Static(ip) => {
-                (pool.allocate_static(ip).map_err(|e| ApiError::bad(e.to_string()))?, AddressSource::Static)
-            }
-            AddressRequest::External(ip) => {
-                pool.restore(ip).map_err(|_| {
-                    ApiError::bad(format!("address {ip} is not in the subnet {}/{}", b.subnet, b.prefix_len))
-                })?;
-                (ip, AddressSource::External)
-            }
+            // An IPv6-only network: no v4 address to give or to take (Docker's
+            // `validateEndpointIPAddress` with no v4 pool).
+            _ => match req.address {
+                AddressRequest::Pool => (None, AddressSource::Pool),
+                AddressRequest::Static(ip) | AddressRequest::External(ip) => {
+                    return Err(ApiError::bad(format!(
+                        "invalid endpoint settings:\nno configured subnet contains IP address {ip}"
+                    )));
+                }
+            },
         };
         let net_id = req.network_id.clone();
         // The v6 address on a dual-stack network (static `--ip6`, else the lowest free).
         let v6 = match (&b.ipv6, req.ip6) {
             (None, None) => None,
             (None, Some(_)) => {
-                if let Some(p) = st.pools.get_mut(&net_id) {
+                if let (Some(ip), Some(p)) = (ip, st.pools.get_mut(&net_id)) {
                     p.release(ip);
                 }
                 return Err(ApiError::bad(format!(
@@ -228,7 +244,7 @@ impl Daemon {
                 match r {
                     Ok((a6, src)) => Some((a6, v6.prefix_len, v6.gateway, src)),
                     Err(e) => {
-                        if let Some(p) = st.pools.get_mut(&net_id) {
+                        if let (Some(ip), Some(p)) = (ip, st.pools.get_mut(&net_id)) {
                             p.release(ip);
                         }
                         return Err(e);
@@ -244,7 +260,7 @@ impl Daemon {
     /// (the address stays reserved: [`attach_release`]).
     pub async fn attach_kernel(&self, dp: &super::Dp, r: &Reserved) -> ApiResult<Attachment> {
         let (req, b, ip, v6) = (&r.req, &r.b, r.ip, r.v6);
-        let mac = req.mac.unwrap_or_else(|| ipam::mac_from_ip(ip));
+        let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
         let suffix: String = crate::names::new_id()[..7].to_string();
         let host_veth = format!("veth{suffix}");
         let peer_tmp = format!("vp{suffix}");
@@ -282,10 +298,9 @@ impl Daemon {
                     tmp_name: ifname.clone(),
                     name: ifname.clone(),
                     mac,
-                    addr: ip,
-                    prefix_len: b.prefix_len,
+                    addr: ip.zip(b.ipv4.as_ref().map(|v| v.prefix_len)),
                     mtu: b.mtu,
-                    gateway: req.default_route.then_some(b.gateway),
+                    gateway: b.ipv4.as_ref().filter(|_| req.default_route).map(|v| v.gateway),
                     disable_ipv6: true,
                     addr6: v6.map(|(a, p, _, _)| (a, p)),
                     gateway6: v6.filter(|_| req.default_route).map(|(_, _, g, _)| g),
@@ -320,8 +335,8 @@ impl Daemon {
             netns: req.netns.clone(),
             ifname,
             ip,
-            prefix_len: b.prefix_len,
-            gateway: b.gateway,
+            prefix_len: b.ipv4.as_ref().filter(|_| ip.is_some()).map_or(0, |v| v.prefix_len),
+            gateway: b.ipv4.as_ref().filter(|_| ip.is_some()).map(|v| v.gateway),
             ip6: v6.map(|x| x.0),
             prefix_len6: v6.map_or(0, |x| x.1),
             gateway6: v6.map(|x| x.2),
@@ -397,8 +412,8 @@ impl Daemon {
 
     /// The model half of [`Daemon::detach`] (state lock held): the address and the record.
     pub fn detach_commit(&self, st: &mut State, cur: &Attachment) {
-        if let Some(p) = st.pools.get_mut(&cur.network_id) {
-            p.release(cur.ip);
+        if let (Some(ip), Some(p)) = (cur.ip, st.pools.get_mut(&cur.network_id)) {
+            p.release(ip);
         }
         if let (Some(a6), Some(p)) = (cur.ip6, st.pools6.get_mut(&cur.network_id)) {
             p.release(a6);
@@ -662,8 +677,8 @@ impl Daemon {
         for m in &mut a.ports {
             m.unproxied |= !a.port_opts.userland_proxy;
         }
-        if let Some(p) = st.pools.get_mut(&a.network_id) {
-            let _ = p.restore(a.ip);
+        if let (Some(ip), Some(p)) = (a.ip, st.pools.get_mut(&a.network_id)) {
+            let _ = p.restore(ip);
         }
         if let Some(a6) = a.ip6 {
             if !st.pools6.contains_key(&a.network_id)
@@ -785,8 +800,13 @@ impl Daemon {
                         a.netns.as_ref().unwrap().display()
                     ));
                 }
-                Some(v) if !v.contains(&(a.ip, a.prefix_len)) => {
-                    return Err(format!("interface {} does not have address {}/{}", a.ifname, a.ip, a.prefix_len));
+                Some(v) if a.ip.is_some_and(|ip| !v.contains(&(ip, a.prefix_len))) => {
+                    return Err(format!(
+                        "interface {} does not have address {}/{}",
+                        a.ifname,
+                        a.ip.expect("v4"),
+                        a.prefix_len
+                    ));
                 }
                 _ => {}
             }
@@ -893,28 +913,36 @@ pub struct BindingGroup {
 /// address is v4 or not given (then the network's default); a v6 one when the host address is
 /// v6, or not given with a `0.0.0.0` default (`[::]`, when `implicit_v6`), to the sandbox's v6
 /// address, else, with the userland proxy, to its v4 address (Docker's proxied binding); with
-/// neither the v6 binding is left out (Docker logs it and goes on).
+/// neither the v6 binding is left out (Docker logs it and goes on). A sandbox without a v4
+/// address (IPv6-only network) gets no v4 binding: an explicit v4 host address is ignored, as
+/// Docker's `configurePortBindingIPv4` ignores it.
 pub fn binding_groups(
     reqs: &[PortRequest],
     default_v4: Ipv4Addr,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
     ip6: Option<Ipv6Addr>,
     proxied: bool,
     implicit_v6: bool,
 ) -> Vec<BindingGroup> {
-    let v6_target = ip6.map(IpAddr::V6).or_else(|| proxied.then_some(IpAddr::V4(ip)));
+    let v6_target = ip6.map(IpAddr::V6).or_else(|| ip.filter(|_| proxied).map(IpAddr::V4));
     reqs.iter()
         .map(|r| {
             let mut targets = Vec::new();
             match r.host_ip {
-                Some(IpAddr::V4(h)) => targets.push((IpAddr::V4(h), IpAddr::V4(ip))),
+                Some(IpAddr::V4(h)) => {
+                    if let Some(ip) = ip {
+                        targets.push((IpAddr::V4(h), IpAddr::V4(ip)));
+                    }
+                }
                 Some(IpAddr::V6(h)) => {
                     if let Some(t) = v6_target {
                         targets.push((IpAddr::V6(h), t));
                     }
                 }
                 None => {
-                    targets.push((IpAddr::V4(default_v4), IpAddr::V4(ip)));
+                    if let Some(ip) = ip {
+                        targets.push((IpAddr::V4(default_v4), IpAddr::V4(ip)));
+                    }
                     if implicit_v6 && let Some(t) = v6_target {
                         targets.push((IpAddr::V6(Ipv6Addr::UNSPECIFIED), t));
                     }
@@ -1081,9 +1109,7 @@ fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
     cfg.up.dataplane == crate::dataplane::Backend::Iptables
         && cfg.up.userland_proxy
         && !st.networks.values().any(|n| {
-            n.bridge
-                .as_ref()
-                .is_some_and(|b| b.index == net_index && b.gateway_mode == crate::dataplane::GatewayMode::Routed)
+            n.bridge.as_ref().is_some_and(|b| b.index == net_index && b.routed())
         })
 }
 
@@ -1098,7 +1124,7 @@ fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
         && !st.networks.values().any(|n| {
             n.bridge.as_ref().is_some_and(|b| {
                 b.index == net_index
-                    && (b.gateway_mode == crate::dataplane::GatewayMode::Routed
+                    && (b.ipv4.as_ref().is_some_and(|v| v.gateway_mode == crate::dataplane::GatewayMode::Routed)
                         || b.ipv6.as_ref().is_some_and(|v| v.gateway_mode == crate::dataplane::GatewayMode::Routed))
             })
         })
@@ -1151,7 +1177,7 @@ mod tests {
     /// v4-only sandbox the v6 one goes to the v4 address through the proxy, or is left out.
     #[test]
     fn bindings_per_family_like_docker() {
-        let v4 = Ipv4Addr::new(10, 0, 0, 2);
+        let v4 = Some(Ipv4Addr::new(10, 0, 0, 2));
         let v6: Ipv6Addr = "fd00::2".parse().unwrap();
         let any = Ipv4Addr::UNSPECIFIED;
         let s = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
@@ -1179,5 +1205,17 @@ mod tests {
             targets(&binding_groups(&[req(None)], any, v4, Some(v6), true, false)),
             s(&[("0.0.0.0", "10.0.0.2")])
         );
+        // IPv6-only sandbox (Docker's `configurePortBindingIPv4` with no container v4): `[::]`
+        // only, an explicit v4 host address is left out, a v6 one kept.
+        assert_eq!(targets(&binding_groups(&[req(None)], any, None, Some(v6), true, true)), s(&[("::", "fd00::2")]));
+        assert_eq!(targets(&binding_groups(&[req(None)], any, None, Some(v6), false, true)), s(&[("::", "fd00::2")]));
+        assert!(targets(&binding_groups(&[req(Some("127.0.0.1"))], any, None, Some(v6), true, true)).is_empty());
+        assert_eq!(
+            targets(&binding_groups(&[req(Some("::1"))], any, None, Some(v6), true, true)),
+            s(&[("::1", "fd00::2")])
+        );
+        // A specific v4 default binding address: nothing for it.
+        let ip = Ipv4Addr::new(198, 51, 100, 1);
+        assert!(targets(&binding_groups(&[req(None)], ip, None, Some(v6), true, false)).is_empty());
     }
 }

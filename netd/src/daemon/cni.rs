@@ -214,6 +214,12 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 net.name
             )));
         };
+        if b.ipv4.is_none() {
+            return Err(bad(format!(
+                "network {} is IPv6-only (--ipv4=false): netd-cni attaches to networks with IPv4",
+                net.name
+            )));
+        }
         if attach::by_owner(&st, &who).is_some() {
             return Err(CniApiError::new(
                 409,
@@ -304,7 +310,9 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
     let host_mac = d.nl.link_mac(&a.host_veth).await.ok().flatten().map(fmt_mac).unwrap_or_default();
     let mut routes = Vec::new();
     if !net.internal {
-        routes.push(Route { dst: "0.0.0.0/0".into(), gw: Some(a.gateway.to_string()) });
+        if let Some(g) = a.gateway {
+            routes.push(Route { dst: "0.0.0.0/0".into(), gw: Some(g.to_string()) });
+        }
         if let Some(g6) = a.gateway6 {
             routes.push(Route { dst: "::/0".into(), gw: Some(g6.to_string()) });
         }
@@ -313,8 +321,8 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
         bridge: Iface { name: b.bridge.clone(), mac: bridge_mac, sandbox: None },
         host: Iface { name: a.host_veth.clone(), mac: host_mac, sandbox: None },
         container: Iface { name: a.ifname.clone(), mac: fmt_mac(a.mac), sandbox: Some(r.netns_path.clone()) },
-        address: format!("{}/{}", a.ip, a.prefix_len),
-        gateway: Some(a.gateway.to_string()),
+        address: a.ip.map(|ip| format!("{ip}/{}", a.prefix_len)).unwrap_or_default(),
+        gateway: a.gateway.map(|g| g.to_string()),
         address6: a.ip6.map(|x| format!("{x}/{}", a.prefix_len6)),
         gateway6: a.gateway6.map(|g| g.to_string()),
         routes,
@@ -390,7 +398,7 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
             format!("no attachment of container {} with interface {}", r.owner.container_id, r.owner.ifname),
         )
     })?;
-    let have = format!("{}/{}", a.ip, a.prefix_len);
+    let have = a.ip.map(|ip| format!("{ip}/{}", a.prefix_len)).unwrap_or_default();
     if let Some(want) = &r.address
         && *want != have
     {
@@ -429,7 +437,7 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?
         .ok_or_else(|| failed(format!("interface {} is missing in the container", a.ifname)))?;
-    if !inside.addrs.contains(&(a.ip, a.prefix_len)) {
+    if a.ip.is_some_and(|ip| !inside.addrs.contains(&(ip, a.prefix_len))) {
         return Err(failed(format!("interface {} does not have address {have}", a.ifname)));
     }
     if inside.mac != a.mac {
@@ -454,10 +462,13 @@ async fn check(d: &Shared, r: CheckRequest, fd: Option<OwnedFd>) -> CniResult<()
             a.ifname, inside.default_gw6
         )));
     }
-    if a.default_route && inside.default_gw != Some(a.gateway) {
+    if a.default_route
+        && let Some(g) = a.gateway
+        && inside.default_gw != Some(g)
+    {
         return Err(failed(format!(
-            "no default route via {} on {} in the container (found {:?})",
-            a.gateway, a.ifname, inside.default_gw
+            "no default route via {g} on {} in the container (found {:?})",
+            a.ifname, inside.default_gw
         )));
     }
     // The dataplane: the endpoint, the network and every binding, as the kernel holds them.

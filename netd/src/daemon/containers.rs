@@ -113,7 +113,7 @@ impl Daemon {
                         ));
                     }
                     let b = n.bridge.as_ref().expect("bridge network");
-                    if !b.user_subnet {
+                    if !b.user_subnet4() {
                         return Err(ApiError::bad(
                             "user specified IP address is supported only when connecting to networks with user configured subnets",
                         ));
@@ -506,13 +506,18 @@ impl Daemon {
                         let proto = if proto == "udp" { Proto::Udp } else { Proto::Tcp };
                         if let Ok(port) = port.parse() {
                             let idx = st.networks[net_id].bridge.as_ref().map_or(0, |b| b.index);
+                            let v4 = ep.ip.zip(tep.ip);
+                            let v6 = ep.ip6.zip(tep.ip6);
+                            if v4.is_none() && v6.is_none() {
+                                continue;
+                            }
                             link_rules.push(crate::dataplane::LinkRule {
                                 network_index: idx,
-                                src: ep.ip,
-                                dst: tep.ip,
+                                src: v4.map(|x| x.0),
+                                dst: v4.map(|x| x.1),
                                 proto,
                                 port,
-                                v6: ep.ip6.zip(tep.ip6),
+                                v6,
                             });
                         }
                     }
@@ -1034,8 +1039,9 @@ impl Daemon {
             let (name, alias) = l.split_once(':').unwrap_or((l, l));
             let Ok(tid) = self.resolve_container(st, name.trim_start_matches('/')) else { continue };
             let t = &st.containers[&tid];
-            let Some(ep) = t.endpoints.first() else { continue };
-            env.extend(crate::etcfiles::link_env(alias, &c.name, &t.name, ep.ip, &t.exposed, &t.config.env));
+            // Docker's link variables name the target's IPv4 address.
+            let Some(ip) = t.endpoints.first().and_then(|e| e.ip) else { continue };
+            env.extend(crate::etcfiles::link_env(alias, &c.name, &t.name, ip, &t.exposed, &t.config.env));
         }
         env
     }
@@ -1071,8 +1077,12 @@ impl Daemon {
                 (trt.join("hostname"), "/etc/hostname".into()),
             ]);
         }
-        let gw = eps.first().map(|e| e.gateway).or_else(|| {
-            st.networks.values().find(|n| n.default_bridge).and_then(|n| n.bridge.as_ref()).map(|b| b.gateway)
+        let gw = eps.first().and_then(|e| e.gateway).or_else(|| {
+            st.networks
+                .values()
+                .find(|n| n.default_bridge)
+                .and_then(|n| n.bridge.as_ref()?.ipv4.as_ref())
+                .map(|v| v.gateway)
         });
         let mut extra: Vec<(String, IpAddr)> = Vec::new();
         for h in &c.config.extra_hosts {
@@ -1093,7 +1103,8 @@ impl Daemon {
                 && let Some(ep) = st.containers[&tid].endpoints.first()
             {
                 let t = &st.containers[&tid];
-                extra.push((link_hosts_names(alias, &t.hostname, &t.name), IpAddr::V4(ep.ip)));
+                let Some(ip) = ep.ip.map(IpAddr::V4).or(ep.ip6.map(IpAddr::V6)) else { continue };
+                extra.push((link_hosts_names(alias, &t.hostname, &t.name), ip));
             }
         }
         let hosts = if matches!(c.mode, NetworkMode::Host) && extra.is_empty() {

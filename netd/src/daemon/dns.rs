@@ -137,7 +137,8 @@ struct Entry {
     sandbox: Option<String>,
     /// Lower-case names that resolve to `ip` (name, short id, aliases).
     names: Vec<String>,
-    ip: Ipv4Addr,
+    /// `None`: no v4 address (IPv6-only network), no A record.
+    ip: Option<Ipv4Addr>,
     /// The IPv6 address on a dual-stack network (AAAA records, ip6.arpa PTR).
     ip6: Option<Ipv6Addr>,
 }
@@ -240,7 +241,7 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
     let mut records = Vec::new();
     let mut known = false;
     for e in v.entries.iter().filter(|e| me.nets.contains(&e.net_id)) {
-        if qtype == RecordType::PTR && (qn == ptr_name(e.ip) || e.ip6.is_some_and(|a| qn == ptr_name6(a))) {
+        if qtype == RecordType::PTR && (e.ip.is_some_and(|a| qn == ptr_name(a)) || e.ip6.is_some_and(|a| qn == ptr_name6(a))) {
             known = true;
             let target = e.sandbox.as_deref().or(e.names.first().map(String::as_str)).unwrap_or_default();
             if let Ok(t) = Name::from_ascii(format!("{target}.{}.", e.net_name)) {
@@ -251,8 +252,10 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
         let linked = e.sandbox.as_ref().is_some_and(|s| me.links.iter().any(|(n, a)| n == s && *a == qn));
         if linked || e.names.contains(&qn) {
             known = true;
-            if qtype == RecordType::A || qtype == RecordType::ANY {
-                records.push(Record::from_rdata(name.clone(), TTL, RData::A(rdata::A(e.ip))));
+            if let Some(a4) = e.ip
+                && (qtype == RecordType::A || qtype == RecordType::ANY)
+            {
+                records.push(Record::from_rdata(name.clone(), TTL, RData::A(rdata::A(a4))));
             }
             if let Some(a6) = e.ip6
                 && (qtype == RecordType::AAAA || qtype == RecordType::ANY)

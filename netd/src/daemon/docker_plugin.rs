@@ -419,7 +419,7 @@ impl Daemon {
         let overlap = st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref().and_then(|b| Ipv4Net::new(b.subnet, b.prefix_len).ok()))
+            .filter_map(|n| n.bridge.as_ref()?.ipv4.as_ref().and_then(|v| Ipv4Net::new(v.subnet, v.prefix_len).ok()))
             .any(|u| u.overlaps(&subnet));
         if overlap {
             return Err(ApiError::bad("invalid pool request: Pool overlaps with other one on this address space"));
@@ -436,14 +436,18 @@ impl Daemon {
                 index,
                 bridge,
                 owned: true,
-                subnet: subnet.network(),
-                prefix_len: subnet.prefix_len(),
-                gateway,
-                ip_range: None,
-                user_subnet: true,
+                // Docker's networks always have IPv4 here (netd's driver takes no IPv6-only
+                // network: `CreateNetwork` needs the v4 pool).
+                ipv4: Some(crate::model::BridgeNetV4 {
+                    subnet: subnet.network(),
+                    prefix_len: subnet.prefix_len(),
+                    gateway,
+                    ip_range: None,
+                    user_subnet: true,
+                    gateway_mode: o.gateway_mode,
+                }),
                 icc: o.icc,
                 masquerade: o.masquerade,
-                gateway_mode: o.gateway_mode,
                 host_binding_ipv4: o.host_ip,
                 mtu: o.mtu,
                 ipv6,
@@ -537,11 +541,14 @@ impl Daemon {
             }
             _ => return Err(ApiError::bad(format!("invalid address {:?}", iface.address))),
         };
-        let subnet = Ipv4Net::new(b.subnet, b.prefix_len).expect("valid subnet");
-        if !subnet.contains(ip) || (iface.address.contains('/') && plen != b.prefix_len) {
+        let Some(v4) = &b.ipv4 else {
+            return Err(ApiError::bad(format!("network {} has no IPv4 subnet", r.network_id)));
+        };
+        let subnet = Ipv4Net::new(v4.subnet, v4.prefix_len).expect("valid subnet");
+        if !subnet.contains(ip) || (iface.address.contains('/') && plen != v4.prefix_len) {
             return Err(ApiError::bad(format!(
                 "address {} is not in the network's subnet {}/{}",
-                iface.address, b.subnet, b.prefix_len
+                iface.address, v4.subnet, v4.prefix_len
             )));
         }
         let mac = match iface.mac_address.as_str() {
@@ -611,7 +618,7 @@ impl Daemon {
             "DisableGatewayService": internal,
         });
         if !internal {
-            resp["Gateway"] = json!(a.gateway.to_string());
+            resp["Gateway"] = json!(a.gateway.map(|g| g.to_string()).unwrap_or_default());
             if let Some(g6) = a.gateway6 {
                 resp["GatewayIPv6"] = json!(g6.to_string());
             }
@@ -666,7 +673,11 @@ impl Daemon {
             .attachments
             .values()
             .filter(|a| !a.owner.is_sandbox())
-            .filter(|a| a.id.starts_with(r) || a.ip.to_string() == r)
+            .filter(|a| {
+                a.id.starts_with(r)
+                    || a.ip.is_some_and(|ip| ip.to_string() == r)
+                    || a.ip6.is_some_and(|ip| ip.to_string() == r)
+            })
             .collect();
         let a = match m.as_slice() {
             [a] => *a,
@@ -684,7 +695,7 @@ impl Daemon {
             "Id": a.id,
             "NetworkID": a.network_id,
             "Owner": a.owner,
-            "IPAddress": a.ip.to_string(),
+            "IPAddress": a.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             "HostVeth": a.host_veth,
             "Ports": ports,
         }))

@@ -151,7 +151,9 @@ impl Names {
                     format!("cni:{}", &container_id[..container_id.len().min(12)])
                 }
             };
-            self.owners.insert(IpAddr::V4(a.ip), who.clone());
+            if let Some(a4) = a.ip {
+                self.owners.insert(IpAddr::V4(a4), who.clone());
+            }
             if let Some(a6) = a.ip6 {
                 self.owners.insert(IpAddr::V6(a6), who);
             }

@@ -551,8 +551,8 @@ impl super::Daemon {
                     "MacAddress": fmt_mac(ep.mac),
                     "NetworkID": n.id,
                     "EndpointID": ep.endpoint_id,
-                    "Gateway": ep.gateway.to_string(),
-                    "IPAddress": ep.ip.to_string(),
+                    "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    "IPAddress": ep.ip.map(|a| a.to_string()).unwrap_or_default(),
                     "IPPrefixLen": ep.prefix_len,
                     "IPv6Gateway": ep.gateway6.map(|g| g.to_string()).unwrap_or_default(),
                     "GlobalIPv6Address": ep.ip6.map(|a| a.to_string()).unwrap_or_default(),
@@ -626,8 +626,8 @@ impl super::Daemon {
                 "SandboxID": c.netns.as_ref().map(|_| c.id.clone()).unwrap_or_default(),
                 "SandboxKey": c.netns.clone().map(|p| p.display().to_string()).unwrap_or_default(),
                 "Ports": ports,
-                "Gateway": default_ep.map(|e| e.gateway.to_string()).unwrap_or_default(),
-                "IPAddress": default_ep.map(|e| e.ip.to_string()).unwrap_or_default(),
+                "Gateway": default_ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                "IPAddress": default_ep.and_then(|e| e.ip).map(|a| a.to_string()).unwrap_or_default(),
                 "IPPrefixLen": default_ep.map(|e| e.prefix_len).unwrap_or(0),
                 "MacAddress": default_ep.map(|e| fmt_mac(e.mac)).unwrap_or_default(),
                 "EndpointID": default_ep.map(|e| e.endpoint_id.clone()).unwrap_or_default(),
@@ -636,7 +636,8 @@ impl super::Daemon {
                 "GlobalIPv6PrefixLen": default_ep.filter(|e| e.ip6.is_some()).map_or(0, |e| e.prefix_len6),
                 "Networks": networks,
             },
-            "Primary": primary.map(|e| e.ip.to_string()),
+            // netd's own: the first network's address (its v6 one on an IPv6-only network).
+            "Primary": primary.and_then(|e| e.ip.map(|a| a.to_string()).or(e.ip6.map(|a| a.to_string()))),
         }]))
     }
 }

@@ -108,7 +108,7 @@ impl Daemon {
         let in_use: Vec<Ipv4Net> = st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref().and_then(|b| Ipv4Net::new(b.subnet, b.prefix_len).ok()))
+            .filter_map(|n| n.bridge.as_ref()?.ipv4.as_ref().and_then(|v| Ipv4Net::new(v.subnet, v.prefix_len).ok()))
             .collect();
         let (subnet, user_subnet) = match &r.subnet {
             Some(s) => {
@@ -158,14 +158,16 @@ impl Daemon {
             index,
             bridge,
             owned: true,
-            subnet: subnet.network(),
-            prefix_len: subnet.prefix_len(),
-            gateway,
-            ip_range,
-            user_subnet,
+            ipv4: Some(crate::model::BridgeNetV4 {
+                subnet: subnet.network(),
+                prefix_len: subnet.prefix_len(),
+                gateway,
+                ip_range,
+                user_subnet,
+                gateway_mode,
+            }),
             icc,
             masquerade,
-            gateway_mode,
             host_binding_ipv4: host_ip,
             mtu,
             ipv6,
@@ -335,7 +337,9 @@ impl Daemon {
             let _ = self.nl.delete_link(&b.bridge).await;
             return Err(ApiError::internal(format!("saving state: {e}")));
         }
-        st.pools.insert(n.id.clone(), Self::pool_for(&b));
+        if let Some(pool) = Self::pool_for(&b) {
+            st.pools.insert(n.id.clone(), pool);
+        }
         if let Some(v6) = &b.ipv6 {
             st.pools6.insert(n.id.clone(), Self::pool6_for(v6));
         }
@@ -456,13 +460,15 @@ impl Daemon {
     fn network_json(&self, st: &super::State, n: &Network, detail: bool) -> Value {
         let mut ipam_cfg = Vec::new();
         if let Some(b) = &n.bridge {
-            let mut c = serde_json::Map::new();
-            c.insert("Subnet".into(), json!(format!("{}/{}", b.subnet, b.prefix_len)));
-            if let Some((a, p)) = b.ip_range {
-                c.insert("IPRange".into(), json!(format!("{a}/{p}")));
+            if let Some(v4) = &b.ipv4 {
+                let mut c = serde_json::Map::new();
+                c.insert("Subnet".into(), json!(format!("{}/{}", v4.subnet, v4.prefix_len)));
+                if let Some((a, p)) = v4.ip_range {
+                    c.insert("IPRange".into(), json!(format!("{a}/{p}")));
+                }
+                c.insert("Gateway".into(), json!(v4.gateway.to_string()));
+                ipam_cfg.push(Value::Object(c));
             }
-            c.insert("Gateway".into(), json!(b.gateway.to_string()));
-            ipam_cfg.push(Value::Object(c));
             if let Some(v6) = &b.ipv6 {
                 let mut c = serde_json::Map::new();
                 c.insert("Subnet".into(), json!(format!("{}/{}", v6.subnet, v6.prefix_len)));
@@ -474,6 +480,7 @@ impl Daemon {
             }
         }
         let v6addr = |ip6: Option<std::net::Ipv6Addr>, len: u8| ip6.map_or(String::new(), |a| format!("{a}/{len}"));
+        let v4addr = |ip: Option<Ipv4Addr>, len: u8| ip.map_or(String::new(), |a| format!("{a}/{len}"));
         let mut containers = serde_json::Map::new();
         if detail {
             for c in st.containers.values() {
@@ -484,7 +491,7 @@ impl Daemon {
                             "Name": c.name,
                             "EndpointID": ep.endpoint_id,
                             "MacAddress": super::handlers::fmt_mac(ep.mac),
-                            "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len),
+                            "IPv4Address": v4addr(ep.ip, ep.prefix_len),
                             "IPv6Address": v6addr(ep.ip6, ep.prefix_len6),
                         }),
                     );
@@ -507,7 +514,7 @@ impl Daemon {
                         "Name": name,
                         "EndpointID": a.id,
                         "MacAddress": super::handlers::fmt_mac(a.mac),
-                        "IPv4Address": format!("{}/{}", a.ip, a.prefix_len),
+                        "IPv4Address": v4addr(a.ip, a.prefix_len),
                         "IPv6Address": v6addr(a.ip6, a.prefix_len6),
                     }),
                 );
@@ -525,7 +532,7 @@ impl Daemon {
             "Created": n.created,
             "Scope": "local",
             "Driver": n.driver,
-            "EnableIPv4": n.bridge.is_some(),
+            "EnableIPv4": n.bridge.as_ref().is_some_and(|b| b.ipv4.is_some()),
             "EnableIPv6": n.bridge.as_ref().is_some_and(|b| b.ipv6.is_some()),
             "IPAM": {"Driver": "default", "Options": null, "Config": ipam_cfg},
             "Internal": n.internal,
@@ -584,7 +591,7 @@ impl Daemon {
             Some(s) => Some(s.parse().map_err(|_| ApiError::bad(format!("invalid IPv4 address: {s}")))?),
             None => None,
         };
-        if static_ip.is_some() && (n.default_bridge || !n.bridge.as_ref().is_some_and(|b| b.user_subnet)) {
+        if static_ip.is_some() && (n.default_bridge || !n.bridge.as_ref().is_some_and(|b| b.user_subnet4())) {
             return Err(ApiError::bad(if n.default_bridge {
                 "invalid endpoint settings:\nuser-specified IP address is supported on user-defined networks only"
             } else {
@@ -697,7 +704,7 @@ impl Daemon {
 /// A sandbox's own addresses for /etc/hosts: each endpoint's IPv4 address, then its IPv6 one
 /// (Docker writes both lines for the container's names).
 pub fn own_addrs(eps: &[crate::model::Endpoint]) -> Vec<std::net::IpAddr> {
-    let mut v: Vec<std::net::IpAddr> = eps.iter().map(|e| std::net::IpAddr::V4(e.ip)).collect();
+    let mut v: Vec<std::net::IpAddr> = eps.iter().filter_map(|e| e.ip.map(std::net::IpAddr::V4)).collect();
     v.extend(eps.iter().filter_map(|e| e.ip6.map(std::net::IpAddr::V6)));
     v
 }

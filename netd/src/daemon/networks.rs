@@ -55,10 +55,12 @@ impl Daemon {
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("bridge {} not found", b.bridge))?
         };
-        self.nl
-            .add_address(&b.bridge, b.gateway, b.prefix_len)
-            .await
-            .map_err(|e| format!("adding {}/{} to {}: {e}", b.gateway, b.prefix_len, b.bridge))?;
+        if let Some(v4) = &b.ipv4 {
+            self.nl
+                .add_address(&b.bridge, v4.gateway, v4.prefix_len)
+                .await
+                .map_err(|e| format!("adding {}/{} to {}: {e}", v4.gateway, v4.prefix_len, b.bridge))?;
+        }
         if let Some(v6) = &b.ipv6 {
             self.nl
                 .add_address6(&b.bridge, v6.gateway, v6.prefix_len)
@@ -84,11 +86,12 @@ impl Daemon {
         ipam::Pool6::new(subnet, v6.gateway, range)
     }
 
-    /// Address pool of a bridge network.
-    pub fn pool_for(b: &BridgeNet) -> ipam::Pool {
-        let subnet = Ipv4Net::new(b.subnet, b.prefix_len).expect("valid subnet");
-        let range = b.ip_range.map(|(a, p)| Ipv4Net::new(a, p).expect("valid range"));
-        ipam::Pool::new(subnet, b.gateway, range)
+    /// IPv4 address pool of a bridge network (`None`: IPv6-only).
+    pub fn pool_for(b: &BridgeNet) -> Option<ipam::Pool> {
+        let v4 = b.ipv4.as_ref()?;
+        let subnet = Ipv4Net::new(v4.subnet, v4.prefix_len).expect("valid subnet");
+        let range = v4.ip_range.map(|(a, p)| Ipv4Net::new(a, p).expect("valid range"));
+        Some(ipam::Pool::new(subnet, v4.gateway, range))
     }
 
     /// A sandbox's endpoint on network `net_id`: `eth<idx>` inside its namespace (the first

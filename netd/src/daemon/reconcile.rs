@@ -204,7 +204,9 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         for n in nets {
             let Some(b) = &n.bridge else { continue };
             let idx = daemon.ensure_bridge(b).await.map_err(err)?;
-            st.pools.insert(n.id.clone(), Daemon::pool_for(b));
+            if let Some(pool) = Daemon::pool_for(b) {
+                st.pools.insert(n.id.clone(), pool);
+            }
             if let Some(v6) = &b.ipv6 {
                 st.pools6.insert(n.id.clone(), Daemon::pool6_for(v6));
             }
@@ -324,19 +326,21 @@ fn configure_default_bridge(
     };
     // Our own earlier bridge's route must not push us off our own subnet.
     let prev = existing.as_ref().and_then(|id| networks[id].bridge.clone());
+    // The default bridge always has IPv4 (Docker's too).
+    let prev4 = prev.as_ref().and_then(|p| p.ipv4.clone().map(|v| (p.bridge.clone(), v)));
     let routes: Vec<Ipv4Net> = routes
         .iter()
         .filter(|r| {
-            prev.as_ref().is_none_or(|p| {
+            prev4.as_ref().is_none_or(|(_, p)| {
                 !(r.addr() == Ipv4Net::new(p.subnet, p.prefix_len).map(|n| n.addr()).unwrap_or(r.addr())
                     && r.prefix_len() == p.prefix_len)
             })
         })
         .copied()
         .collect();
-    let (subnet, gateway) = match (&cfg.up.bip, &prev, adopted) {
+    let (subnet, gateway) = match (&cfg.up.bip, &prev4, adopted) {
         (None, _, Some((a, p))) => (Ipv4Net::new(a, p).map_err(|e| err(e.to_string()))?, a),
-        (None, Some(p), None) if p.bridge == bridge => {
+        (None, Some((pb, p)), None) if *pb == bridge => {
             (Ipv4Net::new(p.subnet, p.prefix_len).map_err(|e| err(e.to_string()))?, p.gateway)
         }
         _ => networks::default_bridge_subnet(cfg.up.bip.as_deref(), &routes, &pools.v4).map_err(err)?,
@@ -393,14 +397,16 @@ fn configure_default_bridge(
         index: 1,
         bridge,
         owned,
-        subnet: subnet.network(),
-        prefix_len: subnet.prefix_len(),
-        gateway,
-        ip_range,
-        user_subnet: cfg.up.bip.is_some(),
+        ipv4: Some(crate::model::BridgeNetV4 {
+            subnet: subnet.network(),
+            prefix_len: subnet.prefix_len(),
+            gateway,
+            ip_range,
+            user_subnet: cfg.up.bip.is_some(),
+            gateway_mode: Default::default(),
+        }),
         icc: cfg.up.icc,
         masquerade: true,
-        gateway_mode: Default::default(),
         host_binding_ipv4: host_ip,
         mtu: cfg.up.mtu.unwrap_or(networks::DEFAULT_MTU),
         ipv6,

@@ -119,8 +119,10 @@ pub fn if_hwaddr(name: &str) -> std::io::Result<[u8; 6]> {
     }
 }
 
-fn link_key(l: &LinkRule) -> LinkKey {
-    LinkKey { src: be_addr(l.src), dst: be_addr(l.dst), port: be_port(l.port), proto: l.proto.number(), _pad: 0 }
+/// The v4 `LINKS` key of a rule (`None`: one end has no v4 address).
+fn link_key(l: &LinkRule) -> Option<LinkKey> {
+    let (src, dst) = l.v4()?;
+    Some(LinkKey { src: be_addr(src), dst: be_addr(dst), port: be_port(l.port), proto: l.proto.number(), _pad: 0 })
 }
 
 /// The bindings as the programs key them: routed networks have no DNAT, so the container port
@@ -128,7 +130,7 @@ fn link_key(l: &LinkRule) -> LinkKey {
 /// ([`Dataplane::ipv6`] is false, so the daemon makes no v6 binding for it).
 fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
     let v4 = ports.iter().filter(|p| p.host_ip.is_ipv4() && p.container_ip.is_ipv4());
-    if net.gateway_mode != GatewayMode::Routed {
+    if net.ipv4.is_none_or(|n| n.gateway_mode != GatewayMode::Routed) {
         return v4.cloned().collect();
     }
     v4.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
@@ -689,40 +691,44 @@ impl Dataplane for Ebpf {
     }
 
     fn network_added(&mut self, net: &NetworkSpec) -> DpResult<()> {
-        let mask = if net.prefix_len == 0 { 0 } else { u32::MAX << (32 - net.prefix_len) };
         let mut flags = 0;
         if net.icc {
             flags |= NET_F_ICC;
         }
-        if net.masquerade && net.gateway_mode != GatewayMode::Routed {
-            flags |= NET_F_MASQUERADE;
-        }
-        if net.gateway_mode == GatewayMode::Routed {
-            flags |= netd_common::NET_F_ROUTED;
-        }
         if net.internal {
             flags |= NET_F_INTERNAL;
         }
-        if net.gateway_mode == GatewayMode::Nat {
-            flags |= NET_F_PROTECT;
+        let gateway_mac = if_hwaddr(&net.bridge).map_err(|e| err(format!("MAC of {}", net.bridge), e))?;
+        // An IPv6-only network has no `NETWORKS` entry (nor any v4 endpoint to look it up).
+        if let Some(n4) = &net.ipv4 {
+            let mut flags = flags;
+            if net.masquerade && n4.gateway_mode != GatewayMode::Routed {
+                flags |= NET_F_MASQUERADE;
+            }
+            if n4.gateway_mode == GatewayMode::Routed {
+                flags |= netd_common::NET_F_ROUTED;
+            }
+            if n4.gateway_mode == GatewayMode::Nat {
+                flags |= NET_F_PROTECT;
+            }
+            let info = NetworkInfo {
+                subnet: be_addr(n4.subnet),
+                mask: be_addr(Ipv4Addr::from(n4.mask())),
+                gateway: be_addr(n4.gateway),
+                bridge_ifindex: net.bridge_ifindex,
+                gateway_mac,
+                _pad: [0; 2],
+                flags,
+            };
+            {
+                let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
+                m.insert(net.index, info, 0).map_err(|e| err("NETWORKS", e))?;
+            }
+            self.live_networks.insert(net.index);
+            self.gateways.insert(n4.gateway);
+            self.host_addr(n4.gateway, true)?;
         }
-        let info = NetworkInfo {
-            subnet: be_addr(net.subnet),
-            mask: be_addr(Ipv4Addr::from(mask)),
-            gateway: be_addr(net.gateway),
-            bridge_ifindex: net.bridge_ifindex,
-            gateway_mac: if_hwaddr(&net.bridge).map_err(|e| err(format!("MAC of {}", net.bridge), e))?,
-            _pad: [0; 2],
-            flags,
-        };
-        {
-            let mut m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
-            m.insert(net.index, info, 0).map_err(|e| err("NETWORKS", e))?;
-        }
-        self.live_networks.insert(net.index);
-        self.gateways.insert(net.gateway);
-        self.host_addr(net.gateway, true)?;
-        self.network6_added(net, info.gateway_mac, flags & (NET_F_ICC | NET_F_INTERNAL))?;
+        self.network6_added(net, gateway_mac, flags)?;
         // Isolation from Docker's own bridges: what is routed into this bridge from one.
         self.l()?.attach_bridge(&net.bridge).map_err(|e| err(format!("attaching to {}", net.bridge), e))?;
         self.bridges.insert(net.index, (net.bridge.clone(), net.bridge_ifindex));
@@ -735,16 +741,17 @@ impl Dataplane for Ebpf {
             let _ = m.remove(&net.index);
         }
         self.live_networks.remove(&net.index);
-        self.gateways.remove(&net.gateway);
         self.network6_removed(net)?;
         if let Some((name, _)) = self.bridges.remove(&net.index) {
             self.l()?.unpin(&format!("bridge-{name}"));
         }
         self.sync_foreign_bridges()?;
-        if self.local_addrs.contains(&net.gateway) {
+        let Some(n4) = &net.ipv4 else { return Ok(()) };
+        self.gateways.remove(&n4.gateway);
+        if self.local_addrs.contains(&n4.gateway) {
             return Ok(());
         }
-        self.host_addr(net.gateway, false)
+        self.host_addr(n4.gateway, false)
     }
 
     fn host_changed(&mut self, host: &HostInfo) -> DpResult<()> {
@@ -784,12 +791,14 @@ impl Dataplane for Ebpf {
     }
 
     fn endpoint_added(&mut self, net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
-        {
-            let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
-            let info = EndpointInfo { ifindex: ep.host_ifindex, net: net.index, mac: ep.mac, _pad: [0; 2] };
-            m.insert(be_addr(ep.ip), info, 0).map_err(|e| err("ENDPOINTS", e))?;
+        if let Some(ip) = ep.ip {
+            {
+                let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
+                let info = EndpointInfo { ifindex: ep.host_ifindex, net: net.index, mac: ep.mac, _pad: [0; 2] };
+                m.insert(be_addr(ip), info, 0).map_err(|e| err("ENDPOINTS", e))?;
+            }
+            self.live_endpoints.insert(be_addr(ip));
         }
-        self.live_endpoints.insert(be_addr(ep.ip));
         self.endpoint6_added(net, ep)?;
         if !self.veth_links.contains_key(&ep.host_veth) {
             let id = self
@@ -804,17 +813,19 @@ impl Dataplane for Ebpf {
     fn endpoint_removed(&mut self, _net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
         let id = self.veth_links.remove(&ep.host_veth).flatten();
         let _ = self.l()?.detach_container(&ep.host_veth, id);
-        {
-            let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
-            let _ = m.remove(&be_addr(ep.ip));
+        let a = ep.ip.map(be_addr);
+        if let Some(a) = a {
+            {
+                let mut m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
+                let _ = m.remove(&a);
+            }
+            self.live_endpoints.remove(&a);
         }
-        self.live_endpoints.remove(&be_addr(ep.ip));
         // No translation may outlive the endpoint (a restarted sandbox gets a clean slate): the
         // next conntrack job, which the daemon runs before the address is reused.
-        let a = be_addr(ep.ip);
         let a6 = ep.ip6.map(v6::be_addr6);
         self.queue_purge(|p| {
-            p.addrs.insert(a);
+            p.addrs.extend(a);
             p.addrs6.extend(a6);
         });
         self.endpoint6_removed(ep)
@@ -859,19 +870,19 @@ impl Dataplane for Ebpf {
 
     fn missing(&mut self, net: &NetworkSpec, ep: &EndpointSpec, ports: &[PortMapping]) -> DpResult<Vec<String>> {
         let mut out = self.missing6(net, ep, ports)?;
-        {
+        if net.ipv4.is_some() {
             let m: BpfHashMap<&mut MapData, u32, NetworkInfo> = self.map(map_names::NETWORKS)?;
             if m.get(&net.index, 0).is_err() {
                 out.push(format!("network {} (index {}) is missing from the NETWORKS map", net.name, net.index));
             }
         }
-        {
+        if let Some(ip) = ep.ip {
             let m: BpfHashMap<&mut MapData, u32, EndpointInfo> = self.map(map_names::ENDPOINTS)?;
-            match m.get(&be_addr(ep.ip), 0) {
-                Err(_) => out.push(format!("endpoint {} is missing from the ENDPOINTS map", ep.ip)),
+            match m.get(&be_addr(ip), 0) {
+                Err(_) => out.push(format!("endpoint {ip} is missing from the ENDPOINTS map")),
                 Ok(v) if v.ifindex != ep.host_ifindex || v.mac != ep.mac || v.net != net.index => out.push(format!(
-                    "endpoint {} in the ENDPOINTS map leads to ifindex {} (network {}), not {} ({}, network {})",
-                    ep.ip, v.ifindex, v.net, ep.host_ifindex, ep.host_veth, net.index
+                    "endpoint {ip} in the ENDPOINTS map leads to ifindex {} (network {}), not {} ({}, network {})",
+                    v.ifindex, v.net, ep.host_ifindex, ep.host_veth, net.index
                 )),
                 Ok(_) => {}
             }
@@ -928,7 +939,7 @@ impl Dataplane for Ebpf {
     }
 
     fn links_added(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
-        let keys: Vec<LinkKey> = links.iter().map(link_key).collect();
+        let keys: Vec<LinkKey> = links.iter().filter_map(link_key).collect();
         let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
         for k in &keys {
             m.insert(k, 1, 0).map_err(|e| err("LINKS", e))?;
@@ -938,7 +949,7 @@ impl Dataplane for Ebpf {
     }
 
     fn links_removed(&mut self, _net: &NetworkSpec, links: &[LinkRule]) -> DpResult<()> {
-        let keys: Vec<LinkKey> = links.iter().map(link_key).collect();
+        let keys: Vec<LinkKey> = links.iter().filter_map(link_key).collect();
         {
             let mut m: BpfHashMap<&mut MapData, LinkKey, u32> = self.map(map_names::LINKS)?;
             for k in &keys {
@@ -950,7 +961,7 @@ impl Dataplane for Ebpf {
         }
         if !links.is_empty() {
             self.queue_purge(|q| {
-                q.pairs.extend(links.iter().map(|l| (be_addr(l.src), be_addr(l.dst))));
+                q.pairs.extend(links.iter().filter_map(LinkRule::v4).map(|(s, d)| (be_addr(s), be_addr(d))));
                 q.pairs6.extend(links.iter().filter_map(|l| l.v6).map(|(s, d)| (v6::be_addr6(s), v6::be_addr6(d))));
             });
         }

@@ -130,16 +130,13 @@ pub fn render_base() -> Vec<Rule> {
     v4.into_iter().chain(v6).collect()
 }
 
-fn cidr(n: &NetworkSpec) -> String {
-    let mask = if n.prefix_len == 0 { 0 } else { u32::MAX << (32 - n.prefix_len) };
-    format!("{}/{}", Ipv4Addr::from(u32::from(n.subnet) & mask), n.prefix_len)
-}
-
 /// A bridge network's rules (usernet-*.md): DROP of traffic entering the bridge from
-/// elsewhere, conntrack ACCEPT, icc, internal isolation, masquerade.
+/// elsewhere, conntrack ACCEPT, icc, internal isolation, masquerade. An IPv6-only network has
+/// its ip6tables rules only (Docker's iptabler configures a family only with its prefix).
 pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
     let br = &n.bridge;
-    let sub = cidr(n);
+    let Some(n4) = &n.ipv4 else { return render_network6(n, userland_proxy) };
+    let sub = n4.cidr();
     if n.internal {
         // usernet-internal.md: no DROP/BRIDGE/CT rules, the INTERNAL pair at the head.
         let mut v = vec![
@@ -150,7 +147,7 @@ pub fn render_network(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
         v.extend(render_network6(n, userland_proxy));
         return v;
     }
-    let mut v = render_bridged(br, &sub, n.gateway_mode, "icmp", n, userland_proxy);
+    let mut v = render_bridged(br, &sub, n4.gateway_mode, "icmp", n, userland_proxy);
     v.extend(render_network6(n, userland_proxy));
     v
 }
@@ -217,8 +214,10 @@ fn render_network6(n: &NetworkSpec, userland_proxy: bool) -> Vec<Rule> {
 /// own gateway mode).
 pub fn render_endpoint(n: &NetworkSpec, ep: &EndpointSpec) -> Vec<Rule> {
     let mut v = Vec::new();
-    if n.gateway_mode == GatewayMode::Nat {
-        v.push(r("raw", "NETD-RAW", format!("-d {}/32 ! -i {} -j DROP", ep.ip, n.bridge)));
+    if let (Some(n4), Some(ip)) = (&n.ipv4, ep.ip)
+        && n4.gateway_mode == GatewayMode::Nat
+    {
+        v.push(r("raw", "NETD-RAW", format!("-d {ip}/32 ! -i {} -j DROP", n.bridge)));
     }
     if let (Some(v6), Some(ip6)) = (&n.ipv6, ep.ip6)
         && v6.gateway_mode == GatewayMode::Nat
@@ -263,7 +262,7 @@ pub fn render_port(n: &NetworkSpec, p: &PortMapping, userland_proxy: bool) -> Ve
         format!("-d {}/32 ! -i {br} -o {br} -p {pr} -m {pr} --dport {} -j ACCEPT", p.container_ip, p.container_port),
     );
     let mut v = Vec::new();
-    match n.gateway_mode {
+    match n.ipv4.map_or(GatewayMode::Nat, |n4| n4.gateway_mode) {
         // Routed: the container port is opened for direct access; no DNAT.
         GatewayMode::Routed => return vec![accept],
         GatewayMode::NatUnprotected => {}
@@ -394,7 +393,7 @@ pub fn render_link(n: &NetworkSpec, l: &LinkRule) -> Vec<Rule> {
             ),
         ]
     };
-    let mut v = pair(&l.src, &l.dst).to_vec();
+    let mut v = l.v4().map_or_else(Vec::new, |(s, d)| pair(&s, &d).to_vec());
     if let Some((s6, d6)) = l.v6
         && n.ipv6.is_some()
     {
@@ -858,13 +857,15 @@ mod tests {
             name: "bridge1".into(),
             bridge: "bridge1".into(),
             bridge_ifindex: 0,
-            subnet: Ipv4Addr::new(192, 0, 2, 0),
-            prefix_len: 24,
-            gateway: Ipv4Addr::new(192, 0, 2, 1),
+            ipv4: Some(NetworkSpecV4 {
+                subnet: Ipv4Addr::new(192, 0, 2, 0),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(192, 0, 2, 1),
+                gateway_mode: GatewayMode::Nat,
+            }),
             icc,
             masquerade: !internal,
             internal,
-            gateway_mode: GatewayMode::Nat,
             host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
             mtu: 1500,
             ipv6: None,
@@ -906,7 +907,7 @@ mod tests {
             network_index: 2,
             host_veth: "v".into(),
             host_ifindex: 0,
-            ip: Ipv4Addr::new(192, 0, 2, 2),
+            ip: Some(Ipv4Addr::new(192, 0, 2, 2)),
             ip6: None,
             mac: [0; 6],
         };
@@ -1032,14 +1033,22 @@ mod tests {
         t
     }
 
+    /// `n` with its v4 gateway mode set.
+    fn with_mode(n: NetworkSpec, mode: GatewayMode) -> NetworkSpec {
+        NetworkSpec { ipv4: n.ipv4.map(|v| NetworkSpecV4 { gateway_mode: mode, ..v }), ..n }
+    }
+
     fn docker0() -> NetworkSpec {
         NetworkSpec {
             index: 1,
             name: "bridge".into(),
             bridge: "docker0".into(),
-            subnet: Ipv4Addr::new(172, 17, 0, 0),
-            prefix_len: 16,
-            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            ipv4: Some(NetworkSpecV4 {
+                subnet: Ipv4Addr::new(172, 17, 0, 0),
+                prefix_len: 16,
+                gateway: Ipv4Addr::new(172, 17, 0, 1),
+                gateway_mode: GatewayMode::Nat,
+            }),
             ..net(true, false)
         }
     }
@@ -1067,10 +1076,10 @@ mod tests {
                 network_index: n.index,
                 host_veth: "veth0".into(),
                 host_ifindex: 0,
-                ip: match p.container_ip {
+                ip: Some(match p.container_ip {
                     std::net::IpAddr::V4(a) => a,
                     std::net::IpAddr::V6(_) => Ipv4Addr::new(192, 0, 2, 2),
-                },
+                }),
                 ip6: match p.container_ip {
                     std::net::IpAddr::V6(a) => Some(a),
                     std::net::IpAddr::V4(_) => None,
@@ -1148,7 +1157,7 @@ mod tests {
         let noicc = NetworkSpec {
             name: "bridgeNoICC".into(),
             bridge: "bridgeNoICC".into(),
-            subnet: Ipv4Addr::new(198, 51, 100, 0),
+            ipv4: Some(NetworkSpecV4 { subnet: Ipv4Addr::new(198, 51, 100, 0), ..net(false, true).ipv4.unwrap() }),
             ..net(false, true)
         };
         assert_golden(
@@ -1160,13 +1169,13 @@ mod tests {
 
     #[test]
     fn golden_usernet_portmap_routed_and_natunprot() {
-        let routed = NetworkSpec { gateway_mode: GatewayMode::Routed, ..net(true, false) };
+        let routed = with_mode(net(true, false), GatewayMode::Routed);
         assert_golden(
             "usernet-portmap-routed",
             include_str!("testdata/usernet-portmap-routed.golden"),
             &scenario(&[docker0(), routed.clone()], Some((&routed, port(Ipv4Addr::UNSPECIFIED))), true),
         );
-        let unprot = NetworkSpec { gateway_mode: GatewayMode::NatUnprotected, ..net(true, false) };
+        let unprot = with_mode(net(true, false), GatewayMode::NatUnprotected);
         assert_golden(
             "usernet-portmap-natunprot",
             include_str!("testdata/usernet-portmap-natunprot.golden"),
@@ -1179,9 +1188,12 @@ mod tests {
         NetworkSpec {
             name: "dummy".into(),
             bridge: "br-dummy".into(),
-            subnet: Ipv4Addr::new(192, 168, 0, 0),
-            gateway: Ipv4Addr::new(192, 168, 0, 1),
-            gateway_mode: mode,
+            ipv4: Some(NetworkSpecV4 {
+                subnet: Ipv4Addr::new(192, 168, 0, 0),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(192, 168, 0, 1),
+                gateway_mode: mode,
+            }),
             masquerade: mode != GatewayMode::Routed && !internal,
             ipv6: Some(NetworkSpecV6 {
                 subnet: "fd49:efd7:54aa::".parse().unwrap(),
@@ -1268,8 +1280,8 @@ mod tests {
         let n = dummy6(false, false, GatewayMode::Nat);
         let mut l = LinkRule {
             network_index: 2,
-            src: Ipv4Addr::new(192, 168, 0, 3),
-            dst: Ipv4Addr::new(192, 168, 0, 2),
+            src: Some(Ipv4Addr::new(192, 168, 0, 3)),
+            dst: Some(Ipv4Addr::new(192, 168, 0, 2)),
             proto: Proto::Tcp,
             port: 80,
             v6: Some(("fd49:efd7:54aa::3".parse().unwrap(), "fd49:efd7:54aa::2".parse().unwrap())),

@@ -162,13 +162,12 @@ pub struct NetworkSpec {
     pub name: String,
     pub bridge: String,
     pub bridge_ifindex: u32,
-    pub subnet: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    /// The network's IPv4 side; `None` on IPv6-only networks (`--ipv4=false`): no v4 address on
+    /// the bridge, no v4 rules or map entries, sandboxes without a v4 address.
+    pub ipv4: Option<NetworkSpecV4>,
     pub icc: bool,
     pub masquerade: bool,
     pub internal: bool,
-    pub gateway_mode: GatewayMode,
     /// Default host address for `-p` on this network (`--ip`, `host_binding_ipv4`).
     pub host_binding_ipv4: Ipv4Addr,
     pub mtu: u32,
@@ -176,6 +175,30 @@ pub struct NetworkSpec {
     /// IPv6 disabled on their interfaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<NetworkSpecV6>,
+}
+
+/// The IPv4 side of a bridge network: the bridge holds `gateway/prefix_len`, every sandbox gets
+/// one address of `subnet/prefix_len` and a default route via `gateway`. `gateway_mode` is
+/// Docker's `gateway_mode_ipv4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpecV4 {
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub gateway_mode: GatewayMode,
+}
+
+impl NetworkSpecV4 {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.subnet) & self.mask()
+    }
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix_len)) }
+    }
+    /// `subnet/len` with host bits cleared, as iptables prints it.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(u32::from(self.subnet) & self.mask()), self.prefix_len)
+    }
 }
 
 /// The IPv6 side of a dual-stack bridge network: the bridge holds `gateway/prefix_len` (plus
@@ -203,9 +226,9 @@ impl NetworkSpecV6 {
 }
 
 impl NetworkSpec {
+    /// Whether `ip` is in the network's IPv4 subnet (never on an IPv6-only network).
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len) };
-        u32::from(ip) & mask == u32::from(self.subnet) & mask
+        self.ipv4.is_some_and(|v| v.contains(ip))
     }
 }
 
@@ -217,7 +240,8 @@ pub struct EndpointSpec {
     /// Host-side veth (`veth<7 hex>`) and its ifindex in the daemon's namespace.
     pub host_veth: String,
     pub host_ifindex: u32,
-    pub ip: Ipv4Addr,
+    /// The sandbox's IPv4 address (`None` on IPv6-only networks).
+    pub ip: Option<Ipv4Addr>,
     /// The sandbox's global IPv6 address on a dual-stack network (`None` on IPv4-only ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -246,6 +270,13 @@ pub struct PortMapping {
     pub unproxied: bool,
 }
 
+impl LinkRule {
+    /// The v4 (source, destination) pair, when both ends have one.
+    pub fn v4(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        self.src.zip(self.dst)
+    }
+}
+
 impl PortMapping {
     /// Host and sandbox addresses of different families (a `[::]` binding of a v4-only sandbox).
     pub fn is_cross_family(&self) -> bool {
@@ -253,12 +284,16 @@ impl PortMapping {
     }
 }
 
-/// An icc=false exception opened by `--link`: `src` may reach `dst:port/proto` (and its replies).
+/// An icc=false exception opened by `--link`: `src` may reach `dst:port/proto` (and its replies),
+/// over IPv4 when both have a v4 address, over IPv6 when both have a v6 one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LinkRule {
     pub network_index: u32,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// Both ends' IPv4 addresses (`None` when one of them has none: an IPv6-only network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Ipv4Addr>,
     pub proto: Proto,
     pub port: u16,
     /// Both ends' IPv6 addresses on a dual-stack network: the exception holds for v6 too.

@@ -546,8 +546,8 @@ pub struct SandboxIface {
     pub tmp_name: String,
     pub name: String,
     pub mac: [u8; 6],
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
+    /// The IPv4 address and prefix length (`None`: an IPv6-only network).
+    pub addr: Option<(Ipv4Addr, u8)>,
     pub mtu: u32,
     pub gateway: Option<Ipv4Addr>,
     /// An IPv4-only network: IPv6 off on the interface (no link-local address, no IPv6 at all).
@@ -607,10 +607,12 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
         if i.disable_ipv6 && i.addr6.is_none() {
             disable_ipv6(&i.name);
         }
-        match n.h.address().add(idx, IpAddr::V4(i.addr), i.prefix_len).execute().await {
-            Ok(()) => {}
-            Err(e) if errno(&e) == Some(EEXIST) => {}
-            Err(e) => return Err(nl(e)),
+        if let Some((a4, p4)) = i.addr {
+            match n.h.address().add(idx, IpAddr::V4(a4), p4).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(e)),
+            }
         }
         if let Some((a6, p6)) = i.addr6 {
             // Docker adds the address with IFA_F_NODAD: no DAD wait before it can be used; the
