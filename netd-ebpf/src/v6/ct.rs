@@ -35,8 +35,33 @@ const SHOT: i32 = TC_ACT_SHOT as i32;
 
 #[inline(always)]
 pub fn key_of(p: &Pkt6) -> CtKey6 {
-    CtKey6 { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto, _pad: [0; 3] }
+    key6(&p.saddr, &p.daddr, p.sport, p.dport, p.proto)
 }
+
+/// A conntrack key, built word by word: `CtKey6 { .., _pad: [0; 3] }` is a call to a byte-loop
+/// memset on the bpf target (no inline memset; see `conntrack::ct_key`). The protocol and the
+/// padding are one 32-bit word (little-endian: the protocol is its low byte).
+#[inline(always)]
+pub fn key6(saddr: &Addr6, daddr: &Addr6, sport: u16, dport: u16, proto: u8) -> CtKey6 {
+    let mut k = core::mem::MaybeUninit::<CtKey6>::uninit();
+    let w = k.as_mut_ptr() as *mut u32;
+    // SAFETY: ten aligned words cover the 40-byte key (layout asserted below); each is written.
+    unsafe {
+        for i in 0..4 {
+            w.add(i).write(saddr[i]);
+            w.add(4 + i).write(daddr[i]);
+        }
+        w.add(8).write(u32::from(sport) | (u32::from(dport) << 16));
+        w.add(9).write(u32::from(proto));
+        k.assume_init()
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<CtKey6>() == 40 && core::mem::align_of::<CtKey6>() == 4);
+    assert!(core::mem::offset_of!(CtKey6, daddr) == 16 && core::mem::offset_of!(CtKey6, sport) == 32);
+    assert!(core::mem::offset_of!(CtKey6, dport) == 34 && core::mem::offset_of!(CtKey6, proto) == 36);
+};
 
 /// The entry of `k`, in the map (valid for this program run; may be deleted meanwhile).
 #[inline(always)]
@@ -276,7 +301,8 @@ fn track(ctx: &TcContext, p: &Pkt6, e: Entry6) -> bool {
     tcpwin::track(ctx, p.l4 as usize, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
         let s = crate::maps::tcp_scratch()?;
         // SAFETY: the entry's own address fields, valid for this program run.
-        s.key6 = CtKey6 { saddr: unsafe { *daddr }, daddr: unsafe { *saddr }, sport: dport, dport: sport, proto: IPPROTO_TCP, _pad: [0; 3] };
+        // SAFETY: the entry's own address fields, valid for this program run.
+        s.key6 = key6(unsafe { &*daddr }, unsafe { &*saddr }, dport, sport, IPPROTO_TCP);
         get(&s.key6).map(|r| (r.flags, r.ack, r.wnd))
     })
 }
@@ -310,14 +336,29 @@ fn touch(p: &Pkt6, e: Entry6) {
     }
 }
 
+/// The FIB parameters of `saddr -> daddr` from the packet's ingress device (tot_len 0: the
+/// kernel checks GSO packets itself). Zeroed and filled word by word: `mem::zeroed()` and the
+/// address assignments compiled to calls of byte loops (memset, 64 iterations; memmove, 16
+/// each) on the bpf target, on every packet of a routed flow.
 #[inline(always)]
-fn fib_route(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: &Addr6, daddr: &Addr6) -> i64 {
-    // SAFETY: plain-old-data; tot_len 0 (the kernel checks GSO packets itself).
-    *fib = unsafe { core::mem::zeroed() };
+fn fib_params(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: &Addr6, daddr: &Addr6) {
+    crate::conntrack::zero_fib(fib);
     fib.family = AF_INET6;
     fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    fib.__bindgen_anon_3.ipv6_src = *saddr;
-    fib.__bindgen_anon_4.ipv6_dst = *daddr;
+    // SAFETY: the union fields are four-word arrays inside the 64-byte parameters.
+    unsafe {
+        let src = fib.__bindgen_anon_3.ipv6_src.as_mut_ptr();
+        let dst = fib.__bindgen_anon_4.ipv6_dst.as_mut_ptr();
+        for i in 0..4 {
+            src.add(i).write_volatile(saddr[i]);
+            dst.add(i).write_volatile(daddr[i]);
+        }
+    }
+}
+
+#[inline(always)]
+fn fib_route(ctx: &TcContext, fib: &mut bpf_fib_lookup, saddr: &Addr6, daddr: &Addr6) -> i64 {
+    fib_params(ctx, fib, saddr, daddr);
     // SAFETY: valid ctx and params pointers.
     unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
 }
@@ -328,12 +369,7 @@ pub fn fib_egress(ctx: &TcContext, saddr: &Addr6, daddr: &Addr6) -> Option<u32> 
     let fib = SCRATCH_FIB.get_ptr_mut(0)?;
     // SAFETY: per-CPU map value, valid for this program run.
     let fib = unsafe { &mut *fib };
-    // SAFETY: plain-old-data.
-    *fib = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET6;
-    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    fib.__bindgen_anon_3.ipv6_src = *saddr;
-    fib.__bindgen_anon_4.ipv6_dst = *daddr;
+    fib_params(ctx, fib, saddr, daddr);
     // BPF_FIB_LOOKUP_SKIP_NEIGH (1 << 3).
     let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 1 << 3) };
     if rc == 0 || rc == 7 { Some(fib.ifindex) } else { None }

@@ -32,7 +32,7 @@ fn pick(proto: u8, daddr: &Addr6, new_saddr: &Addr6, ports: u32, keep: bool) -> 
     // (Five arguments at most for a BPF call: the two ports share one, dport high.)
     let dport = (ports >> 16) as u16;
     let orig = ports as u16;
-    let mut rk = CtKey6 { saddr: *daddr, daddr: *new_saddr, sport: dport, dport: orig, proto, _pad: [0; 3] };
+    let mut rk = ct::key6(daddr, new_saddr, dport, orig, proto);
     if keep && free(&rk) {
         return orig as u32;
     }
