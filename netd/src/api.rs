@@ -79,7 +79,7 @@ pub struct NetworkCreateRequest {
     /// `--ipv6`: a dual-stack network.
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
-    /// `--ipv4=false` (Docker 28's IPv6-only networks; refused by netd for now).
+    /// `--ipv4=false`: Docker 28's IPv6-only networks (with `--ipv6`).
     #[serde(rename = "EnableIPv4")]
     pub enable_ipv4: Option<bool>,
     /// The IPv6 `--subnet`, `--gateway`, `--ip-range` (the v4 ones stay in the fields above).

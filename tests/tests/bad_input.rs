@@ -205,8 +205,12 @@ fn bad_cli_values_are_refused_without_state_change() {
         ),
         (create(&["--ipv4=false"], "x1"), "IPv4 or IPv6 must be enabled"),
         (
-            create(&["--ipv6", "--ipv4=false"], "x1"),
-            "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet",
+            create(&["--ipv6", "--ipv4=false", "--subnet", "10.92.0.0/24"], "x1"),
+            "needs IPv4: the network is IPv6-only (--ipv4=false)",
+        ),
+        (
+            create(&["--ipv6", "--ipv4=false", "--subnet", "fd00:92::/64", "--gateway", "10.92.0.1"], "x1"),
+            "needs IPv4: the network is IPv6-only (--ipv4=false)",
         ),
         (create(&["--ipv6=maybe"], "x1"), "invalid value 'maybe' for '--ipv6"),
         // Drivers and options.

@@ -314,8 +314,12 @@ fn dual_stack(dataplane: &str) {
     let r = d.cli(&["network", "connect", "--ip6", "fd00:99::1", "v4net", "rt"]);
     assert!(r.stderr.contains("IPv6 is not enabled on network v4net"), "{}", r.stderr);
 
+    // IPv6-only networks (Docker 28's `--ipv4=false`), kept through the restart below.
+    let v6o = v6_only_steps(&d, &th, ebpf);
+
     // A killed and restarted daemon keeps the v6 addresses, bindings and rules.
     d.kill9_and_restart().unwrap();
+    v6_only_after_restart(&d, &th, ebpf, &v6o);
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"after").expect("v6 binding after a restart");
     assert_eq!(e.tag, "web");
     let e =
@@ -378,6 +382,159 @@ fn dual_stack(dataplane: &str) {
     d.down().unwrap();
     let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap_or_default();
     assert!(!ip6.contains("NETD") && !ip6.contains(":FORWARD DROP"), "{ip6}");
+}
+
+/// What [`v6_only_steps`] leaves for [`v6_only_after_restart`].
+struct V6Only {
+    bridge: String,
+}
+
+fn lines_of(s: &str) -> Vec<&str> {
+    s.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+/// IPv6-only networks (`network create --ipv6 --ipv4=false`, Docker 28), on the dual-stack
+/// daemon of [`dual_stack`] (its outside echo server, `other` network and `v4` sandbox on
+/// `v4net` are used): no v4 IPAM, bridge address or sandbox address; `-p` on `[::]` only;
+/// NAT66; AAAA-only names; /etc/hosts; isolation; a sandbox on it plus an IPv4 network.
+fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
+    let pr = p();
+    let out = th.outside.path();
+    let host = th.host.path();
+    let id = d.ok(&["network", "create", "--ipv6", "--ipv4=false", "--subnet", "fd00:17:6::/64", "v6only"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let n: Value = serde_json::from_str(&d.ok(&["network", "inspect", "v6only"])).unwrap();
+    assert_eq!((&n[0]["EnableIPv4"], &n[0]["EnableIPv6"]), (&Value::Bool(false), &Value::Bool(true)), "{n}");
+    let cfg = n[0]["IPAM"]["Config"].as_array().unwrap();
+    assert_eq!(cfg.len(), 1, "only the v6 IPAM config: {n}");
+    assert_eq!((cfg[0]["Subnet"].as_str(), cfg[0]["Gateway"].as_str()), (Some("fd00:17:6::/64"), Some("fd00:17:6::1")));
+    let bridge = n[0]["Options"]["com.docker.network.bridge.name"].as_str().unwrap().to_string();
+    // The bridge has the v6 gateway and no v4 address.
+    let a4 = th.host.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", &bridge]).unwrap();
+    assert!(a4.trim().is_empty(), "v4 address on the IPv6-only bridge: {a4}");
+    let a6 = th.host.exec_ok(&["ip", "-6", "-o", "addr", "show", "dev", &bridge]).unwrap();
+    assert!(a6.contains("fd00:17:6::1/64"), "{a6}");
+    // Without a subnet: a /64 of the v6 pools, and still no v4 one.
+    d.ok(&["network", "create", "--ipv6", "--ipv4=false", "v6pool"]);
+    let n: Value = serde_json::from_str(&d.ok(&["network", "inspect", "v6pool"])).unwrap();
+    let cfg = n[0]["IPAM"]["Config"].as_array().unwrap();
+    assert_eq!(cfg.len(), 1, "{n}");
+    assert!(cfg[0]["Subnet"].as_str().unwrap().starts_with("fd00:abcd:"), "{n}");
+    d.ok(&["network", "rm", "v6pool"]);
+
+    // A sandbox: only a v6 address, gateway and link-local; `-p` publishes on `[::]` only
+    // (Docker: no v4 binding without a container v4 address, an explicit v4 host address is
+    // left out).
+    d.ok(&[
+        "run", "-d", "--name", "web6", "--network", "v6only", "-p", "8085:7000", "-p", "127.0.0.1:8086:7000", "-p",
+        "5355:7000/udp", "--", &pr, "serve", "--tag", "web6", "7000",
+    ]);
+    let i = d.inspect("web6");
+    let ns = &i["NetworkSettings"]["Networks"]["v6only"];
+    assert_eq!(ns["IPAddress"], "", "{i}");
+    assert_eq!(ns["IPPrefixLen"], 0, "{i}");
+    assert_eq!(ns["Gateway"], "", "{i}");
+    assert_eq!(ns["GlobalIPv6Address"], "fd00:17:6::2", "{i}");
+    assert_eq!(ns["GlobalIPv6PrefixLen"], 64, "{i}");
+    assert_eq!(ns["IPv6Gateway"], "fd00:17:6::1", "{i}");
+    let v4in = d.ok(&["exec", "web6", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(v4in.trim().is_empty(), "v4 address in the sandbox: {v4in}");
+    let v6in = d.ok(&["exec", "web6", "--", "ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(v6in.contains("fd00:17:6::2/64") && v6in.contains("fe80::"), "global and link-local: {v6in}");
+    let r6 = d.ok(&["exec", "web6", "--", "ip", "-6", "route", "show", "default"]);
+    assert!(r6.contains("via fd00:17:6::1"), "{r6}");
+    let ports = d.ok(&["port", "web6"]);
+    assert_eq!(lines_of(&ports), ["7000/tcp -> [::]:8085", "7000/udp -> [::]:5355"], "{ports}");
+    let hosts = d.ok(&["exec", "web6", "--", "cat", "/etc/hosts"]);
+    let hn = i["Config"]["Hostname"].as_str().unwrap().to_string();
+    let own: Vec<&str> = hosts.lines().filter(|l| l.split_whitespace().skip(1).any(|n| n == hn)).collect();
+    assert_eq!(own.len(), 1, "one line for the sandbox: {hosts}");
+    assert!(own[0].starts_with("fd00:17:6::2\t"), "its v6 address only: {hosts}");
+
+    // From outside over v6 (DNAT keeps the client's address), nothing over v4; the host's ::1.
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8085"), b"v6only").expect("v6 8085 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web6", "2001:db8:100::2"));
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5355"), b"u6only").expect("v6 udp 5355 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web6", "2001:db8:100::2"));
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8085"), b"x").is_err(), "no v4 binding");
+    assert!(probe::tcp_echo(&host, addr("127.0.0.1:8086"), b"x").is_err(), "explicit v4 binding left out");
+    let e = probe::tcp_echo(&host, addr("[::1]:8085"), b"lo6").expect("[::1]:8085 from the host");
+    assert_eq!(e.tag, "web6");
+    // NAT66 to the outside (the server of `dual_stack` on [2001:db8:100::2]:6000).
+    let e = echo(&d.ok(&["exec", "web6", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "nat66"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("outside", "2001:db8:100::1"));
+    // Protection: direct access from outside to the sandbox's address is dropped.
+    netd_tests::ip(&["-n", &th.outside.name, "-6", "route", "add", "fd00:17:6::/64", "via", "2001:db8:100::1"])
+        .unwrap();
+    assert!(probe::tcp_echo(&out, addr("[fd00:17:6::2]:7000"), b"direct").is_err(), "direct v6 access");
+
+    // Names: AAAA between two sandboxes, no A record.
+    d.ok(&["run", "-d", "--name", "c6", "--network", "v6only", "--", "sleep", "300"]);
+    let e = echo(&d.ok(&["exec", "c6", "--", &pr, "tcp6", "web6:7000", "aaaa"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("web6", "fd00:17:6::3"), "AAAA by name");
+    let a = d.cli(&["exec", "c6", "--", &pr, "dns-query", "127.0.0.11", "web6"]);
+    assert!(!a.stdout.contains('.'), "an A record for an IPv6-only sandbox: {a:?}");
+    let g = d.ok(&["exec", "c6", "--", "getent", "hosts", "web6"]);
+    assert!(g.starts_with("fd00:17:6::2"), "{g}");
+    // Isolation from the dual-stack network `other`.
+    let r = d.cli(&["exec", "bb", "--", &pr, "tcp", "[fd00:17:6::2]:7000", "iso"]);
+    assert_ne!(r.code, 0, "v6 isolation from an IPv6-only network: {}", r.stdout);
+    // `--ip` has no v4 subnet to come from (Docker's message).
+    let r = d.cli(&["network", "connect", "--ip", "10.17.0.50", "v6only", "bb"]);
+    assert!(r.stderr.contains("no configured subnet contains IP address 10.17.0.50"), "{r:?}");
+
+    // A sandbox on the IPv6-only network and an IPv4 one: both families work.
+    let v4ip = d.inspect("v4")["NetworkSettings"]["Networks"]["v4net"]["IPAddress"].as_str().unwrap().to_string();
+    d.ok(&["run", "-d", "--name", "mix", "--network", "v6only", "--", "sleep", "300"]);
+    d.ok(&["network", "connect", "v4net", "mix"]);
+    let e = echo(&d.ok(&["exec", "mix", "--", &pr, "tcp", &format!("{v4ip}:7000"), "mix4"]));
+    assert_eq!(e.tag, "v4", "v4 over the IPv4 network");
+    let e = echo(&d.ok(&["exec", "mix", "--", &pr, "tcp", "[fd00:17:6::2]:7000", "mix6"]));
+    assert_eq!(e.tag, "web6", "v6 over the IPv6-only network");
+    let e = echo(&d.ok(&["exec", "mix", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "mixout"]));
+    assert_eq!(e.peer, "2001:db8:100::1", "NAT66 from the mixed sandbox");
+
+    // Rules: v6 only for this network (iptables), none at all (eBPF).
+    let bridge_rules = |cmd: &str| -> Vec<String> {
+        th.host.exec_ok(&[cmd]).unwrap_or_default().lines().filter(|l| l.contains(&bridge)).map(String::from).collect()
+    };
+    let (r4, r6) = (bridge_rules("iptables-save"), bridge_rules("ip6tables-save"));
+    assert!(r4.is_empty(), "iptables rules for an IPv6-only network: {r4:?}");
+    if ebpf {
+        assert!(r6.is_empty(), "{r6:?}");
+    } else {
+        assert!(r6.iter().any(|l| l.contains("-s fd00:17:6::/64 ! -o") && l.contains("MASQUERADE")), "{r6:?}");
+    }
+    d.ok(&["rm", "-f", "c6", "mix"]);
+    V6Only { bridge }
+}
+
+/// After [`dual_stack`]'s kill -9 and restart: the IPv6-only network and its sandbox are back
+/// as they were; removing them leaves nothing.
+fn v6_only_after_restart(d: &TestDaemon, th: &TestHost, ebpf: bool, v: &V6Only) {
+    let out = th.outside.path();
+    let n: Value = serde_json::from_str(&d.ok(&["network", "inspect", "v6only"])).unwrap();
+    assert_eq!(n[0]["EnableIPv4"], false, "{n}");
+    assert_eq!(n[0]["IPAM"]["Config"].as_array().unwrap().len(), 1, "{n}");
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8085"), b"after").expect("v6-only binding after a restart");
+    assert_eq!(e.tag, "web6");
+    d.ok(&["rm", "-f", "web6"]);
+    d.ok(&["network", "rm", "v6only"]);
+    assert!(th.host.exec(&["ip", "link", "show", &v.bridge]).map(|o| !o.status.success()).unwrap_or(true));
+    // The rules go with the network (the bridge's removal reaches the host-change follower,
+    // which had seen it for a moment as a foreign bridge, within a few seconds).
+    let mut ip6 = String::new();
+    for _ in 0..50 {
+        ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap_or_default();
+        if !ip6.contains("fd00:17:6::") && !ip6.contains(&v.bridge) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!ip6.contains("fd00:17:6::") && !ip6.contains(&v.bridge), "{ip6}");
+    if ebpf {
+        assert!(!ip6.contains("NETD"), "{ip6}");
+    }
 }
 
 both!(

@@ -113,6 +113,11 @@ impl Daemon {
                         ));
                     }
                     let b = n.bridge.as_ref().expect("bridge network");
+                    if b.ipv4.is_none() {
+                        return Err(ApiError::bad(format!(
+                            "invalid endpoint settings:\nno configured subnet contains IP address {addr}"
+                        )));
+                    }
                     if !b.user_subnet4() {
                         return Err(ApiError::bad(
                             "user specified IP address is supported only when connecting to networks with user configured subnets",

@@ -104,7 +104,55 @@ impl Daemon {
             }
             None => format!("br-{}", &id[..12]),
         };
-        // Subnet: given (checked for overlap), or the first free default pool.
+        // IPv6-only (`--ipv4=false`, Docker 28): no v4 IPAM at all; a v4 subnet, gateway or
+        // range with it is an error (Docker keeps and ignores them).
+        let ipv4 = if r.enable_ipv4 == Some(false) {
+            if !r.enable_ipv6 {
+                return Err(ApiError::bad("IPv4 or IPv6 must be enabled"));
+            }
+            if let Some(v) = r.subnet.as_ref().or(r.gateway.as_ref()).or(r.ip_range.as_ref()) {
+                return Err(ApiError::bad(format!(
+                    "an IPv4 --subnet, --gateway or --ip-range ({v}) needs IPv4: the network is IPv6-only (--ipv4=false)"
+                )));
+            }
+            None
+        } else {
+            Some(self.network_v4(&st, &r, gateway_mode).await?)
+        };
+        let ipv6 = self.network_v6(&mut st, &r).await?;
+        let b = BridgeNet {
+            index,
+            bridge,
+            owned: true,
+            ipv4,
+            icc,
+            masquerade,
+            host_binding_ipv4: host_ip,
+            mtu,
+            ipv6,
+        };
+        let n = Network {
+            id: id.clone(),
+            name: r.name.clone(),
+            driver: "bridge".into(),
+            created: crate::model::rfc3339_now().0,
+            default_bridge: false,
+            bridge: Some(b.clone()),
+            internal: r.internal,
+            options: r.options.clone(),
+        };
+        self.install_network(&mut st, n).await?;
+        Ok(id)
+    }
+
+    /// The IPv4 side of a new network: the given subnet (checked for overlap), or the first
+    /// free one of the default pools; its gateway and range.
+    async fn network_v4(
+        &self,
+        st: &super::State,
+        r: &NetworkCreateRequest,
+        gateway_mode: GatewayMode,
+    ) -> ApiResult<crate::model::BridgeNetV4> {
         let in_use: Vec<Ipv4Net> = st
             .networks
             .values()
@@ -153,37 +201,14 @@ impl Daemon {
             }
             None => None,
         };
-        let ipv6 = self.network_v6(&mut st, &r).await?;
-        let b = BridgeNet {
-            index,
-            bridge,
-            owned: true,
-            ipv4: Some(crate::model::BridgeNetV4 {
-                subnet: subnet.network(),
-                prefix_len: subnet.prefix_len(),
-                gateway,
-                ip_range,
-                user_subnet,
-                gateway_mode,
-            }),
-            icc,
-            masquerade,
-            host_binding_ipv4: host_ip,
-            mtu,
-            ipv6,
-        };
-        let n = Network {
-            id: id.clone(),
-            name: r.name.clone(),
-            driver: "bridge".into(),
-            created: crate::model::rfc3339_now().0,
-            default_bridge: false,
-            bridge: Some(b.clone()),
-            internal: r.internal,
-            options: r.options.clone(),
-        };
-        self.install_network(&mut st, n).await?;
-        Ok(id)
+        Ok(crate::model::BridgeNetV4 {
+            subnet: subnet.network(),
+            prefix_len: subnet.prefix_len(),
+            gateway,
+            ip_range,
+            user_subnet,
+            gateway_mode,
+        })
     }
 
     /// The IPv6 side of a new network (`--ipv6`, a v6 `--subnet`/`--gateway`/`--ip-range`):
@@ -194,15 +219,6 @@ impl Daemon {
         st: &mut super::State,
         r: &NetworkCreateRequest,
     ) -> ApiResult<Option<crate::model::BridgeNetV6>> {
-        if r.enable_ipv4 == Some(false) {
-            // Docker's bridge driver: neither family is no network at all.
-            if !r.enable_ipv6 {
-                return Err(ApiError::bad("IPv4 or IPv6 must be enabled"));
-            }
-            return Err(ApiError::bad(
-                "IPv6-only networks (--ipv4=false, Docker 28) are not supported by netd yet: every netd network has IPv4",
-            ));
-        }
         if !r.enable_ipv6 {
             if r.subnet_v6.is_some() || r.gateway_v6.is_some() || r.ip_range_v6.is_some() {
                 return Err(ApiError::bad(
@@ -591,6 +607,12 @@ impl Daemon {
             Some(s) => Some(s.parse().map_err(|_| ApiError::bad(format!("invalid IPv4 address: {s}")))?),
             None => None,
         };
+        if let Some(ip) = static_ip
+            && n.bridge.as_ref().is_some_and(|b| b.ipv4.is_none())
+        {
+            // Docker's `validateEndpointIPAddress`: an IPv6-only network has no v4 subnet.
+            return Err(ApiError::bad(format!("invalid endpoint settings:\nno configured subnet contains IP address {ip}")));
+        }
         if static_ip.is_some() && (n.default_bridge || !n.bridge.as_ref().is_some_and(|b| b.user_subnet4())) {
             return Err(ApiError::bad(if n.default_bridge {
                 "invalid endpoint settings:\nuser-specified IP address is supported on user-defined networks only"
