@@ -193,6 +193,11 @@ pub struct CtValue6 {
     /// TCP window tracking, as `CtValue::ack`.
     pub ack: u32,
     pub last_seen_ns: u64,
+    /// `CT_ACT_FIB`: the `FIB_GEN` at which `ifindex`, the MACs and `fib_mtu` were cached from
+    /// `bpf_fib_lookup` (0: nothing cached), as `CtValue::fib_gen`.
+    pub fib_gen: u32,
+    /// `CT_ACT_FIB`: the egress MTU of the cached route.
+    pub fib_mtu: u32,
 }
 
 impl CtValue6 {
@@ -236,7 +241,7 @@ const _: () = assert!(core::mem::size_of::<PublishedValue6>() == 32);
 const _: () = assert!(core::mem::size_of::<NetworkInfo6>() == 52);
 const _: () = assert!(core::mem::size_of::<UplinkInfo6>() == 16);
 const _: () = assert!(core::mem::size_of::<CtKey6>() == 40);
-const _: () = assert!(core::mem::size_of::<CtValue6>() == 72);
+const _: () = assert!(core::mem::size_of::<CtValue6>() == 80);
 const _: () = assert!(core::mem::size_of::<FragKey6>() == 40);
 
 #[cfg(feature = "user")]
@@ -262,6 +267,7 @@ mod tests {
         assert_eq!(octets6(&addr6(o)), o);
         assert_eq!(addr6(o)[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(core::mem::offset_of!(CtValue6, last_seen_ns), 64);
+        assert_eq!(core::mem::offset_of!(CtValue6, smac), core::mem::offset_of!(CtValue6, dmac) + 6);
         assert_eq!(core::mem::offset_of!(NetworkInfo6, flags), 48);
     }
 }

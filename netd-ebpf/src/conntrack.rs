@@ -541,7 +541,7 @@ fn too_big(ctx: &TcContext, rc: i64, fib: &bpf_fib_lookup) -> bool {
 
 /// `bpf_check_mtu` with `BPF_MTU_CHK_SEGS` against the device `ifindex`.
 #[inline(always)]
-fn mtu_exceeded(ctx: &TcContext, ifindex: u32) -> bool {
+pub fn mtu_exceeded(ctx: &TcContext, ifindex: u32) -> bool {
     let mut mtu_len: u32 = 0;
     // SAFETY: valid ctx and out pointer; BPF_MTU_CHK_SEGS (1) requires mtu_len 0, len_diff 0.
     let r = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), ifindex, &mut mtu_len, 0, 1) };
@@ -670,7 +670,7 @@ fn touch(p: &Pkt, e: &mut CtValue) {
 /// A MAC address copied byte by byte (volatile: a 6-byte copy is otherwise a call to a byte
 /// loop on the bpf target).
 #[inline(always)]
-fn copy6(dst: &mut [u8; 6], src: &[u8; 6]) {
+pub fn copy6(dst: &mut [u8; 6], src: &[u8; 6]) {
     for i in 0..6 {
         // SAFETY: in bounds of both arrays.
         unsafe { dst.as_mut_ptr().add(i).write_volatile(src[i]) };

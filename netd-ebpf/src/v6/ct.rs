@@ -233,6 +233,24 @@ fn apply_entry(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
         if p.hop <= 1 {
             return OK;
         }
+        // The route this flow was last sent along, until `FIB_GEN` moves (a route, neighbour,
+        // link or address change), as `CT_V4`'s entries keep it: no FIB lookup per packet.
+        let cur = crate::maps::fib_gen();
+        if cur != 0 && v.fib_gen == cur {
+            // IPv6 routers never fragment: a packet longer than the route's MTU goes to the
+            // kernel ("packet too big") unless the helper finds it fits (GSO, per segment).
+            if ctx.len() > v.fib_mtu && crate::conntrack::mtu_exceeded(ctx, v.ifindex) {
+                return OK;
+            }
+            if let Err(verdict) = translate(ctx, p, e, true) {
+                return verdict;
+            }
+            if crate::nat::set_macs12(ctx, entry_macs(v)).is_err() {
+                return SHOT;
+            }
+            // SAFETY: plain helper call.
+            return unsafe { bpf_redirect(v.ifindex, 0) as i32 };
+        }
         let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return OK };
         // SAFETY: per-CPU map value, valid for this program run.
         let fib = unsafe { &mut *fib };
@@ -240,6 +258,17 @@ fn apply_entry(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
         // IPv6 routers never fragment: every packet too big gets "packet too big".
         if too_big(ctx, rc, fib) {
             return OK;
+        }
+        if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && cur != 0 {
+            // SAFETY: map value pointer, valid for this program run; racing CPUs write the
+            // same route.
+            let w = unsafe { &mut *e };
+            w.ifindex = fib.ifindex;
+            crate::conntrack::copy6(&mut w.dmac, &fib.dmac);
+            crate::conntrack::copy6(&mut w.smac, &fib.smac);
+            // SAFETY: union field the lookup wrote (the egress MTU on success).
+            w.fib_mtu = u32::from(unsafe { fib.__bindgen_anon_1.mtu_result });
+            w.fib_gen = cur;
         }
         if let Err(verdict) = translate(ctx, p, e, true) {
             return verdict;
@@ -409,11 +438,19 @@ fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
     OK
 }
 
+/// An entry's `dmac` and `smac` as the 12 bytes of an Ethernet header's addresses (adjacent
+/// in `CtValue6`, asserted in netd-common), read in place: one store for both.
+#[inline(always)]
+fn entry_macs(v: &CtValue6) -> &[u8; 12] {
+    // SAFETY: `smac` follows `dmac` in the `#[repr(C)]` layout.
+    unsafe { &*(v.dmac.as_ptr() as *const [u8; 12]) }
+}
+
 #[inline(always)]
 pub fn deliver(ctx: &TcContext, v: &CtValue6) -> i32 {
     match v.action {
         CT_ACT_PEER => {
-            if crate::nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
+            if crate::nat::set_macs12(ctx, entry_macs(v)).is_err() {
                 return SHOT;
             }
             // SAFETY: plain helper call.
