@@ -78,6 +78,28 @@ fn bpf_log_lines_are_named() {
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
+/// The object the loaders use: [`OBJECT`], or for development the file named by
+/// `NETD_EBPF_OBJECT` (an eBPF change measured with the daemon and tools as built, without
+/// relinking them: `netd-bench micro`/`profile` after building only `netd-ebpf`). Read once.
+pub fn object() -> &'static [u8] {
+    static OVERRIDE: std::sync::OnceLock<Option<&'static [u8]>> = std::sync::OnceLock::new();
+    OVERRIDE
+        .get_or_init(|| {
+            let path = std::env::var_os("NETD_EBPF_OBJECT")?;
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    tracing::warn!(path = %std::path::Path::new(&path).display(), "eBPF object from NETD_EBPF_OBJECT");
+                    Some(&*Box::leak(b.into_boxed_slice()))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "NETD_EBPF_OBJECT unreadable: the embedded object is used");
+                    None
+                }
+            }
+        })
+        .unwrap_or(OBJECT)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
     #[error("loading the eBPF object: {0}")]
@@ -262,7 +284,7 @@ pub struct Loaded {
 impl Loaded {
     /// Load the embedded object and every program in it.
     pub fn load() -> Result<Self, EbpfError> {
-        Self::load_from(OBJECT)
+        Self::load_from(object())
     }
 
     pub fn load_from(object: &[u8]) -> Result<Self, EbpfError> {
@@ -285,7 +307,7 @@ impl Loaded {
     pub fn load_without_v6(bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
         let level = if bpf_log { &LOG_DEBUG } else { &LOG_OFF };
-        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(OBJECT)?;
+        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(object())?;
         Self::finish(ebpf, None)
     }
 
@@ -307,7 +329,7 @@ impl Loaded {
             loader.map_pin_path(n, p.clone());
         }
         loader.override_global(AYA_LOG_LEVEL, if bpf_log { &LOG_DEBUG } else { &LOG_OFF }, false);
-        let ebpf = loader.load(OBJECT)?;
+        let ebpf = loader.load(object())?;
         Self::finish(ebpf, Some(dir.to_path_buf()))
     }
 
@@ -690,6 +712,12 @@ pub struct TestRun {
 
 /// Run a loaded program once on `data_in` with `BPF_PROG_TEST_RUN` (no attachment needed).
 pub fn test_run(prog: BorrowedFd<'_>, data_in: &[u8]) -> Result<TestRun, EbpfError> {
+    test_run_repeat(prog, data_in, 1)
+}
+
+/// `test_run` with the kernel running the program `repeat` times on the same packet (which
+/// keeps each run's rewrites); `duration_ns` is the mean time of one run (`netd-bench micro`).
+pub fn test_run_repeat(prog: BorrowedFd<'_>, data_in: &[u8], repeat: u32) -> Result<TestRun, EbpfError> {
     // `union bpf_attr`'s `test` member (include/uapi/linux/bpf.h), zero-padded.
     #[repr(C, align(8))]
     #[derive(Default)]
@@ -719,7 +747,7 @@ pub fn test_run(prog: BorrowedFd<'_>, data_in: &[u8]) -> Result<TestRun, EbpfErr
         data_size_out: out.len() as u32,
         data_in: data_in.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
+        repeat,
         ..Default::default()
     };
     // SAFETY: attr points at a correctly laid out, fully initialised bpf_attr prefix; the kernel

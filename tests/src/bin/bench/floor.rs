@@ -7,6 +7,11 @@
 //! - `floor_lookup`: one `bpf_map_lookup_elem` of a 16-byte key that is present in a 65,536
 //!   entry LRU hash with 56-byte values (the shape of netd's conntrack, `CT_V4`), then TC_ACT_OK.
 //!   The least an established-flow program can do: it must find its flow.
+//! - `floor_write`: the same lookup, then one byte of the packet read and written back with
+//!   `bpf_skb_load_bytes` / `bpf_skb_store_bytes`. A TCP segment arrives cloned (its sender keeps
+//!   the original for retransmission), so the first write into it copies the packet's head
+//!   (`skb_ensure_writable`): what any program that rewrites a header pays, NAT of every kind
+//!   (nf_nat's mangling too).
 //!
 //! netd's programs also parse the packet, rewrite addresses and checksums and redirect; these two
 //! say how much of a run's time is there before any of that.
@@ -17,6 +22,7 @@ use anyhow::{Result, bail};
 
 pub const EMPTY: &str = "floor_empty";
 pub const LOOKUP: &str = "floor_lookup";
+pub const WRITE: &str = "floor_write";
 
 const BPF_MAP_CREATE: i64 = 0;
 const BPF_MAP_UPDATE_ELEM: i64 = 2;
@@ -106,38 +112,74 @@ fn link(prog: &OwnedFd, ifindex: u32, attach: u32) -> Result<OwnedFd> {
     Ok(owned(bpf(BPF_LINK_CREATE, &mut a)?))
 }
 
-/// Load `which` (EMPTY or LOOKUP) and attach it to both directions of `ifindex` in the calling
-/// thread's network namespace. The returned descriptors hold everything: dropping them detaches.
-pub fn attach(which: &str, ifindex: u32) -> Result<Vec<OwnedFd>> {
+/// The instructions of `which` (EMPTY, LOOKUP or WRITE) and the map they use, if any.
+fn body(which: &str) -> Result<(Vec<[u8; 8]>, Option<OwnedFd>)> {
     // r0 = 0 (TC_ACT_OK); exit
     let ret = [insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)];
-    let mut keep = Vec::new();
-    let body: Vec<[u8; 8]> = if which == LOOKUP {
-        let map = conntrack_like_map()?;
-        let mut v = vec![
-            // *(u64 *)(r10 - 8) = 0; *(u64 *)(r10 - 16) = 0: the 16-byte key on the stack
-            insn(0x7a, 10, 0, -8, 0),
-            insn(0x7a, 10, 0, -16, 0),
-            // r2 = r10; r2 += -16
-            insn(0xbf, 2, 10, 0, 0),
-            insn(0x07, 2, 0, 0, -16),
-            // r1 = map (ld_imm64, BPF_PSEUDO_MAP_FD)
-            insn(0x18, 1, 1, 0, map.as_raw_fd()),
-            insn(0, 0, 0, 0, 0),
-            // call bpf_map_lookup_elem
-            insn(0x85, 0, 0, 0, 1),
-        ];
-        v.extend(ret);
-        keep.push(map);
-        v
-    } else {
-        ret.to_vec()
-    };
+    if which == EMPTY {
+        return Ok((ret.to_vec(), None));
+    }
+    let map = conntrack_like_map()?;
+    let mut v = vec![
+        // r6 = r1 (the context, kept across the calls)
+        insn(0xbf, 6, 1, 0, 0),
+        // *(u64 *)(r10 - 8) = 0; *(u64 *)(r10 - 16) = 0: the 16-byte key on the stack
+        insn(0x7a, 10, 0, -8, 0),
+        insn(0x7a, 10, 0, -16, 0),
+        // r2 = r10; r2 += -16
+        insn(0xbf, 2, 10, 0, 0),
+        insn(0x07, 2, 0, 0, -16),
+        // r1 = map (ld_imm64, BPF_PSEUDO_MAP_FD)
+        insn(0x18, 1, 1, 0, map.as_raw_fd()),
+        insn(0, 0, 0, 0, 0),
+        // call bpf_map_lookup_elem
+        insn(0x85, 0, 0, 0, 1),
+    ];
+    if which == WRITE {
+        v.extend([
+            // bpf_skb_load_bytes(ctx, 22, r10 - 24, 1): the IPv4 TTL byte
+            insn(0xbf, 1, 6, 0, 0),
+            insn(0xb7, 2, 0, 0, 22),
+            insn(0xbf, 3, 10, 0, 0),
+            insn(0x07, 3, 0, 0, -24),
+            insn(0xb7, 4, 0, 0, 1),
+            insn(0x85, 0, 0, 0, 26),
+            // if r0 != 0 goto exit (skip the store's 7 instructions)
+            insn(0x55, 0, 0, 7, 0),
+            // bpf_skb_store_bytes(ctx, 22, r10 - 24, 1, 0): the same byte written back
+            insn(0xbf, 1, 6, 0, 0),
+            insn(0xb7, 2, 0, 0, 22),
+            insn(0xbf, 3, 10, 0, 0),
+            insn(0x07, 3, 0, 0, -24),
+            insn(0xb7, 4, 0, 0, 1),
+            insn(0xb7, 5, 0, 0, 0),
+            insn(0x85, 0, 0, 0, 9),
+        ]);
+    }
+    v.extend(ret);
+    Ok((v, Some(map)))
+}
+
+/// Load `which` (EMPTY, LOOKUP or WRITE) and attach it to both directions of `ifindex` in the
+/// calling thread's network namespace. The returned descriptors hold everything: dropping them
+/// detaches.
+pub fn attach(which: &str, ifindex: u32) -> Result<Vec<OwnedFd>> {
+    let (body, map) = body(which)?;
+    let mut keep: Vec<OwnedFd> = map.into_iter().collect();
     for dir in [BPF_TCX_INGRESS, BPF_TCX_EGRESS] {
         let prog = load(which, &body, dir)?;
         keep.push(link(&prog, ifindex, dir)?);
         keep.push(prog);
     }
+    Ok(keep)
+}
+
+/// Load `which` without attaching it (for `BPF_PROG_TEST_RUN`): the program's descriptor, then
+/// its map's, if any.
+pub fn load_only(which: &str) -> Result<Vec<OwnedFd>> {
+    let (body, map) = body(which)?;
+    let mut keep = vec![load(which, &body, BPF_TCX_INGRESS)?];
+    keep.extend(map);
     Ok(keep)
 }
 

@@ -5,6 +5,7 @@
 //! rows (Docker's bridge vs a netd network, podman's CNI chain vs netd-cni) are in `runtimes`.
 mod control;
 mod floor;
+mod micro;
 mod runtimes;
 
 use std::{
@@ -47,7 +48,23 @@ fn main() -> Result<()> {
             let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
             let reps = val("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
             let ms = val("--ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
-            profile_only(reps, Duration::from_millis(ms), out)
+            // `--stream`: the TCP stream figure too (raw hop and published port).
+            let stream = args.iter().any(|a| a == "--stream");
+            profile_only(reps, Duration::from_millis(ms), stream, out)
+        }
+        // The established-flow bodies timed with BPF_PROG_TEST_RUN (no traffic), printed:
+        // `netd-bench micro [--calls N] [--no-check]`.
+        Some("micro") => {
+            let calls = args
+                .iter()
+                .position(|a| a == "--calls")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000);
+            if !netd_tests::is_root() {
+                bail!("loading BPF programs needs root");
+            }
+            micro::micro(calls, !args.iter().any(|a| a == "--no-check"))
         }
         // Only the real-runtime rows (Docker, podman), to DIR/runtimes.md: `netd-bench
         // runtimes [--quick] [--only docker|podman] [--out DIR]`.
@@ -114,7 +131,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--out DIR] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--stream] [--out DIR] | micro [--calls N] [--no-check] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -439,6 +456,7 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
         world("raw", None)?,
         floor_world("raw+floor_empty", floor::EMPTY)?,
         floor_world("raw+floor_lookup", floor::LOOKUP)?,
+        floor_world("raw+floor_write", floor::WRITE)?,
         world("ebpf", Some(&["--dataplane", "ebpf"]))?,
         world("ebpf-xdp", Some(&["--dataplane", "ebpf", "--xdp", "native"]))?,
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
@@ -643,7 +661,7 @@ fn measure_plan(
 
 /// `netd-bench profile`: the published port from outside and masquerade on raw, ebpf and
 /// iptables-nft, `reps` interleaved repeats of `dur` each, with the eBPF programs' profile.
-fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
+fn profile_only(reps: usize, dur: Duration, stream: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root");
     }
@@ -653,13 +671,17 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
         world("raw", None)?,
         floor_world("raw+floor_empty", floor::EMPTY)?,
         floor_world("raw+floor_lookup", floor::LOOKUP)?,
+        floor_world("raw+floor_write", floor::WRITE)?,
         world("ebpf", Some(&["--dataplane", "ebpf"]))?,
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
     ];
     let pp = "published port from outside";
     let mut plan: Plan = Vec::new();
     for w in &worlds {
-        let figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
+        let mut figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
+        if stream && !w.name.starts_with("raw+") {
+            figs.push(Fig::Stream);
+        }
         if w.d.is_none() {
             plan.push((pp, w, w.th.outside.path(), a("198.51.100.1:7000"), figs));
         } else {
@@ -685,6 +707,9 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
         let k = (path.clone(), w.clone(), *fig);
         let (ops, p50) = (med(&k, &|x| x.ops_per_s).unwrap_or(0.0), med(&k, &|x| x.p50_us).unwrap_or(0.0));
         let r = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}×", a / b));
+        if *fig == Fig::Stream {
+            continue; // below, in Gbit/s
+        }
         let _ = writeln!(
             md,
             "| {path} | {} | {w} | {ops:.0} | {p50:.0} | {} | {} |",
@@ -692,6 +717,30 @@ fn profile_only(reps: usize, dur: Duration, out: PathBuf) -> Result<()> {
             r(ops, med(&nft, &|x| x.ops_per_s)),
             r(p50, med(&nft, &|x| x.p50_us))
         );
+    }
+    if stream {
+        // Each repeat's figures side by side (they were measured back to back), and the ratio
+        // of each pair: on this VM the spread between repeats is wider than the difference.
+        let get = |w: &str| res.get(&(pp.to_string(), w.to_string(), Fig::Stream)).cloned().unwrap_or_default();
+        let (raw, ebpf, nft) = (get("raw"), get("ebpf"), get("iptables-nft"));
+        md.push_str("\n| TCP stream, published port (Gbit/s) | raw hop | ebpf | iptables-nft | ebpf / raw |\n|---|---|---|---|---|\n");
+        let mut ratios = Vec::new();
+        for (i, ((r0, e), n)) in raw.iter().zip(&ebpf).zip(&nft).enumerate() {
+            let q = if r0.gbit_s > 0.0 { e.gbit_s / r0.gbit_s } else { 0.0 };
+            ratios.push(q);
+            let _ = writeln!(md, "| repeat {i} | {:.2} | {:.2} | {:.2} | {q:.2}× |", r0.gbit_s, e.gbit_s, n.gbit_s);
+        }
+        let m = |v: &[Sample]| median(&v.iter().map(|x| x.gbit_s).collect::<Vec<_>>());
+        if !ratios.is_empty() {
+            let _ = writeln!(
+                md,
+                "| median | {:.2} | {:.2} | {:.2} | {:.2}× (of the pairs) |",
+                m(&raw),
+                m(&ebpf),
+                m(&nft),
+                median(&ratios)
+            );
+        }
     }
     md.push_str(&render_profile(&profile, &sizes));
     std::fs::create_dir_all(&out)?;
@@ -792,6 +841,16 @@ fn render_profile(profile: &Profile, sizes: &BTreeMap<String, (u32, u32, u32)>) 
     );
     let mut totals = Vec::new();
     for ((path, w, fig), (ops, progs)) in profile {
+        if *fig == Fig::Stream {
+            // No operations to divide by: the run time per program run (a run is one GSO
+            // packet here, up to 64 KB).
+            for (name, (ns, cnt)) in progs {
+                if *cnt > 0 {
+                    let _ = writeln!(s, "| {path} | {w} | {} | {name} | – | {:.0} | – |", fig.name(), *ns as f64 / *cnt as f64);
+                }
+            }
+            continue;
+        }
         if *ops <= 0.0 {
             continue;
         }
