@@ -493,6 +493,14 @@ fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
     assert_eq!(e.tag, "web6", "v6 over the IPv6-only network");
     let e = echo(&d.ok(&["exec", "mix", "--", &pr, "tcp", "[2001:db8:100::2]:6000", "mixout"]));
     assert_eq!(e.peer, "2001:db8:100::1", "NAT66 from the mixed sandbox");
+    // Each family's default route from the first network that has it (Docker 28's per-family
+    // gateway): v4 via the IPv4 network joined second, masqueraded to the outside.
+    let v4gw = d.inspect("mix")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
+    let r4 = d.ok(&["exec", "mix", "--", "ip", "-4", "route", "show", "default"]);
+    assert!(r4.contains(&format!("via {v4gw} dev eth1")), "{r4}");
+    let _srv4 = probe::EchoServer::start(&out, addr("198.51.100.2:6007"), "out4").unwrap();
+    let e = echo(&d.ok(&["exec", "mix", "--", &pr, "tcp", "198.51.100.2:6007", "mixout4"]));
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("out4", "198.51.100.1"), "v4 masquerade from the mixed sandbox");
 
     // Rules: v6 only for this network (iptables), none at all (eBPF).
     let bridge_rules = |cmd: &str| -> Vec<String> {

@@ -73,6 +73,10 @@ pub struct AttachRequest {
     pub mac: Option<[u8; 6]>,
     /// Add a default route via the network's gateway inside `netns`.
     pub default_route: bool,
+    /// A default route of one family (v4, v6) even without `default_route`: no earlier network
+    /// of the sandbox has that family (Docker 28 picks each family's gateway on its own, e.g.
+    /// the v4 one of an IPv4 network joined after an IPv6-only one).
+    pub family_routes: (bool, bool),
     pub aliases: Vec<String>,
     pub port_opts: PortOpts,
 }
@@ -300,10 +304,10 @@ impl Daemon {
                     mac,
                     addr: ip.zip(b.ipv4.as_ref().map(|v| v.prefix_len)),
                     mtu: b.mtu,
-                    gateway: b.ipv4.as_ref().filter(|_| req.default_route).map(|v| v.gateway),
+                    gateway: b.ipv4.as_ref().filter(|_| req.default_route || req.family_routes.0).map(|v| v.gateway),
                     disable_ipv6: true,
                     addr6: v6.map(|(a, p, _, _)| (a, p)),
-                    gateway6: v6.filter(|_| req.default_route).map(|(_, _, g, _)| g),
+                    gateway6: v6.filter(|_| req.default_route || req.family_routes.1).map(|(_, _, g, _)| g),
                 };
                 let ns = netns.clone();
                 tokio::task::spawn_blocking(move || crate::netlink::configure_sandbox(&ns, Some(iface)))

@@ -244,6 +244,7 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 ip6,
                 mac,
                 default_route: !net.internal,
+                family_routes: (false, false),
                 aliases: r.names.clone(),
                 port_opts: PortOpts::RESERVE_ONLY,
             },

@@ -366,7 +366,18 @@ impl Daemon {
                 let nets: Vec<String> =
                     std::iter::once(net_id.clone()).chain(c.extra_networks.iter().cloned()).collect();
                 for (i, nid) in nets.iter().enumerate() {
-                    let r = self.endpoint_request(&c, nid, i).and_then(|req| self.attach_reserve(&mut st, req));
+                    // Each family's default route from the first network that has it.
+                    let fam = |f: fn(&crate::model::BridgeNet) -> bool| {
+                        i > 0
+                            && !nets[..i]
+                                .iter()
+                                .any(|n| st.networks.get(n).and_then(|n| n.bridge.as_ref()).is_some_and(f))
+                    };
+                    let family_routes = (fam(|b| b.ipv4.is_some()), fam(|b| b.ipv6.is_some()));
+                    let r = self
+                        .endpoint_request(&c, nid, i)
+                        .map(|req| AttachRequest { family_routes, ..req })
+                        .and_then(|req| self.attach_reserve(&mut st, req));
                     match r {
                         Ok(r) => undo.reserved.push(r),
                         Err(e) => {
@@ -419,6 +430,7 @@ impl Daemon {
             ip6: if i == 0 { c.config.ip6.as_deref().and_then(|s| s.parse().ok()) } else { None },
             mac,
             default_route: i == 0,
+            family_routes: (false, false),
             aliases: if i == 0 { c.config.network_aliases.clone() } else { Vec::new() },
             port_opts: crate::model::PortOpts::default(),
         })

@@ -567,6 +567,7 @@ impl Daemon {
                     ip6,
                     mac,
                     default_route: false,
+                    family_routes: (false, false),
                     aliases: Vec::new(),
                     port_opts: PortOpts::default(),
                 },

@@ -110,6 +110,12 @@ impl Daemon {
         aliases: Vec<String>,
     ) -> ApiResult<Endpoint> {
         let mac = mac.map(|m| ipam::parse_mac(m).map_err(|e| ApiError::bad(e.to_string()))).transpose()?;
+        // The families the sandbox's other endpoints have no default route for yet.
+        let eps = st.containers.get(cid).map(|c| c.endpoints.clone()).unwrap_or_default();
+        let family_routes = (
+            idx > 0 && eps.iter().all(|e| e.ip.is_none()),
+            idx > 0 && eps.iter().all(|e| e.ip6.is_none()),
+        );
         let a = self
             .attach(
                 st,
@@ -123,6 +129,7 @@ impl Daemon {
                     ip6: static_ip6,
                     mac,
                     default_route: idx == 0,
+                    family_routes,
                     aliases,
                     port_opts: PortOpts::default(),
                 },
