@@ -231,6 +231,16 @@ pub const CT_ACT_FIB: u8 = 2;
 pub const CT_ACT_PASS: u8 = 3;
 /// A marker for a host-originated flow (reserves its tuple against SNAT reuse).
 pub const CT_ACT_HOSTFLOW: u8 = 4;
+/// NAT46 (`CT_V6` only): an IPv6 packet for a v4-only sandbox's `[::]` (or v6 host address)
+/// binding becomes IPv4 to the entry's v4-mapped tuple (`::ffff:gateway` -> `::ffff:sandbox`),
+/// delivered into the sandbox's veth (`CT_ACT_PEER`'s fields).
+pub const CT_ACT_NAT46: u8 = 5;
+/// NAT64 (`CT_V6` only, keyed by the v4-mapped reply tuple): the sandbox's IPv4 reply becomes
+/// IPv6 to the entry's tuple, routed (`bpf_fib_lookup` as if it came in on `ifindex`, the
+/// uplink the flow arrived on).
+pub const CT_ACT_NAT64: u8 = 6;
+/// NAT64 into a veth (`CT_ACT_PEER`'s fields): the reply of a v6 sandbox's hairpin flow.
+pub const CT_ACT_NAT64_PEER: u8 = 7;
 
 /// This direction sent a FIN or an in-window RST.
 pub const CT_F_CLOSING: u8 = 1 << 0;
@@ -406,11 +416,15 @@ pub enum DropReason {
     /// A TCP RST outside its receiver's window (a blind RST): nf_conntrack marks it invalid and
     /// NAT never applies to it; the flow stays open.
     InvalidRst = 11,
+    /// A packet of a NAT46/NAT64 flow (a v4-only sandbox's `[::]` binding) that cannot be
+    /// translated: a fragment, IPv6 extension headers, IPv4 options, a UDP datagram without
+    /// checksum, or one too big for the egress device once its header grew by 20 bytes.
+    Nat46 = 12,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 12;
-    pub const ALL: [DropReason; 12] = [
+    pub const COUNT: u32 = 13;
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::DirectToSandbox,
         DropReason::LoopbackNotLo,
@@ -423,6 +437,7 @@ impl DropReason {
         DropReason::CtFull,
         DropReason::CtEarlyDrop,
         DropReason::InvalidRst,
+        DropReason::Nat46,
     ];
 
     /// Label used in `netd stats` and in the Prometheus `reason` label.
@@ -440,6 +455,7 @@ impl DropReason {
             DropReason::CtFull => "ct_full",
             DropReason::CtEarlyDrop => "ct_early_drop",
             DropReason::InvalidRst => "invalid_rst",
+            DropReason::Nat46 => "nat46_untranslatable",
         }
     }
 }

@@ -198,7 +198,8 @@ mod progs {
     #[classifier]
     pub fn netd_from_container_v6(ctx: TcContext) -> i32 {
         let skb = ctx.skb.skb;
-        let v = crate::v6::from_container(ctx);
+        // An IPv4 frame here is a NAT46 flow's reply, handed over by `netd_from_container`.
+        let v = if is_ipv6(&ctx) { crate::v6::from_container(ctx) } else { crate::v6::nat46::from_sandbox(ctx) };
         crate::monitor::observe(skb, v, ProgId::FromContainer as u32, true)
     }
 
@@ -482,7 +483,11 @@ mod progs {
         let v = if is_ipv6(&ctx) {
             to_v6(&ctx, netd_common::v6::progs::SLOT_FROM_CONTAINER)
         } else {
-            from_container_v4(ctx)
+            match from_container_v4(ctx) {
+                // The reply of a NAT46 flow: the v6 program makes it IPv6 (`v6::nat46`).
+                TO_NAT64 => to_v6(&TcContext::new(skb), netd_common::v6::progs::SLOT_FROM_CONTAINER),
+                v => v,
+            }
         };
         crate::monitor::observe(skb, v, ProgId::FromContainer as u32, true)
     }
@@ -502,6 +507,9 @@ mod progs {
             && let Some(verdict) = conntrack::established(&ctx, p, &k)
         {
             return verdict;
+        }
+        if p.has_ports && crate::v6::nat46::is_reply(p) {
+            return TO_NAT64;
         }
         // The rest in a BPF-to-BPF call, and a new flow's entry applied here, not inside it:
         // its frame and `apply`'s would not fit 512 bytes together.
@@ -523,6 +531,8 @@ mod progs {
 
     /// "Apply the entry just inserted" (`apply_new`), left to the caller; no TC verdict.
     const APPLY_NEW: i32 = i32::MIN;
+    /// "A NAT46 flow's reply: tail call to the v6 program" (from the entry's frame); no verdict.
+    const TO_NAT64: i32 = i32::MIN + 1;
 
     /// A packet from a sandbox without a conntrack entry: later fragments, ICMP errors about a
     /// translated flow, hairpin, isolation, ICC, masquerade (a new entry under `k` returns
@@ -951,7 +961,7 @@ mod progs {
     /// an IPv4 host address) through `PUBLISHED_V4`, to the sandbox's v4-mapped address, as the
     /// kernel then talks IPv4 for the socket (the v4 hooks do not run for it).
     #[inline(always)]
-    fn sock_translate6(ctx: &SockAddrContext, prog: ProgId, remember: bool) -> i32 {
+    fn sock_translate6(ctx: &SockAddrContext, prog: ProgId, remember: bool, connect: bool) -> i32 {
         if !in_daemon_netns(ctx) {
             return 1;
         }
@@ -984,6 +994,13 @@ mod progs {
         }
         let Some(pb) = crate::v6::maps::published6(proto, &ip, port) else { return 1 };
         let (to, to_port) = (pb.addr, pb.port);
+        // A v4-only sandbox's binding (NAT46): its v4-mapped address, so a dual-stack socket
+        // talks IPv4 to the sandbox, as a v4 client would (an IPV6_V6ONLY socket cannot:
+        // connect fails with ENETUNREACH). Not for unconnected datagrams: the kernel refuses a
+        // sendmsg6 rewritten to a v4-mapped address (ENOTSUPP), so they go untranslated.
+        if !connect && v4_mapped(&to).is_some() {
+            return 1;
+        }
         sa.user_ip6[0] = to[0];
         sa.user_ip6[1] = to[1];
         sa.user_ip6[2] = to[2];
@@ -998,13 +1015,13 @@ mod progs {
 
     #[cgroup_sock_addr(connect6)]
     pub fn netd_sock_connect6(ctx: SockAddrContext) -> i32 {
-        sock_translate6(&ctx, ProgId::SockConnect6, true)
+        sock_translate6(&ctx, ProgId::SockConnect6, true, true)
     }
 
     /// (A v4-mapped destination never gets here: the kernel sends it as IPv4, through sendmsg4.)
     #[cgroup_sock_addr(sendmsg6)]
     pub fn netd_sock_sendmsg6(ctx: SockAddrContext) -> i32 {
-        sock_translate6(&ctx, ProgId::SockSendmsg6, true)
+        sock_translate6(&ctx, ProgId::SockSendmsg6, true, false)
     }
 
     /// UDP replies on IPv6 sockets (v4-mapped ones too, remembered by sendmsg4 or connect6).
@@ -1020,6 +1037,17 @@ mod progs {
         let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
         let port = sa.user_port as u16;
         if let Some(v4) = v4_mapped(&ip) {
+            // A NAT46 binding reached over v6 (`::1`, a host v6 address) by a connected socket.
+            let k6 = SockRevKey6 { cookie, addr: ip, port, _pad: [0; 3] };
+            // SAFETY: read-only lookup, copied out.
+            if let Some(v) = unsafe { SOCK_REV_V6.get(&k6).copied() } {
+                sa.user_ip6[0] = v.addr[0];
+                sa.user_ip6[1] = v.addr[1];
+                sa.user_ip6[2] = v.addr[2];
+                sa.user_ip6[3] = v.addr[3];
+                sa.user_port = v.port as u32;
+                return 1;
+            }
             let k = SockRevKey { cookie, addr: v4, port, _pad: 0 };
             // SAFETY: read-only lookup.
             if let Some(v) = unsafe { SOCK_REV_V4.get(&k) } {

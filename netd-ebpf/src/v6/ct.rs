@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_SEEN,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT46, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_SEEN,
     DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
     tcp_window::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     v6::{Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6},
@@ -205,6 +205,11 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
     if p.proto == IPPROTO_TCP && unsafe { (*e).action } != CT_ACT_HOSTFLOW && !track(ctx, p, e) {
         return SHOT;
     }
+    // SAFETY: as above.
+    if unsafe { (*e).action } == CT_ACT_NAT46 {
+        // (Here, not in `apply_entry`: the chain below that has no room for its frame.)
+        return super::nat46::to_v4(ctx, p, e);
+    }
     apply_entry(ctx, p, e)
 }
 
@@ -319,15 +324,21 @@ fn rewrite(ctx: &TcContext, p: &mut Pkt6, v: &CtValue6) -> Result<(), i64> {
 /// TCP window tracking for one segment of the flow stored under `k` (the shared logic of
 /// `crate::tcpwin`, as `CT_V4`'s): false, a blind RST (counted). Only a RST looks up the other
 /// direction's entry. A BPF-to-BPF call from `apply`'s caller.
-#[inline(never)]
+#[inline(always)]
 fn track(ctx: &TcContext, p: &Pkt6, e: Entry6) -> bool {
+    track_at(ctx, p.l4 as usize, p.tcp_flags, e)
+}
+
+/// [`track`] by the segment's TCP header offset and flags (the NAT64 body has an IPv4 packet).
+#[inline(never)]
+pub fn track_at(ctx: &TcContext, l4: usize, tcp_flags: u8, e: Entry6) -> bool {
     // SAFETY: map value pointer, valid for this program run; racy updates of the window fields
     // and flag bits are harmless.
     let v = unsafe { &mut *e };
     // The receiver's entry, keyed by the reverse of this direction's translation (the key in
     // per-CPU scratch: this runs below `apply`'s callers, and 40 bytes of stack are too many).
     let (saddr, daddr, sport, dport) = (&v.saddr as *const Addr6, &v.daddr as *const Addr6, v.sport, v.dport);
-    tcpwin::track(ctx, p.l4 as usize, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
+    tcpwin::track(ctx, l4, tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
         let s = crate::maps::tcp_scratch()?;
         // SAFETY: the entry's own address fields, valid for this program run.
         // SAFETY: the entry's own address fields, valid for this program run.
@@ -339,12 +350,18 @@ fn track(ctx: &TcContext, p: &Pkt6, e: Entry6) -> bool {
 /// Timestamp and state flags (see `conntrack::touch`; a RST's effect is `track`'s).
 #[inline(always)]
 fn touch(p: &Pkt6, e: Entry6) {
+    touch_at(p.proto, p.tcp_flags, e)
+}
+
+/// [`touch`] by protocol and TCP flags.
+#[inline(always)]
+pub fn touch_at(proto: u8, tcp_flags: u8, e: Entry6) {
     // SAFETY: map value pointer valid for this program run; racy updates are harmless.
     unsafe {
         (*e).last_seen_ns = crate::conntrack::now();
         let mut f = (*e).flags;
-        let fl = p.tcp_flags;
-        if p.proto == IPPROTO_TCP && fl & TCP_RST == 0 {
+        let fl = tcp_flags;
+        if proto == IPPROTO_TCP && fl & TCP_RST == 0 {
             if fl & TCP_FIN != 0 {
                 f |= CT_F_CLOSING;
             }
@@ -353,7 +370,7 @@ fn touch(p: &Pkt6, e: Entry6) {
             }
         }
         let was = (*e).flags;
-        let done = if p.proto == IPPROTO_TCP {
+        let done = if proto == IPPROTO_TCP {
             was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
         } else {
             was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0
@@ -418,7 +435,7 @@ fn too_big(ctx: &TcContext, rc: i64, fib: &bpf_fib_lookup) -> bool {
 }
 
 #[inline(always)]
-fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
+pub fn redirect_with(ctx: &TcContext, rc: i64, fib: &mut bpf_fib_lookup) -> i32 {
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         if crate::nat::set_macs(ctx, &fib.dmac, &fib.smac).is_err() {
             return SHOT;

@@ -5,6 +5,7 @@ pub mod ct;
 pub mod icmp;
 pub mod maps;
 pub mod nat;
+pub mod nat46;
 pub mod parse;
 pub mod progs;
 pub mod snat;

@@ -16,8 +16,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT, CT_F_L2, CT_F_SEEN, DropReason,
-    EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT64, CT_ACT_NAT64_PEER, CT_ACT_PASS, CT_ACT_PEER, CT_F_CLOSING, CT_F_HOSTNAT,
+    CT_F_L2, CT_F_SEEN, DropReason, EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, NET_F_ICC, NET_F_INTERNAL,
+    NET_F_MASQUERADE, NET_F_PROTECT, NET_F_ROUTED,
     v6::{CtKey6, CtValue6, IPPROTO_ICMPV6, PublishedValue6},
 };
 
@@ -27,6 +28,7 @@ use super::{
         CT_V6, NewFlow6, SCRATCH_PKT6, SCRATCH_V6, endpoint6, is_host_addr6, is_loopback6, is_multicast6, linked6,
         network6, published6, published6_exact, uplink6,
     },
+    nat46,
     parse::{self, Pkt6},
     snat::{pick_port, ports},
 };
@@ -129,7 +131,28 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
     if p.proto == IPPROTO_ICMPV6 || !is_host_addr6(&p.daddr) {
         return OK;
     }
-    dnat(ctx, p)
+    match dnat(ctx, p) {
+        nat46::APPLY => {
+            // A v4-only sandbox's binding: NAT46, replies routed back out.
+            // SAFETY: reading the context's skb.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            let back = nat46::Back { action: CT_ACT_NAT64, ifindex, dmac: [0; 6], smac: [0; 6] };
+            nat46_apply(ctx, p, &back)
+        }
+        v => v,
+    }
+}
+
+/// A new NAT46 flow ([`nat46::new_flow`]) and its first packet, from the caller's frame.
+#[inline(always)]
+fn nat46_apply(ctx: &TcContext, p: &mut Pkt6, back: &nat46::Back) -> i32 {
+    match nat46::new_flow(ctx, p, back) {
+        nat46::APPLY => match scratch() {
+            Some(s) => ct::apply_new(ctx, p, &s.k),
+            None => OK,
+        },
+        v => v,
+    }
 }
 
 /// From outside straight to a sandbox address of a `nat-unprotected` or `routed` network
@@ -176,6 +199,10 @@ fn direct(ctx: &TcContext, p: &mut Pkt6) -> i32 {
 #[inline(never)]
 fn dnat(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     let Some(pb) = published6(p.proto, &p.daddr, p.dport) else { return OK };
+    if nat46::v4_of(&pb.addr).is_some() {
+        // A v4-only sandbox's binding: NAT46 (the caller's, from its frame).
+        return nat46::APPLY;
+    }
     let Some(ep) = endpoint6(&pb.addr) else { return OK };
     let Some(net) = network6(ep.net) else { return OK };
     // The client's port toward the sandbox unless another flow's reply tuple holds it.
@@ -266,7 +293,19 @@ pub fn from_container(ctx: TcContext) -> i32 {
                 stats::count_drop(DropReason::Internal);
                 return SHOT;
             }
-            return hairpin(ctx, p, pb, &here);
+            return match hairpin(ctx, p, pb, &here) {
+                nat46::APPLY => {
+                    // A v4-only sandbox's binding: NAT46, replies back into this veth.
+                    let back = nat46::Back {
+                        action: CT_ACT_NAT64_PEER,
+                        ifindex: here.ifindex,
+                        dmac: here.src_mac,
+                        smac: here.gw_mac,
+                    };
+                    nat46_apply(ctx, p, &back)
+                }
+                v => v,
+            };
         }
         return OK;
     }
@@ -382,6 +421,10 @@ fn link(ctx: &TcContext, p: &mut Pkt6, dst: &EndpointInfo, here: &Here) -> i32 {
 /// target network's IPv6 gateway (replies come back through here, whoever the target is).
 #[inline(never)]
 fn hairpin(ctx: &TcContext, p: &mut Pkt6, pb: &PublishedValue6, here: &Here) -> i32 {
+    if nat46::v4_of(&pb.addr).is_some() {
+        // A v4-only sandbox's binding: NAT46 (the caller's, from its frame).
+        return nat46::APPLY;
+    }
     let Some(dst) = endpoint6(&pb.addr) else { return OK };
     let Some(dnet) = network6(dst.net) else { return OK };
     let Some(port) = pick_port(p.proto, &pb.addr, &dnet.gateway, ports(pb.port, p.sport), false) else {

@@ -454,13 +454,10 @@ impl Daemon {
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
-        // The eBPF dataplane proxies a v4-only sandbox's v6 bindings (its `[::]` twin, Docker's
-        // proxied binding; [`proxied6`]); a sandbox with a v6 address needs no proxy there (its
-        // programs and the connect6/sendmsg6/recvmsg6 hooks translate every client).
-        let listen6 = a.port_opts.hold_socket
-            && a.port_opts.userland_proxy
-            && a.ip6.is_none()
-            && proxied6(&self.cfg, st, b.index);
+        // A v4-only sandbox's v6 bindings (its `[::]` twin, Docker's proxied binding) on the
+        // eBPF dataplane: translated by its programs (NAT46, [`nat46`]), no listener, no proxy.
+        let nat46 =
+            a.port_opts.hold_socket && a.port_opts.userland_proxy && a.ip6.is_none() && nat46(&self.cfg, st, b.index);
         let v6_ok = st.dp.ipv6();
         if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
             return Err(ApiError::bad(format!(
@@ -475,15 +472,8 @@ impl Daemon {
         // sandboxes, to the sandbox's v6 address or proxied to its v4 one; for the other owners
         // (Docker endpoints, CNI containers) when they have a v6 address, to it.
         let implicit_v6 = v6_ok && (a.owner.is_sandbox() || a.ip6.is_some()) && b.host_binding_ipv4.is_unspecified();
-        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || listen6, implicit_v6);
-        let maps = allocate_ports(
-            st,
-            &groups,
-            b.index,
-            a.port_opts.hold_socket,
-            (proxied, listen6),
-            a.port_opts.userland_proxy,
-        )?;
+        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || nat46, implicit_v6);
+        let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
         Ok(Publishing {
             spec: net.spec(0).expect("bridge"),
@@ -984,7 +974,7 @@ fn allocate_ports(
     groups: &[BindingGroup],
     net_index: u32,
     hold: bool,
-    (proxied, listen6): (bool, bool),
+    proxied: bool,
     proxy_opt: bool,
 ) -> ApiResult<Vec<PortMapping>> {
     let mut done: Vec<PortMapping> = Vec::new();
@@ -1002,7 +992,7 @@ fn allocate_ports(
             Box::new(start..=end.max(start))
         };
         // `0.0.0.0` and its `[::]` twin to one v4-only sandbox: one dual-stack socket holds
-        // (and proxies) both, one descriptor per port instead of two.
+        // (and, on iptables, proxies) both, one descriptor per port instead of two.
         let shared = g.targets.len() == 2
             && g.targets[0].0 == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             && g.targets[1].0 == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -1018,7 +1008,7 @@ fn allocate_ports(
                     last_err = Some(format!("Bind for {hp} failed: port is already allocated"));
                     continue 'ports;
                 }
-                let listen = proxied || (listen6 && host_ip.is_ipv6());
+                let listen = proxied;
                 let b = match (shared, i) {
                     (true, 0) => {
                         socks.push(None);
@@ -1117,12 +1107,13 @@ fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
         })
 }
 
-/// Whether the cross-family bindings on network `net_index` (v6 host address to a v4-only
-/// sandbox, [`PortMapping::is_cross_family`]) are served by the userland proxy beyond
-/// [`proxied`]: with the eBPF dataplane and `--userland-proxy`, outside of routed networks, as
-/// Docker's docker-proxy carries them. Every other binding is the programs' (outside clients at
-/// the uplink, sandboxes on their veth, host processes at the socket with the cgroup hooks).
-fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
+/// Whether a v4-only sandbox on network `net_index` gets cross-family bindings (v6 host
+/// address to its v4 address, [`PortMapping::is_cross_family`]; Docker's proxied binding,
+/// made only with `--userland-proxy`) that the eBPF dataplane's programs translate (NAT46 at
+/// the uplink and on sandbox veths, the connect6 hook for host processes) instead of a proxy:
+/// the eBPF dataplane with `--userland-proxy`, outside of routed networks. Their host ports
+/// are held (not listening), so conflicts still get Docker's errors.
+fn nat46(cfg: &super::Config, st: &State, net_index: u32) -> bool {
     cfg.up.dataplane == crate::dataplane::Backend::Ebpf
         && cfg.up.userland_proxy
         && !st.networks.values().any(|n| {
@@ -1140,8 +1131,7 @@ fn proxied6(cfg: &super::Config, st: &State, net_index: u32) -> bool {
 fn start_proxies(cfg: &super::Config, st: &mut State, maps: &[PortMapping]) {
     for m in maps {
         let key = (m.proto, m.host_ip, m.host_port);
-        let serve = proxied(cfg, st, m.network_index) || (m.is_cross_family() && proxied6(cfg, st, m.network_index));
-        if st.proxies.contains_key(&key) || m.unproxied || !serve {
+        if st.proxies.contains_key(&key) || m.unproxied || !proxied(cfg, st, m.network_index) {
             continue;
         }
         let target = SocketAddr::new(m.container_ip, m.container_port);

@@ -137,14 +137,19 @@ fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
 }
 
 /// [`map_keys`] for the IPv6 bindings (`PUBLISHED_V6`), by the network's `gateway_mode_ipv6`.
-/// Cross-family bindings (`[::]` of a v4-only sandbox) are not in the maps: see
-/// [`PortMapping::is_cross_family`].
+/// Cross-family bindings (`[::]` or a v6 host address to a v4-only sandbox,
+/// [`PortMapping::is_cross_family`]) lead to the sandbox's v4-mapped address, which the
+/// programs translate with NAT46 (`netd-ebpf/src/v6/nat46.rs`); not on routed networks (the
+/// daemon makes none there).
 fn map_keys6(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
+    let cross = ports.iter().filter(|p| p.is_cross_family() && net.gateway_mode != GatewayMode::Routed);
     let v6 = ports.iter().filter(|p| p.host_ip.is_ipv6() && p.container_ip.is_ipv6());
     if net.ipv6.is_none_or(|n| n.gateway_mode != GatewayMode::Routed) {
-        return v6.cloned().collect();
+        return v6.chain(cross).cloned().collect();
     }
-    v6.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() }).collect()
+    v6.map(|p| PortMapping { host_ip: p.container_ip, host_port: p.container_port, ..p.clone() })
+        .chain(cross.cloned())
+        .collect()
 }
 
 /// The IPv4 address of a binding ([`map_keys`] keeps v4 bindings only).
@@ -827,6 +832,8 @@ impl Dataplane for Ebpf {
         self.queue_purge(|p| {
             p.addrs.extend(a);
             p.addrs6.extend(a6);
+            // NAT46 flows to a v4-only sandbox are keyed by its v4-mapped address in `CT_V6`.
+            p.addrs6.insert(v6::be_addr6(ep.ip.to_ipv6_mapped()));
         });
         self.endpoint6_removed(ep)
     }

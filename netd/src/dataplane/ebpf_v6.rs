@@ -72,7 +72,9 @@ impl PurgeSet {
         (a.contains(&k.saddr) || a.contains(&k.daddr) || a.contains(&v.saddr) || a.contains(&v.daddr))
             || self.slots.contains(&v.stats_slot)
             || (v.stats_slot == 0
-                && v.action == netd_common::CT_ACT_FIB
+                && (v.action == netd_common::CT_ACT_FIB
+                    || v.action == netd_common::CT_ACT_NAT64
+                    || v.action == netd_common::CT_ACT_NAT64_PEER)
                 && (self.ports.contains(&(k.proto, k.dport)) || self.ports.contains(&(k.proto, v.sport))))
             || self.pairs6.iter().any(|(s, d)| (k.saddr == *s && k.daddr == *d) || (k.saddr == *d && k.daddr == *s))
     }
@@ -217,7 +219,15 @@ impl Ebpf {
     /// the stale translations of fresh ones go with the next conntrack job.
     pub(super) fn ports6_added(&mut self, net: &NetworkSpec, ports: &[PortMapping]) -> DpResult<()> {
         let mut fresh = Vec::new();
-        for p in &map_keys6(net, ports) {
+        let keys = map_keys6(net, ports);
+        // A cross-family binding on a v4-only network: NAT46 is in the v6 programs.
+        if keys.iter().any(PortMapping::is_cross_family) {
+            let t0 = std::time::Instant::now();
+            if self.l()?.ensure_v6().map_err(|e| err("loading the IPv6 programs", e))? {
+                tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "IPv6 programs loaded (first NAT46 binding)");
+            }
+        }
+        for p in &keys {
             let slot = self.slot_for(p)?;
             let v = PublishedValue6 {
                 addr: be_addr6(v6(p.container_ip)),
