@@ -142,7 +142,8 @@ fn map_keys(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
 /// programs translate with NAT46 (`netd-ebpf/src/v6/nat46.rs`); not on routed networks (the
 /// daemon makes none there).
 fn map_keys6(net: &NetworkSpec, ports: &[PortMapping]) -> Vec<PortMapping> {
-    let cross = ports.iter().filter(|p| p.is_cross_family() && net.gateway_mode != GatewayMode::Routed);
+    let routed4 = net.ipv4.is_some_and(|n| n.gateway_mode == GatewayMode::Routed);
+    let cross = ports.iter().filter(|p| p.is_cross_family() && !routed4);
     let v6 = ports.iter().filter(|p| p.host_ip.is_ipv6() && p.container_ip.is_ipv6());
     if net.ipv6.is_none_or(|n| n.gateway_mode != GatewayMode::Routed) {
         return v6.chain(cross).cloned().collect();
@@ -833,7 +834,7 @@ impl Dataplane for Ebpf {
             p.addrs.extend(a);
             p.addrs6.extend(a6);
             // NAT46 flows to a v4-only sandbox are keyed by its v4-mapped address in `CT_V6`.
-            p.addrs6.insert(v6::be_addr6(ep.ip.to_ipv6_mapped()));
+            p.addrs6.extend(ep.ip.map(|ip| v6::be_addr6(ip.to_ipv6_mapped())));
         });
         self.endpoint6_removed(ep)
     }
