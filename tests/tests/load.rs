@@ -99,9 +99,10 @@ fn ten_thousand_ports(dataplane: &str) {
     let th = TestHost::new(&format!("k2{}", &dataplane[..1])).unwrap();
     // iptables: without the userland proxy (the burst below goes through the 10,000 DNAT rules
     // either way, never through the proxy). eBPF: with it (the default), so each port also has
-    // its `[::]` twin (Docker's proxied binding of a v4-only sandbox), listening on the one
-    // dual-stack socket that holds the pair: 10,000 descriptors, not 20,000 (this machine's hard
-    // RLIMIT_NOFILE, which the daemon may not raise here: no CAP_SYS_RESOURCE).
+    // its `[::]` twin (Docker's proxied binding of a v4-only sandbox), translated by NAT46 in
+    // the programs, its port held (not listening) by the one dual-stack socket that holds the
+    // pair: 10,000 descriptors, not 20,000 (this machine's hard RLIMIT_NOFILE, which the daemon
+    // may not raise here: no CAP_SYS_RESOURCE).
     let args: &[&str] = if dataplane == "iptables" {
         &["--dataplane", "iptables", "--userland-proxy=false"]
     } else {
