@@ -972,8 +972,8 @@ fn iptables_udp_proxy_flows_end_when_idle_and_are_capped() {
 
 /// A flow that starts on a freshly published port before the daemon's after-reply conntrack
 /// purge (which removes the port's stale translations) runs is not one of them: it keeps both
-/// its directions. `NETD_TEST_DEFERRED_DELAY_MS` holds the purge back so the flow is sure to
-/// start first (without it the race is real but rare: `run -d` returns before the purge).
+/// its directions. `NETD_TEST_DEFERRED_DELAY_MS` holds the purge back (4 s: `run -d` waits for
+/// the probe to listen, which takes a while under load) so the flow is sure to start first (without it the race is real but rare: `run -d` returns before the purge).
 fn a_flow_started_before_the_purge_survives_it(dataplane: &str) {
     use std::{
         io::{Read, Write},
@@ -982,7 +982,7 @@ fn a_flow_started_before_the_purge_survives_it(dataplane: &str) {
     };
     let th = TestHost::new(&format!("fp{}", &dataplane[..1])).unwrap();
     let d =
-        TestDaemon::start_env(&th, &[("NETD_TEST_DEFERRED_DELAY_MS", "2000")], &["--dataplane", dataplane]).unwrap();
+        TestDaemon::start_env(&th, &[("NETD_TEST_DEFERRED_DELAY_MS", "4000")], &["--dataplane", dataplane]).unwrap();
     let pr = p();
     let t0 = Instant::now();
     d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
@@ -1010,9 +1010,9 @@ fn a_flow_started_before_the_purge_survives_it(dataplane: &str) {
     };
     let first = talk("before");
     assert!(first.ends_with("before"), "exchange before the purge: {first:?}");
-    assert!(t0.elapsed() < Duration::from_millis(1900), "the flow started before the purge");
-    // The purge runs 2 s after the reply; then the flow must still work both ways.
-    std::thread::sleep(Duration::from_millis(3500).saturating_sub(t0.elapsed()));
+    assert!(t0.elapsed() < Duration::from_millis(3900), "the flow started before the purge");
+    // The purge runs 4 s after the reply; then the flow must still work both ways.
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(t0.elapsed()));
     let after = talk("after");
     assert!(after.ends_with("after"), "exchange after the purge: {after:?}");
     // And the purge did run: a fresh connection works too.
