@@ -45,7 +45,7 @@ fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> Netns
 /// Create a new network namespace and bind-mount it at `path` (idempotent: an existing
 /// namespace mount at `path` is kept).
 pub fn create(path: &Path) -> Result<(), NetnsError> {
-    if is_netns_mount(path) {
+    if is_nsfs(path) {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
@@ -82,6 +82,13 @@ pub fn delete(path: &Path) -> Result<(), NetnsError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `path` is a namespace file (a namespace is mounted on it): one `statfs`, where
+/// [`is_netns_mount`] reads the whole mount table (one line per sandbox).
+pub fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Whether `path` currently has a namespace mounted on it.

@@ -397,20 +397,26 @@ impl Daemon {
     /// (and, once this returns, every translation of its address) and the veth. `net`: the
     /// network's spec and index ([`net_of`]), `None` when the network is gone.
     pub async fn detach_kernel(&self, dp: &super::Dp, cur: &Attachment, net: Option<&(NetworkSpec, u32)>) {
+        // The veth first: the eBPF program leaves a deleted device without waiting (a detach
+        // from a live one waits for an RCU grace period under the rtnl lock). At shutdown the
+        // veths go in one batch at the end (see `Daemon::deferred_links`), the programs after
+        // them (`Dp::tearing_down`).
+        let deferred = match self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(later) => {
+                later.push(cur.host_veth.clone());
+                true
+            }
+            None => false,
+        };
+        if !deferred && let Err(e) = self.nl.delete_link(&cur.host_veth).await {
+            tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");
+        }
         if let Some((spec, index)) = net {
             let mut e = endpoint_spec(cur, *index);
             e.host_ifindex = 0;
             if let Err(e) = dp.endpoint_removed(spec, &e).await {
                 tracing::warn!(owner = %cur.owner.key(), error = %e, "dataplane: removing endpoint");
             }
-        }
-        // At shutdown the veths go in one batch at the end (see `Daemon::deferred_links`).
-        if let Some(later) = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            later.push(cur.host_veth.clone());
-            return;
-        }
-        if let Err(e) = self.nl.delete_link(&cur.host_veth).await {
-            tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");
         }
     }
 

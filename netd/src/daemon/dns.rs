@@ -154,7 +154,14 @@ impl View {
                 .filter(|e| user_net(&e.network_id).is_some())
                 .map(|e| e.network_id.clone())
                 .collect();
-            let all_internal = !nets.is_empty() && nets.iter().all(|n| user_net(n).is_some_and(|n| n.internal));
+            // Only sandboxes on a user network run a resolver (`Daemon::start_dns`), so only
+            // they ask; the others (the default bridge's) cost nothing here. The view is rebuilt
+            // whenever the state changes: per-sandbox work for every sandbox made each change
+            // cost O(sandboxes), and N sandboxes' starts and teardowns O(N²).
+            if nets.is_empty() {
+                continue;
+            }
+            let all_internal = nets.iter().all(|n| user_net(n).is_some_and(|n| n.internal));
             v.askers.insert(
                 c.id.clone(),
                 Asker {

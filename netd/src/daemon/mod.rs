@@ -286,6 +286,9 @@ impl Dp {
     pub fn prune(&self) -> DpResult<usize> {
         self.g().prune()
     }
+    pub fn tearing_down(&self) {
+        self.g().tearing_down()
+    }
     pub fn shutdown(&self, keep: bool) -> DpResult<()> {
         self.g().shutdown(keep)
     }

@@ -814,8 +814,9 @@ pub async fn teardown(d: &Shared) {
         let st = d.state.lock().await;
         st.containers.values().filter(|c| c.state.status == Status::Running).map(|c| c.id.clone()).collect()
     };
-    // Host veths are deleted in one batch at the end.
+    // Host veths are deleted in one batch at the end, their programs after them.
     *d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    d.dp.tearing_down();
     stop_all(d, &ids).await;
     let running: Vec<String> = {
         let st = d.state.lock().await;

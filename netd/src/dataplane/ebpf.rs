@@ -94,6 +94,9 @@ pub struct Ebpf {
     docker_bridges: Vec<HostBridge>,
     /// Those of them (not netd's) with `netd_from_foreign_bridge` attached.
     foreign_attached: Vec<HostBridge>,
+    /// The teardown has begun ([`Dataplane::tearing_down`]): removed endpoints keep their
+    /// veth's program until [`Dataplane::shutdown`], after their devices are gone.
+    tearing_down: bool,
 }
 
 /// MAC address of an interface of the caller's network namespace (SIOCGIFHWADDR).
@@ -817,8 +820,13 @@ impl Dataplane for Ebpf {
     }
 
     fn endpoint_removed(&mut self, _net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
-        let id = self.veth_links.remove(&ep.host_veth).flatten();
-        let _ = self.l()?.detach_container(&ep.host_veth, id);
+        // Detached when the device is already gone (the daemon deletes the veth first): a
+        // detach from a live device waits for an RCU grace period under the rtnl lock. At
+        // the teardown the devices go in one batch later, and the programs with `shutdown`.
+        if !self.tearing_down {
+            let id = self.veth_links.remove(&ep.host_veth).flatten();
+            let _ = self.l()?.detach_container(&ep.host_veth, id);
+        }
         let a = ep.ip.map(be_addr);
         if let Some(a) = a {
             {
@@ -1077,6 +1085,10 @@ impl Dataplane for Ebpf {
         let drops = l.drop_stats().map_err(|e| err("DROP_STATS", e))?;
         let drops = DropReason::ALL.iter().map(|r| (r.label().to_string(), drops[r.label()])).collect();
         Ok(Stats { ports, drops })
+    }
+
+    fn tearing_down(&mut self) {
+        self.tearing_down = true;
     }
 
     fn shutdown(&mut self, keep: bool) -> DpResult<()> {
