@@ -227,3 +227,48 @@ pub fn tcp_connect_in(netns_path: &str, dst: SocketAddr) -> Result<TcpStream> {
         Ok(s)
     })?
 }
+
+/// The established-flow half of the next-hop MAC change scenarios (dataplane.rs, ipv6.rs): a
+/// flow from `sandbox` (its netns path) to a server at `server` in the outside namespace makes
+/// two exchanges (the second rides the eBPF fast path's cached route), then the outside's
+/// `out0` takes `new_mac` and the host learns it (`ip neigh replace`), then a third exchange.
+/// Returns the third exchange's outcome and the peer address the server saw.
+pub fn next_hop_mac_change(
+    th: &crate::TestHost,
+    sandbox: &str,
+    server: SocketAddr,
+    new_mac: &str,
+) -> (std::result::Result<(), String>, String) {
+    let listener = th.outside.run(move || std::net::TcpListener::bind(server)).unwrap().unwrap();
+    let srv = std::thread::spawn(move || -> std::io::Result<String> {
+        let (mut s, peer) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut b = [0u8; 4];
+        for _ in 0..3 {
+            s.read_exact(&mut b)?;
+            s.write_all(&b)?;
+        }
+        Ok(peer.ip().to_string())
+    });
+    let mut c = tcp_connect_in(sandbox, server).expect("sandbox -> outside server");
+    c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let exchange = |c: &mut TcpStream, m: &[u8; 4]| -> std::result::Result<(), String> {
+        c.write_all(m).map_err(|e| e.to_string())?;
+        let mut b = [0u8; 4];
+        c.read_exact(&mut b).map_err(|e| e.to_string())?;
+        if &b == m { Ok(()) } else { Err(format!("echoed {b:?}")) }
+    };
+    exchange(&mut c, b"one!").expect("first exchange");
+    exchange(&mut c, b"two!").expect("second exchange");
+    let link = th.outside.exec_ok(&["ip", "-o", "link", "show", "dev", "out0"]).unwrap();
+    assert!(link.contains("link/ether") && !link.contains(new_mac), "{link}");
+    th.outside.exec_ok(&["ip", "link", "set", "dev", "out0", "address", new_mac]).unwrap();
+    let ip = server.ip().to_string();
+    th.host.exec_ok(&["ip", "neigh", "replace", &ip, "lladdr", new_mac, "dev", th.uplink, "nud", "reachable"]).unwrap();
+    let third = exchange(&mut c, b"3rd!");
+    let peer = match srv.join().unwrap() {
+        Ok(p) => p,
+        Err(e) => format!("server side: {e}"),
+    };
+    (third, peer)
+}

@@ -1037,47 +1037,13 @@ fn iptables_a_flow_started_before_the_purge_survives_it() {
 /// masqueraded flow must follow at once, as the kernel's forwarding path does. With a stale
 /// cache its segments would go to the old MAC, which the outside drops as not its own.
 fn a_next_hop_mac_change_reaches_established_flows(dataplane: &str) {
-    use std::io::{Read, Write};
     let th = TestHost::new(&format!("nm{}", &dataplane[..1])).unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     d.ok(&["run", "-d", "--name", "na", "--", "sleep", "300"]);
     let sandbox = d.inspect("na")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
-    let listener = th.outside.run(|| std::net::TcpListener::bind("198.51.100.2:9090")).unwrap().unwrap();
-    let server = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        let mut b = [0u8; 4];
-        for _ in 0..3 {
-            s.read_exact(&mut b)?;
-            s.write_all(&b)?;
-        }
-        Ok(())
-    });
-    let mut c = probe::tcp_connect_in(&sandbox, addr("198.51.100.2:9090")).expect("sandbox -> outside:9090");
-    c.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
-    let exchange = |c: &mut std::net::TcpStream, m: &[u8; 4]| -> std::io::Result<[u8; 4]> {
-        c.write_all(m)?;
-        let mut b = [0u8; 4];
-        c.read_exact(&mut b)?;
-        Ok(b)
-    };
-    // Two exchanges: the second rides the cached route.
-    assert_eq!(&exchange(&mut c, b"one!").expect("first exchange"), b"one!");
-    assert_eq!(&exchange(&mut c, b"two!").expect("second exchange"), b"two!");
-    let link = th.outside.exec_ok(&["ip", "-o", "link", "show", "dev", "out0"]).unwrap();
-    let new = "02:00:5e:10:00:42";
-    assert!(link.contains("link/ether") && !link.contains(new), "{link}");
-    th.outside.exec_ok(&["ip", "link", "set", "dev", "out0", "address", new]).unwrap();
-    th.host
-        .exec_ok(&["ip", "neigh", "replace", "198.51.100.2", "lladdr", new, "dev", th.uplink, "nud", "reachable"])
-        .unwrap();
-    let r = exchange(&mut c, b"3rd!");
-    assert_eq!(
-        r.as_ref().map(|b| &b[..]).map_err(|e| e.to_string()),
-        Ok(&b"3rd!"[..]),
-        "{dataplane}: the established flow after the next hop's MAC changed"
-    );
-    server.join().unwrap().unwrap_or_else(|e| panic!("{dataplane}: server side: {e}"));
+    let (third, peer) = probe::next_hop_mac_change(&th, &sandbox, addr("198.51.100.2:9090"), "02:00:5e:10:00:42");
+    assert_eq!(third, Ok(()), "{dataplane}: the established flow after the next hop's MAC changed");
+    assert_eq!(peer, "198.51.100.1", "{dataplane}: masqueraded to the uplink's address");
 }
 
 #[test]

@@ -1033,47 +1033,13 @@ both!(
 /// kernel's forwarding does (with a stale cache its segments would go to the old MAC, which
 /// the outside drops as not its own).
 fn a_next_hop_mac_change_reaches_established_v6_flows(dataplane: &str) {
-    use std::io::{Read, Write};
     let th = TestHost::new(&format!("n6{}", &dataplane[..1])).unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:19:1::/64", "n1"]);
     d.ok(&["run", "-d", "--name", "na", "--network", "n1", "--", "sleep", "300"]);
     let sandbox = d.inspect("na")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
-    let listener = th.outside.run(|| std::net::TcpListener::bind("[2001:db8:100::2]:9090")).unwrap().unwrap();
-    let server = std::thread::spawn(move || -> std::io::Result<String> {
-        let (mut s, peer) = listener.accept()?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        let mut b = [0u8; 4];
-        for _ in 0..3 {
-            s.read_exact(&mut b)?;
-            s.write_all(&b)?;
-        }
-        Ok(peer.ip().to_string())
-    });
-    let mut c = probe::tcp_connect_in(&sandbox, addr("[2001:db8:100::2]:9090")).expect("sandbox -> outside:9090");
-    c.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
-    let exchange = |c: &mut std::net::TcpStream, m: &[u8; 4]| -> std::io::Result<[u8; 4]> {
-        c.write_all(m)?;
-        let mut b = [0u8; 4];
-        c.read_exact(&mut b)?;
-        Ok(b)
-    };
-    // Two exchanges: the second rides the cached route.
-    assert_eq!(&exchange(&mut c, b"one!").expect("first exchange"), b"one!");
-    assert_eq!(&exchange(&mut c, b"two!").expect("second exchange"), b"two!");
-    let link = th.outside.exec_ok(&["ip", "-o", "link", "show", "dev", "out0"]).unwrap();
-    let new = "02:00:5e:10:00:46";
-    assert!(link.contains("link/ether") && !link.contains(new), "{link}");
-    th.outside.exec_ok(&["ip", "link", "set", "dev", "out0", "address", new]).unwrap();
-    th.host
-        .exec_ok(&["ip", "-6", "neigh", "replace", "2001:db8:100::2", "lladdr", new, "dev", th.uplink, "nud", "reachable"])
-        .unwrap();
-    let r = exchange(&mut c, b"3rd!");
-    assert_eq!(
-        r.as_ref().map(|b| &b[..]).map_err(|e| e.to_string()),
-        Ok(&b"3rd!"[..]),
-        "{dataplane}: the established v6 flow after the next hop's MAC changed"
-    );
-    let peer = server.join().unwrap().unwrap_or_else(|e| panic!("{dataplane}: server side: {e}"));
+    let (third, peer) =
+        probe::next_hop_mac_change(&th, &sandbox, addr("[2001:db8:100::2]:9090"), "02:00:5e:10:00:46");
+    assert_eq!(third, Ok(()), "{dataplane}: the established v6 flow after the next hop's MAC changed");
     assert_eq!(peer, "2001:db8:100::1", "{dataplane}: NAT66 to the uplink's address");
 }

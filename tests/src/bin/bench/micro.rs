@@ -18,6 +18,7 @@ use netd::{
     ebpf::{Loaded, test_run_repeat},
 };
 use netd_common::{CT_ACT_FIB, CT_ACT_PEER, CT_F_ACKED, CT_F_REPLY, CT_F_SEEN, CtKey, CtValue, map_names as m};
+use netd_tests::frames::csum;
 
 const HOST: [u8; 4] = [198, 51, 100, 1];
 const CLIENT: [u8; 4] = [198, 51, 100, 2];
@@ -28,17 +29,6 @@ const TC_ACT_REDIRECT: u32 = 7;
 /// Runs per test run: even (the packet comes back to its first tuple), and few enough that the
 /// TTL (255, one less per routed hop) never reaches 1.
 const REPEAT: u32 = 200;
-
-fn csum(data: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
 
 /// An Ethernet + IPv4 (DF, TTL 255) + TCP ACK or UDP frame with `payload` bytes, checksums valid.
 fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
