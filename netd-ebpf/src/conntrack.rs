@@ -195,8 +195,7 @@ pub fn apply_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
 /// translated tuple), if the partner still points back at it.
 #[inline(always)]
 pub fn remove_pair(k: &CtKey, v: &CtValue) {
-    let partner =
-        ct_key(v.daddr, v.saddr, v.dport, v.sport, k.proto);
+    let partner = ct_key(v.daddr, v.saddr, v.dport, v.sport, k.proto);
     if let Some(pv) = lookup(&partner)
         && pv.daddr == k.saddr
         && pv.dport == k.sport

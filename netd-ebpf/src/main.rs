@@ -68,8 +68,7 @@ mod progs {
 
     use crate::{
         conntrack::{self, apply_new, insert_pair, key_of},
-        ct_value,
-        icmp,
+        ct_value, icmp,
         maps::{
             LINKS, SCRATCH_FIB, UPLINKS, endpoint, in_daemon_netns, is_foreign_bridge, is_host_addr, network,
             published, published_exact,

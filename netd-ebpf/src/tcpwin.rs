@@ -48,14 +48,21 @@ fn load(ctx: &TcContext, l4: usize) -> Option<(u32, u32, usize, u16)> {
 /// (liberal).
 #[inline(always)]
 fn wscale(ctx: &TcContext, l4: usize, doff: usize) -> u16 {
-    let n = if doff > 60 { 40 } else if doff > 20 { doff - 20 } else { 0 };
+    let n = if doff > 60 {
+        40
+    } else if doff > 20 {
+        doff - 20
+    } else {
+        0
+    };
     if n == 0 {
         return CT_WSCALE_NONE;
     }
     let Some(s) = tcp_scratch() else { return 14 };
     let s = &mut s.opts;
     // SAFETY: valid ctx; n (1..=40) bytes into the 40-byte scratch buffer.
-    if n > 40 || unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), (l4 + 20) as u32, s.as_mut_ptr().cast(), n as u32) } != 0
+    if n > 40
+        || unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), (l4 + 20) as u32, s.as_mut_ptr().cast(), n as u32) } != 0
     {
         return 14;
     }

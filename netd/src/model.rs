@@ -679,7 +679,10 @@ mod tests {
             "gateway_mode":"nat","host_binding_ipv4":"0.0.0.0","mtu":1500}"#;
         let b: BridgeNet = serde_json::from_str(old).unwrap();
         let v4 = b.ipv4.clone().expect("v4 side");
-        assert_eq!((v4.subnet, v4.prefix_len, v4.gateway), ("198.51.100.0".parse().unwrap(), 24, "198.51.100.1".parse().unwrap()));
+        assert_eq!(
+            (v4.subnet, v4.prefix_len, v4.gateway),
+            ("198.51.100.0".parse().unwrap(), 24, "198.51.100.1".parse().unwrap())
+        );
         assert!(b.user_subnet4() && !b.routed() && b.ipv6.is_none());
         // Written back in the same flat layout.
         let v: serde_json::Value = serde_json::to_value(&b).unwrap();

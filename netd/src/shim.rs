@@ -504,7 +504,6 @@ mod fastspawn {
             255
         }
     }
-
 }
 
 /// Spawn a shim for `config` and wait for its one-line report: `(shim_pid, pid)` or the error

@@ -56,7 +56,6 @@ fn ip4(s: &str) -> [u8; 4] {
     [v[0], v[1], v[2], v[3]]
 }
 
-
 /// Item 1: a sandbox on an `--internal` network reaches no published port, neither through the
 /// host's uplink address nor through its own gateway.
 fn internal_network_has_no_way_out(dataplane: &str) {

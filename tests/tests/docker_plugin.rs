@@ -147,7 +147,8 @@ fn scenario(dp: &str) {
     v6["Options"]["com.docker.network.enable_ipv6"] = json!(true);
     // A bridge name and an IPv4 pool of its own, so the missing IPv6 pool is what fails.
     v6["Options"]["com.docker.network.generic"]["com.docker.network.bridge.name"] = json!(netd_tests::unique("ndq"));
-    v6["IPv4Data"][0] = json!({"AddressSpace": "LocalDefault", "Pool": "203.0.113.16/28", "Gateway": "203.0.113.17/28"});
+    v6["IPv4Data"][0] =
+        json!({"AddressSpace": "LocalDefault", "Pool": "203.0.113.16/28", "Gateway": "203.0.113.17/28"});
     let e = err(&sock, "NetworkDriver.CreateNetwork", v6);
     assert!(e.contains("IPv6"), "{e}");
     let mut overlap = create.clone();

@@ -467,8 +467,24 @@ fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
     // (Docker: no v4 binding without a container v4 address, an explicit v4 host address is
     // left out).
     d.ok(&[
-        "run", "-d", "--name", "web6", "--network", "v6only", "-p", "8085:7000", "-p", "127.0.0.1:8086:7000", "-p",
-        "5355:7000/udp", "--", &pr, "serve", "--tag", "web6", "7000",
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "--network",
+        "v6only",
+        "-p",
+        "8085:7000",
+        "-p",
+        "127.0.0.1:8086:7000",
+        "-p",
+        "5355:7000/udp",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "web6",
+        "7000",
     ]);
     let i = d.inspect("web6");
     let ns = &i["NetworkSettings"]["Networks"]["v6only"];
@@ -1038,8 +1054,7 @@ fn a_next_hop_mac_change_reaches_established_v6_flows(dataplane: &str) {
     d.ok(&["network", "create", "--ipv6", "--subnet", "fd00:19:1::/64", "n1"]);
     d.ok(&["run", "-d", "--name", "na", "--network", "n1", "--", "sleep", "300"]);
     let sandbox = d.inspect("na")["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
-    let (third, peer) =
-        probe::next_hop_mac_change(&th, &sandbox, addr("[2001:db8:100::2]:9090"), "02:00:5e:10:00:46");
+    let (third, peer) = probe::next_hop_mac_change(&th, &sandbox, addr("[2001:db8:100::2]:9090"), "02:00:5e:10:00:46");
     assert_eq!(third, Ok(()), "{dataplane}: the established v6 flow after the next hop's MAC changed");
     assert_eq!(peer, "2001:db8:100::1", "{dataplane}: NAT66 to the uplink's address");
 }

@@ -9,14 +9,13 @@ use aya_ebpf::{
         bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
-        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
     },
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT46, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY, CT_F_SEEN,
-    DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT46, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY,
+    CT_F_SEEN, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
     tcp_window::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     v6::{Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6},
 };

@@ -1108,9 +1108,7 @@ pub fn attachment_op_key(o: &Owner) -> String {
 fn proxied(cfg: &super::Config, st: &State, net_index: u32) -> bool {
     cfg.up.dataplane == crate::dataplane::Backend::Iptables
         && cfg.up.userland_proxy
-        && !st.networks.values().any(|n| {
-            n.bridge.as_ref().is_some_and(|b| b.index == net_index && b.routed())
-        })
+        && !st.networks.values().any(|n| n.bridge.as_ref().is_some_and(|b| b.index == net_index && b.routed()))
 }
 
 /// Whether a v4-only sandbox on network `net_index` gets cross-family bindings (v6 host

@@ -205,8 +205,9 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
     let _op = d.op_lock(&attach::attachment_op_key(&who)).await;
     let (net_id, net, b) = {
         let st = d.state.lock().await;
-        let net_id =
-            d.resolve_network_exact(&st, &r.network).map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
+        let net_id = d
+            .resolve_network_exact(&st, &r.network)
+            .map_err(|e| CniApiError::new(404, code::NO_SUCH_NETWORK, e.message))?;
         let net = st.networks[&net_id].clone();
         let Some(b) = net.bridge.clone() else {
             return Err(bad(format!(

@@ -248,7 +248,9 @@ fn resolve(v: &View, cid: &str, daemon_dns: &[String], name: &Name, qtype: Recor
     let mut records = Vec::new();
     let mut known = false;
     for e in v.entries.iter().filter(|e| me.nets.contains(&e.net_id)) {
-        if qtype == RecordType::PTR && (e.ip.is_some_and(|a| qn == ptr_name(a)) || e.ip6.is_some_and(|a| qn == ptr_name6(a))) {
+        if qtype == RecordType::PTR
+            && (e.ip.is_some_and(|a| qn == ptr_name(a)) || e.ip6.is_some_and(|a| qn == ptr_name6(a)))
+        {
             known = true;
             let target = e.sandbox.as_deref().or(e.names.first().map(String::as_str)).unwrap_or_default();
             if let Ok(t) = Name::from_ascii(format!("{target}.{}.", e.net_name)) {

@@ -120,17 +120,7 @@ impl Daemon {
             Some(self.network_v4(&st, &r, gateway_mode).await?)
         };
         let ipv6 = self.network_v6(&mut st, &r).await?;
-        let b = BridgeNet {
-            index,
-            bridge,
-            owned: true,
-            ipv4,
-            icc,
-            masquerade,
-            host_binding_ipv4: host_ip,
-            mtu,
-            ipv6,
-        };
+        let b = BridgeNet { index, bridge, owned: true, ipv4, icc, masquerade, host_binding_ipv4: host_ip, mtu, ipv6 };
         let n = Network {
             id: id.clone(),
             name: r.name.clone(),
@@ -611,7 +601,9 @@ impl Daemon {
             && n.bridge.as_ref().is_some_and(|b| b.ipv4.is_none())
         {
             // Docker's `validateEndpointIPAddress`: an IPv6-only network has no v4 subnet.
-            return Err(ApiError::bad(format!("invalid endpoint settings:\nno configured subnet contains IP address {ip}")));
+            return Err(ApiError::bad(format!(
+                "invalid endpoint settings:\nno configured subnet contains IP address {ip}"
+            )));
         }
         if static_ip.is_some() && (n.default_bridge || !n.bridge.as_ref().is_some_and(|b| b.user_subnet4())) {
             return Err(ApiError::bad(if n.default_bridge {

@@ -112,10 +112,8 @@ impl Daemon {
         let mac = mac.map(|m| ipam::parse_mac(m).map_err(|e| ApiError::bad(e.to_string()))).transpose()?;
         // The families the sandbox's other endpoints have no default route for yet.
         let eps = st.containers.get(cid).map(|c| c.endpoints.clone()).unwrap_or_default();
-        let family_routes = (
-            idx > 0 && eps.iter().all(|e| e.ip.is_none()),
-            idx > 0 && eps.iter().all(|e| e.ip6.is_none()),
-        );
+        let family_routes =
+            (idx > 0 && eps.iter().all(|e| e.ip.is_none()), idx > 0 && eps.iter().all(|e| e.ip6.is_none()));
         let a = self
             .attach(
                 st,

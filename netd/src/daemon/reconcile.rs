@@ -480,21 +480,20 @@ pub fn host_view(links: &[crate::netlink::HostLink], given: &[String]) -> HostVi
 fn follow_routes(mut bump: Box<dyn FnMut() + Send>) {
     use futures::StreamExt;
     use rtnetlink::MulticastGroup as G;
-    let (conn, _h, mut msgs) =
-        match rtnetlink::new_multicast_connection(&[
-            G::Ipv4Route,
-            G::Ipv6Route,
-            G::Neigh,
-            G::Link,
-            G::Ipv4Ifaddr,
-            G::Ipv6Ifaddr,
-        ]) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "not following route changes: routes are looked up per packet");
-                return;
-            }
-        };
+    let (conn, _h, mut msgs) = match rtnetlink::new_multicast_connection(&[
+        G::Ipv4Route,
+        G::Ipv6Route,
+        G::Neigh,
+        G::Link,
+        G::Ipv4Ifaddr,
+        G::Ipv6Ifaddr,
+    ]) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "not following route changes: routes are looked up per packet");
+            return;
+        }
+    };
     tokio::spawn(conn);
     tokio::spawn(async move {
         while msgs.next().await.is_some() {

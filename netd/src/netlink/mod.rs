@@ -235,7 +235,8 @@ impl Netlink {
         mac: [u8; 6],
         ns: Option<BorrowedFd<'_>>,
     ) -> Result<u32> {
-        let mut p = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).mtu(mtu).address(mac.to_vec());
+        let mut p =
+            rtnetlink::LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).mtu(mtu).address(mac.to_vec());
         if let Some(fd) = ns {
             p = p.setns_by_fd(fd.as_raw_fd());
         }
@@ -598,7 +599,12 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
         if i.tmp_name != i.name {
             n.h.link()
                 .set(
-                    LinkUnspec::new_with_index(idx).down().name(i.name.clone()).address(i.mac.to_vec()).mtu(i.mtu).build(),
+                    LinkUnspec::new_with_index(idx)
+                        .down()
+                        .name(i.name.clone())
+                        .address(i.mac.to_vec())
+                        .mtu(i.mtu)
+                        .build(),
                 )
                 .execute()
                 .await

@@ -577,7 +577,8 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
         println!("netd bench: podman's CNI chain vs netd-cni");
         (docker_md, runtimes::podman(size))
     } else {
-        let skipped = "## Real runtimes\n\nNot run (`--no-runtimes`): `netd-bench runtimes` measures them on their own.\n";
+        let skipped =
+            "## Real runtimes\n\nNot run (`--no-runtimes`): `netd-bench runtimes` measures them on their own.\n";
         (skipped.to_string(), String::new())
     };
     std::fs::create_dir_all(&out)?;
@@ -846,7 +847,12 @@ fn render_profile(profile: &Profile, sizes: &BTreeMap<String, (u32, u32, u32)>) 
             // packet here, up to 64 KB).
             for (name, (ns, cnt)) in progs {
                 if *cnt > 0 {
-                    let _ = writeln!(s, "| {path} | {w} | {} | {name} | – | {:.0} | – |", fig.name(), *ns as f64 / *cnt as f64);
+                    let _ = writeln!(
+                        s,
+                        "| {path} | {w} | {} | {name} | – | {:.0} | – |",
+                        fig.name(),
+                        *ns as f64 / *cnt as f64
+                    );
                 }
             }
             continue;

@@ -200,7 +200,8 @@ pub fn micro(calls: usize, check: bool) -> Result<()> {
     }
     for c in cases() {
         {
-            let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
+            let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> =
+                BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
             for (k, v) in &c.ct {
                 ct.insert(k, v, 0)?;
             }
