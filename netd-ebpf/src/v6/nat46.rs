@@ -263,18 +263,17 @@ pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
     unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 }
 }
 
+/// The `CT_V6` key of a sandbox's IPv4 packet's tuple, its addresses v4-mapped.
+#[inline(always)]
+fn mapped_key(p: &Pkt) -> CtKey6 {
+    super::ct::key6(&mapped(p.saddr), &mapped(p.daddr), p.sport, p.dport, p.proto)
+}
+
 /// Whether a sandbox's IPv4 packet without a `CT_V4` entry is the reply of a NAT46 flow (its
 /// v4-mapped tuple is in `CT_V6`). A call: the key stays off the caller's frame.
 #[inline(never)]
 pub fn is_reply(p: &Pkt) -> bool {
-    let k = CtKey6 {
-        saddr: mapped(p.saddr),
-        daddr: mapped(p.daddr),
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    let k = mapped_key(p);
     CT_V6.get_ptr(&k).is_some_and(|v| {
         // SAFETY: map value pointer, valid for this program run.
         let a = unsafe { (*v).action };
@@ -298,14 +297,7 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
     }
     // SAFETY: per-CPU map value, valid for this program run.
     let Some(s) = SCRATCH_V6.get_ptr_mut(0).map(|s| unsafe { &mut *s }) else { return OK };
-    s.rk = CtKey6 {
-        saddr: mapped(p.saddr),
-        daddr: mapped(p.daddr),
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    s.rk = mapped_key(p);
     let Some(e) = CT_V6.get_ptr_mut(&s.rk) else { return OK };
     // SAFETY: map value pointer, valid for this program run.
     let v = unsafe { &*e };
