@@ -79,10 +79,12 @@ fn thousand_sandboxes(dataplane: &str) {
             rss[round]
         );
     }
-    // Memory is stable: the third round (as many sandboxes as the second) does not grow the
-    // daemon beyond the second. (Round 0 against round 1 is allocator noise, not a leak, at
-    // ±8 MB: 47 -> 39 MB on one run, 33 -> 39 MB on another.)
-    assert!(rss[2] <= rss[1] + 4096, "daemon RSS grew from {} kB to {} kB over rounds {rss:?}", rss[1], rss[2]);
+    // Memory is stable: after 1,400 sandboxes the daemon is no bigger than after its largest
+    // earlier round (+4 MB), so a leak of ~10 kB per sandbox shows. A round against the one
+    // before is allocator noise, not a leak, at ±5-8 MB: 47 -> 39 MB, 33 -> 39 MB, and
+    // 40.7 -> 35.9 -> 40.7 MB on runs of the same code.
+    let before = rss[0].max(rss[1]);
+    assert!(rss[2] <= before + 4096, "daemon RSS grew from {before} kB to {} kB over rounds {rss:?}", rss[2]);
 }
 
 #[test]
