@@ -112,7 +112,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for (proto, pname) in [(6u8, "TCP"), (17, "UDP")] {
+    for proto in [6u8, 17] {
         // Uplink ingress: a client's packet to a published port, DNAT into the sandbox
         // (`bpf_redirect_peer`). The second entry maps the sandbox tuple back, so runs alternate.
         v.push(Case {
@@ -135,7 +135,6 @@ fn cases() -> Vec<Case> {
                 (key(proto, HOST, CLIENT, 8080, 40000), entry(CT_ACT_FIB, SB, CLIENT, 7000, 40000, true)),
             ],
         });
-        let _ = pname;
     }
     v
 }
