@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             report(netd::debug::ebpf_object(verifier_log, bpf_log))
         }
         Cmd::Up(up) => {
+            netd::daemon::tune_allocator();
             netd::logging::init(up.log_level.directive());
             let socket = match cli::args::socket_path(cli.host.as_deref(), &up.exec_root) {
                 Ok(s) => s,

@@ -516,6 +516,25 @@ pub fn new_backend(b: Backend, up: &UpArgs) -> Result<Box<dyn Dataplane>, String
     }
 }
 
+/// Makes the daemon's heap give memory back to the kernel after large, short-lived buffers.
+///
+/// glibc's malloc raises its mmap threshold to the size of every large block that is freed (up
+/// to 32 MiB), so after one request that builds big buffers (a sandbox with 10,000 published
+/// ports serialises a ~5 MB record, clones binding lists and grows hash tables), every later
+/// buffer of that size comes from the heap and stays in the daemon's RSS when freed. Measured
+/// with a release build (`run -d -p 20000-29999:20000-29999`, 20,000 bindings): anonymous RSS
+/// grew by 16.7 MB with the defaults, 6.4 MB with a fixed 64 KiB mmap threshold and a 128 KiB
+/// trim threshold; heaptrack showed ~5 MB of it live, the rest freed but kept by malloc.
+/// Call before any thread starts. A no-op outside glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's tunables; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Resolve `netd up` flags into the daemon's configuration.
 pub fn config_from_args(up: UpArgs, socket: PathBuf) -> Result<Config, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the netd executable: {e}"))?;
