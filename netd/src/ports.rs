@@ -1,7 +1,7 @@
 //! Port specs (`-p`, `--expose`), exactly as Docker parses them (go-connections `nat`), the
 //! host-port bookkeeping, and Docker's output formats for `port` and `ps`.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt,
     net::{IpAddr, Ipv4Addr},
 };
@@ -352,6 +352,9 @@ pub fn parse_reserved(s: &str) -> HashSet<u16> {
 #[derive(Debug, Default)]
 pub struct PortAllocator {
     taken: HashSet<(Proto, IpAddr, u16)>,
+    /// How many `taken` entries each (proto, is IPv4, port) has, so a wildcard's conflict check
+    /// is one lookup: scanning `taken` made publishing a range O(N²) (10,000 ports: minutes).
+    per_port: HashMap<(Proto, bool, u16), u32>,
 }
 
 impl PortAllocator {
@@ -363,14 +366,22 @@ impl PortAllocator {
         if self.taken.contains(&(proto, ip, port)) || self.taken.contains(&(proto, any, port)) {
             return true;
         }
-        ip.is_unspecified()
-            && self.taken.iter().any(|(p, a, n)| *p == proto && *n == port && a.is_ipv4() == ip.is_ipv4())
+        ip.is_unspecified() && self.per_port.contains_key(&(proto, ip.is_ipv4(), port))
     }
     pub fn mark(&mut self, proto: Proto, ip: IpAddr, port: u16) {
-        self.taken.insert((proto, ip, port));
+        if self.taken.insert((proto, ip, port)) {
+            *self.per_port.entry((proto, ip.is_ipv4(), port)).or_default() += 1;
+        }
     }
     pub fn unmark(&mut self, proto: Proto, ip: IpAddr, port: u16) {
-        self.taken.remove(&(proto, ip, port));
+        if self.taken.remove(&(proto, ip, port))
+            && let std::collections::hash_map::Entry::Occupied(mut e) = self.per_port.entry((proto, ip.is_ipv4(), port))
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
     pub fn len(&self) -> usize {
         self.taken.len()
@@ -509,7 +520,14 @@ mod tests {
         assert!(!a.is_allocated(Proto::Udp, any, 8080), "tcp and udp are independent");
         assert!(!a.is_allocated(Proto::Tcp, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 8080));
         assert!(!a.is_allocated(Proto::Tcp, any6, 8080), "the families are independent");
+        a.mark(Proto::Tcp, lo, 8080);
+        a.mark(Proto::Tcp, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 8080);
         a.unmark(Proto::Tcp, lo, 8080);
+        assert!(a.is_allocated(Proto::Tcp, any, 8080), "one specific binding is left on the port");
+        a.unmark(Proto::Tcp, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 8080);
+        assert!(!a.is_allocated(Proto::Tcp, any, 8080), "no binding left on the port");
+        a.unmark(Proto::Tcp, lo, 8080);
+        assert!(!a.is_allocated(Proto::Tcp, any, 8080), "unmarking twice changes nothing");
         a.mark(Proto::Tcp, any, 8080);
         assert!(a.is_allocated(Proto::Tcp, lo, 8080));
         assert!(!a.is_allocated(Proto::Tcp, lo6, 8080));

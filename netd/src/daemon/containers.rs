@@ -181,12 +181,14 @@ impl Daemon {
         // Ports: parse every spec now (Docker's CLI does), allocation happens at start.
         let mut requested = Vec::new();
         let mut exposed = Vec::new();
+        // Order kept as given (inspect's ExposedPorts); the set makes a 10,000-port range linear.
+        let mut seen = std::collections::HashSet::new();
         for spec in &req.publish {
             for b in crate::ports::parse_port_spec(spec).map_err(|e| ApiError::bad(e.to_string()))? {
                 crate::ports::check_supported(&b, st.dp.ipv6(), &st.dp.backend().to_string())
                     .map_err(|e| ApiError::bad(e.to_string()))?;
                 let key = format!("{}/{}", b.container_port, b.proto);
-                if !exposed.contains(&key) {
+                if seen.insert(key.clone()) {
                     exposed.push(key);
                 }
                 requested.push(RequestedBinding {
@@ -204,7 +206,7 @@ impl Daemon {
         for spec in &req.expose {
             for k in crate::ports::parse_expose(spec).map_err(|e| ApiError::bad(e.to_string()))? {
                 let key = k.to_string();
-                if !exposed.contains(&key) {
+                if seen.insert(key.clone()) {
                     exposed.push(key);
                 }
             }
