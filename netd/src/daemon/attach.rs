@@ -549,7 +549,9 @@ impl Daemon {
             self.events.emit("port", "unpublish", &super::events::port_id(m), &[("container", owner.clone())]);
         }
         if let Some(a) = st.attachments.get_mut(id) {
-            a.ports.retain(|m| !maps.contains(m));
+            // A set: a sandbox's 20,000 bindings against themselves were 2·10⁸ comparisons.
+            let gone: std::collections::HashSet<&PortMapping> = maps.iter().collect();
+            a.ports.retain(|m| !gone.contains(m));
             let a = a.clone();
             self.persist_attachment(&a);
         }

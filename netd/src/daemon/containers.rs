@@ -1033,11 +1033,13 @@ impl Daemon {
             });
         }
         if c.config.publish_all {
+            let mut have: std::collections::HashSet<(u16, Proto)> =
+                reqs.iter().map(|r| (r.container_port, r.proto)).collect();
             for key in &c.exposed {
                 let (port, p) = key.split_once('/').unwrap_or((key, "tcp"));
                 let port: u16 = port.parse().unwrap_or(0);
                 let p = proto(p)?;
-                if !reqs.iter().any(|r| r.container_port == port && r.proto == p) {
+                if have.insert((port, p)) {
                     reqs.push(PortRequest {
                         proto: p,
                         host_ip: None,
