@@ -509,6 +509,17 @@ fn podman_run(dataplane: &str) {
     };
     // From outside, from the host's loopback (conmon holds :8080, netd's translation wins), by IP.
     assert_eq!(wget(&out, "http://198.51.100.1:8080/"), "ok\n", "from outside");
+    // The container is IPv4-only: a mapping without hostIP is published on `[::]` too. On eBPF
+    // a v6 client reaches it through NAT46 in the programs (conmon holds only 0.0.0.0:8080); on
+    // iptables CNI bindings have no proxy and ip6tables cannot translate v6 to v4, so there is
+    // no `[::]` binding (as the reference `portmap` plugin).
+    let v6 = wget(&out, "http://[2001:db8:100::1]:8080/");
+    if dataplane == "ebpf" {
+        assert_eq!(v6, "ok\n", "[::]:8080 from a v6 client");
+        assert_eq!(wget(&th.host.path(), "http://[::1]:8080/"), "ok\n", "[::1]:8080 from the host");
+    } else {
+        assert!(v6.is_empty(), "a v6 client reached a v4-only CNI container on iptables: {v6}");
+    }
     assert_eq!(wget(&th.host.path(), "http://127.0.0.1:8080/"), "ok\n", "from 127.0.0.1");
     assert_eq!(wget(&th.host.path(), "http://203.0.113.2/"), "ok\n", "container IP");
     // Hairpin: the container to the host's address and its own published port.
@@ -551,7 +562,7 @@ fn podman_run(dataplane: &str) {
     assert_eq!(recs, 0, "attachment record left after rm -f");
     // Nor map entries / rules of the container.
     if dataplane == "ebpf" {
-        for m in ["ENDPOINTS", "PUBLISHED_V4"] {
+        for m in ["ENDPOINTS", "PUBLISHED_V4", "PUBLISHED_V6"] {
             let o = std::process::Command::new("bpftool")
                 .args(["-j", "map", "dump", "pinned"])
                 .arg(d.bpffs.join("maps").join(m))

@@ -460,6 +460,21 @@ fn published_ports_every_form(td: &mut TestDocker, dp: &str) {
     assert_eq!(echo_ns(&out, "198.51.100.1:8082").map(|x| x.0).as_deref(), Some("web"), "IP:HPORT:CPORT");
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8443"), b"x").is_err(), "127.0.0.1-bound port from outside");
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:7000"), b"x").is_err(), "unpublished port answered");
+    // The container is IPv4-only; a binding without a host address is published on `[::]` too
+    // (Docker 20.10+ on a host with IPv6): v6 clients reach it through the userland proxy
+    // (iptables) or NAT46 in the programs (eBPF), the container seeing its gateway as the peer
+    // either way. Explicit v4 host addresses get no twin.
+    if on_netd() {
+        let (tag, peer) = echo_ns(&out, "[2001:db8:100::1]:8080").expect("[::]:8080 from a v6 client");
+        assert_eq!((tag.as_str(), peer.as_str()), ("web", "203.0.113.81"), "v6 client -> v4-only container");
+        let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5353"), b"u6").expect("udp [::]:5353 from a v6 client");
+        assert_eq!(e.tag, "web");
+        assert_eq!(echo_ns(&out, "[2001:db8:100::1]:9001").map(|x| x.0).as_deref(), Some("web"), "range over v6");
+        assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8082"), b"x").is_err(), "198.51.100.1 binding over v6");
+        assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8443"), b"x").is_err(), "127.0.0.1 binding over v6");
+        let host = td.th.host.path();
+        assert_eq!(echo_ns(&host, "[::1]:8080").map(|x| x.0).as_deref(), Some("web"), "[::1]:8080 from the host");
+    }
     // Docker cannot show a remote driver's ports; netd can (by endpoint address).
     let ip = td.ip_of("web", "pub");
     let lines = if on_netd() {
@@ -471,6 +486,12 @@ fn published_ports_every_form(td: &mut TestDocker, dp: &str) {
     assert!(lines.iter().any(|l| l == "7000/tcp -> 0.0.0.0:8080"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "7000/udp -> 0.0.0.0:5353"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "7000/tcp -> 127.0.0.1:8443"), "{lines:?}");
+    if on_netd() {
+        for l in ["7000/tcp -> [::]:8080", "7000/udp -> [::]:5353"] {
+            assert!(lines.iter().any(|x| x == l), "{l} missing: {lines:?}");
+        }
+        assert!(!lines.iter().any(|l| l.ends_with("[::]:8443") || l.ends_with("[::]:8082")), "{lines:?}");
+    }
     let eph_ip = host_port_of(&lines, "7001/tcp", "198.51.100.1");
     let eph = host_port_of(&lines, "7002/tcp", "0.0.0.0");
     let exposed = host_port_of(&lines, "7003/tcp", "0.0.0.0");

@@ -219,6 +219,8 @@ fn scenario(dp: &str) {
     assert_eq!(probe::udp_echo(&out, addr("198.51.100.1:5353"), b"u").expect("udp 5353").tag, "c1");
     assert!(probe::tcp_echo(&out, addr("198.51.100.1:8443"), b"x").is_err(), "127.0.0.1 binding from outside");
     assert_eq!(probe::tcp_echo(&out, addr("198.51.100.1:9100"), b"x").expect("range, first free").tag, "c1b");
+    // Docker 29's no_proxy_6to4 (another endpoint is the v6 gateway): no `[::]` twin here.
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"x").is_err(), "[::] twin despite no_proxy_6to4");
     let host = th.host.path();
     for a in ["127.0.0.1:8080", "198.51.100.1:8080", "127.0.0.1:8443"] {
         assert_eq!(

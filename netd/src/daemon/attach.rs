@@ -460,10 +460,11 @@ impl Daemon {
             .ok_or_else(|| ApiError::not_found(format!("network {} not found", a.network_id)))?;
         let b = net.bridge.as_ref().ok_or_else(|| ApiError::bad(format!("network {} has no bridge", net.name)))?;
         let proxied = a.port_opts.hold_socket && a.port_opts.userland_proxy && proxied(&self.cfg, st, b.index);
-        // A v4-only sandbox's v6 bindings (its `[::]` twin, Docker's proxied binding) on the
+        // A v4-only attachment's v6 bindings (its `[::]` twin, Docker's proxied binding) on the
         // eBPF dataplane: translated by its programs (NAT46, [`nat46`]), no listener, no proxy.
-        let nat46 =
-            a.port_opts.hold_socket && a.port_opts.userland_proxy && a.ip6.is_none() && nat46(&self.cfg, st, b.index);
+        // The same for every owner: netd's sandboxes, Docker endpoints and CNI containers
+        // (whose reserve-only ports never get a proxy, so on iptables they get no twin).
+        let nat46 = a.ip6.is_none() && nat46(&self.cfg, st, b.index);
         let v6_ok = st.dp.ipv6();
         if !v6_ok && let Some(r) = reqs.iter().find(|r| r.host_ip.is_some_and(|i| i.is_ipv6())) {
             return Err(ApiError::bad(format!(
@@ -474,10 +475,10 @@ impl Daemon {
                 r.proto.as_str()
             )));
         }
-        // The implicit `[::]` twin of a binding without a host address (Docker 27+): for
-        // sandboxes, to the sandbox's v6 address or proxied to its v4 one; for the other owners
-        // (Docker endpoints, CNI containers) when they have a v6 address, to it.
-        let implicit_v6 = v6_ok && (a.owner.is_sandbox() || a.ip6.is_some()) && b.host_binding_ipv4.is_unspecified();
+        // The implicit `[::]` twin of a binding without a host address (Docker 27+), for every
+        // owner: to the attachment's v6 address, else to its v4 one through the userland proxy
+        // (iptables) or NAT46 (eBPF); without either, none ([`binding_groups`]).
+        let implicit_v6 = v6_ok && b.host_binding_ipv4.is_unspecified();
         let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || nat46, implicit_v6);
         let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");

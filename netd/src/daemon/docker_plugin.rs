@@ -642,7 +642,22 @@ impl Daemon {
             }
             (a, st.waited)
         };
-        let reqs = port_requests(&r.options.clone().unwrap_or_default())?;
+        let opts = r.options.clone().unwrap_or_default();
+        let mut reqs = port_requests(&opts)?;
+        // Docker 29 says so when another endpoint of the container is its IPv6 gateway: this
+        // (IPv4-only) endpoint then gets no binding from a host IPv6 address (the `[::]` twin
+        // that the proxy or NAT46 would serve); the v6 bindings go through the other one.
+        if opt_true(&opts, "com.docker.network.driver.private.no_proxy_6to4") && a.ip6.is_none() {
+            let default_v4 = {
+                let st = self.state.lock().await;
+                st.networks.get(&a.network_id).and_then(|n| n.bridge.as_ref()).map(|b| b.host_binding_ipv4)
+            };
+            let default_v4 = std::net::IpAddr::V4(default_v4.unwrap_or(Ipv4Addr::UNSPECIFIED));
+            reqs.retain(|q| !q.host_ip.is_some_and(|h| h.is_ipv6()));
+            for q in &mut reqs {
+                q.host_ip.get_or_insert(default_v4);
+            }
+        }
         let (maps, w) = self.publish_unlocked(&a.id, &reqs, &a.id[..a.id.len().min(12)]).await?;
         waited += w;
         let mut st = self.state.lock().await;
