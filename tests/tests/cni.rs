@@ -857,6 +857,39 @@ fn dual_stack(dataplane: &str) {
     let off = c3.exec_ok(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]).unwrap();
     assert_eq!(off.trim(), "1", "IPv6 on a v4-only network's interface");
     assert_eq!(rt4.del("v4a", &c3.path(), "eth0", &json!({})).code, 0);
+    // An IPv6-only network (`"ipv4": false`, Docker 28's --ipv4=false): the container gets the
+    // v6 address, gateway and route only; `portMappings` are published on `[::]` only; NAT66.
+    let rt6 = runtime(
+        &th,
+        &d,
+        "netd6o",
+        "1.0.0",
+        json!({"network": "c6o", "ipv4": false, "subnet6": "fd00:c7::/64"}),
+    );
+    let c4 = Netns::new(&unique("c6c")).unwrap();
+    let _s4 = probe::EchoServer::start(&c4.path(), addr("[::]:7000"), "c4").unwrap();
+    let maps6 = ports(json!([{"hostPort": 8090, "containerPort": 7000, "protocol": "tcp"},
+                             {"hostPort": 5390, "containerPort": 7000, "protocol": "udp"}]));
+    let r = rt6.add("v6o", &c4.path(), "eth0", &maps6);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let j = r.json();
+    assert_eq!(j["ips"], json!([{"address": "fd00:c7::2/64", "gateway": "fd00:c7::1", "interface": 2}]), "{j}");
+    assert_eq!(j["routes"], json!([{"dst": "::/0", "gw": "fd00:c7::1"}]), "{j}");
+    let a4 = c4.exec_ok(&["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+    assert!(a4.trim().is_empty(), "a v4 address on an IPv6-only network: {a4}");
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"v6o").expect("[::]:8090 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("c4", "2001:db8:100::2"));
+    let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5390"), b"u6o").expect("udp [::]:5390 from outside");
+    assert_eq!(e.tag, "c4");
+    assert!(probe::tcp_echo(&out, addr("198.51.100.1:8090"), b"x").is_err(), "v4 binding of an IPv6-only container");
+    let e = probe::tcp_echo(&c4.path(), addr("[2001:db8:100::2]:9000"), b"o6").expect("IPv6-only container to outside");
+    assert_eq!(e.peer, "2001:db8:100::1", "NAT66");
+    let c = rt6.check("v6o", &c4.path(), "eth0", &json!({}));
+    assert_eq!(c.code, 0, "CHECK of an IPv6-only container: {c:?}");
+    let inspect: Value = serde_json::from_str(&d.ok(&["network", "inspect", "c6o"])).unwrap();
+    assert_eq!(inspect[0]["EnableIPv4"], false, "{inspect}");
+    assert_eq!(rt6.del("v6o", &c4.path(), "eth0", &maps6).code, 0);
+    assert!(probe::tcp_echo(&out, addr("[2001:db8:100::1]:8090"), b"x").is_err(), "v6 port open after DEL");
 }
 
 #[test]

@@ -578,7 +578,9 @@ fn ipv6_dual_stack(td: &mut TestDocker, _dp: &str) {
     let out = td.th.outside.path();
     let _srv = probe::EchoServer::start(&out, addr("[2001:db8:100::2]:6000"), "outside").unwrap();
     // A dataplane without IPv6 refuses the network with a clear error and creates nothing.
-    let r = td.cli(&["network", "create", "-d", driver(), "--subnet", NET_A, "--ipv6", "--subnet", V6, "v6n"]);
+    // Only the v6 subnet, as users type it: Docker's IPAM takes the v4 pool from its default
+    // pools (20.10 has no --ipv4=false, so every network has IPv4).
+    let r = td.cli(&["network", "create", "-d", driver(), "--ipv6", "--subnet", V6, "v6n"]);
     if on_netd() && r.code != 0 && r.stderr.contains("IPv6 networks are not supported by the") {
         assert!(td.cli(&["network", "inspect", "v6n"]).code != 0, "network exists after a refused create");
         assert!(bridge_with(td, "203.0.113.65").is_none(), "a bridge was left by a refused create");
@@ -592,6 +594,9 @@ fn ipv6_dual_stack(td: &mut TestDocker, _dp: &str) {
     let c6 = cfg.iter().find(|c| c["Subnet"] == V6).unwrap_or_else(|| panic!("no {V6} in {v}"));
     let gw6 = c6["Gateway"].as_str().unwrap_or("fd00:d0c:1::1").to_string();
     assert_eq!(gw6, "fd00:d0c:1::1", "Docker's IPAM gateway: the first address");
+    let c4 = cfg.iter().find(|c| c["Subnet"] != V6).unwrap_or_else(|| panic!("no v4 pool in {v}"));
+    let sub4 = c4["Subnet"].as_str().unwrap_or("").to_string();
+    assert!(sub4.starts_with("203.0.113.1") || sub4.starts_with("203.0.113.2"), "v4 from the default pool: {v}");
     // The bridge holds both gateways.
     let a6 = td.th.host.exec_ok(&["ip", "-o", "-6", "addr"]).unwrap();
     assert!(a6.contains(&format!("{gw6}/64")), "no bridge holds {gw6}: {a6}");
@@ -601,6 +606,8 @@ fn ipv6_dual_stack(td: &mut TestDocker, _dp: &str) {
     let ip6 = w["NetworkSettings"]["Networks"]["v6n"]["GlobalIPv6Address"].as_str().unwrap_or("").to_string();
     assert!(ip6.starts_with("fd00:d0c:1::"), "v6 address from Docker's IPAM: {w}");
     assert_eq!(w["NetworkSettings"]["Networks"]["v6n"]["IPv6Gateway"], gw6.as_str(), "{w}");
+    let ip4 = td.ip_of("w6", "v6n");
+    assert!(ip4.starts_with(&sub4[..sub4.rfind('.').unwrap_or(0)]), "v4 address {ip4} in {sub4}");
     let eth0 = td.exec("c6", &["ip", "-o", "-6", "addr", "show", "eth0"]).stdout;
     assert!(eth0.contains("fd00:d0c:1::") && eth0.contains("/64"), "{eth0}");
     let r6 = td.exec("c6", &["ip", "-6", "route"]).stdout;

@@ -149,14 +149,14 @@ fn check(d: &Daemon, env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let prev =
         conf.prev_result.as_ref().ok_or_else(|| CniError::new(code::INVALID_CONFIG, "required prevResult missing"))?;
     let address = spec::prev_address(prev, &env.ifname);
-    if address.is_none() {
+    let address6 = spec::prev_address6(prev, &env.ifname);
+    if address.is_none() && address6.is_none() {
         return Err(CniError::new(
             code::CHECK_FAILED,
             format!("prevResult has no address on a sandbox interface named {:?}", env.ifname),
         ));
     }
     let ns = open_netns(&env.netns)?;
-    let address6 = spec::prev_address6(prev, &env.ifname);
     let req = wire::CheckRequest { owner: owner(env, conf), network: conf.network.clone(), address, address6 };
     d.call("/cni/check", &req, Some(&ns))?;
     Ok(())

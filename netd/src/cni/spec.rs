@@ -407,6 +407,18 @@ fn parse_network_params(m: &Map<String, Value>) -> Result<NetworkParams, CniErro
     if ipv6 == Some(false) && subnet6.is_some() {
         return Err(invalid("\"subnet6\" needs \"ipv6\": true (or no \"ipv6\" key)"));
     }
+    // An IPv6-only network: no v4 IPAM at all (Docker 28's `--ipv4=false`).
+    let ipv4 = opt_bool(m, "ipv4")?;
+    if ipv4 == Some(false) {
+        if ipv6 == Some(false) || (ipv6.is_none() && subnet6.is_none()) {
+            return Err(invalid("IPv4 or IPv6 must be enabled: \"ipv4\": false needs \"ipv6\": true or a \"subnet6\""));
+        }
+        if let Some(v4) = subnet.map(|s| s.to_string()).or(gateway.map(|g| g.to_string())) {
+            return Err(invalid(format!(
+                "\"subnet\"/\"gateway\" ({v4}) need IPv4: the network is IPv6-only (\"ipv4\": false)"
+            )));
+        }
+    }
     let mtu = match m.get("mtu") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
@@ -423,6 +435,7 @@ fn parse_network_params(m: &Map<String, Value>) -> Result<NetworkParams, CniErro
         ipv6: ipv6.or(subnet6.map(|_| true)),
         subnet6: subnet6.map(|s| s.to_string()),
         gateway6: gateway6.map(|g| g.to_string()),
+        ipv4,
     })
 }
 
@@ -570,14 +583,17 @@ pub fn add_result(version: &str, r: &AddResponse, prev: Option<&Value>) -> Value
         interfaces[base + 1]["mtu"] = json!(r.mtu);
     }
     interfaces.push(c);
-    let mut ip = json!({"address": r.address, "interface": base + 2});
-    if let Some(g) = &r.gateway {
-        ip["gateway"] = json!(g);
+    // No v4 entry on an IPv6-only network.
+    if !r.address.is_empty() {
+        let mut ip = json!({"address": r.address, "interface": base + 2});
+        if let Some(g) = &r.gateway {
+            ip["gateway"] = json!(g);
+        }
+        if legacy {
+            ip["version"] = json!("4");
+        }
+        ips.push(ip);
     }
-    if legacy {
-        ip["version"] = json!("4");
-    }
-    ips.push(ip);
     if let Some(a6) = &r.address6 {
         let mut ip = json!({"address": a6, "interface": base + 2});
         if let Some(g) = &r.gateway6 {
@@ -794,6 +810,18 @@ mod tests {
                 "needs \"ipv6\": true",
             ),
             (
+                json!({"cniVersion": "1.0.0", "name": "n", "ipv4": false}),
+                Command::Add,
+                7,
+                "IPv4 or IPv6 must be enabled",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "ipv4": false, "subnet6": "fd00:1::/64", "subnet": "10.0.0.0/24"}),
+                Command::Add,
+                7,
+                "the network is IPv6-only",
+            ),
+            (
                 json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {"ips": ["fd00::2", "fd00::3"]}}),
                 Command::Add,
                 7,
@@ -900,6 +928,15 @@ mod tests {
         assert_eq!(prev_address6(&r, "eth0").as_deref(), Some("fd00:89::2/64"));
         assert_eq!(add_result("0.4.0", &d, None)["ips"][1]["version"], "6");
         assert_eq!(prev_address6(&add_result("1.0.0", &sample(), None), "eth0"), None);
+        // IPv6-only: the v6 entry alone.
+        let mut d6 = d.clone();
+        d6.address = String::new();
+        d6.gateway = None;
+        d6.routes.remove(0);
+        let r = add_result("1.0.0", &d6, None);
+        assert_eq!(r["ips"], json!([{"address": "fd00:89::2/64", "gateway": "fd00:89::1", "interface": 2}]));
+        assert_eq!(r["routes"], json!([{"dst": "::/0", "gw": "fd00:89::1"}]));
+        assert_eq!((prev_address(&r, "eth0"), prev_address6(&r, "eth0").as_deref()), (None, Some("fd00:89::2/64")));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct NetworkParams {
     pub ipv6: Option<bool>,
     pub subnet6: Option<String>,
     pub gateway6: Option<String>,
+    /// `"ipv4": false` (with IPv6): an IPv6-only network (Docker 28's `--ipv4=false`).
+    pub ipv4: Option<bool>,
 }
 
 impl NetworkParams {
@@ -30,6 +32,7 @@ impl NetworkParams {
             || self.ipv6.is_some()
             || self.subnet6.is_some()
             || self.gateway6.is_some()
+            || self.ipv4.is_some()
     }
 }
 

@@ -142,6 +142,7 @@ async fn ensure_network(d: &Shared, r: &AddRequest) -> CniResult<()> {
         enable_ipv6: c.ipv6.unwrap_or(false),
         subnet_v6: c.subnet6.clone(),
         gateway_v6: c.gateway6.clone(),
+        enable_ipv4: c.ipv4,
         ..Default::default()
     };
     match d.network_create(req).await {
@@ -215,12 +216,6 @@ async fn add(d: &Shared, r: AddRequest, fd: Option<OwnedFd>) -> CniResult<AddRes
                 net.name
             )));
         };
-        if b.ipv4.is_none() {
-            return Err(bad(format!(
-                "network {} is IPv6-only (--ipv4=false): netd-cni attaches to networks with IPv4",
-                net.name
-            )));
-        }
         if attach::by_owner(&st, &who).is_some() {
             return Err(CniApiError::new(
                 409,
