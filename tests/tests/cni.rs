@@ -424,6 +424,18 @@ fn portmap_checklist(dataplane: &str) {
     assert_eq!((e.tag.as_str(), e.peer.as_str()), ("c1", "198.51.100.2"));
     let e = probe::udp_echo(&out, addr("198.51.100.1:5353"), b"u").expect("udp 5353 from outside");
     assert_eq!(e.tag, "c1");
+    // A v6 client: the `[::]` twin of the v4-only container's mapping is NAT46 on eBPF (the
+    // container sees its gateway; the daemon has no IPv6 network at all, so the first such
+    // binding loads the v6 programs and turns IPv6 forwarding on); none on iptables.
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"nat46");
+    if dataplane == "ebpf" {
+        let e = e.expect("[::]:8080 from a v6 client");
+        assert_eq!((e.tag.as_str(), e.peer.as_str()), ("c1", "203.0.113.1"));
+        let e = probe::udp_echo(&out, addr("[2001:db8:100::1]:5353"), b"u46").expect("udp [::]:5353 from a v6 client");
+        assert_eq!(e.tag, "c1");
+    } else {
+        assert!(e.is_err(), "a v4-only CNI container reached over IPv6 on iptables: {e:?}");
+    }
     // 3. 127.0.0.1:hostPort and host IP:hostPort from the host.
     for a in ["127.0.0.1:8080", "198.51.100.1:8080"] {
         let e = probe::tcp_echo(&host, addr(a), b"local").unwrap_or_else(|e| panic!("{a} from the host: {e:#}"));
@@ -859,13 +871,7 @@ fn dual_stack(dataplane: &str) {
     assert_eq!(rt4.del("v4a", &c3.path(), "eth0", &json!({})).code, 0);
     // An IPv6-only network (`"ipv4": false`, Docker 28's --ipv4=false): the container gets the
     // v6 address, gateway and route only; `portMappings` are published on `[::]` only; NAT66.
-    let rt6 = runtime(
-        &th,
-        &d,
-        "netd6o",
-        "1.0.0",
-        json!({"network": "c6o", "ipv4": false, "subnet6": "fd00:c7::/64"}),
-    );
+    let rt6 = runtime(&th, &d, "netd6o", "1.0.0", json!({"network": "c6o", "ipv4": false, "subnet6": "fd00:c7::/64"}));
     let c4 = Netns::new(&unique("c6c")).unwrap();
     let _s4 = probe::EchoServer::start(&c4.path(), addr("[::]:7000"), "c4").unwrap();
     let maps6 = ports(json!([{"hostPort": 8090, "containerPort": 7000, "protocol": "tcp"},

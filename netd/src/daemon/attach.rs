@@ -110,6 +110,9 @@ pub struct Publishing {
     spec: NetworkSpec,
     pub maps: Vec<PortMapping>,
     proxy: bool,
+    /// NAT46 bindings on the eBPF dataplane with `--ip-forward`: IPv6 forwarding turned on
+    /// ([`super::networks::ensure_ipv6_forwarding`]) when they are programmed.
+    v6_forward: bool,
     /// Time spent so far (lock waits excluded).
     took: std::time::Duration,
 }
@@ -122,6 +125,11 @@ impl Publishing {
         dp.ports_added(&self.spec, &self.maps).map_err(|e| {
             ApiError::internal(format!("driver failed programming external connectivity on endpoint {name}: {e}"))
         })?;
+        if self.v6_forward
+            && let Err(e) = super::networks::ensure_ipv6_forwarding()
+        {
+            tracing::warn!(error = %e, "NAT46 bindings need IPv6 forwarding");
+        }
         super::crash_point("publish:programmed");
         self.took += t0.elapsed();
         Ok(())
@@ -482,10 +490,14 @@ impl Daemon {
         let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || nat46, implicit_v6);
         let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
+        let v6_forward = self.cfg.up.ip_forward
+            && st.dp.backend() == crate::dataplane::Backend::Ebpf
+            && maps.iter().any(PortMapping::is_cross_family);
         Ok(Publishing {
             spec: net.spec(0).expect("bridge"),
             maps,
             proxy: a.port_opts.userland_proxy,
+            v6_forward,
             took: t0.elapsed(),
         })
     }
@@ -726,6 +738,13 @@ impl Daemon {
             let _ = st.dp.endpoint_added(&spec, &endpoint_spec(&a, b.index));
             if !a.ports.is_empty() {
                 let _ = st.dp.ports_added(&spec, &a.ports);
+                if self.cfg.up.ip_forward
+                    && st.dp.backend() == crate::dataplane::Backend::Ebpf
+                    && a.ports.iter().any(PortMapping::is_cross_family)
+                    && let Err(e) = super::networks::ensure_ipv6_forwarding()
+                {
+                    tracing::warn!(error = %e, "NAT46 bindings need IPv6 forwarding");
+                }
             }
         }
         st.attachments.insert(a.id.clone(), a);

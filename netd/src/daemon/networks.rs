@@ -68,11 +68,7 @@ impl Daemon {
                 .map_err(|e| format!("adding {}/{} to {}: {e}", v6.gateway, v6.prefix_len, b.bridge))?;
             // Docker enables IPv6 forwarding in the daemon's namespace for its v6 networks.
             if self.cfg.up.ip_forward {
-                for k in ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding"] {
-                    if super::sysctl_read(k).as_deref() != Some("1") {
-                        super::sysctl_write(k, "1").map_err(|e| format!("enabling {k}: {e}"))?;
-                    }
-                }
+                ensure_ipv6_forwarding()?;
             }
         }
         self.nl.set_up(&b.bridge).await.map_err(|e| format!("setting {} up: {e}", b.bridge))?;
@@ -141,6 +137,19 @@ impl Daemon {
         let a = Attachment::from_endpoint(cid, ep, None, Vec::new());
         self.detach(st, &a).await;
     }
+}
+
+/// `net.ipv6.conf.{all,default}.forwarding=1` in the daemon's namespace (idempotent): what Docker
+/// sets for its IPv6 networks, and what the eBPF dataplane's NAT46 needs too (the v6 reply of a
+/// translated flow is routed with `bpf_fib_lookup`, which refuses to while IPv6 forwarding is
+/// off), even without any IPv6 network.
+pub fn ensure_ipv6_forwarding() -> Result<(), String> {
+    for k in ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding"] {
+        if super::sysctl_read(k).as_deref() != Some("1") {
+            super::sysctl_write(k, "1").map_err(|e| format!("enabling {k}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Pick the default bridge's subnet like Docker: `--bip` as given, else 172.17.0.1/16 unless
