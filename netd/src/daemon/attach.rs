@@ -458,6 +458,20 @@ impl Daemon {
 
     /// Phase 1 of [`Daemon::publish`] (state lock held): host ports allocated and reserved.
     pub fn publish_reserve(&self, st: &mut State, id: &str, reqs: &[PortRequest]) -> ApiResult<Publishing> {
+        self.publish_reserve_families(st, id, reqs, Families::BOTH)
+    }
+
+    /// [`Daemon::publish_reserve`] of the bindings of some host-address families only: on a
+    /// sandbox whose v4 and v6 default gateways are on two networks, each family is published
+    /// through its own gateway's endpoint (Docker 28, [`gateway_split`]); `V4` alone on a
+    /// v4-only endpoint makes no `[::]` twin.
+    pub fn publish_reserve_families(
+        &self,
+        st: &mut State,
+        id: &str,
+        reqs: &[PortRequest],
+        fam: Families,
+    ) -> ApiResult<Publishing> {
         let t0 = std::time::Instant::now();
         let a =
             st.attachments.get(id).cloned().ok_or_else(|| ApiError::not_found(format!("endpoint {id} not found")))?;
@@ -487,7 +501,10 @@ impl Daemon {
         // owner: to the attachment's v6 address, else to its v4 one through the userland proxy
         // (iptables) or NAT46 (eBPF); without either, none ([`binding_groups`]).
         let implicit_v6 = v6_ok && b.host_binding_ipv4.is_unspecified();
-        let groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || nat46, implicit_v6);
+        let mut groups = binding_groups(reqs, b.host_binding_ipv4, a.ip, a.ip6, proxied || nat46, implicit_v6);
+        for g in &mut groups {
+            g.targets.retain(|(h, _)| if h.is_ipv6() { fam.v6 } else { fam.v4 });
+        }
         let maps = allocate_ports(st, &groups, b.index, a.port_opts.hold_socket, proxied, a.port_opts.userland_proxy)?;
         super::crash_point("publish:allocated");
         let v6_forward = self.cfg.up.ip_forward
@@ -873,6 +890,57 @@ pub fn bind_host_port(proto: Proto, ip: IpAddr, port: u16, proxied: bool) -> std
     }
 }
 
+/// Which host-address families a publish covers ([`Daemon::publish_reserve_families`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Families {
+    pub const BOTH: Families = Families { v4: true, v6: true };
+    pub const V4: Families = Families { v4: true, v6: false };
+    pub const V6: Families = Families { v4: false, v6: true };
+}
+
+/// Docker 28's per-family gateway for port bindings (moby's `TestGatewaySelection`): which of
+/// a sandbox's endpoints (by position, in the order it joined its networks) publishes which
+/// host-address family. netd's default route of each family comes from the first endpoint
+/// that has the family, so bindings follow it: v4 through the first endpoint with a v4
+/// address, v6 through the first with a v6 address; both through one endpoint when that is
+/// the same, or when the sandbox has one family only (a v4-only sandbox's `[::]` twin goes to
+/// its v4 address, through the proxy or NAT46).
+pub fn gateway_split(eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
+    let g4 = eps.iter().position(|e| e.ip.is_some());
+    let g6 = eps.iter().position(|e| e.ip6.is_some());
+    match (g4, g6) {
+        (Some(a), Some(b)) if a != b => vec![(a, Families::V4), (b, Families::V6)],
+        (Some(a), _) | (None, Some(a)) => vec![(a, Families::BOTH)],
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Bindings grouped by the network they go through (`PortMapping::network_index`), each with
+/// its network's dataplane spec (networks gone are left out).
+pub fn ports_by_net(st: &State, maps: &[PortMapping]) -> Vec<(NetworkSpec, Vec<PortMapping>)> {
+    let mut out: Vec<(NetworkSpec, Vec<PortMapping>)> = Vec::new();
+    for m in maps {
+        if let Some((_, v)) = out.iter_mut().find(|(_, v)| v[0].network_index == m.network_index) {
+            v.push(m.clone());
+            continue;
+        }
+        let spec = st
+            .networks
+            .values()
+            .find(|n| n.bridge.as_ref().is_some_and(|b| b.index == m.network_index))
+            .and_then(|n| n.spec(0));
+        if let Some(spec) = spec {
+            out.push((spec, vec![m.clone()]));
+        }
+    }
+    out
+}
+
 /// Which half of a shared `0.0.0.0`/`[::]` pair a binding is (see [`allocate_ports`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Twin {
@@ -1191,6 +1259,32 @@ mod tests {
 
     fn targets(g: &[BindingGroup]) -> Vec<(String, String)> {
         g.iter().flat_map(|g| g.targets.iter().map(|(h, c)| (h.to_string(), c.to_string()))).collect()
+    }
+
+    /// Docker 28's per-family gateways: each family through the first endpoint that has it.
+    #[test]
+    fn gateway_split_per_family() {
+        let ep = |v4: bool, v6: bool| crate::model::Endpoint {
+            network_id: String::new(),
+            endpoint_id: String::new(),
+            host_veth: String::new(),
+            ifname: String::new(),
+            ip: v4.then_some(Ipv4Addr::new(10, 0, 0, 2)),
+            prefix_len: 24,
+            gateway: None,
+            mac: [0; 6],
+            aliases: Vec::new(),
+            static_ip: None,
+            ip6: v6.then(|| "fd00::2".parse().unwrap()),
+            prefix_len6: 64,
+            gateway6: None,
+            static_ip6: None,
+        };
+        assert_eq!(gateway_split(&[ep(true, false)]), [(0, Families::BOTH)], "v4-only: the twin on it");
+        assert_eq!(gateway_split(&[ep(true, true), ep(false, true)]), [(0, Families::BOTH)]);
+        assert_eq!(gateway_split(&[ep(false, true), ep(true, false)]), [(1, Families::V4), (0, Families::V6)]);
+        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)]), [(0, Families::V4), (1, Families::V6)]);
+        assert!(gateway_split(&[]).is_empty());
     }
 
     /// Docker's `sortAndNormPBs`: `-p 8080:80` is a v4 and a `[::]` binding with one port; on a

@@ -503,13 +503,16 @@ impl Daemon {
                 undo.endpoints.push(a.endpoint());
             }
             let endpoints = undo.endpoints.clone();
-            // Published ports (bridge mode only; host mode discards them with a warning).
-            let mut publishing = None;
-            if let (NetworkMode::Bridge(net_id), Some(ep)) = (&c.mode, endpoints.first()) {
-                let p = self.publish_sandbox(&mut st, c, ep)?;
-                undo.ports = p.maps.clone();
-                undo.ports_net = Some((net_id.clone(), ep.endpoint_id.clone()));
-                publishing = Some(p);
+            // Published ports (bridge mode only; host mode discards them with a warning), each
+            // family through the endpoint of its default gateway (Docker 28).
+            let mut publishing = Vec::new();
+            if matches!(c.mode, NetworkMode::Bridge(_)) {
+                for (i, fam) in super::attach::gateway_split(&endpoints) {
+                    let ep = &endpoints[i];
+                    let p = self.publish_sandbox(&mut st, c, ep, fam)?;
+                    undo.ports.extend(p.maps.iter().cloned());
+                    publishing.push((ep.endpoint_id.clone(), p));
+                }
             }
             // --link on the default bridge: the exact (proto, port) pairs of the target's
             // exposed ports are opened under icc=false (replies follow through conntrack).
@@ -559,7 +562,7 @@ impl Daemon {
             (publishing, link_rules, files, env)
         };
         // 4. The ports into the dataplane, without the state lock (reserved above).
-        if let Some(p) = publishing.as_mut() {
+        for (_, p) in publishing.iter_mut() {
             p.program(&dp, &c.name)?;
         }
         // 5. The shim and the process.
@@ -619,12 +622,12 @@ impl Daemon {
             error: String::new(),
         };
         cc.endpoints = undo.endpoints.clone();
-        cc.ports = publishing.as_ref().map(|p| p.maps.clone()).unwrap_or_default();
+        cc.ports = publishing.iter().flat_map(|(_, p)| p.maps.iter().cloned()).collect();
         cc.link_rules = link_rules;
         cc.netns = netns_path.filter(|p| p.starts_with(self.cfg.netns_dir()));
         self.store.save_container(&cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
-        if let (Some(p), Some((_, eid))) = (publishing, undo.ports_net.as_ref()) {
-            self.publish_commit(&mut st, eid, p);
+        for (eid, p) in publishing {
+            self.publish_commit(&mut st, &eid, p);
         }
         for ep in &cc.endpoints {
             self.network_event(&st, "connect", &ep.network_id, &id);
@@ -645,10 +648,9 @@ impl Daemon {
         if undo.cgroup {
             self.end_all(id).await;
         }
-        let (links_spec, ports_spec, eps) = {
+        let (links_spec, ports_by_net, eps) = {
             let st = self.state.lock().await;
             let spec = |nid: &Option<String>| nid.as_ref().and_then(|n| st.networks.get(n)).and_then(|n| n.spec(0));
-            let ports_net = undo.ports_net.as_ref().map(|(n, _)| n.clone());
             let eps: Vec<(crate::model::Attachment, Option<(crate::dataplane::NetworkSpec, u32)>)> = undo
                 .endpoints
                 .iter()
@@ -659,15 +661,13 @@ impl Daemon {
                     (a, n)
                 })
                 .collect();
-            (spec(&undo.links_net), spec(&ports_net), eps)
+            (spec(&undo.links_net), super::attach::ports_by_net(&st, &undo.ports), eps)
         };
         if let Some(spec) = &links_spec {
             let _ = dp.links_removed(spec, &undo.links).await;
         }
-        if let Some(spec) = &ports_spec
-            && !undo.ports.is_empty()
-        {
-            let _ = dp.ports_removed(spec, &undo.ports).await;
+        for (spec, ports) in &ports_by_net {
+            let _ = dp.ports_removed(spec, ports).await;
         }
         for (a, net) in eps.iter().rev() {
             self.detach_kernel(&dp, a, net.as_ref()).await;
@@ -769,7 +769,7 @@ impl Daemon {
         type Net = Option<(crate::dataplane::NetworkSpec, u32)>;
         let dp = self.dp.clone();
         // 1. What to undo, and the bindings' proxies taken out (under the lock).
-        let (c, primary, proxies, eps) = {
+        let (c, primary, proxies, eps, ports_by_net) = {
             let mut st = self.state.lock().await;
             let Some(c) = st.containers.get(id).cloned() else { return };
             Self::stop_dns(&mut st, id);
@@ -779,6 +779,7 @@ impl Daemon {
             };
             let proxies: Vec<super::proxy::Proxy> =
                 c.ports.iter().filter_map(|m| st.proxies.remove(&(m.proto, m.host_ip, m.host_port))).collect();
+            let ports_by_net = super::attach::ports_by_net(&st, &c.ports);
             let eps: Vec<(crate::model::Attachment, Net)> = c
                 .endpoints
                 .iter()
@@ -792,7 +793,7 @@ impl Daemon {
                     (a, n)
                 })
                 .collect();
-            (c, primary, proxies, eps)
+            (c, primary, proxies, eps, ports_by_net)
         };
         // 2. The kernel work, without the lock.
         self.end_all(id).await;
@@ -802,10 +803,10 @@ impl Daemon {
             tracing::warn!(container = %id, error = %e, "dataplane: removing link rules");
         }
         if matches!(c.mode, NetworkMode::Bridge(_)) && !c.ports.is_empty() {
-            if let Some(spec) = &primary
-                && let Err(e) = dp.ports_removed(spec, &c.ports).await
-            {
-                tracing::warn!(container = %id, error = %e, "dataplane: removing ports");
+            for (spec, ports) in &ports_by_net {
+                if let Err(e) = dp.ports_removed(spec, ports).await {
+                    tracing::warn!(container = %id, error = %e, "dataplane: removing ports");
+                }
             }
             futures::future::join_all(proxies.into_iter().map(|p| p.stop())).await;
             super::crash_point("rm:unpublished");
@@ -1002,9 +1003,15 @@ impl Daemon {
         }
     }
 
-    /// Host-port allocation for a starting sandbox, all-or-nothing, on its primary endpoint
-    /// (programmed into the dataplane and committed by the caller).
-    fn publish_sandbox(&self, st: &mut State, c: &Container, ep: &Endpoint) -> ApiResult<super::attach::Publishing> {
+    /// Host-port allocation for a sandbox, all-or-nothing, of the host-address families `fam`
+    /// on endpoint `ep` (programmed into the dataplane and committed by the caller).
+    pub(super) fn publish_sandbox(
+        &self,
+        st: &mut State,
+        c: &Container,
+        ep: &Endpoint,
+        fam: super::attach::Families,
+    ) -> ApiResult<super::attach::Publishing> {
         let mut reqs = Vec::new();
         let proto = |p: &str| match p {
             "tcp" => Ok(Proto::Tcp),
@@ -1050,7 +1057,7 @@ impl Daemon {
                 }
             }
         }
-        self.publish_reserve(st, &ep.endpoint_id, &reqs)
+        self.publish_reserve_families(st, &ep.endpoint_id, &reqs, fam)
     }
 
     /// Docker's link environment variables for this sandbox's `--link`s.
@@ -1174,8 +1181,6 @@ struct Undo {
     /// Registered endpoints.
     endpoints: Vec<Endpoint>,
     ports: Vec<PortMapping>,
-    /// (network id, endpoint id) the ports were published on.
-    ports_net: Option<(String, String)>,
     cgroup: bool,
 }
 

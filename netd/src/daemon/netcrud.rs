@@ -639,8 +639,19 @@ impl Daemon {
                 .await?;
             super::crash_point("connect:attached");
             self.network_event(&st, "connect", &nid, &cid);
+            // Docker 28: a network that gives the sandbox its first address of a family
+            // becomes that family's gateway (netd gives it the default route), and the
+            // family's bindings move to it (a v4-only sandbox's `[::]` twin goes to the new
+            // network's v6 address; an IPv6-only one gains its v4 bindings).
+            let fam = super::attach::Families {
+                v4: ep.ip.is_some() && c.endpoints.iter().all(|e| e.ip.is_none()),
+                v6: ep.ip6.is_some() && c.endpoints.iter().all(|e| e.ip6.is_none()),
+            };
             let cc = st.containers.get_mut(&cid).expect("container");
             cc.endpoints.push(ep);
+            if fam.v4 || fam.v6 {
+                self.move_ports_to(&mut st, &cid, idx, fam).await;
+            }
         }
         let cc = st.containers.get_mut(&cid).expect("container");
         cc.extra_networks.push(nid);
@@ -664,15 +675,29 @@ impl Daemon {
                 message: format!("container {} is not connected to network {}", c.id, n.name),
             });
         }
+        let mut rehome_v6 = false;
         if let Some(ep) = c.endpoints.iter().find(|e| e.network_id == nid).cloned() {
-            if primary && !c.ports.is_empty() {
-                let ports = c.ports.clone();
+            // The bindings that go through this network (all of them on the primary, unless
+            // the v4 and v6 gateways are two networks).
+            let index = n.bridge.as_ref().map(|b| b.index);
+            let ports: Vec<_> = c.ports.iter().filter(|m| Some(m.network_index) == index).cloned().collect();
+            if !ports.is_empty() {
                 self.unpublish(&mut st, &ep.endpoint_id, &nid, &ports).await;
-                st.containers.get_mut(&cid).expect("c").ports.clear();
+                st.containers.get_mut(&cid).expect("c").ports.retain(|m| !ports.contains(m));
             }
             self.detach_endpoint(&mut st, &cid, &ep).await;
             self.network_event(&st, "disconnect", &nid, &cid);
             st.containers.get_mut(&cid).expect("c").endpoints.retain(|e| e.network_id != nid);
+            // The v6 gateway network leaves while the v4 one (with its default route) stays:
+            // the v4 network takes the v6 bindings back as its `[::]` twin (Docker 28), when
+            // no other network has IPv6.
+            let first_v4 = c.endpoints.iter().position(|e| e.ip.is_some());
+            let removed = c.endpoints.iter().position(|e| e.network_id == nid);
+            let rest = &st.containers[&cid].endpoints;
+            rehome_v6 = first_v4 != removed
+                && ports.iter().any(|m| m.host_ip.is_ipv6())
+                && rest.iter().all(|e| e.ip6.is_none())
+                && rest.iter().any(|e| e.ip.is_some());
         }
         let cc = st.containers.get_mut(&cid).expect("container");
         if primary {
@@ -688,9 +713,56 @@ impl Daemon {
             cc.extra_networks.retain(|x| *x != nid);
         }
         let _ = self.store.save_container(cc);
+        if rehome_v6 && let Some(i) = cc.endpoints.iter().position(|e| e.ip.is_some()) {
+            self.move_ports_to(&mut st, &cid, i, super::attach::Families::V6).await;
+        }
         drop(st);
         self.refresh_hosts(&cid).await;
         Ok(())
+    }
+
+    /// Publish a running sandbox's bindings of the host-address families `fam` through its
+    /// endpoint `i` (the new gateway of those families), after removing the ones of those
+    /// families that went through other networks. Best effort: a host port taken meanwhile is
+    /// logged and left out. State lock held; the sandbox's op lock too.
+    async fn move_ports_to(self: &Shared, st: &mut super::State, cid: &str, i: usize, fam: super::attach::Families) {
+        let Some(c) = st.containers.get(cid).cloned() else { return };
+        let Some(ep) = c.endpoints.get(i).cloned() else { return };
+        let index = st.networks.get(&ep.network_id).and_then(|n| n.bridge.as_ref()).map(|b| b.index);
+        let of_fam = |m: &crate::dataplane::PortMapping| if m.host_ip.is_ipv6() { fam.v6 } else { fam.v4 };
+        let moving: Vec<_> = c.ports.iter().filter(|m| of_fam(m) && Some(m.network_index) != index).cloned().collect();
+        for other in &c.endpoints {
+            let oidx = st.networks.get(&other.network_id).and_then(|n| n.bridge.as_ref()).map(|b| b.index);
+            let maps: Vec<_> = moving.iter().filter(|m| Some(m.network_index) == oidx).cloned().collect();
+            if !maps.is_empty() {
+                self.unpublish(st, &other.endpoint_id, &other.network_id, &maps).await;
+            }
+        }
+        if let Some(cc) = st.containers.get_mut(cid) {
+            cc.ports.retain(|m| !moving.contains(m));
+        }
+        let r = match self.publish_sandbox(st, &c, &ep, fam) {
+            Ok(mut p) => match p.program(&st.dp.clone(), &c.name) {
+                Ok(()) => Ok(p),
+                Err(e) => {
+                    super::attach::unreserve_ports(st, &p.maps);
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(p) => {
+                let maps = self.publish_commit(st, &ep.endpoint_id, p);
+                if let Some(cc) = st.containers.get_mut(cid) {
+                    cc.ports.extend(maps);
+                    let _ = self.store.save_container(cc);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %cid, network = %ep.network_id, error = %e.message, "moving published ports to the new gateway");
+            }
+        }
     }
 
     /// Rewrite a running sandbox's /etc/hosts after its addresses changed (the bind mount

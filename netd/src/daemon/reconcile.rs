@@ -572,8 +572,10 @@ async fn reconcile_containers(d: &Shared) {
                     _ => None,
                 };
                 for ep in &c.endpoints {
-                    let ports =
-                        if primary.as_deref() == Some(ep.network_id.as_str()) { c.ports.clone() } else { Vec::new() };
+                    // Each binding with the endpoint of the network it goes through (one per
+                    // family when the v4 and v6 gateways differ).
+                    let idx = st.networks.get(&ep.network_id).and_then(|n| n.bridge.as_ref()).map(|b| b.index);
+                    let ports: Vec<_> = c.ports.iter().filter(|m| Some(m.network_index) == idx).cloned().collect();
                     let a = crate::model::Attachment::from_endpoint(&c.id, ep, c.netns.clone(), ports);
                     d.adopt(&mut st, a).await;
                     if primary.as_deref() == Some(ep.network_id.as_str())
