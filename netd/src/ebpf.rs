@@ -279,6 +279,12 @@ pub struct Loaded {
     pinned: HashMap<PathBuf, PinnedLink>,
     /// Whether the IPv6 bodies are loaded and in `V6_PROGS` ([`Loaded::ensure_v6`]).
     v6_loaded: bool,
+    /// The IPv6 bodies being loaded and verified on a thread of their own
+    /// ([`Loaded::spawn_v6`]), joined by [`Loaded::ensure_v6`].
+    v6_pending: Option<std::thread::JoinHandle<Result<Ebpf, EbpfError>>>,
+    /// The second instance of the object whose IPv6 bodies that thread loaded (sharing every
+    /// map of this one): their programs live as long as it does.
+    v6_ebpf: Option<Ebpf>,
 }
 
 impl Loaded {
@@ -319,12 +325,7 @@ impl Loaded {
         std::fs::create_dir_all(&maps).map_err(|e| EbpfError::Pin(format!("creating {}: {e}", maps.display())))?;
         std::fs::create_dir_all(dir.join("links")).map_err(|e| EbpfError::Pin(format!("creating links dir: {e}")))?;
         let mut loader = aya::EbpfLoader::new();
-        let paths: Vec<(&'static str, PathBuf)> = map_names::ALL
-            .iter()
-            .chain(["SOCK_REV_V4", "SOCK_REV_V6", "FRAGS", V6::V6_PROGS].iter())
-            .chain(netd_common::v6::map_names::ALL.iter())
-            .map(|n| (*n, maps.join(n)))
-            .collect();
+        let paths: Vec<(&'static str, PathBuf)> = pinned_map_names().into_iter().map(|n| (n, maps.join(n))).collect();
         for (n, p) in &paths {
             loader.map_pin_path(n, p.clone());
         }
@@ -349,7 +350,62 @@ impl Loaded {
             };
             r.map_err(|source| EbpfError::Program { name, source })?;
         }
-        Ok(Self { ebpf, pin_dir, pinned: HashMap::new(), v6_loaded: false })
+        Ok(Self { ebpf, pin_dir, pinned: HashMap::new(), v6_loaded: false, v6_pending: None, v6_ebpf: None })
+    }
+
+    /// Start loading the IPv6 bodies on a thread of their own (the verifier spends seconds on
+    /// them), so a daemon's first IPv6 network or NAT46 binding does not wait for it
+    /// ([`Loaded::ensure_v6`] joins the thread, and still waits when it comes first). The
+    /// thread loads a second instance of the object whose maps are this instance's own (aya
+    /// reuses a map pinned at the path given for it: the pinned maps at theirs, every other
+    /// one pinned for the moment under `DIR/v6load/`), so its programs read and write the same
+    /// maps. Only with a pin directory (a daemon); `bpf_log` as for [`Loaded::load_pinned`].
+    pub fn spawn_v6(&mut self, bpf_log: bool) -> Result<(), EbpfError> {
+        let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
+        if self.v6_loaded || self.v6_pending.is_some() {
+            return Ok(());
+        }
+        let tmp = dir.join("v6load");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| EbpfError::Pin(format!("creating {}: {e}", tmp.display())))?;
+        let pinned = pinned_map_names();
+        let mut paths: Vec<(String, PathBuf)> = Vec::new();
+        for (name, map) in self.ebpf.maps() {
+            // Global data (`.rodata`, `.bss`): the second instance's own.
+            if name.starts_with('.') {
+                continue;
+            }
+            if pinned.iter().any(|p| *p == name) {
+                paths.push((name.to_string(), dir.join("maps").join(name)));
+                continue;
+            }
+            let p = tmp.join(name);
+            map.pin(&p).map_err(|e| EbpfError::Pin(format!("pinning {}: {e}", p.display())))?;
+            paths.push((name.to_string(), p));
+        }
+        let h = std::thread::Builder::new()
+            .name("netd-v6-load".into())
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                let mut loader = aya::EbpfLoader::new();
+                for (n, p) in &paths {
+                    loader.map_pin_path(n.as_str(), p.as_path());
+                }
+                loader.override_global(AYA_LOG_LEVEL, if bpf_log { &LOG_DEBUG } else { &LOG_OFF }, false);
+                let r = loader.load(object());
+                // The maps are open in the second instance now (or it failed): the moment's pins go.
+                let _ = std::fs::remove_dir_all(&tmp);
+                let mut ebpf = r?;
+                for (name, _) in V6::ALL {
+                    let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+                    prog.load().map_err(|source| EbpfError::Program { name, source })?;
+                }
+                tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "IPv6 programs loaded in the background");
+                Ok(ebpf)
+            })
+            .map_err(|e| EbpfError::Pin(format!("starting the IPv6 loader thread: {e}")))?;
+        self.v6_pending = Some(h);
+        Ok(())
     }
 
     /// Load the IPv6 bodies and put them in `V6_PROGS` (once; the verifier spends seconds on
@@ -358,6 +414,27 @@ impl Loaded {
     pub fn ensure_v6(&mut self) -> Result<bool, EbpfError> {
         if self.v6_loaded {
             return Ok(false);
+        }
+        if let Some(h) = self.v6_pending.take() {
+            match h.join() {
+                Ok(Ok(mut b)) => {
+                    let mut fds = Vec::new();
+                    for (name, slot) in V6::ALL {
+                        let prog: &mut SchedClassifier = program(&mut b, name)?;
+                        let fd = prog
+                            .fd()
+                            .and_then(|fd| fd.try_clone().map_err(Into::into))
+                            .map_err(|source| EbpfError::Program { name, source })?;
+                        fds.push((slot, fd));
+                    }
+                    self.set_v6_progs(&fds)?;
+                    self.v6_ebpf = Some(b);
+                    self.v6_loaded = true;
+                    return Ok(true);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "loading the IPv6 programs in the background failed: loading them here"),
+                Err(_) => tracing::warn!("the IPv6 loader thread panicked: loading the programs here"),
+            }
         }
         let mut fds = Vec::new();
         for (name, slot) in V6::ALL {
@@ -371,14 +448,24 @@ impl Loaded {
                 .map_err(|source| EbpfError::Program { name, source })?;
             fds.push((slot, fd));
         }
+        self.set_v6_progs(&fds)?;
+        self.v6_loaded = true;
+        Ok(true)
+    }
+
+    fn set_v6_progs(&mut self, fds: &[(u32, aya::programs::ProgramFd)]) -> Result<(), EbpfError> {
         let map = self.ebpf.map_mut(V6::V6_PROGS).ok_or(EbpfError::MissingMap(V6::V6_PROGS))?;
         let mut arr: ProgramArray<&mut MapData> =
             ProgramArray::try_from(map).map_err(|source| EbpfError::Map { name: V6::V6_PROGS, source })?;
-        for (slot, fd) in &fds {
+        for (slot, fd) in fds {
             arr.set(*slot, fd, 0).map_err(|source| EbpfError::Map { name: V6::V6_PROGS, source })?;
         }
-        self.v6_loaded = true;
-        Ok(true)
+        Ok(())
+    }
+
+    /// A program of the object: the IPv6 bodies from the instance that loaded them.
+    fn prog(&self, name: &str) -> Option<&aya::programs::Program> {
+        self.v6_ebpf.as_ref().and_then(|b| b.program(name)).or_else(|| self.ebpf.program(name))
     }
 
     /// Whether the IPv6 bodies are loaded.
@@ -441,7 +528,7 @@ impl Loaded {
             .iter()
             .chain(V6::ALL.iter().map(|(n, _)| n))
             .map(|name| {
-                let info = self.ebpf.program(name).and_then(|p| p.info().ok());
+                let info = self.prog(name).and_then(|p| p.info().ok());
                 (
                     *name,
                     info.as_ref().and_then(|i| i.verified_instruction_count()),
@@ -661,7 +748,7 @@ impl Loaded {
 
     /// File descriptor of a loaded program (for `BPF_PROG_TEST_RUN`).
     pub fn prog_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, EbpfError> {
-        let prog = self.ebpf.program(name).ok_or(EbpfError::MissingProgram(name))?;
+        let prog = self.prog(name).ok_or(EbpfError::MissingProgram(name))?;
         prog.fd().map(|fd| fd.as_fd()).map_err(|source| EbpfError::Program { name, source })
     }
 
@@ -691,6 +778,16 @@ impl Loaded {
         let counts = self.sum_counts(map_names::DROP_STATS, DropReason::COUNT)?;
         Ok(DropReason::ALL.iter().map(|r| (r.label(), counts[*r as usize].packets)).collect())
     }
+}
+
+/// The maps pinned under `DIR/maps` ([`Loaded::load_pinned`]).
+fn pinned_map_names() -> Vec<&'static str> {
+    map_names::ALL
+        .iter()
+        .chain(["SOCK_REV_V4", "SOCK_REV_V6", "FRAGS", V6::V6_PROGS].iter())
+        .chain(netd_common::v6::map_names::ALL.iter())
+        .copied()
+        .collect()
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless on newer ones).
