@@ -491,6 +491,10 @@ pub const SNAT_FLOOR: u16 = 1024;
 
 /// Count every packet per entry point (always on; the cost is one per-CPU add).
 pub const CONFIG_F_ENABLED: u32 = 1 << 0;
+/// Some `PUBLISHED_V6` binding leads to a v4-only sandbox (NAT46): a sandbox's IPv4 packet
+/// without a `CT_V4` entry may be a NAT46 flow's reply (or an ICMP error about one), looked up
+/// in `CT_V6`. Without it the programs skip that lookup.
+pub const CONFIG_F_NAT46: u32 = 1 << 1;
 
 /// IP protocol numbers used as the `proto` field of map keys.
 pub const IPPROTO_ICMP: u8 = 1;

@@ -543,10 +543,14 @@ mod progs {
         {
             return verdict;
         }
-        if icmp::is_error(p)
-            && let Some(v) = icmp::translate_error(ctx, p)
-        {
-            return v;
+        if icmp::is_error(p) {
+            if let Some(v) = icmp::translate_error(ctx, p) {
+                return v;
+            }
+            // About a NAT46 flow: the v6 program makes it ICMPv6 (`v6::icmp46`).
+            if crate::v6::icmp46::about_flow(ctx, p) {
+                return TO_NAT64;
+            }
         }
         let k = *k;
         let Some(src) = endpoint(p.saddr) else { return unknown_source(ctx, p) };
@@ -581,6 +585,12 @@ mod progs {
                     stats::count_drop(DropReason::SnatExhausted);
                     return SHOT;
                 };
+                // Nor one a NAT46 flow to the same sandbox port holds (1 in ~36k draws while one
+                // exists): this packet goes, its retransmission draws again.
+                if crate::v6::nat46::holds(p.proto, pb.addr, dnet.gateway, pb.port, port) {
+                    stats::count_drop(DropReason::SnatExhausted);
+                    return SHOT;
+                }
                 let mut fwd = ct_value! {
                     saddr: dnet.gateway,
                     daddr: pb.addr,

@@ -146,6 +146,13 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
+/// Whether some NAT46 binding exists (`CONFIG_F_NAT46`, set by the daemon): only then may a
+/// sandbox's untracked IPv4 packet belong to a NAT46 flow (`v6::nat46`).
+#[inline(always)]
+pub fn nat46_on() -> bool {
+    config().is_some_and(|c| c.flags & netd_common::CONFIG_F_NAT46 != 0)
+}
+
 /// True when the socket belongs to the network namespace the daemon configured. An unset
 /// cookie (0) matches nothing, so a freshly loaded object never acts machine-wide.
 #[inline(always)]

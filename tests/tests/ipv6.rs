@@ -228,6 +228,10 @@ fn dual_stack(dataplane: &str) {
         "8090:7000",
         "-p",
         "5354:7000/udp",
+        "-p",
+        "5367:7009/udp",
+        "-p",
+        "5368:7010/udp",
         "--",
         &pr,
         "serve",
@@ -269,6 +273,11 @@ fn dual_stack(dataplane: &str) {
         let e = echo(&d.ok(&["exec", "web", "--", &pr, "udp", "[2001:db8:100::1]:5354", "hp46u"]));
         assert_eq!(e.tag, "v4", "udp hairpin {when}");
         if ebpf {
+            // A UDP datagram to a closed port of the sandbox: its ICMPv4 "port unreachable" comes
+            // back translated to ICMPv6 (NAT46's errors), so a connected v6 client sees
+            // ECONNREFUSED (iptables: the proxy's socket gets it; its client waits).
+            let r = th.outside.exec_ok(&[&pr, "udp-connect", "[2001:db8:100::1]:5367", "closed"]).unwrap();
+            assert_eq!(r.trim(), "refused", "udp to a closed port of a v4-only sandbox {when}");
             // Translated in the datapath: nothing of the daemon listens on the port, and the
             // `[::]` bindings count the packets (a proxy's would count none).
             let ss = th.host.exec_ok(&["ss", "-Hltn", "sport", "= :8090"]).unwrap_or_default();
@@ -287,6 +296,9 @@ fn dual_stack(dataplane: &str) {
         }
     };
     cross(&d, &th, "before a restart");
+    if ebpf {
+        nat46_icmp_errors(&d, &th);
+    }
     let u = probe::udp_socket_in(&host, addr("[::]:0")).unwrap();
     if !ebpf {
         // Unconnected datagrams from a v6 socket to `[::1]`: the proxy (eBPF: not translated,
@@ -428,6 +440,73 @@ fn dual_stack(dataplane: &str) {
     d.down().unwrap();
     let ip6 = th.host.exec_ok(&["ip6tables-save"]).unwrap_or_default();
     assert!(!ip6.contains("NETD") && !ip6.contains(":FORWARD DROP"), "{ip6}");
+}
+
+/// `netd exec NAME -- netd-probe udp-peer PORT MODE` in the background while `client` runs
+/// (retried until the peer answered, at most 10 times): what the peer printed.
+fn udp_peer_with(d: &TestDaemon, name: &str, port: &str, mode: &str, client: impl Fn()) -> String {
+    let pr = p();
+    std::thread::scope(|sc| {
+        let peer = sc.spawn(|| d.cli(&["exec", name, "--", &pr, "udp-peer", port, mode]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for _ in 0..10 {
+            if peer.is_finished() {
+                break;
+            }
+            client();
+            std::thread::sleep(std::time::Duration::from_millis(700));
+        }
+        let r = peer.join().unwrap();
+        assert_eq!(r.code, 0, "udp-peer {mode}: {}{}", r.stdout, r.stderr);
+        r.stdout.trim().to_string()
+    })
+}
+
+/// eBPF: ICMP errors about NAT46 flows (the v4-only sandbox `v4`, published on `[::]:5368` ->
+/// 7010/udp), translated between the families as RFC 7915 says, with real packets both ways.
+/// (iptables: the userland proxy ends both flows; no error crosses it.)
+fn nat46_icmp_errors(d: &TestDaemon, th: &TestHost) {
+    let pr = p();
+    let (out, host6) = (&th.outside, "[2001:db8:100::1]:5368");
+    // ICMPv4 "fragmentation needed" from the sandbox's side (a router there would send it; the
+    // sandbox's raw socket does, quoting the datagram it got) -> ICMPv6 "packet too big" with
+    // the MTU + 20: the v6 client's path MTU drops to it.
+    let got = std::thread::scope(|sc| {
+        let peer = sc.spawn(|| d.cli(&["exec", "v4", "--", &pr, "udp-peer", "7010", "fragneeded:1380"]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let c = out.exec_ok(&[&pr, "udp6-pmtu", host6]).unwrap();
+        let r = peer.join().unwrap();
+        assert_eq!((r.code, r.stdout.trim()), (0, "sent"), "{}", r.stderr);
+        c
+    });
+    assert_eq!(got.trim(), "mtu=1400", "frag-needed 1380 -> packet too big 1400");
+    // ICMPv6 "port unreachable" from outside (the client closed its socket before the sandbox's
+    // late reply) -> ICMPv4 to the sandbox, whose connected socket sees ECONNREFUSED.
+    let r = udp_peer_with(d, "v4", "7010", "refused", || {
+        let _ = out.exec(&[&pr, "udp-send", host6, "early"]);
+    });
+    assert_eq!(r, "refused", "port unreachable from outside -> the sandbox");
+    // ICMPv6 "packet too big" from a router on the client's path (the outside namespace
+    // forwarding to a far client over a 1300-byte link) -> ICMPv4 "fragmentation needed" with
+    // the MTU - 20: the sandbox's path MTU to its peer drops to 1280.
+    let far = netd_tests::Netns::new(&format!("{}f", th.host.name)).unwrap();
+    netd_tests::ip(&[
+        "-n", &out.name, "link", "add", "ptb0", "mtu", "1300", "type", "veth", "peer", "name", "eth0", "netns",
+        &far.name,
+    ])
+    .unwrap();
+    netd_tests::ip(&["-n", &far.name, "link", "set", "eth0", "mtu", "1300", "up"]).unwrap();
+    netd_tests::ip(&["-n", &out.name, "link", "set", "ptb0", "up"]).unwrap();
+    netd_tests::ip(&["-n", &out.name, "-6", "addr", "add", "2001:db8:200::1/64", "dev", "ptb0", "nodad"]).unwrap();
+    netd_tests::ip(&["-n", &far.name, "-6", "addr", "add", "2001:db8:200::2/64", "dev", "eth0", "nodad"]).unwrap();
+    netd_tests::ip(&["-n", &far.name, "-6", "route", "add", "default", "via", "2001:db8:200::1"]).unwrap();
+    out.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]).unwrap();
+    let r = udp_peer_with(d, "v4", "7010", "big", || {
+        let _ = far.exec(&[&pr, "udp-send", host6, "far"]);
+    });
+    assert_eq!(r, "mtu=1280", "packet too big 1300 from the client's path -> frag-needed 1280");
+    let dr = drops(d);
+    assert_eq!(dr["nat46_untranslatable"], 0, "{dr}");
 }
 
 /// What [`v6_only_steps`] leaves for [`v6_only_after_restart`].
@@ -1142,4 +1221,48 @@ fn a_next_hop_mac_change_reaches_established_v6_flows(dataplane: &str) {
     let (third, peer) = probe::next_hop_mac_change(&th, &sandbox, addr("[2001:db8:100::2]:9090"), "02:00:5e:10:00:46");
     assert_eq!(third, Ok(()), "{dataplane}: the established v6 flow after the next hop's MAC changed");
     assert_eq!(peer, "2001:db8:100::1", "{dataplane}: NAT66 to the uplink's address");
+}
+
+/// eBPF: a v4 hairpin flow and a NAT46 flow to the same sandbox port would have the same v4
+/// reply tuple (the sandbox port to the network's gateway from a drawn port): each draw checks
+/// the other's table, so neither takes the other's replies. With one port left outside the
+/// host's ephemeral range both must draw it: the hairpin, second, finds none free (counted),
+/// and the NAT46 flow keeps its replies. (iptables: the proxy's connection and nf_nat never meet.)
+#[test]
+fn ebpf_nat46_and_v4_hairpin_never_share_a_reply_tuple() {
+    require_root!();
+    let th = TestHost::new("n46h").unwrap();
+    th.host.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1025 65535"]).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "tg", "-p", "5354:7000/udp", "--", &pr, "serve", "--tag", "tg", "7000"]);
+    d.ok(&["run", "-d", "--name", "cl", "--", "sleep", "300"]);
+    let a = probe::udp_socket_in(&th.outside.path(), addr("[::]:0")).unwrap();
+    let e = probe::udp_echo_on(&a, addr("[2001:db8:100::1]:5354"), b"n46")
+        .unwrap_or_else(|e| {
+            let dump = |m: &str| {
+                let o = std::process::Command::new("bpftool")
+                    .args(["map", "dump", "pinned", &d.bpffs.join("maps").join(m).display().to_string()])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+            };
+            panic!(
+                "a NAT46 flow: {e:#}\n{}\n{}\nPUB6 {}\nHA6 {}\nCT6 {}\nCFG {}\n{}",
+                d.ok(&["port", "tg"]),
+                d.ok(&["stats", "--format", "json"]),
+                dump("PUBLISHED_V6"),
+                dump("HOST_ADDRS_V6"),
+                dump("CT_V6"),
+                dump("CONFIG"),
+                d.log()
+            )
+        });
+    assert_eq!(e.tag, "tg");
+    let r = d.cli(&["exec", "cl", "--", &pr, "udp", "198.51.100.1:5354", "hp"]);
+    assert_ne!(r.code, 0, "the hairpin took the NAT46 flow's reply tuple: {}", r.stdout);
+    let dr = drops(&d);
+    assert!(dr["snat_exhausted"].as_u64().unwrap() >= 1, "{dr}");
+    let e = probe::udp_echo_on(&a, addr("[2001:db8:100::1]:5354"), b"again").expect("the NAT46 flow after the hairpin");
+    assert_eq!((e.tag.as_str(), e.payload.as_slice()), ("tg", &b"again"[..]));
 }

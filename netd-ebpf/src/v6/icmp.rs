@@ -6,7 +6,7 @@
 //! change is folded into it.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    CT_ACT_HOSTFLOW, IPPROTO_TCP, IPPROTO_UDP,
+    CT_ACT_HOSTFLOW, CT_ACT_NAT46, IPPROTO_TCP, IPPROTO_UDP,
     v6::{Addr6, CtKey6, IPPROTO_ICMPV6},
 };
 
@@ -65,6 +65,10 @@ fn rewrite_error(ctx: &TcContext, p: &mut Pkt6, in_place: bool) -> Option<i32> {
     let v = ct::get(&k)?;
     if v.action == CT_ACT_HOSTFLOW {
         return None;
+    }
+    if v.action == CT_ACT_NAT46 {
+        // About a NAT46 flow: ICMPv4 to the sandbox (the host's own errors: none about them).
+        return if in_place { None } else { Some(super::icmp46::to_v4(ctx, p, v)) };
     }
     let csum = p.l4 as usize + 2;
     if rewrite_inner_addr(ctx, csum, inner + 8, &isaddr, &v.daddr).is_err()

@@ -3,6 +3,7 @@
 //! protections, in modules of their own beside the v4 ones.
 pub mod ct;
 pub mod icmp;
+pub mod icmp46;
 pub mod maps;
 pub mod nat;
 pub mod nat46;

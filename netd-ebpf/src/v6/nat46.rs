@@ -21,13 +21,8 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
-        TC_ACT_SHOT,
-    },
-    helpers::generated::{
-        bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect_peer, bpf_skb_change_proto,
-    },
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::{bpf_csum_diff, bpf_redirect_peer, bpf_skb_change_proto},
     programs::TcContext,
 };
 use netd_common::{
@@ -44,7 +39,7 @@ use super::{
     snat::{pick_port, ports},
 };
 use crate::{
-    maps::{SCRATCH_FIB, endpoint, network},
+    maps::{endpoint, network},
     parse::{ETH_P_IP, Pkt},
     stats,
 };
@@ -52,7 +47,6 @@ use crate::{
 const OK: i32 = TC_ACT_OK as i32;
 const SHOT: i32 = TC_ACT_SHOT as i32;
 const ETH_HLEN: usize = 14;
-const AF_INET6: u8 = 10;
 const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// `::ffff:a.b.c.d` of a wire-form IPv4 address.
@@ -108,7 +102,7 @@ struct Ip6Hdr {
 
 /// Fold a `bpf_csum_diff` sum to a header checksum (in the buffer's byte order).
 #[inline(always)]
-fn fold(s: i64) -> u16 {
+pub fn fold(s: i64) -> u16 {
     let mut s = s as u64 & 0xffff_ffff;
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
@@ -200,6 +194,34 @@ fn pick(proto: u8, s4m: &Addr6, gw: &Addr6, ports: u32) -> u32 {
     0x1_0000
 }
 
+/// Whether a NAT46 flow's reply holds the v4 hairpin tuple `daddr:dport -> gw:port` (the
+/// sandbox's port to its network's gateway from a drawn port: a NAT46 flow's v4 side has the
+/// same addresses) in `CT_V6`, v4-mapped; never while no NAT46 binding exists. The v4 hairpin's
+/// draw (`snat::pick_port`, against `CT_V4`) then does not take it: the other half of
+/// [`pick`]'s check. A call, its key in scratch (it runs below the veth program's frames).
+#[inline(never)]
+pub fn holds(proto: u8, daddr: u32, gw: u32, dport: u16, port: u16) -> bool {
+    if !crate::maps::nat46_on() {
+        return false;
+    }
+    let Some(s) = crate::maps::tcp_scratch() else { return true };
+    let w = &mut s.key6 as *mut CtKey6 as *mut u32;
+    // SAFETY: the ten aligned words of the 40-byte key.
+    unsafe {
+        w.write(0);
+        w.add(1).write(0);
+        w.add(2).write(MAPPED);
+        w.add(3).write(daddr);
+        w.add(4).write(0);
+        w.add(5).write(0);
+        w.add(6).write(MAPPED);
+        w.add(7).write(gw);
+        w.add(8).write(u32::from(dport) | (u32::from(port) << 16));
+        w.add(9).write(u32::from(proto));
+    }
+    ct::exists(&s.key6)
+}
+
 /// `CT_ACT_NAT46`: the client's IPv6 packet becomes the entry's IPv4 one, into the sandbox.
 #[inline(never)]
 pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
@@ -273,6 +295,11 @@ fn mapped_key(p: &Pkt) -> CtKey6 {
 /// v4-mapped tuple is in `CT_V6`). A call: the key stays off the caller's frame.
 #[inline(never)]
 pub fn is_reply(p: &Pkt) -> bool {
+    // No NAT46 binding, no NAT46 flow: no lookup (the flag is read here, not by the caller,
+    // whose paths then stay one for the verifier).
+    if !crate::maps::nat46_on() {
+        return false;
+    }
     let k = mapped_key(p);
     CT_V6.get_ptr(&k).is_some_and(|v| {
         // SAFETY: map value pointer, valid for this program run.
@@ -292,6 +319,10 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
     }
     // SAFETY: written whole by `parse::tc`.
     let p = unsafe { &mut *slot.as_mut_ptr() };
+    if crate::icmp::is_error(p) {
+        // An ICMP error about a NAT46 flow (`icmp46::about_flow` sent it here).
+        return super::icmp46::to_v6(ctx, p);
+    }
     if !p.has_ports || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
         return OK;
     }
@@ -356,33 +387,7 @@ fn to_v6(ctx: &TcContext, p: &mut Pkt, e: ct::Entry6) -> i32 {
         return SHOT;
     }
     ct::touch_at(p.proto, p.tcp_flags, e);
-    if v.action == CT_ACT_NAT64_PEER {
-        if crate::nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
-            return SHOT;
-        }
-        // SAFETY: plain helper call.
-        return unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 };
-    }
-    let Some(fib) = SCRATCH_FIB.get_ptr_mut(0) else { return SHOT };
-    // SAFETY: per-CPU map value, valid for this program run.
-    let fib = unsafe { &mut *fib };
-    // SAFETY: plain-old-data.
-    *fib = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET6;
-    fib.ifindex = v.ifindex;
-    fib.__bindgen_anon_3.ipv6_src = v.saddr;
-    fib.__bindgen_anon_4.ipv6_dst = v.daddr;
-    // SAFETY: valid ctx and params pointers.
-    let rc = unsafe { fib_lookup(ctx.skb.skb.cast(), fib, core::mem::size_of_val(fib) as i32, 0) };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        return SHOT;
-    }
-    let mut mtu_len: u32 = 0;
-    // SAFETY: valid ctx and out pointer; BPF_MTU_CHK_SEGS (a GSO packet by its segments).
-    if unsafe { bpf_check_mtu(ctx.skb.skb.cast(), fib.ifindex, &mut mtu_len, 0, 1) } > 0 {
-        return untranslatable();
-    }
-    ct::redirect_with(ctx, rc, fib)
+    super::icmp46::deliver6(ctx, e)
 }
 
 /// A sandbox's SYN(-ACK): its MSS option lowered by 20 (the IPv6 header's extra bytes), so the

@@ -11,7 +11,7 @@ use aya::{
     programs::tc::SchedClassifierLinkId,
 };
 use netd_common::{
-    CONFIG_F_ENABLED, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC, NET_F_INTERNAL,
+    CONFIG_F_ENABLED, CONFIG_F_NAT46, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC, NET_F_INTERNAL,
     NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PacketCount, PublishedKey, PublishedValue, UplinkInfo, capacity,
     map_names, v6::CtKey6,
 };
@@ -67,6 +67,8 @@ pub struct Ebpf {
     netns_cookie: u64,
     /// The host's `ip_local_port_range` as last written into `CONFIG`.
     port_range: Option<(u16, u16)>,
+    /// `CONFIG_F_NAT46` as last written into `CONFIG` ([`Ebpf::sync_nat46`]).
+    nat46: bool,
     /// (proto, host port) -> stats slot of bindings published since the last purge: their
     /// stale conntrack entries are removed after the reply (`deferred`), so publishing costs
     /// map updates only, not a scan of the whole conntrack table.
@@ -573,16 +575,35 @@ impl Ebpf {
         if r == self.port_range && r.is_some() {
             return Ok(());
         }
-        let (port_lo, port_hi) = r.unwrap_or((0, 0));
-        let cookie = self.netns_cookie;
-        self.l()?
-            .set_config(Config { netns_cookie: cookie, flags: CONFIG_F_ENABLED, port_lo, port_hi })
-            .map_err(|e| err("CONFIG", e))?;
-        if self.port_range.is_some() {
+        let was = self.port_range;
+        self.port_range = r;
+        self.write_config()?;
+        if was.is_some() {
             tracing::info!(?r, "ip_local_port_range changed: SNAT ports follow");
         }
-        self.port_range = r;
         Ok(())
+    }
+
+    /// `CONFIG` from the netns cookie, the port range and whether any NAT46 binding exists.
+    fn write_config(&mut self) -> DpResult<()> {
+        let (port_lo, port_hi) = self.port_range.unwrap_or((0, 0));
+        let mut flags = CONFIG_F_ENABLED;
+        if self.nat46 {
+            flags |= CONFIG_F_NAT46;
+        }
+        let cookie = self.netns_cookie;
+        self.l()?.set_config(Config { netns_cookie: cookie, flags, port_lo, port_hi }).map_err(|e| err("CONFIG", e))
+    }
+
+    /// `CONFIG_F_NAT46` on while some NAT46 binding is in `PUBLISHED_V6` (the v4 veth program
+    /// then looks a sandbox's untracked IPv4 packets up in `CT_V6`), off when none is left.
+    fn sync_nat46(&mut self) -> DpResult<()> {
+        let want = self.v6.has_nat46();
+        if want == self.nat46 {
+            return Ok(());
+        }
+        self.nat46 = want;
+        self.write_config()
     }
 }
 
@@ -622,6 +643,11 @@ impl Dataplane for Ebpf {
         self.bpffs_mounted = !host.bpffs.parent().is_some_and(is_bpffs);
         let adopting = Loaded::has_pins(&host.bpffs);
         let mut l = Loaded::load_pinned(&host.bpffs, self.bpf_log).map_err(|e| err("loading programs", e))?;
+        // The IPv6 bodies load meanwhile (seconds of verifier time), before the first IPv6
+        // network or NAT46 binding asks for them (which then waits for the rest, if any).
+        if let Err(e) = l.spawn_v6(self.bpf_log) {
+            tracing::warn!(error = %e, "the IPv6 programs load with the first IPv6 network or NAT46 binding");
+        }
         if self.bpf_log {
             let logger = crate::ebpf::bpf_logger(&mut l.ebpf).map_err(|e| err("--bpf-log", e))?;
             let rt = tokio::runtime::Handle::try_current().map_err(|e| err("--bpf-log", e))?;
@@ -652,6 +678,7 @@ impl Dataplane for Ebpf {
                 self.next_slot = self.next_slot.max(v.stats_slot + 1);
             }
             self.adopt_published6()?;
+            self.sync_nat46()?;
             tracing::info!(ports = self.slots.len(), "adopted pinned eBPF state");
         }
         self.xdp = host.xdp;

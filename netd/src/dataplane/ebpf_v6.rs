@@ -33,9 +33,18 @@ pub(super) struct State6 {
     live_endpoints: HashSet<Addr6>,
     live_published: HashSet<PublishedKey6>,
     live_links: HashSet<LinkKey6>,
+    /// The NAT46 bindings among them (to a v4-mapped address): `CONFIG_F_NAT46` while any.
+    nat46: HashSet<PublishedKey6>,
     /// The host's v6 addresses in `HOST_ADDRS_V6` (besides the gateways), and the gateways.
     local_addrs: HashSet<Ipv6Addr>,
     gateways: HashSet<Ipv6Addr>,
+}
+
+impl State6 {
+    /// Whether some NAT46 binding is in `PUBLISHED_V6`.
+    pub fn has_nat46(&self) -> bool {
+        !self.nat46.is_empty()
+    }
 }
 
 /// The address of a wire-form one.
@@ -224,8 +233,14 @@ impl Ebpf {
         if keys.iter().any(PortMapping::is_cross_family) {
             let t0 = std::time::Instant::now();
             if self.l()?.ensure_v6().map_err(|e| err("loading the IPv6 programs", e))? {
-                tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "IPv6 programs loaded (first NAT46 binding)");
+                tracing::info!(
+                    waited_ms = t0.elapsed().as_millis() as u64,
+                    "IPv6 programs in V6_PROGS (first NAT46 binding)"
+                );
             }
+            // The flag before the binding: its flows' replies are looked for at once.
+            self.v6.nat46.extend(keys.iter().filter(|p| p.is_cross_family()).map(published_key6));
+            self.sync_nat46()?;
         }
         for p in &keys {
             let slot = self.slot_for(p)?;
@@ -268,10 +283,12 @@ impl Ebpf {
                 let _ = m.remove(&key);
             }
             self.v6.live_published.remove(&key);
+            self.v6.nat46.remove(&key);
             if let Some(s) = self.slots.remove(&(p.proto, p.host_ip, p.host_port)) {
                 gone.push((p.proto.number(), be_port(p.host_port), s));
             }
         }
+        self.sync_nat46()?;
         Ok(gone)
     }
 
@@ -314,6 +331,11 @@ impl Ebpf {
             m.iter().filter_map(Result::ok).collect()
         };
         for (k, v) in entries {
+            if ipv6_of(&v.addr).to_ipv4_mapped().is_some() {
+                // An earlier daemon's NAT46 binding: its flows' replies keep being looked for
+                // until the replay shows whether it stays (`prune6`).
+                self.v6.nat46.insert(k);
+            }
             let proto = if k.proto == 6 { Proto::Tcp } else { Proto::Udp };
             self.slots.insert((proto, IpAddr::V6(ipv6_of(&k.addr)), u16::from_be(k.port)), v.stats_slot);
             self.next_slot = self.next_slot.max(v.stats_slot + 1);
@@ -393,6 +415,10 @@ impl Ebpf {
         let pubs = std::mem::take(&mut self.v6.live_published);
         let gone_pubs = stale::<PublishedKey6, PublishedValue6>(self, m6::PUBLISHED_V6, &pubs)?;
         self.v6.live_published = pubs;
+        for k in &gone_pubs {
+            self.v6.nat46.remove(k);
+        }
+        self.sync_nat46()?;
         let links = std::mem::take(&mut self.v6.live_links);
         n += stale::<LinkKey6, u32>(self, m6::LINKS_V6, &links)?.len();
         self.v6.live_links = links;

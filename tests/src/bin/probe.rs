@@ -13,6 +13,15 @@
 //! `netd-probe udp-df ADDR:PORT SIZE`      a small echo first, then SIZE-byte datagrams with DF
 //!                                          (IP_PMTUDISC_DO): prints `EMSGSIZE mtu=N` once the
 //!                                          path MTU comes back, or `echo N` if a big one echoed
+//! `netd-probe udp-send ADDR:PORT [PAYLOAD]`   one datagram from a connected socket, closed at once
+//! `netd-probe udp6-pmtu ADDR:PORT`        a connected IPv6 socket sends until its path MTU
+//!                                          drops (6 s): prints `mtu=N`
+//! `netd-probe udp-peer PORT MODE`         UDP on 0.0.0.0:PORT, one datagram, then (connected to
+//!                                          its sender) `refused`: a late reply, then prints
+//!                                          `refused`/`timeout`; `big`: 1400-byte replies until the
+//!                                          path MTU drops (6 s), prints `mtu=N`; `fragneeded:MTU`:
+//!                                          answers with an ICMP "fragmentation needed" (raw socket,
+//!                                          what a router on the way would send), prints `sent`
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -41,6 +50,9 @@ fn main() {
         Some("udpc") => client_udp(&args[1..], true),
         Some("udp-df") => client_udp_df(&args[1..]),
         Some("udp-connect") => client_udp_connected(&args[1..]),
+        Some("udp-send") => udp_send(&args[1..]),
+        Some("udp6-pmtu") => udp6_pmtu(&args[1..]),
+        Some("udp-peer") => udp_peer(&args[1..]),
         Some("dns-serve") => dns_serve(&args[1..]),
         Some("dns-query") => dns_query(&args[1..]),
         _ => {
@@ -270,6 +282,178 @@ fn client_udp_df(args: &[String]) -> i32 {
     }
     println!("no answer");
     1
+}
+
+/// `udp-send ADDR:PORT [PAYLOAD]`: send one datagram and close the socket (its port is closed
+/// when the answer comes: the sender's kernel answers "port unreachable").
+fn udp_send(args: &[String]) -> i32 {
+    let Some((addr, payload)) = target(args) else { return 2 };
+    let r = UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+        .and_then(|s| s.connect(addr).and_then(|_| s.send(&payload)));
+    match r {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("udp-send {addr}: {e}");
+            1
+        }
+    }
+}
+
+/// The path MTU of a connected socket (`IP_MTU` / `IPV6_MTU`).
+fn sock_mtu(s: &UdpSocket, v6: bool) -> i32 {
+    use std::os::fd::AsRawFd;
+    let (level, opt) = if v6 { (libc::IPPROTO_IPV6, libc::IPV6_MTU) } else { (libc::IPPROTO_IP, libc::IP_MTU) };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: valid fd and out pointers.
+    unsafe { libc::getsockopt(s.as_raw_fd(), level, opt, (&mut mtu as *mut libc::c_int).cast(), &mut len) };
+    mtu
+}
+
+/// Send `payload` every 500 ms until the socket's path MTU is below `below` (6 s); the MTU.
+fn until_mtu_below(s: &UdpSocket, v6: bool, payload: &[u8], below: i32) -> i32 {
+    let mut mtu = sock_mtu(s, v6);
+    for i in 0..60 {
+        if mtu > 0 && mtu < below {
+            break;
+        }
+        if i % 5 == 0 {
+            let _ = s.send(payload);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        mtu = sock_mtu(s, v6);
+    }
+    mtu
+}
+
+/// `udp6-pmtu ADDR:PORT`: the path MTU an ICMPv6 "packet too big" about this socket's
+/// datagrams set (printed `mtu=N`; the interface's when none came).
+fn udp6_pmtu(args: &[String]) -> i32 {
+    let Some((addr, payload)) = target(args) else { return 2 };
+    let s = match UdpSocket::bind("[::]:0").and_then(|s| s.connect(addr).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("udp6-pmtu {addr}: {e}");
+            return 1;
+        }
+    };
+    let first = sock_mtu(&s, true);
+    println!("mtu={}", until_mtu_below(&s, true, &payload, first));
+    0
+}
+
+/// `udp-peer PORT MODE`: see the usage at the top.
+fn udp_peer(args: &[String]) -> i32 {
+    let (Some(port), Some(mode)) = (args.first().and_then(|p| p.parse::<u16>().ok()), args.get(1)) else { return 2 };
+    let r = (|| -> std::io::Result<String> {
+        let s = UdpSocket::bind(("0.0.0.0", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut buf = [0u8; 65536];
+        let (n, peer) = s.recv_from(&mut buf)?;
+        s.connect(peer)?;
+        if mode == "refused" {
+            // The client is gone by now: its kernel answers the reply with "port unreachable".
+            std::thread::sleep(Duration::from_millis(500));
+            s.send(b"late")?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            return Ok(match s.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused".into(),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    "timeout".into()
+                }
+                Err(e) => return Err(e),
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            });
+        }
+        if mode == "big" {
+            let first = sock_mtu(&s, false);
+            return Ok(format!("mtu={}", until_mtu_below(&s, false, &[b'b'; 1400], first)));
+        }
+        let mtu: u16 = mode
+            .strip_prefix("fragneeded:")
+            .and_then(|m| m.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("mode {mode}")))?;
+        let (SocketAddr::V4(local), SocketAddr::V4(peer)) = (s.local_addr()?, peer) else {
+            return Err(std::io::Error::other("IPv4 only"));
+        };
+        // (`connect` chose the local address: the one the datagram came to.)
+        let quote = ipv4_udp_quote(*peer.ip(), peer.port(), *local.ip(), port, &buf[..n.min(8)]);
+        let mut icmp = vec![3u8, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(&quote);
+        let c = inet_csum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        send_raw_icmp(*peer.ip(), &icmp)?;
+        Ok("sent".into())
+    })();
+    match r {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("udp-peer {port}: {e}");
+            1
+        }
+    }
+}
+
+fn inet_csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The IPv4 + UDP headers of a datagram `src:sport -> dst:dport` with `payload` (as an ICMP
+/// error quotes it: DF set, UDP checksum 0).
+fn ipv4_udp_quote(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let tot = (28 + payload.len()) as u16;
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&tot.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = inet_csum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// One ICMP message to `dst` from a raw socket (the kernel adds the IP header).
+fn send_raw_icmp(dst: std::net::Ipv4Addr, msg: &[u8]) -> std::io::Result<()> {
+    // SAFETY: plain socket calls with valid buffers; the fd is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+            sin_zero: [0; 8],
+        };
+        let r = libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r < 0 { Err(e) } else { Ok(()) }
+    }
 }
 
 /// `udp-connect ADDR:PORT [PAYLOAD]`: a connected UDP socket sends and waits 3 s; prints
