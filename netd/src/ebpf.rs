@@ -375,7 +375,7 @@ impl Loaded {
             if name.starts_with('.') {
                 continue;
             }
-            if pinned.iter().any(|p| *p == name) {
+            if pinned.contains(&name) {
                 paths.push((name.to_string(), dir.join("maps").join(name)));
                 continue;
             }
@@ -432,7 +432,9 @@ impl Loaded {
                     self.v6_loaded = true;
                     return Ok(true);
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "loading the IPv6 programs in the background failed: loading them here"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "loading the IPv6 programs in the background failed: loading them here")
+                }
                 Err(_) => tracing::warn!("the IPv6 loader thread panicked: loading the programs here"),
             }
         }

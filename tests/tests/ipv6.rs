@@ -1238,26 +1238,25 @@ fn ebpf_nat46_and_v4_hairpin_never_share_a_reply_tuple() {
     d.ok(&["run", "-d", "--name", "tg", "-p", "5354:7000/udp", "--", &pr, "serve", "--tag", "tg", "7000"]);
     d.ok(&["run", "-d", "--name", "cl", "--", "sleep", "300"]);
     let a = probe::udp_socket_in(&th.outside.path(), addr("[::]:0")).unwrap();
-    let e = probe::udp_echo_on(&a, addr("[2001:db8:100::1]:5354"), b"n46")
-        .unwrap_or_else(|e| {
-            let dump = |m: &str| {
-                let o = std::process::Command::new("bpftool")
-                    .args(["map", "dump", "pinned", &d.bpffs.join("maps").join(m).display().to_string()])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-            };
-            panic!(
-                "a NAT46 flow: {e:#}\n{}\n{}\nPUB6 {}\nHA6 {}\nCT6 {}\nCFG {}\n{}",
-                d.ok(&["port", "tg"]),
-                d.ok(&["stats", "--format", "json"]),
-                dump("PUBLISHED_V6"),
-                dump("HOST_ADDRS_V6"),
-                dump("CT_V6"),
-                dump("CONFIG"),
-                d.log()
-            )
-        });
+    let e = probe::udp_echo_on(&a, addr("[2001:db8:100::1]:5354"), b"n46").unwrap_or_else(|e| {
+        let dump = |m: &str| {
+            let o = std::process::Command::new("bpftool")
+                .args(["map", "dump", "pinned", &d.bpffs.join("maps").join(m).display().to_string()])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+        };
+        panic!(
+            "a NAT46 flow: {e:#}\n{}\n{}\nPUB6 {}\nHA6 {}\nCT6 {}\nCFG {}\n{}",
+            d.ok(&["port", "tg"]),
+            d.ok(&["stats", "--format", "json"]),
+            dump("PUBLISHED_V6"),
+            dump("HOST_ADDRS_V6"),
+            dump("CT_V6"),
+            dump("CONFIG"),
+            d.log()
+        )
+    });
     assert_eq!(e.tag, "tg");
     let r = d.cli(&["exec", "cl", "--", &pr, "udp", "198.51.100.1:5354", "hp"]);
     assert_ne!(r.code, 0, "the hairpin took the NAT46 flow's reply tuple: {}", r.stdout);

@@ -11,9 +11,9 @@ use aya::{
     programs::tc::SchedClassifierLinkId,
 };
 use netd_common::{
-    CONFIG_F_ENABLED, CONFIG_F_NAT46, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC, NET_F_INTERNAL,
-    NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PacketCount, PublishedKey, PublishedValue, UplinkInfo, capacity,
-    map_names, v6::CtKey6,
+    CONFIG_F_ENABLED, CONFIG_F_NAT46, Config, CtKey, CtValue, DropReason, EndpointInfo, LinkKey, NET_F_ICC,
+    NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PacketCount, PublishedKey, PublishedValue,
+    UplinkInfo, capacity, map_names, v6::CtKey6,
 };
 
 use super::*;
