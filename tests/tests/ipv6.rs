@@ -1228,12 +1228,14 @@ fn a_next_hop_mac_change_reaches_established_v6_flows(dataplane: &str) {
 /// the other's table, so neither takes the other's replies. With one port left outside the
 /// host's ephemeral range both must draw it: the hairpin, second, finds none free (counted),
 /// and the NAT46 flow keeps its replies. (iptables: the proxy's connection and nf_nat never meet.)
+/// `--ip-forward=false`: the NAT46 replies reach the client without IPv6 forwarding too.
 #[test]
 fn ebpf_nat46_and_v4_hairpin_never_share_a_reply_tuple() {
     require_root!();
     let th = TestHost::new("n46h").unwrap();
     th.host.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1025 65535"]).unwrap();
-    let d = TestDaemon::start(&th, &["--dataplane", "ebpf"]).unwrap();
+    // (No IPv6 forwarding: the NAT46 replies go by the kernel's output route, not the FIB.)
+    let d = TestDaemon::start(&th, &["--dataplane", "ebpf", "--ip-forward=false"]).unwrap();
     let pr = p();
     d.ok(&["run", "-d", "--name", "tg", "-p", "5354:7000/udp", "--", &pr, "serve", "--tag", "tg", "7000"]);
     d.ok(&["run", "-d", "--name", "cl", "--", "sleep", "300"]);
