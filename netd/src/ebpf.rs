@@ -126,6 +126,12 @@ pub enum EbpfError {
     TestRun(std::io::Error),
     #[error("pinning: {0}")]
     Pin(String),
+    #[error("attaching to {ifname}: {source}")]
+    Attach {
+        ifname: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where each entry point is attached, for `cargo xtask build-ebpf` and `netd info`.
@@ -598,24 +604,27 @@ impl Loaded {
         self.attach_tc_pinned(prog_names::TO_NETDEV_L3, ifname, TcAttachType::Egress, &format!("tc-out-{ifname}"))
     }
 
-    /// TC ingress on a host-side sandbox veth. Returns the link id when not pinned (pinned
-    /// attachments are detached with [`Loaded::detach_container`] by name).
+    /// TC ingress on a host-side sandbox veth: a `cls_bpf` filter ([`cls_bpf_attach`]), which
+    /// lives as long as the device (nothing to pin; a new daemon replaces the program in place).
+    /// A tcx link (what the uplink and bridges use) waits for an RCU grace period under the
+    /// rtnl lock on every attach, 8-14 ms of each `netd run`. Always `Ok(None)` (no link id).
     pub fn attach_container(&mut self, ifname: &str) -> Result<Option<SchedClassifierLinkId>, EbpfError> {
-        if self.pin_dir.is_some() {
-            self.attach_tc_pinned(
-                prog_names::FROM_CONTAINER,
-                ifname,
-                TcAttachType::Ingress,
-                &format!("veth-{ifname}"),
-            )?;
-            return Ok(None);
-        }
-        self.attach_tc(prog_names::FROM_CONTAINER, ifname, TcAttachType::Ingress).map(Some)
+        let name = prog_names::FROM_CONTAINER;
+        let attach_err = |source| EbpfError::Attach { ifname: ifname.to_string(), source };
+        let index = nix::net::if_::if_nametoindex(ifname).map_err(|e| attach_err(e.into()))?;
+        cls_bpf_attach(self.prog_fd(name)?, index, name).map_err(attach_err)?;
+        // A tcx link an earlier netd pinned for this veth goes now (else both would run).
+        self.unpin(&format!("veth-{ifname}"));
+        Ok(None)
     }
 
-    /// Detach the program from a sandbox veth (Ok when the veth is already gone).
+    /// Detach the program from a sandbox veth (Ok when the veth is already gone, which also
+    /// took its filter: the daemon deletes the veth first).
     pub fn detach_container(&mut self, ifname: &str, id: Option<SchedClassifierLinkId>) -> Result<(), EbpfError> {
         self.unpin(&format!("veth-{ifname}"));
+        if let Ok(index) = nix::net::if_::if_nametoindex(ifname) {
+            cls_bpf_detach(index).map_err(|source| EbpfError::Attach { ifname: ifname.to_string(), source })?;
+        }
         let Some(id) = id else { return Ok(()) };
         let name = prog_names::FROM_CONTAINER;
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
@@ -859,6 +868,140 @@ pub fn test_run_repeat(prog: BorrowedFd<'_>, data_in: &[u8], repeat: u32) -> Res
     }
     out.truncate(attr.data_size_out as usize);
     Ok(TestRun { retval: attr.retval, data_out: out, duration_ns: attr.duration })
+}
+
+/// The priority and handle of the sandbox veths' cls_bpf filter ([`cls_bpf_attach`]).
+const CLS_BPF_PRIO: u32 = 1;
+const CLS_BPF_HANDLE: u32 = 1;
+
+/// Attach SchedClassifier `prog` to the ingress of device `ifindex` (of the calling thread's
+/// network namespace) as a direct-action `cls_bpf` filter under a `clsact` qdisc, over
+/// netlink, replacing the filter a previous attach left (same priority and handle). A tcx
+/// attach (`bpf_link`) waits for a normal RCU grace period under the rtnl lock (8-14 ms with
+/// HZ=250, one per `netd run`); the first filter of a fresh clsact waits for an expedited one
+/// at most. The program sees the same return codes (TCX_NEXT is TC_ACT_UNSPEC, TCX_PASS
+/// TC_ACT_OK, ...). The filter lives as long as the device (no pin needed).
+pub fn cls_bpf_attach(prog: BorrowedFd<'_>, ifindex: u32, name: &str) -> std::io::Result<()> {
+    let nl = RtSock::new()?;
+    // clsact: handle ffff:0, parent TC_H_CLSACT. EEXIST: already there.
+    let mut q = tcmsg(ifindex, 0xffff_0000, 0xffff_fff1, 0);
+    nla(&mut q, 1, b"clsact\0");
+    match nl.request(36 /* RTM_NEWQDISC */, 0x400 | 0x200 /* CREATE|EXCL */, &q) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    // The filter: parent ffff:fff2 (ingress), info = prio << 16 | htons(ETH_P_ALL).
+    let mut f = tcmsg(ifindex, CLS_BPF_HANDLE, 0xffff_fff2, (CLS_BPF_PRIO << 16) | u32::from(0x0003u16.to_be()));
+    nla(&mut f, 1, b"bpf\0");
+    let mut opts = Vec::new();
+    nla(&mut opts, 6 /* TCA_BPF_FD */, &(prog.as_raw_fd() as u32).to_ne_bytes());
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    nla(&mut opts, 7 /* TCA_BPF_NAME */, &n);
+    nla(&mut opts, 8 /* TCA_BPF_FLAGS */, &1u32.to_ne_bytes() /* TCA_BPF_FLAG_ACT_DIRECT */);
+    nla(&mut f, 2 /* TCA_OPTIONS */, &opts);
+    // CREATE without EXCL: an existing filter with this handle is replaced.
+    nl.request(44 /* RTM_NEWTFILTER */, 0x400, &f)
+}
+
+/// Remove [`cls_bpf_attach`]'s filter from device `ifindex` (Ok when it or the device is gone).
+pub fn cls_bpf_detach(ifindex: u32) -> std::io::Result<()> {
+    let nl = RtSock::new()?;
+    let f = tcmsg(ifindex, CLS_BPF_HANDLE, 0xffff_fff2, (CLS_BPF_PRIO << 16) | u32::from(0x0003u16.to_be()));
+    match nl.request(45 /* RTM_DELTFILTER */, 0, &f) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT | libc::EINVAL)) => Ok(()),
+        r => r,
+    }
+}
+
+/// `struct tcmsg` (family AF_UNSPEC).
+fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 4];
+    b.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    b.extend_from_slice(&handle.to_ne_bytes());
+    b.extend_from_slice(&parent.to_ne_bytes());
+    b.extend_from_slice(&info.to_ne_bytes());
+    b
+}
+
+/// Append a netlink attribute (4-byte aligned).
+fn nla(b: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    b.extend_from_slice(&(len as u16).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(data);
+    b.resize(b.len().next_multiple_of(4), 0);
+}
+
+/// A NETLINK_ROUTE socket for one request at a time (blocking, acked).
+struct RtSock(std::os::fd::OwnedFd);
+
+impl RtSock {
+    fn new() -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the fd is ours.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd.
+        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Send message `ty` with `flags` (| NLM_F_REQUEST | NLM_F_ACK) and `body`; the kernel's ack.
+    fn request(&self, ty: u16, flags: u16, body: &[u8]) -> std::io::Result<()> {
+        let len = 16 + body.len();
+        let mut m = Vec::with_capacity(len);
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&(flags | 0x1 | 0x4).to_ne_bytes());
+        m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel's
+        m.extend_from_slice(body);
+        // SAFETY: sending our buffer to the kernel (a zeroed sockaddr_nl addresses it).
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        let rc = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                m.as_ptr().cast(),
+                m.len(),
+                0,
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: reading into our buffer.
+            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let n = n as usize;
+            let mut off = 0;
+            while off + 16 <= n {
+                let mlen = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+                let mty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
+                if mty == 2 /* NLMSG_ERROR */ && off + 20 <= n {
+                    let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4 bytes"));
+                    return if code == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(-code)) };
+                }
+                if mlen < 16 {
+                    break;
+                }
+                off += mlen.next_multiple_of(4);
+            }
+        }
+    }
 }
 
 /// `SO_NETNS_COOKIE` of the calling thread's network namespace (the value

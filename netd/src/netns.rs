@@ -84,6 +84,58 @@ pub fn delete(path: &Path) -> Result<(), NetnsError> {
     }
 }
 
+/// Make `dir` (where the namespaces are mounted) a private mount point of its own, a bind
+/// mount onto itself, as `ip netns` does for /run/netns (idempotent: kept when it already is
+/// one). Every supervisor's mount namespace starts as a copy of the daemon's, namespace mounts
+/// included, and a copy holds its namespace alive: N sandboxes held N² copies, and removing them
+/// (at `netd down`, in the kernel's mount and netns cleanup) grew with the square. A mount point
+/// of its own lets each supervisor drop the whole set in one lazy unmount ([`detach_copies`]);
+/// private, so namespaces mounted later do not propagate into the supervisors' namespaces.
+pub fn own_mount(dir: &Path) -> Result<(), NetnsError> {
+    std::fs::create_dir_all(dir).map_err(io("mkdir", dir))?;
+    if !is_mount_point(dir) {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind-mount", dir))?;
+    }
+    mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(sys("make-private", dir))
+}
+
+/// Undo [`own_mount`] (at shutdown, once every namespace below it is gone).
+pub fn drop_own_mount(dir: &Path) {
+    if is_mount_point(dir) {
+        let _ = umount2(dir, MntFlags::MNT_DETACH);
+    }
+}
+
+/// In a supervisor's fresh mount namespace: let go of its copies of the namespace mounts below
+/// `dir` (a mount point of its own, [`own_mount`]) in one lazy unmount. Not a mount point (a
+/// daemon from before): nothing to do.
+pub fn detach_copies(dir: &Path) {
+    let _ = umount2(dir, MntFlags::MNT_DETACH);
+}
+
+/// Remove every namespace mounted below `dir` (the daemon's shutdown): one lazy unmount of the
+/// whole set when `dir` is a mount point of its own ([`own_mount`]), where unmounting them one
+/// by one waits for an RCU grace period each; then the files (and any namespace still mounted
+/// on one, [`delete`]).
+pub fn delete_all(dir: &Path) {
+    if is_mount_point(dir) {
+        let _ = umount2(dir, MntFlags::MNT_DETACH);
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if is_nsfs(&p) {
+            let _ = delete(&p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Whether `path` is a mount point (of any file system) in this mount namespace.
+pub fn is_mount_point(path: &Path) -> bool {
+    is_netns_mount(path)
+}
+
 /// Whether `path` is a namespace file (a namespace is mounted on it): one `statfs`, where
 /// [`is_netns_mount`] reads the whole mount table (one line per sandbox).
 pub fn is_nsfs(path: &Path) -> bool {

@@ -96,6 +96,12 @@ fn run(config: &Path) -> Result<(), String> {
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
         .map_err(|e| format!("making / rslave: {e}"))?;
+    // The copies of the daemon's namespace mounts (every sandbox's) that came with the new
+    // mount namespace, dropped in one lazy unmount of their directory (`netns::own_mount`):
+    // each copy held its namespace alive, N sandboxes held N² of them.
+    if let Some(d) = std::env::var_os(ENV_NETNS_DIR) {
+        crate::netns::detach_copies(Path::new(&d));
+    }
     for (src, dst) in &cfg.binds {
         if !dst.exists() {
             continue; // e.g. no /etc/hostname on this host: nothing to cover
@@ -506,15 +512,20 @@ mod fastspawn {
     }
 }
 
+/// The supervisor's environment: the daemon's namespace directory (a mount point of its own,
+/// `netns::own_mount`), let go of in the supervisor's mount namespace.
+const ENV_NETNS_DIR: &str = "NETD_SHIM_NETNS_DIR";
+
 /// Spawn a shim for `config` and wait for its one-line report: `(shim_pid, pid)` or the error
 /// (with Docker's exit code: 125 daemon-side, 126 not executable, 127 not found).
-pub fn spawn(netd_exe: &Path, config: &Path) -> Result<(i32, i32), (i64, String)> {
+pub fn spawn(netd_exe: &Path, config: &Path, netns_dir: &Path) -> Result<(i32, i32), (i64, String)> {
     // `netd-shim` next to `netd` when it was built (small, quick to start), else `netd shim`.
     let small = netd_exe.with_file_name("netd-shim");
     let exe = if small.is_file() { small.as_path() } else { netd_exe };
     let out = Command::new(exe)
         .arg("shim")
         .arg(config)
+        .env(ENV_NETNS_DIR, netns_dir)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

@@ -86,13 +86,14 @@ fn churn_200_sandboxes_leaves_nothing() {
     assert!(!links.contains("veth") && !links.contains("vp"), "{links}");
     assert_eq!(std::fs::read_dir(d.exec_root().join("netns")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(d.data_root().join("containers")).unwrap().count(), 0);
-    // The daemon's own cgroup2 mount (the sandboxes' cgroups) stays while it runs; nothing else.
+    // The daemon's own cgroup2 mount (the sandboxes' cgroups) and its namespace directory's
+    // (a mount point of its own, see `netns::own_mount`) stay while it runs; nothing else.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let own_cgroup2 = d.exec_root().join("cgroup2");
+    let own = [d.exec_root().join("cgroup2"), d.exec_root().join("netns")];
     let left: Vec<&str> = mounts
         .lines()
         .filter(|l| l.contains(d.root.to_str().unwrap()))
-        .filter(|l| l.split_whitespace().nth(1) != own_cgroup2.to_str())
+        .filter(|l| !own.iter().any(|o| l.split_whitespace().nth(1) == o.to_str()))
         .collect();
     assert!(left.is_empty(), "no mounts left under the test root: {left:?}");
     // The address pool is whole again: the next sandbox gets .2.

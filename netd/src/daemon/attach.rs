@@ -291,7 +291,15 @@ impl Daemon {
             // Docker moves itself, under a temporary name here).
             let host_index = self
                 .nl
-                .create_veth_on_bridge(&host_veth, bridge_ifindex, b.mtu, &ifname, mac, ns.as_ref().map(|f| f.as_fd()))
+                .create_veth_on_bridge(
+                    &host_veth,
+                    bridge_ifindex,
+                    b.mtu,
+                    &ifname,
+                    mac,
+                    ns.as_ref().map(|f| f.as_fd()),
+                    self.teardown_group(),
+                )
                 .await
                 .map_err(|e| format!("creating veth: {e}"))?;
             // No IPv6 on the host end (a bridge port needs none), and on an IPv4-only network

@@ -597,7 +597,8 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("writing shim config: {e}")))?;
         let exe = self.cfg.exe.clone();
         let cfgp = cfg_path.clone();
-        let (shim_pid, pid) = match tokio::task::spawn_blocking(move || shim::spawn(&exe, &cfgp)).await {
+        let netns_dir = self.cfg.netns_dir();
+        let (shim_pid, pid) = match tokio::task::spawn_blocking(move || shim::spawn(&exe, &cfgp, &netns_dir)).await {
             Ok(Ok(p)) => p,
             Ok(Err((code, msg))) => {
                 if let Some(cc) = self.state.lock().await.containers.get_mut(&id) {

@@ -41,6 +41,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {
         return Err(err(format!("a netd daemon is already serving {}", cfg.socket.display())));
     }
+    // The namespace mounts below a mount point of their own (see `netns::own_mount`).
+    crate::netns::own_mount(&cfg.netns_dir()).map_err(|e| err(format!("namespace directory: {e}")))?;
     let _ = std::fs::remove_file(&cfg.socket);
     // Docker's network plugin (legacy protocol): bound before anything changes (a second netd
     // fails here), served once everything it answers for is in place (calls wait in the backlog).
@@ -732,9 +734,17 @@ fn kill_stray_shims(containers_dir: &std::path::Path, adopted: &HashSet<String>)
     killed
 }
 
-/// The link group the shutdown puts the sandboxes' host veths in to delete them in one request
-/// ("netd" in ASCII; only links netd made are ever put in it, right before they go).
-const TEARDOWN_LINK_GROUP: u32 = 0x6e65_7464;
+impl Daemon {
+    /// The link group of this daemon's host veths (made in it), which the shutdown deletes in
+    /// one request: "ne" in ASCII and 16 bits of the socket path's hash, so that daemons
+    /// sharing a namespace keep apart.
+    pub fn teardown_group(&self) -> u32 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.cfg.socket.hash(&mut h);
+        0x6e65_0000 | (h.finish() as u32 & 0xffff)
+    }
+}
 
 /// Stop sandboxes `ids` at shutdown as `netd stop` does (SIGTERM, up to the stop timeout, then
 /// SIGKILL), all at once and with one waiter: a waiter per sandbox woke on every exit, N×N
@@ -829,9 +839,13 @@ pub async fn teardown(d: &Shared) {
     let rest: Vec<crate::model::Attachment> = d.state.lock().await.attachments.values().cloned().collect();
     futures::future::join_all(rest.iter().map(|a| d.detach_unlocked(a))).await;
     let veths = d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
-    if let Err(e) = d.nl.delete_links(&veths, TEARDOWN_LINK_GROUP).await {
+    if let Err(e) = d.nl.delete_links(&veths, d.teardown_group()).await {
         tracing::warn!(error = %e, "deleting the sandboxes' veths");
     }
+    // Namespaces left over (each sandbox's teardown removed its own), in one lazy unmount of
+    // their directory.
+    let dir = d.cfg.netns_dir();
+    let _ = tokio::task::spawn_blocking(move || crate::netns::delete_all(&dir)).await;
     let st = d.state.lock().await;
     let nets: Vec<Network> = st.networks.values().cloned().collect();
     for n in &nets {
@@ -858,6 +872,7 @@ pub async fn teardown(d: &Shared) {
     if let Some(cg) = &d.cgroups {
         cg.shutdown();
     }
+    crate::netns::drop_own_mount(&d.cfg.netns_dir());
     let _ = std::fs::remove_dir(d.cfg.netns_dir());
     let _ = std::fs::remove_dir_all(d.cfg.up.exec_root.join("containers"));
     tracing::info!("netd is down");

@@ -847,9 +847,8 @@ impl Dataplane for Ebpf {
     }
 
     fn endpoint_removed(&mut self, _net: &NetworkSpec, ep: &EndpointSpec) -> DpResult<()> {
-        // Detached when the device is already gone (the daemon deletes the veth first): a
-        // detach from a live device waits for an RCU grace period under the rtnl lock. At
-        // the teardown the devices go in one batch later, and the programs with `shutdown`.
+        // The daemon deletes the veth first, and its filter with it (`detach_container` only
+        // removes a live device's). At the teardown the devices go in one batch later.
         if !self.tearing_down {
             let id = self.veth_links.remove(&ep.host_veth).flatten();
             let _ = self.l()?.detach_container(&ep.host_veth, id);

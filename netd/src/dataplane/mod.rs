@@ -425,10 +425,8 @@ pub trait Dataplane: Send {
     }
     /// The daemon's teardown has begun (`netd down`): everything goes, and [`Dataplane::shutdown`]
     /// follows once the sandboxes' devices are deleted (in one batch). A backend may leave to
-    /// it what it would otherwise undo per endpoint: the eBPF dataplane keeps each veth's
-    /// program attached, because a detach from a live device waits for an RCU grace period
-    /// under the kernel's rtnl lock (one per sandbox, in a row), while a program of a deleted
-    /// device goes without one.
+    /// it what it would otherwise undo per endpoint: the eBPF dataplane leaves each veth's
+    /// program (a filter that goes with its device) to the batch deletion.
     fn tearing_down(&mut self) {}
     /// Remove everything this backend installed (`keep` = leave the datapath running for
     /// `--live-restore`, only drop the daemon's handles).

@@ -32,6 +32,11 @@ impl Size {
     pub fn sandboxes(self, many: Option<usize>) -> Self {
         Self { many: many.unwrap_or(self.many), ..self }
     }
+
+    /// `--runs N`: how many sequential run/rm pairs the percentiles are taken over.
+    pub fn runs(self, runs: Option<usize>) -> Self {
+        Self { runs: runs.unwrap_or(self.runs), ..self }
+    }
 }
 
 struct Row {
@@ -133,12 +138,15 @@ fn measure(dataplane: &'static str, size: Size) -> Result<Row> {
 }
 
 /// The control-plane section of the report (markdown).
-pub fn control(quick: bool, sandboxes: Option<usize>) -> String {
-    let size = Size::new(quick).sandboxes(sandboxes);
+pub fn control(quick: bool, sandboxes: Option<usize>, runs: Option<usize>, dataplane: Option<&str>) -> String {
+    let size = Size::new(quick).sandboxes(sandboxes).runs(runs);
     let load0 = super::loadavg();
     let mut rows = Vec::new();
     let mut s = String::new();
     for dp in ["ebpf", "iptables"] {
+        if dataplane.is_some_and(|d| d != dp) {
+            continue;
+        }
         println!("  control plane: {dp}");
         match measure(dp, size) {
             Ok(r) => {

@@ -108,7 +108,7 @@ fn main() -> Result<()> {
             let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
             v6_only(quick, out)
         }
-        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--sandboxes N] [--out DIR]`.
+        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--sandboxes N] [--runs N] [--dataplane D] [--out DIR]`.
         Some("control") => {
             let quick = args.iter().any(|a| a == "--quick");
             let out = args
@@ -120,18 +120,28 @@ fn main() -> Result<()> {
             if !netd_tests::is_root() {
                 bail!("the bench creates network namespaces: run it as root");
             }
-            let sandboxes = match args.iter().position(|a| a == "--sandboxes").and_then(|i| args.get(i + 1)) {
-                Some(n) => Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("--sandboxes: not a number: {n}"))?),
-                None => None,
+            let num = |k: &str| -> Result<Option<usize>> {
+                match args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)) {
+                    Some(n) => Ok(Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("{k}: not a number: {n}"))?)),
+                    None => Ok(None),
+                }
             };
-            let md = control::control(quick, sandboxes);
+            let (sandboxes, runs) = (num("--sandboxes")?, num("--runs")?);
+            let dataplane = args.iter().position(|a| a == "--dataplane").and_then(|i| args.get(i + 1));
+            if let Some(d) = dataplane
+                && d != "ebpf"
+                && d != "iptables"
+            {
+                bail!("--dataplane: ebpf or iptables, not {d}");
+            }
+            let md = control::control(quick, sandboxes, runs, dataplane.map(String::as_str));
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("control.md"), &md)?;
             println!("{md}\nwrote {}/control.md", out.display());
             Ok(())
         }
         _ => bail!(
-            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--stream] [--out DIR] | micro [--calls N] [--no-check] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--out DIR] | serve PORT"
+            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--stream] [--out DIR] | micro [--calls N] [--no-check] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--runs N] [--dataplane ebpf|iptables] [--out DIR] | serve PORT"
         ),
     }
 }
@@ -568,7 +578,7 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     let scaling6 = scaling_v6(&worlds6, &ns_list, repeats, dur);
     drop(worlds6);
     println!("netd bench: control plane");
-    let control_md = control::control(quick, None);
+    let control_md = control::control(quick, None, None, None);
     // Real runtimes next to netd, same image and containers on both sides (issues 13 and 16).
     let size = runtimes::Size::new(quick, dur, repeats);
     let (docker_md, podman_md) = if with_runtimes {
