@@ -16,6 +16,8 @@ use anyhow::{Context, Result, bail};
 use crate::netns::in_netns;
 
 pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an echo server keeps an idle connection (the client side's waits use [`TIMEOUT`]).
+pub const SERVER_IDLE: Duration = Duration::from_secs(30);
 
 /// An echo server running in a namespace; prefixes each reply with `tag:` so a test can tell
 /// which server answered, and reports the peer address it saw (`tag:PEER:payload`).
@@ -56,7 +58,9 @@ impl EchoServer {
                             let tag = tag.clone();
                             std::thread::spawn(move || {
                                 let _ = s.set_nonblocking(false);
-                                let _ = s.set_read_timeout(Some(TIMEOUT));
+                                // As `netd-probe serve`: a connection may idle across a daemon
+                                // restart (kill -9 tests), which takes more than TIMEOUT under load.
+                                let _ = s.set_read_timeout(Some(SERVER_IDLE));
                                 let mut buf = [0u8; 65536];
                                 while let Ok(n) = s.read(&mut buf) {
                                     if n == 0 {

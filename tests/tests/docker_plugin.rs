@@ -319,19 +319,20 @@ fn scenario(dp: &str) {
         s
     })
     .unwrap();
-    let mut ping = |m: &str| {
+    let mut ping = |m: &str, log: &dyn Fn() -> String| {
         let mut buf = [0u8; 64];
         flow.write_all(m.as_bytes()).unwrap();
-        let n = flow.read(&mut buf).unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).ends_with(m), "{m}");
+        let r = flow.read(&mut buf);
+        let got = r.as_ref().map(|n| String::from_utf8_lossy(&buf[..*n]).to_string());
+        assert!(got.as_ref().is_ok_and(|g| g.ends_with(m)), "{m}: {got:?}\ndaemon log:\n{}", log());
     };
-    ping("before");
+    ping("before", &|| d.log());
     d.kill9_only();
     assert!(sock.exists(), "kill -9 cannot remove the socket");
-    ping("netd dead");
+    ping("netd dead", &|| d.log());
     drop(c3); // the container of endpoint 3 vanished while netd was down
     d.restart().unwrap();
-    ping("after restart");
+    ping("after restart", &|| d.log());
     assert_eq!(
         call(&sock, "Plugin.Activate", None).0,
         200,
