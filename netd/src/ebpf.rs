@@ -472,8 +472,13 @@ impl Loaded {
     }
 
     /// A program of the object: the IPv6 bodies from the instance that loaded them.
+    /// The background loader's instance holds the whole object but loads only the IPv6 bodies:
+    /// every other program comes from the main instance (asking the second copy for
+    /// `netd_from_container` found it unloaded, and no sandbox could be attached after the
+    /// first NAT46 binding).
     fn prog(&self, name: &str) -> Option<&aya::programs::Program> {
-        self.v6_ebpf.as_ref().and_then(|b| b.program(name)).or_else(|| self.ebpf.program(name))
+        let v6 = V6::ALL.iter().any(|(n, _)| *n == name);
+        self.v6_ebpf.as_ref().filter(|_| v6).and_then(|b| b.program(name)).or_else(|| self.ebpf.program(name))
     }
 
     /// Whether the IPv6 bodies are loaded.
