@@ -424,15 +424,7 @@ impl Loaded {
         if let Some(h) = self.v6_pending.take() {
             match h.join() {
                 Ok(Ok(mut b)) => {
-                    let mut fds = Vec::new();
-                    for (name, slot) in V6::ALL {
-                        let prog: &mut SchedClassifier = program(&mut b, name)?;
-                        let fd = prog
-                            .fd()
-                            .and_then(|fd| fd.try_clone().map_err(Into::into))
-                            .map_err(|source| EbpfError::Program { name, source })?;
-                        fds.push((slot, fd));
-                    }
+                    let fds = v6_fds(&mut b)?;
                     self.set_v6_progs(&fds)?;
                     self.v6_ebpf = Some(b);
                     self.v6_loaded = true;
@@ -444,18 +436,7 @@ impl Loaded {
                 Err(_) => tracing::warn!("the IPv6 loader thread panicked: loading the programs here"),
             }
         }
-        let mut fds = Vec::new();
-        for (name, slot) in V6::ALL {
-            let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|source| EbpfError::Program { name, source })?;
-            }
-            let fd = prog
-                .fd()
-                .and_then(|fd| fd.try_clone().map_err(Into::into))
-                .map_err(|source| EbpfError::Program { name, source })?;
-            fds.push((slot, fd));
-        }
+        let fds = v6_fds(&mut self.ebpf)?;
         self.set_v6_progs(&fds)?;
         self.v6_loaded = true;
         Ok(true)
@@ -1026,6 +1007,23 @@ pub fn current_netns_cookie() -> std::io::Result<u64> {
         libc::close(fd);
         if rc < 0 { Err(err) } else { Ok(cookie) }
     }
+}
+
+/// The IPv6 bodies of `ebpf` (loaded here when they are not yet) as (`V6_PROGS` slot, fd).
+fn v6_fds(ebpf: &mut Ebpf) -> Result<Vec<(u32, aya::programs::ProgramFd)>, EbpfError> {
+    let mut fds = Vec::new();
+    for (name, slot) in V6::ALL {
+        let prog: &mut SchedClassifier = program(ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| EbpfError::Program { name, source })?;
+        }
+        let fd = prog
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|source| EbpfError::Program { name, source })?;
+        fds.push((slot, fd));
+    }
+    Ok(fds)
 }
 
 /// The program `name` of the object, as its kind `P` (SchedClassifier, Xdp, CgroupSockAddr).
