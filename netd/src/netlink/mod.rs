@@ -54,6 +54,27 @@ const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const ENOENT: i32 = 2;
 const EADDRNOTAVAIL: i32 = 99;
+const EBUSY: i32 = 16;
+
+/// RTM_NEWADDR that treats "already there" as success and retries a transient EBUSY: under
+/// load (many namespaces adding addresses at once) the kernel's address hash insert can refuse
+/// with EBUSY while a rehash is pending; CI saw `network create` fail that way once. Bounded:
+/// 20 tries over at most ~1 s.
+async fn add_addr(h: &Handle, idx: u32, addr: IpAddr, prefix: u8) -> std::result::Result<(), rtnetlink::Error> {
+    let mut tries = 0u32;
+    loop {
+        match h.address().add(idx, addr, prefix).execute().await {
+            Ok(()) => return Ok(()),
+            Err(e) if errno(&e) == Some(EEXIST) => return Ok(()),
+            Err(e) if errno(&e) == Some(EBUSY) && tries < 20 => {
+                tries += 1;
+                tracing::debug!(%addr, tries, "address add: EBUSY, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// A netlink connection to the namespace it was opened in.
 #[derive(Clone)]
@@ -122,11 +143,7 @@ impl Netlink {
         if self.ipv4_addrs_cidr(name).await?.contains(&(addr, prefix)) {
             return Ok(());
         }
-        match self.h.address().add(i, IpAddr::V4(addr), prefix).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(nl(e)),
-        }
+        add_addr(&self.h, i, IpAddr::V4(addr), prefix).await.map_err(nl)
     }
 
     /// Give a link an IPv6 address without DAD (the bridge's v6 gateway; idempotent).
@@ -134,11 +151,7 @@ impl Netlink {
         let i = self.index(name).await?;
         ipv6_conf(name, "disable_ipv6", "0");
         ipv6_conf(name, "accept_dad", "0");
-        match self.h.address().add(i, IpAddr::V6(addr), prefix).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(nl(e)),
-        }
+        add_addr(&self.h, i, IpAddr::V6(addr), prefix).await.map_err(nl)
     }
 
     /// IPv6 routes of the namespace's main table as prefixes (the default route aside), to
@@ -622,11 +635,7 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             disable_ipv6(&i.name);
         }
         if let Some((a4, p4)) = i.addr {
-            match n.h.address().add(idx, IpAddr::V4(a4), p4).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(EEXIST) => {}
-                Err(e) => return Err(nl(e)),
-            }
+            add_addr(&n.h, idx, IpAddr::V4(a4), p4).await.map_err(nl)?;
         }
         if let Some((a6, p6)) = i.addr6 {
             // Docker adds the address with IFA_F_NODAD: no DAD wait before it can be used; the
@@ -634,11 +643,7 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
             ipv6_conf(&i.name, "disable_ipv6", "0");
             ipv6_conf(&i.name, "accept_dad", "0");
             ipv6_conf(&i.name, "accept_ra", "0");
-            match n.h.address().add(idx, IpAddr::V6(a6), p6).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(EEXIST) => {}
-                Err(e) => return Err(nl(e)),
-            }
+            add_addr(&n.h, idx, IpAddr::V6(a6), p6).await.map_err(nl)?;
         }
         n.h.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await.map_err(nl)?;
         if let Some(gw) = i.gateway {
