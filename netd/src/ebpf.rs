@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     os::fd::{AsFd, AsRawFd, BorrowedFd},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{
@@ -288,6 +289,9 @@ pub struct Loaded {
     /// The IPv6 bodies being loaded and verified on a thread of their own
     /// ([`Loaded::spawn_v6`]), joined by [`Loaded::ensure_v6`].
     v6_pending: Option<std::thread::JoinHandle<Result<Ebpf, EbpfError>>>,
+    /// Set (and notified) by that thread when it is done, loaded or failed: what
+    /// [`Loaded::v6_waiter`] waits on without the dataplane's lock.
+    v6_done: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     /// The second instance of the object whose IPv6 bodies that thread loaded (sharing every
     /// map of this one): their programs live as long as it does.
     v6_ebpf: Option<Ebpf>,
@@ -356,7 +360,15 @@ impl Loaded {
             };
             r.map_err(|source| EbpfError::Program { name, source })?;
         }
-        Ok(Self { ebpf, pin_dir, pinned: HashMap::new(), v6_loaded: false, v6_pending: None, v6_ebpf: None })
+        Ok(Self {
+            ebpf,
+            pin_dir,
+            pinned: HashMap::new(),
+            v6_loaded: false,
+            v6_pending: None,
+            v6_done: Arc::default(),
+            v6_ebpf: None,
+        })
     }
 
     /// Start loading the IPv6 bodies on a thread of their own (the verifier spends seconds on
@@ -389,9 +401,19 @@ impl Loaded {
             map.pin(&p).map_err(|e| EbpfError::Pin(format!("pinning {}: {e}", p.display())))?;
             paths.push((name.to_string(), p));
         }
+        let done = Arc::clone(&self.v6_done);
         let h = std::thread::Builder::new()
             .name("netd-v6-load".into())
             .spawn(move || {
+                // Whatever the outcome: waiters go on (ensure_v6 then joins, or loads itself).
+                struct Done(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                        self.0.1.notify_all();
+                    }
+                }
+                let _done = Done(done);
                 let t0 = std::time::Instant::now();
                 let mut loader = aya::EbpfLoader::new();
                 for (n, p) in &paths {
@@ -407,11 +429,36 @@ impl Loaded {
                     prog.load().map_err(|source| EbpfError::Program { name, source })?;
                 }
                 tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "IPv6 programs loaded in the background");
+                test_v6_load_gate();
                 Ok(ebpf)
             })
             .map_err(|e| EbpfError::Pin(format!("starting the IPv6 loader thread: {e}")))?;
         self.v6_pending = Some(h);
         Ok(())
+    }
+
+    /// While the background load ([`Loaded::spawn_v6`]) runs: a blocking wait for its end,
+    /// to run without any lock (the daemon's state lock, the dataplane's), so that the
+    /// [`Loaded::ensure_v6`] that follows finds the thread done and only joins it. `None`:
+    /// nothing to wait for.
+    pub fn v6_waiter(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        if self.v6_loaded || self.v6_pending.is_none() {
+            return None;
+        }
+        let done = Arc::clone(&self.v6_done);
+        Some(Box::new(move || {
+            let (m, cv) = &*done;
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: the thread's work is finite, and ensure_v6 joins it anyway.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while !*g {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                g = cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }))
     }
 
     /// Load the IPv6 bodies and put them in `V6_PROGS` (once; the verifier spends seconds on
@@ -422,6 +469,9 @@ impl Loaded {
             return Ok(false);
         }
         if let Some(h) = self.v6_pending.take() {
+            if !h.is_finished() {
+                tracing::info!("v6-load-wait: the IPv6 programs are still loading; waiting (dataplane lock held)");
+            }
             match h.join() {
                 Ok(Ok(mut b)) => {
                     let fds = v6_fds(&mut b)?;
@@ -1006,6 +1056,22 @@ pub fn current_netns_cookie() -> std::io::Result<u64> {
         let err = std::io::Error::last_os_error();
         libc::close(fd);
         if rc < 0 { Err(err) } else { Ok(cookie) }
+    }
+}
+
+/// Test hook: with `NETD_TEST_V6_LOAD_GATE=<path>` in the daemon's environment the background
+/// IPv6 loader ([`Loaded::spawn_v6`]) does not finish before `<path>` exists (at most 120 s), so
+/// a test can keep the load "in progress" for as long as it needs (`ipv6.rs`
+/// `ebpf_v6_load_waits_outside_the_locks`). Unset: nothing.
+fn test_v6_load_gate() {
+    let Some(gate) = std::env::var_os("NETD_TEST_V6_LOAD_GATE") else { return };
+    let gate = PathBuf::from(gate);
+    tracing::info!(gate = %gate.display(), "NETD_TEST_V6_LOAD_GATE: the IPv6 load waits for the gate");
+    for _ in 0..2400 {
+        if gate.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -1267,3 +1267,132 @@ fn ebpf_nat46_and_v4_hairpin_never_share_a_reply_tuple() {
     let e = probe::udp_echo_on(&a, addr("[2001:db8:100::1]:5354"), b"again").expect("the NAT46 flow after the hairpin");
     assert_eq!((e.tag.as_str(), e.payload.as_slice()), ("tg", &b"again"[..]));
 }
+
+/// Opens the daemon's `NETD_TEST_V6_LOAD_GATE` when dropped (also when the test fails), so
+/// the background load finishes and the daemon can go down.
+struct Gate(std::path::PathBuf);
+impl Gate {
+    fn open(&self) {
+        std::fs::write(&self.0, b"open").unwrap();
+    }
+}
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"open");
+    }
+}
+
+/// `netd ARGS` on a thread of its own; the receiver gets its result.
+fn cli_bg(d: &TestDaemon, args: &[&str]) -> std::sync::mpsc::Receiver<netd_tests::daemon::Cli> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={}", d.netns_path))
+        .arg("--")
+        .arg(netd_tests::daemon::netd_bin())
+        .arg("-H")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(args)
+        .stdin(Stdio::null());
+    std::thread::spawn(move || {
+        let _ = tx.send(netd_tests::daemon::Cli::from_output(c.output().expect("running netd")));
+    });
+    rx
+}
+
+/// How many requests the daemon's log shows waiting for the background IPv6 load (with or
+/// without a lock held), waited for (bounded) to reach `n`.
+fn v6_load_waiters(d: &TestDaemon, n: usize) {
+    for _ in 0..1200 {
+        if d.log().matches("v6-load-wait:").count() >= n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{n} request(s) never waited for the IPv6 load:\n{}", d.log());
+}
+
+/// eBPF: the IPv6 programs load and verify on a thread of their own from `netd up`; the first
+/// changes that need them right after (a dual-stack network, a NAT46 `[::]` twin) wait for
+/// that load holding no lock, so other requests (`ps`, `network ls`, `inspect`, another `run`)
+/// are answered meanwhile. Deterministic: the daemon's load is held back by a gate file
+/// (`NETD_TEST_V6_LOAD_GATE`, a test hook), the cheap calls must answer while the v6 changes
+/// still wait, and once the gate opens the v6 datapath works (real packets: NAT46 and a
+/// dual-stack network's published port from an IPv6 client). Before the fix, `network create
+/// --ipv6` waited under the state lock (and a NAT46 `run` under the dataplane's lock, on a
+/// runtime worker), and `ps` hung until the load ended.
+#[test]
+fn ebpf_v6_load_waits_outside_the_locks() {
+    require_root!();
+    let th = TestHost::new("v6lw").unwrap();
+    let gate_dir = std::path::PathBuf::from(format!("/run/netd-test/{}", netd_tests::unique("v6gate")));
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(gate_dir.clone());
+    let gate_path = gate_dir.join("gate");
+    let d = TestDaemon::start_env(
+        &th,
+        &[("NETD_TEST_V6_LOAD_GATE", gate_path.to_str().unwrap())],
+        &["--dataplane", "ebpf"],
+    )
+    .unwrap();
+    // Declared after the daemon: dropped (opened) before it goes down.
+    let gate = Gate(gate_path);
+    let pr = p();
+    let answer = |rx: &std::sync::mpsc::Receiver<netd_tests::daemon::Cli>, what: &str| -> netd_tests::daemon::Cli {
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{what} got no answer while the IPv6 load was held back:\n{}", d.log()))
+    };
+    // 1. A dual-stack network: waits for the load.
+    let create = cli_bg(&d, &["network", "create", "--ipv6", "--subnet", "fd00:31::/64", "n6"]);
+    v6_load_waiters(&d, 1);
+    // Meanwhile: the state lock and the dataplane's are free.
+    let r = answer(&cli_bg(&d, &["ps"]), "netd ps");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = answer(&cli_bg(&d, &["network", "ls"]), "netd network ls");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = answer(&cli_bg(&d, &["run", "-d", "--name", "plain", "--", "sleep", "300"]), "a v4 netd run");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // 2. A v4-only sandbox published on [::] too (its NAT46 twin): waits as well.
+    let run46 =
+        cli_bg(&d, &["run", "-d", "--name", "w4", "-p", "8080:7000", "--", &pr, "serve", "--tag", "w4", "7000"]);
+    v6_load_waiters(&d, 2);
+    let r = answer(&cli_bg(&d, &["inspect", "plain"]), "netd inspect");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = answer(&cli_bg(&d, &["ps", "-a"]), "netd ps -a");
+    assert!(r.stdout.contains("plain"), "{}", r.stdout);
+    // The order: both v6 changes are still waiting after every answer above.
+    assert!(create.try_recv().is_err(), "network create --ipv6 finished before the IPv6 load did");
+    assert!(run46.try_recv().is_err(), "the NAT46 run finished before the IPv6 load did");
+    gate.open();
+    let r = answer(&create, "network create --ipv6 (after the gate opened)");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = answer(&run46, "the NAT46 run (after the gate opened)");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // Nothing ran the v6 datapath before its programs were in place: both work now.
+    let out = th.outside.path();
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"n46").expect("NAT46 [::]:8080 from outside");
+    assert_eq!(e.tag, "w4");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w6",
+        "--network",
+        "n6",
+        "-p",
+        "8081:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "w6",
+        "7000",
+    ]);
+    let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8081"), b"v6").expect("v6 8081 from outside");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("w6", "2001:db8:100::2"), "DNAT66 keeps the client");
+}

@@ -641,6 +641,9 @@ impl Daemon {
             let w = st.waited;
             (self.publish_reserve(&mut st, id, reqs)?, w)
         };
+        if p.maps.iter().any(PortMapping::is_cross_family) {
+            self.dp.ready_v6().await;
+        }
         let r = p.program(&self.dp, name);
         let mut st = self.state.lock().await;
         waited += st.waited;

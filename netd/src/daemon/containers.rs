@@ -561,7 +561,12 @@ impl Daemon {
             dedup_env(&mut env);
             (publishing, link_rules, files, env)
         };
-        // 4. The ports into the dataplane, without the state lock (reserved above).
+        // 4. The ports into the dataplane, without the state lock (reserved above). A NAT46
+        // binding needs the IPv6 programs, whose background load (right after `netd up`) is
+        // waited for here, holding no lock.
+        if publishing.iter().any(|(_, p)| p.maps.iter().any(PortMapping::is_cross_family)) {
+            dp.ready_v6().await;
+        }
         for (_, p) in publishing.iter_mut() {
             p.program(&dp, &c.name)?;
         }

@@ -365,6 +365,9 @@ impl Daemon {
     }
 
     async fn docker_create_network(self: &Shared, r: CreateNetworkReq) -> ApiResult<Value> {
+        if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+            self.dp.ready_v6().await;
+        }
         let mut st = self.state.lock().await;
         let id = r.network_id;
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {

@@ -299,6 +299,20 @@ impl Dp {
         self.g().take_events()
     }
 
+    /// Wait, holding no lock (callers hold none either), for what the dataplane still
+    /// prepares in the background ([`Dataplane::pending_load`]: the eBPF dataplane's IPv6
+    /// programs right after `netd up`). Called before a change that needs it takes the state
+    /// lock, so that `ps`, `inspect` and other runs meanwhile are not queued behind it.
+    pub async fn ready_v6(&self) {
+        let w = self.g().pending_load();
+        if let Some(w) = w {
+            let t0 = std::time::Instant::now();
+            tracing::info!("v6-load-wait: the IPv6 programs are still loading; waiting (no lock held)");
+            let _ = tokio::task::spawn_blocking(w).await;
+            tracing::info!(waited_ms = t0.elapsed().as_millis() as u64, "waited for the IPv6 programs' load");
+        }
+    }
+
     /// Run the conntrack work queued so far (purges of removed endpoints, ports and links, and
     /// of stale translations of freshly published ports), plus a GC pass when `gc`; the table
     /// is scanned without the dataplane's lock (and callers hold no state lock). Jobs run one at

@@ -52,6 +52,11 @@ fn opt_bool(opts: &BTreeMap<String, String>, key: &str, default: bool) -> ApiRes
 
 impl Daemon {
     pub async fn network_create(self: &Shared, r: NetworkCreateRequest) -> ApiResult<String> {
+        // The IPv6 programs may still be loading (right after `netd up`): waited for here,
+        // not under the state lock, where every other request would queue behind it.
+        if r.enable_ipv6 {
+            self.dp.ready_v6().await;
+        }
         let mut st = self.state.lock().await;
         if r.name.is_empty() {
             return Err(ApiError::bad("network name cannot be empty"));
@@ -557,6 +562,23 @@ impl Daemon {
     pub async fn network_connect(self: &Shared, net: &str, r: NetworkConnectRequest) -> ApiResult<()> {
         // Not while a start or teardown of the sandbox runs (they work without the state lock).
         let _op = self.sandbox_op(&r.container).await?;
+        // A v6 network or the sandbox's bindings (NAT46 twins) may need the IPv6 programs:
+        // their background load is waited for before the state lock is taken for the change.
+        let may_need_v6 = {
+            let st = self.state.lock().await;
+            let v6_net = self
+                .resolve_network(&st, net)
+                .is_ok_and(|id| st.networks.get(&id).and_then(|n| n.bridge.as_ref()).is_some_and(|b| b.ipv6.is_some()));
+            let ports = self.resolve_container(&st, &r.container).is_ok_and(|id| {
+                st.containers
+                    .get(&id)
+                    .is_some_and(|c| !c.ports.is_empty() || !c.config.publish.is_empty() || c.config.publish_all)
+            });
+            v6_net || ports
+        };
+        if may_need_v6 {
+            self.dp.ready_v6().await;
+        }
         let mut st = self.state.lock().await;
         let nid = self.resolve_network(&st, net)?;
         let cid = self.resolve_container(&st, &r.container)?;

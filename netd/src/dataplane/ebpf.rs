@@ -617,6 +617,11 @@ impl Dataplane for Ebpf {
         true
     }
 
+    /// The background load of the IPv6 programs, while it runs.
+    fn pending_load(&mut self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.loaded.as_ref()?.v6_waiter()
+    }
+
     fn set_monitor(&mut self, flags: u32) -> DpResult<()> {
         use netd_common::monitor::map_names::MONITOR;
         let l = self.l()?;

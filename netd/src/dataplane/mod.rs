@@ -381,6 +381,15 @@ pub trait Dataplane: Send {
     fn route_watcher(&mut self) -> Option<Box<dyn FnMut() + Send>> {
         None
     }
+    /// While something a later change may need is still being prepared in the background (the
+    /// eBPF dataplane's IPv6 programs, loading and verifying for seconds after `netd up`): a
+    /// blocking wait for it, which the daemon runs without its locks before a change that
+    /// needs it (a dual-stack network, a NAT46 binding), so that other requests do not queue
+    /// behind the wait. `None`: nothing pending. The change itself still waits if it comes
+    /// first (correctness never depends on this).
+    fn pending_load(&mut self) -> Option<Box<dyn FnOnce() + Send>> {
+        None
+    }
     /// Work a change left for after its reply (the eBPF dataplane's conntrack purge for freshly
     /// published ports): run by the daemon right after each request and by the GC tick.
     fn deferred(&mut self) -> DpResult<usize> {
