@@ -1,4 +1,5 @@
 //! netd: Docker's single-host network model, with NAT and filtering in eBPF.
+pub mod advertise;
 pub mod api;
 pub mod bpfbatch;
 pub mod cgroup;

@@ -1396,3 +1396,97 @@ fn ebpf_v6_load_waits_outside_the_locks() {
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8081"), b"v6").expect("v6 8081 from outside");
     assert_eq!((e.tag.as_str(), e.peer.as_str()), ("w6", "2001:db8:100::2"), "DNAT66 keeps the client");
 }
+
+both!(address_reuse_with_another_mac, ebpf_address_reuse_with_another_mac, iptables_address_reuse_with_another_mac);
+
+/// A sandbox's address handed to the next sandbox with another MAC (an IPv6-only network's
+/// random MACs; `--mac-address` for IPv4): a peer that talked to the old holder, and the host
+/// (a published port from outside), reach the new one at once, because the new interface
+/// sends Docker 27+'s unsolicited neighbour advertisement / gratuitous ARP (3, 1 s apart)
+/// and their neighbour entries take the new MAC. The peers' and the host's neighbour entries
+/// stay reachable for 60-180 s here (`base_reachable_time_ms` 120 s, set in the test's own
+/// namespaces), so without the advertisements the old MAC is used throughout the bounded wait
+/// (two 3 s connection attempts): the iptables run fails then. (eBPF passes either way: its
+/// programs deliver a frame to a sandbox with the MAC of `ENDPOINTS`/`ENDPOINTS_V6`, whatever
+/// MAC the sender used; the twin shows the same answers.)
+fn address_reuse_with_another_mac(dataplane: &str) {
+    let th = TestHost::new(&format!("v6r{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    let out = th.outside.path();
+    let id = d.ok(&["network", "create", "--ipv6", "--ipv4=false", "--subnet", "fd00:41::/64", "n6only"]);
+    // The host's entries on the bridge (a non-initial namespace has no `neigh.default`).
+    let br = format!("br-{}", &id.trim()[..12]);
+    th.host.exec_ok(&["sysctl", "-qw", &format!("net.ipv6.neigh.{br}.base_reachable_time_ms=120000")]).unwrap();
+    d.ok(&["network", "create", "--subnet", "10.41.0.0/24", "n4"]);
+    let slow_neigh = |name: &str, fam: &str| {
+        d.ok(&[
+            "exec",
+            name,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo 120000 > /proc/sys/net/{fam}/neigh/eth0/base_reachable_time_ms"),
+        ]);
+    };
+    d.ok(&["run", "-d", "--name", "p6", "--network", "n6only", "--", "sleep", "300"]);
+    slow_neigh("p6", "ipv6");
+    d.ok(&["run", "-d", "--name", "p4", "--network", "n4", "--", "sleep", "300"]);
+    slow_neigh("p4", "ipv4");
+    let serve = |name: &str, net: &str, addr_flag: &str, addr: &str, extra: &[&str]| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", net, addr_flag, addr];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--", &pr, "serve", "--tag", name, "7000"]);
+        d.ok(&a);
+    };
+    let from_peer = |peer: &str, target: &str| -> Option<String> {
+        (0..2).find_map(|_| {
+            let r = d.cli(&["exec", peer, "--", &pr, "tcp", target, "reuse"]);
+            (r.code == 0).then(|| echo(&r.stdout).tag)
+        })
+    };
+    let from_outside = |target: &str| -> Option<String> {
+        (0..2).find_map(|_| probe::tcp_echo(&out, addr(target), b"reuse").ok().map(|e| e.tag))
+    };
+    let mac = |n: &str| {
+        d.inspect(n)["NetworkSettings"]["Networks"].as_object().unwrap().values().next().unwrap()["MacAddress"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // IPv6-only: the old holder, talked to by the peer and from outside (through the host).
+    serve("a6", "n6only", "--ip6", "fd00:41::10", &["-p", "8090:7000"]);
+    assert_eq!(from_peer("p6", "[fd00:41::10]:7000").as_deref(), Some("a6"));
+    assert_eq!(from_outside("[2001:db8:100::1]:8090").as_deref(), Some("a6"));
+    let old = mac("a6");
+    d.ok(&["rm", "-f", "a6"]);
+    serve("b6", "n6only", "--ip6", "fd00:41::10", &["-p", "8090:7000"]);
+    assert_ne!(mac("b6"), old, "random MACs on an IPv6-only network");
+    assert_eq!(
+        from_peer("p6", "[fd00:41::10]:7000").as_deref(),
+        Some("b6"),
+        "the peer still sends to the old MAC (no unsolicited NA)"
+    );
+    assert_eq!(
+        from_outside("[2001:db8:100::1]:8090").as_deref(),
+        Some("b6"),
+        "the host still sends to the old MAC (no unsolicited NA)"
+    );
+
+    // IPv4: the same address with another MAC.
+    serve("a4", "n4", "--ip", "10.41.0.10", &[]);
+    // Docker's options and messages (bad input changes nothing).
+    let r = d.cli(&["network", "create", "-o", "com.docker.network.advertise_addr_nmsgs=4", "badadv"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("com.docker.network.advertise_addr_nmsgs must be in the range 0 to 3"), "{}", r.stderr);
+    assert_ne!(d.cli(&["network", "inspect", "badadv"]).code, 0, "a refused network was created");
+    assert_eq!(from_peer("p4", "10.41.0.10:7000").as_deref(), Some("a4"));
+    d.ok(&["rm", "-f", "a4"]);
+    serve("b4", "n4", "--ip", "10.41.0.10", &["--mac-address", "02:42:0a:29:00:99"]);
+    assert_eq!(
+        from_peer("p4", "10.41.0.10:7000").as_deref(),
+        Some("b4"),
+        "the peer still sends to the old MAC (no gratuitous ARP)"
+    );
+}

@@ -136,6 +136,52 @@ impl Publishing {
     }
 }
 
+/// Docker 27+'s unsolicited ARP / neighbour advertisements for the sandbox's new interface
+/// ([`crate::advertise`]): the first now, the rest `advertise_addr_ms` apart in the
+/// background. Best effort: a failure is logged, the attachment stands.
+async fn advertise_addrs(
+    netns: &std::path::Path,
+    ifname: &str,
+    mac: [u8; 6],
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
+    opts: &std::collections::BTreeMap<String, String>,
+) {
+    let (n, interval) = crate::advertise::options(opts)
+        .unwrap_or((crate::advertise::NMSGS_DEFAULT, crate::advertise::INTERVAL_DEFAULT));
+    if n == 0 {
+        return;
+    }
+    let (ns, name) = (netns.to_path_buf(), ifname.to_string());
+    let s = match tokio::task::spawn_blocking(move || crate::advertise::Sender::open(&ns, &name, mac, ip, ip6)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(%ifname, error = %e, "unsolicited ARP/NA: opening the socket");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%ifname, error = %e, "unsolicited ARP/NA: opening the socket");
+            return;
+        }
+    };
+    if let Err(e) = s.send() {
+        tracing::warn!(%ifname, error = %e, "unsolicited ARP/NA");
+        return;
+    }
+    if n > 1 {
+        tokio::spawn(async move {
+            for _ in 1..n {
+                tokio::time::sleep(interval).await;
+                // The interface is gone (the sandbox left): done.
+                if s.send().is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
 /// A network's dataplane spec and index (`None`: gone, or not a bridge network).
 pub fn net_of(st: &State, id: &str) -> Option<(NetworkSpec, u32)> {
     let n = st.networks.get(id)?;
@@ -373,6 +419,9 @@ impl Daemon {
         if let Err(e) = dp.endpoint_added(&spec, &endpoint_spec(&a, b.index)) {
             let _ = self.nl.delete_link(&host_veth).await;
             return Err(ApiError::internal(format!("dataplane: {e}")));
+        }
+        if let Some(netns) = &req.netns {
+            advertise_addrs(netns, &a.ifname, mac, ip, a.ip6, &r.net.options).await;
         }
         Ok(a)
     }

@@ -85,6 +85,8 @@ impl Daemon {
             "com.docker.network.driver.mtu",
             "com.docker.network.bridge.gateway_mode_ipv4",
             "com.docker.network.bridge.gateway_mode_ipv6",
+            crate::advertise::NMSGS_OPT,
+            crate::advertise::INTERVAL_OPT,
         ];
         for k in r.options.keys() {
             if !known.contains(&k.as_str()) {
@@ -94,6 +96,7 @@ impl Daemon {
                 )));
             }
         }
+        crate::advertise::options(&r.options).map_err(ApiError::bad)?;
         let BridgeOpts { icc, masquerade, host_ip, mtu, gateway_mode } = self.bridge_options(&st, &r.options)?;
         let index = st.networks.values().filter_map(|n| n.bridge.as_ref().map(|b| b.index)).max().unwrap_or(1) + 1;
         let id = crate::names::new_id();
