@@ -158,7 +158,7 @@ fn track(ctx: &TcContext, p: &Pkt, e: Entry) -> bool {
     }
     // The receiver's entry: keyed by the reverse of this direction's translation.
     let (saddr, daddr, sport, dport) = (v.daddr, v.saddr, v.dport, v.sport);
-    tcpwin::track(ctx, p.l4, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
+    tcpwin::track(ctx, p.l4 as usize, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
         let pk = ct_key(saddr, daddr, sport, dport, IPPROTO_TCP);
         lookup(&pk).map(|r| (r.flags, r.ack, r.wnd))
     })

@@ -40,7 +40,7 @@ pub fn translate_host_error(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
 /// let it go on where it goes). None: about no translated flow.
 #[inline(always)]
 fn rewrite_error(ctx: &TcContext, p: &mut Pkt, in_place: bool) -> Option<i32> {
-    let inner = p.l4 + 8;
+    let inner = p.l4 as usize + 8;
     let vihl: u8 = ctx.load(inner).ok()?;
     if vihl >> 4 != 4 {
         return None;
@@ -75,7 +75,7 @@ fn rewrite_error(ctx: &TcContext, p: &mut Pkt, in_place: bool) -> Option<i32> {
     if v.action == CT_ACT_HOSTFLOW {
         return None;
     }
-    let csum = p.l4 + 2;
+    let csum = p.l4 as usize + 2;
     let old_ipsum: u16 = ctx.load(inner + 10).ok()?;
     // Quoted packet: source = the translated reply's destination, and so on.
     if rewrite_inner_addr(ctx, csum, inner, 12, isaddr, v.daddr).is_err()

@@ -127,6 +127,12 @@ pub struct TcpScratch {
     pub key6: netd_common::v6::CtKey6,
 }
 
+/// The first 20 bytes of a TCP header (UDP: 8) as the parser read them (`Pkt::l4_copied`), one
+/// per CPU, off the BPF stack: `nat::set_tuple` rewrites its ports and checksum in place and
+/// writes it back with one store.
+#[map(name = "SCRATCH_L4")]
+pub static SCRATCH_L4: PerCpuArray<[u32; 5]> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "SCRATCH_TCP")]
 pub static SCRATCH_TCP: PerCpuArray<TcpScratch> = PerCpuArray::with_max_entries(1, 0);
 

@@ -1,19 +1,26 @@
-//! Packet rewriting with incremental checksum updates (`l3/l4_csum_replace`; the pseudo-header
-//! flag when an address changes, `MARK_MANGLED_0` so a UDP checksum of 0 stays "none").
+//! Packet rewriting with incremental checksum updates: computed here for the IPv4 header and,
+//! where the programs can read `ip_summed` (`kctx`), for TCP and UDP; else `l4_csum_replace`
+//! (the pseudo-header flag when an address changes, `MARK_MANGLED_0` so a UDP checksum of 0
+//! stays "none").
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::generated::bpf_csum_update,
     programs::TcContext,
 };
 use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::Pkt;
+use crate::{
+    kctx::{self, CHECKSUM_COMPLETE, CHECKSUM_PARTIAL},
+    maps::SCRATCH_L4,
+    parse::Pkt,
+};
 
 #[inline(always)]
 fn l4_csum_off(p: &Pkt) -> Option<usize> {
     match p.proto {
-        IPPROTO_TCP => Some(p.l4 + 16),
-        IPPROTO_UDP => Some(p.l4 + 6),
-        IPPROTO_ICMP => Some(p.l4 + 2),
+        IPPROTO_TCP => Some(p.l4 as usize + 16),
+        IPPROTO_UDP => Some(p.l4 as usize + 6),
+        IPPROTO_ICMP => Some(p.l4 as usize + 2),
         _ => None,
     }
 }
@@ -52,7 +59,7 @@ pub fn set_port(ctx: &TcContext, p: &mut Pkt, src: bool, new: u16) -> Result<(),
     if old == new || !p.has_ports {
         return Ok(());
     }
-    let off = if p.proto == IPPROTO_ICMP { p.l4 + 4 } else { p.l4 + if src { 0 } else { 2 } };
+    let off = if p.proto == IPPROTO_ICMP { p.l4 as usize + 4 } else { p.l4 as usize + if src { 0 } else { 2 } };
     if p.proto == IPPROTO_ICMP && ((src && p.icmp_type != 8) || (!src && p.icmp_type != 0)) {
         return Ok(()); // the id is only one of the two "ports"
     }
@@ -131,10 +138,12 @@ struct IpMid {
 
 /// Rewrite a packet with ports (TCP, UDP, ICMP echo; not a later fragment) to the tuple
 /// `saddr:sport -> daddr:dport`, and decrement its TTL when `dec_ttl` (a routed hop; the caller
-/// checked it is above 1), with as few helper calls as the checksums allow: the L4 checksum by
-/// difference (one call for the addresses, which its pseudo-header covers, one for the ports,
-/// which a CHECKSUM_PARTIAL packet's checksum field must not see), the IPv4 header checksum
-/// computed here, and one store for the header, one for the ports.
+/// checked it is above 1), with as few helper calls as the checksums allow: the IPv4 header's
+/// middle (TTL, checksum computed here, addresses) with one store, then TCP and UDP with one
+/// store of their header up to the checksum ([`set_l4`]); without `ip_summed`, the L4 checksum
+/// by difference (one call for the addresses, which its pseudo-header covers, one for the
+/// ports, which a CHECKSUM_PARTIAL packet's checksum field must not see) and a store for the
+/// ports.
 #[inline(always)]
 pub fn set_tuple(
     ctx: &TcContext,
@@ -146,56 +155,121 @@ pub fn set_tuple(
     dec_ttl: bool,
 ) -> Result<(), i64> {
     let addrs = p.saddr != saddr || p.daddr != daddr;
+    // The L4 checksum's difference for the addresses (its pseudo-header), before they change.
+    let adiff = if addrs { fold32(!p.saddr as u64 + saddr as u64 + !p.daddr as u64 + daddr as u64) } else { 0 };
+    if addrs || dec_ttl {
+        let ttl = if dec_ttl { p.ttl - 1 } else { p.ttl };
+        let old_tp = u16::from_ne_bytes([p.ttl, p.proto]) as u32;
+        let new_tp = u16::from_ne_bytes([ttl, p.proto]) as u32;
+        // RFC 1624: HC' = ~(~HC + ~m + m'), over every changed 16-bit word.
+        let s = (!p.ip_csum) as u64
+            + (!(old_tp as u16)) as u64
+            + new_tp as u64
+            + (!p.saddr) as u64
+            + saddr as u64
+            + (!p.daddr) as u64
+            + daddr as u64;
+        let check = !fold16(fold32(s));
+        let mid = IpMid { ttl, proto: p.proto, check, saddr, daddr };
+        ctx.store(p.l3 as usize + 8, &mid, 0)?;
+        p.ttl = ttl;
+        p.ip_csum = check;
+        p.saddr = saddr;
+        p.daddr = daddr;
+    }
+    // The L4 header last: nothing of the above is live across its calls (the 512-byte stack
+    // of the longest call chains has no room left).
+    let new = (sport as u32) | ((dport as u32) << 16);
     if p.proto == IPPROTO_ICMP {
         // The echo id: only one of the two "ports" is in the packet.
         set_port(ctx, p, true, sport)?;
         set_port(ctx, p, false, dport)?;
-    } else if p.sport != sport || p.dport != dport {
-        let old = (p.sport as u32) | ((p.dport as u32) << 16);
-        let new = (sport as u32) | ((dport as u32) << 16);
-        if !(p.proto == IPPROTO_UDP && p.udp_csum_zero)
-            && let Some(coff) = l4_csum_off(p)
-        {
-            let mut flags = 4u64;
-            if p.proto == IPPROTO_UDP {
-                flags |= BPF_F_MARK_MANGLED_0 as u64;
-            }
-            ctx.l4_csum_replace(coff, old as u64, new as u64, flags)?;
+    } else if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && kctx::available() {
+        if (addrs || p.sport != sport || p.dport != dport) && !set_l4(ctx, p, adiff, new) {
+            return Err(0);
         }
-        ctx.store(p.l4, &new, 0)?;
+    } else if p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP {
+        // Without the kernel's `ip_summed` (no kfunc or no BTF, see `kctx`): the helpers,
+        // which read it. (The branch not taken is dead code to the verifier.)
+        let csum = !(p.proto == IPPROTO_UDP && p.udp_csum_zero);
+        let mangled = if p.proto == IPPROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+        let coff = l4_csum_off(p).unwrap_or(0);
+        if p.sport != sport || p.dport != dport {
+            let old = (p.sport as u32) | ((p.dport as u32) << 16);
+            if csum {
+                ctx.l4_csum_replace(coff, old as u64, new as u64, 4 | mangled)?;
+            }
+            ctx.store(p.l4 as usize, &new, 0)?;
+            p.sport = sport;
+            p.dport = dport;
+        }
+        if addrs && csum {
+            // Size 0: `to` is the difference itself.
+            ctx.l4_csum_replace(coff, 0, adiff as u64, BPF_F_PSEUDO_HDR as u64 | mangled)?;
+        }
+    } else if p.sport != sport || p.dport != dport {
+        ctx.store(p.l4 as usize, &new, 0)?;
         p.sport = sport;
         p.dport = dport;
     }
-    if addrs && (p.proto == IPPROTO_TCP || (p.proto == IPPROTO_UDP && !p.udp_csum_zero)) {
-        let coff = l4_csum_off(p).unwrap_or(0);
-        let diff = fold32(!p.saddr as u64 + saddr as u64 + !p.daddr as u64 + daddr as u64);
-        // Size 0: `to` is the difference itself.
-        let mut flags = BPF_F_PSEUDO_HDR as u64;
-        if p.proto == IPPROTO_UDP {
-            flags |= BPF_F_MARK_MANGLED_0 as u64;
-        }
-        ctx.l4_csum_replace(coff, 0, diff as u64, flags)?;
-    }
-    if !addrs && !dec_ttl {
-        return Ok(());
-    }
-    let ttl = if dec_ttl { p.ttl - 1 } else { p.ttl };
-    let old_tp = u16::from_ne_bytes([p.ttl, p.proto]) as u32;
-    let new_tp = u16::from_ne_bytes([ttl, p.proto]) as u32;
-    // RFC 1624: HC' = ~(~HC + ~m + m'), over every changed 16-bit word.
-    let s = (!p.ip_csum) as u64
-        + (!(old_tp as u16)) as u64
-        + new_tp as u64
-        + (!p.saddr) as u64
-        + saddr as u64
-        + (!p.daddr) as u64
-        + daddr as u64;
-    let check = !fold16(fold32(s));
-    let mid = IpMid { ttl, proto: p.proto, check, saddr, daddr };
-    ctx.store(p.l3 as usize + 8, &mid, 0)?;
-    p.ttl = ttl;
-    p.ip_csum = check;
-    p.saddr = saddr;
-    p.daddr = daddr;
     Ok(())
+}
+
+/// The L4 part of [`set_tuple`] for TCP and UDP when the program can read the packet's
+/// `ip_summed` (`kctx`): the new checksum computed here and the header from the ports to the
+/// checksum written with one store, where `bpf_l4_csum_replace` took a call for the ports, one
+/// for the addresses and a store for the ports (three helper calls of ~35 ns each, `netd-bench
+/// micro`). The header's bytes are in `SCRATCH_L4`, where the parser put them
+/// (`Pkt::l4_copied`).
+///
+/// The arithmetic is `bpf_l4_csum_replace`'s: a CHECKSUM_PARTIAL packet's field holds the
+/// pseudo-header's sum (the device or the stack adds the rest), so only the addresses go into
+/// it; any other holds the whole checksum, which takes both differences, and a
+/// CHECKSUM_COMPLETE packet's `skb->csum` follows the field's change by the addresses
+/// (`bpf_csum_update`). A UDP checksum of 0 ("none") stays 0, one that comes out 0 is sent as
+/// 0xffff. False: the header could not be read or written.
+#[inline(always)]
+fn set_l4(ctx: &TcContext, p: &mut Pkt, adiff: u32, new: u32) -> bool {
+    if !p.l4_copied {
+        return false;
+    }
+    let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return false };
+    // SAFETY: per-CPU map value, valid for this program run, filled by the parser.
+    let h = unsafe { &mut *h };
+    let udp = p.proto == IPPROTO_UDP;
+    let old = (p.sport as u32) | ((p.dport as u32) << 16);
+    let field = if udp { (h[1] >> 16) as u16 } else { h[4] as u16 };
+    let mut check = if p.summed == CHECKSUM_PARTIAL {
+        fold16(fold32(field as u64 + adiff as u64))
+    } else {
+        let pdiff = if old != new { (!old) as u64 + new as u64 } else { 0 };
+        !fold16(fold32((!field) as u64 + adiff as u64 + pdiff))
+    };
+    if udp && field == 0 {
+        check = 0;
+    } else {
+        if p.summed == CHECKSUM_COMPLETE && adiff != 0 {
+            // skb->csum - adiff (the ports' change and the field's share of it cancel out).
+            // SAFETY: valid ctx.
+            unsafe { bpf_csum_update(ctx.skb.skb.cast(), !adiff) };
+        }
+        if udp && check == 0 {
+            check = 0xffff;
+        }
+    }
+    p.sport = new as u16;
+    p.dport = (new >> 16) as u16;
+    h[0] = new;
+    let r = if udp {
+        // Length, then checksum.
+        h[1] = (h[1] & 0xffff) | ((check as u32) << 16);
+        // SAFETY: the first 8 bytes of the 20-byte slot.
+        ctx.store(p.l4 as usize, unsafe { &*(h as *const [u32; 5] as *const [u8; 8]) }, 0)
+    } else {
+        // Checksum, then the urgent pointer.
+        h[4] = (h[4] & 0xffff_0000) | check as u32;
+        // SAFETY: the first 18 bytes of the 20-byte slot.
+        ctx.store(p.l4 as usize, unsafe { &*(h as *const [u32; 5] as *const [u8; 18]) }, 0)
+    };
+    r.is_ok()
 }

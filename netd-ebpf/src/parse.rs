@@ -1,7 +1,12 @@
 //! Header parsing. XDP reads the packet directly (bounds-checked against `data_end`); TC uses
 //! `bpf_skb_load_bytes`, which also works when headers are not in the linear area.
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    helpers::generated::bpf_skb_load_bytes,
+    programs::{TcContext, XdpContext},
+};
 use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{kctx, maps::SCRATCH_L4};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -60,7 +65,8 @@ pub struct Pkt {
     pub proto: u8,
     /// Offset of the IPv4 header: `ETH_HLEN`, or 0 on a layer-3 device's egress.
     pub l3: u8,
-    pub l4: usize,
+    /// Offset of the L4 header (u16 rather than usize: the struct is on the callers' stacks).
+    pub l4: u16,
     pub saddr: u32,
     pub daddr: u32,
     pub sport: u16,
@@ -85,6 +91,12 @@ pub struct Pkt {
     pub udp_csum_zero: bool,
     /// The IPv4 header checksum as read (updated here by `nat::set_tuple`).
     pub ip_csum: u16,
+    /// TCP/UDP whose header's first 20 bytes (TCP; UDP's 8) are in the per-CPU `SCRATCH_L4` as
+    /// read (straight from the linear data, or loaded), so `nat::set_tuple` can write the
+    /// header back whole with a checksum it computes.
+    pub l4_copied: bool,
+    /// The kernel's `skb->ip_summed` (`kctx`; 0 where the loader could not give access).
+    pub summed: u8,
 }
 
 /// The common packet read straight from the linear data (no helper call): an IPv4 header
@@ -118,7 +130,7 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
     let mut p = Pkt {
         proto,
         l3: IP_OFF as u8,
-        l4: L4,
+        l4: L4 as u16,
         saddr,
         daddr,
         sport: 0,
@@ -133,6 +145,8 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
         icmp_type: 0,
         udp_csum_zero: false,
         ip_csum,
+        l4_copied: false,
+        summed: 0,
     };
     if p.later_fragment {
         return Some(p);
@@ -147,6 +161,17 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 p.sport = *((data + L4) as *const u16);
                 p.dport = *((data + L4 + 2) as *const u16);
                 p.tcp_flags = *((data + L4 + 13) as *const u8);
+                if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
+                    let w = data + L4;
+                    *s = [
+                        *(w as *const u32),
+                        *((w + 4) as *const u32),
+                        *((w + 8) as *const u32),
+                        *((w + 12) as *const u32),
+                        *((w + 16) as *const u32),
+                    ];
+                    p.l4_copied = true;
+                }
             }
             p.has_ports = true;
         }
@@ -156,6 +181,11 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 p.sport = *((data + L4) as *const u16);
                 p.dport = *((data + L4 + 2) as *const u16);
                 p.udp_csum_zero = *((data + L4 + 6) as *const u16) == 0;
+                if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
+                    (*s)[0] = *((data + L4) as *const u32);
+                    (*s)[1] = *((data + L4 + 4) as *const u32);
+                    p.l4_copied = true;
+                }
             }
             p.has_ports = true;
         }
@@ -201,7 +231,18 @@ pub fn tc(ctx: &TcContext, out: *mut Pkt) -> Result<(), ParseError> {
     };
     // SAFETY: the caller's slot, valid for a write.
     unsafe { out.write(p) };
+    // SAFETY: just written.
+    for_rewrite(ctx, unsafe { &mut *out });
     Ok(())
+}
+
+/// `Pkt::summed` for `nat::set_tuple`, where the loader gave the programs `ip_summed` (`kctx`;
+/// a `.rodata` constant to the verifier).
+#[inline(always)]
+fn for_rewrite(ctx: &TcContext, p: &mut Pkt) {
+    if kctx::available() {
+        p.summed = kctx::ip_summed(ctx);
+    }
 }
 
 /// The same on a layer-3 device's egress (tun, WireGuard, PPP): the IPv4 header at offset 0,
@@ -211,6 +252,8 @@ pub fn tc_l3(ctx: &TcContext, out: *mut Pkt) -> Result<(), ParseError> {
     let p = tc_loads(ctx, 0)?;
     // SAFETY: as in `tc`.
     unsafe { out.write(p) };
+    // SAFETY: just written.
+    for_rewrite(ctx, unsafe { &mut *out });
     Ok(())
 }
 
@@ -239,7 +282,7 @@ fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
     let mut p = Pkt {
         proto,
         l3: ip as u8,
-        l4,
+        l4: l4 as u16,
         saddr,
         daddr,
         sport: 0,
@@ -254,6 +297,8 @@ fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
         icmp_type: 0,
         udp_csum_zero: false,
         ip_csum,
+        l4_copied: false,
+        summed: 0,
     };
     if p.later_fragment {
         return Ok(p);
@@ -270,6 +315,13 @@ fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
             } else {
                 let c: u16 = ctx.load(l4 + 6).map_err(|_| ParseError::Malformed)?;
                 p.udp_csum_zero = c == 0;
+            }
+            // The header for `nat::set_tuple` (a TCP header shorter than 20 bytes is left out:
+            // a translation then drops it as malformed).
+            if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
+                let n = if proto == IPPROTO_TCP { 20 } else { 8 };
+                // SAFETY: valid ctx; at most 20 bytes into the 20-byte per-CPU slot.
+                p.l4_copied = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), l4 as u32, s.cast(), n) } == 0;
             }
         }
         IPPROTO_ICMP => {

@@ -76,6 +76,8 @@ fn bpf_log_lines_are_named() {
     assert_eq!(describe_bpf_log("something else"), "something else");
 }
 
+pub mod kfunc;
+
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
@@ -311,7 +313,12 @@ impl Loaded {
     pub fn load_with_log(object: &[u8], bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
         let level = if bpf_log { &LOG_DEBUG } else { &LOG_OFF };
-        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(object)?;
+        let (object, off, shift) = kfunc::prepare(object, kfunc::kernel());
+        let ebpf = aya::EbpfLoader::new()
+            .override_global(AYA_LOG_LEVEL, level, false)
+            .override_global(kfunc::CSUM_OFF, &off, false)
+            .override_global(kfunc::CSUM_SHIFT, &shift, false)
+            .load(&object)?;
         let mut l = Self::finish(ebpf, None)?;
         // Tests and tools run every body.
         l.ensure_v6()?;
@@ -323,7 +330,12 @@ impl Loaded {
     pub fn load_without_v6(bpf_log: bool) -> Result<Self, EbpfError> {
         raise_memlock();
         let level = if bpf_log { &LOG_DEBUG } else { &LOG_OFF };
-        let ebpf = aya::EbpfLoader::new().override_global(AYA_LOG_LEVEL, level, false).load(object())?;
+        let (object, off, shift) = kfunc::prepare(object(), kfunc::kernel());
+        let ebpf = aya::EbpfLoader::new()
+            .override_global(AYA_LOG_LEVEL, level, false)
+            .override_global(kfunc::CSUM_OFF, &off, false)
+            .override_global(kfunc::CSUM_SHIFT, &shift, false)
+            .load(&object)?;
         Self::finish(ebpf, None)
     }
 
@@ -340,7 +352,9 @@ impl Loaded {
             loader.map_pin_path(n, p.clone());
         }
         loader.override_global(AYA_LOG_LEVEL, if bpf_log { &LOG_DEBUG } else { &LOG_OFF }, false);
-        let ebpf = loader.load(object())?;
+        let (object, off, shift) = kfunc::prepare(object(), kfunc::kernel());
+        loader.override_global(kfunc::CSUM_OFF, &off, false).override_global(kfunc::CSUM_SHIFT, &shift, false);
+        let ebpf = loader.load(&object)?;
         Self::finish(ebpf, Some(dir.to_path_buf()))
     }
 

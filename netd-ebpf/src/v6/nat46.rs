@@ -335,18 +335,22 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
     if v.action != CT_ACT_NAT64 && v.action != CT_ACT_NAT64_PEER {
         return OK;
     }
-    if p.l4 != ETH_HLEN + 20 || p.more_fragments || p.later_fragment || (p.proto == IPPROTO_UDP && p.udp_csum_zero) {
+    if p.l4 as usize != ETH_HLEN + 20
+        || p.more_fragments
+        || p.later_fragment
+        || (p.proto == IPPROTO_UDP && p.udp_csum_zero)
+    {
         return untranslatable();
     }
     if p.ttl <= 1 {
         return SHOT;
     }
     if p.proto == IPPROTO_TCP {
-        if !ct::track_at(ctx, p.l4, p.tcp_flags, e) {
+        if !ct::track_at(ctx, p.l4 as usize, p.tcp_flags, e) {
             return SHOT;
         }
         if p.tcp_flags & TCP_SYN != 0 {
-            clamp_mss(ctx, p.l4);
+            clamp_mss(ctx, p.l4 as usize);
         }
     }
     to_v6(ctx, p, e)
@@ -358,7 +362,7 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
 fn to_v6(ctx: &TcContext, p: &mut Pkt, e: ct::Entry6) -> i32 {
     // SAFETY: map value pointer, valid for this program run.
     let v = unsafe { &*e };
-    let l4 = p.l4;
+    let l4 = p.l4 as usize;
     if crate::nat::set_port(ctx, p, true, v.sport).is_err() || crate::nat::set_port(ctx, p, false, v.dport).is_err() {
         return SHOT;
     }
