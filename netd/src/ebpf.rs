@@ -434,7 +434,9 @@ impl Loaded {
                     loader.map_pin_path(n.as_str(), p.as_path());
                 }
                 loader.override_global(AYA_LOG_LEVEL, if bpf_log { &LOG_DEBUG } else { &LOG_OFF }, false);
-                let r = loader.load(object());
+                let (object, off, shift) = kfunc::prepare(object(), kfunc::kernel());
+                loader.override_global(kfunc::CSUM_OFF, &off, false).override_global(kfunc::CSUM_SHIFT, &shift, false);
+                let r = loader.load(&object);
                 // The maps are open in the second instance now (or it failed): the moment's pins go.
                 let _ = std::fs::remove_dir_all(&tmp);
                 let mut ebpf = r?;

@@ -78,7 +78,7 @@ pub fn about_flow(ctx: &TcContext, p: &Pkt) -> bool {
     if !crate::maps::nat46_on() {
         return false;
     }
-    let inner = p.l4 + 8;
+    let inner = p.l4 as usize + 8;
     let Ok(vihl) = ctx.load::<u8>(inner) else { return false };
     let Ok(iproto) = ctx.load::<u8>(inner + 9) else { return false };
     if vihl != 0x45 || (iproto != IPPROTO_TCP && iproto != IPPROTO_UDP) {
@@ -182,7 +182,7 @@ fn map6to4(ty: u8, code: u8, word: [u8; 4]) -> Option<(u8, u8, u32)> {
 /// veth, by tail call): ICMPv6 to the flow's client.
 #[inline(never)]
 pub fn to_v6(ctx: &TcContext, p: &Pkt) -> i32 {
-    if p.l4 != ETH_HLEN + 20 {
+    if p.l4 as usize != ETH_HLEN + 20 {
         return untranslatable();
     }
     if p.ttl <= 1 {
