@@ -76,6 +76,7 @@ fn bpf_log_lines_are_named() {
     assert_eq!(describe_bpf_log("something else"), "something else");
 }
 
+pub mod btf;
 pub mod kfunc;
 
 /// The ELF object holding every program and map of `netd-ebpf`.

@@ -101,74 +101,31 @@ fn for_each_code_section(elf: &[u8], mut f: impl FnMut(usize, usize)) {
 /// [`KernCtx`] from raw BTF (the kernel's `vmlinux`): the FUNC `bpf_cast_to_kern_ctx` and the
 /// `ip_summed` member of STRUCT `sk_buff` (inside its anonymous structs and unions).
 pub fn from_btf(b: &[u8]) -> Option<KernCtx> {
-    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()));
-    if b.get(..2)? != [0x9f, 0xeb] {
-        return None;
-    }
-    let hdr_len = u32_at(4)? as usize;
-    let (type_off, type_len, str_off) =
-        (u32_at(8)? as usize + hdr_len, u32_at(12)? as usize, u32_at(16)? as usize + hdr_len);
-    let name = |off: u32| -> Option<&[u8]> {
-        let s = b.get(str_off + off as usize..)?;
-        Some(&s[..s.iter().position(|&c| c == 0)?])
-    };
-    // Every type: (kind, name offset, kind_flag, vlen, offset of its member records).
-    struct Ty {
-        kind: u32,
-        name: u32,
-        kflag: bool,
-        vlen: usize,
-        extra: usize,
-    }
-    let mut types = vec![Ty { kind: 0, name: 0, kflag: false, vlen: 0, extra: 0 }]; // id 0: void
-    let mut o = type_off;
-    while o + 12 <= type_off + type_len {
-        let info = u32_at(o + 4)?;
-        let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31 == 1);
-        let extra = o + 12;
-        let size = match kind {
-            1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
-            3 => 12,                      // ARRAY
-            4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
-            6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
-            2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
-            _ => return None,
-        };
-        types.push(Ty { kind, name: u32_at(o)?, kflag, vlen, extra });
-        o = extra + size;
-    }
-    let find = |kind: u32, n: &[u8]| types.iter().position(|t| t.kind == kind && name(t.name) == Some(n));
-    let cast_id = find(12, b"bpf_cast_to_kern_ctx")? as u32;
-    let skb = find(4, b"sk_buff")?;
+    use super::btf::{Btf, KIND_FUNC, KIND_STRUCT, KIND_UNION};
+    let btf = Btf::parse(b)?;
+    let cast_id = btf.find(KIND_FUNC, b"bpf_cast_to_kern_ctx")? as u32;
+    let skb = btf.find(KIND_STRUCT, b"sk_buff")?;
     // Depth-first through anonymous members: the bit offset of `ip_summed` and its bit size.
-    fn walk(
-        types: &[Ty],
-        id: usize,
-        base: u32,
-        depth: u32,
-        u32_at: &dyn Fn(usize) -> Option<u32>,
-        name: &dyn Fn(u32) -> Option<Vec<u8>>,
-    ) -> Option<(u32, u32)> {
-        let t = types.get(id)?;
-        if depth > 4 || !(t.kind == 4 || t.kind == 5) {
+    fn walk(btf: &Btf<'_>, id: usize, base: u32, depth: u32) -> Option<(u32, u32)> {
+        let t = btf.types.get(id)?;
+        if depth > 4 || !(t.kind == KIND_STRUCT || t.kind == KIND_UNION) {
             return None;
         }
         for m in 0..t.vlen {
             let r = t.extra + 12 * m;
-            let (mname, mtype, moff) = (u32_at(r)?, u32_at(r + 4)? as usize, u32_at(r + 8)?);
+            let (mname, mtype, moff) = (btf.u32_at(r)?, btf.u32_at(r + 4)? as usize, btf.u32_at(r + 8)?);
             let (bit, bits) = if t.kflag { (moff & 0xff_ffff, moff >> 24) } else { (moff, 0) };
             if mname == 0 {
-                if let Some(x) = walk(types, mtype, base + bit, depth + 1, u32_at, name) {
+                if let Some(x) = walk(btf, mtype, base + bit, depth + 1) {
                     return Some(x);
                 }
-            } else if name(mname).as_deref() == Some(b"ip_summed") {
+            } else if btf.name(mname) == Some(b"ip_summed") {
                 return Some((base + bit, bits));
             }
         }
         None
     }
-    let owned_name = |off: u32| name(off).map(<[u8]>::to_vec);
-    let (bit, bits) = walk(&types, skb, 0, 0, &u32_at, &owned_name)?;
+    let (bit, bits) = walk(&btf, skb, 0, 0)?;
     // Two bits within one byte (as on every kernel since ip_summed became a bitfield).
     if bits != 2 || bit % 8 > 6 {
         return None;

@@ -812,10 +812,22 @@ fn daemon_progs(d: &TestDaemon) -> Vec<aya::programs::ProgramInfo> {
         .collect()
 }
 
-/// A program's full name (the kernel keeps 15 characters: `netd_from_conta`).
+/// A program's full name: its entry function's name in its BTF. The kernel keeps 15
+/// characters (`netd_from_conta`), one prefix for `netd_from_container` and
+/// `netd_from_container_v6`; without BTF, the one name of netd's that has it as a prefix, or
+/// the prefix itself when several have.
 fn full_name(p: &aya::programs::ProgramInfo) -> String {
+    use std::os::fd::AsFd;
+    if let Some(n) = p.fd().ok().and_then(|fd| netd::ebpf::btf::prog_name(fd.as_fd())) {
+        return n;
+    }
     let short = p.name_as_str().unwrap_or("?");
-    netd_common::prog_names::ALL.iter().find(|n| n.starts_with(short)).unwrap_or(&short).to_string()
+    let all = netd_common::prog_names::ALL.iter().chain(netd_common::v6::progs::ALL.iter().map(|(n, _)| n));
+    let matching: Vec<&&str> = all.filter(|n| n.starts_with(short)).collect();
+    match matching.as_slice() {
+        [one] => one.to_string(),
+        _ => short.to_string(),
+    }
 }
 
 /// Run time and count per program name of `d`'s own programs.
