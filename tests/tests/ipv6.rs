@@ -1373,6 +1373,12 @@ fn ebpf_v6_load_waits_outside_the_locks() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let r = answer(&run46, "the NAT46 run (after the gate opened)");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // (`d.ok` would wait for the probe to listen; this run went through `cli_bg`: under load
+    // the probe binds after `run -d` returns, and a client connecting before is refused.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !d.cli(&["logs", "w4"]).stdout.contains("listening on ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Nothing ran the v6 datapath before its programs were in place: both work now.
     let out = th.outside.path();
     let e = probe::tcp_echo(&out, addr("[2001:db8:100::1]:8080"), b"n46").expect("NAT46 [::]:8080 from outside");
