@@ -690,6 +690,45 @@ fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
     d.ok(&["network", "disconnect", "v6only", "gws"]);
     assert_eq!(v6peer("8095").ok(), gws(&gw4), "the twin is back after the v6 gateway left");
     assert_eq!(v4peer("8095").ok(), gws("198.51.100.2"));
+    // The gateway network of both families leaves (Docker 28's `sbLeave`): the next network
+    // becomes the gateway, with the default route and every binding. `gwm` starts on the
+    // dual-stack `other` and joins v4net; after `other` leaves, v4net publishes `0.0.0.0:8097`
+    // (the reply needs the v4 default route moved to eth1) and its `[::]` twin.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "gwm",
+        "--network",
+        "other",
+        "-p",
+        "8097:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "gwm",
+        "7000",
+    ]);
+    d.ok(&["network", "connect", "v4net", "gwm"]);
+    let gwm = |p: &str| Some(("gwm".to_string(), p.to_string()));
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 through the dual-stack first network");
+    assert_eq!(v6peer("8097").ok(), gwm("2001:db8:100::2"), "v6 through the dual-stack first network");
+    d.ok(&["network", "disconnect", "other", "gwm"]);
+    let gw4m = d.inspect("gwm")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 binding moved to v4net with the gateway");
+    assert_eq!(v6peer("8097").ok(), gwm(&gw4m), "the [::] twin on v4net after the dual-stack gateway left");
+    let ports = d.ok(&["port", "gwm"]);
+    assert_eq!(lines_of(&ports), ["7000/tcp -> 0.0.0.0:8097", "7000/tcp -> [::]:8097"], "{ports}");
+    let i = d.inspect("gwm");
+    let hp: Vec<&str> = i["NetworkSettings"]["Ports"]["7000/tcp"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|b| b["HostPort"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(hp, ["8097", "8097"], "{i}");
+    let r4 = d.ok(&["exec", "gwm", "--", "ip", "-4", "route", "show", "default"]);
+    assert!(r4.contains(&format!("via {gw4m} dev eth1")), "{r4}");
+    d.ok(&["rm", "-f", "gwm"]);
     // At start: first network IPv6-only, then an IPv4 one (connected while created): both
     // families are published, each through its own network. (A fixed --ip6: `gws` just gave
     // its v6 address back, and a reused address with a new random MAC meets the bridge's stale

@@ -700,7 +700,8 @@ impl Daemon {
                 message: format!("container {} is not connected to network {}", c.id, n.name),
             });
         }
-        let mut rehome_v6 = false;
+        // The families whose gateway endpoint leaves, and the endpoint that takes them over.
+        let mut regw: Vec<(usize, super::attach::Families)> = Vec::new();
         if let Some(ep) = c.endpoints.iter().find(|e| e.network_id == nid).cloned() {
             // The bindings that go through this network (all of them on the primary, unless
             // the v4 and v6 gateways are two networks).
@@ -713,16 +714,26 @@ impl Daemon {
             self.detach_endpoint(&mut st, &cid, &ep).await;
             self.network_event(&st, "disconnect", &nid, &cid);
             st.containers.get_mut(&cid).expect("c").endpoints.retain(|e| e.network_id != nid);
-            // The v6 gateway network leaves while the v4 one (with its default route) stays:
-            // the v4 network takes the v6 bindings back as its `[::]` twin (Docker 28), when
-            // no other network has IPv6.
-            let first_v4 = c.endpoints.iter().position(|e| e.ip.is_some());
+            // Docker 28 (`sbLeave`: the gateway endpoints before and after): a family whose
+            // gateway network leaves gets the next one as its gateway, which takes the
+            // family's default route and bindings (the v6 gateway leaving a v4-only network
+            // gives it its `[::]` twin back; the v4 gateway leaving, the other v4 network
+            // publishes `0.0.0.0` again).
             let removed = c.endpoints.iter().position(|e| e.network_id == nid);
-            let rest = &st.containers[&cid].endpoints;
-            rehome_v6 = first_v4 != removed
-                && ports.iter().any(|m| m.host_ip.is_ipv6())
-                && rest.iter().all(|e| e.ip6.is_none())
-                && rest.iter().any(|e| e.ip.is_some());
+            let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
+                split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
+            };
+            let before = super::attach::gateway_split(&c.endpoints);
+            let after = super::attach::gateway_split(&st.containers[&cid].endpoints);
+            for (i, f) in after {
+                let fam = super::attach::Families {
+                    v4: f.v4 && gw_of(&before, false) == removed,
+                    v6: f.v6 && gw_of(&before, true) == removed,
+                };
+                if fam.v4 || fam.v6 {
+                    regw.push((i, fam));
+                }
+            }
         }
         let cc = st.containers.get_mut(&cid).expect("container");
         if primary {
@@ -738,8 +749,22 @@ impl Daemon {
             cc.extra_networks.retain(|x| *x != nid);
         }
         let _ = self.store.save_container(cc);
-        if rehome_v6 && let Some(i) = cc.endpoints.iter().position(|e| e.ip.is_some()) {
-            self.move_ports_to(&mut st, &cid, i, super::attach::Families::V6).await;
+        let netns = cc.netns.clone();
+        for (i, fam) in regw {
+            let Some(gep) = st.containers[&cid].endpoints.get(i).cloned() else { continue };
+            let gw4 = gep.gateway.filter(|_| fam.v4 && gep.ip.is_some());
+            let gw6 = gep.gateway6.filter(|_| fam.v6 && gep.ip6.is_some());
+            if let Some(ns) = netns.clone()
+                && (gw4.is_some() || gw6.is_some())
+            {
+                let ifname = gep.ifname.clone();
+                let r = tokio::task::spawn_blocking(move || crate::netlink::set_default_routes(&ns, &ifname, gw4, gw6))
+                    .await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(container = %cid, error = %e, "moving the default route to the new gateway");
+                }
+            }
+            self.move_ports_to(&mut st, &cid, i, fam).await;
         }
         drop(st);
         self.refresh_hosts(&cid).await;

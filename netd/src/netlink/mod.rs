@@ -666,6 +666,28 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
     })?
 }
 
+/// Inside the namespace at `netns`: make `ifname` hold the default route of each family given
+/// (`gw4`, `gw6`), replacing one through another interface (the sandbox's gateway endpoint
+/// moved: Docker's `updateGateway`). Blocking; call from `spawn_blocking`.
+pub fn set_default_routes(netns: &Path, ifname: &str, gw4: Option<Ipv4Addr>, gw6: Option<Ipv6Addr>) -> Result<()> {
+    let ifname = ifname.to_string();
+    crate::netns::block_on_in(netns, move || async move {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let n = Netlink { h };
+        let idx = n.index(&ifname).await?;
+        if let Some(gw) = gw4 {
+            let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
+            n.h.route().add(r).replace().execute().await.map_err(nl)?;
+        }
+        if let Some(gw6) = gw6 {
+            let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw6).output_interface(idx).build();
+            n.h.route().add(r).replace().execute().await.map_err(nl)?;
+        }
+        Ok(())
+    })?
+}
+
 /// The IPv4 addresses of `ifname` inside the namespace at `netns` (`None` when the link is
 /// absent there). Blocking; call from `spawn_blocking`.
 pub fn addrs_in(netns: &Path, ifname: &str) -> Result<Option<Vec<(Ipv4Addr, u8)>>> {
