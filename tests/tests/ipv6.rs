@@ -368,7 +368,7 @@ fn dual_stack(dataplane: &str) {
     assert!(r.stderr.contains("networks with user configured subnets"), "{}", r.stderr);
     let r = d.cli(&["network", "connect", "--ip6", "fd00:99::1", "v4net", "rt"]);
     assert!(r.stderr.contains("IPv6 is not enabled on network v4net"), "{}", r.stderr);
-    // rt6 became `v4`'s v6 gateway, so its `[::]` bindings went there (Docker 28, see
+    // rt6 (dual-stack) became `v4`'s gateway, so its bindings went there (Docker 28, see
     // `v6_only_steps`); leaving it gives v4net its twins back (checked after the restart).
     let ports = d.ok(&["port", "v4"]);
     assert!(ports.lines().any(|l| l == "7000/tcp -> [::]:8090"), "{ports}");
@@ -690,10 +690,60 @@ fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
     d.ok(&["network", "disconnect", "v6only", "gws"]);
     assert_eq!(v6peer("8095").ok(), gws(&gw4), "the twin is back after the v6 gateway left");
     assert_eq!(v4peer("8095").ok(), gws("198.51.100.2"));
-    // The gateway network of both families leaves (Docker 28's `sbLeave`): the next network
-    // becomes the gateway, with the default route and every binding. `gwm` starts on the
-    // dual-stack `other` and joins v4net; after `other` leaves, v4net publishes `0.0.0.0:8097`
-    // (the reply needs the v4 default route moved to eth1) and its `[::]` twin.
+    // A dual-stack network joined takes over both gateways (Docker 28's `sbJoin` and
+    // `Endpoint.Less`: dual-stack first), with the default routes and every binding; when it
+    // leaves again (`sbLeave`), v4net becomes the gateway again: `0.0.0.0:8097` (the reply
+    // needs the v4 default route back on eth0) and its `[::]` twin.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "gwm",
+        "--network",
+        "v4net",
+        "-p",
+        "8097:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "gwm",
+        "7000",
+    ]);
+    let gw4m = d.inspect("gwm")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
+    let gwm = |p: &str| Some(("gwm".to_string(), p.to_string()));
+    assert_eq!(v6peer("8097").ok(), gwm(&gw4m), "the [::] twin of the v4-only sandbox");
+    d.ok(&["network", "connect", "other", "gwm"]);
+    let on_other = &d.inspect("gwm")["NetworkSettings"]["Networks"]["other"];
+    let (ip_o, gw_o) = (on_other["IPAddress"].as_str().unwrap().to_string(), on_other["Gateway"].as_str().unwrap());
+    let r4 = d.ok(&["exec", "gwm", "--", "ip", "-4", "route", "show", "default"]);
+    assert_eq!(r4.lines().count(), 1, "{r4}");
+    assert!(r4.contains(&format!("via {gw_o} dev eth1")), "the v4 default route moved to the dual-stack network: {r4}");
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 through the dual-stack network");
+    assert_eq!(v6peer("8097").ok(), gwm("2001:db8:100::2"), "v6 through the dual-stack network");
+    if !ebpf {
+        let nat = th.host.exec_ok(&["iptables-save", "-t", "nat"]).unwrap();
+        assert!(
+            nat.lines().any(|l| l.contains("--dport 8097") && l.contains(&format!("--to-destination {ip_o}:7000"))),
+            "v4 DNAT to the dual-stack network's address: {nat}"
+        );
+    }
+    d.ok(&["network", "disconnect", "other", "gwm"]);
+    let r4 = d.ok(&["exec", "gwm", "--", "ip", "-4", "route", "show", "default"]);
+    assert!(r4.contains(&format!("via {gw4m} dev eth0")), "{r4}");
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 binding back on v4net with the gateway");
+    assert_eq!(v6peer("8097").ok(), gwm(&gw4m), "the [::] twin on v4net after the dual-stack gateway left");
+    let ports = d.ok(&["port", "gwm"]);
+    assert_eq!(lines_of(&ports), ["7000/tcp -> 0.0.0.0:8097", "7000/tcp -> [::]:8097"], "{ports}");
+    let i = d.inspect("gwm");
+    let hp: Vec<&str> = i["NetworkSettings"]["Ports"]["7000/tcp"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|b| b["HostPort"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(hp, ["8097", "8097"], "{i}");
+    // The dual-stack network as the first one, v4net joined: leaving the first (the primary)
+    // moves the gateway and bindings to v4net too.
+    d.ok(&["rm", "-f", "gwm"]);
     d.ok(&[
         "run",
         "-d",
@@ -711,23 +761,13 @@ fn v6_only_steps(d: &TestDaemon, th: &TestHost, ebpf: bool) -> V6Only {
         "7000",
     ]);
     d.ok(&["network", "connect", "v4net", "gwm"]);
-    let gwm = |p: &str| Some(("gwm".to_string(), p.to_string()));
-    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 through the dual-stack first network");
-    assert_eq!(v6peer("8097").ok(), gwm("2001:db8:100::2"), "v6 through the dual-stack first network");
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"));
     d.ok(&["network", "disconnect", "other", "gwm"]);
     let gw4m = d.inspect("gwm")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
-    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 binding moved to v4net with the gateway");
-    assert_eq!(v6peer("8097").ok(), gwm(&gw4m), "the [::] twin on v4net after the dual-stack gateway left");
-    let ports = d.ok(&["port", "gwm"]);
-    assert_eq!(lines_of(&ports), ["7000/tcp -> 0.0.0.0:8097", "7000/tcp -> [::]:8097"], "{ports}");
-    let i = d.inspect("gwm");
-    let hp: Vec<&str> = i["NetworkSettings"]["Ports"]["7000/tcp"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|b| b["HostPort"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(hp, ["8097", "8097"], "{i}");
     let r4 = d.ok(&["exec", "gwm", "--", "ip", "-4", "route", "show", "default"]);
     assert!(r4.contains(&format!("via {gw4m} dev eth1")), "{r4}");
+    assert_eq!(v4peer("8097").ok(), gwm("198.51.100.2"), "v4 binding moved to v4net after the primary left");
+    assert_eq!(v6peer("8097").ok(), gwm(&gw4m), "and the [::] twin");
     d.ok(&["rm", "-f", "gwm"]);
     // At start: first network IPv6-only, then an IPv4 one (connected while created): both
     // families are published, each through its own network. (A fixed --ip6: `gws` just gave

@@ -965,19 +965,27 @@ impl Families {
 
 /// Docker 28's per-family gateway for port bindings (moby's `TestGatewaySelection`): which of
 /// a sandbox's endpoints (by position, in the order it joined its networks) publishes which
-/// host-address family. netd's default route of each family comes from the first endpoint
-/// that has the family, so bindings follow it: v4 through the first endpoint with a v4
-/// address, v6 through the first with a v6 address; both through one endpoint when that is
-/// the same, or when the sandbox has one family only (a v4-only sandbox's `[::]` twin goes to
-/// its v4 address, through the proxy or NAT46).
+/// host-address family. Docker orders the endpoints dual-stack first (`Endpoint.Less`) and
+/// takes the first with each family (`getGatewayEndpoint`); netd keeps the join order among
+/// equals ([`gateway_pick`]). Both families through one endpoint when that is the same, or
+/// when the sandbox has one family only (a v4-only sandbox's `[::]` twin goes to its v4
+/// address, through the proxy or NAT46). The default routes follow the same choice.
 pub fn gateway_split(eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
-    let g4 = eps.iter().position(|e| e.ip.is_some());
-    let g6 = eps.iter().position(|e| e.ip6.is_some());
-    match (g4, g6) {
+    let fams: Vec<(bool, bool)> = eps.iter().map(|e| (e.ip.is_some(), e.ip6.is_some())).collect();
+    match gateway_pick(&fams) {
         (Some(a), Some(b)) if a != b => vec![(a, Families::V4), (b, Families::V6)],
         (Some(a), _) | (None, Some(a)) => vec![(a, Families::BOTH)],
         (None, None) => Vec::new(),
     }
+}
+
+/// The v4 and v6 gateway among endpoints (or networks) with the families `fams` (has v4, has
+/// v6), in join order: the first dual-stack one for both, else the first with each family.
+pub fn gateway_pick(fams: &[(bool, bool)]) -> (Option<usize>, Option<usize>) {
+    if let Some(d) = fams.iter().position(|&(a, b)| a && b) {
+        return (Some(d), Some(d));
+    }
+    (fams.iter().position(|f| f.0), fams.iter().position(|f| f.1))
 }
 
 /// Bindings grouped by the network they go through (`PortMapping::network_index`), each with
@@ -1343,7 +1351,9 @@ mod tests {
         assert_eq!(gateway_split(&[ep(true, false)]), [(0, Families::BOTH)], "v4-only: the twin on it");
         assert_eq!(gateway_split(&[ep(true, true), ep(false, true)]), [(0, Families::BOTH)]);
         assert_eq!(gateway_split(&[ep(false, true), ep(true, false)]), [(1, Families::V4), (0, Families::V6)]);
-        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)]), [(0, Families::V4), (1, Families::V6)]);
+        // A dual-stack network is the gateway of both families (Docker 28's `Endpoint.Less`).
+        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)]), [(1, Families::BOTH)]);
+        assert_eq!(gateway_split(&[ep(false, true), ep(true, false), ep(true, true)]), [(2, Families::BOTH)]);
         assert!(gateway_split(&[]).is_empty());
     }
 

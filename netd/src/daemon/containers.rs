@@ -367,18 +367,21 @@ impl Daemon {
             if let NetworkMode::Bridge(net_id) = &c.mode {
                 let nets: Vec<String> =
                     std::iter::once(net_id.clone()).chain(c.extra_networks.iter().cloned()).collect();
+                // Each family's default route from its gateway network (Docker 28: the first
+                // dual-stack one, else the first with the family; `attach::gateway_pick`).
+                let fams: Vec<(bool, bool)> = nets
+                    .iter()
+                    .map(|n| {
+                        let b = st.networks.get(n).and_then(|n| n.bridge.as_ref());
+                        (b.is_some_and(|b| b.ipv4.is_some()), b.is_some_and(|b| b.ipv6.is_some()))
+                    })
+                    .collect();
+                let (g4, g6) = super::attach::gateway_pick(&fams);
                 for (i, nid) in nets.iter().enumerate() {
-                    // Each family's default route from the first network that has it.
-                    let fam = |f: fn(&crate::model::BridgeNet) -> bool| {
-                        i > 0
-                            && !nets[..i]
-                                .iter()
-                                .any(|n| st.networks.get(n).and_then(|n| n.bridge.as_ref()).is_some_and(f))
-                    };
-                    let family_routes = (fam(|b| b.ipv4.is_some()), fam(|b| b.ipv6.is_some()));
+                    let family_routes = (g4 == Some(i), g6 == Some(i));
                     let r = self
                         .endpoint_request(&c, nid, i)
-                        .map(|req| AttachRequest { family_routes, ..req })
+                        .map(|req| AttachRequest { default_route: false, family_routes, ..req })
                         .and_then(|req| self.attach_reserve(&mut st, req));
                     match r {
                         Ok(r) => undo.reserved.push(r),

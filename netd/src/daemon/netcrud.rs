@@ -664,18 +664,26 @@ impl Daemon {
                 .await?;
             super::crash_point("connect:attached");
             self.network_event(&st, "connect", &nid, &cid);
-            // Docker 28: a network that gives the sandbox its first address of a family
-            // becomes that family's gateway (netd gives it the default route), and the
-            // family's bindings move to it (a v4-only sandbox's `[::]` twin goes to the new
-            // network's v6 address; an IPv6-only one gains its v4 bindings).
+            // Docker 28 (`sbJoin`: the gateway endpoints before and after): a network that
+            // becomes a family's gateway (the sandbox's first address of the family, or the
+            // first dual-stack network) takes its default route and bindings (a v4-only
+            // sandbox's `[::]` twin goes to the new network's v6 address; an IPv6-only one
+            // gains its v4 bindings; a dual-stack network takes both families).
+            let before = super::attach::gateway_split(&c.endpoints);
+            let mut eps = c.endpoints.clone();
+            eps.push(ep.clone());
+            let after = super::attach::gateway_split(&eps);
+            let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
+                split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
+            };
             let fam = super::attach::Families {
-                v4: ep.ip.is_some() && c.endpoints.iter().all(|e| e.ip.is_none()),
-                v6: ep.ip6.is_some() && c.endpoints.iter().all(|e| e.ip6.is_none()),
+                v4: gw_of(&after, false) == Some(idx) && gw_of(&before, false).is_none_or(|i| i != idx),
+                v6: gw_of(&after, true) == Some(idx) && gw_of(&before, true).is_none_or(|i| i != idx),
             };
             let cc = st.containers.get_mut(&cid).expect("container");
             cc.endpoints.push(ep);
             if fam.v4 || fam.v6 {
-                self.move_ports_to(&mut st, &cid, idx, fam).await;
+                self.regateway(&mut st, &cid, idx, fam).await;
             }
         }
         let cc = st.containers.get_mut(&cid).expect("container");
@@ -749,26 +757,33 @@ impl Daemon {
             cc.extra_networks.retain(|x| *x != nid);
         }
         let _ = self.store.save_container(cc);
-        let netns = cc.netns.clone();
         for (i, fam) in regw {
-            let Some(gep) = st.containers[&cid].endpoints.get(i).cloned() else { continue };
-            let gw4 = gep.gateway.filter(|_| fam.v4 && gep.ip.is_some());
-            let gw6 = gep.gateway6.filter(|_| fam.v6 && gep.ip6.is_some());
-            if let Some(ns) = netns.clone()
-                && (gw4.is_some() || gw6.is_some())
-            {
-                let ifname = gep.ifname.clone();
-                let r = tokio::task::spawn_blocking(move || crate::netlink::set_default_routes(&ns, &ifname, gw4, gw6))
-                    .await;
-                if let Ok(Err(e)) = r {
-                    tracing::warn!(container = %cid, error = %e, "moving the default route to the new gateway");
-                }
-            }
-            self.move_ports_to(&mut st, &cid, i, fam).await;
+            self.regateway(&mut st, &cid, i, fam).await;
         }
         drop(st);
         self.refresh_hosts(&cid).await;
         Ok(())
+    }
+
+    /// Make a running sandbox's endpoint `i` the gateway of the families `fam`: their default
+    /// routes through its interface (Docker's `updateGateway`; a family the endpoint has no
+    /// address of keeps none) and their bindings published through it ([`Self::move_ports_to`]).
+    async fn regateway(self: &Shared, st: &mut super::State, cid: &str, i: usize, fam: super::attach::Families) {
+        let Some(c) = st.containers.get(cid) else { return };
+        let Some(gep) = c.endpoints.get(i).cloned() else { return };
+        let gw4 = gep.gateway.filter(|_| fam.v4 && gep.ip.is_some());
+        let gw6 = gep.gateway6.filter(|_| fam.v6 && gep.ip6.is_some());
+        if let Some(ns) = c.netns.clone()
+            && (gw4.is_some() || gw6.is_some())
+        {
+            let ifname = gep.ifname.clone();
+            let r =
+                tokio::task::spawn_blocking(move || crate::netlink::set_default_routes(&ns, &ifname, gw4, gw6)).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(container = %cid, error = %e, "moving the default route to the new gateway");
+            }
+        }
+        self.move_ports_to(st, cid, i, fam).await;
     }
 
     /// Publish a running sandbox's bindings of the host-address families `fam` through its
