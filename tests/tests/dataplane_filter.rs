@@ -77,6 +77,26 @@ fn internal_network_has_no_way_out(dataplane: &str) {
     if dataplane == "ebpf" {
         assert!(drops(&d)["internal"].as_u64().unwrap() >= 2, "{}", drops(&d));
     }
+    // Docker's bridge driver gives an internal network no gateway: no default route in the
+    // sandbox, and (Docker 28's gateway selection) neither its default route nor its published
+    // ports go through an internal network while another network is there.
+    let r = d.ok(&["exec", "in1", "--", "ip", "-4", "route", "show", "default"]);
+    assert!(r.trim().is_empty(), "a sandbox on an internal network has a default route: {r}");
+    d.ok(&["run", "-d", "--name", "in2", "--network", "intnet", "-p", "8081:7000", "--", &pr, "serve", "--tag", "in2", "7000"]);
+    d.ok(&["network", "connect", "bridge", "in2"]);
+    let r = d.ok(&["exec", "in2", "--", "ip", "-4", "route", "show", "default"]);
+    assert!(r.contains("dev eth1"), "the default route goes through the bridge network, not the internal one: {r}");
+    let mut answer = None;
+    for _ in 0..10 {
+        answer = probe::tcp_echo(&th.outside.path(), addr("198.51.100.1:8081"), b"x").ok().map(|e| e.tag);
+        if answer.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(answer.as_deref(), Some("in2"), "the published port goes through the bridge network");
+    let port = d.ok(&["port", "in2"]);
+    assert!(port.contains("7000/tcp -> 0.0.0.0:8081"), "{port}");
 }
 
 /// Item 3: the host is a routed hop: `ping -t 1` gets "time to live exceeded" from the gateway

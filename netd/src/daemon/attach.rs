@@ -969,9 +969,17 @@ impl Families {
 /// takes the first with each family (`getGatewayEndpoint`); netd keeps the join order among
 /// equals ([`gateway_pick`]). Both families through one endpoint when that is the same, or
 /// when the sandbox has one family only (a v4-only sandbox's `[::]` twin goes to its v4
-/// address, through the proxy or NAT46). The default routes follow the same choice.
-pub fn gateway_split(eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
-    let fams: Vec<(bool, bool)> = eps.iter().map(|e| (e.ip.is_some(), e.ip6.is_some())).collect();
+/// address, through the proxy or NAT46). The default routes follow the same choice. An
+/// endpoint on an `--internal` network is never a gateway (Docker's bridge `Join` gives it no
+/// gateway, so `getGatewayEndpoint` skips it): no default route and no bindings through it.
+pub fn gateway_split(eps: &[crate::model::Endpoint], internal: &dyn Fn(&str) -> bool) -> Vec<(usize, Families)> {
+    let fams: Vec<(bool, bool)> = eps
+        .iter()
+        .map(|e| {
+            let gw = !internal(&e.network_id);
+            (gw && e.ip.is_some(), gw && e.ip6.is_some())
+        })
+        .collect();
     match gateway_pick(&fams) {
         (Some(a), Some(b)) if a != b => vec![(a, Families::V4), (b, Families::V6)],
         (Some(a), _) | (None, Some(a)) => vec![(a, Families::BOTH)],
@@ -1348,13 +1356,19 @@ mod tests {
             gateway6: None,
             static_ip6: None,
         };
-        assert_eq!(gateway_split(&[ep(true, false)]), [(0, Families::BOTH)], "v4-only: the twin on it");
-        assert_eq!(gateway_split(&[ep(true, true), ep(false, true)]), [(0, Families::BOTH)]);
-        assert_eq!(gateway_split(&[ep(false, true), ep(true, false)]), [(1, Families::V4), (0, Families::V6)]);
+        assert_eq!(gateway_split(&[ep(true, false)], &|_| false), [(0, Families::BOTH)], "v4-only: the twin on it");
+        assert_eq!(gateway_split(&[ep(true, true), ep(false, true)], &|_| false), [(0, Families::BOTH)]);
+        assert_eq!(gateway_split(&[ep(false, true), ep(true, false)], &|_| false), [(1, Families::V4), (0, Families::V6)]);
         // A dual-stack network is the gateway of both families (Docker 28's `Endpoint.Less`).
-        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)]), [(1, Families::BOTH)]);
-        assert_eq!(gateway_split(&[ep(false, true), ep(true, false), ep(true, true)]), [(2, Families::BOTH)]);
-        assert!(gateway_split(&[]).is_empty());
+        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)], &|_| false), [(1, Families::BOTH)]);
+        assert_eq!(gateway_split(&[ep(false, true), ep(true, false), ep(true, true)], &|_| false), [(2, Families::BOTH)]);
+        assert!(gateway_split(&[], &|_| false).is_empty());
+        // An internal network is never the gateway: the other network takes both families,
+        // and a sandbox on internal networks only has none.
+        let mut int = ep(true, true);
+        int.network_id = "int".into();
+        assert_eq!(gateway_split(&[int.clone(), ep(true, false)], &|id| id == "int"), [(1, Families::BOTH)]);
+        assert!(gateway_split(&[int], &|id| id == "int").is_empty());
     }
 
     /// Docker's `sortAndNormPBs`: `-p 8080:80` is a v4 and a `[::]` binding with one port; on a

@@ -372,7 +372,8 @@ impl Daemon {
                 let fams: Vec<(bool, bool)> = nets
                     .iter()
                     .map(|n| {
-                        let b = st.networks.get(n).and_then(|n| n.bridge.as_ref());
+                        // An internal network has no gateway (Docker's bridge `Join`).
+                        let b = st.networks.get(n).filter(|n| !n.internal).and_then(|n| n.bridge.as_ref());
                         (b.is_some_and(|b| b.ipv4.is_some()), b.is_some_and(|b| b.ipv6.is_some()))
                     })
                     .collect();
@@ -510,7 +511,7 @@ impl Daemon {
             // family through the endpoint of its default gateway (Docker 28).
             let mut publishing = Vec::new();
             if matches!(c.mode, NetworkMode::Bridge(_)) {
-                for (i, fam) in super::attach::gateway_split(&endpoints) {
+                for (i, fam) in super::attach::gateway_split(&endpoints, &|id| st.networks.get(id).is_some_and(|n| n.internal)) {
                     let ep = &endpoints[i];
                     let p = self.publish_sandbox(&mut st, c, ep, fam)?;
                     undo.ports.extend(p.maps.iter().cloned());
