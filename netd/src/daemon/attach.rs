@@ -324,6 +324,7 @@ impl Daemon {
         let peer_tmp = format!("vp{suffix}");
         let ifname = if req.netns.is_some() { req.ifname.clone() } else { peer_tmp.clone() };
         let bridge_ifindex = self.nl.link_index(&b.bridge).await.ok().flatten().unwrap_or(0);
+        super::steps::mark("ep:bridge-index");
         let res: Result<u32, String> = async {
             let ns = match &req.netns {
                 Some(p) => Some(std::fs::File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
@@ -352,6 +353,7 @@ impl Daemon {
             // none on the sandbox's end either, as Docker 26+ does, so sandboxes cannot talk
             // link-local IPv6 past --icc=false.
             crate::netlink::disable_ipv6(&host_veth);
+            super::steps::mark("ep:veth");
             super::crash_point("run:veth-created");
             // iptables without the userland proxy: a sandbox reaching its own published port
             // through a host address is DNATed back out of the port it came in by, which needs
@@ -377,7 +379,9 @@ impl Daemon {
                     .map_err(|e| format!("configuring {ifname}: {e}"))?
                     .map_err(|e| format!("configuring {ifname}: {e}"))?;
             }
+            super::steps::mark("ep:configure");
             self.nl.set_up_index(host_index).await.map_err(|e| format!("setting {host_veth} up: {e}"))?;
+            super::steps::mark("ep:up");
             Ok(host_index)
         }
         .await;
@@ -420,8 +424,10 @@ impl Daemon {
             let _ = self.nl.delete_link(&host_veth).await;
             return Err(ApiError::internal(format!("dataplane: {e}")));
         }
+        super::steps::mark("ep:dataplane");
         if let Some(netns) = &req.netns {
             advertise_addrs(netns, &a.ifname, mac, ip, a.ip6, &r.net.options).await;
+            super::steps::mark("ep:advertise");
         }
         Ok(a)
     }
@@ -476,6 +482,7 @@ impl Daemon {
         if !deferred && let Err(e) = self.nl.delete_link(&cur.host_veth).await {
             tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "deleting veth");
         }
+        super::steps::mark("td:veth-delete");
         if let Some((spec, index)) = net {
             let mut e = endpoint_spec(cur, *index);
             e.host_ifindex = 0;

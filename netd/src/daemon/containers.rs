@@ -402,6 +402,7 @@ impl Daemon {
                 (c, join_netns, Vec::new())
             }
         };
+        super::steps::mark("reserve");
         let rt = self.cfg.runtime_dir(id);
         let mut result =
             std::fs::create_dir_all(&rt).map_err(|e| ApiError::internal(format!("creating {}: {e}", rt.display())));
@@ -493,6 +494,7 @@ impl Daemon {
             }
         }
         if !pairs.is_empty() {
+            super::steps::mark("endpoints");
             super::crash_point("run:endpoint");
         }
         // 3. Under the lock: the endpoints registered, published ports reserved, link rules,
@@ -574,6 +576,7 @@ impl Daemon {
         for (_, p) in publishing.iter_mut() {
             p.program(&dp, &c.name)?;
         }
+        super::steps::mark("ports-program");
         // 5. The shim and the process.
         let log = self.store.log_file(&id);
         let exit_file = rt.join("exit.json");
@@ -588,6 +591,7 @@ impl Daemon {
             Err(e) => return Err(ApiError::internal(format!("creating the sandbox's cgroup: {e}"))),
         };
         undo.cgroup = cgroup.is_some();
+        super::steps::mark("cgroup");
         let shim_cfg = ShimConfig {
             id: id.clone(),
             netns: netns_path.clone(),
@@ -617,6 +621,7 @@ impl Daemon {
             }
             Err(e) => return Err(ApiError::internal(format!("supervisor task: {e}"))),
         };
+        super::steps::mark("shim");
         super::crash_point("run:spawned");
         // 6. Commit: saved first, so a failure leaves nothing but what roll_back undoes.
         let mut st = self.state.lock().await;
@@ -648,6 +653,7 @@ impl Daemon {
         self.start_dns(&mut st, &id);
         drop(st);
         self.watch_exit(id, shim_pid, cfg_path);
+        super::steps::mark("commit");
         Ok(())
     }
 
@@ -718,7 +724,7 @@ impl Daemon {
                 nix::unistd::Pid::from_raw(shim_pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             );
-            d.on_exit(&id, shim_pid).await;
+            super::steps::timed("exit", &id.clone(), d.on_exit(&id, shim_pid)).await;
         });
     }
 
@@ -805,8 +811,10 @@ impl Daemon {
                 .collect();
             (c, primary, proxies, eps, ports_by_net)
         };
+        super::steps::mark("td:collect");
         // 2. The kernel work, without the lock.
         self.end_all(id).await;
+        super::steps::mark("td:end_all");
         if let (Some(spec), false) = (&primary, c.link_rules.is_empty())
             && let Err(e) = dp.links_removed(spec, &c.link_rules).await
         {
@@ -818,7 +826,9 @@ impl Daemon {
                     tracing::warn!(container = %id, error = %e, "dataplane: removing ports");
                 }
             }
+            super::steps::mark("td:ports");
             futures::future::join_all(proxies.into_iter().map(|p| p.stop())).await;
+            super::steps::mark("td:proxies");
             super::crash_point("rm:unpublished");
         }
         for (a, net) in eps.iter().rev() {
@@ -833,7 +843,9 @@ impl Daemon {
                 tracing::warn!(container = %id, error = %e, "removing network namespace");
             }
         }
+        super::steps::mark("td:netns");
         let _ = std::fs::remove_dir_all(self.cfg.runtime_dir(id));
+        super::steps::mark("td:rundir");
         // 3. Commit: host ports and addresses released, the records gone.
         let mut st = self.state.lock().await;
         super::attach::unreserve_ports(&mut st, &c.ports);
@@ -850,6 +862,8 @@ impl Daemon {
             cc.link_rules.clear();
             cc.netns = None;
         }
+        drop(st);
+        super::steps::mark("td:commit");
     }
 
     /// `POST /containers/{id}/stop`: SIGTERM, wait up to `t` seconds, SIGKILL.
@@ -978,7 +992,9 @@ impl Daemon {
                 }
                 self.kill(&id, "KILL").await.ok();
                 self.kill_all(&id);
+                super::steps::mark("rm:kill");
                 self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await;
+                super::steps::mark("rm:wait-exit");
             }
             let op = self.op_lock(&id).await;
             let still = {
@@ -992,7 +1008,9 @@ impl Daemon {
                 drop(op);
                 continue;
             }
+            super::steps::mark("rm:op-lock");
             self.remove_sandbox(&id).await;
+            super::steps::mark("rm:remove");
             drop(op);
             self.op_forget(&id);
             self.changed.notify_waiters();

@@ -315,7 +315,9 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
         }
         ("GET", ["containers", "json"]) => Ok((200, d.list(req.flag("all")).await)),
         ("GET", ["containers", id, "json"]) => Ok((200, d.inspect(id).await?)),
-        ("POST", ["containers", id, "start"]) => d.start(id).await.map(|_| (204, Value::Null)),
+        ("POST", ["containers", id, "start"]) => {
+            super::steps::timed("start", id, d.start(id)).await.map(|_| (204, Value::Null))
+        }
         ("POST", ["containers", id, "stop"]) => {
             let t = req
                 .query
@@ -355,7 +357,9 @@ async fn route(d: &Shared, req: &api::Request) -> ApiResult<(u16, Value)> {
             let code = d.wait(id).await?;
             Ok((200, serde_json::to_value(WaitResponse { status_code: code }).unwrap_or_default()))
         }
-        ("DELETE", ["containers", id]) => d.remove(id, req.flag("force")).await.map(|_| (204, Value::Null)),
+        ("DELETE", ["containers", id]) => {
+            super::steps::timed("rm", id, d.remove(id, req.flag("force"))).await.map(|_| (204, Value::Null))
+        }
         ("GET", ["networks"]) => Ok((200, d.network_list().await)),
         ("GET", ["networks", id]) => Ok((200, d.network_inspect(id).await?)),
         ("POST", ["networks", "create"]) => {

@@ -22,6 +22,7 @@ pub mod netcrud;
 pub mod networks;
 pub mod proxy;
 pub mod reconcile;
+pub mod steps;
 
 use std::{
     collections::{BTreeMap, HashMap},
