@@ -492,6 +492,72 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::detach_kernel`] for a sandbox being removed, its veth's deletion overlapped
+    /// with the rest of the teardown: the veth leaves its bridge (and goes down) at once, the
+    /// dataplane forgets the endpoint, and the deletion, which waits for every pending RCU
+    /// callback in the kernel (10-20 ms, most of an `rm`), runs on a task of its own; the
+    /// caller awaits the handle before it reports the sandbox gone (nothing is left once it
+    /// has). At shutdown, the veths go in one batch instead (`None`).
+    pub async fn detach_sandbox_veth(
+        self: &Shared,
+        dp: &super::Dp,
+        cur: &Attachment,
+        net: Option<&(NetworkSpec, u32)>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let deferred = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if deferred || cur.host_ifindex == 0 {
+            self.detach_kernel(dp, cur, net).await;
+            return None;
+        }
+        if let Err(e) = self.nl.unbridge_index(cur.host_ifindex).await {
+            tracing::warn!(owner = %cur.owner.key(), veth = %cur.host_veth, error = %e, "taking veth off its bridge");
+            self.detach_kernel(dp, cur, net).await;
+            return None;
+        }
+        super::steps::mark("td:unbridge");
+        if let Some((spec, index)) = net {
+            let mut e = endpoint_spec(cur, *index);
+            e.host_ifindex = 0;
+            if let Err(e) = dp.endpoint_removed(spec, &e).await {
+                tracing::warn!(owner = %cur.owner.key(), error = %e, "dataplane: removing endpoint");
+            }
+        }
+        super::steps::mark("td:endpoint");
+        Some(self.delete_link_task(cur.host_veth.clone()))
+    }
+
+    /// Delete link `name` on a task of its own (counted until done, see
+    /// [`Daemon::wait_link_deletes`]).
+    pub fn delete_link_task(self: &Shared, name: String) -> tokio::task::JoinHandle<()> {
+        use std::sync::atomic::Ordering;
+        self.pending_link_deletes.fetch_add(1, Ordering::SeqCst);
+        let d = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = d.nl.delete_link(&name).await {
+                tracing::warn!(veth = %name, error = %e, "deleting veth");
+            }
+            d.pending_link_deletes.fetch_sub(1, Ordering::SeqCst);
+            d.link_deleted.notify_waiters();
+        })
+    }
+
+    /// Wait (bounded) until the background veth deletions ([`Daemon::detach_sandbox_veth`])
+    /// are done.
+    pub async fn wait_link_deletes(&self, timeout: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.link_deleted.notified();
+            if self.pending_link_deletes.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!("veth deletions still running after {}s", timeout.as_secs());
+                return;
+            }
+        }
+    }
+
     /// The model half of [`Daemon::detach`] (state lock held): the address and the record.
     pub fn detach_commit(&self, st: &mut State, cur: &Attachment) {
         if let (Some(ip), Some(p)) = (cur.ip, st.pools.get_mut(&cur.network_id)) {

@@ -831,13 +831,19 @@ impl Daemon {
             super::steps::mark("td:proxies");
             super::crash_point("rm:unpublished");
         }
+        let mut deleting = Vec::new();
         for (a, net) in eps.iter().rev() {
-            self.detach_kernel(&dp, a, net.as_ref()).await;
+            deleting.extend(self.detach_sandbox_veth(&dp, a, net.as_ref()).await);
         }
         if !c.endpoints.is_empty() {
+            super::steps::mark("td:detach");
             super::crash_point("rm:detached");
         }
-        if let Some(p) = c.netns.clone() {
+        // At shutdown the namespaces go together at the end, in one lazy unmount of their
+        // directory (`teardown`): each unmount on its own waits for the mount lock and an RCU
+        // grace period.
+        let shutting_down = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if let Some(p) = c.netns.clone().filter(|_| !shutting_down) {
             let r = tokio::task::spawn_blocking(move || crate::netns::delete(&p)).await;
             if let Ok(Err(e)) = r {
                 tracing::warn!(container = %id, error = %e, "removing network namespace");
@@ -846,6 +852,10 @@ impl Daemon {
         super::steps::mark("td:netns");
         let _ = std::fs::remove_dir_all(self.cfg.runtime_dir(id));
         super::steps::mark("td:rundir");
+        for h in deleting {
+            let _ = h.await;
+        }
+        super::steps::mark("td:veth-deleted");
         // 3. Commit: host ports and addresses released, the records gone.
         let mut st = self.state.lock().await;
         super::attach::unreserve_ports(&mut st, &c.ports);
@@ -976,6 +986,7 @@ impl Daemon {
         };
         // A running sandbox is stopped first (its exit path tears its networking down, under
         // its op lock); a start that slips in between is caught by the check under the op lock.
+        let mut early = Vec::new();
         for _ in 0..3 {
             let (running, name, shim_pid) = {
                 let st = self.state.lock().await;
@@ -992,6 +1003,17 @@ impl Daemon {
                 }
                 self.kill(&id, "KILL").await.ok();
                 self.kill_all(&id);
+                // Its veths' deletion (the longest step of the teardown, an RCU barrier in the
+                // kernel) overlaps with the processes' exit; the exit path's teardown finds
+                // them gone. Awaited before the answer.
+                if early.is_empty() {
+                    let veths: Vec<String> = {
+                        let st = self.state.lock().await;
+                        let c = st.containers.get(&id);
+                        c.map(|c| c.endpoints.iter().map(|e| e.host_veth.clone()).collect()).unwrap_or_default()
+                    };
+                    early.extend(veths.into_iter().map(|v| self.delete_link_task(v)));
+                }
                 super::steps::mark("rm:kill");
                 self.wait_not_running(&id, shim_pid, Duration::from_secs(10)).await;
                 super::steps::mark("rm:wait-exit");
@@ -1011,6 +1033,9 @@ impl Daemon {
             super::steps::mark("rm:op-lock");
             self.remove_sandbox(&id).await;
             super::steps::mark("rm:remove");
+            for h in early {
+                let _ = h.await;
+            }
             drop(op);
             self.op_forget(&id);
             self.changed.notify_waiters();

@@ -226,11 +226,14 @@ pub struct Dp {
     inner: Arc<std::sync::Mutex<Box<dyn Dataplane>>>,
     /// Serialises conntrack jobs; holds the sequence number of the last change purged.
     ct: Arc<Mutex<u64>>,
+    /// The shutdown's teardown is under way ([`Dp::tearing_down`]): the purges queued by each
+    /// sandbox's removal wait for one scan at the end ([`Dp::ct_final`]).
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Dp {
     pub fn new(dp: Box<dyn Dataplane>) -> Self {
-        Self { inner: Arc::new(std::sync::Mutex::new(dp)), ct: Arc::new(Mutex::new(0)) }
+        Self { inner: Arc::new(std::sync::Mutex::new(dp)), ct: Arc::new(Mutex::new(0)), down: Default::default() }
     }
 
     fn g(&self) -> std::sync::MutexGuard<'_, Box<dyn Dataplane>> {
@@ -288,7 +291,15 @@ impl Dp {
         self.g().prune()
     }
     pub fn tearing_down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
         self.g().tearing_down()
+    }
+
+    /// At the end of the shutdown's teardown: the purges every removal queued, in one scan.
+    pub async fn ct_final(&self) {
+        if let Err(e) = self.ct_run(false).await {
+            tracing::warn!(error = %e, "dataplane: conntrack purge");
+        }
     }
     pub fn shutdown(&self, keep: bool) -> DpResult<()> {
         self.g().shutdown(keep)
@@ -340,8 +351,12 @@ impl Dp {
         r
     }
 
-    /// [`Dp::ct_run`] without a GC pass, errors logged.
+    /// [`Dp::ct_run`] without a GC pass, errors logged. During the shutdown's teardown the
+    /// work stays queued for [`Dp::ct_final`] (one table scan instead of one per sandbox).
     pub async fn ct_flush(&self) {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.ct_run(false).await {
             tracing::warn!(error = %e, "dataplane: conntrack purge");
         }
@@ -383,6 +398,10 @@ pub struct Daemon {
     /// after another and `netd down`'s count moves steadily (1,000 teardowns started together
     /// advanced in lockstep: the count stayed at 0 for most of the teardown).
     pub teardown_slots: tokio::sync::Semaphore,
+    /// Host veths being deleted in the background after a sandbox's removal (see
+    /// [`Daemon::detach_sandbox_veth`]): how many, and a wake-up when one is done.
+    pub pending_link_deletes: std::sync::atomic::AtomicUsize,
+    pub link_deleted: Notify,
 }
 
 /// The default address pools of each family, resolved at start (Docker's

@@ -197,6 +197,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         dp_monitor: Default::default(),
         deferred_links: Default::default(),
         teardown_slots: tokio::sync::Semaphore::new(16),
+        pending_link_deletes: Default::default(),
+        link_deleted: tokio::sync::Notify::new(),
     });
 
     // Bridges and dataplane networks.
@@ -827,6 +829,7 @@ pub async fn teardown(d: &Shared) {
     };
     // Host veths are deleted in one batch at the end, their programs after them.
     *d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    d.wait_link_deletes(std::time::Duration::from_secs(10)).await;
     d.dp.tearing_down();
     stop_all(d, &ids).await;
     let running: Vec<String> = {
@@ -838,6 +841,7 @@ pub async fn teardown(d: &Shared) {
     // (the kernel work without the state lock).
     let rest: Vec<crate::model::Attachment> = d.state.lock().await.attachments.values().cloned().collect();
     futures::future::join_all(rest.iter().map(|a| d.detach_unlocked(a))).await;
+    d.dp.ct_final().await;
     let veths = d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
     if let Err(e) = d.nl.delete_links(&veths, d.teardown_group()).await {
         tracing::warn!(error = %e, "deleting the sandboxes' veths");
