@@ -45,19 +45,26 @@ fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> Netns
 /// Create a new network namespace and bind-mount it at `path` (idempotent: an existing
 /// namespace mount at `path` is kept).
 pub fn create(path: &Path) -> Result<(), NetnsError> {
+    create_probed(path).map(|_| ())
+}
+
+/// [`create`], and whether the new namespace's loopback has IPv6 ([`lo_ipv6_enabled`]), read
+/// on the thread that made it (`None`: the namespace was there already).
+pub fn create_probed(path: &Path) -> Result<Option<bool>, NetnsError> {
     if is_nsfs(path) {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("mkdir", dir))?;
     }
     File::create(path).map_err(io("create", path))?;
     let target = path.to_path_buf();
-    let r = std::thread::spawn(move || -> Result<(), NetnsError> {
+    let r = std::thread::spawn(move || -> Result<Option<bool>, NetnsError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", &target))?;
         let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
         mount(Some(me.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(sys("bind-mount", &target))
+            .map_err(sys("bind-mount", &target))?;
+        Ok(Some(lo_ipv6_here()))
     })
     .join()
     .map_err(|_| NetnsError::Panicked)?;
@@ -65,6 +72,47 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
         let _ = std::fs::remove_file(path);
     }
     r
+}
+
+/// A network namespace made ahead of need ([`spare`]), held by an open `nsfs` file until it
+/// is mounted where a sandbox's namespace goes ([`Spare::mount_at`]). Nothing outlives the
+/// daemon: a spare nobody took goes with the file (at shutdown, or when the daemon dies).
+pub struct Spare {
+    ns: File,
+    /// Whether its loopback has IPv6 ([`lo_ipv6_enabled`]), read when it was made.
+    pub lo_ipv6: bool,
+}
+
+/// Make a [`Spare`] namespace: a thread of its own enters a new network namespace and keeps a
+/// file of it (the creation, ~1 ms of kernel work plus a thread, off a sandbox's start).
+pub fn spare() -> Result<Spare, NetnsError> {
+    std::thread::spawn(move || -> Result<Spare, NetnsError> {
+        let here = Path::new("/proc/thread-self/ns/net");
+        unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", here))?;
+        let me = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        let ns = File::open(&me).map_err(io("open", here))?;
+        Ok(Spare { ns, lo_ipv6: lo_ipv6_here() })
+    })
+    .join()
+    .map_err(|_| NetnsError::Panicked)?
+}
+
+impl Spare {
+    /// Mount the namespace at `path` (which must not hold one): one bind mount, no thread.
+    /// Returns whether its loopback has IPv6.
+    pub fn mount_at(self, path: &Path) -> Result<bool, NetnsError> {
+        use std::os::fd::AsRawFd;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("mkdir", dir))?;
+        }
+        File::create(path).map_err(io("create", path))?;
+        let src = format!("/proc/self/fd/{}", self.ns.as_raw_fd());
+        if let Err(e) = mount(Some(src.as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+            let _ = std::fs::remove_file(path);
+            return Err(NetnsError::Sys { op: "bind-mount", path: path.to_path_buf(), source: e });
+        }
+        Ok(self.lo_ipv6)
+    }
 }
 
 /// Unmount and remove a namespace created by [`create`] (Ok when absent).
@@ -166,8 +214,12 @@ pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'st
 /// keep or drop the IPv6 lines of a container's /etc/hosts (`IPv6LoEnabled`). False when the
 /// kernel has no IPv6, or `net.ipv6.conf.lo.disable_ipv6` (or `all`) is 1 in the namespace.
 pub fn lo_ipv6_enabled(path: &Path) -> bool {
-    run_in(path, || std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6").is_ok_and(|v| v.trim() == "0"))
-        .unwrap_or(false)
+    run_in(path, lo_ipv6_here).unwrap_or(false)
+}
+
+/// [`lo_ipv6_enabled`] for the calling thread's namespace.
+fn lo_ipv6_here() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6").is_ok_and(|v| v.trim() == "0")
 }
 
 /// Run a future on a single-threaded runtime on a thread inside the namespace at `path`

@@ -421,6 +421,54 @@ impl Daemon {
         result
     }
 
+    /// Mount a network namespace at `path` for a sandbox's start: the spare one made ahead
+    /// ([`Daemon::refill_netns`]) when there is one (a bind mount), else a new one (a thread
+    /// of its own). Returns whether its loopback has IPv6 (`None`: `path` had one already).
+    async fn take_netns(self: &Shared, path: &std::path::Path) -> ApiResult<Option<bool>> {
+        let err = |e: String| ApiError::internal(format!("creating network namespace: {e}"));
+        let spare = self.netns_spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let r = match spare {
+            Some(s) if !crate::netns::is_nsfs(path) => s.mount_at(path).map(Some).map_err(|e| err(e.to_string())),
+            _ => {
+                let pp = path.to_path_buf();
+                tokio::task::spawn_blocking(move || crate::netns::create_probed(&pp))
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(e.to_string()))
+            }
+        };
+        if r.is_err() {
+            self.refill_netns();
+        }
+        r
+    }
+
+    /// Make the next spare network namespace in the background (one at a time; none during
+    /// the shutdown).
+    pub fn refill_netns(self: &Shared) {
+        use std::sync::atomic::Ordering;
+        let shutting_down = self.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if shutting_down
+            || self.netns_spare.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            || self.netns_refilling.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let d = self.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::netns::spare() {
+                Ok(s) => {
+                    let down = d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+                    if !down {
+                        d.netns_spare.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(s);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "making a spare network namespace"),
+            }
+            d.netns_refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// The attachment request of a sandbox's `i`th endpoint, on network `nid`.
     fn endpoint_request(&self, c: &Container, nid: &str, i: usize) -> ApiResult<AttachRequest> {
         let static_ip: Option<Ipv4Addr> =
@@ -452,16 +500,15 @@ impl Daemon {
         let id = c.id.clone();
         let rt = self.cfg.runtime_dir(&id);
         let dp = self.dp.clone();
-        // 1. Network namespace.
+        // 1. Network namespace (and whether its `lo` has IPv6, for /etc/hosts, read on the
+        // thread that made it).
+        let mut lo_ipv6 = None;
         let netns_path = match &c.mode {
             NetworkMode::Bridge(_) | NetworkMode::None => {
                 let p = self.cfg.netns_dir().join(&id);
-                let pp = p.clone();
-                tokio::task::spawn_blocking(move || crate::netns::create(&pp))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?
-                    .map_err(|e| ApiError::internal(format!("creating network namespace: {e}")))?;
+                lo_ipv6 = self.take_netns(&p).await?;
                 undo.netns = Some(p.clone());
+                super::steps::mark("netns");
                 super::crash_point("run:netns");
                 // `lo` comes up with the first endpoint's configuration (same thread, same
                 // netlink socket inside the namespace); without endpoints, on its own.
@@ -557,7 +604,9 @@ impl Daemon {
                     undo.links_net = Some(net_id.clone());
                 }
             }
-            let files = self.write_etc_files(&st, c, &endpoints, &rt)?;
+            super::steps::mark("locked:ports+links");
+            let files = self.write_etc_files(&st, c, &endpoints, &rt, lo_ipv6)?;
+            super::steps::mark("locked:etc-files");
             let mut env: Vec<String> = Vec::new();
             env.push(format!("PATH={}", shim::DEFAULT_PATH));
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -640,6 +689,7 @@ impl Daemon {
         cc.ports = publishing.iter().flat_map(|(_, p)| p.maps.iter().cloned()).collect();
         cc.link_rules = link_rules;
         cc.netns = netns_path.filter(|p| p.starts_with(self.cfg.netns_dir()));
+        let own_netns = cc.netns.is_some();
         self.store.save_container(&cc).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
         for (eid, p) in publishing {
             self.publish_commit(&mut st, &eid, p);
@@ -654,6 +704,11 @@ impl Daemon {
         drop(st);
         self.watch_exit(id, shim_pid, cfg_path);
         super::steps::mark("commit");
+        // The next sandbox's namespace, made now rather than beside this one's setup (its
+        // kernel work takes the rtnl lock this start's own steps need).
+        if own_netns {
+            self.refill_netns();
+        }
         Ok(())
     }
 
@@ -1148,6 +1203,7 @@ impl Daemon {
         c: &Container,
         eps: &[Endpoint],
         rt: &std::path::Path,
+        lo_ipv6: Option<bool>,
     ) -> ApiResult<Vec<(PathBuf, PathBuf)>> {
         // container:NAME shares the target's files, as Docker does.
         if let NetworkMode::Container(tid) = &c.mode {
@@ -1192,7 +1248,8 @@ impl Daemon {
             std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
             let own = super::netcrud::own_addrs(eps);
-            crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, self.sandbox_ipv6(c))
+            let ipv6 = lo_ipv6.unwrap_or_else(|| self.sandbox_ipv6(c));
+            crate::etcfiles::hosts_file(&c.hostname, &c.domainname, &own, &extra, ipv6)
         };
         let host_rc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns: Vec<String> = if c.config.dns.is_empty() { self.cfg.up.dns.clone() } else { c.config.dns.clone() };

@@ -402,6 +402,10 @@ pub struct Daemon {
     /// [`Daemon::detach_sandbox_veth`]): how many, and a wake-up when one is done.
     pub pending_link_deletes: std::sync::atomic::AtomicUsize,
     pub link_deleted: Notify,
+    /// A network namespace made ahead of the next sandbox's start ([`Daemon::take_netns`]),
+    /// and whether one is being made.
+    pub netns_spare: std::sync::Mutex<Option<crate::netns::Spare>>,
+    pub netns_refilling: std::sync::atomic::AtomicBool,
 }
 
 /// The default address pools of each family, resolved at start (Docker's

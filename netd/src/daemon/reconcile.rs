@@ -199,6 +199,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         teardown_slots: tokio::sync::Semaphore::new(16),
         pending_link_deletes: Default::default(),
         link_deleted: tokio::sync::Notify::new(),
+        netns_spare: Default::default(),
+        netns_refilling: Default::default(),
     });
 
     // Bridges and dataplane networks.
@@ -227,6 +229,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     println!("netd is up: unix://{} (dataplane {})", cfg.socket.display(), cfg.up.dataplane);
     // systemd's Type=notify: the socket serves from here on.
     crate::sdnotify::notify("READY=1");
+    // The first sandbox's network namespace, made ahead.
+    daemon.refill_netns();
 
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| err(e.to_string()))?;
@@ -830,6 +834,7 @@ pub async fn teardown(d: &Shared) {
     // Host veths are deleted in one batch at the end, their programs after them.
     *d.deferred_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
     d.wait_link_deletes(std::time::Duration::from_secs(10)).await;
+    d.netns_spare.lock().unwrap_or_else(|e| e.into_inner()).take();
     d.dp.tearing_down();
     stop_all(d, &ids).await;
     let running: Vec<String> = {
