@@ -341,7 +341,17 @@ impl Daemon {
     /// file, the address pool. Undone on failure.
     pub(super) async fn install_network(&self, st: &mut super::State, n: Network) -> ApiResult<()> {
         let b = n.bridge.clone().expect("bridge network");
-        let ifindex = self.ensure_bridge(&b).await.map_err(ApiError::internal)?;
+        let ifindex = match self.ensure_bridge(&b).await {
+            Ok(i) => i,
+            Err(e) => {
+                // A bridge made for this network goes with the failure (an adopted `-b`
+                // bridge stays).
+                if b.owned {
+                    let _ = self.nl.delete_link(&b.bridge).await;
+                }
+                return Err(ApiError::internal(e));
+            }
+        };
         if let Err(e) = st.dp.network_added(&n.spec(ifindex).expect("bridge")) {
             let _ = self.nl.delete_link(&b.bridge).await;
             return Err(ApiError::internal(format!("dataplane: {e}")));

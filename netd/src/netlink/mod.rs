@@ -56,20 +56,27 @@ const ENOENT: i32 = 2;
 const EADDRNOTAVAIL: i32 = 99;
 const EBUSY: i32 = 16;
 
-/// RTM_NEWADDR that treats "already there" as success and retries a transient EBUSY: under
-/// load (many namespaces adding addresses at once) the kernel's address hash insert can refuse
-/// with EBUSY while a rehash is pending; CI saw `network create` fail that way once. Bounded:
-/// 20 tries over at most ~1 s.
+/// RTM_NEWADDR that treats "already there" as success and retries EBUSY for up to ~5 s.
+/// CI saw `network create` (iptables dataplane, a subnet re-created right after the network
+/// that had it was removed) fail "adding ... Device or resource busy" twice; a ~1 s retry of
+/// the add alone did not outlast it, and where the EBUSY comes from is not known yet (each
+/// retry is logged at warn to find out).
 async fn add_addr(h: &Handle, idx: u32, addr: IpAddr, prefix: u8) -> std::result::Result<(), rtnetlink::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut tries = 0u32;
     loop {
         match h.address().add(idx, addr, prefix).execute().await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if tries > 0 {
+                    tracing::warn!(%addr, ifindex = idx, tries, "address add: succeeded after EBUSY");
+                }
+                return Ok(());
+            }
             Err(e) if errno(&e) == Some(EEXIST) => return Ok(()),
-            Err(e) if errno(&e) == Some(EBUSY) && tries < 20 => {
+            Err(e) if errno(&e) == Some(EBUSY) && std::time::Instant::now() < deadline => {
                 tries += 1;
-                tracing::debug!(%addr, tries, "address add: EBUSY, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+                tracing::warn!(%addr, ifindex = idx, tries, "address add: EBUSY, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis((10 * u64::from(tries)).min(200))).await;
             }
             Err(e) => return Err(e),
         }
@@ -139,10 +146,8 @@ impl Netlink {
 
     /// Add `addr/prefix` to a link unless it is already there.
     pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        // No address dump first: EEXIST already means "there".
         let i = self.index(name).await?;
-        if self.ipv4_addrs_cidr(name).await?.contains(&(addr, prefix)) {
-            return Ok(());
-        }
         add_addr(&self.h, i, IpAddr::V4(addr), prefix).await.map_err(nl)
     }
 
