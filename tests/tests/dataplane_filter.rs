@@ -82,7 +82,22 @@ fn internal_network_has_no_way_out(dataplane: &str) {
     // ports go through an internal network while another network is there.
     let r = d.ok(&["exec", "in1", "--", "ip", "-4", "route", "show", "default"]);
     assert!(r.trim().is_empty(), "a sandbox on an internal network has a default route: {r}");
-    d.ok(&["run", "-d", "--name", "in2", "--network", "intnet", "-p", "8081:7000", "--", &pr, "serve", "--tag", "in2", "7000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "in2",
+        "--network",
+        "intnet",
+        "-p",
+        "8081:7000",
+        "--",
+        &pr,
+        "serve",
+        "--tag",
+        "in2",
+        "7000",
+    ]);
     d.ok(&["network", "connect", "bridge", "in2"]);
     let r = d.ok(&["exec", "in2", "--", "ip", "-4", "route", "show", "default"]);
     assert!(r.contains("dev eth1"), "the default route goes through the bridge network, not the internal one: {r}");

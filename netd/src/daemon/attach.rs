@@ -1060,6 +1060,11 @@ pub fn gateway_split(eps: &[crate::model::Endpoint], internal: &dyn Fn(&str) -> 
     }
 }
 
+/// [`gateway_split`] of a sandbox's endpoints with the model's internal flags.
+pub fn gateways(st: &State, eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
+    gateway_split(eps, &|id| st.networks.get(id).is_some_and(|n| n.internal))
+}
+
 /// The v4 and v6 gateway among endpoints (or networks) with the families `fams` (has v4, has
 /// v6), in join order: the first dual-stack one for both, else the first with each family.
 pub fn gateway_pick(fams: &[(bool, bool)]) -> (Option<usize>, Option<usize>) {
@@ -1431,10 +1436,16 @@ mod tests {
         };
         assert_eq!(gateway_split(&[ep(true, false)], &|_| false), [(0, Families::BOTH)], "v4-only: the twin on it");
         assert_eq!(gateway_split(&[ep(true, true), ep(false, true)], &|_| false), [(0, Families::BOTH)]);
-        assert_eq!(gateway_split(&[ep(false, true), ep(true, false)], &|_| false), [(1, Families::V4), (0, Families::V6)]);
+        assert_eq!(
+            gateway_split(&[ep(false, true), ep(true, false)], &|_| false),
+            [(1, Families::V4), (0, Families::V6)]
+        );
         // A dual-stack network is the gateway of both families (Docker 28's `Endpoint.Less`).
         assert_eq!(gateway_split(&[ep(true, false), ep(true, true)], &|_| false), [(1, Families::BOTH)]);
-        assert_eq!(gateway_split(&[ep(false, true), ep(true, false), ep(true, true)], &|_| false), [(2, Families::BOTH)]);
+        assert_eq!(
+            gateway_split(&[ep(false, true), ep(true, false), ep(true, true)], &|_| false),
+            [(2, Families::BOTH)]
+        );
         assert!(gateway_split(&[], &|_| false).is_empty());
         // An internal network is never the gateway: the other network takes both families,
         // and a sandbox on internal networks only has none.

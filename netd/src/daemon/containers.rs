@@ -560,7 +560,7 @@ impl Daemon {
             // family through the endpoint of its default gateway (Docker 28).
             let mut publishing = Vec::new();
             if matches!(c.mode, NetworkMode::Bridge(_)) {
-                for (i, fam) in super::attach::gateway_split(&endpoints, &|id| st.networks.get(id).is_some_and(|n| n.internal)) {
+                for (i, fam) in super::attach::gateways(&st, &endpoints) {
                     let ep = &endpoints[i];
                     let p = self.publish_sandbox(&mut st, c, ep, fam)?;
                     undo.ports.extend(p.maps.iter().cloned());

@@ -679,10 +679,10 @@ impl Daemon {
             // first dual-stack network) takes its default route and bindings (a v4-only
             // sandbox's `[::]` twin goes to the new network's v6 address; an IPv6-only one
             // gains its v4 bindings; a dual-stack network takes both families).
-            let before = super::attach::gateway_split(&c.endpoints, &|id| st.networks.get(id).is_some_and(|n| n.internal));
+            let before = super::attach::gateways(&st, &c.endpoints);
             let mut eps = c.endpoints.clone();
             eps.push(ep.clone());
-            let after = super::attach::gateway_split(&eps, &|id| st.networks.get(id).is_some_and(|n| n.internal));
+            let after = super::attach::gateways(&st, &eps);
             let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
                 split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
             };
@@ -741,8 +741,8 @@ impl Daemon {
             let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
                 split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
             };
-            let before = super::attach::gateway_split(&c.endpoints, &|id| st.networks.get(id).is_some_and(|n| n.internal));
-            let after = super::attach::gateway_split(&st.containers[&cid].endpoints, &|id| st.networks.get(id).is_some_and(|n| n.internal));
+            let before = super::attach::gateways(&st, &c.endpoints);
+            let after = super::attach::gateways(&st, &st.containers[&cid].endpoints);
             for (i, f) in after {
                 let fam = super::attach::Families {
                     v4: f.v4 && gw_of(&before, false) == removed,
