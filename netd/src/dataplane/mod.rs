@@ -144,8 +144,8 @@ pub fn is_docker_bridge_name(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpChoice {
-    /// Native XDP on physical uplinks; on veth uplinks tc only (veth's XDP path copies TSO
-    /// packets and costs throughput, see bench/report.md).
+    /// Native XDP on physical uplinks; on veth uplinks tc only (while an XDP program is attached
+    /// to a veth, the kernel turns TSO off on its peer, which costs throughput; see bench/report.md).
     #[default]
     Auto,
     Native,
