@@ -45,6 +45,14 @@ pub struct CreateRequest {
     pub network_aliases: Vec<String>,
     pub auto_remove: bool,
     pub workdir: Option<String>,
+    /// Docker 28's `--network name=NET,gw-priority=N`: the sandbox's default gateway is the
+    /// network with the highest priority (then by name, see `attach::gateway_pick`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gw_priority: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +107,9 @@ pub struct NetworkConnectRequest {
     pub ip: Option<String>,
     #[serde(rename = "IP6")]
     pub ip6: Option<String>,
+    /// `network connect --gw-priority N` (Docker 28).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gw_priority: i64,
 }
 
 /// An HTTP request as the daemon sees it.

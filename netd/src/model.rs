@@ -436,6 +436,16 @@ pub struct Container {
     /// icc=false exceptions opened by this sandbox's `--link`s while it runs.
     #[serde(default)]
     pub link_rules: Vec<crate::dataplane::LinkRule>,
+    /// Docker 28's gateway priority of each network (id) joined with one other than 0.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gw_priority: std::collections::BTreeMap<String, i64>,
+}
+
+impl Container {
+    /// The gateway priority of network `id` for this sandbox (0 unless set).
+    pub fn gw_priority_of(&self, id: &str) -> i64 {
+        self.gw_priority.get(id).copied().unwrap_or(0)
+    }
 }
 
 /// When a JSON write reaches the disk.

@@ -112,6 +112,87 @@ fn internal_network_has_no_way_out(dataplane: &str) {
     assert_eq!(answer.as_deref(), Some("in2"), "the published port goes through the bridge network");
     let port = d.ok(&["port", "in2"]);
     assert!(port.contains("7000/tcp -> 0.0.0.0:8081"), "{port}");
+    gateway_order_is_dockers(&th, &d);
+}
+
+/// Docker's gateway order (`Endpoint.Less`): among networks of equal `gw-priority` the name
+/// decides, not the join order, and a higher priority wins. The default route and the
+/// published ports follow the gateway (checked with real connections from outside).
+fn gateway_order_is_dockers(th: &TestHost, d: &TestDaemon) {
+    let pr = p();
+    let reach = |port: &str| {
+        let mut tag = None;
+        for _ in 0..10 {
+            tag = probe::tcp_echo(&th.outside.path(), addr(&format!("198.51.100.1:{port}")), b"x").ok().map(|e| e.tag);
+            if tag.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        tag
+    };
+    let default_dev = |name: &str| {
+        let r = d.ok(&["exec", name, "--", "ip", "-4", "route", "show", "default"]);
+        r.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("none").to_string()
+    };
+    d.ok(&["network", "create", "zeta"]);
+    d.ok(&["network", "create", "alpha"]);
+    let serve = |name: &str, net: &str, port: &str| {
+        let publish = format!("{port}:7000");
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "-p",
+            &publish,
+            "--",
+            &pr,
+            "serve",
+            "--tag",
+            name,
+            "7000",
+        ]);
+    };
+    // Joined zeta first, then alpha: alpha sorts first and becomes the gateway.
+    serve("gwn", "zeta", "8082");
+    assert_eq!(reach("8082").as_deref(), Some("gwn"));
+    assert_eq!(default_dev("gwn"), "eth0");
+    d.ok(&["network", "connect", "alpha", "gwn"]);
+    assert_eq!(default_dev("gwn"), "eth1", "alpha sorts before zeta: Docker's gateway");
+    assert_eq!(reach("8082").as_deref(), Some("gwn"), "the published port through alpha");
+    let alpha_ip = d.inspect("gwn")["NetworkSettings"]["Networks"]["alpha"]["IPAddress"].as_str().unwrap().to_string();
+    let seen = d.ok(&["exec", "gwn", "--", "ip", "-4", "route", "get", "198.51.100.2"]);
+    assert!(seen.contains(&format!("src {alpha_ip}")), "outbound from alpha's address: {seen}");
+    // Leaving alpha hands the gateway back to zeta.
+    d.ok(&["network", "disconnect", "alpha", "gwn"]);
+    assert_eq!(default_dev("gwn"), "eth0");
+    assert_eq!(reach("8082").as_deref(), Some("gwn"), "the published port back through zeta");
+    // gw-priority (Docker 28): zeta at priority 1 keeps the gateway when alpha joins; bridge
+    // joined at priority 2 takes it.
+    serve("gwp", "name=zeta,gw-priority=1", "8083");
+    assert_eq!(d.inspect("gwp")["NetworkSettings"]["Networks"]["zeta"]["GwPriority"], 1);
+    d.ok(&["network", "connect", "alpha", "gwp"]);
+    assert_eq!(default_dev("gwp"), "eth0", "priority 1 beats the name");
+    assert_eq!(reach("8083").as_deref(), Some("gwp"));
+    d.ok(&["network", "connect", "--gw-priority", "2", "bridge", "gwp"]);
+    assert_eq!(default_dev("gwp"), "eth2", "priority 2 takes the gateway");
+    assert_eq!(d.inspect("gwp")["NetworkSettings"]["Networks"]["bridge"]["GwPriority"], 2);
+    assert_eq!(reach("8083").as_deref(), Some("gwp"), "the published port through the default bridge");
+    // Bad input: Docker's messages, exit 125, nothing created.
+    let before = d.ok(&["ps", "-aq"]).lines().count();
+    for (arg, msg) in [
+        ("name=zeta,gw-priority=x", "invalid gw-priority (x): invalid syntax"),
+        ("name=zeta,color=red", "invalid field key color"),
+        ("alias=a,gw-priority=1", "network name/id is not specified"),
+    ] {
+        let r = d.cli(&["run", "-d", "--network", arg, "--", "sleep", "1"]);
+        assert_eq!(r.code, 125, "{arg}: {}", r.stderr);
+        assert!(r.stderr.contains(msg) && r.stderr.contains("for \"--network\" flag"), "{arg}: {}", r.stderr);
+    }
+    assert_eq!(d.ok(&["ps", "-aq"]).lines().count(), before, "a bad --network created a sandbox");
 }
 
 /// Item 3: the host is a routed hop: `ping -t 1` gets "time to live exceeded" from the gateway

@@ -294,6 +294,9 @@ pub enum NetworkCmd {
         /// IPv6 address on a dual-stack network
         #[arg(long = "ip6")]
         ip6: Option<String>,
+        /// Highest gw-priority provides the default gateway. Accepts positive and negative values.
+        #[arg(long = "gw-priority", default_value_t = 0, allow_negative_numbers = true)]
+        gw_priority: i64,
         network: String,
         container: String,
     },
@@ -328,7 +331,8 @@ pub struct RunArgs {
     pub rm: bool,
     #[arg(long = "name")]
     pub name: Option<String>,
-    /// Connect the sandbox to a network (bridge, host, none, container:NAME, or a user network)
+    /// Connect the sandbox to a network (bridge, host, none, container:NAME, or a user network;
+    /// or Docker's long syntax: name=NET[,alias=A][,ip=IP][,ip6=IP][,mac-address=MAC][,gw-priority=N])
     #[arg(long = "network", alias = "net", default_value = "bridge")]
     pub network: String,
     /// Publish a sandbox's port(s) to the host

@@ -231,14 +231,95 @@ fn run_err(e: ClientError) -> Failure {
     }
 }
 
+/// Docker's `--network` long syntax, one network: `name=NET,alias=A,ip=IP,ip6=IP,
+/// mac-address=MAC,gw-priority=N` (keys and values lowercased, as Docker's CLI does).
+#[derive(Debug, Default, PartialEq)]
+struct NetworkAttachOpt {
+    target: String,
+    aliases: Vec<String>,
+    ip: Option<String>,
+    ip6: Option<String>,
+    mac: Option<String>,
+    gw_priority: i64,
+}
+
+/// `None` for the plain form (`--network NET`); Docker's messages for bad fields.
+fn network_opt(v: &str) -> Result<Option<NetworkAttachOpt>, String> {
+    // Docker's test for the long syntax: `\w+=\w+` anywhere in the value.
+    let w = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let b = v.as_bytes();
+    if !(1..b.len().saturating_sub(1)).any(|i| b[i] == b'=' && w(b[i - 1]) && w(b[i + 1])) {
+        return Ok(None);
+    }
+    let mut o = NetworkAttachOpt::default();
+    for field in v.split(',') {
+        let lower = field.to_lowercase();
+        let Some((key, val)) = lower.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("invalid field {field}"));
+        };
+        let (key, val) = (key.trim(), val.trim().to_string());
+        let addr = |val: &str| -> Result<String, String> {
+            val.parse::<std::net::IpAddr>()
+                .map(|_| val.to_string())
+                .map_err(|_| format!("ParseAddr({val:?}): unable to parse IP"))
+        };
+        match key {
+            "name" => o.target = val,
+            "alias" => o.aliases.push(val),
+            "ip" => o.ip = Some(addr(&val)?),
+            "ip6" => o.ip6 = Some(addr(&val)?),
+            "mac-address" => o.mac = Some(val),
+            "gw-priority" => {
+                o.gw_priority = val.parse().map_err(|e: std::num::ParseIntError| {
+                    let why = match e.kind() {
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                            "value out of range"
+                        }
+                        _ => "invalid syntax",
+                    };
+                    format!("invalid gw-priority ({val}): {why}")
+                })?
+            }
+            "link-local-ip" | "driver-opt" => return Err(format!("{key} is not supported by netd")),
+            _ => return Err(format!("invalid field key {key}")),
+        }
+    }
+    if o.target.is_empty() {
+        return Err("network name/id is not specified".into());
+    }
+    Ok(Some(o))
+}
+
 async fn run(c: &Client, a: RunArgs, start: bool) -> R {
+    let mut gw_priority = 0;
     // Client-side validation, as Docker's CLI parses -p before calling the daemon.
     for p in &a.publish {
         if let Err(e) = crate::ports::parse_port_spec(p) {
             return Err(Failure::new(125, format!("netd: {e}\n\nRun 'netd run --help' for more information")));
         }
     }
+    let usage = |e: String| Failure::new(125, format!("netd: {e}\n\nRun 'netd run --help' for more information"));
+    let net = network_opt(&a.network)
+        .map_err(|e| usage(format!("invalid argument \"{}\" for \"--network\" flag: {e}", a.network)))?;
+    let mut a = a;
+    if let Some(n) = net {
+        // Docker's `parseNetworkOpts`: a per-network value and its flag together conflict.
+        let both = |flag: bool, per: bool, what: &str| {
+            if flag && per { Err(usage(format!("conflicting options: cannot specify both {what}"))) } else { Ok(()) }
+        };
+        both(!a.network_alias.is_empty(), !n.aliases.is_empty(), "--network-alias and per-network alias")?;
+        both(a.ip.is_some(), n.ip.is_some(), "--ip and per-network IPv4 address")?;
+        both(a.ip6.is_some(), n.ip6.is_some(), "--ip6 and per-network IPv6 address")?;
+        both(a.mac_address.is_some(), n.mac.is_some(), "--mac-address and per-network MAC address")?;
+        a.network = n.target;
+        a.network_alias.extend(n.aliases);
+        a.ip = a.ip.or(n.ip);
+        a.ip6 = a.ip6.or(n.ip6);
+        a.mac_address = a.mac_address.or(n.mac);
+        gw_priority = n.gw_priority;
+    }
     let req = CreateRequest {
+        gw_priority,
         name: a.name.clone(),
         cmd: a.cmd.clone(),
         env: a.env.clone(),
@@ -662,8 +743,8 @@ async fn network(c: &Client, cmd: NetworkCmd) -> R {
             })
             .await
         }
-        NetworkCmd::Connect { alias, ip, ip6, network, container } => {
-            let req = NetworkConnectRequest { container, aliases: alias, ip, ip6 };
+        NetworkCmd::Connect { alias, ip, ip6, gw_priority, network, container } => {
+            let req = NetworkConnectRequest { container, aliases: alias, ip, ip6, gw_priority };
             c.call(
                 "POST",
                 &format!("/networks/{}/connect", enc(&network)),
@@ -700,4 +781,24 @@ async fn network(c: &Client, cmd: NetworkCmd) -> R {
 /// Resolve `-H`/`NETD_HOST` for client commands.
 pub fn client_socket(host: Option<&str>) -> Result<PathBuf, Failure> {
     args::socket_path(host, Path::new(args::DEFAULT_EXEC_ROOT)).map_err(|e| Failure::new(1, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Docker's `--network` long syntax and its messages (docker/cli `opts.NetworkOpt.Set`).
+    #[test]
+    fn network_long_syntax() {
+        assert_eq!(network_opt("bridge"), Ok(None));
+        assert_eq!(network_opt("container:web"), Ok(None));
+        let o = network_opt("name=Front,alias=w1,ip=198.51.100.9,gw-priority=-3").unwrap().unwrap();
+        assert_eq!(o.target, "front", "lowercased as Docker's CLI does");
+        assert_eq!((o.aliases, o.ip.as_deref(), o.gw_priority), (vec!["w1".to_string()], Some("198.51.100.9"), -3));
+        assert_eq!(network_opt("name=n,foo=1"), Err("invalid field key foo".into()));
+        assert_eq!(network_opt("name=n,gw-priority=x"), Err("invalid gw-priority (x): invalid syntax".into()));
+        assert_eq!(network_opt("alias=a"), Err("network name/id is not specified".into()));
+        assert_eq!(network_opt("name=n,junk"), Err("invalid field junk".into()));
+        assert!(network_opt("name=n,ip=300.1.1.1").unwrap_err().contains("unable to parse IP"));
+    }
 }

@@ -1036,42 +1036,70 @@ impl Families {
     pub const V6: Families = Families { v4: false, v6: true };
 }
 
+/// One gateway candidate: a network a sandbox is on, as Docker's `Endpoint.Less` sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GwCand {
+    /// The network gives a v4 / v6 gateway (an `--internal` one gives none).
+    pub v4: bool,
+    pub v6: bool,
+    /// Docker 28's `gw-priority` of the sandbox on this network.
+    pub priority: i64,
+    /// The network's name (Docker's tie-break).
+    pub name: String,
+}
+
+/// Docker's gateway choice (`Endpoint.Less`, then `getGatewayEndpoint`): the candidates
+/// ordered by gateway priority (highest first), then the number of families they give a
+/// gateway for (dual-stack first), then network name; the v4 gateway is the first with v4,
+/// the v6 one the first with v6. Before Docker 28 the same order without priorities decided
+/// the one gateway endpoint: the name, not the join order, wins among equals.
+pub fn gateway_pick(cands: &[GwCand]) -> (Option<usize>, Option<usize>) {
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    let count = |c: &GwCand| u8::from(c.v4) + u8::from(c.v6);
+    order.sort_by(|&i, &j| {
+        let (a, b) = (&cands[i], &cands[j]);
+        b.priority.cmp(&a.priority).then(count(b).cmp(&count(a))).then(a.name.cmp(&b.name)).then(i.cmp(&j))
+    });
+    (order.iter().copied().find(|&i| cands[i].v4), order.iter().copied().find(|&i| cands[i].v6))
+}
+
 /// Docker 28's per-family gateway for port bindings (moby's `TestGatewaySelection`): which of
-/// a sandbox's endpoints (by position, in the order it joined its networks) publishes which
-/// host-address family. Docker orders the endpoints dual-stack first (`Endpoint.Less`) and
-/// takes the first with each family (`getGatewayEndpoint`); netd keeps the join order among
-/// equals ([`gateway_pick`]). Both families through one endpoint when that is the same, or
+/// a sandbox's endpoints (by position) publishes which host-address family, in
+/// [`gateway_pick`]'s order. Both families through one endpoint when that is the same, or
 /// when the sandbox has one family only (a v4-only sandbox's `[::]` twin goes to its v4
 /// address, through the proxy or NAT46). The default routes follow the same choice. An
 /// endpoint on an `--internal` network is never a gateway (Docker's bridge `Join` gives it no
 /// gateway, so `getGatewayEndpoint` skips it): no default route and no bindings through it.
-pub fn gateway_split(eps: &[crate::model::Endpoint], internal: &dyn Fn(&str) -> bool) -> Vec<(usize, Families)> {
-    let fams: Vec<(bool, bool)> = eps
+/// `meta` gives each endpoint's network: (internal, priority, name).
+pub fn gateway_split(
+    eps: &[crate::model::Endpoint],
+    meta: &dyn Fn(&crate::model::Endpoint) -> (bool, i64, String),
+) -> Vec<(usize, Families)> {
+    let cands: Vec<GwCand> = eps
         .iter()
         .map(|e| {
-            let gw = !internal(&e.network_id);
-            (gw && e.ip.is_some(), gw && e.ip6.is_some())
+            let (internal, priority, name) = meta(e);
+            GwCand { v4: !internal && e.ip.is_some(), v6: !internal && e.ip6.is_some(), priority, name }
         })
         .collect();
-    match gateway_pick(&fams) {
+    match gateway_pick(&cands) {
         (Some(a), Some(b)) if a != b => vec![(a, Families::V4), (b, Families::V6)],
         (Some(a), _) | (None, Some(a)) => vec![(a, Families::BOTH)],
         (None, None) => Vec::new(),
     }
 }
 
-/// [`gateway_split`] of a sandbox's endpoints with the model's internal flags.
-pub fn gateways(st: &State, eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
-    gateway_split(eps, &|id| st.networks.get(id).is_some_and(|n| n.internal))
-}
-
-/// The v4 and v6 gateway among endpoints (or networks) with the families `fams` (has v4, has
-/// v6), in join order: the first dual-stack one for both, else the first with each family.
-pub fn gateway_pick(fams: &[(bool, bool)]) -> (Option<usize>, Option<usize>) {
-    if let Some(d) = fams.iter().position(|&(a, b)| a && b) {
-        return (Some(d), Some(d));
-    }
-    (fams.iter().position(|f| f.0), fams.iter().position(|f| f.1))
+/// [`gateway_split`] of sandbox `c`'s endpoints `eps` with the model's networks (internal
+/// flag, name) and `c`'s gateway priorities.
+pub fn gateways(st: &State, c: &crate::model::Container, eps: &[crate::model::Endpoint]) -> Vec<(usize, Families)> {
+    gateway_split(eps, &|e| {
+        let n = st.networks.get(&e.network_id);
+        (
+            n.is_some_and(|n| n.internal),
+            c.gw_priority_of(&e.network_id),
+            n.map(|n| if n.default_bridge { "bridge".to_string() } else { n.name.clone() }).unwrap_or_default(),
+        )
+    })
 }
 
 /// Bindings grouped by the network they go through (`PortMapping::network_index`), each with
@@ -1434,25 +1462,57 @@ mod tests {
             gateway6: None,
             static_ip6: None,
         };
-        assert_eq!(gateway_split(&[ep(true, false)], &|_| false), [(0, Families::BOTH)], "v4-only: the twin on it");
-        assert_eq!(gateway_split(&[ep(true, true), ep(false, true)], &|_| false), [(0, Families::BOTH)]);
         assert_eq!(
-            gateway_split(&[ep(false, true), ep(true, false)], &|_| false),
+            gateway_split(&[ep(true, false)], &|e| (false, 0, e.network_id.clone())),
+            [(0, Families::BOTH)],
+            "v4-only: the twin on it"
+        );
+        assert_eq!(
+            gateway_split(&[ep(true, true), ep(false, true)], &|e| (false, 0, e.network_id.clone())),
+            [(0, Families::BOTH)]
+        );
+        assert_eq!(
+            gateway_split(&[ep(false, true), ep(true, false)], &|e| (false, 0, e.network_id.clone())),
             [(1, Families::V4), (0, Families::V6)]
         );
         // A dual-stack network is the gateway of both families (Docker 28's `Endpoint.Less`).
-        assert_eq!(gateway_split(&[ep(true, false), ep(true, true)], &|_| false), [(1, Families::BOTH)]);
         assert_eq!(
-            gateway_split(&[ep(false, true), ep(true, false), ep(true, true)], &|_| false),
+            gateway_split(&[ep(true, false), ep(true, true)], &|e| (false, 0, e.network_id.clone())),
+            [(1, Families::BOTH)]
+        );
+        assert_eq!(
+            gateway_split(&[ep(false, true), ep(true, false), ep(true, true)], &|e| (false, 0, e.network_id.clone())),
             [(2, Families::BOTH)]
         );
-        assert!(gateway_split(&[], &|_| false).is_empty());
+        assert!(gateway_split(&[], &|e| (false, 0, e.network_id.clone())).is_empty());
         // An internal network is never the gateway: the other network takes both families,
         // and a sandbox on internal networks only has none.
         let mut int = ep(true, true);
         int.network_id = "int".into();
-        assert_eq!(gateway_split(&[int.clone(), ep(true, false)], &|id| id == "int"), [(1, Families::BOTH)]);
-        assert!(gateway_split(&[int], &|id| id == "int").is_empty());
+        assert_eq!(
+            gateway_split(&[int.clone(), ep(true, false)], &|e| (e.network_id == "int", 0, e.network_id.clone())),
+            [(1, Families::BOTH)]
+        );
+        assert!(gateway_split(&[int], &|e| (e.network_id == "int", 0, e.network_id.clone())).is_empty());
+    }
+
+    /// Docker's `Endpoint.Less`: the network name, not the join order, decides among equals;
+    /// a higher `gw-priority` wins over the name and over dual-stack.
+    #[test]
+    fn gateway_pick_by_priority_then_families_then_name() {
+        let c = |v4: bool, v6: bool, priority: i64, name: &str| GwCand { v4, v6, priority, name: name.into() };
+        // Joined zeta then alpha: alpha is the gateway.
+        assert_eq!(gateway_pick(&[c(true, false, 0, "zeta"), c(true, false, 0, "alpha")]), (Some(1), None));
+        // A priority wins over the name.
+        assert_eq!(gateway_pick(&[c(true, false, 1, "zeta"), c(true, false, 0, "alpha")]), (Some(0), None));
+        // Dual-stack wins among equal priorities, whatever the names.
+        assert_eq!(gateway_pick(&[c(true, false, 0, "a"), c(true, true, 0, "b")]), (Some(1), Some(1)));
+        // A v4-only network with a higher priority takes v4; v6 goes to the dual-stack one.
+        assert_eq!(gateway_pick(&[c(true, true, 0, "a"), c(true, false, 5, "b")]), (Some(1), Some(0)));
+        // Negative priorities sort last.
+        assert_eq!(gateway_pick(&[c(true, false, -1, "a"), c(true, false, 0, "b")]), (Some(1), None));
+        // No gateway for a family nobody gives.
+        assert_eq!(gateway_pick(&[c(false, false, 9, "a")]), (None, None));
     }
 
     /// Docker's `sortAndNormPBs`: `-p 8080:80` is a v4 and a `[::]` binding with one port; on a

@@ -247,6 +247,10 @@ impl Daemon {
             _ => id[..12].to_string(),
         });
         let (created, created_unix) = crate::model::rfc3339_now();
+        let mode_id = match &mode {
+            NetworkMode::Bridge(nid) => Some(nid.clone()),
+            _ => None,
+        };
         let c = Container {
             id: id.clone(),
             name,
@@ -265,6 +269,10 @@ impl Daemon {
             restart_count: 0,
             netns: None,
             link_rules: Vec::new(),
+            gw_priority: match &mode_id {
+                Some(nid) if req.gw_priority != 0 => [(nid.clone(), req.gw_priority)].into(),
+                _ => Default::default(),
+            },
         };
         self.store.save_container(&c).map_err(|e| ApiError::internal(format!("saving state: {e}")))?;
         self.events.emit("container", "create", &id, &[("name", c.name.clone())]);
@@ -367,17 +375,25 @@ impl Daemon {
             if let NetworkMode::Bridge(net_id) = &c.mode {
                 let nets: Vec<String> =
                     std::iter::once(net_id.clone()).chain(c.extra_networks.iter().cloned()).collect();
-                // Each family's default route from its gateway network (Docker 28: the first
-                // dual-stack one, else the first with the family; `attach::gateway_pick`).
-                let fams: Vec<(bool, bool)> = nets
+                // Each family's default route from its gateway network (Docker's order:
+                // `gw-priority`, dual-stack, name; `attach::gateway_pick`).
+                let cands: Vec<super::attach::GwCand> = nets
                     .iter()
-                    .map(|n| {
+                    .map(|nid| {
+                        let n = st.networks.get(nid);
                         // An internal network has no gateway (Docker's bridge `Join`).
-                        let b = st.networks.get(n).filter(|n| !n.internal).and_then(|n| n.bridge.as_ref());
-                        (b.is_some_and(|b| b.ipv4.is_some()), b.is_some_and(|b| b.ipv6.is_some()))
+                        let b = n.filter(|n| !n.internal).and_then(|n| n.bridge.as_ref());
+                        super::attach::GwCand {
+                            v4: b.is_some_and(|b| b.ipv4.is_some()),
+                            v6: b.is_some_and(|b| b.ipv6.is_some()),
+                            priority: c.gw_priority_of(nid),
+                            name: n
+                                .map(|n| if n.default_bridge { "bridge".to_string() } else { n.name.clone() })
+                                .unwrap_or_default(),
+                        }
                     })
                     .collect();
-                let (g4, g6) = super::attach::gateway_pick(&fams);
+                let (g4, g6) = super::attach::gateway_pick(&cands);
                 for (i, nid) in nets.iter().enumerate() {
                     let family_routes = (g4 == Some(i), g6 == Some(i));
                     let r = self
@@ -560,7 +576,7 @@ impl Daemon {
             // family through the endpoint of its default gateway (Docker 28).
             let mut publishing = Vec::new();
             if matches!(c.mode, NetworkMode::Bridge(_)) {
-                for (i, fam) in super::attach::gateways(&st, &endpoints) {
+                for (i, fam) in super::attach::gateways(&st, c, &endpoints) {
                     let ep = &endpoints[i];
                     let p = self.publish_sandbox(&mut st, c, ep, fam)?;
                     undo.ports.extend(p.maps.iter().cloned());

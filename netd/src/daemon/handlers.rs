@@ -553,6 +553,7 @@ impl super::Daemon {
                     "Links": if n.default_bridge && !c.config.links.is_empty() { json!(c.config.links) } else { Value::Null },
                     "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
                     "MacAddress": fmt_mac(ep.mac),
+                    "GwPriority": c.gw_priority_of(&ep.network_id),
                     "NetworkID": n.id,
                     "EndpointID": ep.endpoint_id,
                     "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),

@@ -679,10 +679,14 @@ impl Daemon {
             // first dual-stack network) takes its default route and bindings (a v4-only
             // sandbox's `[::]` twin goes to the new network's v6 address; an IPv6-only one
             // gains its v4 bindings; a dual-stack network takes both families).
-            let before = super::attach::gateways(&st, &c.endpoints);
+            let before = super::attach::gateways(&st, &c, &c.endpoints);
             let mut eps = c.endpoints.clone();
             eps.push(ep.clone());
-            let after = super::attach::gateways(&st, &eps);
+            let mut with = c.clone();
+            if r.gw_priority != 0 {
+                with.gw_priority.insert(nid.clone(), r.gw_priority);
+            }
+            let after = super::attach::gateways(&st, &with, &eps);
             let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
                 split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
             };
@@ -697,6 +701,9 @@ impl Daemon {
             }
         }
         let cc = st.containers.get_mut(&cid).expect("container");
+        if r.gw_priority != 0 {
+            cc.gw_priority.insert(nid.clone(), r.gw_priority);
+        }
         cc.extra_networks.push(nid);
         let _ = self.store.save_container(cc);
         drop(st);
@@ -741,8 +748,8 @@ impl Daemon {
             let gw_of = |split: &[(usize, super::attach::Families)], v6: bool| {
                 split.iter().find(|(_, f)| if v6 { f.v6 } else { f.v4 }).map(|(i, _)| *i)
             };
-            let before = super::attach::gateways(&st, &c.endpoints);
-            let after = super::attach::gateways(&st, &st.containers[&cid].endpoints);
+            let before = super::attach::gateways(&st, &c, &c.endpoints);
+            let after = super::attach::gateways(&st, &c, &st.containers[&cid].endpoints);
             for (i, f) in after {
                 let fam = super::attach::Families {
                     v4: f.v4 && gw_of(&before, false) == removed,
@@ -754,6 +761,7 @@ impl Daemon {
             }
         }
         let cc = st.containers.get_mut(&cid).expect("container");
+        cc.gw_priority.remove(&nid);
         if primary {
             // Docker leaves the sandbox with no network; netd moves its mode to `none`.
             cc.mode = match cc.extra_networks.first().cloned() {
