@@ -507,6 +507,26 @@ fn nat46_icmp_errors(d: &TestDaemon, th: &TestHost) {
     assert_eq!(r, "mtu=1280", "packet too big 1300 from the client's path -> frag-needed 1280");
     let dr = drops(d);
     assert_eq!(dr["nat46_untranslatable"], 0, "{dr}");
+    nat46_fragments(d, th);
+}
+
+/// eBPF: a UDP datagram larger than the path (3000 bytes, which the v6 client's kernel
+/// fragments) to the v4-only sandbox's `[::]:5368`: its fragments become IPv4 fragments
+/// (the first one's ports and checksum translated, the later ones following its `FRAGS_V6`
+/// record), and the sandbox's kernel reassembles the whole datagram, from its gateway.
+fn nat46_fragments(d: &TestDaemon, th: &TestHost) {
+    let pr = p();
+    let gw4 = d.inspect("v4")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
+    let big: String = (0..3000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let before = drops(d);
+    let got = udp_peer_with(d, "v4", "7010", "recv", || {
+        let _ = th.outside.exec(&[&pr, "udp-send", "[2001:db8:100::1]:5368", &big]);
+    });
+    assert_eq!(got, format!("{gw4} {big}"), "the 3000-byte datagram, whole, from the gateway");
+    let dr = drops(d);
+    for k in ["nat46_untranslatable", "frag_unknown"] {
+        assert_eq!(dr[k], before[k], "{k}: {dr}");
+    }
 }
 
 /// What [`v6_only_steps`] leaves for [`v6_only_after_restart`].

@@ -504,6 +504,13 @@ pub fn frag_pass(p: &Pkt6) {
     let _ = FRAGS_V6.insert(&fk, &v, 0);
 }
 
+/// Record a first fragment's translation `v` (its flow's entry) for the fragments that follow.
+#[inline(always)]
+pub fn frag_record(p: &Pkt6, v: &CtValue6) {
+    let fk = frag_key(p);
+    let _ = FRAGS_V6.insert(&fk, v, 0);
+}
+
 /// A later fragment with no recorded translation: dropped and counted.
 #[inline(always)]
 pub fn frag_unknown() -> i32 {
@@ -518,6 +525,14 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt6) -> Option<i32> {
     let fk = frag_key(p);
     // SAFETY: map value pointer, valid for this program run.
     let v = unsafe { &*FRAGS_V6.get_ptr(&fk)? };
+    if v.action == CT_ACT_NAT46 {
+        // A NAT46 datagram's: IPv4 fragments into the v4-only sandbox.
+        let verdict = super::nat46::frag_to_v4(ctx, p, v);
+        if !p.more_fragments {
+            let _ = FRAGS_V6.remove(&fk);
+        }
+        return Some(verdict);
+    }
     let routed = v.action == CT_ACT_FIB || (v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0);
     if routed && p.hop <= 1 {
         return Some(OK);

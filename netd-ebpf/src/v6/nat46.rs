@@ -22,7 +22,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_csum_diff, bpf_redirect_peer, bpf_skb_change_proto},
+    helpers::generated::{bpf_csum_diff, bpf_redirect_peer, bpf_skb_adjust_room, bpf_skb_change_proto},
     programs::TcContext,
 };
 use netd_common::{
@@ -48,6 +48,10 @@ const OK: i32 = TC_ACT_OK as i32;
 const SHOT: i32 = TC_ACT_SHOT as i32;
 const ETH_HLEN: usize = 14;
 const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+/// IPv6's fragment header (next header value).
+const NH_FRAGMENT: u8 = 44;
+/// `BPF_ADJ_ROOM_NET`: room added or removed right after the (new) IP header.
+const ADJ_ROOM_NET: u32 = 0;
 
 /// `::ffff:a.b.c.d` of a wire-form IPv4 address.
 #[inline(always)]
@@ -222,13 +226,23 @@ pub fn holds(proto: u8, daddr: u32, gw: u32, dport: u16, port: u16) -> bool {
     ct::exists(&s.key6)
 }
 
-/// `CT_ACT_NAT46`: the client's IPv6 packet becomes the entry's IPv4 one, into the sandbox.
+/// `CT_ACT_NAT46`: the client's IPv6 packet becomes the entry's IPv4 one, into the sandbox. A
+/// first fragment (the fragment header its only extension header) becomes an IPv4 first
+/// fragment, and its translation is recorded in `FRAGS_V6` for the fragments that follow
+/// ([`frag_to_v4`]).
 #[inline(never)]
 pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
     // SAFETY: map value pointer, valid for this program run.
     let v = unsafe { &*e };
-    if p.l3 as usize != ETH_HLEN || p.l4 as usize != ETH_HLEN + 40 || p.more_fragments || p.later_fragment {
+    if p.l3 as usize != ETH_HLEN || p.later_fragment {
         return untranslatable();
+    }
+    if p.l4 as usize != ETH_HLEN + 40 {
+        // Only a fragment header (8 bytes, right after the IPv6 header) is translated.
+        let nh = ctx.load::<u8>(ETH_HLEN + 6).unwrap_or(0);
+        if p.l4 as usize != ETH_HLEN + 48 || nh != NH_FRAGMENT {
+            return untranslatable();
+        }
     }
     if p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP {
         return OK;
@@ -239,12 +253,15 @@ pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
     if p.hop <= 1 {
         return SHOT;
     }
+    if p.more_fragments {
+        ct::frag_record(p, v);
+    }
     let l4 = p.l4 as usize;
     if nat::set_port(ctx, p, true, v.sport).is_err() || nat::set_port(ctx, p, false, v.dport).is_err() {
         return SHOT;
     }
     // The pseudo-header: the two IPv6 addresses out, the two IPv4 ones in (the length and
-    // protocol words add up the same in both).
+    // protocol words add up the same in both: the datagram's length, in a fragment's too).
     let mut old = [p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3], p.daddr[0], p.daddr[1], p.daddr[2], p.daddr[3]];
     let mut new = [v.saddr[3], v.daddr[3]];
     // SAFETY: stack buffers of the given sizes.
@@ -252,28 +269,7 @@ pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
     if ctx.l4_csum_replace(csum_off(p.proto, l4), 0, diff as u32 as u64, csum_flags(p.proto)).is_err() {
         return SHOT;
     }
-    let Ok(w0) = ctx.load::<u32>(ETH_HLEN) else { return SHOT };
-    let Ok(plen) = ctx.load::<u16>(ETH_HLEN + 4) else { return SHOT };
-    let tclass = ((u32::from_be(w0) >> 20) & 0xff) as u8;
-    let mut h = Ip4Hdr {
-        vihl: 0x45,
-        tos: tclass,
-        tot_len: (u16::from_be(plen).wrapping_add(20)).to_be(),
-        id: 0,
-        frag: 0x4000u16.to_be(),
-        ttl: p.hop - 1,
-        proto: p.proto,
-        csum: 0,
-        saddr: v.saddr[3],
-        daddr: v.daddr[3],
-    };
-    // SAFETY: the header on the stack, 20 bytes.
-    h.csum = fold(unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, (&mut h as *mut Ip4Hdr).cast(), 20, 0) });
-    // SAFETY: plain helper call on the program's context.
-    if unsafe { bpf_skb_change_proto(ctx.skb.skb.cast(), ETH_P_IP.to_be(), 0) } != 0 {
-        return SHOT;
-    }
-    if ctx.store(12, &ETH_P_IP.to_be(), 0).is_err() || ctx.store(ETH_HLEN, &h, 0).is_err() {
+    if !hdr_to_v4(ctx, p.proto, p.hop, v.saddr[3], v.daddr[3]) {
         return SHOT;
     }
     ct::touch_at(p.proto, p.tcp_flags, e);
@@ -283,6 +279,73 @@ pub fn to_v4(ctx: &TcContext, p: &mut Pkt6, e: ct::Entry6) -> i32 {
     }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 }
+}
+
+/// A later fragment of a datagram whose first fragment [`to_v4`] translated (its `FRAGS_V6`
+/// record `v`): the same header swap, no L4 work, into the sandbox.
+#[inline(never)]
+pub fn frag_to_v4(ctx: &TcContext, p: &Pkt6, v: &CtValue6) -> i32 {
+    if p.l3 as usize != ETH_HLEN || p.l4 as usize != ETH_HLEN + 48 {
+        return untranslatable();
+    }
+    if p.hop <= 1 {
+        return SHOT;
+    }
+    if !hdr_to_v4(ctx, p.proto, p.hop, v.saddr[3], v.daddr[3]) {
+        return SHOT;
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    if crate::nat::set_macs(ctx, &v.dmac, &v.smac).is_err() {
+        return SHOT;
+    }
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect_peer(v.ifindex, 0) as i32 }
+}
+
+/// The IPv6 header (and a fragment header right after it) replaced by an IPv4 one from `saddr`
+/// to `daddr` (RFC 7915 5.1): TOS = traffic class, TTL = hop limit - 1; unfragmented: DF set,
+/// id 0; a fragment: id = the fragment id's low 16 bits, the same offset, MF = M, DF clear.
+#[inline(always)]
+fn hdr_to_v4(ctx: &TcContext, proto: u8, hop: u8, saddr: u32, daddr: u32) -> bool {
+    let Ok(w0) = ctx.load::<u32>(ETH_HLEN) else { return false };
+    let Ok(plen) = ctx.load::<u16>(ETH_HLEN + 4) else { return false };
+    let Ok(nh) = ctx.load::<u8>(ETH_HLEN + 6) else { return false };
+    let mut plen = u16::from_be(plen);
+    let (mut id, mut frag) = (0u16, 0x4000u16);
+    let fragment = nh == NH_FRAGMENT;
+    if fragment {
+        let Ok(fo) = ctx.load::<u16>(ETH_HLEN + 42) else { return false };
+        let Ok(fid) = ctx.load::<u32>(ETH_HLEN + 44) else { return false };
+        let fo = u16::from_be(fo);
+        id = u32::from_be(fid) as u16;
+        frag = (fo >> 3) | ((fo & 1) << 13);
+        plen = plen.wrapping_sub(8);
+    }
+    let tclass = ((u32::from_be(w0) >> 20) & 0xff) as u8;
+    let mut h = Ip4Hdr {
+        vihl: 0x45,
+        tos: tclass,
+        tot_len: plen.wrapping_add(20).to_be(),
+        id: id.to_be(),
+        frag: frag.to_be(),
+        ttl: hop - 1,
+        proto,
+        csum: 0,
+        saddr,
+        daddr,
+    };
+    // SAFETY: the header on the stack, 20 bytes.
+    h.csum = fold(unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, (&mut h as *mut Ip4Hdr).cast(), 20, 0) });
+    // SAFETY: plain helper calls on the program's context. (After the swap the fragment header
+    // is right after the 20 bytes that become the IPv4 header: `BPF_ADJ_ROOM_NET` takes it.)
+    unsafe {
+        if bpf_skb_change_proto(ctx.skb.skb.cast(), ETH_P_IP.to_be(), 0) != 0
+            || (fragment && bpf_skb_adjust_room(ctx.skb.skb, -8, ADJ_ROOM_NET, 0) != 0)
+        {
+            return false;
+        }
+    }
+    ctx.store(12, &ETH_P_IP.to_be(), 0).is_ok() && ctx.store(ETH_HLEN, &h, 0).is_ok()
 }
 
 /// The `CT_V6` key of a sandbox's IPv4 packet's tuple, its addresses v4-mapped.

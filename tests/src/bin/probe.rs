@@ -21,7 +21,8 @@
 //!                                          `refused`/`timeout`; `big`: 1400-byte replies until the
 //!                                          path MTU drops (6 s), prints `mtu=N`; `fragneeded:MTU`:
 //!                                          answers with an ICMP "fragmentation needed" (raw socket,
-//!                                          what a router on the way would send), prints `sent`
+//!                                          what a router on the way would send), prints `sent`;
+//!                                          `recv`: prints the sender's address and the datagram
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -364,6 +365,9 @@ fn udp_peer(args: &[String]) -> i32 {
                 Err(e) => return Err(e),
                 Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
             });
+        }
+        if mode == "recv" {
+            return Ok(format!("{} {}", peer.ip(), String::from_utf8_lossy(&buf[..n])));
         }
         if mode == "big" {
             let first = sock_mtu(&s, false);
