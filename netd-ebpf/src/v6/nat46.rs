@@ -17,7 +17,9 @@
 //!   grow by 20 bytes); the MSS a sandbox announces in its SYN-ACK is lowered by 20 so a
 //!   client's full segments still fit its IPv6 path; a v6 packet too big for the egress device
 //!   after translation (a UDP datagram near the MTU) is dropped and counted (`Nat46`), as are
-//!   fragments, IPv6 extension headers, IPv4 options and UDP without checksum.
+//!   the sandbox's IPv4 fragments, IPv6 extension headers (but a fragment header alone: a
+//!   client's fragments become IPv4 fragments, [`to_v4`] and [`frag_to_v4`]), IPv4 options and
+//!   UDP without checksum.
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
