@@ -540,10 +540,14 @@ mod progs {
     /// [`APPLY_NEW`]). A BPF-to-BPF call (stack, see above).
     #[inline(never)]
     fn from_container_new(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> i32 {
-        if p.later_fragment
-            && let Some(verdict) = conntrack::apply_fragment(ctx, p)
-        {
-            return verdict;
+        if p.later_fragment {
+            if let Some(verdict) = conntrack::apply_fragment(ctx, p) {
+                return verdict;
+            }
+            // A NAT46 reply's later fragment: the v6 program makes it IPv6 too.
+            if crate::v6::nat46::is_reply_fragment(p) {
+                return TO_NAT64;
+            }
         }
         if icmp::is_error(p) {
             if let Some(v) = icmp::translate_error(ctx, p) {

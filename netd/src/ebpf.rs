@@ -848,7 +848,7 @@ impl Loaded {
 fn pinned_map_names() -> Vec<&'static str> {
     map_names::ALL
         .iter()
-        .chain(["SOCK_REV_V4", "SOCK_REV_V6", "FRAGS", V6::V6_PROGS].iter())
+        .chain(["SOCK_REV_V4", "SOCK_REV_V6", "FRAGS", "FRAGS_46", V6::V6_PROGS].iter())
         .chain(netd_common::v6::map_names::ALL.iter())
         .copied()
         .collect()

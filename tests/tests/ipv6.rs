@@ -513,7 +513,8 @@ fn nat46_icmp_errors(d: &TestDaemon, th: &TestHost) {
 /// eBPF: a UDP datagram larger than the path (3000 bytes, which the v6 client's kernel
 /// fragments) to the v4-only sandbox's `[::]:5368`: its fragments become IPv4 fragments
 /// (the first one's ports and checksum translated, the later ones following its `FRAGS_V6`
-/// record), and the sandbox's kernel reassembles the whole datagram, from its gateway.
+/// record), and the sandbox's kernel reassembles the whole datagram, from its gateway; the
+/// sandbox's echo of it, fragmented, comes back whole (IPv6 fragments, `FRAGS_46`).
 fn nat46_fragments(d: &TestDaemon, th: &TestHost) {
     let pr = p();
     let gw4 = d.inspect("v4")["NetworkSettings"]["Networks"]["v4net"]["Gateway"].as_str().unwrap().to_string();
@@ -523,6 +524,15 @@ fn nat46_fragments(d: &TestDaemon, th: &TestHost) {
         let _ = th.outside.exec(&[&pr, "udp-send", "[2001:db8:100::1]:5368", &big]);
     });
     assert_eq!(got, format!("{gw4} {big}"), "the 3000-byte datagram, whole, from the gateway");
+    // Back: the sandbox's reply is bigger than its MTU too. Its route to the gateway (its NAT46
+    // peer) has an MTU 28 bytes under the device's, so its fragments fit IPv6 once the v4 veth
+    // program has grown them (the IPv6 header's 20 bytes, a fragment header's 8).
+    let r = d.ok(&["exec", "v4", "--", "ip", "-4", "route", "show", &gw4]);
+    assert!(r.contains("mtu 1472"), "the route to the NAT46 peer: {r}");
+    let e = probe::udp_echo(&th.outside.path(), addr("[2001:db8:100::1]:5354"), big.as_bytes())
+        .expect("the 3000-byte datagram echoed back to the v6 client");
+    assert_eq!((e.tag.as_str(), e.peer.as_str()), ("v4", gw4.as_str()));
+    assert!(e.payload == big.as_bytes(), "echoed payload: {} bytes", e.payload.len());
     let dr = drops(d);
     for k in ["nat46_untranslatable", "frag_unknown"] {
         assert_eq!(dr[k], before[k], "{k}: {dr}");

@@ -59,6 +59,11 @@ pub static NEW_FLOWS_HEAD_V6: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "FRAGS_V6")]
 pub static FRAGS_V6: LruHashMap<FragKey6, CtValue6> = LruHashMap::with_max_entries(capacity::FRAGS_V6, 0);
 
+/// A v4-only sandbox's first IPv4 fragment of a NAT46 flow's reply, by its IPv4 fragment key:
+/// the flow's `CT_V6` reply value, for the fragments that follow (`nat46::from_sandbox`).
+#[map(name = "FRAGS_46")]
+pub static FRAGS_46: LruHashMap<crate::maps::FragKey, CtValue6> = LruHashMap::with_max_entries(4_096, 0);
+
 /// Per-CPU scratch space for a new flow's two keys and two values: kept off the 512-byte BPF
 /// stack (an IPv6 pair is 224 bytes).
 #[repr(C)]

@@ -35,13 +35,13 @@ use netd_common::{
 
 use super::{
     ct,
-    maps::{CT_V6, SCRATCH_V6, published6},
+    maps::{CT_V6, FRAGS_46, SCRATCH_V6, published6},
     nat,
     parse::{ETH_P_IPV6, Pkt6},
     snat::{pick_port, ports},
 };
 use crate::{
-    maps::{endpoint, network},
+    maps::{FragKey, endpoint, network},
     parse::{ETH_P_IP, Pkt},
     stats,
 };
@@ -388,6 +388,9 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
         // An ICMP error about a NAT46 flow (`icmp46::about_flow` sent it here).
         return super::icmp46::to_v6(ctx, p);
     }
+    if p.later_fragment {
+        return frag_to_v6(ctx, p);
+    }
     if !p.has_ports || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
         return OK;
     }
@@ -400,15 +403,15 @@ pub fn from_sandbox(ctx: TcContext) -> i32 {
     if v.action != CT_ACT_NAT64 && v.action != CT_ACT_NAT64_PEER {
         return OK;
     }
-    if p.l4 as usize != ETH_HLEN + 20
-        || p.more_fragments
-        || p.later_fragment
-        || (p.proto == IPPROTO_UDP && p.udp_csum_zero)
-    {
+    if p.l4 as usize != ETH_HLEN + 20 || (p.proto == IPPROTO_UDP && p.udp_csum_zero) {
         return untranslatable();
     }
     if p.ttl <= 1 {
         return SHOT;
+    }
+    if p.more_fragments {
+        // A first fragment: its translation for the fragments that follow ([`frag_to_v6`]).
+        let _ = FRAGS_46.insert(&frag_key(p), v, 0);
     }
     if p.proto == IPPROTO_TCP {
         if !ct::track_at(ctx, p.l4 as usize, p.tcp_flags, e) {
@@ -438,25 +441,92 @@ fn to_v6(ctx: &TcContext, p: &mut Pkt, e: ct::Entry6) -> i32 {
     if ctx.l4_csum_replace(csum_off(p.proto, l4), 0, diff as u32 as u64, csum_flags(p.proto)).is_err() {
         return SHOT;
     }
-    let Ok(tos) = ctx.load::<u8>(ETH_HLEN + 1) else { return SHOT };
-    let Ok(tot) = ctx.load::<u16>(ETH_HLEN + 2) else { return SHOT };
-    let h = Ip6Hdr {
-        vtcfl: ((6u32 << 28) | ((tos as u32) << 20)).to_be(),
-        plen: (u16::from_be(tot).wrapping_sub(20)).to_be(),
-        next: p.proto,
-        hop: p.ttl - 1,
-        saddr: v.saddr,
-        daddr: v.daddr,
-    };
-    // SAFETY: plain helper call on the program's context.
-    if unsafe { bpf_skb_change_proto(ctx.skb.skb.cast(), ETH_P_IPV6.to_be(), 0) } != 0 {
-        return SHOT;
-    }
-    if ctx.store(12, &ETH_P_IPV6.to_be(), 0).is_err() || ctx.store(ETH_HLEN, &h, 0).is_err() {
+    if !hdr_to_v6(ctx, p.proto, p.ttl, v) {
         return SHOT;
     }
     ct::touch_at(p.proto, p.tcp_flags, e);
     super::icmp46::deliver6(ctx, e)
+}
+
+/// The `FRAGS_46` key of a sandbox's IPv4 fragment.
+#[inline(always)]
+fn frag_key(p: &Pkt) -> FragKey {
+    FragKey { saddr: p.saddr, daddr: p.daddr, id: p.ip_id, proto: p.proto, _pad: 0 }
+}
+
+/// Whether a sandbox's later IPv4 fragment (no `FRAGS` record) belongs to a NAT46 reply whose
+/// first fragment [`from_sandbox`] translated: the v4 program then hands it to the v6 one. A
+/// call: the key stays off the caller's frame; no lookup while no NAT46 binding exists.
+#[inline(never)]
+pub fn is_reply_fragment(p: &Pkt) -> bool {
+    crate::maps::nat46_on() && FRAGS_46.get_ptr(&frag_key(p)).is_some()
+}
+
+/// A later IPv4 fragment of a NAT46 reply ([`is_reply_fragment`]): the same header swap as its
+/// first fragment's (plus the fragment header), no L4 work, delivered where it went.
+#[inline(never)]
+fn frag_to_v6(ctx: &TcContext, p: &Pkt) -> i32 {
+    let fk = frag_key(p);
+    let Some(e) = FRAGS_46.get_ptr_mut(&fk) else { return ct::frag_unknown() };
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &*e };
+    if p.l4 as usize != ETH_HLEN + 20 {
+        return untranslatable();
+    }
+    if p.ttl <= 1 {
+        return SHOT;
+    }
+    if !hdr_to_v6(ctx, p.proto, p.ttl, v) {
+        return SHOT;
+    }
+    let verdict = super::icmp46::deliver6(ctx, e);
+    if !p.more_fragments {
+        let _ = FRAGS_46.remove(&fk);
+    }
+    verdict
+}
+
+/// The IPv4 header replaced by an IPv6 one to `v`'s addresses (RFC 7915 4.1): traffic class =
+/// TOS, hop limit = TTL - 1; a fragment (MF or an offset) gets a fragment header too: the
+/// protocol, the same offset, M = MF, id = the IPv4 id zero-extended (28 bytes more in all).
+#[inline(always)]
+fn hdr_to_v6(ctx: &TcContext, proto: u8, ttl: u8, v: &CtValue6) -> bool {
+    let Ok(tos) = ctx.load::<u8>(ETH_HLEN + 1) else { return false };
+    let Ok(tot) = ctx.load::<u16>(ETH_HLEN + 2) else { return false };
+    let Ok(id) = ctx.load::<u16>(ETH_HLEN + 4) else { return false };
+    let Ok(frag) = ctx.load::<u16>(ETH_HLEN + 6) else { return false };
+    let frag = u16::from_be(frag);
+    let fragment = frag & 0x3fff != 0;
+    let extra: u16 = if fragment { 8 } else { 0 };
+    let h = Ip6Hdr {
+        vtcfl: ((6u32 << 28) | ((tos as u32) << 20)).to_be(),
+        plen: (u16::from_be(tot).wrapping_sub(20).wrapping_add(extra)).to_be(),
+        next: if fragment { NH_FRAGMENT } else { proto },
+        hop: ttl - 1,
+        saddr: v.saddr,
+        daddr: v.daddr,
+    };
+    // SAFETY: plain helper calls on the program's context. (`BPF_ADJ_ROOM_NET` after the swap:
+    // the room right after the IPv6 header.)
+    unsafe {
+        if bpf_skb_change_proto(ctx.skb.skb.cast(), ETH_P_IPV6.to_be(), 0) != 0
+            || (fragment && bpf_skb_adjust_room(ctx.skb.skb, 8, ADJ_ROOM_NET, 0) != 0)
+        {
+            return false;
+        }
+    }
+    if ctx.store(12, &ETH_P_IPV6.to_be(), 0).is_err() || ctx.store(ETH_HLEN, &h, 0).is_err() {
+        return false;
+    }
+    if fragment {
+        let o = (((frag & 0x1fff) << 3) | ((frag >> 13) & 1)).to_be_bytes();
+        let fh: [u8; 4] = [proto, 0, o[0], o[1]];
+        let fid = u32::from(u16::from_be(id)).to_be();
+        if ctx.store(ETH_HLEN + 40, &fh, 0).is_err() || ctx.store(ETH_HLEN + 44, &fid, 0).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A sandbox's SYN(-ACK): its MSS option lowered by 20 (the IPv6 header's extra bytes), so the

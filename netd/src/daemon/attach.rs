@@ -113,6 +113,9 @@ pub struct Publishing {
     /// NAT46 bindings on the eBPF dataplane with `--ip-forward`: IPv6 forwarding turned on
     /// ([`super::networks::ensure_ipv6_forwarding`]) when they are programmed.
     v6_forward: bool,
+    /// NAT46 bindings of a v4-only sandbox: (namespace, interface, v4 gateway, MTU - 28), the
+    /// route to its NAT46 peer ([`crate::netlink::set_peer_mtu`]) set when they are programmed.
+    peer_mtu: Option<(std::path::PathBuf, String, Ipv4Addr, u32)>,
     /// Time spent so far (lock waits excluded).
     took: std::time::Duration,
 }
@@ -129,6 +132,11 @@ impl Publishing {
             && let Err(e) = super::networks::ensure_ipv6_forwarding()
         {
             tracing::warn!(error = %e, "NAT46 bindings need IPv6 forwarding");
+        }
+        if let Some((ns, ifname, gw, mtu)) = &self.peer_mtu
+            && let Err(e) = crate::netlink::set_peer_mtu(ns, ifname, *gw, *mtu)
+        {
+            tracing::warn!(error = %e, %gw, mtu, "the NAT46 peer's route MTU in the sandbox (its datagrams over the MTU cannot go back to IPv6 clients)");
         }
         super::crash_point("publish:programmed");
         self.took += t0.elapsed();
@@ -640,11 +648,22 @@ impl Daemon {
         let v6_forward = self.cfg.up.ip_forward
             && st.dp.backend() == crate::dataplane::Backend::Ebpf
             && maps.iter().any(PortMapping::is_cross_family);
+        // The sandbox sees NAT46 flows come from its gateway: its datagrams and fragments to it
+        // 28 bytes under the MTU, so they fit IPv6 after translation (design notes, NAT46).
+        let peer_mtu = if nat46 && maps.iter().any(PortMapping::is_cross_family) {
+            a.netns
+                .clone()
+                .zip(b.ipv4.as_ref())
+                .map(|(ns, v4)| (ns, a.ifname.clone(), v4.gateway, b.mtu.saturating_sub(28)))
+        } else {
+            None
+        };
         Ok(Publishing {
             spec: net.spec(0).expect("bridge"),
             maps,
             proxy: a.port_opts.userland_proxy,
             v6_forward,
+            peer_mtu,
             took: t0.elapsed(),
         })
     }

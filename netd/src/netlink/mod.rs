@@ -704,6 +704,30 @@ pub fn set_default_routes(netns: &Path, ifname: &str, gw4: Option<Ipv4Addr>, gw6
     })?
 }
 
+/// Inside the namespace at `netns`: a route to `peer` (the network's v4 gateway, the address
+/// NAT46 flows come from) through `ifname` with `mtu`, so the sandbox's datagrams and
+/// fragments to it still fit an IPv6 packet of the device's MTU after NAT64 (28 bytes more:
+/// the IPv6 header's 20, a fragment header's 8). Replaces an earlier one. Blocking; call from
+/// `spawn_blocking`.
+pub fn set_peer_mtu(netns: &Path, ifname: &str, peer: Ipv4Addr, mtu: u32) -> Result<()> {
+    use rtnetlink::packet_route::route::{RouteMetric, RouteScope};
+    let ifname = ifname.to_string();
+    crate::netns::block_on_in(netns, move || async move {
+        let (conn, h, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let n = Netlink { h };
+        let idx = n.index(&ifname).await?;
+        let mut r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(peer, 32)
+            .output_interface(idx)
+            .scope(RouteScope::Link)
+            .build();
+        r.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        n.h.route().add(r).replace().execute().await.map_err(nl)?;
+        Ok(())
+    })?
+}
+
 /// The IPv4 addresses of `ifname` inside the namespace at `netns` (`None` when the link is
 /// absent there). Blocking; call from `spawn_blocking`.
 pub fn addrs_in(netns: &Path, ifname: &str) -> Result<Option<Vec<(Ipv4Addr, u8)>>> {
