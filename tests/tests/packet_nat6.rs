@@ -892,3 +892,164 @@ fn unanswered_flows6_are_capped_with_early_drop() {
     assert_eq!(r.retval, TC_ACT_SHOT);
     assert_eq!(l.drop_stats().unwrap()["ct_full"], 1);
 }
+
+/// `::ffff:a.b.c.d`.
+fn mapped(v4: std::net::Ipv4Addr) -> Ipv6Addr {
+    v4.to_ipv6_mapped()
+}
+
+/// The IPv4 header's checksum folds to zero.
+fn ip4_csum_ok(h: &[u8]) -> bool {
+    csum(&h[..20], 0) == 0
+}
+
+#[test]
+fn nat46_fragments_become_ipv4_fragments() {
+    use netd::dataplane::ebpf::be_addr;
+    use netd_common::{NetworkInfo, map_names as m};
+    use std::net::Ipv4Addr;
+    require_root!();
+    let mut l = setup();
+    let (s4, gw4) = (Ipv4Addr::new(10, 46, 0, 2), Ipv4Addr::new(10, 46, 0, 1));
+    // A v4-only sandbox on v4 network 7, its binding [::]:5400/udp -> ::ffff:10.46.0.2:7000.
+    hmap::<u32, EndpointInfo>(&mut l, m::ENDPOINTS)
+        .insert(be_addr(s4), EndpointInfo { ifindex: 46, net: 7, mac: SB_MAC, _pad: [0; 2] }, 0)
+        .unwrap();
+    let info = NetworkInfo {
+        subnet: be_addr(Ipv4Addr::new(10, 46, 0, 0)),
+        mask: be_addr(Ipv4Addr::new(255, 255, 255, 0)),
+        gateway: be_addr(gw4),
+        bridge_ifindex: 3,
+        gateway_mac: GW_MAC,
+        _pad: [0; 2],
+        flags: NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT,
+    };
+    hmap::<u32, NetworkInfo>(&mut l, m::NETWORKS).insert(7, info, 0).unwrap();
+    publish(&mut l, Ipv6Addr::UNSPECIFIED, UDP, 5400, mapped(s4), 7000, 2);
+    // One 104-byte UDP datagram (8 + 96), checksummed whole, in two fragments: 72 bytes at
+    // offset 0 (M set), 32 at offset 9 (8-byte units).
+    let payload: Vec<u8> = (0..96u8).collect();
+    let udp = l4(UDP, client(), host(), 40800, 5400, &payload);
+    let first = frame_raw(UDP, client(), host(), &[frag(0, true, 0xabcd_1234)], &udp[..72]);
+    let later = frame_raw(UDP, client(), host(), &[frag(9, false, 0xabcd_1234)], &udp[72..]);
+    let r1 = run(&l, p::FROM_NETDEV, &first);
+    assert_eq!(r1.retval, TC_ACT_REDIRECT, "the first fragment into the sandbox");
+    let r2 = run(&l, p::FROM_NETDEV, &later);
+    assert_eq!(r2.retval, TC_ACT_REDIRECT, "the later fragment follows its FRAGS_V6 record");
+    for (o, tot, frag_field) in [(&r1.data_out, 20 + 72, 0x2000u16), (&r2.data_out, 20 + 32, 9)] {
+        assert_eq!(&o[12..14], &[0x08, 0x00], "IPv4");
+        let h = &o[14..34];
+        assert_eq!(h[0], 0x45);
+        assert_eq!(u16::from_be_bytes([h[2], h[3]]) as usize, tot, "total length");
+        assert_eq!(o.len(), 14 + tot);
+        assert_eq!(u16::from_be_bytes([h[4], h[5]]), 0x1234, "id: the fragment id's low 16 bits");
+        assert_eq!(u16::from_be_bytes([h[6], h[7]]), frag_field, "MF / offset, DF clear");
+        assert_eq!((h[8], h[9]), (63, UDP), "TTL = hop limit - 1, protocol");
+        assert!(ip4_csum_ok(h), "header checksum");
+        assert_eq!((&h[12..16], &h[16..20]), (&gw4.octets()[..], &s4.octets()[..]), "from the gateway to the sandbox");
+        assert_eq!(&o[0..6], &SB_MAC);
+    }
+    assert_eq!(&r2.data_out[34..], &udp[72..], "the later fragment's payload untouched");
+    // Reassembled, the datagram's checksum holds over the IPv4 pseudo-header, port 7000.
+    let mut d = r1.data_out[34..].to_vec();
+    d.extend_from_slice(&r2.data_out[34..]);
+    assert_eq!(u16::from_be_bytes([d[2], d[3]]), 7000);
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&gw4.octets());
+    ph.extend_from_slice(&s4.octets());
+    ph.extend_from_slice(&[0, UDP]);
+    ph.extend_from_slice(&(d.len() as u16).to_be_bytes());
+    assert_eq!(csum(&[ph, d.clone()].concat(), 0), 0, "UDP checksum of the reassembled datagram");
+    assert_eq!(&d[8..], &payload[..]);
+    assert_eq!(l.drop_stats().unwrap()["nat46_untranslatable"], 0);
+}
+
+/// Ethernet + IPv4 (id, fragment field, TTL 64, checksummed) + `data`.
+fn frame4(proto: u8, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, id: u16, frag: u16, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = csum(&h, 0);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&h);
+    f.extend_from_slice(data);
+    f
+}
+
+#[test]
+fn nat46_reply_fragments_become_ipv6_fragments() {
+    use netd::dataplane::ebpf::be_addr;
+    use netd_common::{CONFIG_F_ENABLED, CONFIG_F_NAT46, Config, NetworkInfo, map_names as m};
+    use std::net::Ipv4Addr;
+    require_root!();
+    let mut l = setup();
+    l.set_config(Config { netns_cookie: 0, flags: CONFIG_F_ENABLED | CONFIG_F_NAT46, port_lo: 0, port_hi: 0 }).unwrap();
+    let (s4, gw4) = (Ipv4Addr::new(10, 46, 0, 2), Ipv4Addr::new(10, 46, 0, 1));
+    hmap::<u32, EndpointInfo>(&mut l, m::ENDPOINTS)
+        .insert(be_addr(s4), EndpointInfo { ifindex: 46, net: 7, mac: [2, 0x42, 10, 46, 0, 2], _pad: [0; 2] }, 0)
+        .unwrap();
+    let info = NetworkInfo {
+        subnet: be_addr(Ipv4Addr::new(10, 46, 0, 0)),
+        mask: be_addr(Ipv4Addr::new(255, 255, 255, 0)),
+        gateway: be_addr(gw4),
+        bridge_ifindex: 3,
+        gateway_mac: GW_MAC,
+        _pad: [0; 2],
+        flags: NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT,
+    };
+    hmap::<u32, NetworkInfo>(&mut l, m::NETWORKS).insert(7, info, 0).unwrap();
+    publish(&mut l, Ipv6Addr::UNSPECIFIED, UDP, 5400, mapped(s4), 7000, 2);
+    // The flow: the v6 sandbox sb() to [host]:5400 (a hairpin: its replies go back into sb's
+    // veth, no route needed), NAT46 to 10.46.0.2:7000 from the gateway's drawn port.
+    let q = frame(UDP, sb(), host(), 40800, 5400, b"q");
+    let r = run(&l, p::FROM_CONTAINER, &q);
+    assert_eq!(r.retval, TC_ACT_REDIRECT, "the NAT46 hairpin");
+    assert_eq!(&r.data_out[12..14], &[0x08, 0x00]);
+    let port = u16::from_be_bytes([r.data_out[34], r.data_out[35]]);
+    // The sandbox's 104-byte reply datagram in two IPv4 fragments (72 bytes MF, 32 at 9).
+    let payload: Vec<u8> = (100..196u8).collect();
+    let mut udp = vec![];
+    udp.extend_from_slice(&7000u16.to_be_bytes());
+    udp.extend_from_slice(&port.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&payload);
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&s4.octets());
+    ph.extend_from_slice(&gw4.octets());
+    ph.extend_from_slice(&[0, UDP]);
+    ph.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+    let c = csum(&[ph, udp.clone()].concat(), 0);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let first = frame4(UDP, s4, gw4, 0x4321, 0x2000, &udp[..72]);
+    let later = frame4(UDP, s4, gw4, 0x4321, 9, &udp[72..]);
+    let r1 = run(&l, p::FROM_CONTAINER, &first);
+    assert_eq!(r1.retval, TC_ACT_REDIRECT, "the first fragment back to the v6 sandbox");
+    let r2 = run(&l, p::FROM_CONTAINER, &later);
+    assert_eq!(r2.retval, TC_ACT_REDIRECT, "the later fragment follows its FRAGS_46 record");
+    for (o, len, field) in [(&r1.data_out, 72usize, 1u16), (&r2.data_out, 32, 9 << 3)] {
+        assert_eq!(&o[12..14], &[0x86, 0xdd], "IPv6");
+        let ip = &o[14..];
+        assert_eq!(u16::from_be_bytes([ip[4], ip[5]]) as usize, 8 + len, "payload length");
+        assert_eq!(o.len(), 14 + 48 + len);
+        assert_eq!((ip[6], ip[7]), (44, 63), "a fragment header next, hop limit = TTL - 1");
+        assert_eq!((&ip[8..24], &ip[24..40]), (&host().octets()[..], &sb().octets()[..]));
+        let fh = &ip[40..48];
+        assert_eq!((fh[0], fh[1]), (UDP, 0));
+        assert_eq!(u16::from_be_bytes([fh[2], fh[3]]), field, "offset, M = MF");
+        assert_eq!(u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]), 0x4321, "id: the v4 id zero-extended");
+        assert_eq!(&o[0..6], &SB_MAC);
+    }
+    assert_eq!(&r2.data_out[62..], &udp[72..], "the later fragment's payload untouched");
+    let mut d = r1.data_out[62..].to_vec();
+    d.extend_from_slice(&r2.data_out[62..]);
+    assert_eq!((u16::from_be_bytes([d[0], d[1]]), u16::from_be_bytes([d[2], d[3]])), (5400, 40800));
+    assert_eq!(csum(&[pseudo(host(), sb(), UDP, d.len()), d.clone()].concat(), 0), 0, "UDP checksum, reassembled");
+    assert_eq!(&d[8..], &payload[..]);
+    assert_eq!(l.drop_stats().unwrap()["nat46_untranslatable"], 0);
+}

@@ -16,10 +16,13 @@
 //! - `bpf_skb_change_proto` swaps the headers (it keeps `gso_size`, so a GSO packet's segments
 //!   grow by 20 bytes); the MSS a sandbox announces in its SYN-ACK is lowered by 20 so a
 //!   client's full segments still fit its IPv6 path; a v6 packet too big for the egress device
-//!   after translation (a UDP datagram near the MTU) is dropped and counted (`Nat46`), as are
-//!   the sandbox's IPv4 fragments, IPv6 extension headers (but a fragment header alone: a
-//!   client's fragments become IPv4 fragments, [`to_v4`] and [`frag_to_v4`]), IPv4 options and
-//!   UDP without checksum.
+//!   after translation is dropped and counted (`Nat46`), as are IPv6 extension headers (but a
+//!   fragment header alone), IPv4 options and UDP without checksum.
+//! - Fragments both ways (RFC 7915 4.1/5.1): a client's IPv6 fragments become IPv4 ones
+//!   ([`to_v4`], later ones by their `FRAGS_V6` record, [`frag_to_v4`]); the sandbox's IPv4
+//!   fragments become IPv6 ones with a fragment header ([`from_sandbox`], later ones by their
+//!   `FRAGS_46` record, [`frag_to_v6`]). They fit because the daemon gives the sandbox a route
+//!   to its gateway (the NAT46 peer) 28 bytes under the MTU (`netlink::set_peer_mtu`).
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
