@@ -127,11 +127,16 @@ pub struct TcpScratch {
     pub key6: netd_common::v6::CtKey6,
 }
 
-/// The first 20 bytes of a TCP header (UDP: 8) as the parser read them (`Pkt::l4_copied`), one
-/// per CPU, off the BPF stack: `nat::set_tuple` rewrites its ports and checksum in place and
-/// writes it back with one store.
+/// The bytes of an IPv4 packet `nat::set_tuple` rewrites, one per CPU, off the BPF stack: words
+/// 0..3 the IPv4 header's TTL to destination address (bytes 8..20, written by `set_tuple`), words
+/// [`SCRATCH_L4_AT`].. the first 20 bytes of the TCP header (UDP: 8) as the parser read them
+/// (`Pkt::l4_copied`). `set_tuple` rewrites them in place and writes them back with one store
+/// (both parts at once when the IPv4 header has no options: they are then adjacent).
 #[map(name = "SCRATCH_L4")]
-pub static SCRATCH_L4: PerCpuArray<[u32; 5]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH_L4: PerCpuArray<[u32; 8]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The word of `SCRATCH_L4` where the L4 header starts.
+pub const SCRATCH_L4_AT: usize = 3;
 
 #[map(name = "SCRATCH_TCP")]
 pub static SCRATCH_TCP: PerCpuArray<TcpScratch> = PerCpuArray::with_max_entries(1, 0);

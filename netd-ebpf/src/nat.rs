@@ -11,7 +11,7 @@ use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     kctx::{self, CHECKSUM_COMPLETE, CHECKSUM_PARTIAL},
-    maps::SCRATCH_L4,
+    maps::{SCRATCH_L4, SCRATCH_L4_AT},
     parse::Pkt,
 };
 
@@ -126,7 +126,7 @@ fn fold16(s: u32) -> u16 {
 }
 
 /// TTL, protocol, header checksum and both addresses: the bytes of the IPv4 header NAT and a
-/// routed hop change, written with one store.
+/// routed hop change (8..20), written with one store.
 #[repr(C)]
 struct IpMid {
     ttl: u8,
@@ -138,12 +138,14 @@ struct IpMid {
 
 /// Rewrite a packet with ports (TCP, UDP, ICMP echo; not a later fragment) to the tuple
 /// `saddr:sport -> daddr:dport`, and decrement its TTL when `dec_ttl` (a routed hop; the caller
-/// checked it is above 1), with as few helper calls as the checksums allow: the IPv4 header's
-/// middle (TTL, checksum computed here, addresses) with one store, then TCP and UDP with one
-/// store of their header up to the checksum ([`set_l4`]); without `ip_summed`, the L4 checksum
-/// by difference (one call for the addresses, which its pseudo-header covers, one for the
-/// ports, which a CHECKSUM_PARTIAL packet's checksum field must not see) and a store for the
-/// ports.
+/// checked it is above 1), with as few helper calls as the checksums allow. Where the programs
+/// read `ip_summed` (`kctx`), TCP and UDP get their checksum computed here ([`set_l4`]) and the
+/// IPv4 header's middle (TTL, checksum, addresses) and the L4 header up to its checksum are
+/// rewritten in `SCRATCH_L4` and written back with one store when the IPv4 header has no
+/// options (they are adjacent then), two otherwise. Without `ip_summed`: the IPv4 header's
+/// middle with one store, and the L4 checksum by difference (one call for the addresses, which
+/// its pseudo-header covers, one for the ports, which a CHECKSUM_PARTIAL packet's checksum
+/// field must not see) and a store for the ports.
 #[inline(always)]
 pub fn set_tuple(
     ctx: &TcContext,
@@ -157,23 +159,20 @@ pub fn set_tuple(
     let addrs = p.saddr != saddr || p.daddr != daddr;
     // The L4 checksum's difference for the addresses (its pseudo-header), before they change.
     let adiff = if addrs { fold32(!p.saddr as u64 + saddr as u64 + !p.daddr as u64 + daddr as u64) } else { 0 };
+    let kl4 = (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && kctx::available();
+    if kl4 {
+        // (The branch not taken by a `.rodata` constant is dead code to the verifier.)
+        return if set_l4(ctx, p, saddr, daddr, dec_ttl, addrs, adiff, (sport as u32) | ((dport as u32) << 16)) {
+            Ok(())
+        } else {
+            Err(0)
+        };
+    }
     if addrs || dec_ttl {
-        let ttl = if dec_ttl { p.ttl - 1 } else { p.ttl };
-        let old_tp = u16::from_ne_bytes([p.ttl, p.proto]) as u32;
-        let new_tp = u16::from_ne_bytes([ttl, p.proto]) as u32;
-        // RFC 1624: HC' = ~(~HC + ~m + m'), over every changed 16-bit word.
-        let s = (!p.ip_csum) as u64
-            + (!(old_tp as u16)) as u64
-            + new_tp as u64
-            + (!p.saddr) as u64
-            + saddr as u64
-            + (!p.daddr) as u64
-            + daddr as u64;
-        let check = !fold16(fold32(s));
-        let mid = IpMid { ttl, proto: p.proto, check, saddr, daddr };
+        let (mid, ttl) = ip_mid(p, saddr, daddr, dec_ttl);
         ctx.store(p.l3 as usize + 8, &mid, 0)?;
         p.ttl = ttl;
-        p.ip_csum = check;
+        p.ip_csum = mid.check;
         p.saddr = saddr;
         p.daddr = daddr;
     }
@@ -184,13 +183,9 @@ pub fn set_tuple(
         // The echo id: only one of the two "ports" is in the packet.
         set_port(ctx, p, true, sport)?;
         set_port(ctx, p, false, dport)?;
-    } else if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && kctx::available() {
-        if (addrs || p.sport != sport || p.dport != dport) && !set_l4(ctx, p, adiff, new) {
-            return Err(0);
-        }
     } else if p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP {
         // Without the kernel's `ip_summed` (no kfunc or no BTF, see `kctx`): the helpers,
-        // which read it. (The branch not taken is dead code to the verifier.)
+        // which read it.
         let csum = !(p.proto == IPPROTO_UDP && p.udp_csum_zero);
         let mangled = if p.proto == IPPROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
         let coff = l4_csum_off(p).unwrap_or(0);
@@ -215,12 +210,31 @@ pub fn set_tuple(
     Ok(())
 }
 
-/// The L4 part of [`set_tuple`] for TCP and UDP when the program can read the packet's
-/// `ip_summed` (`kctx`): the new checksum computed here and the header from the ports to the
-/// checksum written with one store, where `bpf_l4_csum_replace` took a call for the ports, one
-/// for the addresses and a store for the ports (three helper calls of ~35 ns each, `netd-bench
-/// micro`). The header's bytes are in `SCRATCH_L4`, where the parser put them
-/// (`Pkt::l4_copied`).
+/// The IPv4 header's bytes 8..20 for the new addresses (and TTL), with the header checksum
+/// updated by RFC 1624 (HC' = ~(~HC + ~m + m'), over every changed 16-bit word); and the new TTL.
+#[inline(always)]
+fn ip_mid(p: &Pkt, saddr: u32, daddr: u32, dec_ttl: bool) -> (IpMid, u8) {
+    let ttl = if dec_ttl { p.ttl - 1 } else { p.ttl };
+    let old_tp = u16::from_ne_bytes([p.ttl, p.proto]) as u32;
+    let new_tp = u16::from_ne_bytes([ttl, p.proto]) as u32;
+    let s = (!p.ip_csum) as u64
+        + (!(old_tp as u16)) as u64
+        + new_tp as u64
+        + (!p.saddr) as u64
+        + saddr as u64
+        + (!p.daddr) as u64
+        + daddr as u64;
+    let check = !fold16(fold32(s));
+    (IpMid { ttl, proto: p.proto, check, saddr, daddr }, ttl)
+}
+
+/// [`set_tuple`] for TCP and UDP when the program can read the packet's `ip_summed` (`kctx`):
+/// the L4 checksum computed here, and the IPv4 header's middle and the L4 header from the ports
+/// to the checksum rewritten in `SCRATCH_L4` (where the parser put the L4 header,
+/// `Pkt::l4_copied`) and written back with one store when the IPv4 header has no options (two
+/// otherwise), where `bpf_l4_csum_replace` took a call for the ports, one for the addresses and
+/// a store for the ports, and the IPv4 header a store of its own (helper calls of ~35 ns each,
+/// `netd-bench micro`).
 ///
 /// The arithmetic is `bpf_l4_csum_replace`'s: a CHECKSUM_PARTIAL packet's field holds the
 /// pseudo-header's sum (the device or the stack adds the rest), so only the addresses go into
@@ -228,17 +242,52 @@ pub fn set_tuple(
 /// CHECKSUM_COMPLETE packet's `skb->csum` follows the field's change by the addresses
 /// (`bpf_csum_update`). A UDP checksum of 0 ("none") stays 0, one that comes out 0 is sent as
 /// 0xffff. False: the header could not be read or written.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn set_l4(ctx: &TcContext, p: &mut Pkt, adiff: u32, new: u32) -> bool {
-    if !p.l4_copied {
-        return false;
-    }
+fn set_l4(
+    ctx: &TcContext,
+    p: &mut Pkt,
+    saddr: u32,
+    daddr: u32,
+    dec_ttl: bool,
+    addrs: bool,
+    adiff: u32,
+    new: u32,
+) -> bool {
     let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return false };
     // SAFETY: per-CPU map value, valid for this program run, filled by the parser.
     let h = unsafe { &mut *h };
-    let udp = p.proto == IPPROTO_UDP;
+    let mid = addrs || dec_ttl;
+    if mid {
+        let (m, ttl) = ip_mid(p, saddr, daddr, dec_ttl);
+        h[0] = u32::from(m.ttl) | (u32::from(m.proto) << 8) | (u32::from(m.check) << 16);
+        h[1] = m.saddr;
+        h[2] = m.daddr;
+        p.ttl = ttl;
+        p.ip_csum = m.check;
+        p.saddr = saddr;
+        p.daddr = daddr;
+    }
     let old = (p.sport as u32) | ((p.dport as u32) << 16);
-    let field = if udp { (h[1] >> 16) as u16 } else { h[4] as u16 };
+    // The IPv4 header's middle and the L4 header adjacent (no options): one store for both.
+    let adjacent = p.l4 as usize == p.l3 as usize + 20;
+    if !addrs && old == new {
+        // A TTL alone (a routed hop without NAT).
+        // SAFETY: the slot's first 12 bytes.
+        return !mid || ctx.store(p.l3 as usize + 8, unsafe { &*(h as *const [u32; 8] as *const [u8; 12]) }, 0).is_ok();
+    }
+    if !p.l4_copied {
+        return false;
+    }
+    if !mid && adjacent {
+        // The ports alone: the IPv4 header's bytes as they are, for the one store.
+        h[0] = u32::from(p.ttl) | (u32::from(p.proto) << 8) | (u32::from(p.ip_csum) << 16);
+        h[1] = p.saddr;
+        h[2] = p.daddr;
+    }
+    let udp = p.proto == IPPROTO_UDP;
+    const L: usize = SCRATCH_L4_AT;
+    let field = if udp { (h[L + 1] >> 16) as u16 } else { h[L + 4] as u16 };
     let mut check = if p.summed == CHECKSUM_PARTIAL {
         fold16(fold32(field as u64 + adiff as u64))
     } else {
@@ -259,17 +308,32 @@ fn set_l4(ctx: &TcContext, p: &mut Pkt, adiff: u32, new: u32) -> bool {
     }
     p.sport = new as u16;
     p.dport = (new >> 16) as u16;
-    h[0] = new;
-    let r = if udp {
+    h[L] = new;
+    if udp {
         // Length, then checksum.
-        h[1] = (h[1] & 0xffff) | ((check as u32) << 16);
-        // SAFETY: the first 8 bytes of the 20-byte slot.
-        ctx.store(p.l4 as usize, unsafe { &*(h as *const [u32; 5] as *const [u8; 8]) }, 0)
+        h[L + 1] = (h[L + 1] & 0xffff) | ((check as u32) << 16);
     } else {
         // Checksum, then the urgent pointer.
-        h[4] = (h[4] & 0xffff_0000) | check as u32;
-        // SAFETY: the first 18 bytes of the 20-byte slot.
-        ctx.store(p.l4 as usize, unsafe { &*(h as *const [u32; 5] as *const [u8; 18]) }, 0)
+        h[L + 4] = (h[L + 4] & 0xffff_0000) | check as u32;
+    }
+    let b = h as *const [u32; 8] as *const u8;
+    // SAFETY (each store's source): bytes of the 32-byte slot, from 0 or from the L4 header's
+    // first (12): the IPv4 header's 12, then TCP's first 18 (through the checksum) or UDP's 8.
+    if adjacent {
+        let r = if udp {
+            ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 20]) }, 0)
+        } else {
+            ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 30]) }, 0)
+        };
+        return r.is_ok();
+    }
+    if mid && ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 12]) }, 0).is_err() {
+        return false;
+    }
+    let r = if udp {
+        ctx.store(p.l4 as usize, unsafe { &*(b.add(12) as *const [u8; 8]) }, 0)
+    } else {
+        ctx.store(p.l4 as usize, unsafe { &*(b.add(12) as *const [u8; 18]) }, 0)
     };
     r.is_ok()
 }

@@ -6,7 +6,10 @@ use aya_ebpf::{
 };
 use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::{kctx, maps::SCRATCH_L4};
+use crate::{
+    kctx,
+    maps::{SCRATCH_L4, SCRATCH_L4_AT},
+};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -163,13 +166,12 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 p.tcp_flags = *((data + L4 + 13) as *const u8);
                 if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
                     let w = data + L4;
-                    *s = [
-                        *(w as *const u32),
-                        *((w + 4) as *const u32),
-                        *((w + 8) as *const u32),
-                        *((w + 12) as *const u32),
-                        *((w + 16) as *const u32),
-                    ];
+                    let s = &mut *s;
+                    s[SCRATCH_L4_AT] = *(w as *const u32);
+                    s[SCRATCH_L4_AT + 1] = *((w + 4) as *const u32);
+                    s[SCRATCH_L4_AT + 2] = *((w + 8) as *const u32);
+                    s[SCRATCH_L4_AT + 3] = *((w + 12) as *const u32);
+                    s[SCRATCH_L4_AT + 4] = *((w + 16) as *const u32);
                     p.l4_copied = true;
                 }
             }
@@ -182,8 +184,8 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 p.dport = *((data + L4 + 2) as *const u16);
                 p.udp_csum_zero = *((data + L4 + 6) as *const u16) == 0;
                 if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
-                    (*s)[0] = *((data + L4) as *const u32);
-                    (*s)[1] = *((data + L4 + 4) as *const u32);
+                    (*s)[SCRATCH_L4_AT] = *((data + L4) as *const u32);
+                    (*s)[SCRATCH_L4_AT + 1] = *((data + L4 + 4) as *const u32);
                     p.l4_copied = true;
                 }
             }
@@ -320,8 +322,10 @@ fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
             // a translation then drops it as malformed).
             if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
                 let n = if proto == IPPROTO_TCP { 20 } else { 8 };
-                // SAFETY: valid ctx; at most 20 bytes into the 20-byte per-CPU slot.
-                p.l4_copied = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), l4 as u32, s.cast(), n) } == 0;
+                // SAFETY: valid ctx; at most 20 bytes into the slot's last 20.
+                p.l4_copied = unsafe {
+                    bpf_skb_load_bytes(ctx.skb.skb.cast(), l4 as u32, s.cast::<u32>().add(SCRATCH_L4_AT).cast(), n)
+                } == 0;
             }
         }
         IPPROTO_ICMP => {
