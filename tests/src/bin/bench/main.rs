@@ -24,55 +24,104 @@ use netd_tests::{
 };
 use serde_json::Value;
 
+/// `netd-bench`: netd's bench (worlds of namespaces, interleaved measurements, a report).
+/// Every subcommand takes only its own options (anything else: the usage, exit status 2).
+#[derive(clap::Parser)]
+#[command(name = "netd-bench", about = "netd's bench: namespaces, interleaved measurements, a report")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// The full bench (what `cargo xtask bench` runs): every path and dataplane, the real
+    /// runtimes, the control plane and the profile, to DIR/report.md and SVG plots.
+    Run {
+        /// Fewer repeats, shorter figures.
+        #[arg(long)]
+        quick: bool,
+        /// Skip the Docker and podman rows (the core rows on an idle machine).
+        #[arg(long)]
+        no_runtimes: bool,
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        out: PathBuf,
+    },
+    /// Only the IPv6 rows (published port from outside, masquerade; raw v6 hop, ebpf,
+    /// iptables-nft with ip6tables), to DIR/v6.md.
+    V6 {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        out: PathBuf,
+    },
+    /// Only the published-port and masquerade paths of raw, ebpf and iptables-nft, with the eBPF
+    /// programs' profile (a short look at per-packet cost), to DIR/profile.md.
+    Profile {
+        /// Repeats per figure.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        reps: usize,
+        /// Milliseconds per repeat.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        ms: u64,
+        /// The TCP stream figure too (raw hop and published port).
+        #[arg(long)]
+        stream: bool,
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        out: PathBuf,
+    },
+    /// The established-flow bodies timed with BPF_PROG_TEST_RUN (no traffic), printed.
+    Micro {
+        /// Test runs per case.
+        #[arg(long, value_name = "N", default_value_t = 2000)]
+        calls: usize,
+        /// Skip the check of each test run's packet (for experiments that leave out part of the
+        /// rewrite on purpose).
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Only the real-runtime rows (Docker, podman), to DIR/runtimes.md.
+    Runtimes {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_parser = ["docker", "podman"])]
+        only: Option<String>,
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        out: PathBuf,
+    },
+    /// Only the control-plane rows, to DIR/control.md.
+    Control {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_name = "N")]
+        sandboxes: Option<usize>,
+        #[arg(long, value_name = "N")]
+        runs: Option<usize>,
+        #[arg(long, value_parser = ["ebpf", "iptables"])]
+        dataplane: Option<String>,
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        out: PathBuf,
+    },
+    /// The server side of the measurements (TCP echo, a TCP sink on PORT+1, UDP echo).
+    Serve {
+        #[arg(default_value_t = 7000)]
+        port: u16,
+    },
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("serve") => load::serve(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(7000)),
-        Some("run") => {
-            let quick = args.iter().any(|a| a == "--quick");
-            // `--no-runtimes`: skip the Docker and podman rows (the core rows on an idle machine).
-            let runtimes = !args.iter().any(|a| a == "--no-runtimes");
-            let out = args
-                .iter()
-                .position(|a| a == "--out")
-                .and_then(|i| args.get(i + 1))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "bench".into());
-            run(quick, runtimes, out)
-        }
-        // Only the published-port and masquerade paths of raw, ebpf and iptables-nft, with the
-        // eBPF programs' profile, to DIR/profile.md: `netd-bench profile [--reps N] [--ms MS]
-        // [--out DIR]` (a short look at per-packet cost; the full report is `run`).
-        Some("profile") => {
-            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
-            let reps = val("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
-            let ms = val("--ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
-            // `--stream`: the TCP stream figure too (raw hop and published port).
-            let stream = args.iter().any(|a| a == "--stream");
-            profile_only(reps, Duration::from_millis(ms), stream, out)
-        }
-        // The established-flow bodies timed with BPF_PROG_TEST_RUN (no traffic), printed:
-        // `netd-bench micro [--calls N] [--no-check]`.
-        Some("micro") => {
-            let calls = args
-                .iter()
-                .position(|a| a == "--calls")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000);
+    let cli = <Cli as clap::Parser>::parse();
+    match cli.cmd {
+        Cmd::Serve { port } => load::serve(port),
+        Cmd::Run { quick, no_runtimes, out } => run(quick, !no_runtimes, out),
+        Cmd::Profile { reps, ms, stream, out } => profile_only(reps, Duration::from_millis(ms), stream, out),
+        Cmd::Micro { calls, no_check } => {
             if !netd_tests::is_root() {
                 bail!("loading BPF programs needs root");
             }
-            micro::micro(calls, !args.iter().any(|a| a == "--no-check"))
+            micro::micro(calls, !no_check)
         }
-        // Only the real-runtime rows (Docker, podman), to DIR/runtimes.md: `netd-bench
-        // runtimes [--quick] [--only docker|podman] [--out DIR]`.
-        Some("runtimes") => {
-            let quick = args.iter().any(|a| a == "--quick");
-            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
-            let only = val("--only");
+        Cmd::Runtimes { quick, only, out } => {
             if !netd_tests::is_root() {
                 bail!("the bench creates network namespaces: run it as root");
             }
@@ -100,49 +149,17 @@ fn main() -> Result<()> {
             println!("{md}\nwrote {}/runtimes.md in {:.0}s", out.display(), t0.elapsed().as_secs_f64());
             Ok(())
         }
-        // Only the IPv6 rows (published port from outside, masquerade; raw v6 hop, ebpf,
-        // iptables-nft with ip6tables), to DIR/v6.md: `netd-bench v6 [--quick] [--out DIR]`.
-        Some("v6") => {
-            let quick = args.iter().any(|a| a == "--quick");
-            let val = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-            let out = PathBuf::from(val("--out").unwrap_or_else(|| "bench".into()));
-            v6_only(quick, out)
-        }
-        // Only the control-plane rows, to DIR/control.md: `netd-bench control [--quick] [--sandboxes N] [--runs N] [--dataplane D] [--out DIR]`.
-        Some("control") => {
-            let quick = args.iter().any(|a| a == "--quick");
-            let out = args
-                .iter()
-                .position(|a| a == "--out")
-                .and_then(|i| args.get(i + 1))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "bench".into());
+        Cmd::V6 { quick, out } => v6_only(quick, out),
+        Cmd::Control { quick, sandboxes, runs, dataplane, out } => {
             if !netd_tests::is_root() {
                 bail!("the bench creates network namespaces: run it as root");
             }
-            let num = |k: &str| -> Result<Option<usize>> {
-                match args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)) {
-                    Some(n) => Ok(Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("{k}: not a number: {n}"))?)),
-                    None => Ok(None),
-                }
-            };
-            let (sandboxes, runs) = (num("--sandboxes")?, num("--runs")?);
-            let dataplane = args.iter().position(|a| a == "--dataplane").and_then(|i| args.get(i + 1));
-            if let Some(d) = dataplane
-                && d != "ebpf"
-                && d != "iptables"
-            {
-                bail!("--dataplane: ebpf or iptables, not {d}");
-            }
-            let md = control::control(quick, sandboxes, runs, dataplane.map(String::as_str));
+            let md = control::control(quick, sandboxes, runs, dataplane.as_deref());
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("control.md"), &md)?;
             println!("{md}\nwrote {}/control.md", out.display());
             Ok(())
         }
-        _ => bail!(
-            "usage: netd-bench run [--quick] [--no-runtimes] [--out DIR] | v6 [--quick] [--out DIR] | profile [--reps N] [--ms MS] [--stream] [--out DIR] | micro [--calls N] [--no-check] | runtimes [--quick] [--only docker|podman] [--out DIR] | control [--quick] [--sandboxes N] [--runs N] [--dataplane ebpf|iptables] [--out DIR] | serve PORT"
-        ),
     }
 }
 
