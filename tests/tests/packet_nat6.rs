@@ -898,22 +898,16 @@ fn mapped(v4: std::net::Ipv4Addr) -> Ipv6Addr {
     v4.to_ipv6_mapped()
 }
 
-/// The IPv4 header's checksum folds to zero.
-fn ip4_csum_ok(h: &[u8]) -> bool {
-    csum(&h[..20], 0) == 0
-}
-
-#[test]
-fn nat46_fragments_become_ipv4_fragments() {
+/// The NAT46 fragment tests' world: a v4-only sandbox 10.46.0.2 (MAC `mac`) on v4 network 7
+/// (gateway 10.46.0.1) and its binding [::]:5400/udp -> ::ffff:10.46.0.2:7000. Returns the
+/// sandbox's and the gateway's addresses.
+fn nat46_udp_world(l: &mut Loaded, mac: [u8; 6]) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
     use netd::dataplane::ebpf::be_addr;
     use netd_common::{NetworkInfo, map_names as m};
     use std::net::Ipv4Addr;
-    require_root!();
-    let mut l = setup();
     let (s4, gw4) = (Ipv4Addr::new(10, 46, 0, 2), Ipv4Addr::new(10, 46, 0, 1));
-    // A v4-only sandbox on v4 network 7, its binding [::]:5400/udp -> ::ffff:10.46.0.2:7000.
-    hmap::<u32, EndpointInfo>(&mut l, m::ENDPOINTS)
-        .insert(be_addr(s4), EndpointInfo { ifindex: 46, net: 7, mac: SB_MAC, _pad: [0; 2] }, 0)
+    hmap::<u32, EndpointInfo>(l, m::ENDPOINTS)
+        .insert(be_addr(s4), EndpointInfo { ifindex: 46, net: 7, mac, _pad: [0; 2] }, 0)
         .unwrap();
     let info = NetworkInfo {
         subnet: be_addr(Ipv4Addr::new(10, 46, 0, 0)),
@@ -924,8 +918,22 @@ fn nat46_fragments_become_ipv4_fragments() {
         _pad: [0; 2],
         flags: NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT,
     };
-    hmap::<u32, NetworkInfo>(&mut l, m::NETWORKS).insert(7, info, 0).unwrap();
-    publish(&mut l, Ipv6Addr::UNSPECIFIED, UDP, 5400, mapped(s4), 7000, 2);
+    hmap::<u32, NetworkInfo>(l, m::NETWORKS).insert(7, info, 0).unwrap();
+    publish(l, Ipv6Addr::UNSPECIFIED, UDP, 5400, mapped(s4), 7000, 2);
+    (s4, gw4)
+}
+
+/// The IPv4 header's checksum folds to zero.
+fn ip4_csum_ok(h: &[u8]) -> bool {
+    csum(&h[..20], 0) == 0
+}
+
+#[test]
+fn nat46_fragments_become_ipv4_fragments() {
+    require_root!();
+    let mut l = setup();
+    // A v4-only sandbox on v4 network 7, its binding [::]:5400/udp -> ::ffff:10.46.0.2:7000.
+    let (s4, gw4) = nat46_udp_world(&mut l, SB_MAC);
     // One 104-byte UDP datagram (8 + 96), checksummed whole, in two fragments: 72 bytes at
     // offset 0 (M set), 32 at offset 9 (8-byte units).
     let payload: Vec<u8> = (0..96u8).collect();
@@ -983,27 +991,11 @@ fn frame4(proto: u8, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, id: u16, 
 
 #[test]
 fn nat46_reply_fragments_become_ipv6_fragments() {
-    use netd::dataplane::ebpf::be_addr;
-    use netd_common::{CONFIG_F_ENABLED, CONFIG_F_NAT46, Config, NetworkInfo, map_names as m};
-    use std::net::Ipv4Addr;
+    use netd_common::{CONFIG_F_ENABLED, CONFIG_F_NAT46, Config};
     require_root!();
     let mut l = setup();
     l.set_config(Config { netns_cookie: 0, flags: CONFIG_F_ENABLED | CONFIG_F_NAT46, port_lo: 0, port_hi: 0 }).unwrap();
-    let (s4, gw4) = (Ipv4Addr::new(10, 46, 0, 2), Ipv4Addr::new(10, 46, 0, 1));
-    hmap::<u32, EndpointInfo>(&mut l, m::ENDPOINTS)
-        .insert(be_addr(s4), EndpointInfo { ifindex: 46, net: 7, mac: [2, 0x42, 10, 46, 0, 2], _pad: [0; 2] }, 0)
-        .unwrap();
-    let info = NetworkInfo {
-        subnet: be_addr(Ipv4Addr::new(10, 46, 0, 0)),
-        mask: be_addr(Ipv4Addr::new(255, 255, 255, 0)),
-        gateway: be_addr(gw4),
-        bridge_ifindex: 3,
-        gateway_mac: GW_MAC,
-        _pad: [0; 2],
-        flags: NET_F_ICC | NET_F_MASQUERADE | NET_F_PROTECT,
-    };
-    hmap::<u32, NetworkInfo>(&mut l, m::NETWORKS).insert(7, info, 0).unwrap();
-    publish(&mut l, Ipv6Addr::UNSPECIFIED, UDP, 5400, mapped(s4), 7000, 2);
+    let (s4, gw4) = nat46_udp_world(&mut l, [2, 0x42, 10, 46, 0, 2]);
     // The flow: the v6 sandbox sb() to [host]:5400 (a hairpin: its replies go back into sb's
     // veth, no route needed), NAT46 to 10.46.0.2:7000 from the gateway's drawn port.
     let q = frame(UDP, sb(), host(), 40800, 5400, b"q");
