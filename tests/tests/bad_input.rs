@@ -676,6 +676,14 @@ fn bad_up_flags_are_refused_before_touching_anything() {
         assert_eq!(links(), links0, "netd up {args:?} changed links");
         assert_eq!(fwd(), fwd0, "netd up {args:?} changed ip_forward");
         assert!(!root.join("netd.sock").exists() || UnixStream::connect(root.join("netd.sock")).is_err());
+        // Nor a mount: the namespace directory's own mount point goes with the failed start.
+        let ns_dir = root.join("run/netns");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.lines().any(|l| l.split(' ').nth(4) == ns_dir.to_str()),
+            "netd up {args:?} left a mount on {}",
+            ns_dir.display()
+        );
     }
     drop(dir);
 }

@@ -41,8 +41,20 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
     if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {
         return Err(err(format!("a netd daemon is already serving {}", cfg.socket.display())));
     }
-    // The namespace mounts below a mount point of their own (see `netns::own_mount`).
+    // The namespace mounts below a mount point of their own (see `netns::own_mount`). Made
+    // here (not left by a `--live-restore` daemon whose sandboxes live below it): undone when
+    // `up` fails before serving, so that bad input leaves nothing behind.
+    struct UndoMount(Option<std::path::PathBuf>);
+    impl Drop for UndoMount {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.take() {
+                crate::netns::drop_own_mount(&dir);
+            }
+        }
+    }
+    let made = !crate::netns::is_mount_point(&cfg.netns_dir());
     crate::netns::own_mount(&cfg.netns_dir()).map_err(|e| err(format!("namespace directory: {e}")))?;
+    let mut undo_mount = UndoMount(made.then(|| cfg.netns_dir()));
     let _ = std::fs::remove_file(&cfg.socket);
     // Docker's network plugin (legacy protocol): bound before anything changes (a second netd
     // fails here), served once everything it answers for is in place (calls wait in the backlog).
@@ -227,6 +239,8 @@ pub async fn up(cfg: Config) -> Result<(), UpError> {
         .map_err(|e| err(format!("chmod {}: {e}", cfg.socket.display())))?;
     tracing::info!(socket = %cfg.socket.display(), dataplane = %cfg.up.dataplane, "netd is up");
     println!("netd is up: unix://{} (dataplane {})", cfg.socket.display(), cfg.up.dataplane);
+    // Serving: the shutdown (`teardown`) undoes the mount from here on.
+    undo_mount.0 = None;
     // systemd's Type=notify: the socket serves from here on.
     crate::sdnotify::notify("READY=1");
     // The first sandbox's network namespace, made ahead.
