@@ -621,9 +621,7 @@ pub fn disable_ipv6(ifname: &str) {
 /// (runs on its own thread with its own netlink socket); call from `spawn_blocking`.
 pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()> {
     crate::netns::block_on_in(netns, move || async move {
-        let (conn, h, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        let n = Netlink { h };
+        let n = Netlink::open()?;
         let lo = n.index("lo").await?;
         n.h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl)?;
         let Some(i) = iface else { return Ok(()) };
@@ -688,9 +686,7 @@ pub fn configure_sandbox(netns: &Path, iface: Option<SandboxIface>) -> Result<()
 pub fn set_default_routes(netns: &Path, ifname: &str, gw4: Option<Ipv4Addr>, gw6: Option<Ipv6Addr>) -> Result<()> {
     let ifname = ifname.to_string();
     crate::netns::block_on_in(netns, move || async move {
-        let (conn, h, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        let n = Netlink { h };
+        let n = Netlink::open()?;
         let idx = n.index(&ifname).await?;
         if let Some(gw) = gw4 {
             let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
@@ -713,9 +709,7 @@ pub fn set_peer_mtu(netns: &Path, ifname: &str, peer: Ipv4Addr, mtu: u32) -> Res
     use rtnetlink::packet_route::route::{RouteMetric, RouteScope};
     let ifname = ifname.to_string();
     crate::netns::block_on_in(netns, move || async move {
-        let (conn, h, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        let n = Netlink { h };
+        let n = Netlink::open()?;
         let idx = n.index(&ifname).await?;
         let mut r = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(peer, 32)
@@ -733,9 +727,7 @@ pub fn set_peer_mtu(netns: &Path, ifname: &str, peer: Ipv4Addr, mtu: u32) -> Res
 pub fn addrs_in(netns: &Path, ifname: &str) -> Result<Option<Vec<(Ipv4Addr, u8)>>> {
     let ifname = ifname.to_string();
     crate::netns::block_on_in(netns, move || async move {
-        let (conn, h, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        let n = Netlink { h };
+        let n = Netlink::open()?;
         if n.link_index(&ifname).await?.is_none() {
             return Ok(None);
         }
@@ -838,9 +830,7 @@ impl Netlink {
 pub fn iface_in(netns: &Path, ifname: &str) -> Result<Option<IfaceState>> {
     let ifname = ifname.to_string();
     crate::netns::block_on_in(netns, move || async move {
-        let (conn, h, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        let n = Netlink { h };
+        let n = Netlink::open()?;
         let Some(link) = n.link_by_name(&ifname).await? else { return Ok(None) };
         let idx = link.header.index;
         let addrs = n.ipv4_addrs_cidr(&ifname).await?;
