@@ -210,6 +210,16 @@ impl TestDaemon {
         r.stdout
     }
 
+    /// `run -d --name NAME EXTRA... -- PROBE serve --tag NAME PORT`: a probe server in a new
+    /// sandbox (waited for, see [`Self::ok`]); the sandbox's id.
+    pub fn serve(&self, name: &str, extra: &[&str], port: &str) -> String {
+        let p = probe_bin().display().to_string();
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", &p, "serve", "--tag", name, port]);
+        self.ok(&args).trim().to_string()
+    }
+
     /// After `run -d ... PROBE serve [--tag T] PORT...`: wait (bounded) until the probe says it
     /// listens on every port (`netd logs`), as a user waits for a service before using it. `run
     /// -d` returns once the command is started; under load the probe binary takes a while to

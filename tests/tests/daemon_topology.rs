@@ -6,15 +6,6 @@ fn probe() -> String {
     probe_bin().display().to_string()
 }
 
-/// Run a probe server in a new sandbox.
-fn serve(d: &TestDaemon, name: &str, extra: &[&str], port: &str) -> String {
-    let p = probe();
-    let mut args = vec!["run", "-d", "--name", name];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", &p, "serve", "--tag", name, port]);
-    d.ok(&args).trim().to_string()
-}
-
 /// Wait (bounded) until a TCP echo through `exec` succeeds.
 fn exec_tcp(d: &TestDaemon, from: &str, dst: &str, payload: &str) -> Result<String, String> {
     let p = probe();
@@ -40,8 +31,8 @@ fn default_bridge_is_dockers_docker0_model() {
     let link = th.host.exec_ok(&["ip", "-o", "-4", "addr", "show", "dev", "netd0"]).unwrap();
     assert!(link.contains("172.17.0.1/16"), "{link}");
 
-    let id_a = serve(&d, "sa", &[], "7000");
-    serve(&d, "sb", &[], "7000");
+    let id_a = d.serve("sa", &[], "7000");
+    d.serve("sb", &[], "7000");
     assert_eq!(id_a.len(), 64, "run -d prints the full id: {id_a}");
 
     let a = d.inspect("sa");
@@ -115,7 +106,7 @@ fn bip_fixed_cidr_mtu_and_existing_bridge() {
         assert!(link.contains("10.55.0.1/24"), "{link}");
         let l = th.host.exec_ok(&["ip", "-o", "link", "show", "netd0"]).unwrap();
         assert!(l.contains("mtu 1400"), "{l}");
-        serve(&d, "xx", &[], "7000");
+        d.serve("xx", &[], "7000");
         let x = d.inspect("xx");
         let ip: std::net::Ipv4Addr = x["NetworkSettings"]["IPAddress"].as_str().unwrap().parse().unwrap();
         assert!(ip.octets()[3] >= 128 && ip.octets()[..3] == [10, 55, 0], "address {ip} must come from --fixed-cidr");
@@ -132,7 +123,7 @@ fn bip_fixed_cidr_mtu_and_existing_bridge() {
     ip(&["-n", &th.host.name, "link", "set", "mybr0", "up"]).unwrap();
     {
         let d = TestDaemon::start(&th, &["--dataplane", "none", "-b", "mybr0"]).unwrap();
-        serve(&d, "yy", &[], "7000");
+        d.serve("yy", &[], "7000");
         let y = d.inspect("yy");
         assert_eq!(y["NetworkSettings"]["IPAddress"], "10.66.0.2");
         assert_eq!(y["NetworkSettings"]["Gateway"], "10.66.0.1");
@@ -210,7 +201,7 @@ fn host_none_and_container_modes() {
     assert_eq!(names, ["lo"], "{links}");
 
     // container:NAME shares the namespace (same eth0, same address).
-    serve(&d, "base", &[], "7300");
+    d.serve("base", &[], "7300");
     d.ok(&["run", "-d", "--name", "jj", "--network", "container:base", "--", "sleep", "300"]);
     let ja = d.ok(&["exec", "jj", "--", "ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(ja.contains("172.17.0.2/16"), "{ja}");

@@ -62,7 +62,7 @@ fn internal_network_has_no_way_out(dataplane: &str) {
     let th = TestHost::new(&format!("fin{}", &dataplane[..1])).unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
     let pr = p();
-    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    d.serve("web", &["-p", "8080:7000"], "7000");
     d.ok(&["network", "create", "--internal", "intnet"]);
     d.ok(&["run", "-d", "--name", "in1", "--network", "intnet", "--", "sleep", "300"]);
     let gw = d.inspect("in1")["NetworkSettings"]["Networks"]["intnet"]["Gateway"].as_str().unwrap().to_string();
@@ -82,22 +82,7 @@ fn internal_network_has_no_way_out(dataplane: &str) {
     // ports go through an internal network while another network is there.
     let r = d.ok(&["exec", "in1", "--", "ip", "-4", "route", "show", "default"]);
     assert!(r.trim().is_empty(), "a sandbox on an internal network has a default route: {r}");
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "in2",
-        "--network",
-        "intnet",
-        "-p",
-        "8081:7000",
-        "--",
-        &pr,
-        "serve",
-        "--tag",
-        "in2",
-        "7000",
-    ]);
+    d.serve("in2", &["--network", "intnet", "-p", "8081:7000"], "7000");
     d.ok(&["network", "connect", "bridge", "in2"]);
     let r = d.ok(&["exec", "in2", "--", "ip", "-4", "route", "show", "default"]);
     assert!(r.contains("dev eth1"), "the default route goes through the bridge network, not the internal one: {r}");
@@ -119,7 +104,6 @@ fn internal_network_has_no_way_out(dataplane: &str) {
 /// decides, not the join order, and a higher priority wins. The default route and the
 /// published ports follow the gateway (checked with real connections from outside).
 fn gateway_order_is_dockers(th: &TestHost, d: &TestDaemon) {
-    let pr = p();
     let reach = |port: &str| {
         let mut tag = None;
         for _ in 0..10 {
@@ -138,23 +122,7 @@ fn gateway_order_is_dockers(th: &TestHost, d: &TestDaemon) {
     d.ok(&["network", "create", "zeta"]);
     d.ok(&["network", "create", "alpha"]);
     let serve = |name: &str, net: &str, port: &str| {
-        let publish = format!("{port}:7000");
-        d.ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            net,
-            "-p",
-            &publish,
-            "--",
-            &pr,
-            "serve",
-            "--tag",
-            name,
-            "7000",
-        ]);
+        d.serve(name, &["--network", net, "-p", &format!("{port}:7000")], "7000");
     };
     // Joined zeta first, then alpha: alpha sorts first and becomes the gateway.
     serve("gwn", "zeta", "8082");
