@@ -30,9 +30,7 @@ pub enum NetworkMode {
 impl NetworkMode {
     pub fn docker_name(&self, nets: &BTreeMap<String, Network>) -> String {
         match self {
-            NetworkMode::Bridge(id) => nets
-                .get(id)
-                .map_or_else(|| id.clone(), |n| if n.default_bridge { "bridge".into() } else { n.name.clone() }),
+            NetworkMode::Bridge(id) => nets.get(id).map_or_else(|| id.clone(), Network::docker_name),
             NetworkMode::Host => "host".into(),
             NetworkMode::None => "none".into(),
             NetworkMode::Container(id) => format!("container:{id}"),
@@ -126,6 +124,11 @@ pub struct BridgeNetV6 {
 }
 
 impl Network {
+    /// The name Docker shows for it: `bridge` for the default bridge, else its own.
+    pub fn docker_name(&self) -> String {
+        if self.default_bridge { "bridge".into() } else { self.name.clone() }
+    }
+
     pub fn spec(&self, bridge_ifindex: u32) -> Option<NetworkSpec> {
         let b = self.bridge.as_ref()?;
         Some(NetworkSpec {

@@ -1116,7 +1116,7 @@ pub fn gateways(st: &State, c: &crate::model::Container, eps: &[crate::model::En
         (
             n.is_some_and(|n| n.internal),
             c.gw_priority_of(&e.network_id),
-            n.map(|n| if n.default_bridge { "bridge".to_string() } else { n.name.clone() }).unwrap_or_default(),
+            n.map(crate::model::Network::docker_name).unwrap_or_default(),
         )
     })
 }

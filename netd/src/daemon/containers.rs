@@ -387,9 +387,7 @@ impl Daemon {
                             v4: b.is_some_and(|b| b.ipv4.is_some()),
                             v6: b.is_some_and(|b| b.ipv6.is_some()),
                             priority: c.gw_priority_of(nid),
-                            name: n
-                                .map(|n| if n.default_bridge { "bridge".to_string() } else { n.name.clone() })
-                                .unwrap_or_default(),
+                            name: n.map(crate::model::Network::docker_name).unwrap_or_default(),
                         }
                     })
                     .collect();

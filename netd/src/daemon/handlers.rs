@@ -536,7 +536,7 @@ impl super::Daemon {
         let mut networks = serde_json::Map::new();
         for ep in &c.endpoints {
             let Some(n) = st.networks.get(&ep.network_id) else { continue };
-            let name = if n.default_bridge { "bridge".to_string() } else { n.name.clone() };
+            let name = n.docker_name();
             networks.insert(
                 name,
                 json!({
@@ -572,7 +572,7 @@ impl super::Daemon {
         {
             for nid in std::iter::once(nid).chain(c.extra_networks.iter()) {
                 if let Some(n) = st.networks.get(nid) {
-                    let name = if n.default_bridge { "bridge".to_string() } else { n.name.clone() };
+                    let name = n.docker_name();
                     networks.insert(name, json!({"NetworkID": n.id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}));
                 }
             }
