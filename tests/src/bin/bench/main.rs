@@ -67,6 +67,10 @@ enum Cmd {
         /// The TCP stream figure too (raw hop and published port).
         #[arg(long)]
         stream: bool,
+        /// Head-to-head rounds after the repeats (raw hop, raw sandbox, ebpf, iptables-nft back
+        /// to back per round; see the full bench's "Head to head").
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        rounds: usize,
         #[arg(long, value_name = "DIR", default_value = "bench")]
         out: PathBuf,
     },
@@ -114,7 +118,9 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve { port } => load::serve(port),
         Cmd::Run { quick, no_runtimes, out } => run(quick, !no_runtimes, out),
-        Cmd::Profile { reps, ms, stream, out } => profile_only(reps, Duration::from_millis(ms), stream, out),
+        Cmd::Profile { reps, ms, stream, rounds, out } => {
+            profile_only(reps, Duration::from_millis(ms), stream, rounds, out)
+        }
         Cmd::Micro { calls, no_check } => {
             if !netd_tests::is_root() {
                 bail!("loading BPF programs needs root");
@@ -181,6 +187,8 @@ struct World {
     // Drop order: the daemon (netd down) and the servers before the namespaces.
     d: Option<TestDaemon>,
     _servers: Vec<Kill>,
+    /// The raw sandbox world's routed namespace (see [`raw_sandbox_world`]).
+    _sandbox: Option<netd_tests::netns::Netns>,
     th: TestHost,
     /// Namespace paths of the two sandboxes (server, client) when a daemon runs.
     server_ns: String,
@@ -209,6 +217,7 @@ fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
             th,
             d: None,
             _servers: servers,
+            _sandbox: None,
             server_ns: host.clone(),
             client_ns: host,
             floor: None,
@@ -247,6 +256,7 @@ fn world(name: &'static str, daemon_args: Option<&[&str]>) -> Result<World> {
         th,
         d: Some(d),
         _servers: servers,
+        _sandbox: None,
         server_ns: format!("/proc/{sp}/ns/net"),
         client_ns: format!("/proc/{cp}/ns/net"),
         floor: None,
@@ -262,6 +272,28 @@ fn floor_world(name: &'static str, which: &'static str) -> Result<World> {
         floor::attach(which, idx)
     })??;
     w.floor = Some((which, fds));
+    Ok(w)
+}
+
+/// Where the raw sandbox world's server listens (see [`raw_sandbox_world`]).
+const RAW_SANDBOX_DST: &str = "203.0.113.2:7000";
+
+/// The raw path placed like a sandbox: the server in a namespace of its own behind a second veth,
+/// the host routing to it (`ip_forward`, a route in the outside namespace), no program and no
+/// rule anywhere. A published port's packets make the same two veth passes (uplink, then the
+/// sandbox's veth) and cross the same namespaces; this is what the kernel alone costs for that,
+/// the floor of any dataplane that puts its server in a sandbox (the `raw` world's server sits
+/// in the host namespace: one veth pass).
+fn raw_sandbox_world(name: &'static str) -> Result<World> {
+    let mut w = world(name, None)?;
+    let sb = w.th.add_peer("s", "rsb0", "203.0.113.1/24", "203.0.113.2/24", "203.0.113.1").context("sandbox")?;
+    w.th.host.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    w.th.outside.exec_ok(&["ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.1"])?;
+    w._servers
+        .push(Kill(sb.cmd(&["taskset", "-c", "1", &bench_bin(), "serve", "7000"]).stdout(Stdio::null()).spawn()?));
+    std::thread::sleep(Duration::from_millis(300));
+    w.server_ns = sb.path();
+    w._sandbox = Some(sb);
     Ok(w)
 }
 
@@ -481,6 +513,7 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     println!("netd bench ({}): building worlds", if quick { "quick" } else { "full" });
     let worlds = vec![
         world("raw", None)?,
+        raw_sandbox_world("raw-sandbox")?,
         floor_world("raw+floor_empty", floor::EMPTY)?,
         floor_world("raw+floor_lookup", floor::LOOKUP)?,
         floor_world("raw+floor_write", floor::WRITE)?,
@@ -498,6 +531,8 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
         let out_ns = w.th.outside.path();
         match w.name {
             "raw" => plan.push(("published port from outside", w, out_ns, a("198.51.100.1:7000"), all.clone())),
+            // Only in the head-to-head rounds below.
+            "raw-sandbox" => {}
             // The per-run floor of a TC program (issue 19): the raw hop with a minimal program.
             n if n.starts_with("raw+") => {
                 plan.push(("published port from outside", w, out_ns, a("198.51.100.1:7000"), vec![Fig::Rr]))
@@ -532,8 +567,12 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     // Run-time statistics of every BPF program while this fd is open (BPF_ENABLE_STATS; no
     // sysctl touched): the profile of the eBPF paths.
     let _stats_fd = enable_bpf_stats();
-    let (res, profile) = measure_plan(&plan, repeats, dur);
+    let (res, mut profile) = measure_plan(&plan, repeats, dur);
     let _ = &worlds[0].server_ns;
+    // Issue 19's ratios, head to head (see `head_to_head`).
+    let (h2h_rounds, h2h_dur) = if quick { (1, Duration::from_millis(500)) } else { (9, Duration::from_millis(1500)) };
+    println!("netd bench: head to head, {h2h_rounds} rounds");
+    let h2h = head_to_head(&worlds, h2h_rounds, h2h_dur, &mut profile);
     // Scaling: CRR through the published port with N other published ports.
     let ns_list: Vec<usize> = if quick { vec![0, 1000] } else { vec![0, 100, 1000, 10000] };
     let mut scaling: BTreeMap<(String, usize), Scale> = BTreeMap::new();
@@ -622,7 +661,7 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     report.push('\n');
     report.push_str(&podman_md);
     report.push_str(&render_profile(&profile, &sizes));
-    report.push_str(&render_issue19(&res, &profile));
+    report.push_str(&render_issue19(&res, &profile, Some((&h2h, h2h_rounds, h2h_dur))));
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("crr-vs-ports.svg"), svg_scaling(&scaling, &ns_list))?;
     std::fs::write(out.join("latency.svg"), svg_latency(&res))?;
@@ -677,25 +716,10 @@ fn measure_plan(
                 if !figs.contains(&fig) {
                     continue;
                 }
-                let profiled = w.name.starts_with("ebpf").then_some(w.d.as_ref()).flatten();
-                let floor_runtime = |f: &(&'static str, _)| BTreeMap::from([(f.0.to_string(), floor::runtime(f.0))]);
-                let runtime = || profiled.map(prog_runtime).or_else(|| w.floor.as_ref().map(floor_runtime));
-                let before = runtime().unwrap_or_default();
                 // A stream figure is `STREAM_SPLIT` connections of an equal share of `dur`, each
                 // its own sample (see `STREAM_SPLIT`).
                 let parts = if fig == Fig::Stream { STREAM_SPLIT } else { 1 };
-                let part = dur / parts as u32;
-                let samples: Vec<Sample> = (0..parts).map(|_| measure(fig, ns, *dst, part)).collect();
-                if let Some(after) = runtime() {
-                    let e = profile.entry((path.to_string(), w.name.to_string(), fig)).or_default();
-                    e.0 += samples.iter().map(|s| s.ops_per_s * part.as_secs_f64()).sum::<f64>();
-                    for (name, (ns1, c1)) in after {
-                        let (ns0, c0) = before.get(&name).copied().unwrap_or((0, 0));
-                        let x = e.1.entry(name).or_default();
-                        x.0 += ns1.saturating_sub(ns0);
-                        x.1 += c1.saturating_sub(c0);
-                    }
-                }
+                let samples = measure_on(w, path, fig, ns, *dst, dur, parts, &mut profile);
                 done += 1;
                 for s in samples {
                     println!(
@@ -715,15 +739,102 @@ fn measure_plan(
     (res, profile)
 }
 
+/// One figure on world `w` (`parts` samples of `dur / parts` each), with the run time of the
+/// world's own programs (an eBPF world's, or its floor program) during it added to `profile`
+/// under (path, world, figure).
+#[allow(clippy::too_many_arguments)]
+fn measure_on(
+    w: &World,
+    path: &str,
+    fig: Fig,
+    ns: &str,
+    dst: SocketAddr,
+    dur: Duration,
+    parts: usize,
+    profile: &mut Profile,
+) -> Vec<Sample> {
+    let profiled = w.name.starts_with("ebpf").then_some(w.d.as_ref()).flatten();
+    let floor_runtime = |f: &(&'static str, _)| BTreeMap::from([(f.0.to_string(), floor::runtime(f.0))]);
+    let runtime = || profiled.map(prog_runtime).or_else(|| w.floor.as_ref().map(floor_runtime));
+    let before = runtime().unwrap_or_default();
+    let part = dur / parts as u32;
+    let samples: Vec<Sample> = (0..parts).map(|_| measure(fig, ns, dst, part)).collect();
+    if let Some(after) = runtime() {
+        let e = profile.entry((path.to_string(), w.name.to_string(), fig)).or_default();
+        e.0 += samples.iter().map(|s| s.ops_per_s * part.as_secs_f64()).sum::<f64>();
+        for (name, (ns1, c1)) in after {
+            let (ns0, c0) = before.get(&name).copied().unwrap_or((0, 0));
+            let x = e.1.entry(name).or_default();
+            x.0 += ns1.saturating_sub(ns0);
+            x.1 += c1.saturating_sub(c0);
+        }
+    }
+    samples
+}
+
+/// Issue 19's published-port comparison, head to head: per figure and world, one sample per
+/// round.
+type H2h = BTreeMap<(Fig, &'static str), Vec<Sample>>;
+
+/// The worlds of the head-to-head rounds, in their first round's order.
+const H2H_WORLDS: [&str; 4] = ["raw", "raw-sandbox", "ebpf", "iptables-nft"];
+
+/// Issue 19's three published-port figures (CRR, RR, one TCP stream connection), `rounds`
+/// rounds in which the raw hop, the raw sandbox, ebpf and iptables-nft are measured back to
+/// back (each round starts with another world), so every ratio can be taken within a round: on
+/// this VM single figures move by 10-20 % between minutes, more than the differences asked
+/// about, while a round lasts seconds. The eBPF world's program run time goes into `profile`
+/// like the main plan's.
+fn head_to_head(worlds: &[World], rounds: usize, dur: Duration, profile: &mut Profile) -> H2h {
+    let pp = "published port from outside";
+    let mut out: H2h = BTreeMap::new();
+    let ws: Vec<&World> = H2H_WORLDS.iter().filter_map(|n| worlds.iter().find(|w| w.name == *n)).collect();
+    for r in 0..rounds {
+        for fig in [Fig::Crr, Fig::Rr, Fig::Stream] {
+            for i in 0..ws.len() {
+                let w = ws[(i + r) % ws.len()];
+                let dst = match w.name {
+                    "raw" => a("198.51.100.1:7000"),
+                    "raw-sandbox" => a(RAW_SANDBOX_DST),
+                    _ => a("198.51.100.1:8080"),
+                };
+                let s = measure_on(w, pp, fig, &w.th.outside.path(), dst, dur, 1, profile).remove(0);
+                println!(
+                    "  head to head, round {r} / {} / {}: {:.0} ops/s p50 {:.0} µs {:.2} Gbit/s",
+                    fig.name(),
+                    w.name,
+                    s.ops_per_s,
+                    s.p50_us,
+                    s.gbit_s
+                );
+                out.entry((fig, w.name)).or_default().push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Median, min and max of the round-by-round ratios `f(a) / f(b)` of worlds `a` and `b` (rounds
+/// where either failed left out), and how many rounds.
+fn h2h_ratio(h: &H2h, fig: Fig, a: &str, b: &str, f: fn(&Sample) -> f64) -> Option<(f64, f64, f64, usize)> {
+    let (x, y) = (h.get(&(fig, a))?, h.get(&(fig, b))?);
+    let mut q: Vec<f64> = x.iter().zip(y).filter(|(p, q)| f(p) > 0.0 && f(q) > 0.0).map(|(p, q)| f(p) / f(q)).collect();
+    if q.is_empty() {
+        return None;
+    }
+    q.sort_by(f64::total_cmp);
+    Some((median(&q), q[0], q[q.len() - 1], q.len()))
+}
+
 /// `netd-bench profile`: the published port from outside and masquerade on raw, ebpf and
 /// iptables-nft, `reps` interleaved repeats of `dur` each, with the eBPF programs' profile.
-fn profile_only(reps: usize, dur: Duration, stream: bool, out: PathBuf) -> Result<()> {
+fn profile_only(reps: usize, dur: Duration, stream: bool, rounds: usize, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root");
     }
     let _ = LOAD0.set(loadavg());
     let t0 = Instant::now();
-    let worlds = vec![
+    let mut worlds = vec![
         world("raw", None)?,
         floor_world("raw+floor_empty", floor::EMPTY)?,
         floor_world("raw+floor_lookup", floor::LOOKUP)?,
@@ -731,9 +842,12 @@ fn profile_only(reps: usize, dur: Duration, stream: bool, out: PathBuf) -> Resul
         world("ebpf", Some(&["--dataplane", "ebpf"]))?,
         world("iptables-nft", Some(&["--dataplane", "iptables", "--iptables-backend", "nft"]))?,
     ];
+    if rounds > 0 {
+        worlds.push(raw_sandbox_world("raw-sandbox")?);
+    }
     let pp = "published port from outside";
     let mut plan: Plan = Vec::new();
-    for w in &worlds {
+    for w in worlds.iter().filter(|w| w.name != "raw-sandbox") {
         let mut figs = vec![Fig::Rr, Fig::Crr, Fig::Udp];
         if stream && !w.name.starts_with("raw+") {
             figs.push(Fig::Stream);
@@ -746,7 +860,9 @@ fn profile_only(reps: usize, dur: Duration, stream: bool, out: PathBuf) -> Resul
         }
     }
     let _stats_fd = enable_bpf_stats();
-    let (res, profile) = measure_plan(&plan, reps, dur);
+    let (res, mut profile) = measure_plan(&plan, reps, dur);
+    let h2h = (rounds > 0).then(|| head_to_head(&worlds, rounds, dur, &mut profile));
+    drop(plan);
     let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
     drop(worlds);
     let mut md = format!(
@@ -799,7 +915,7 @@ fn profile_only(reps: usize, dur: Duration, stream: bool, out: PathBuf) -> Resul
         }
     }
     md.push_str(&render_profile(&profile, &sizes));
-    md.push_str(&render_issue19(&res, &profile));
+    md.push_str(&render_issue19(&res, &profile, h2h.as_ref().map(|h| (h, rounds, dur))));
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("profile.md"), &md)?;
     println!("{md}\nwrote {}/profile.md", out.display());
@@ -996,7 +1112,7 @@ fn per_run(profile: &Profile, path: &str, w: &str, fig: Fig) -> Option<(f64, Per
 /// against iptables-nft (with the raw hop's RR p50 as the floor), TCP stream against the raw
 /// hop (the medians' ratio and the pairwise median), and the eBPF programs' time per run on
 /// the established path (TCP RR) next to the floor programs'.
-fn render_issue19(res: &Results, profile: &Profile) -> String {
+fn render_issue19(res: &Results, profile: &Profile, h2h: Option<(&H2h, usize, Duration)>) -> String {
     let pp = "published port from outside";
     let med = |w: &str, fig: Fig, f: &dyn Fn(&Sample) -> f64| -> Option<f64> {
         res.get(&(pp.to_string(), w.to_string(), fig)).map(|x| median(&x.iter().map(f).collect::<Vec<_>>()))
@@ -1091,6 +1207,79 @@ fn render_issue19(res: &Results, profile: &Profile) -> String {
             "\nRR p50 floor: the raw veth hop, with no program at all, is at {f:.2}× of iptables-nft's p50 in this run; no dataplane that adds anything to that hop goes below it."
         );
     }
+    if let Some((h, rounds, dur)) = h2h {
+        s.push_str(&render_h2h(h, rounds, dur));
+    }
+    s
+}
+
+/// The head-to-head rounds ([`head_to_head`]): each world's median, the ratios within rounds,
+/// and issue 19's three ratio targets judged on them, with the no-program floors beside them.
+fn render_h2h(h: &H2h, rounds: usize, dur: Duration) -> String {
+    let yes = |met: bool| if met { "yes" } else { "**no**" };
+    let ops: fn(&Sample) -> f64 = |x| x.ops_per_s;
+    let p50: fn(&Sample) -> f64 = |x| x.p50_us;
+    let gbit: fn(&Sample) -> f64 = |x| x.gbit_s;
+    let mut s = format!(
+        "\n### Head to head: {rounds} rounds, published port from outside\n\nIn each round the raw hop, the raw sandbox (the server in a namespace of its own behind a second veth, the host routing to it: no program, no rule; the same two veth passes as a published port's packets), ebpf and iptables-nft are measured back to back for {:.1} s each (CRR, then RR, then one TCP stream connection; each round starts with the next world), and each ratio is taken within a round: median of the {rounds} rounds' ratios [min–max]. On this VM single figures move by 10–20 % from minute to minute, more than the differences these targets ask about; within a round they share the machine's state.\n\n| figure | raw hop | raw sandbox | ebpf | iptables-nft |\n|---|---|---|---|---|\n",
+        dur.as_secs_f64()
+    );
+    for (fig, f, unit) in [(Fig::Crr, ops, "ops/s"), (Fig::Rr, p50, "µs p50"), (Fig::Stream, gbit, "Gbit/s")] {
+        let cell = |w: &str| {
+            h.get(&(fig, w)).map_or("–".to_string(), |v| {
+                let m = median(&v.iter().map(f).collect::<Vec<_>>());
+                if fig == Fig::Stream { format!("{m:.2} {unit}") } else { format!("{m:.0} {unit}") }
+            })
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            fig.name(),
+            cell("raw"),
+            cell("raw-sandbox"),
+            cell("ebpf"),
+            cell("iptables-nft")
+        );
+    }
+    let q = |x: Option<(f64, f64, f64, usize)>| {
+        x.map_or("–".to_string(), |(m, lo, hi, n)| format!("{m:.2}× [{lo:.2}–{hi:.2}×, {n} rounds]"))
+    };
+    s.push_str("\n| target | ebpf, median of round ratios | goal | met | the same ratio with no program (floor) |\n|---|---|---|---|---|\n");
+    let crr = h2h_ratio(h, Fig::Crr, "ebpf", "iptables-nft", ops);
+    let _ = writeln!(
+        s,
+        "| published-port TCP CRR / iptables-nft | {} | ≥ 1.10× | {} | raw sandbox / iptables-nft {} |",
+        q(crr),
+        crr.map_or("not measured", |c| yes(c.0 >= 1.10)),
+        q(h2h_ratio(h, Fig::Crr, "raw-sandbox", "iptables-nft", ops))
+    );
+    let rr = h2h_ratio(h, Fig::Rr, "ebpf", "iptables-nft", p50);
+    let _ = writeln!(
+        s,
+        "| published-port TCP RR p50 / iptables-nft | {} | ≤ 0.90× | {} | raw sandbox / iptables-nft {}; raw hop / iptables-nft {} |",
+        q(rr),
+        rr.map_or("not measured", |c| yes(c.0 <= 0.90)),
+        q(h2h_ratio(h, Fig::Rr, "raw-sandbox", "iptables-nft", p50)),
+        q(h2h_ratio(h, Fig::Rr, "raw", "iptables-nft", p50))
+    );
+    let st = h2h_ratio(h, Fig::Stream, "ebpf", "raw", gbit);
+    let _ = writeln!(
+        s,
+        "| published-port TCP stream / raw hop | {} | ≥ 1.0× | {} | raw sandbox / raw hop {} |",
+        q(st),
+        st.map_or("not measured", |c| yes(c.0 >= 1.0)),
+        q(h2h_ratio(h, Fig::Stream, "raw-sandbox", "raw", gbit))
+    );
+    let _ = writeln!(
+        s,
+        "\nAgainst the raw sandbox (the same namespaces and veth passes, no program): ebpf's CRR {}, RR p50 {}, stream {}; iptables-nft's CRR {}, RR p50 {}, stream {}.",
+        q(h2h_ratio(h, Fig::Crr, "ebpf", "raw-sandbox", ops)),
+        q(h2h_ratio(h, Fig::Rr, "ebpf", "raw-sandbox", p50)),
+        q(h2h_ratio(h, Fig::Stream, "ebpf", "raw-sandbox", gbit)),
+        q(h2h_ratio(h, Fig::Crr, "iptables-nft", "raw-sandbox", ops)),
+        q(h2h_ratio(h, Fig::Rr, "iptables-nft", "raw-sandbox", p50)),
+        q(h2h_ratio(h, Fig::Stream, "iptables-nft", "raw-sandbox", gbit))
+    );
     s
 }
 
@@ -1193,7 +1382,7 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "- topology: an outside namespace --veth-- a host namespace running `netd up`, servers in sandboxes (`netd-bench serve`, pinned to CPU 1), clients pinned to CPU 0; the raw path is the same veth hop to a server in the host namespace with no program attached.\n"
+        "- topology: an outside namespace --veth-- a host namespace running `netd up`, servers in sandboxes (`netd-bench serve`, pinned to CPU 1), clients pinned to CPU 0; the raw path is the same veth hop to a server in the host namespace with no program attached; the raw sandbox (head-to-head rounds only) adds a second veth to a server in a namespace of its own, routed by the host, no program or rule.\n"
     );
     s.push_str(&render_figs(res));
     let _ = writeln!(s, "## Scaling: TCP CRR through a published port with N other published ports\n");
