@@ -1242,9 +1242,9 @@ fn render_h2h(h: &H2h, rounds: usize, dur: Duration) -> String {
         );
     }
     let q = |x: Option<(f64, f64, f64, usize)>| {
-        x.map_or("–".to_string(), |(m, lo, hi, n)| format!("{m:.2}× [{lo:.2}–{hi:.2}×, {n} rounds]"))
+        x.map_or("–".to_string(), |(m, lo, hi, n)| format!("{m:.2}× [{lo:.2}–{hi:.2}×, n={n}]"))
     };
-    s.push_str("\n| target | ebpf, median of round ratios | goal | met | the same ratio with no program (floor) |\n|---|---|---|---|---|\n");
+    s.push_str("\n| target | ebpf, median of round ratios [min–max, rounds] | goal | met | the same ratio with no program (floor) |\n|---|---|---|---|---|\n");
     let crr = h2h_ratio(h, Fig::Crr, "ebpf", "iptables-nft", ops);
     let _ = writeln!(
         s,
