@@ -595,7 +595,10 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
                 crr: median(&crr),
                 run_ms,
                 publish_ms: publish_last_ms(d),
-                rss_kb: d.rss_kb().unwrap_or(0) as f64,
+                // Settled (the lowest over one conntrack-GC period): a GC pass's working set
+                // (its batch buffers, several MB with the flows the CRR figure just made) is
+                // transient and scales with flows, not ports; one sample could land in it.
+                rss_kb: if quick { d.rss_kb() } else { d.settled_rss_kb() }.unwrap_or(0) as f64,
                 maps_kb: daemon_maps_kb(d),
             };
             d.ok(&["rm", "-f", "one"]);
@@ -1414,7 +1417,7 @@ fn render(
             let maps = (an.maps_kb - a0.maps_kb) * 1024.0 / nmax as f64;
             let _ = writeln!(
                 s,
-                "\nMemory per published port on the eBPF dataplane (N={nmax}, N=0 as the base): daemon RSS growth {rss:.0} B + BPF map memory growth {maps:.0} B (`bpftool map show` memlock of the daemon's pinned maps; the published-port, endpoint and link maps are `BPF_F_NO_PREALLOC`, so they grow per entry; conntrack is a preallocated LRU sized for flows, not ports, {:.0} kB in all at N=0).",
+                "\nMemory per published port on the eBPF dataplane (N={nmax}, N=0 as the base): daemon RSS growth {rss:.0} B (full mode: the RSS settled, the lowest over one conntrack-GC period, so a GC pass's transient working set, which grows with the flows the CRR figure made, is not counted as per-port memory) + BPF map memory growth {maps:.0} B (`bpftool map show` memlock of the daemon's pinned maps; the published-port, endpoint and link maps are `BPF_F_NO_PREALLOC`, so they grow per entry; conntrack is a preallocated LRU sized for flows, not ports, {:.0} kB in all at N=0).",
                 a0.maps_kb
             );
             Some(rss + maps)
