@@ -512,6 +512,9 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
 // The programs write `dmac` and `smac` into a frame as one 12-byte block.
 const _: () = assert!(core::mem::offset_of!(CtValue, smac) == core::mem::offset_of!(CtValue, dmac) + 6);
+// ... read as three aligned words (`nat::set_macs12` in netd-ebpf).
+const _: () = assert!(core::mem::offset_of!(CtValue, dmac) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(v6::CtValue6, dmac) % 4 == 0 && core::mem::align_of::<v6::CtValue6>() >= 4);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<ProgId>() == 4);
 const _: () = assert!(core::mem::size_of::<DropReason>() == 4);

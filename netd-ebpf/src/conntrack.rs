@@ -435,7 +435,7 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
             if p.dont_fragment && ctx.len() > v.fib_mtu as u32 && mtu_exceeded(ctx, v.ifindex) {
                 return TC_ACT_OK as i32;
             }
-            if let Err(verdict) = translate(ctx, p, v, true) {
+            if let Err(verdict) = translate(ctx, p, v, true, true) {
                 return verdict;
             }
             if nat::set_macs12(ctx, entry_macs(v)).is_err() {
@@ -462,21 +462,24 @@ pub fn apply(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
             v.fib_mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
             v.fib_gen = cur;
         }
-        if let Err(verdict) = translate(ctx, p, v, true) {
+        if let Err(verdict) = translate(ctx, p, v, true, false) {
             return verdict;
         }
         return redirect_with(ctx, rc, fib);
     }
     let routed = v.action == CT_ACT_PEER && v.flags & CT_F_L2 == 0;
-    if let Err(verdict) = translate(ctx, p, v, routed) {
+    if let Err(verdict) = translate(ctx, p, v, routed, v.action == CT_ACT_PEER) {
         return verdict;
     }
     deliver(ctx, v)
 }
 
 /// Rewrite to the entry's tuple, account, and make the routed hop (TTL). Err: the verdict.
+/// `macs`: the packet leaves with the entry's MACs (`deliver`, the cached route), which
+/// `set_tuple` then writes with the headers where it can (`nat::set_macs12` does not write them
+/// again); not for a packet the TTL leaves to the kernel, which keeps its own.
 #[inline(always)]
-fn translate(ctx: &TcContext, p: &mut Pkt, v: &mut CtValue, routed: bool) -> Result<(), i32> {
+fn translate(ctx: &TcContext, p: &mut Pkt, v: &mut CtValue, routed: bool, macs: bool) -> Result<(), i32> {
     // The first fragment of a fragmented datagram: later fragments (no L4 header) get the
     // same address translation and delivery.
     if p.more_fragments && !p.later_fragment {
@@ -485,7 +488,8 @@ fn translate(ctx: &TcContext, p: &mut Pkt, v: &mut CtValue, routed: bool) -> Res
     }
     // The routed hop's TTL decrement goes into the same header write.
     let dec_ttl = routed && p.ttl > 1;
-    if nat::set_tuple(ctx, p, v.saddr, v.daddr, v.sport, v.dport, dec_ttl).is_err() {
+    let macs = if macs && (dec_ttl || !routed) { entry_macs(v) as *const [u8; 12] } else { core::ptr::null() };
+    if nat::set_tuple(ctx, p, v.saddr, v.daddr, v.sport, v.dport, dec_ttl, macs).is_err() {
         stats::count_drop(DropReason::Malformed);
         return Err(TC_ACT_SHOT as i32);
     }

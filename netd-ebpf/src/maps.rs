@@ -127,16 +127,25 @@ pub struct TcpScratch {
     pub key6: netd_common::v6::CtKey6,
 }
 
-/// The bytes of an IPv4 packet `nat::set_tuple` rewrites, one per CPU, off the BPF stack: words
-/// 0..3 the IPv4 header's TTL to destination address (bytes 8..20, written by `set_tuple`), words
+/// The bytes of an IPv4 packet's head that `nat::set_tuple` and the MAC stores write, one per
+/// CPU, off the BPF stack, laid out as the frame is from byte [`SCRATCH_HEAD`] on (the frame's
+/// offset `o` at byte `o + 2`, so the IPv4 header's byte 8 starts a word): bytes 2..14 the
+/// Ethernet addresses (written by `set_tuple` with the headers), 14..24 the EtherType and the IPv4 header's first 8
+/// bytes as the parser read them (`Pkt::head`, the common frame only), words [`SCRATCH_MID_AT`]..
+/// the IPv4 header's TTL to destination address (bytes 8..20, written by `set_tuple`), words
 /// [`SCRATCH_L4_AT`].. the first 20 bytes of the TCP header (UDP: 8) as the parser read them
-/// (`Pkt::l4_copied`). `set_tuple` rewrites them in place and writes them back with one store
-/// (both parts at once when the IPv4 header has no options: they are then adjacent).
+/// (`Pkt::l4_copied`). `set_tuple` rewrites them in place and writes them back with one store:
+/// from the frame's first byte when all of it is here (MACs, an IPv4 header without options),
+/// else the IPv4 header's middle and the L4 header (adjacent without options) and the MACs apart.
 #[map(name = "SCRATCH_L4")]
-pub static SCRATCH_L4: PerCpuArray<[u32; 8]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH_L4: PerCpuArray<[u32; 16]> = PerCpuArray::with_max_entries(1, 0);
 
+/// The byte of `SCRATCH_L4` that holds the frame's first.
+pub const SCRATCH_HEAD: usize = 2;
+/// The word of `SCRATCH_L4` where the IPv4 header's byte 8 (the TTL) is.
+pub const SCRATCH_MID_AT: usize = 6;
 /// The word of `SCRATCH_L4` where the L4 header starts.
-pub const SCRATCH_L4_AT: usize = 3;
+pub const SCRATCH_L4_AT: usize = 9;
 
 #[map(name = "SCRATCH_TCP")]
 pub static SCRATCH_TCP: PerCpuArray<TcpScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -11,8 +11,8 @@ use netd_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     kctx::{self, CHECKSUM_COMPLETE, CHECKSUM_PARTIAL},
-    maps::{SCRATCH_L4, SCRATCH_L4_AT},
-    parse::Pkt,
+    maps::{SCRATCH_HEAD, SCRATCH_L4, SCRATCH_L4_AT, SCRATCH_MID_AT},
+    parse::{HEAD_COPIED, HEAD_MACS_DONE, Pkt, SCRATCH_FLAGS},
 };
 
 #[inline(always)]
@@ -89,11 +89,58 @@ pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64
     Ok(())
 }
 
-/// Set both Ethernet addresses from 12 contiguous bytes (destination, then source), in one
-/// store.
+/// Set both Ethernet addresses (12 contiguous, 4-aligned bytes: destination, then source; a
+/// conntrack entry's `dmac` and `smac`) in one store, unless `set_tuple` wrote them already
+/// with the headers (`HEAD_MACS_DONE`, which this consumes).
+///
+/// The bytes go through `SCRATCH_L4` (its bytes 2..14, with half-word copies) rather than to
+/// `bpf_skb_store_bytes` in place: that helper copies with `rep movsb`, and an entry's MACs
+/// straddle a cache line in one entry of eight (`CT_V4`'s elements are 120 bytes, so a value's
+/// offset in its line cycles through the multiples of 8), which cost that copy ~45 ns a packet
+/// on this VM (`netd-bench micro`, bench/report.md "seventh pass").
 #[inline(always)]
 pub fn set_macs12(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
-    ctx.store(0, macs, 0)
+    let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return Err(0) };
+    let b = h as *mut u8;
+    // SAFETY: per-CPU map value, valid for this program run (64 bytes); `macs` is 4-aligned
+    // (asserted in netd-common for the callers' entries), six half-words.
+    unsafe {
+        let f = *b.add(SCRATCH_FLAGS);
+        if f & HEAD_MACS_DONE != 0 {
+            *b.add(SCRATCH_FLAGS) = f & !HEAD_MACS_DONE;
+            return Ok(());
+        }
+        stage_macs(b, macs);
+        ctx.store(0, &*(b.add(SCRATCH_HEAD) as *const [u8; 12]), 0)
+    }
+}
+
+/// [`set_macs12`] for the IPv6 programs, which never write the MACs with the headers.
+#[inline(always)]
+pub fn store_macs(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
+    let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return Err(0) };
+    let b = h as *mut u8;
+    // SAFETY: as in `set_macs12`.
+    unsafe {
+        stage_macs(b, macs);
+        ctx.store(0, &*(b.add(SCRATCH_HEAD) as *const [u8; 12]), 0)
+    }
+}
+
+/// The MACs into the slot's bytes 2..14 (`SCRATCH_HEAD`), where the frame's are.
+///
+/// # Safety
+/// `b` is `SCRATCH_L4`'s slot; `macs` 2-aligned.
+#[inline(always)]
+unsafe fn stage_macs(b: *mut u8, macs: &[u8; 12]) {
+    let m = macs.as_ptr() as *const u16;
+    // SAFETY: the caller's.
+    unsafe {
+        let d = b.add(SCRATCH_HEAD) as *mut u16;
+        for i in 0..6 {
+            *d.add(i) = *m.add(i);
+        }
+    }
 }
 
 /// A routed hop: decrement the TTL (the caller has checked it is above 1), fixing the header
@@ -142,10 +189,14 @@ struct IpMid {
 /// read `ip_summed` (`kctx`), TCP and UDP get their checksum computed here ([`set_l4`]) and the
 /// IPv4 header's middle (TTL, checksum, addresses) and the L4 header up to its checksum are
 /// rewritten in `SCRATCH_L4` and written back with one store when the IPv4 header has no
-/// options (they are adjacent then), two otherwise. Without `ip_summed`: the IPv4 header's
+/// options (they are adjacent then), two otherwise; with `macs` (not null: the 12 bytes of the
+/// Ethernet addresses the packet leaves with, from its entry) and the common frame (the parser
+/// copied its head, `HEAD_COPIED`) that one store starts at the frame's first byte and takes the
+/// MACs too (`HEAD_MACS_DONE`: `set_macs12` then leaves them). Without `ip_summed`: the IPv4 header's
 /// middle with one store, and the L4 checksum by difference (one call for the addresses, which
 /// its pseudo-header covers, one for the ports, which a CHECKSUM_PARTIAL packet's checksum
 /// field must not see) and a store for the ports.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn set_tuple(
     ctx: &TcContext,
@@ -155,6 +206,7 @@ pub fn set_tuple(
     sport: u16,
     dport: u16,
     dec_ttl: bool,
+    macs: *const [u8; 12],
 ) -> Result<(), i64> {
     let addrs = p.saddr != saddr || p.daddr != daddr;
     // The L4 checksum's difference for the addresses (its pseudo-header), before they change.
@@ -162,7 +214,7 @@ pub fn set_tuple(
     let kl4 = (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && kctx::available();
     if kl4 {
         // (The branch not taken by a `.rodata` constant is dead code to the verifier.)
-        return if set_l4(ctx, p, saddr, daddr, dec_ttl, addrs, adiff, (sport as u32) | ((dport as u32) << 16)) {
+        return if set_l4(ctx, p, saddr, daddr, dec_ttl, addrs, adiff, (sport as u32) | ((dport as u32) << 16), macs) {
             Ok(())
         } else {
             Err(0)
@@ -232,9 +284,10 @@ fn ip_mid(p: &Pkt, saddr: u32, daddr: u32, dec_ttl: bool) -> (IpMid, u8) {
 /// the L4 checksum computed here, and the IPv4 header's middle and the L4 header from the ports
 /// to the checksum rewritten in `SCRATCH_L4` (where the parser put the L4 header,
 /// `Pkt::l4_copied`) and written back with one store when the IPv4 header has no options (two
-/// otherwise), where `bpf_l4_csum_replace` took a call for the ports, one for the addresses and
-/// a store for the ports, and the IPv4 header a store of its own (helper calls of ~35 ns each,
-/// `netd-bench micro`).
+/// otherwise; from the frame's first byte with the MACs when `macs` is given and the parser
+/// copied the frame's head, see [`set_tuple`]), where `bpf_l4_csum_replace` took a call for the
+/// ports, one for the addresses and a store for the ports, and the IPv4 header a store of its
+/// own.
 ///
 /// The arithmetic is `bpf_l4_csum_replace`'s: a CHECKSUM_PARTIAL packet's field holds the
 /// pseudo-header's sum (the device or the stack adds the rest), so only the addresses go into
@@ -253,16 +306,19 @@ fn set_l4(
     addrs: bool,
     adiff: u32,
     new: u32,
+    macs: *const [u8; 12],
 ) -> bool {
     let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return false };
     // SAFETY: per-CPU map value, valid for this program run, filled by the parser.
     let h = unsafe { &mut *h };
+    const M: usize = SCRATCH_MID_AT;
+    let b = h as *const [u32; 16] as *const u8;
     let mid = addrs || dec_ttl;
     if mid {
         let (m, ttl) = ip_mid(p, saddr, daddr, dec_ttl);
-        h[0] = u32::from(m.ttl) | (u32::from(m.proto) << 8) | (u32::from(m.check) << 16);
-        h[1] = m.saddr;
-        h[2] = m.daddr;
+        h[M] = u32::from(m.ttl) | (u32::from(m.proto) << 8) | (u32::from(m.check) << 16);
+        h[M + 1] = m.saddr;
+        h[M + 2] = m.daddr;
         p.ttl = ttl;
         p.ip_csum = m.check;
         p.saddr = saddr;
@@ -273,17 +329,17 @@ fn set_l4(
     let adjacent = p.l4 as usize == p.l3 as usize + 20;
     if !addrs && old == new {
         // A TTL alone (a routed hop without NAT).
-        // SAFETY: the slot's first 12 bytes.
-        return !mid || ctx.store(p.l3 as usize + 8, unsafe { &*(h as *const [u32; 8] as *const [u8; 12]) }, 0).is_ok();
+        // SAFETY: the slot's 12 bytes from word M.
+        return !mid || ctx.store(p.l3 as usize + 8, unsafe { &*(b.add(M * 4) as *const [u8; 12]) }, 0).is_ok();
     }
     if !p.l4_copied {
         return false;
     }
     if !mid && adjacent {
         // The ports alone: the IPv4 header's bytes as they are, for the one store.
-        h[0] = u32::from(p.ttl) | (u32::from(p.proto) << 8) | (u32::from(p.ip_csum) << 16);
-        h[1] = p.saddr;
-        h[2] = p.daddr;
+        h[M] = u32::from(p.ttl) | (u32::from(p.proto) << 8) | (u32::from(p.ip_csum) << 16);
+        h[M + 1] = p.saddr;
+        h[M + 2] = p.daddr;
     }
     let udp = p.proto == IPPROTO_UDP;
     const L: usize = SCRATCH_L4_AT;
@@ -316,24 +372,44 @@ fn set_l4(
         // Checksum, then the urgent pointer.
         h[L + 4] = (h[L + 4] & 0xffff_0000) | check as u32;
     }
-    let b = h as *const [u32; 8] as *const u8;
-    // SAFETY (each store's source): bytes of the 32-byte slot, from 0 or from the L4 header's
-    // first (12): the IPv4 header's 12, then TCP's first 18 (through the checksum) or UDP's 8.
+    // SAFETY (each store's source): bytes of the 64-byte slot: from the frame's first
+    // (`SCRATCH_HEAD`: MACs, EtherType, the IPv4 header, TCP's first 18 bytes through the
+    // checksum or UDP's 8), from the IPv4 header's middle (word M, 12 bytes, then the L4
+    // header's) or from the L4 header's first (word L).
+    let bm = h as *mut [u32; 16] as *mut u8;
+    // SAFETY: the slot's flags byte.
+    if adjacent && !macs.is_null() && unsafe { *bm.add(SCRATCH_FLAGS) } & HEAD_COPIED != 0 {
+        // The whole head in one store, the MACs too (copied into the slot as `set_macs12`
+        // does, which then leaves them).
+        // SAFETY: `macs` is a live entry's 12 MAC bytes, 4-aligned (netd-common asserts it).
+        unsafe { stage_macs(bm, &*macs) };
+        let r = if udp {
+            ctx.store(0, unsafe { &*(b.add(SCRATCH_HEAD) as *const [u8; 42]) }, 0)
+        } else {
+            ctx.store(0, unsafe { &*(b.add(SCRATCH_HEAD) as *const [u8; 52]) }, 0)
+        };
+        if r.is_err() {
+            return false;
+        }
+        // SAFETY: the slot's flags byte.
+        unsafe { *bm.add(SCRATCH_FLAGS) = HEAD_MACS_DONE };
+        return true;
+    }
     if adjacent {
         let r = if udp {
-            ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 20]) }, 0)
+            ctx.store(p.l3 as usize + 8, unsafe { &*(b.add(M * 4) as *const [u8; 20]) }, 0)
         } else {
-            ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 30]) }, 0)
+            ctx.store(p.l3 as usize + 8, unsafe { &*(b.add(M * 4) as *const [u8; 30]) }, 0)
         };
         return r.is_ok();
     }
-    if mid && ctx.store(p.l3 as usize + 8, unsafe { &*(b as *const [u8; 12]) }, 0).is_err() {
+    if mid && ctx.store(p.l3 as usize + 8, unsafe { &*(b.add(M * 4) as *const [u8; 12]) }, 0).is_err() {
         return false;
     }
     let r = if udp {
-        ctx.store(p.l4 as usize, unsafe { &*(b.add(12) as *const [u8; 8]) }, 0)
+        ctx.store(p.l4 as usize, unsafe { &*(b.add(L * 4) as *const [u8; 8]) }, 0)
     } else {
-        ctx.store(p.l4 as usize, unsafe { &*(b.add(12) as *const [u8; 18]) }, 0)
+        ctx.store(p.l4 as usize, unsafe { &*(b.add(L * 4) as *const [u8; 18]) }, 0)
     };
     r.is_ok()
 }

@@ -102,6 +102,33 @@ pub struct Pkt {
     pub summed: u8,
 }
 
+/// `SCRATCH_L4`'s byte [`SCRATCH_FLAGS`] (`nat`): the EtherType and the IPv4 header's first 8
+/// bytes are in the slot (the common frame, `tc_direct`). Written by every parse that copies the
+/// L4 header (`Pkt::l4_copied`), so it always speaks of the packet at hand.
+pub const HEAD_COPIED: u8 = 1;
+/// `SCRATCH_L4`'s byte [`SCRATCH_FLAGS`]: `set_tuple` wrote the Ethernet addresses with the
+/// headers (`nat::set_macs12` then does not); cleared by the parse and by `set_macs12`.
+pub const HEAD_MACS_DONE: u8 = 2;
+/// The byte of `SCRATCH_L4` that holds the `HEAD_*` flags.
+pub const SCRATCH_FLAGS: usize = 0;
+
+/// The frame's bytes 12..22 (the EtherType, IPv4 for this parser, and the IPv4 header's first
+/// 8 bytes) into `SCRATCH_L4`'s bytes 14..24 (`SCRATCH_HEAD`), for `set_tuple`'s one store from
+/// the frame's first byte.
+///
+/// # Safety
+/// `data` is the linear data's start with at least 22 bytes readable (checked by the caller).
+#[inline(always)]
+unsafe fn copy_head(s: &mut [u32; 16], data: usize) {
+    const _: () = assert!(crate::maps::SCRATCH_HEAD == 2 && crate::maps::SCRATCH_MID_AT == 6);
+    // SAFETY: the caller's; bytes 14..24 of the 64-byte, 8-aligned slot.
+    unsafe {
+        *(s.as_mut_ptr() as *mut u8).add(SCRATCH_FLAGS) = HEAD_COPIED;
+        *(s.as_mut_ptr() as *mut u16).add(7) = ETH_P_IP.to_be();
+        *(s.as_mut_ptr() as *mut u64).add(2) = *((data + IP_OFF) as *const u64);
+    }
+}
+
 /// The common packet read straight from the linear data (no helper call): an IPv4 header
 /// without options and the whole L4 header in the linear area. None: anything else, which
 /// [`tc_slow`] reads (and judges) with `bpf_skb_load_bytes`. Same result as `tc_slow`.
@@ -167,6 +194,7 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
                     let w = data + L4;
                     let s = &mut *s;
+                    copy_head(s, data);
                     s[SCRATCH_L4_AT] = *(w as *const u32);
                     s[SCRATCH_L4_AT + 1] = *((w + 4) as *const u32);
                     s[SCRATCH_L4_AT + 2] = *((w + 8) as *const u32);
@@ -184,6 +212,7 @@ fn tc_direct(ctx: &TcContext) -> Option<Pkt> {
                 p.dport = *((data + L4 + 2) as *const u16);
                 p.udp_csum_zero = *((data + L4 + 6) as *const u16) == 0;
                 if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
+                    copy_head(&mut *s, data);
                     (*s)[SCRATCH_L4_AT] = *((data + L4) as *const u32);
                     (*s)[SCRATCH_L4_AT + 1] = *((data + L4 + 4) as *const u32);
                     p.l4_copied = true;
@@ -321,6 +350,9 @@ fn tc_loads(ctx: &TcContext, ip: usize) -> Result<Pkt, ParseError> {
             // The header for `nat::set_tuple` (a TCP header shorter than 20 bytes is left out:
             // a translation then drops it as malformed).
             if let Some(s) = SCRATCH_L4.get_ptr_mut(0) {
+                // Not the common frame: no head bytes for `set_tuple` (nor a stale flag).
+                // SAFETY: the slot's first byte.
+                unsafe { *(s as *mut u8).add(SCRATCH_FLAGS) = 0 };
                 let n = if proto == IPPROTO_TCP { 20 } else { 8 };
                 // SAFETY: valid ctx; at most 20 bytes into the slot's last 20.
                 p.l4_copied = unsafe {

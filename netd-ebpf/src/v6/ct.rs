@@ -249,7 +249,7 @@ fn apply_entry(ctx: &TcContext, p: &mut Pkt6, e: Entry6) -> i32 {
             if let Err(verdict) = translate(ctx, p, e, true) {
                 return verdict;
             }
-            if crate::nat::set_macs12(ctx, entry_macs(v)).is_err() {
+            if crate::nat::store_macs(ctx, entry_macs(v)).is_err() {
                 return SHOT;
             }
             // SAFETY: plain helper call.
@@ -466,7 +466,7 @@ fn entry_macs(v: &CtValue6) -> &[u8; 12] {
 pub fn deliver(ctx: &TcContext, v: &CtValue6) -> i32 {
     match v.action {
         CT_ACT_PEER => {
-            if crate::nat::set_macs12(ctx, entry_macs(v)).is_err() {
+            if crate::nat::store_macs(ctx, entry_macs(v)).is_err() {
                 return SHOT;
             }
             // SAFETY: plain helper call.
