@@ -695,9 +695,13 @@ const STREAM_SPLIT: usize = 3;
 /// repeat were measured back to back): median, min, max of the ratios, and their number.
 fn stream_pairs(res: &Results) -> Option<(f64, f64, f64, usize)> {
     let get = |w: &str| res.get(&("published port from outside".to_string(), w.to_string(), Fig::Stream));
-    let (raw, ebpf) = (get("raw")?, get("ebpf")?);
-    let mut q: Vec<f64> =
-        raw.iter().zip(ebpf).filter(|(r, _)| r.gbit_s > 0.0).map(|(r, e)| e.gbit_s / r.gbit_s).collect();
+    paired(get("ebpf")?, get("raw")?, |x| x.gbit_s)
+}
+
+/// Median, min and max of the pairwise ratios `f(x[i]) / f(y[i])` of samples measured back to
+/// back (a pair whose `y` failed left out; a failed `x` counts as 0), and how many pairs.
+fn paired(x: &[Sample], y: &[Sample], f: fn(&Sample) -> f64) -> Option<(f64, f64, f64, usize)> {
+    let mut q: Vec<f64> = x.iter().zip(y).filter(|(_, q)| f(q) > 0.0).map(|(p, q)| f(p) / f(q)).collect();
     if q.is_empty() {
         return None;
     }
@@ -867,16 +871,10 @@ impl Drop for Spinners {
     }
 }
 
-/// Median, min and max of the round-by-round ratios `f(a) / f(b)` of worlds `a` and `b` (rounds
-/// where either failed left out), and how many rounds.
+/// Median, min and max of the round-by-round ratios `f(a) / f(b)` of worlds `a` and `b` (see
+/// [`paired`]), and how many rounds.
 fn h2h_ratio(h: &H2h, fig: Fig, a: &str, b: &str, f: fn(&Sample) -> f64) -> Option<(f64, f64, f64, usize)> {
-    let (x, y) = (h.get(&(fig, a))?, h.get(&(fig, b))?);
-    let mut q: Vec<f64> = x.iter().zip(y).filter(|(p, q)| f(p) > 0.0 && f(q) > 0.0).map(|(p, q)| f(p) / f(q)).collect();
-    if q.is_empty() {
-        return None;
-    }
-    q.sort_by(f64::total_cmp);
-    Some((median(&q), q[0], q[q.len() - 1], q.len()))
+    paired(h.get(&(fig, a))?, h.get(&(fig, b))?, f)
 }
 
 /// `netd-bench profile`: the published port from outside and masquerade on raw, ebpf and
