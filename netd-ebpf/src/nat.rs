@@ -110,8 +110,7 @@ pub fn set_macs12(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
             *b.add(SCRATCH_FLAGS) = f & !HEAD_MACS_DONE;
             return Ok(());
         }
-        stage_macs(b, macs);
-        ctx.store(0, &*(b.add(SCRATCH_HEAD) as *const [u8; 12]), 0)
+        store_staged(ctx, b, macs)
     }
 }
 
@@ -119,8 +118,17 @@ pub fn set_macs12(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
 #[inline(always)]
 pub fn store_macs(ctx: &TcContext, macs: &[u8; 12]) -> Result<(), i64> {
     let Some(h) = SCRATCH_L4.get_ptr_mut(0) else { return Err(0) };
-    let b = h as *mut u8;
     // SAFETY: as in `set_macs12`.
+    unsafe { store_staged(ctx, h as *mut u8, macs) }
+}
+
+/// The MACs staged in the slot ([`stage_macs`]) and stored into the frame's first 12 bytes.
+///
+/// # Safety
+/// As [`stage_macs`].
+#[inline(always)]
+unsafe fn store_staged(ctx: &TcContext, b: *mut u8, macs: &[u8; 12]) -> Result<(), i64> {
+    // SAFETY: the caller's; the slot's bytes 2..14.
     unsafe {
         stage_macs(b, macs);
         ctx.store(0, &*(b.add(SCRATCH_HEAD) as *const [u8; 12]), 0)
