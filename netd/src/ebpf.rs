@@ -82,6 +82,10 @@ pub mod kfunc;
 /// The ELF object holding every program and map of `netd-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
+/// The bench's minimal NAT hop (`netd-ebpf/src/floor.rs`, issue 19), built with [`OBJECT`]. netd
+/// itself never loads it; `netd-bench` does, from here.
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-floor"));
+
 /// The object the loaders use: [`OBJECT`], or for development the file named by
 /// `NETD_EBPF_OBJECT` (an eBPF change measured with the daemon and tools as built, without
 /// relinking them: `netd-bench micro`/`profile` after building only `netd-ebpf`). Read once.

@@ -13,8 +13,16 @@
 //!   (`skb_ensure_writable`): what any program that rewrites a header pays, NAT of every kind
 //!   (nf_nat's mangling too).
 //!
-//! netd's programs also parse the packet, rewrite addresses and checksums and redirect; these two
+//! netd's programs also parse the packet, rewrite addresses and checksums and redirect; these
 //! say how much of a run's time is there before any of that.
+//!
+//! - `floor_nat`: the least a correct NAT hop does for an established packet, written in Rust
+//!   like netd's programs (`netd-ebpf/src/floor.rs`, the `netd-floor` object): parse, one
+//!   conntrack lookup, the routed hop's TTL and MTU checks, the rewrite with both checksums, the
+//!   entry's MACs and timestamp, and the redirect. Attached like netd's published-port path (the
+//!   uplink's ingress delivering with `bpf_redirect_peer`, the sandbox veth's ingress sending the
+//!   reply out with `bpf_redirect`) in the raw sandbox world, its entries translating each flow
+//!   to itself.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -23,6 +31,8 @@ use anyhow::{Result, bail};
 pub const EMPTY: &str = "floor_empty";
 pub const LOOKUP: &str = "floor_lookup";
 pub const WRITE: &str = "floor_write";
+/// The prefix of `floor_nat_peer` and `floor_nat_fib`.
+pub const NAT: &str = "floor_nat";
 
 const BPF_MAP_CREATE: i64 = 0;
 const BPF_MAP_UPDATE_ELEM: i64 = 2;
@@ -183,13 +193,39 @@ pub fn load_only(which: &str) -> Result<Vec<OwnedFd>> {
     Ok(keep)
 }
 
-/// Run time (ns) and count of every loaded program named `name` (only this bench loads them).
-pub fn runtime(name: &str) -> (u64, u64) {
-    let mut t = (0, 0);
+/// Load [`NAT`] and attach it like netd's published-port path, in the calling thread's network
+/// namespace: `floor_nat_peer` on `uplink`'s ingress (a tcx link, as netd's uplink), and
+/// `floor_nat_fib` on the host-side sandbox veth `veth`'s ingress (a `cls_bpf` filter, as netd's
+/// sandbox veths; it goes with the device). Dropping the returned object detaches the link.
+pub fn attach_nat(uplink: &str, veth: &str) -> Result<aya::Ebpf> {
+    use std::os::fd::AsFd;
+
+    use anyhow::Context;
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let mut bpf = aya::Ebpf::load(netd::ebpf::FLOOR_OBJECT).context("loading netd-floor")?;
+    for name in ["floor_nat_peer", "floor_nat_fib"] {
+        let p: &mut SchedClassifier = bpf.program_mut(name).with_context(|| format!("{name} missing"))?.try_into()?;
+        p.load().with_context(|| format!("loading {name}"))?;
+        if name == "floor_nat_peer" {
+            p.attach(uplink, TcAttachType::Ingress).with_context(|| format!("attaching {name} to {uplink}"))?;
+        } else {
+            let idx = nix::net::if_::if_nametoindex(veth)?;
+            netd::ebpf::cls_bpf_attach(p.fd()?.as_fd(), idx, name)
+                .with_context(|| format!("attaching {name} to {veth}"))?;
+        }
+    }
+    Ok(bpf)
+}
+
+/// Run time (ns) and count of every loaded program whose name starts with `name`, per name
+/// (only this bench loads them; [`NAT`] is two programs).
+pub fn runtime(name: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut t = std::collections::BTreeMap::new();
     for p in aya::programs::loaded_programs().flatten() {
-        if p.name_as_str() == Some(name) {
-            t.0 += p.run_time().as_nanos() as u64;
-            t.1 += p.run_count();
+        if let Some(n) = p.name_as_str().filter(|n| n.starts_with(name)) {
+            let e: &mut (u64, u64) = t.entry(n.to_string()).or_default();
+            e.0 += p.run_time().as_nanos() as u64;
+            e.1 += p.run_count();
         }
     }
     t

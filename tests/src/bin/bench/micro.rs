@@ -182,6 +182,37 @@ fn time(prog: std::os::fd::BorrowedFd<'_>, frame: &[u8], calls: usize, check: bo
     Ok((d[d.len() / 2], d[0]))
 }
 
+/// The minimal NAT hop (`floor::NAT`) on the same frames as netd's first cases, each seeded with
+/// the identity entry the live bench's flows get (a 40-byte value: the tuple as read, ifindex,
+/// MTU, flags, MACs as three words, last seen), checked like netd's (TTL, checksums, the packet
+/// otherwise unchanged).
+fn floor_nat(calls: usize, check: bool) -> Result<()> {
+    use aya::programs::SchedClassifier;
+    let mut bpf = aya::Ebpf::load(netd::ebpf::FLOOR_OBJECT)?;
+    for (proto, name) in [(6u8, "floor_nat_peer"), (17, "floor_nat_peer"), (6, "floor_nat_fib")] {
+        let f = frame(proto, CLIENT, HOST, 40000, 8080, 64);
+        let w = |o: usize| u32::from_ne_bytes([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+        let key: [u32; 4] = [w(26), w(30), w(34), proto as u32];
+        let mut v = [0u8; 40];
+        v[0..12].copy_from_slice(&f[26..38]); // saddr, daddr, ports
+        v[12..16].copy_from_slice(&42u32.to_ne_bytes());
+        v[16..18].copy_from_slice(&1500u16.to_ne_bytes());
+        v[20..32].copy_from_slice(&f[0..12]);
+        {
+            let mut ct: BpfHashMap<&mut MapData, [u32; 4], [u8; 40]> =
+                BpfHashMap::try_from(bpf.map_mut("FLOOR_CT").unwrap())?;
+            ct.insert(key, v, 0)?;
+        }
+        let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
+        let (med, min) = time(p.fd()?.as_fd(), &f, calls, check)?;
+        println!("| {name}, {} | {med:.0} | {min:.0} |", if proto == 6 { "TCP ACK" } else { "UDP" });
+    }
+    Ok(())
+}
+
 /// `netd-bench micro [--calls N] [--no-check]`: a table of ns per run, printed (`--no-check`: for
 /// experiments that leave out part of the rewrite on purpose).
 pub fn micro(calls: usize, check: bool) -> Result<()> {
@@ -197,6 +228,7 @@ pub fn micro(calls: usize, check: bool) -> Result<()> {
         let (med, min) = time(fds[0].as_fd(), &f, calls, false)?;
         println!("| {which} | {med:.0} | {min:.0} |");
     }
+    floor_nat(calls, check)?;
     for c in cases() {
         {
             let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> =
