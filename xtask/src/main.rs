@@ -163,6 +163,9 @@ fn test(args: &[String]) -> Result<()> {
     run(&mut c)?;
     // The bench's smoke run, so CI exercises it (no thresholds: figures go to target/).
     bench(true, false, &target_dir()?.join("bench-quick"))?;
+    // The bench's test-run cases, a few calls each: each checks its packet after the runs (TTL,
+    // both checksums, the tuple), netd's established bodies and the floor NAT hop alike.
+    run(built("release", "netd-bench")?.args(["micro", "--calls", "5"]))?;
     eprintln!("xtask test: done in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
 }
