@@ -24,7 +24,6 @@ pub fn available() -> bool {
 pub struct Podman {
     pub root: PathBuf,
     holder: Child,
-    created_crun: bool,
 }
 
 impl Podman {
@@ -64,15 +63,21 @@ impl Podman {
                              "capabilities": {"portMappings": true, "aliases": true}}]}))?,
         )?;
         let ready = root.join("ready");
-        // crun keeps its state in /run/crun (a tmpfs of our own over it, inside the namespace);
-        // the empty mount point is removed afterwards unless it was there before.
-        let created_crun = !Path::new("/run/crun").exists();
+        // crun keeps its state in /run/crun (a tmpfs of our own over it, inside the namespace).
+        // The empty mount point is created here and never removed, as Docker's FIXED_PATHS: an
+        // rmdir of it in the root mount namespace succeeds while another test's namespace has its
+        // tmpfs there, and the kernel then detaches that tmpfs (a mount point removed in another
+        // namespace is unmounted), so that test's crun loses its state mid-run (`crun kill`:
+        // "error opening file /run/crun/ID/status").
+        if !Path::new("/run/crun").exists() {
+            std::fs::create_dir_all("/run/crun").context("creating the mount point /run/crun")?;
+        }
         let holder = Command::new("nsenter")
             .arg(format!("--net={}", th.host.path()))
             .args(["--", "unshare", "-m", "--propagation", "slave", "sh", "-c"])
             .arg(format!(
-                "mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /var/lib && mkdir -p /run/crun && \
-                 mount -t tmpfs tmpfs /run/crun && mount -t cgroup2 none /sys/fs/cgroup && touch {} && exec sleep 100000",
+                "mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /var/lib && mount -t tmpfs tmpfs /run/crun && \
+                 mount -t cgroup2 none /sys/fs/cgroup && touch {} && exec sleep 100000",
                 ready.display()
             ))
             .stdin(Stdio::null())
@@ -80,7 +85,7 @@ impl Podman {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the mount namespace holder")?;
-        let p = Self { root, holder, created_crun };
+        let p = Self { root, holder };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready.exists() {
             if Instant::now() > deadline {
@@ -147,9 +152,5 @@ impl Drop for Podman {
         crate::daemon::kill_shims(&self.root);
         umount_below(&self.root);
         let _ = std::fs::remove_dir_all(&self.root);
-        if self.created_crun {
-            // Fails (busy, not empty) while another test's namespace still uses it.
-            let _ = std::fs::remove_dir("/run/crun");
-        }
     }
 }

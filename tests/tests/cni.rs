@@ -567,7 +567,8 @@ fn podman_run(dataplane: &str) {
     // rm -f leaves nothing: no veth on the bridge, no attachment record, the port is free.
     let net: Value = serde_json::from_str(&d.ok(&["network", "inspect", "netdnet"])).unwrap();
     let bridge = net[0]["Options"]["com.docker.network.bridge.name"].as_str().map(str::to_string);
-    pm.ok(&["rm", "-f", "web"]).unwrap();
+    // `-t 0`: httpd is PID 1 and ignores SIGTERM; podman would wait its 10 s stop timeout.
+    pm.ok(&["rm", "-f", "-t", "0", "web"]).unwrap();
     let bridge = bridge.unwrap_or_else(|| format!("br-{}", &net[0]["Id"].as_str().unwrap()[..12]));
     assert!(bridge_ports(&th, &bridge).is_empty(), "veth left after rm -f");
     let recs = std::fs::read_dir(d.data_root().join("attachments")).map(|r| r.count()).unwrap_or(0);
