@@ -144,6 +144,108 @@ pub fn established_entry(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
     apply(ctx, p, e)
 }
 
+/// Not taken by [`fast_v4`]: the program's full IPv4 body decides.
+pub const FAST_MISS: i32 = i32::MIN + 2;
+
+/// The established-flow fast path (issue 19), tried first by `netd_from_netdev` and
+/// `netd_from_container` for IPv4: the common frame of a flow whose entry needs nothing but the
+/// rewrite, in one small body read and written straight in the linear data, where the full body
+/// builds a `Pkt`, stages the head in `SCRATCH_L4` and goes through the general rewrite for
+/// every case of Docker's model (bench/report.md, "eighth pass": that structure was most of
+/// netd's time over the minimal NAT hop).
+///
+/// Taken only when every step is what the full body would do for the packet:
+/// - Ethernet + IPv4 without options, not a fragment (no MF, no offset), TTL above 1 (a routed
+///   hop; at 1 the kernel answers time exceeded), and TCP with ACK and without SYN, FIN or RST
+///   (window tracking then never looks up the receiver, `lookup_flow`'s closed-flow rule cannot
+///   apply and `touch` only sets bits), or UDP; the L4 header's first 20 bytes in the linear
+///   data; the loader gave the programs `ip_summed` (`kctx`);
+/// - an entry (one lookup) that is a routed `CT_ACT_PEER` (into a sandbox with
+///   `bpf_redirect_peer`, TTL decremented) or a `CT_ACT_FIB` with its route cached under the
+///   current `FIB_GEN` (out with `bpf_redirect`; a DF packet too big for the route is the
+///   kernel's, as in `apply`);
+/// - on the uplink (`from_netdev`), an entry that rewrites the destination (a published port, a
+///   masqueraded flow's reply): the full body's protection of sandbox addresses and its loopback
+///   drop then cannot apply (a loopback destination is left to it anyway).
+///
+/// Then, as `established_entry` + `apply` + `translate` do: TCP window tracking (`tcpwin`), the
+/// rewrite with the TTL and the entry's MACs ([`nat::rewrite_direct`], the same checksum
+/// arithmetic as `nat::set_tuple`), the port counter, `touch`, the redirect. Anything else:
+/// [`FAST_MISS`] before any state changed (the full body looks the entry up again).
+#[inline(never)]
+pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
+    if !crate::kctx::available() {
+        // (A `.rodata` constant: the rest is dead code to the verifier then.)
+        return FAST_MISS;
+    }
+    const L4: usize = IP_OFF + 20;
+    let data = ctx.data();
+    if data + L4 + 20 > ctx.data_end() {
+        return FAST_MISS;
+    }
+    // SAFETY (each read): within the first L4 + 20 bytes of the linear data, checked above.
+    let (eth_type, vihl, frag, tp, saddr, daddr, ports, tcp_flags) = unsafe {
+        (
+            *((data + 12) as *const u16),
+            *((data + IP_OFF) as *const u8),
+            *((data + IP_OFF + 6) as *const u16),
+            *((data + IP_OFF + 8) as *const u16),
+            *((data + IP_OFF + 12) as *const u32),
+            *((data + IP_OFF + 16) as *const u32),
+            *((data + L4) as *const u32),
+            *((data + L4 + 13) as *const u8),
+        )
+    };
+    // 0x0800 and the fragment field as read (little-endian): MF and the offset's high bits are
+    // the first byte's low six bits, the offset's low bits the second byte; DF is 0x40.
+    if eth_type != 0x0008 || vihl != 0x45 || frag & 0xff3f != 0 {
+        return FAST_MISS;
+    }
+    // TTL and protocol as read: the TTL is the low byte.
+    let (ttl, proto) = (tp as u8, (tp >> 8) as u8);
+    let udp = proto == netd_common::IPPROTO_UDP;
+    if !udp && (proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK) != TCP_ACK) {
+        return FAST_MISS;
+    }
+    // Network byte order: a loopback destination's first octet is the lowest byte.
+    if ttl <= 1 || (from_netdev && daddr & 0xff == 127) {
+        return FAST_MISS;
+    }
+    let k = ct_key(saddr, daddr, ports as u16, (ports >> 16) as u16, proto);
+    let Some(e) = CT_V4.get_ptr_mut(&k) else { return FAST_MISS };
+    // SAFETY: map value pointer, valid for this program run (racy updates as in `apply`).
+    let v = unsafe { &mut *e };
+    if from_netdev && v.daddr == daddr {
+        return FAST_MISS;
+    }
+    let fib = v.action == CT_ACT_FIB;
+    if fib {
+        let cur = fib_gen();
+        if cur == 0 || v.fib_gen != cur {
+            return FAST_MISS;
+        }
+        // `apply`'s MTU check: the helper only for a DF packet longer than the cached MTU (a
+        // GSO packet may still be fine segment by segment); too big, the kernel's.
+        if frag & 0x0040 != 0 && ctx.len() > v.fib_mtu as u32 && mtu_exceeded(ctx, v.ifindex) {
+            return TC_ACT_OK as i32;
+        }
+    } else if v.action != CT_ACT_PEER || v.flags & CT_F_L2 != 0 {
+        return FAST_MISS;
+    }
+    // Window tracking (no RST: the receiver's entry is never needed); never false here.
+    if !udp && !tcpwin::track(ctx, L4, tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || None) {
+        return TC_ACT_SHOT as i32;
+    }
+    if !nat::rewrite_direct(ctx, udp, v) {
+        stats::count_drop(DropReason::Malformed);
+        return TC_ACT_SHOT as i32;
+    }
+    stats::count_port(v.stats_slot, ctx.len() as u64);
+    touch_flags(proto, tcp_flags, v);
+    // SAFETY: plain helper calls.
+    unsafe { if fib { bpf_redirect(v.ifindex, 0) as i32 } else { bpf_redirect_peer(v.ifindex, 0) as i32 } }
+}
+
 /// TCP window tracking for one segment of the flow whose entry is `e` (see
 /// `netd_common::tcp_window`): false, a blind RST (counted). Host-flow markers are not tracked.
 /// A BPF-to-BPF call from the programs' top level (never below `apply`, whose callers' frames
@@ -641,11 +743,16 @@ pub fn apply_fragment(ctx: &TcContext, p: &mut Pkt) -> Option<i32> {
 /// flag bits are harmless).
 #[inline(always)]
 fn touch(p: &Pkt, e: &mut CtValue) {
+    touch_flags(p.proto, p.tcp_flags, e);
+}
+
+/// [`touch`] for a packet of protocol `proto` with TCP flags `fl` (0 for others).
+#[inline(always)]
+fn touch_flags(proto: u8, fl: u8, e: &mut CtValue) {
     e.last_seen_ns = now();
     let was = e.flags;
     let mut f = was;
-    let fl = p.tcp_flags;
-    if p.proto == IPPROTO_TCP && fl & TCP_RST == 0 {
+    if proto == IPPROTO_TCP && fl & TCP_RST == 0 {
         if fl & TCP_FIN != 0 {
             f |= CT_F_CLOSING;
         }
@@ -655,7 +762,7 @@ fn touch(p: &Pkt, e: &mut CtValue) {
     }
     // Answered (UDP, ICMP: the reply's first packet) or established (TCP: the originator's
     // first ACK): no longer counted against CT_UNASSURED_MAX.
-    let done = if p.proto == IPPROTO_TCP {
+    let done = if proto == IPPROTO_TCP {
         was & CT_F_REPLY == 0 && was & CT_F_ACKED == 0 && f & CT_F_ACKED != 0
     } else {
         was & CT_F_REPLY != 0 && was & CT_F_SEEN == 0

@@ -243,6 +243,10 @@ mod progs {
     fn from_netdev_v4(ctx: TcContext) -> i32 {
         let ctx = &ctx;
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
+        let f = conntrack::fast_v4(ctx, true);
+        if f != conntrack::FAST_MISS {
+            return f;
+        }
         let mut slot = MaybeUninit::<Pkt>::uninit();
         if !parse_tc(ctx, slot.as_mut_ptr()) {
             return OK;
@@ -496,6 +500,10 @@ mod progs {
     #[inline(never)]
     fn from_container_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
+        let f = conntrack::fast_v4(&ctx, false);
+        if f != conntrack::FAST_MISS {
+            return f;
+        }
         let mut slot = MaybeUninit::<Pkt>::uninit();
         if !parse_tc(&ctx, slot.as_mut_ptr()) {
             return OK;

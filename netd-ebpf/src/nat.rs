@@ -270,6 +270,90 @@ pub fn set_tuple(
     Ok(())
 }
 
+/// [`set_tuple`] for `conntrack::fast_v4`: the common frame (Ethernet, IPv4 without options,
+/// TCP's first 20 bytes or UDP's 8 in the linear data; TTL above 1, checked by the caller)
+/// rewritten to `v`'s tuple with the TTL decremented and `v`'s MACs, read and written straight
+/// in the linear data (the verifier's prologue makes a cloned head writable first, as
+/// `bpf_skb_store_bytes` does). The checksums as [`set_l4`] computes them, from the packet's
+/// `ip_summed` (`kctx`: the caller checked it is available). False: the frame is shorter than
+/// that (nothing written).
+#[inline(always)]
+pub fn rewrite_direct(ctx: &TcContext, udp: bool, v: &netd_common::CtValue) -> bool {
+    const IP: usize = crate::parse::IP_OFF;
+    const L4: usize = IP + 20;
+    let coff = if udp { L4 + 6 } else { L4 + 16 };
+    let data = ctx.data();
+    if data + L4 + 20 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY (each read): within the first L4 + 20 bytes, checked above.
+    let (tp, ip_csum, saddr, daddr, old, field) = unsafe {
+        (
+            *((data + IP + 8) as *const u16),
+            *((data + IP + 10) as *const u16),
+            *((data + IP + 12) as *const u32),
+            *((data + IP + 16) as *const u32),
+            *((data + L4) as *const u32),
+            *((data + coff) as *const u16),
+        )
+    };
+    // The TTL is the low byte of its word as read, above 1: no borrow.
+    let ntp = tp - 1;
+    let new = (v.sport as u32) | ((v.dport as u32) << 16);
+    let ip_new = !fold16(fold32(
+        (!ip_csum) as u64
+            + (!tp) as u64
+            + ntp as u64
+            + (!saddr) as u64
+            + v.saddr as u64
+            + (!daddr) as u64
+            + v.daddr as u64,
+    ));
+    let adiff = if saddr != v.saddr || daddr != v.daddr {
+        fold32((!saddr) as u64 + v.saddr as u64 + (!daddr) as u64 + v.daddr as u64)
+    } else {
+        0
+    };
+    let summed = kctx::ip_summed(ctx);
+    let mut check = if summed == CHECKSUM_PARTIAL {
+        fold16(fold32(field as u64 + adiff as u64))
+    } else {
+        let pdiff = if old != new { (!old) as u64 + new as u64 } else { 0 };
+        !fold16(fold32((!field) as u64 + adiff as u64 + pdiff))
+    };
+    if udp && field == 0 {
+        check = 0;
+    } else {
+        if summed == CHECKSUM_COMPLETE && adiff != 0 {
+            // SAFETY: valid ctx.
+            unsafe { bpf_csum_update(ctx.skb.skb.cast(), !adiff) };
+        }
+        if udp && check == 0 {
+            check = 0xffff;
+        }
+    }
+    // The packet pointers again (a helper call above).
+    let data = ctx.data();
+    if data + L4 + 20 > ctx.data_end() {
+        return false;
+    }
+    let m = v.dmac.as_ptr() as *const u32;
+    // SAFETY: within the bytes checked above; `dmac`/`smac` are 12 adjacent, 4-aligned bytes of
+    // the entry (netd-common asserts the layout).
+    unsafe {
+        *(data as *mut u32) = *m;
+        *((data + 4) as *mut u32) = *m.add(1);
+        *((data + 8) as *mut u32) = *m.add(2);
+        *((data + IP + 8) as *mut u16) = ntp;
+        *((data + IP + 10) as *mut u16) = ip_new;
+        *((data + IP + 12) as *mut u32) = v.saddr;
+        *((data + IP + 16) as *mut u32) = v.daddr;
+        *((data + L4) as *mut u32) = new;
+        *((data + coff) as *mut u16) = check;
+    }
+    true
+}
+
 /// The IPv4 header's bytes 8..20 for the new addresses (and TTL), with the header checksum
 /// updated by RFC 1624 (HC' = ~(~HC + ~m + m'), over every changed 16-bit word); and the new TTL.
 #[inline(always)]
