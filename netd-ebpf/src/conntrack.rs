@@ -146,6 +146,10 @@ pub fn established_entry(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
 
 /// Not taken by [`fast_v4`]: the program's full IPv4 body decides.
 pub const FAST_MISS: i32 = i32::MIN + 2;
+/// Not taken by [`fast_v4`], whose lookup found no entry for the packet's tuple: the full body
+/// decides without looking it up again (nothing inserts between the two; the fast path's key is
+/// `key_of` the full body's parse of the same frame).
+pub const FAST_NO_ENTRY: i32 = i32::MIN + 3;
 
 /// The established-flow fast path (issue 19), tried first by `netd_from_netdev` and
 /// `netd_from_container` for IPv4: the common frame of a flow whose entry needs nothing but the
@@ -171,7 +175,9 @@ pub const FAST_MISS: i32 = i32::MIN + 2;
 /// Then, as `established_entry` + `apply` + `translate` do: TCP window tracking (`tcpwin`), the
 /// rewrite with the TTL and the entry's MACs ([`nat::rewrite_direct`], the same checksum
 /// arithmetic as `nat::set_tuple`), the port counter, `touch`, the redirect. Anything else:
-/// [`FAST_MISS`] before any state changed (the full body looks the entry up again).
+/// [`FAST_MISS`] before any state changed (the full body looks the entry up again), or
+/// [`FAST_NO_ENTRY`] when the flow has none (the full body does not look again: traffic that is
+/// not translated, ICC and to the host above all, pays one lookup as before).
 #[inline(never)]
 pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
     if !crate::kctx::available() {
@@ -212,7 +218,7 @@ pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
         return FAST_MISS;
     }
     let k = ct_key(saddr, daddr, ports as u16, (ports >> 16) as u16, proto);
-    let Some(e) = CT_V4.get_ptr_mut(&k) else { return FAST_MISS };
+    let Some(e) = CT_V4.get_ptr_mut(&k) else { return FAST_NO_ENTRY };
     // SAFETY: map value pointer, valid for this program run (racy updates as in `apply`).
     let v = unsafe { &mut *e };
     if from_netdev && v.daddr == daddr {

@@ -244,7 +244,7 @@ mod progs {
         let ctx = &ctx;
         stats::count_prog(ProgId::FromNetdev, ctx.len() as u64);
         let f = conntrack::fast_v4(ctx, true);
-        if f != conntrack::FAST_MISS {
+        if f != conntrack::FAST_MISS && f != conntrack::FAST_NO_ENTRY {
             return f;
         }
         let mut slot = MaybeUninit::<Pkt>::uninit();
@@ -263,7 +263,7 @@ mod progs {
         // masqueraded flow's reply) was made for one of the host's addresses, never a sandbox's,
         // so the protection below (a hash lookup per packet) cannot apply to it.
         let k = key_of(p);
-        let e = if p.has_ports { conntrack::lookup_flow(p, &k) } else { None };
+        let e = if p.has_ports && f != conntrack::FAST_NO_ENTRY { conntrack::lookup_flow(p, &k) } else { None };
         // SAFETY: map value pointer, valid for this program run.
         let dnat = e.is_some_and(|e| unsafe { (*e).daddr } != p.daddr);
         // The destination's endpoint when it is a sandbox address (once: the protection and
@@ -501,7 +501,7 @@ mod progs {
     fn from_container_v4(ctx: TcContext) -> i32 {
         stats::count_prog(ProgId::FromContainer, ctx.len() as u64);
         let f = conntrack::fast_v4(&ctx, false);
-        if f != conntrack::FAST_MISS {
+        if f != conntrack::FAST_MISS && f != conntrack::FAST_NO_ENTRY {
             return f;
         }
         let mut slot = MaybeUninit::<Pkt>::uninit();
@@ -513,6 +513,7 @@ mod progs {
         // (A later fragment or an ICMP error has no ports: handled below.)
         let k = key_of(p);
         if p.has_ports
+            && f != conntrack::FAST_NO_ENTRY
             && let Some(verdict) = conntrack::established(&ctx, p, &k)
         {
             return verdict;
