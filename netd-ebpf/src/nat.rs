@@ -314,24 +314,7 @@ pub fn rewrite_direct(ctx: &TcContext, udp: bool, v: &netd_common::CtValue) -> b
     } else {
         0
     };
-    let summed = kctx::ip_summed(ctx);
-    let mut check = if summed == CHECKSUM_PARTIAL {
-        fold16(fold32(field as u64 + adiff as u64))
-    } else {
-        let pdiff = if old != new { (!old) as u64 + new as u64 } else { 0 };
-        !fold16(fold32((!field) as u64 + adiff as u64 + pdiff))
-    };
-    if udp && field == 0 {
-        check = 0;
-    } else {
-        if summed == CHECKSUM_COMPLETE && adiff != 0 {
-            // SAFETY: valid ctx.
-            unsafe { bpf_csum_update(ctx.skb.skb.cast(), !adiff) };
-        }
-        if udp && check == 0 {
-            check = 0xffff;
-        }
-    }
+    let check = l4_check(ctx, kctx::ip_summed(ctx), udp, field, adiff, old, new);
     // The packet pointers again (a helper call above).
     let data = ctx.data();
     if data + L4 + 20 > ctx.data_end() {
@@ -370,6 +353,34 @@ fn ip_mid(p: &Pkt, saddr: u32, daddr: u32, dec_ttl: bool) -> (IpMid, u8) {
         + daddr as u64;
     let check = !fold16(fold32(s));
     (IpMid { ttl, proto: p.proto, check, saddr, daddr }, ttl)
+}
+
+/// The new L4 checksum field of a TCP or UDP packet (`udp`) whose field reads `field`, for an
+/// address change `adiff` (the pseudo-header's difference, 0 for none) and ports `old` -> `new`
+/// (as read, source in the low half), by the packet's `ip_summed` (`summed`): a CHECKSUM_PARTIAL
+/// field holds the pseudo-header's sum (the device or the stack adds the rest), so only the
+/// addresses go into it; any other holds the whole checksum, which takes both differences, and a
+/// CHECKSUM_COMPLETE packet's `skb->csum` follows the field's change by the addresses
+/// (`bpf_csum_update`). A UDP checksum of 0 ("none") stays 0; one that comes out 0 is sent as
+/// 0xffff. [`set_l4`] and [`rewrite_direct`] both compute it here.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn l4_check(ctx: &TcContext, summed: u8, udp: bool, field: u16, adiff: u32, old: u32, new: u32) -> u16 {
+    if udp && field == 0 {
+        return 0;
+    }
+    let check = if summed == CHECKSUM_PARTIAL {
+        fold16(fold32(field as u64 + adiff as u64))
+    } else {
+        let pdiff = if old != new { (!old) as u64 + new as u64 } else { 0 };
+        !fold16(fold32((!field) as u64 + adiff as u64 + pdiff))
+    };
+    if summed == CHECKSUM_COMPLETE && adiff != 0 {
+        // skb->csum - adiff (the ports' change and the field's share of it cancel out).
+        // SAFETY: valid ctx.
+        unsafe { bpf_csum_update(ctx.skb.skb.cast(), !adiff) };
+    }
+    if udp && check == 0 { 0xffff } else { check }
 }
 
 /// [`set_tuple`] for TCP and UDP when the program can read the packet's `ip_summed` (`kctx`):
@@ -436,24 +447,7 @@ fn set_l4(
     let udp = p.proto == IPPROTO_UDP;
     const L: usize = SCRATCH_L4_AT;
     let field = if udp { (h[L + 1] >> 16) as u16 } else { h[L + 4] as u16 };
-    let mut check = if p.summed == CHECKSUM_PARTIAL {
-        fold16(fold32(field as u64 + adiff as u64))
-    } else {
-        let pdiff = if old != new { (!old) as u64 + new as u64 } else { 0 };
-        !fold16(fold32((!field) as u64 + adiff as u64 + pdiff))
-    };
-    if udp && field == 0 {
-        check = 0;
-    } else {
-        if p.summed == CHECKSUM_COMPLETE && adiff != 0 {
-            // skb->csum - adiff (the ports' change and the field's share of it cancel out).
-            // SAFETY: valid ctx.
-            unsafe { bpf_csum_update(ctx.skb.skb.cast(), !adiff) };
-        }
-        if udp && check == 0 {
-            check = 0xffff;
-        }
-    }
+    let check = l4_check(ctx, p.summed, udp, field, adiff, old, new);
     p.sport = new as u16;
     p.dport = (new >> 16) as u16;
     h[L] = new;
