@@ -160,10 +160,11 @@ pub const FAST_NO_ENTRY: i32 = i32::MIN + 3;
 ///
 /// Taken only when every step is what the full body would do for the packet:
 /// - Ethernet + IPv4 without options, not a fragment (no MF, no offset), TTL above 1 (a routed
-///   hop; at 1 the kernel answers time exceeded), and TCP with ACK and without SYN, FIN or RST
-///   (window tracking then never looks up the receiver, `lookup_flow`'s closed-flow rule cannot
-///   apply and `touch` only sets bits), or UDP; the L4 header's first 20 bytes in the linear
-///   data; the loader gave the programs `ip_summed` (`kctx`);
+///   hop; at 1 the kernel answers time exceeded), and TCP with ACK and without SYN or RST (window
+///   tracking then never looks up the receiver, `lookup_flow`'s closed-flow rule cannot apply,
+///   and `touch` only sets flag bits: a FIN marks its direction closing, as in the full body),
+///   or UDP; the L4 header's first 20 bytes in the linear data; the loader gave the programs
+///   `ip_summed` (`kctx`);
 /// - an entry (one lookup) that is a routed `CT_ACT_PEER` (into a sandbox with
 ///   `bpf_redirect_peer`, TTL decremented) or a `CT_ACT_FIB` with its route cached under the
 ///   current `FIB_GEN` (out with `bpf_redirect`; a DF packet too big for the route is the
@@ -210,7 +211,7 @@ pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
     // TTL and protocol as read: the TTL is the low byte.
     let (ttl, proto) = (tp as u8, (tp >> 8) as u8);
     let udp = proto == netd_common::IPPROTO_UDP;
-    if !udp && (proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK) != TCP_ACK) {
+    if !udp && (proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK) {
         return FAST_MISS;
     }
     // Network byte order: a loopback destination's first octet is the lowest byte.
