@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker, bpffs) and
+    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker) and
     /// check the kernel. Idempotent; fast when already done.
     Setup,
     /// Build the eBPF object (the same build as netd/build.rs) and list its programs and maps
@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match cli.task {
-        Task::Setup => setup::run().and_then(|_| setup::host_bpffs()),
+        Task::Setup => setup::run(),
         Task::BuildEbpf { verifier_log } => build_ebpf(verifier_log),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),

@@ -248,35 +248,6 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn mounted(path: &str, fstype: &str) -> bool {
-    fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 2 && f[1] == path && f[2] == fstype
-            })
-        })
-        .unwrap_or(false)
-}
-
-/// `cargo xtask setup` on its own prepares the host for `netd up` with the default `--bpffs`
-/// (`/sys/fs/bpf/netd`). Tests, demo and bench do not need it: each daemon mounts a bpffs of its
-/// own on its pin directory and unmounts it when it stops, so they leave no mount (nor the
-/// kernel's `maps.debug`/`progs.debug`, which appear in every new bpffs) behind.
-pub fn host_bpffs() -> Result<()> {
-    if mounted("/sys/fs/bpf", "bpf") {
-        ok("bpffs mounted at /sys/fs/bpf");
-        return Ok(());
-    }
-    if !nix_is_root() {
-        bail!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` as root");
-    }
-    fs::create_dir_all("/sys/fs/bpf").ok();
-    sh(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs at /sys/fs/bpf")?;
-    ok("bpffs mounted at /sys/fs/bpf (just now)");
-    Ok(())
-}
-
 fn kernel_checks() -> Result<()> {
     let mut missing = Vec::new();
     if Path::new("/sys/kernel/btf/vmlinux").exists() {

@@ -637,7 +637,14 @@ impl Dataplane for Ebpf {
 
     fn init(&mut self, host: &HostInfo) -> DpResult<()> {
         // Maps and links are pinned under --bpffs: they outlive a crashed daemon, and the next
-        // one adopts them (established flows keep their translations).
+        // one adopts them (established flows keep their translations). The default pin directory
+        // lives in the kernel's conventional bpffs mount, /sys/fs/bpf; where nothing mounted it
+        // (init systems usually do), it is mounted there as they would, and kept (shared).
+        let conventional = std::path::Path::new("/sys/fs/bpf");
+        if host.bpffs.parent() == Some(conventional) && !is_bpffs(conventional) {
+            nix::mount::mount(Some("bpf"), conventional, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+                .map_err(|e| err("mounting bpffs on /sys/fs/bpf", e))?;
+        }
         std::fs::create_dir_all(&host.bpffs).map_err(|e| err(format!("creating {}", host.bpffs.display()), e))?;
         if !is_bpffs(&host.bpffs) {
             nix::mount::mount(Some("bpf"), &host.bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
