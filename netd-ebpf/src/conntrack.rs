@@ -160,10 +160,10 @@ pub const FAST_NO_ENTRY: i32 = i32::MIN + 3;
 ///
 /// Taken only when every step is what the full body would do for the packet:
 /// - Ethernet + IPv4 without options, not a fragment (no MF, no offset), TTL above 1 (a routed
-///   hop; at 1 the kernel answers time exceeded), and TCP with ACK and without SYN or RST (window
-///   tracking then never looks up the receiver, `lookup_flow`'s closed-flow rule cannot apply,
-///   and `touch` only sets flag bits: a FIN marks its direction closing, as in the full body),
-///   or UDP; the L4 header's first 20 bytes in the linear data; the loader gave the programs
+///   hop; at 1 the kernel answers time exceeded), and TCP without SYN, with ACK or RST
+///   (`lookup_flow`'s closed-flow rule cannot apply; a RST is judged against the receiver's
+///   window as `track` judges it, and `touch` only sets flag bits: a FIN marks its direction
+///   closing, as in the full body), or UDP; the L4 header's first 20 bytes in the linear data; the loader gave the programs
 ///   `ip_summed` (`kctx`);
 /// - an entry (one lookup) that is a routed `CT_ACT_PEER` (into a sandbox with
 ///   `bpf_redirect_peer`, TTL decremented) or a `CT_ACT_FIB` with its route cached under the
@@ -211,7 +211,8 @@ pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
     // TTL and protocol as read: the TTL is the low byte.
     let (ttl, proto) = (tp as u8, (tp >> 8) as u8);
     let udp = proto == netd_common::IPPROTO_UDP;
-    if !udp && (proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK) {
+    // TCP: no SYN, and an ACK or a RST (a segment with neither is the full body's).
+    if !udp && (proto != IPPROTO_TCP || tcp_flags & TCP_SYN != 0 || tcp_flags & (TCP_ACK | TCP_RST) == 0) {
         return FAST_MISS;
     }
     // Network byte order: a loopback destination's first octet is the lowest byte.
@@ -239,8 +240,14 @@ pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
     } else if v.action != CT_ACT_PEER || v.flags & CT_F_L2 != 0 {
         return FAST_MISS;
     }
-    // Window tracking (no RST: the receiver's entry is never needed); never false here.
-    if !udp && !tcpwin::track(ctx, L4, tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || None) {
+    // Window tracking; a RST is judged against its receiver's window, whose entry is keyed by
+    // the reverse of this direction's translation (as `track` does): false, a blind RST.
+    let (rs, rd, rsp, rdp) = (v.daddr, v.saddr, v.dport, v.sport);
+    if !udp
+        && !tcpwin::track(ctx, L4, tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
+            lookup(&ct_key(rs, rd, rsp, rdp, IPPROTO_TCP)).map(|r| (r.flags, r.ack, r.wnd))
+        })
+    {
         return TC_ACT_SHOT as i32;
     }
     if !nat::rewrite_direct(ctx, udp, v) {
