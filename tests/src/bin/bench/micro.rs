@@ -9,6 +9,9 @@
 //! Each case seeds two conntrack entries that translate a packet's tuple into the other's, so
 //! every run of a repeated test run rewrites the packet (addresses, ports, checksums, TTL, MACs)
 //! and the packet is back where it started after an even number of runs, which is checked.
+//!
+//! A new connection's first segments (`new_flows`) are timed one run per test run, next to the
+//! empty program timed the same way (what a single run's set-up and timer cost).
 use std::{net::Ipv4Addr, os::fd::AsFd};
 
 use anyhow::{Result, bail};
@@ -32,13 +35,18 @@ const REPEAT: u32 = 200;
 
 /// An Ethernet + IPv4 (DF, TTL 255) + TCP ACK or UDP frame with `payload` bytes, checksums valid.
 fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    frame_flags(proto, 0x10, src, dst, sport, dport, payload)
+}
+
+/// [`frame`] with the TCP flags byte given (0x02 a SYN, 0x12 a SYN-ACK).
+fn frame_flags(proto: u8, flags: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
     let mut l4 = Vec::new();
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
     if proto == 6 {
         l4.extend_from_slice(&1000u32.to_be_bytes());
         l4.extend_from_slice(&2000u32.to_be_bytes());
-        l4.extend_from_slice(&[0x50, 0x10, 0x20, 0x00, 0, 0, 0, 0]); // ACK, window 8192
+        l4.extend_from_slice(&[0x50, flags, 0x20, 0x00, 0, 0, 0, 0]); // window 8192
     } else {
         l4.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
         l4.extend_from_slice(&[0, 0]);
@@ -213,6 +221,98 @@ fn floor_nat(calls: usize, check: bool) -> Result<()> {
     Ok(())
 }
 
+/// A new connection's first segments, one test run each (a repeated run would find the entries
+/// the first one inserted): the client's SYN to a published port on the uplink (`from_netdev`:
+/// the lookups of the host address, the binding, the sandbox and its network, the reply tuple's
+/// check, both inserts, the window's first state, DNAT, `bpf_redirect_peer`), and the server's
+/// SYN-ACK (`from_container`, its route already cached: the full body a SYN-ACK takes). Each
+/// call gets its own client port; the entries go again after it (outside the timed run).
+fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
+    use netd_common::{EndpointInfo, NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PublishedKey, PublishedValue};
+    let sb = be_addr(Ipv4Addr::from(SB));
+    {
+        let mut h: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(l.ebpf.map_mut(m::HOST_ADDRS).unwrap())?;
+        h.insert(be_addr(Ipv4Addr::from(HOST)), 1, 0)?;
+    }
+    {
+        let mut pm: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::PUBLISHED_V4).unwrap())?;
+        let k = PublishedKey { addr: 0, port: be_port(8080), proto: 6, _pad: 0 };
+        pm.insert(k, PublishedValue { addr: sb, port: be_port(7000), _pad: 0, net: 1, stats_slot: 1 }, 0)?;
+    }
+    {
+        let mut em: BpfHashMap<&mut MapData, u32, EndpointInfo> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::ENDPOINTS).unwrap())?;
+        em.insert(sb, EndpointInfo { ifindex: 42, net: 1, mac: SB_MAC, _pad: [0; 2] }, 0)?;
+    }
+    {
+        let mut nm: BpfHashMap<&mut MapData, u32, NetworkInfo> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::NETWORKS).unwrap())?;
+        let n = NetworkInfo {
+            subnet: be_addr(Ipv4Addr::new(172, 17, 0, 0)),
+            mask: be_addr(Ipv4Addr::new(255, 255, 0, 0)),
+            gateway: be_addr(Ipv4Addr::new(172, 17, 0, 1)),
+            bridge_ifindex: 41,
+            gateway_mac: GW_MAC,
+            _pad: [0; 2],
+            flags: NET_F_MASQUERADE | NET_F_PROTECT,
+        };
+        nm.insert(1, n, 0)?;
+    }
+    {
+        // What one test run costs around any program: the timer's reads and the run's set-up.
+        let fds = crate::floor::load_only(crate::floor::EMPTY)?;
+        let f = frame(6, CLIENT, HOST, 40000, 8080, 64);
+        let mut d: Vec<f64> =
+            (0..calls).map(|_| test_run_repeat(fds[0].as_fd(), &f, 1).map(|r| r.duration_ns as f64)).collect::<Result<_, _>>()?;
+        d.sort_by(f64::total_cmp);
+        println!("| {} (1 run per call) | {:.0} | {:.0} |", crate::floor::EMPTY, d[d.len() / 2], d[0]);
+    }
+    let (mut syn, mut synack) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for i in 0..calls {
+        let cport = 20_000 + i as u16;
+        let fk = key(6, CLIENT, HOST, cport, 8080);
+        let rk = key(6, SB, CLIENT, 7000, cport);
+        let f = frame_flags(6, 0x02, CLIENT, HOST, cport, 8080, 0);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_NETDEV)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || r.data_out[30..34] != SB) {
+            bail!("SYN {i}: verdict {}, not translated to the sandbox", r.retval);
+        }
+        syn.push(r.duration_ns as f64);
+        // The reply entry's route as a first SYN-ACK would have cached it.
+        {
+            let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> =
+                BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
+            let Ok(mut v) = ct.get(&rk, 0) else {
+                // (An experiment's object that inserted nothing.)
+                let _ = ct.remove(&fk);
+                continue;
+            };
+            v.fib_gen = 5;
+            v.fib_mtu = 1500;
+            v.ifindex = 43;
+            ct.insert(rk, v, 0)?;
+        }
+        let f = frame_flags(6, 0x12, SB, CLIENT, 7000, cport, 0);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_CONTAINER)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || r.data_out[26..30] != HOST) {
+            bail!("SYN-ACK {i}: verdict {}, not translated to the host address", r.retval);
+        }
+        synack.push(r.duration_ns as f64);
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
+        ct.remove(&fk)?;
+        ct.remove(&rk)?;
+    }
+    for (name, mut d) in [("from_netdev, new connection, TCP SYN", syn), ("from_container, new connection, TCP SYN-ACK", synack)] {
+        if d.is_empty() {
+            continue;
+        }
+        d.sort_by(f64::total_cmp);
+        println!("| {name} (1 run per call) | {:.0} | {:.0} |", d[d.len() / 2], d[0]);
+    }
+    Ok(())
+}
+
 /// `netd-bench micro [--calls N] [--no-check]`: a table of ns per run, printed (`--no-check`: for
 /// experiments that leave out part of the rewrite on purpose).
 pub fn micro(calls: usize, check: bool) -> Result<()> {
@@ -240,5 +340,5 @@ pub fn micro(calls: usize, check: bool) -> Result<()> {
         let (med, min) = time(l.prog_fd(c.prog)?, &c.frame, calls, check)?;
         println!("| {} | {med:.0} | {min:.0} |", c.name);
     }
-    Ok(())
+    new_flows(&mut l, calls, check)
 }
