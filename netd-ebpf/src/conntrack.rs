@@ -135,6 +135,104 @@ pub fn established(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> Option<i32> {
     Some(established_entry(ctx, p, e))
 }
 
+/// `lookup_flow` on the uplink (`netd_from_netdev`): a SYN on a closed published-port flow
+/// whose translation would come out the same again (`restart_published`) restarts the pair in
+/// place; any other closed flow goes as in `lookup_flow`.
+#[inline(always)]
+pub fn lookup_flow_uplink(p: &Pkt, k: &CtKey) -> Option<Entry> {
+    let e = CT_V4.get_ptr_mut(k)?;
+    // SAFETY: map value pointer, valid for this program run.
+    let v = unsafe { &mut *e };
+    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
+        if restart_published(p, k, v) {
+            return Some(e);
+        }
+        remove_closed(k, v);
+        return None;
+    }
+    Some(e)
+}
+
+/// A client's SYN from a source port whose last connection to the same published port closed
+/// (a client cycling through its ports, a load generator, many clients behind one NAT): when
+/// the pair, removed, would be made again exactly as it is (the binding still leads to the same
+/// sandbox address, port, device and MACs through the same host port; the client keeps its
+/// port because its old reply tuple was the one freed), both entries start over in place (their
+/// TCP state, flags and time; the reply's cached route stays, checked against `FIB_GEN` as
+/// always) rather than being removed and inserted again. Same entries for every later packet,
+/// without the two deletes and two inserts, whose LRU list work on cold memory was most of a
+/// new connection's time (bench/report.md, "tenth pass"). As nf_conntrack, which kills and
+/// recreates a closed connection reopened by a SYN, the table does not grow: the restarted flow
+/// is unanswered again (counted once in `CT_UNASSURED`) but never refused at the cap.
+/// A BPF-to-BPF call (its keys off the caller's frame).
+#[inline(never)]
+fn restart_published(p: &Pkt, k: &CtKey, v: &mut CtValue) -> bool {
+    use crate::maps::{endpoint, is_host_addr, network, published};
+    // The originator's entry of a published-port flow on the uplink (DNAT, the client's port
+    // kept: the only translation `dnat_published` makes when the client's reply tuple is free).
+    if v.action != CT_ACT_PEER
+        || v.flags & (CT_F_REPLY | CT_F_L2 | CT_F_HOSTNAT) != 0
+        || v.saddr != p.saddr
+        || v.sport != p.sport
+        || !is_host_addr(p.daddr)
+    {
+        return false;
+    }
+    let Some(pb) = published(p.proto, p.daddr, p.dport) else { return false };
+    let Some(ep) = endpoint(pb.addr) else { return false };
+    let Some(net) = network(ep.net) else { return false };
+    if v.daddr != pb.addr
+        || v.dport != pb.port
+        || v.ifindex != ep.ifindex
+        || v.stats_slot != pb.stats_slot + 1
+        || !mac_eq(&v.dmac, &ep.mac)
+        || !mac_eq(&v.smac, &net.gateway_mac)
+    {
+        return false;
+    }
+    // Its reply entry, still paired with it and as `dnat_published` makes it.
+    let rk = ct_key(pb.addr, p.saddr, pb.port, p.sport, p.proto);
+    let Some(r) = CT_V4.get_ptr_mut(&rk) else { return false };
+    // SAFETY: map value pointer, valid for this program run.
+    let r = unsafe { &mut *r };
+    if r.action != CT_ACT_FIB
+        || r.flags & (CT_F_L2 | CT_F_HOSTNAT) != 0
+        || r.saddr != p.daddr
+        || r.daddr != p.saddr
+        || r.sport != p.dport
+        || r.dport != p.sport
+        || r.stats_slot != 0
+    {
+        return false;
+    }
+    // Unanswered again: counted as a new flow, unless it never stopped counting (its client never
+    // acknowledged: one count per flow, as the next ACK takes one off).
+    if v.flags & CT_F_ACKED != 0 {
+        count_new(k);
+    }
+    let now = now();
+    v.flags = 0;
+    v.ack = 0;
+    v.wnd = 0;
+    v.last_seen_ns = now;
+    r.flags = CT_F_REPLY;
+    r.ack = 0;
+    r.wnd = 0;
+    r.last_seen_ns = now;
+    true
+}
+
+/// Two MAC addresses equal (as a word and a half-word: an array comparison is a call to
+/// `bcmp`, which the bpf target does not have).
+#[inline(always)]
+fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    // SAFETY: within both 6-byte arrays, read unaligned.
+    unsafe {
+        (a.as_ptr() as *const u32).read_unaligned() == (b.as_ptr() as *const u32).read_unaligned()
+            && (a.as_ptr().add(4) as *const u16).read_unaligned() == (b.as_ptr().add(4) as *const u16).read_unaligned()
+    }
+}
+
 /// `established` for an entry the caller looked up (`lookup_flow`).
 #[inline(always)]
 pub fn established_entry(ctx: &TcContext, p: &mut Pkt, e: Entry) -> i32 {
@@ -386,14 +484,25 @@ fn admit(k: &CtKey) -> bool {
         stats::count_drop(DropReason::CtFull);
         return false;
     }
-    // SAFETY: as above. Not atomic (the bpf target has no fetch-add in core): a lost update
-    // between CPUs is corrected by the GC's recount (of the counter; a slot written twice).
+    count_new(k);
+    true
+}
+
+/// Count a new unanswered flow keyed `k` (`admit` without the cap: also for a flow restarted in
+/// its own entries): one more in `CT_UNASSURED`, and the newest of `NEW_FLOWS`.
+#[inline(always)]
+fn count_new(k: &CtKey) {
+    let Some(unassured) = CT_UNASSURED.get_ptr_mut(0) else { return };
+    let Some(head) = NEW_FLOWS_HEAD.get_ptr_mut(0) else { return };
+    // SAFETY: one-entry array slots, valid for this program run. Not atomic (the bpf target has
+    // no fetch-add in core): a lost update between CPUs is corrected by the GC's recount (of the
+    // counter; a slot written twice).
+    let h = unsafe { *head };
     unsafe {
         *unassured = (*unassured).wrapping_add(1);
         *head = h.wrapping_add(1);
     }
     let _ = NEW_FLOWS.set((h % CT_UNASSURED_MAX) as u32, k, 0);
-    true
 }
 
 /// nf_conntrack's early drop: at the cap of unanswered flows, evict the oldest one still

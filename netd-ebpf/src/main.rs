@@ -263,7 +263,7 @@ mod progs {
         // masqueraded flow's reply) was made for one of the host's addresses, never a sandbox's,
         // so the protection below (a hash lookup per packet) cannot apply to it.
         let k = key_of(p);
-        let e = if p.has_ports && f != conntrack::FAST_NO_ENTRY { conntrack::lookup_flow(p, &k) } else { None };
+        let e = if p.has_ports && f != conntrack::FAST_NO_ENTRY { conntrack::lookup_flow_uplink(p, &k) } else { None };
         // SAFETY: map value pointer, valid for this program run.
         let dnat = e.is_some_and(|e| unsafe { (*e).daddr } != p.daddr);
         // The destination's endpoint when it is a sandbox address (once: the protection and

@@ -453,7 +453,10 @@ fn rst_and_flood(dataplane: &str) {
         &th.outside.path(),
         vec![tcp_seg(srv, peer, 0x1234_5678, 0, 0x04), tcp_seg(srv, peer, snd.wrapping_add(512 * 1024), 0, 0x04)],
     );
-    let flood_s = syn_flood(&th, &[Ipv4Addr::new(198, 51, 100, 2)], 140_000);
+    // First from an address nobody answers for (unanswered flows, past the cap), then from the
+    // client's own (whose kernel resets the server's SYN-ACKs; its SYNs on those closed flows
+    // restart them in place).
+    let flood_s = syn_flood(&th, &[Ipv4Addr::new(198, 51, 100, 76), Ipv4Addr::new(198, 51, 100, 2)], 140_000);
     // Right after the flood, a new client is served (nf_conntrack's early drop evicts an
     // unanswered flood entry for it; refusing it would make the flood a denial of service).
     let at_once = served_within(&th, Duration::from_secs(3));

@@ -901,6 +901,83 @@ fn rsts_are_judged_against_the_receivers_scaled_window() {
     assert_eq!(closing(&l, &sk), netd_common::CT_F_CLOSING | netd_common::CT_F_RST, "an exact RST closes");
 }
 
+/// A client reusing its source port for a new connection to the same published port, after the
+/// last one closed: the pair is restarted in place when it would be made again the same (same
+/// binding, the client's port kept), so the reply entry keeps its cached route and the SYN-ACK
+/// uses it; the flow's TCP state starts afresh. When the binding changed meanwhile, the closed
+/// pair goes and the SYN gets the new translation.
+#[test]
+fn a_reused_client_port_restarts_its_closed_published_flow_in_place() {
+    require_root!();
+    let mut l = setup();
+    let (ck, sk) = client_and_sandbox_keys(42200);
+    let from_client = |l: &Loaded, seq: u32, ack: u32, flags: u8| {
+        let f = tcp_seg_opts(CLIENT, HOST, (42200, 8080), (seq, ack), flags, 502, Some(7), 0);
+        test_run(l.prog_fd(p::FROM_NETDEV).unwrap(), &f).unwrap()
+    };
+    let from_sandbox = |l: &Loaded, sport: u16, seq: u32, ack: u32, flags: u8| {
+        let f = tcp_seg_opts(SB, CLIENT, (sport, 42200), (seq, ack), flags, 509, Some(7), 0);
+        test_run(l.prog_fd(p::FROM_CONTAINER).unwrap(), &f).unwrap()
+    };
+    assert_eq!(from_client(&l, 1000, 0, SYN).retval, TC_ACT_REDIRECT);
+    assert_ne!(from_sandbox(&l, 7000, 5000, 1001, SYN | ACK).retval, TC_ACT_SHOT);
+    assert_eq!(from_client(&l, 1001, 5001, ACK).retval, TC_ACT_REDIRECT);
+    assert_eq!(from_client(&l, 1001, 5001, 0x11).retval, TC_ACT_REDIRECT, "FIN|ACK");
+    assert_ne!(closing(&l, &ck), 0, "the client's FIN closes its direction");
+    // The reply entry's route as a first reply caches it (the test's namespace has none).
+    const DMAC: [u8; 6] = [2, 0, 0, 0, 0, 0x77];
+    {
+        let mut g: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(l.ebpf.map_mut(m::FIB_GEN).unwrap()).unwrap();
+        g.set(0, 5, 0).unwrap();
+        let mut c: BpfHashMap<&mut MapData, CtKey, CtValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap()).unwrap();
+        let mut v = c.get(&sk, 0).unwrap();
+        (v.ifindex, v.dmac, v.smac, v.fib_mtu, v.fib_gen) = (77, DMAC, [2, 0, 0, 0, 0, 0x78], 1500, 5);
+        c.insert(sk, v, 0).unwrap();
+    }
+    assert_eq!(ct(&l).len(), 2);
+
+    // The same client port again, a new ISN: the same translation, both entries restarted.
+    let r = from_client(&l, 90_000, 0, SYN);
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.sport, o.dport), (CLIENT, SB, 42200, 7000));
+    let (c, s) = (ct_get(&l, &ck).unwrap(), ct_get(&l, &sk).unwrap());
+    assert_eq!(c.flags & (netd_common::CT_F_CLOSING | netd_common::CT_F_ACKED), 0, "the client's state starts afresh");
+    assert_ne!(c.flags & netd_common::CT_F_SYN, 0, "from its SYN");
+    assert_eq!(s.flags, netd_common::CT_F_REPLY, "the reply direction not seen yet");
+    assert_eq!((s.ifindex, s.dmac, s.fib_gen), (77, DMAC, 5), "restarted in place: the cached route kept");
+    assert_eq!(ct(&l).len(), 2, "no other entry");
+    // The SYN-ACK goes out along the cached route, translated back.
+    let r = from_sandbox(&l, 7000, 30_000, 90_001, SYN | ACK);
+    assert_eq!(r.retval, TC_ACT_REDIRECT, "bpf_redirect along the cached route");
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.sport, o.dport, o.dmac), (HOST, CLIENT, 8080, 42200, DMAC));
+    assert_eq!(from_client(&l, 90_001, 30_001, ACK).retval, TC_ACT_REDIRECT);
+    assert_ne!(ct_get(&l, &ck).unwrap().flags & netd_common::CT_F_ACKED, 0);
+
+    // Closed again, and the port now leads to 7001: a new translation, the old pair gone.
+    assert_eq!(from_client(&l, 90_001, 30_001, 0x11).retval, TC_ACT_REDIRECT);
+    {
+        let mut pm: BpfHashMap<&mut MapData, PublishedKey, PublishedValue> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m::PUBLISHED_V4).unwrap()).unwrap();
+        let k = PublishedKey { addr: 0, port: be_port(8080), proto: 6, _pad: 0 };
+        let v = PublishedValue { addr: be_addr(ip(SB)), port: be_port(7001), _pad: 0, net: 1, stats_slot: 0 };
+        pm.insert(k, v, 0).unwrap();
+    }
+    let r = from_client(&l, 200_000, 0, SYN);
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.dst, o.sport, o.dport), (SB, 42200, 7001), "the new binding");
+    assert!(ct_get(&l, &sk).is_none(), "the closed pair's reply entry went with it");
+    let (_, sk2) = client_and_sandbox_keys(42200);
+    let sk2 = CtKey { sport: be_port(7001), ..sk2 };
+    let n = ct_get(&l, &sk2).expect("the new reply entry");
+    assert_eq!((n.ifindex, n.fib_gen), (0, 0), "a new entry: no route cached yet");
+    assert_eq!(ct(&l).len(), 2);
+}
+
 /// Window scaling applies only when both SYNs announce it (RFC 7323); a RST answering a SYN
 /// must acknowledge it; a flow picked up mid-stream (no SYN seen) is judged liberally, as
 /// nf_conntrack's pickup does.
