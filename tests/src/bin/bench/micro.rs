@@ -11,7 +11,8 @@
 //! and the packet is back where it started after an even number of runs, which is checked.
 //!
 //! A new connection's first segments (`new_flows`) are timed one run per test run, next to the
-//! empty program timed the same way (what a single run's set-up and timer cost).
+//! empty program timed the same way (what a single run's set-up and timer cost): a fresh
+//! client port's SYN and the SYN-ACK, and a SYN from the same port once that flow closed.
 use std::{net::Ipv4Addr, os::fd::AsFd};
 
 use anyhow::{Result, bail};
@@ -225,8 +226,10 @@ fn floor_nat(calls: usize, check: bool) -> Result<()> {
 /// the first one inserted): the client's SYN to a published port on the uplink (`from_netdev`:
 /// the lookups of the host address, the binding, the sandbox and its network, the reply tuple's
 /// check, both inserts, the window's first state, DNAT, `bpf_redirect_peer`), and the server's
-/// SYN-ACK (`from_container`, its route already cached: the full body a SYN-ACK takes). Each
-/// call gets its own client port; the entries go again after it (outside the timed run).
+/// SYN-ACK (`from_container`, its route already cached: the full body a SYN-ACK takes), then,
+/// the flow marked closed, a SYN from the same client port (the closed pair restarted in place,
+/// `conntrack::restart_published`). Each call gets its own client port; the entries go again
+/// after it (outside the timed runs).
 fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
     use netd_common::{EndpointInfo, NET_F_MASQUERADE, NET_F_PROTECT, NetworkInfo, PublishedKey, PublishedValue};
     let sb = be_addr(Ipv4Addr::from(SB));
@@ -268,7 +271,7 @@ fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
         d.sort_by(f64::total_cmp);
         println!("| {} (1 run per call) | {:.0} | {:.0} |", crate::floor::EMPTY, d[d.len() / 2], d[0]);
     }
-    let (mut syn, mut synack) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let (mut syn, mut synack, mut again) = (Vec::with_capacity(calls), Vec::with_capacity(calls), Vec::with_capacity(calls));
     for i in 0..calls {
         let cport = 20_000 + i as u16;
         let fk = key(6, CLIENT, HOST, cport, 8080);
@@ -300,10 +303,25 @@ fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
         }
         synack.push(r.duration_ns as f64);
         let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
+        // The client closes (as its FIN would mark it), then opens again from the same port.
+        let mut v = ct.get(&fk, 0)?;
+        v.flags |= netd_common::CT_F_CLOSING;
+        ct.insert(fk, v, 0)?;
+        let f = frame_flags(6, 0x02, CLIENT, HOST, cport, 8080, 0);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_NETDEV)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || r.data_out[30..34] != SB) {
+            bail!("SYN {i} again: verdict {}, not translated to the sandbox", r.retval);
+        }
+        again.push(r.duration_ns as f64);
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtValue> = BpfHashMap::try_from(l.ebpf.map_mut(m::CT_V4).unwrap())?;
         ct.remove(&fk)?;
-        ct.remove(&rk)?;
+        let _ = ct.remove(&rk);
     }
-    for (name, mut d) in [("from_netdev, new connection, TCP SYN", syn), ("from_container, new connection, TCP SYN-ACK", synack)] {
+    for (name, mut d) in [
+        ("from_netdev, new connection, TCP SYN", syn),
+        ("from_container, new connection, TCP SYN-ACK", synack),
+        ("from_netdev, new connection from a closed flow's port, TCP SYN", again),
+    ] {
         if d.is_empty() {
             continue;
         }
