@@ -266,12 +266,14 @@ fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
         // What one test run costs around any program: the timer's reads and the run's set-up.
         let fds = crate::floor::load_only(crate::floor::EMPTY)?;
         let f = frame(6, CLIENT, HOST, 40000, 8080, 64);
-        let mut d: Vec<f64> =
-            (0..calls).map(|_| test_run_repeat(fds[0].as_fd(), &f, 1).map(|r| r.duration_ns as f64)).collect::<Result<_, _>>()?;
+        let mut d: Vec<f64> = (0..calls)
+            .map(|_| test_run_repeat(fds[0].as_fd(), &f, 1).map(|r| r.duration_ns as f64))
+            .collect::<Result<_, _>>()?;
         d.sort_by(f64::total_cmp);
         println!("| {} (1 run per call) | {:.0} | {:.0} |", crate::floor::EMPTY, d[d.len() / 2], d[0]);
     }
-    let (mut syn, mut synack, mut again) = (Vec::with_capacity(calls), Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let (mut syn, mut synack, mut again) =
+        (Vec::with_capacity(calls), Vec::with_capacity(calls), Vec::with_capacity(calls));
     for i in 0..calls {
         let cport = 20_000 + i as u16;
         let fk = key(6, CLIENT, HOST, cport, 8080);
