@@ -75,6 +75,9 @@ pub struct TestDaemon {
     /// Mount namespace (`/proc/PID/ns/mnt`) the daemon runs in, when not the test's own (a Docker
     /// test runs netd and dockerd in one private mount namespace, see `docker::MountNs`).
     pub mount_ns: Option<String>,
+    /// `bpffs` is this test's own directory, passed as `--bpffs` and removed on drop. False for
+    /// a daemon on netd's default pin directory (only inside a private mount namespace).
+    own_bpffs: bool,
     child: Option<Child>,
 }
 
@@ -94,12 +97,28 @@ impl TestDaemon {
         Self::start_with(th, mount_ns, &[], extra)
     }
 
+    /// As [`TestDaemon::start_in`], without `--bpffs`: netd's default pin directory
+    /// (`/sys/fs/bpf/netd`), which only a private mount namespace may have (`mount_ns`, required).
+    pub fn start_default_bpffs(th: &TestHost, mount_ns: &str, extra: &[&str]) -> Result<Self> {
+        Self::build(th, Some(mount_ns), &[], extra, false)
+    }
+
     fn start_with(th: &TestHost, mount_ns: Option<&str>, env: &[(&str, &str)], extra: &[&str]) -> Result<Self> {
+        Self::build(th, mount_ns, env, extra, true)
+    }
+
+    fn build(
+        th: &TestHost,
+        mount_ns: Option<&str>,
+        env: &[(&str, &str)],
+        extra: &[&str],
+        own_bpffs: bool,
+    ) -> Result<Self> {
         let tag = crate::unique("nd");
         let root = PathBuf::from(format!("/run/netd-test/{tag}"));
         // A pin directory of its own under the test root: the daemon mounts a private bpffs there
         // (the machine's /sys/fs/bpf is neither needed nor touched).
-        let bpffs = root.join("bpf");
+        let bpffs = if own_bpffs { root.join("bpf") } else { PathBuf::from("/sys/fs/bpf/netd") };
         std::fs::create_dir_all(&root)?;
         let mut d = Self {
             socket: root.join("netd.sock"),
@@ -109,6 +128,7 @@ impl TestDaemon {
             args: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             mount_ns: mount_ns.map(str::to_string),
+            own_bpffs,
             child: None,
         };
         d.spawn()?;
@@ -129,8 +149,7 @@ impl TestDaemon {
             .arg(self.root.join("run"))
             .arg("--data-root")
             .arg(self.root.join("lib"))
-            .arg("--bpffs")
-            .arg(&self.bpffs)
+            .args(if self.own_bpffs { vec![std::ffi::OsStr::new("--bpffs"), self.bpffs.as_os_str()] } else { vec![] })
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
             // Sandbox cgroups of this daemon only (tests check that none is left).
@@ -397,7 +416,9 @@ impl Drop for TestDaemon {
             let _ = std::fs::remove_dir(&parent);
         }
         umount_below(&self.root);
-        let _ = std::fs::remove_dir_all(&self.bpffs);
+        if self.own_bpffs {
+            let _ = std::fs::remove_dir_all(&self.bpffs);
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

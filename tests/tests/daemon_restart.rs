@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, require_root};
+use netd_tests::{TestDaemon, TestHost, daemon::probe_bin, docker::MountNs, require_root};
 
 #[test]
 fn kill9_then_up_adopts_sandboxes_and_their_exit_status() {
@@ -149,4 +149,43 @@ fn down_streams_progress_and_notifies_systemd() {
     let links = th.host.exec_ok(&["ip", "-o", "link", "show"]).unwrap();
     assert!(!links.lines().any(|l| l.contains(": veth")), "veths left after netd down:\n{links}");
     assert_eq!(recv(), "STOPPING=1");
+}
+
+/// `netd up` with its default pin directory (`/sys/fs/bpf/netd`) where /sys/fs/bpf is not
+/// mounted (a machine whose init mounts no bpffs): the daemon mounts bpffs there itself, pins
+/// its maps and programs, and removes the pins at `netd down`. In a private mount namespace (the
+/// mount stays in it); the test's own mount table is checked unchanged.
+#[test]
+fn default_pin_dir_gets_a_bpffs_mounted_when_there_is_none() {
+    require_root!();
+    let th = TestHost::new("bpfd").unwrap();
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let root = Dir(PathBuf::from(format!("/run/netd-test/{}", netd_tests::unique("bpfd"))));
+    let ns = MountNs::new(&th.host.path(), &root.0.join("priv"), &root.0.join("ready")).unwrap();
+    let in_ns = |script: &str| -> String {
+        let o = ns.cmd(&["sh", "-c", script]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // bpffs mounts on /sys/fs/bpf, in a mount table.
+    let bpf_mounts =
+        |table: &str| table.lines().filter(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf ")).count();
+    let ours = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let before = bpf_mounts(&ours());
+    // Whatever the machine has there stays out of the namespace's view (unmounted in it only).
+    in_ns("while umount /sys/fs/bpf 2>/dev/null; do :; done; true");
+    assert_eq!(bpf_mounts(&in_ns("cat /proc/self/mountinfo")), 0);
+
+    let mut d = TestDaemon::start_default_bpffs(&th, &ns.path(), &["--dataplane", "ebpf"]).unwrap();
+    assert_eq!(bpf_mounts(&in_ns("cat /proc/self/mountinfo")), 1, "netd mounted bpffs: {}", d.log());
+    let pins = in_ns("find /sys/fs/bpf/netd -type f | wc -l");
+    assert!(pins.parse::<u32>().unwrap_or(0) > 0, "nothing pinned under /sys/fs/bpf/netd: {}", d.log());
+    assert_eq!(bpf_mounts(&ours()), before, "the test's own /sys/fs/bpf untouched");
+    d.down().unwrap();
+    assert_eq!(in_ns("ls -A /sys/fs/bpf/netd 2>/dev/null | wc -l"), "0", "pins left after down");
+    assert_eq!(bpf_mounts(&ours()), before);
 }
