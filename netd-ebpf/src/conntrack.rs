@@ -117,10 +117,26 @@ pub type Entry = *mut CtValue;
 /// whose reply tuple may since have been handed to another flow.
 #[inline(always)]
 pub fn lookup_flow(p: &Pkt, k: &CtKey) -> Option<Entry> {
+    lookup_flow_in(p, k, false)
+}
+
+/// `lookup_flow` on the uplink (`netd_from_netdev`): a SYN on a closed published-port flow
+/// whose translation would come out the same again (`restart_published`) restarts the pair in
+/// place; any other closed flow goes as in `lookup_flow`.
+#[inline(always)]
+pub fn lookup_flow_uplink(p: &Pkt, k: &CtKey) -> Option<Entry> {
+    lookup_flow_in(p, k, true)
+}
+
+#[inline(always)]
+fn lookup_flow_in(p: &Pkt, k: &CtKey, uplink: bool) -> Option<Entry> {
     let e = CT_V4.get_ptr_mut(k)?;
     // SAFETY: map value pointer, valid for this program run.
-    let v = unsafe { &*e };
+    let v = unsafe { &mut *e };
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
+        if uplink && restart_published(p, k, v) {
+            return Some(e);
+        }
         remove_closed(k, v);
         return None;
     }
@@ -135,27 +151,10 @@ pub fn established(ctx: &TcContext, p: &mut Pkt, k: &CtKey) -> Option<i32> {
     Some(established_entry(ctx, p, e))
 }
 
-/// `lookup_flow` on the uplink (`netd_from_netdev`): a SYN on a closed published-port flow
-/// whose translation would come out the same again (`restart_published`) restarts the pair in
-/// place; any other closed flow goes as in `lookup_flow`.
-#[inline(always)]
-pub fn lookup_flow_uplink(p: &Pkt, k: &CtKey) -> Option<Entry> {
-    let e = CT_V4.get_ptr_mut(k)?;
-    // SAFETY: map value pointer, valid for this program run.
-    let v = unsafe { &mut *e };
-    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
-        if restart_published(p, k, v) {
-            return Some(e);
-        }
-        remove_closed(k, v);
-        return None;
-    }
-    Some(e)
-}
-
 /// A client's SYN from a source port whose last connection to the same published port closed
 /// (a client cycling through its ports, a load generator, many clients behind one NAT): when
-/// the pair, removed, would be made again exactly as it is (the binding still leads to the same
+/// the pair, removed, would be made again exactly as it is (`dnat_published`'s two values: the
+/// checks below follow them; the binding still leads to the same
 /// sandbox address, port, device and MACs through the same host port; the client keeps its
 /// port because its old reply tuple was the one freed), both entries start over in place (their
 /// TCP state, flags and time; the reply's cached route stays, checked against `FIB_GEN` as
@@ -343,7 +342,7 @@ pub fn fast_v4(ctx: &TcContext, from_netdev: bool) -> i32 {
     let (rs, rd, rsp, rdp) = (v.daddr, v.saddr, v.dport, v.sport);
     if !udp
         && !tcpwin::track(ctx, L4, tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
-            lookup(&ct_key(rs, rd, rsp, rdp, IPPROTO_TCP)).map(|r| (r.flags, r.ack, r.wnd))
+            receiver(&ct_key(rs, rd, rsp, rdp, IPPROTO_TCP))
         })
     {
         return TC_ACT_SHOT as i32;
@@ -373,9 +372,15 @@ fn track(ctx: &TcContext, p: &Pkt, e: Entry) -> bool {
     // The receiver's entry: keyed by the reverse of this direction's translation.
     let (saddr, daddr, sport, dport) = (v.daddr, v.saddr, v.dport, v.sport);
     tcpwin::track(ctx, p.l4 as usize, p.tcp_flags, &mut v.flags, &mut v.ack, &mut v.wnd, || {
-        let pk = ct_key(saddr, daddr, sport, dport, IPPROTO_TCP);
-        lookup(&pk).map(|r| (r.flags, r.ack, r.wnd))
+        receiver(&ct_key(saddr, daddr, sport, dport, IPPROTO_TCP))
     })
+}
+
+/// A RST's receiver for window tracking: the flags, ACK and window of the entry under `pk`, the
+/// reverse of the sender's translation (looked up only for a RST).
+#[inline(always)]
+fn receiver(pk: &CtKey) -> Option<(u8, u32, u16)> {
+    lookup(pk).map(|r| (r.flags, r.ack, r.wnd))
 }
 
 /// `remove_pair` for `lookup_flow`, as a BPF-to-BPF call: its keys stay off the stack of the

@@ -355,6 +355,7 @@ mod progs {
             stats::count_drop(DropReason::SnatExhausted);
             return SHOT;
         };
+        // (`conntrack::restart_published` checks a closed pair against these two values.)
         let mut fwd = ct_value! {
             saddr: p.saddr,
             daddr: pb.addr,
