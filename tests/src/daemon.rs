@@ -118,7 +118,7 @@ impl TestDaemon {
         let root = PathBuf::from(format!("/run/netd-test/{tag}"));
         // A pin directory of its own under the test root: the daemon mounts a private bpffs there
         // (the machine's /sys/fs/bpf is neither needed nor touched).
-        let bpffs = if own_bpffs { root.join("bpf") } else { PathBuf::from("/sys/fs/bpf/netd") };
+        let bpffs = if own_bpffs { root.join("bpf") } else { PathBuf::from(netd::cli::args::DEFAULT_BPFFS) };
         std::fs::create_dir_all(&root)?;
         let mut d = Self {
             socket: root.join("netd.sock"),

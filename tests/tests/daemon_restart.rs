@@ -182,10 +182,11 @@ fn default_pin_dir_gets_a_bpffs_mounted_when_there_is_none() {
 
     let mut d = TestDaemon::start_default_bpffs(&th, &ns.path(), &["--dataplane", "ebpf"]).unwrap();
     assert_eq!(bpf_mounts(&in_ns("cat /proc/self/mountinfo")), 1, "netd mounted bpffs: {}", d.log());
-    let pins = in_ns("find /sys/fs/bpf/netd -type f | wc -l");
-    assert!(pins.parse::<u32>().unwrap_or(0) > 0, "nothing pinned under /sys/fs/bpf/netd: {}", d.log());
+    let pin_dir = d.bpffs.display().to_string();
+    let pins = in_ns(&format!("find {pin_dir} -type f | wc -l"));
+    assert!(pins.parse::<u32>().unwrap_or(0) > 0, "nothing pinned under {pin_dir}: {}", d.log());
     assert_eq!(bpf_mounts(&ours()), before, "the test's own /sys/fs/bpf untouched");
     d.down().unwrap();
-    assert_eq!(in_ns("ls -A /sys/fs/bpf/netd 2>/dev/null | wc -l"), "0", "pins left after down");
+    assert_eq!(in_ns(&format!("ls -A {pin_dir} 2>/dev/null | wc -l")), "0", "pins left after down");
     assert_eq!(bpf_mounts(&ours()), before);
 }
