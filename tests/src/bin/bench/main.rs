@@ -71,6 +71,10 @@ enum Cmd {
         /// to back per round; see the full bench's "Head to head").
         #[arg(long, value_name = "N", default_value_t = 0)]
         rounds: usize,
+        /// Run the head-to-head rounds with every vCPU kept from halting (see the full bench's
+        /// "vCPUs kept from halting").
+        #[arg(long)]
+        spin: bool,
         #[arg(long, value_name = "DIR", default_value = "bench")]
         out: PathBuf,
     },
@@ -118,8 +122,8 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve { port } => load::serve(port),
         Cmd::Run { quick, no_runtimes, out } => run(quick, !no_runtimes, out),
-        Cmd::Profile { reps, ms, stream, rounds, out } => {
-            profile_only(reps, Duration::from_millis(ms), stream, rounds, out)
+        Cmd::Profile { reps, ms, stream, rounds, spin, out } => {
+            profile_only(reps, Duration::from_millis(ms), stream, rounds, spin, out)
         }
         Cmd::Micro { calls, no_check } => {
             if !netd_tests::is_root() {
@@ -515,6 +519,9 @@ fn run(quick: bool, with_runtimes: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root (cargo xtask bench does)");
     }
+    // First, so that it goes last: every process of the run in one scheduling group.
+    let sched = SchedGroup::enter();
+    let _ = SCHED_GROUP.set(sched.is_some());
     let _ = LOAD0.set(loadavg());
     let t0 = Instant::now();
     let dur = Duration::from_millis(if quick { 500 } else { 3000 });
@@ -831,11 +838,12 @@ fn head_to_head(worlds: &[World], rounds: usize, dur: Duration, profile: &mut Pr
                 };
                 let s = measure_on(w, pp, fig, &w.th.outside.path(), dst, dur, 1, profile).remove(0);
                 println!(
-                    "  head to head, round {r} / {} / {}: {:.0} ops/s p50 {:.0} µs {:.2} Gbit/s",
+                    "  head to head, round {r} / {} / {}: {:.0} ops/s p50 {:.0} µs p99 {:.0} µs {:.2} Gbit/s",
                     fig.name(),
                     w.name,
                     s.ops_per_s,
                     s.p50_us,
+                    s.p99_us,
                     s.gbit_s
                 );
                 out.entry((fig, w.name)).or_default().push(s);
@@ -848,7 +856,8 @@ fn head_to_head(worlds: &[World], rounds: usize, dur: Duration, profile: &mut Pr
 /// One idle-class (`SCHED_IDLE`) busy loop pinned to each CPU while it lives: a vCPU with one
 /// never halts, so a wake-up is a context switch, not a VM exit (on this nested VM with guest
 /// halt polling off, an idle vCPU's wake-up is about half of a TCP round trip). The loops run
-/// only when nothing else on their CPU can, so the measured work keeps the CPUs.
+/// only when nothing else on their CPU can, provided they share one scheduling group with the
+/// measured processes ([`SchedGroup`]): `SCHED_IDLE` ranks a thread within its own group only.
 struct Spinners {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -887,6 +896,77 @@ impl Drop for Spinners {
     }
 }
 
+/// The bench and everything it starts (daemons, sandboxes, servers, clients, busy loops) in one
+/// cpu cgroup of its own while this lives, so that they share one scheduling group.
+///
+/// Without it a netd sandbox's server, whose session is its own (`netd run` starts each
+/// sandbox with `setsid`, as a container's init is), is in its own autogroup, while the
+/// bench's clients, the raw worlds' servers and the busy loops share the bench's. `SCHED_IDLE`
+/// ranks a thread within its group only: against another group the busy loop's group competes
+/// at full weight, and a connection's new server thread waited for the loop's time slice (CRR
+/// p99 ~3.5 ms; `perf sched timehist` showed the loop picked over the queued thread when the
+/// accepting thread blocked). Tasks in a cgroup other than the root have no autogroup, so here
+/// every measured thread and the loops meet in one run queue per CPU. Nothing (the machine
+/// has no cpu controller to make a group in) where no cgroup can be made; the note says so.
+/// Whether this run's processes share one scheduling group ([`SchedGroup`]).
+static SCHED_GROUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+struct SchedGroup {
+    dir: PathBuf,
+    back: PathBuf,
+}
+
+impl SchedGroup {
+    fn enter() -> Option<Self> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let base = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 {
+                return None;
+            }
+            let p = PathBuf::from(f[1]);
+            // cgroup v1: the cpu controller's hierarchy, from this process's place in it.
+            if f[2] == "cgroup" && f[3].split(',').any(|o| o == "cpu") {
+                let rel = own.lines().find_map(|c| {
+                    let mut it = c.splitn(3, ':');
+                    let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
+                    ctl.split(',').any(|x| x == "cpu").then(|| path.trim_start_matches('/').to_string())
+                })?;
+                return Some(p.join(rel));
+            }
+            // cgroup v2: only from the root, where the cpu controller is on for children.
+            let v2_root = own.lines().any(|c| c == "0::/");
+            (f[2] == "cgroup2"
+                && v2_root
+                && std::fs::read_to_string(p.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")))
+            .then_some(p)
+        })?;
+        let dir = base.join(format!("netd-bench-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        if std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).is_err() {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Self { dir, back: base })
+    }
+}
+
+impl Drop for SchedGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.back.join("cgroup.procs"), std::process::id().to_string());
+        // Processes that just exited leave the cgroup asynchronously: retry for a while.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("netd bench: could not remove {}", self.dir.display());
+    }
+}
+
 /// Median, min and max of the round-by-round ratios `f(a) / f(b)` of worlds `a` and `b` (see
 /// [`paired`]), and how many rounds.
 fn h2h_ratio(h: &H2h, fig: Fig, a: &str, b: &str, f: fn(&Sample) -> f64) -> Option<(f64, f64, f64, usize)> {
@@ -895,10 +975,12 @@ fn h2h_ratio(h: &H2h, fig: Fig, a: &str, b: &str, f: fn(&Sample) -> f64) -> Opti
 
 /// `netd-bench profile`: the published port from outside and masquerade on raw, ebpf and
 /// iptables-nft, `reps` interleaved repeats of `dur` each, with the eBPF programs' profile.
-fn profile_only(reps: usize, dur: Duration, stream: bool, rounds: usize, out: PathBuf) -> Result<()> {
+fn profile_only(reps: usize, dur: Duration, stream: bool, rounds: usize, spin: bool, out: PathBuf) -> Result<()> {
     if !netd_tests::is_root() {
         bail!("the bench creates network namespaces: run it as root");
     }
+    let sched = SchedGroup::enter();
+    let _ = SCHED_GROUP.set(sched.is_some());
     let _ = LOAD0.set(loadavg());
     let t0 = Instant::now();
     let mut worlds = vec![
@@ -930,7 +1012,10 @@ fn profile_only(reps: usize, dur: Duration, stream: bool, rounds: usize, out: Pa
     let _stats_fd = enable_bpf_stats();
     let (res, profile) = measure_plan(&plan, reps, dur);
     let mut h2h_profile = Profile::new();
-    let h2h = (rounds > 0).then(|| head_to_head(&worlds, rounds, dur, &mut h2h_profile));
+    let h2h = (rounds > 0).then(|| {
+        let _spin = spin.then(Spinners::start);
+        head_to_head(&worlds, rounds, dur, &mut h2h_profile)
+    });
     drop(plan);
     let sizes = worlds.iter().find(|w| w.name == "ebpf").and_then(|w| w.d.as_ref()).map(prog_sizes).unwrap_or_default();
     drop(worlds);
@@ -1288,7 +1373,12 @@ fn render_issue19(res: &Results, profile: &Profile, h2h: Option<(&H2h, &Profile,
 fn render_h2h(h: &H2h, rounds: usize, dur: Duration, spin: bool) -> String {
     if spin {
         return format!(
-            "\n### Head to head, vCPUs kept from halting: {rounds} rounds\n\nThe same rounds again with an idle-class (`SCHED_IDLE`) busy loop pinned to each CPU, so no vCPU halts and a wake-up costs a context switch instead of a VM exit (this VM runs with guest halt polling off); the loops run only when nothing else can. What is left of a round trip is the datapaths' and the sockets' own work.\n{}",
+            "\n### Head to head, vCPUs kept from halting: {rounds} rounds\n\nThe same rounds again with an idle-class (`SCHED_IDLE`) busy loop pinned to each CPU, so no vCPU halts and a wake-up costs a context switch instead of a VM exit (this VM runs with guest halt polling off); the loops run only when nothing else can. What is left of a round trip is the datapaths' and the sockets' own work. {}\n{}",
+            if SCHED_GROUP.get().copied().unwrap_or(false) {
+                "Every process of the bench (daemons, sandboxes, servers, clients, the loops) was in one cpu cgroup of its own, so one scheduling group: `SCHED_IDLE` yields only within a group, and a netd sandbox's server is otherwise in an autogroup of its own (its own session), where a loop kept it from running for up to a time slice."
+            } else {
+                "**No cpu cgroup could be made on this machine**: a netd sandbox's server (its own session, so its own autogroup) is in another scheduling group than the loops, which `SCHED_IDLE` does not rank below it; its worlds' CRR here waits for the loops' time slices and is not comparable."
+            },
             render_h2h_tables(h)
         );
     }
