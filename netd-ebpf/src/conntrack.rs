@@ -224,7 +224,7 @@ fn restart_published(p: &Pkt, k: &CtKey, v: &mut CtValue) -> bool {
 /// Two MAC addresses equal (as a word and a half-word: an array comparison is a call to
 /// `bcmp`, which the bpf target does not have).
 #[inline(always)]
-fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
     // SAFETY: within both 6-byte arrays, read unaligned.
     unsafe {
         (a.as_ptr() as *const u32).read_unaligned() == (b.as_ptr() as *const u32).read_unaligned()

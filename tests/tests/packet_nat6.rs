@@ -1045,3 +1045,79 @@ fn nat46_reply_fragments_become_ipv6_fragments() {
     assert_eq!(&d[8..], &payload[..]);
     assert_eq!(l.drop_stats().unwrap()["nat46_untranslatable"], 0);
 }
+
+/// A client reusing its source port after its last connection to the same published port
+/// closed: the SYN restarts both entries in place (the IPv4 twin:
+/// `packet_nat::a_reused_client_port_restarts_its_closed_published_flow_in_place`). Same
+/// translation, fresh TCP state, the reply's cached route kept, counted as one new unanswered
+/// flow, no other entry; once the binding leads elsewhere, a closed flow gets the new
+/// translation and its old pair goes.
+#[test]
+fn a_reused_client_port6_restarts_its_closed_published_flow_in_place() {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN_ACK: u8 = 0x11;
+    require_root!();
+    let mut l = setup();
+    let ck = key(TCP, client(), host(), 42200, 8080);
+    let sk = key(TCP, sb(), client(), 7000, 42200);
+    let c = |l: &Loaded, seq: u32, ack: u32, flags: u8| {
+        run(l, p::FROM_NETDEV, &tcp_seg6(client(), host(), (42200, 8080), (seq, ack), flags, 502, Some(7)))
+    };
+    let s = |l: &Loaded, sport: u16, seq: u32, ack: u32, flags: u8| {
+        run(l, p::FROM_CONTAINER, &tcp_seg6(sb(), client(), (sport, 42200), (seq, ack), flags, 509, Some(7)))
+    };
+    let unassured = |l: &Loaded| {
+        let u: Array<&MapData, u64> = Array::try_from(l.ebpf.map(m6::CT_UNASSURED_V6).unwrap()).unwrap();
+        u.get(&0, 0).unwrap() as i64
+    };
+    assert_eq!(c(&l, 1000, 0, SYN).retval, TC_ACT_REDIRECT);
+    assert_ne!(s(&l, 7000, 5000, 1001, SYN | ACK).retval, TC_ACT_SHOT);
+    assert_eq!(c(&l, 1001, 5001, ACK).retval, TC_ACT_REDIRECT);
+    assert_eq!(c(&l, 1001, 5001, FIN_ACK).retval, TC_ACT_REDIRECT);
+    assert_ne!(ct_get(&l, &ck).unwrap().flags & CT_F_CLOSING, 0, "the client's FIN closes its direction");
+    // The reply entry's route as a first reply caches it (the test's namespace has none).
+    const DMAC: [u8; 6] = [2, 0, 0, 0, 0, 0x77];
+    {
+        let mut g: Array<&mut MapData, u32> =
+            Array::try_from(l.ebpf.map_mut(netd_common::map_names::FIB_GEN).unwrap()).unwrap();
+        g.set(0, 5, 0).unwrap();
+        let mut m = hmap::<CtKey6, CtValue6>(&mut l, m6::CT_V6);
+        let mut v = m.get(&sk, 0).unwrap();
+        (v.ifindex, v.dmac, v.smac, v.fib_mtu, v.fib_gen) = (77, DMAC, [2, 0, 0, 0, 0, 0x78], 1500, 5);
+        m.insert(sk, v, 0).unwrap();
+    }
+    assert_eq!(ct(&l).len(), 2);
+    let u0 = unassured(&l);
+
+    // The same client port again, a new ISN: the same translation, both entries restarted.
+    let r = c(&l, 90_000, 0, SYN);
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.sport, o.dport), (client(), sb(), 42200, 7000));
+    let (cv, sv) = (ct_get(&l, &ck).unwrap(), ct_get(&l, &sk).unwrap());
+    assert_eq!(cv.flags & (CT_F_CLOSING | CT_F_ACKED), 0, "the client's state starts afresh");
+    assert_eq!(sv.flags, CT_F_REPLY, "the reply direction not seen yet");
+    assert_eq!((sv.ifindex, sv.dmac, sv.fib_gen), (77, DMAC, 5), "restarted in place: the cached route kept");
+    assert_eq!(ct(&l).len(), 2, "no other entry");
+    assert_eq!(unassured(&l), u0 + 1, "an unanswered flow again, counted once");
+    // The SYN-ACK goes out along the cached route, translated back.
+    let r = s(&l, 7000, 30_000, 90_001, SYN | ACK);
+    assert_eq!(r.retval, TC_ACT_REDIRECT, "bpf_redirect along the cached route");
+    let o = check(&r.data_out);
+    assert_eq!((o.src, o.dst, o.sport, o.dport, o.dmac), (host(), client(), 8080, 42200, DMAC));
+    assert_eq!(c(&l, 90_001, 30_001, ACK).retval, TC_ACT_REDIRECT);
+    assert_ne!(ct_get(&l, &ck).unwrap().flags & CT_F_ACKED, 0);
+
+    // Closed again, and the port now leads to 7001: a new translation, the old pair gone.
+    assert_eq!(c(&l, 90_001, 30_001, FIN_ACK).retval, TC_ACT_REDIRECT);
+    publish(&mut l, Ipv6Addr::UNSPECIFIED, TCP, 8080, sb(), 7001, 0);
+    let r = c(&l, 200_000, 0, SYN);
+    assert_eq!(r.retval, TC_ACT_REDIRECT);
+    let o = check(&r.data_out);
+    assert_eq!((o.dst, o.sport, o.dport), (sb(), 42200, 7001), "the new binding");
+    assert!(ct_get(&l, &sk).is_none(), "the closed pair's reply entry went with it");
+    let n = ct_get(&l, &key(TCP, sb(), client(), 7001, 42200)).expect("the new reply entry");
+    assert_eq!((n.ifindex, n.fib_gen), (0, 0), "a new entry: no route cached yet");
+    assert_eq!(ct(&l).len(), 2);
+}

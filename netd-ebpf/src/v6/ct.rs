@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netd_common::{
-    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT46, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_L2, CT_F_REPLY,
-    CT_F_SEEN, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
+    CT_ACT_FIB, CT_ACT_HOSTFLOW, CT_ACT_NAT46, CT_ACT_PASS, CT_ACT_PEER, CT_F_ACKED, CT_F_CLOSING, CT_F_HOSTNAT,
+    CT_F_L2, CT_F_REPLY, CT_F_SEEN, DropReason, EARLY_DROP_TRIES, IPPROTO_TCP,
     tcp_window::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     v6::{Addr6, CT_UNASSURED_MAX_V6, CtKey6, CtValue6, FragKey6},
 };
@@ -89,14 +89,90 @@ pub fn get_mut(k: &CtKey6) -> Option<Entry6> {
 /// new one: the old pair goes, the caller translates afresh).
 #[inline(always)]
 pub fn lookup_flow(p: &Pkt6, k: &CtKey6) -> Option<Entry6> {
+    lookup_flow_in(p, k, false)
+}
+
+/// `lookup_flow` on the uplink: a SYN on a closed published-port flow whose translation would
+/// come out the same again (`restart_published`) restarts the pair in place, as for IPv4
+/// (`conntrack::lookup_flow_uplink`).
+#[inline(always)]
+pub fn lookup_flow_uplink(p: &Pkt6, k: &CtKey6) -> Option<Entry6> {
+    lookup_flow_in(p, k, true)
+}
+
+#[inline(always)]
+fn lookup_flow_in(p: &Pkt6, k: &CtKey6, uplink: bool) -> Option<Entry6> {
     let e = get_mut(k)?;
     // SAFETY: map value pointer, valid for this program run.
-    let v = unsafe { &*e };
+    let v = unsafe { &mut *e };
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && v.flags & CT_F_CLOSING != 0 {
+        if uplink && restart_published(p, k, v) {
+            return Some(e);
+        }
         remove_pair(k, v);
         return None;
     }
     Some(e)
+}
+
+/// A client's SYN from a source port whose last connection to the same published port closed:
+/// when the pair, removed, would be made again exactly as it is (`progs::dnat`'s two values,
+/// the client's port kept), both entries start over in place, without the two deletes and two
+/// inserts (see `conntrack::restart_published`, the IPv4 twin, for why and what is kept). A
+/// NAT46 binding's flow (`CT_ACT_NAT64_PEER`) never matches: it goes as before.
+/// A BPF-to-BPF call (its keys off the caller's frame).
+#[inline(never)]
+fn restart_published(p: &Pkt6, k: &CtKey6, v: &mut CtValue6) -> bool {
+    use super::maps::{endpoint6, eq6, is_host_addr6, network6, published6};
+    if v.action != CT_ACT_PEER
+        || v.flags & (CT_F_REPLY | CT_F_L2 | CT_F_HOSTNAT) != 0
+        || v.sport != p.sport
+        || !eq6(&v.saddr, &p.saddr)
+        || !is_host_addr6(&p.daddr)
+    {
+        return false;
+    }
+    let Some(pb) = published6(p.proto, &p.daddr, p.dport) else { return false };
+    let Some(ep) = endpoint6(&pb.addr) else { return false };
+    let Some(net) = network6(ep.net) else { return false };
+    if !eq6(&v.daddr, &pb.addr)
+        || v.dport != pb.port
+        || v.ifindex != ep.ifindex
+        || v.stats_slot != pb.stats_slot + 1
+        || !crate::conntrack::mac_eq(&v.dmac, &ep.mac)
+        || !crate::conntrack::mac_eq(&v.smac, &net.gateway_mac)
+    {
+        return false;
+    }
+    // Its reply entry, still paired with it and as `dnat` makes it.
+    let rk = key6(&pb.addr, &p.saddr, pb.port, p.sport, p.proto);
+    let Some(r) = get_mut(&rk) else { return false };
+    // SAFETY: map value pointer, valid for this program run.
+    let r = unsafe { &mut *r };
+    if r.action != CT_ACT_FIB
+        || r.flags & (CT_F_L2 | CT_F_HOSTNAT) != 0
+        || !eq6(&r.saddr, &p.daddr)
+        || !eq6(&r.daddr, &p.saddr)
+        || r.sport != p.dport
+        || r.dport != p.sport
+        || r.stats_slot != 0
+    {
+        return false;
+    }
+    // Unanswered again (counted once: a flow whose client never acknowledged still counts).
+    if v.flags & CT_F_ACKED != 0 {
+        count_new(k);
+    }
+    let now = crate::conntrack::now();
+    v.flags = 0;
+    v.ack = 0;
+    v.wnd = 0;
+    v.last_seen_ns = now;
+    r.flags = CT_F_REPLY;
+    r.ack = 0;
+    r.wnd = 0;
+    r.last_seen_ns = now;
+    true
 }
 
 /// Remove an entry and its other direction, if the partner still points back at it.
@@ -154,13 +230,23 @@ fn admit(k: &CtKey6) -> bool {
         stats::count_drop(DropReason::CtFull);
         return false;
     }
-    // SAFETY: as above (not atomic: the GC recounts).
+    count_new(k);
+    true
+}
+
+/// Count a new unanswered flow keyed `k` (`admit` without the cap: also for a flow restarted
+/// in its own entries).
+#[inline(always)]
+fn count_new(k: &CtKey6) {
+    let Some(unassured) = CT_UNASSURED_V6.get_ptr_mut(0) else { return };
+    let Some(head) = NEW_FLOWS_HEAD_V6.get_ptr_mut(0) else { return };
+    // SAFETY: one-entry array slots, valid for this program run (not atomic: the GC recounts).
+    let h = unsafe { *head };
     unsafe {
         *unassured = (*unassured).wrapping_add(1);
         *head = h.wrapping_add(1);
     }
     let _ = NEW_FLOWS_V6.set((h % CT_UNASSURED_MAX_V6) as u32, k, 0);
-    true
 }
 
 /// nf_conntrack's early drop over the oldest recent new IPv6 flows (see

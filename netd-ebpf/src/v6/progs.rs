@@ -122,7 +122,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         return OK;
     }
     let k = ct::key_of(p);
-    if let Some(e) = ct::lookup_flow(p, &k) {
+    if let Some(e) = ct::lookup_flow_uplink(p, &k) {
         return ct::apply(ctx, p, e);
     }
     if endpoint6(&p.daddr).is_some() {
@@ -206,6 +206,7 @@ fn dnat(ctx: &TcContext, p: &mut Pkt6) -> i32 {
     let Some(ep) = endpoint6(&pb.addr) else { return OK };
     let Some(net) = network6(ep.net) else { return OK };
     // The client's port toward the sandbox unless another flow's reply tuple holds it.
+    // (`ct::restart_published` checks a closed pair against these two values.)
     let Some(cport) = pick_port(p.proto, &pb.addr, &p.saddr, ports(pb.port, p.sport), true) else {
         stats::count_drop(DropReason::SnatExhausted);
         return SHOT;
