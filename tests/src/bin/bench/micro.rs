@@ -12,7 +12,8 @@
 //!
 //! A new connection's first segments (`new_flows`) are timed one run per test run, next to the
 //! empty program timed the same way (what a single run's set-up and timer cost): a fresh
-//! client port's SYN and the SYN-ACK, and a SYN from the same port once that flow closed.
+//! client port's SYN and the SYN-ACK, and a SYN from the same port once that flow closed, for
+//! IPv4 and IPv6.
 use std::{net::Ipv4Addr, os::fd::AsFd};
 
 use anyhow::{Result, bail};
@@ -360,5 +361,138 @@ pub fn micro(calls: usize, check: bool) -> Result<()> {
         let (med, min) = time(l.prog_fd(c.prog)?, &c.frame, calls, check)?;
         println!("| {} | {med:.0} | {min:.0} |", c.name);
     }
-    new_flows(&mut l, calls, check)
+    new_flows(&mut l, calls, check)?;
+    new_flows6(&mut l, calls, check)
+}
+
+/// An Ethernet + IPv6 (hop limit 64) + TCP frame with the flags byte given, checksum valid.
+fn frame6(flags: u8, src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&1000u32.to_be_bytes());
+    l4.extend_from_slice(&2000u32.to_be_bytes());
+    l4.extend_from_slice(&[0x50, flags, 0x20, 0x00, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    let c = csum(&[pseudo.as_slice(), &l4].concat());
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = [SB_MAC, GW_MAC].concat();
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// [`new_flows`] for IPv6 (`[::]:8080` published to a sandbox's ULA address; `CT_V6`).
+fn new_flows6(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
+    use std::net::Ipv6Addr;
+
+    use netd_common::{
+        EndpointInfo, NET_F_MASQUERADE, NET_F_PROTECT,
+        v6::{Addr6, CtKey6, CtValue6, NetworkInfo6, PublishedKey6, PublishedValue6, addr6, map_names as m6},
+    };
+    let (host, client, sb): (Ipv6Addr, Ipv6Addr, Ipv6Addr) =
+        ("2001:db8:100::1".parse()?, "2001:db8:100::2".parse()?, "fd00:17::2".parse()?);
+    let w = |a: Ipv6Addr| addr6(a.octets());
+    let key6 = |s: Ipv6Addr, d: Ipv6Addr, sp: u16, dp: u16| CtKey6 {
+        saddr: w(s),
+        daddr: w(d),
+        sport: be_port(sp),
+        dport: be_port(dp),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    {
+        let mut h: BpfHashMap<&mut MapData, Addr6, u32> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::HOST_ADDRS_V6).unwrap())?;
+        h.insert(w(host), 1, 0)?;
+        let mut pm: BpfHashMap<&mut MapData, PublishedKey6, PublishedValue6> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::PUBLISHED_V6).unwrap())?;
+        let k = PublishedKey6 { addr: [0; 4], port: be_port(8080), proto: 6, _pad: 0 };
+        pm.insert(
+            k,
+            PublishedValue6 { addr: w(sb), port: be_port(7000), _pad: 0, net: 1, stats_slot: 1, flags: 0 },
+            0,
+        )?;
+        let mut em: BpfHashMap<&mut MapData, Addr6, EndpointInfo> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::ENDPOINTS_V6).unwrap())?;
+        em.insert(w(sb), EndpointInfo { ifindex: 42, net: 1, mac: SB_MAC, _pad: [0; 2] }, 0)?;
+        let mut nm: BpfHashMap<&mut MapData, u32, NetworkInfo6> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::NETWORKS_V6).unwrap())?;
+        let n = NetworkInfo6 {
+            subnet: w("fd00:17::".parse()?),
+            gateway: w("fd00:17::1".parse()?),
+            prefix_len: 64,
+            bridge_ifindex: 41,
+            gateway_mac: GW_MAC,
+            _pad: [0; 2],
+            flags: NET_F_MASQUERADE | NET_F_PROTECT,
+        };
+        nm.insert(1, n, 0)?;
+    }
+    let (mut syn, mut synack, mut again) =
+        (Vec::with_capacity(calls), Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let to = |f: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
+    let from = |f: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+    for i in 0..calls {
+        let cport = 20_000 + i as u16;
+        let fk = key6(client, host, cport, 8080);
+        let rk = key6(sb, client, 7000, cport);
+        let f = frame6(0x02, client, host, cport, 8080);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_NETDEV)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || to(&r.data_out) != sb) {
+            bail!("IPv6 SYN {i}: verdict {}, not translated to the sandbox", r.retval);
+        }
+        syn.push(r.duration_ns as f64);
+        {
+            let mut ct: BpfHashMap<&mut MapData, CtKey6, CtValue6> =
+                BpfHashMap::try_from(l.ebpf.map_mut(m6::CT_V6).unwrap())?;
+            let Ok(mut v) = ct.get(&rk, 0) else {
+                let _ = ct.remove(&fk);
+                continue;
+            };
+            (v.fib_gen, v.fib_mtu, v.ifindex) = (5, 1500, 43);
+            ct.insert(rk, v, 0)?;
+        }
+        let f = frame6(0x12, sb, client, 7000, cport);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_CONTAINER)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || from(&r.data_out) != host) {
+            bail!("IPv6 SYN-ACK {i}: verdict {}, not translated to the host address", r.retval);
+        }
+        synack.push(r.duration_ns as f64);
+        let mut ct: BpfHashMap<&mut MapData, CtKey6, CtValue6> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::CT_V6).unwrap())?;
+        let mut v = ct.get(&fk, 0)?;
+        v.flags |= netd_common::CT_F_CLOSING;
+        ct.insert(fk, v, 0)?;
+        let f = frame6(0x02, client, host, cport, 8080);
+        let r = test_run_repeat(l.prog_fd(netd_common::prog_names::FROM_NETDEV)?, &f, 1)?;
+        if check && (r.retval != TC_ACT_REDIRECT || to(&r.data_out) != sb) {
+            bail!("IPv6 SYN {i} again: verdict {}, not translated to the sandbox", r.retval);
+        }
+        again.push(r.duration_ns as f64);
+        let mut ct: BpfHashMap<&mut MapData, CtKey6, CtValue6> =
+            BpfHashMap::try_from(l.ebpf.map_mut(m6::CT_V6).unwrap())?;
+        ct.remove(&fk)?;
+        let _ = ct.remove(&rk);
+    }
+    for (name, mut d) in [
+        ("from_netdev, IPv6 new connection, TCP SYN", syn),
+        ("from_container, IPv6 new connection, TCP SYN-ACK", synack),
+        ("from_netdev, IPv6 new connection from a closed flow's port, TCP SYN", again),
+    ] {
+        if d.is_empty() {
+            continue;
+        }
+        d.sort_by(f64::total_cmp);
+        println!("| {name} (1 run per call) | {:.0} | {:.0} |", d[d.len() / 2], d[0]);
+    }
+    Ok(())
 }
