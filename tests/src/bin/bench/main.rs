@@ -917,7 +917,11 @@ struct SchedGroup {
 }
 
 impl SchedGroup {
+    /// (`NETD_BENCH_NO_SCHED_GROUP=1`: leave the processes where they are, for an A/B.)
     fn enter() -> Option<Self> {
+        if std::env::var_os("NETD_BENCH_NO_SCHED_GROUP").is_some() {
+            return None;
+        }
         let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let base = mounts.lines().find_map(|l| {
@@ -955,10 +959,27 @@ impl SchedGroup {
 
 impl Drop for SchedGroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.back.join("cgroup.procs"), std::process::id().to_string());
-        // Processes that just exited leave the cgroup asynchronously: retry for a while.
+        // Every process still in it or below it (this one, and any the run left behind that
+        // outlive it) back where the bench was, then the cgroup goes with the ones made inside
+        // it (dockerd's cgroupfs driver makes a relative `--cgroup-parent` below its own
+        // cgroup); processes that just exited leave asynchronously, hence the retries.
+        fn drain(dir: &std::path::Path, back: &std::path::Path) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        drain(&e.path(), back);
+                    }
+                }
+            }
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(back.join("cgroup.procs"), pid);
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
         for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
+            drain(&self.dir, &self.back);
+            if !self.dir.exists() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
