@@ -320,18 +320,24 @@ fn new_flows(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
         ct.remove(&fk)?;
         let _ = ct.remove(&rk);
     }
-    for (name, mut d) in [
+    single_run_rows([
         ("from_netdev, new connection, TCP SYN", syn),
         ("from_container, new connection, TCP SYN-ACK", synack),
         ("from_netdev, new connection from a closed flow's port, TCP SYN", again),
-    ] {
+    ]);
+    Ok(())
+}
+
+/// One table row per case timed one run per call: median and minimum (cases an experiment's
+/// object left empty are skipped).
+fn single_run_rows<const N: usize>(rows: [(&str, Vec<f64>); N]) {
+    for (name, mut d) in rows {
         if d.is_empty() {
             continue;
         }
         d.sort_by(f64::total_cmp);
         println!("| {name} (1 run per call) | {:.0} | {:.0} |", d[d.len() / 2], d[0]);
     }
-    Ok(())
 }
 
 /// `netd-bench micro [--calls N] [--no-check]`: a table of ns per run, printed (`--no-check`: for
@@ -483,16 +489,10 @@ fn new_flows6(l: &mut Loaded, calls: usize, check: bool) -> Result<()> {
         ct.remove(&fk)?;
         let _ = ct.remove(&rk);
     }
-    for (name, mut d) in [
+    single_run_rows([
         ("from_netdev, IPv6 new connection, TCP SYN", syn),
         ("from_container, IPv6 new connection, TCP SYN-ACK", synack),
         ("from_netdev, IPv6 new connection from a closed flow's port, TCP SYN", again),
-    ] {
-        if d.is_empty() {
-            continue;
-        }
-        d.sort_by(f64::total_cmp);
-        println!("| {name} (1 run per call) | {:.0} | {:.0} |", d[d.len() / 2], d[0]);
-    }
+    ]);
     Ok(())
 }
