@@ -62,7 +62,8 @@ pub fn tcp_rr(ns: &str, dst: SocketAddr, dur: Duration, cpu: usize) -> Result<Sa
     })?
 }
 
-fn set_linger0(s: &TcpStream) {
+/// Close with a RST (SO_LINGER 0) instead of a FIN and TIME_WAIT.
+pub fn set_linger0(s: &TcpStream) {
     use std::os::fd::AsRawFd;
     let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid socket and option buffer.

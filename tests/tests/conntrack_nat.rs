@@ -420,6 +420,55 @@ fn iptables_one_client_port_to_two_host_ports() {
     two_host_ports("iptables");
 }
 
+/// A client reusing one source port for connection after connection to a published port, each
+/// closed by its RST (SO_LINGER 0, as load generators do), then once by a FIN: every connection
+/// gets its own echo. On the eBPF dataplane the closed pair restarts in place
+/// (`conntrack::restart_published`); nf_conntrack kills and recreates it; both must carry every
+/// connection.
+fn client_port_reused_after_close(dataplane: &str) {
+    let th = TestHost::new(&format!("ru{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let dst: SocketAddrV4 = "198.51.100.1:8080".parse().unwrap();
+    // The server listening (another client port: 45100 must see only the measured connections).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe::tcp_echo(&th.outside.path(), SocketAddr::V4(dst), b"up").is_err() {
+        assert!(Instant::now() < deadline, "the published port never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let obs = in_netns(&th.outside.path(), move || {
+        let local: SocketAddrV4 = "198.51.100.2:45100".parse().unwrap();
+        let mut got = Vec::new();
+        for i in 0..6 {
+            let mut s = tcp_from(local, dst).map_err(|e| format!("connection {i}: {e}"))?;
+            got.push(echo_on(&mut s, &format!("n{i}")));
+            if i < 5 {
+                netd_tests::load::set_linger0(&s);
+            }
+        }
+        Ok::<_, String>(got)
+    })
+    .unwrap();
+    row("one client port reused after RST closes (TCP)", dataplane, &format!("{obs:?}"));
+    let got = obs.unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &format!("web:198.51.100.2:n{i}"), "connection {i} from the reused port");
+    }
+}
+
+#[test]
+fn ebpf_a_client_port_reused_after_resets_carries_every_connection() {
+    require_root!();
+    client_port_reused_after_close("ebpf");
+}
+
+#[test]
+fn iptables_a_client_port_reused_after_resets_carries_every_connection() {
+    require_root!();
+    client_port_reused_after_close("iptables");
+}
+
 // ---- items 7 and 8: blind RST, SYN flood ---------------------------------------------------
 
 /// A masqueraded TCP flow, idle, survives a blind out-of-window RST and a SYN flood to a

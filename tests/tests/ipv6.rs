@@ -1605,3 +1605,92 @@ fn address_reuse_with_another_mac(dataplane: &str) {
         "the peer still sends to the old MAC (no gratuitous ARP)"
     );
 }
+
+/// `conntrack_nat`'s reused client port over IPv6: one client `[2001:db8:100::2]:45100`,
+/// connection after connection to `[2001:db8:100::1]:8080`, each closed by its RST (SO_LINGER 0),
+/// the last by a FIN; every connection gets its own echo (the eBPF dataplane restarts the closed
+/// `CT_V6` pair in place, ip6tables' conntrack recreates it).
+fn client_port6_reused_after_close(dataplane: &str) {
+    use std::{
+        io::{Read, Write},
+        net::SocketAddr,
+    };
+    let th = TestHost::new(&format!("v6r{}", &dataplane[..1])).unwrap();
+    let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--ipv6", "--fixed-cidr-v6", "fd00:21::/64"]).unwrap();
+    let pr = p();
+    d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
+    let out = th.outside.path();
+    let dst = addr("[2001:db8:100::1]:8080");
+    // The server listening (from another client port).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while probe::tcp_echo(&out, dst, b"up").is_err() {
+        assert!(std::time::Instant::now() < deadline, "the published port never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let got = netd_tests::in_netns(&out, move || {
+        let local: SocketAddr = "[2001:db8:100::2]:45100".parse().unwrap();
+        (0..6)
+            .map(|i| {
+                let mut s = tcp6_from(local, dst).map_err(|e| format!("connection {i}: {e}"))?;
+                let msg = format!("n{i}");
+                s.write_all(msg.as_bytes()).map_err(|e| format!("write {i}: {e}"))?;
+                let mut got = String::new();
+                let mut buf = [0u8; 512];
+                while !got.ends_with(&msg) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+                if i < 5 {
+                    netd_tests::load::set_linger0(&s);
+                }
+                Ok(got)
+            })
+            .collect::<Result<Vec<String>, String>>()
+    })
+    .unwrap()
+    .unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &format!("web:[2001:db8:100::2]:n{i}"), "connection {i} from the reused port");
+    }
+}
+
+/// A TCP connection from a fixed local IPv6 address and port (SO_REUSEADDR), 3 s read timeout.
+fn tcp6_from(local: std::net::SocketAddr, dst: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sa = |a: std::net::SocketAddr| {
+        let std::net::SocketAddr::V6(a) = a else { panic!("{a}: not IPv6") };
+        // SAFETY: an all-zero sockaddr_in6 is valid; the fields are then set.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_port = a.port().to_be();
+        sa.sin6_addr.s6_addr = a.ip().octets();
+        sa
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: socket/setsockopt/bind/connect with valid arguments; the fd is owned by the stream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = std::net::TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4);
+        let (l, r) = (sa(local), sa(dst));
+        if libc::bind(fd, (&l as *const libc::sockaddr_in6).cast(), len) < 0
+            || libc::connect(fd, (&r as *const libc::sockaddr_in6).cast(), len) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        Ok(s)
+    }
+}
+
+both!(
+    client_port6_reused_after_close,
+    ebpf_a_client_port6_reused_after_resets_carries_every_connection,
+    iptables_a_client_port6_reused_after_resets_carries_every_connection
+);
