@@ -22,6 +22,14 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
+/// Move every process of cgroup `from` into cgroup `to` (best effort: one that exits meanwhile
+/// is gone anyway).
+pub fn move_procs(from: &Path, to: &Path) {
+    for pid in fs::read_to_string(from.join("cgroup.procs")).unwrap_or_default().split_whitespace() {
+        let _ = fs::write(to.join("cgroup.procs"), pid);
+    }
+}
+
 impl TestCgroup {
     pub fn new(name: &str) -> Result<Self> {
         let (root, mounted) = match cgroup2_mount() {
@@ -51,10 +59,8 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Move any straggler back to the parent, then remove the directory.
-        if let (Ok(procs), Some(parent)) = (fs::read_to_string(self.procs()), self.path.parent()) {
-            for pid in procs.lines() {
-                let _ = fs::write(parent.join("cgroup.procs"), pid);
-            }
+        if let Some(parent) = self.path.parent() {
+            move_procs(&self.path, parent);
         }
         if let Err(e) = fs::remove_dir(&self.path) {
             eprintln!("warning: removing cgroup {}: {e}", self.path.display());

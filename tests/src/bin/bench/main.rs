@@ -971,10 +971,7 @@ impl Drop for SchedGroup {
                     }
                 }
             }
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.split_whitespace() {
-                let _ = std::fs::write(back.join("cgroup.procs"), pid);
-            }
+            netd_tests::cgroup::move_procs(dir, back);
             let _ = std::fs::remove_dir(dir);
         }
         for _ in 0..100 {
