@@ -1615,7 +1615,7 @@ fn client_port6_reused_after_close(dataplane: &str) {
         io::{Read, Write},
         net::SocketAddr,
     };
-    let th = TestHost::new(&format!("v6r{}", &dataplane[..1])).unwrap();
+    let th = TestHost::new(&format!("v6u{}", &dataplane[..1])).unwrap();
     let d = TestDaemon::start(&th, &["--dataplane", dataplane, "--ipv6", "--fixed-cidr-v6", "fd00:21::/64"]).unwrap();
     let pr = p();
     d.ok(&["run", "-d", "--name", "web", "-p", "8080:7000", "--", &pr, "serve", "--tag", "web", "7000"]);
